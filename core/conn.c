@@ -1,0 +1,427 @@
+/* SPDX-License-Identifier: MIT
+ * conn.c — one libpq connection: connecting with pgstore's session settings,
+ * liveness checks, reset, and running statements through a per-connection
+ * prepared-statement cache whose parameter types decide each parameter's
+ * wire format (bytea goes binary, so every byte survives).
+ */
+#include "conn.h"
+#include "error.h"
+
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OID_BYTEA 17
+#define MAX_KEYS 40
+
+/* ---- settings ------------------------------------------------------------ */
+
+static int has_key(const char **keys, int n, const char *k)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(keys[i], k) == 0)
+            return i;
+    return -1;
+}
+
+/* Builds keyword/value arrays: every option the user set, then pgstore's
+ * defaults for what they left out, then the session settings pgstore
+ * relies on (ISO dates in UTC) appended to any `options` they gave. */
+pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err)
+{
+    char *perr = NULL;
+    const char *conninfo = opts && opts->conninfo ? opts->conninfo : "";
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    if (!parsed) {
+        pgs_error_set(err, PGS_EINVALID, "invalid connection string: %s", perr ? perr : "out of memory");
+        /* The message may echo part of the string; never the password. */
+        const char *pw = strstr(conninfo, "password=");
+        if (pw) {
+            char secret[256];
+            size_t n = strcspn(pw + 9, " &");
+            snprintf(secret, sizeof secret, "%.*s", (int)n, pw + 9);
+            pgs_error_scrub(err, secret);
+        }
+        PQfreemem(perr);
+        return PGS_EINVALID;
+    }
+
+    pgs_dsn_t *d = calloc(1, sizeof *d);
+    if (d) {
+        d->keys = calloc(MAX_KEYS + 1, sizeof *d->keys);
+        d->vals = calloc(MAX_KEYS + 1, sizeof *d->vals);
+    }
+    if (!d || !d->keys || !d->vals) {
+        PQconninfoFree(parsed);
+        pgs_dsn_free(d);
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    int n = 0;
+    const char *user_options = getenv("PGOPTIONS");
+    for (PQconninfoOption *o = parsed; o->keyword && n < MAX_KEYS - 8; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "options") == 0) {
+            user_options = o->val;
+            continue;
+        }
+        if (strcmp(o->keyword, "password") == 0)
+            d->secret = strdup(o->val);
+        d->keys[n] = strdup(o->keyword);
+        d->vals[n] = strdup(o->val);
+        n++;
+    }
+    PQconninfoFree(parsed);
+    if (!d->secret && getenv("PGPASSWORD"))
+        d->secret = strdup(getenv("PGPASSWORD"));
+
+    char buf[512];
+    double ct = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 5;
+    struct { const char *k; const char *v; } defaults[] = {
+        {"connect_timeout", NULL},
+        {"application_name", opts && opts->application_name ? opts->application_name : "pgstore"},
+        {"keepalives", "1"},
+        {"keepalives_idle", "30"},
+        {"keepalives_interval", "10"},
+        {"keepalives_count", "3"},
+    };
+    /* libpq's connect_timeout is whole seconds, at least 2. */
+    snprintf(buf, sizeof buf, "%d", (int)(ct < 2 ? 2 : ceil(ct)));
+    defaults[0].v = buf;
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        if (has_key(d->keys, n, defaults[i].k) >= 0 || (i == 0 && getenv("PGCONNECT_TIMEOUT")) ||
+            (i == 1 && getenv("PGAPPNAME")))
+            continue;
+        d->keys[n] = strdup(defaults[i].k);
+        d->vals[n] = strdup(defaults[i].v);
+        n++;
+    }
+    char session[1024];
+    int len = snprintf(session, sizeof session, "%s%s-c DateStyle=ISO,MDY -c TimeZone=UTC",
+                       user_options ? user_options : "", user_options ? " " : "");
+    if (opts && opts->statement_timeout_ms > 0)
+        snprintf(session + len, sizeof session - (size_t)len, " -c statement_timeout=%d",
+                 opts->statement_timeout_ms);
+    d->keys[n] = strdup("options");
+    d->vals[n] = strdup(session);
+    n++;
+    for (int i = 0; i < n; i++)
+        if (!d->keys[i] || !d->vals[i]) {
+            pgs_dsn_free(d);
+            return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        }
+    d->stmt_cache_size = opts && opts->stmt_cache_size > 0 ? opts->stmt_cache_size : 256;
+    *out = d;
+    return PGS_OK;
+}
+
+void pgs_dsn_free(pgs_dsn_t *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; d->keys && d->keys[i]; i++) {
+        free((char *)d->keys[i]);
+        free((char *)d->vals[i]);
+    }
+    free(d->keys);
+    free(d->vals);
+    if (d->secret)
+        memset(d->secret, 0, strlen(d->secret));
+    free(d->secret);
+    free(d);
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+/* The core never prints: server notices are dropped here. One kind is
+ * remembered: a FATAL arriving while the connection sits idle means the
+ * server is closing it (pg_terminate_backend, shutdown), even if the EOF
+ * behind it has not arrived yet. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+        ((pgs_conn_t *)arg)->doomed = 1;
+}
+
+static pgs_status_t connect_pg(const pgs_dsn_t *dsn, PGconn **out, pgs_error_t *err)
+{
+    PGconn *pg = PQconnectdbParams(dsn->keys, dsn->vals, 0);
+    if (!pg || PQstatus(pg) != CONNECTION_OK) {
+        pgs_error_from_conn(err, PGS_ECONNECTION, "could not connect: ", pg);
+        pgs_error_scrub(err, dsn->secret);
+        PQfinish(pg);
+        return PGS_ECONNECTION;
+    }
+    *out = pg;
+    return PGS_OK;
+}
+
+pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error_t *err)
+{
+    pgs_conn_t *c = calloc(1, sizeof *c);
+    if (!c || pgs_stmtcache_init(&c->stmts, dsn->stmt_cache_size) != 0) {
+        free(c);
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    c->dsn = dsn;
+    pgs_status_t st = connect_pg(dsn, &c->pg, err);
+    if (st != PGS_OK) {
+        pgs_stmtcache_free(&c->stmts);
+        free(c);
+        return st;
+    }
+    PQsetNoticeReceiver(c->pg, on_notice, c);
+    *out = c;
+    return PGS_OK;
+}
+
+pgs_status_t pgs_conn_open(const pgs_conn_opts_t *opts, pgs_conn_t **out, pgs_error_t *err)
+{
+    pgs_dsn_t *dsn;
+    pgs_status_t st = pgs_dsn_build(opts, &dsn, err);
+    if (st != PGS_OK)
+        return st;
+    st = pgs_conn_open_dsn(dsn, out, err);
+    if (st != PGS_OK) {
+        pgs_dsn_free(dsn);
+        return st;
+    }
+    (*out)->owned_dsn = dsn;
+    return PGS_OK;
+}
+
+void pgs_conn_close(pgs_conn_t *c)
+{
+    if (!c)
+        return;
+    PQfinish(c->pg);
+    pgs_stmtcache_free(&c->stmts);
+    pgs_dsn_free(c->owned_dsn);
+    free(c);
+}
+
+PGconn *pgs_conn_pg(pgs_conn_t *c)
+{
+    return c->pg;
+}
+
+int pgs_conn_alive(pgs_conn_t *c)
+{
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->doomed)
+        return 0;
+    /* An idle connection has nothing to read. Something readable is either
+     * a notification, or the server saying goodbye (FATAL, then EOF):
+     * consume it and look again. */
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+        int r = poll(&p, 1, 0);
+        if (r == 0)
+            return 1;
+        if (r < 0 || (p.revents & (POLLERR | POLLNVAL)))
+            return 0;
+        /* PQconsumeInput only reads; PQisBusy parses, which hands an
+         * idle-time FATAL to on_notice. */
+        if (!PQconsumeInput(c->pg))
+            return 0;
+        (void)PQisBusy(c->pg);
+        if (PQstatus(c->pg) != CONNECTION_OK || c->doomed)
+            return 0;
+    }
+    return 0;
+}
+
+pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
+{
+    PGconn *fresh;
+    pgs_status_t st = connect_pg(c->dsn, &fresh, err);
+    if (st != PGS_OK)
+        return st;
+    PQfinish(c->pg);
+    c->pg = fresh;
+    c->doomed = 0;
+    PQsetNoticeReceiver(c->pg, on_notice, c);
+    pgs_stmtcache_clear(&c->stmts);
+    return PGS_OK;
+}
+
+/* ---- statements ------------------------------------------------------------ */
+
+static pgs_status_t result_error(pgs_conn_t *c, PGresult *r, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_error_from_result(err, c->pg, r);
+    pgs_error_scrub(err, c->dsn->secret);
+    PQclear(r);
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+        pgs_stmtcache_clear(&c->stmts);
+    return st;
+}
+
+static int result_ok(const PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY;
+}
+
+static void deallocate(pgs_conn_t *c, pgs_stmt_t *s)
+{
+    /* Best effort: inside a failed transaction the server refuses, and the
+     * unused statement then lives until the connection closes. */
+    char sql[64];
+    snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
+    PQclear(PQexec(c->pg, sql));
+    pgs_stmt_free(s);
+}
+
+static pgs_status_t prepare(pgs_conn_t *c, const char *sql, int nparams, pgs_stmt_t **out,
+                            pgs_error_t *err)
+{
+    pgs_stmt_t *victim = pgs_stmtcache_take_victim(&c->stmts);
+    if (victim)
+        deallocate(c, victim);
+    pgs_stmt_t *s = pgs_stmt_new(&c->stmts, sql);
+    if (!s)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    PGresult *r = PQprepare(c->pg, s->name, sql, 0, NULL);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        pgs_stmt_free(s);
+        return result_error(c, r, err);
+    }
+    PQclear(r);
+    r = PQdescribePrepared(c->pg, s->name);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        pgs_stmt_free(s);
+        return result_error(c, r, err);
+    }
+    s->nparams = PQnparams(r);
+    s->types = calloc((size_t)(s->nparams ? s->nparams : 1), sizeof *s->types);
+    if (!s->types) {
+        PQclear(r);
+        pgs_stmt_free(s);
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < s->nparams; i++)
+        s->types[i] = PQparamtype(r, i);
+    PQclear(r);
+    pgs_stmtcache_add(&c->stmts, s);
+    *out = s;
+    return PGS_OK;
+}
+
+/* A cached statement the server no longer knows (DISCARD ALL) or whose
+ * plan no longer fits (a table was dropped and re-created). */
+static int stale_statement(const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (!st)
+        return 0;
+    if (strcmp(st, "26000") == 0)
+        return 1;
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    return strcmp(st, "0A000") == 0 && msg && strstr(msg, "cached plan") != NULL;
+}
+
+#define STACK_PARAMS 32
+
+static pgs_status_t exec_prepared(pgs_conn_t *c, const char *sql, int nparams,
+                                  const pgs_param_t *params, PGresult **res, pgs_error_t *err)
+{
+    for (int attempt = 0;; attempt++) {
+        pgs_stmt_t *s = pgs_stmtcache_find(&c->stmts, sql);
+        if (!s) {
+            pgs_status_t st = prepare(c, sql, nparams, &s, err);
+            if (st != PGS_OK)
+                return st;
+        }
+        if (s->nparams != nparams)
+            return pgs_error_set(err, PGS_EINVALID,
+                                 "the statement takes %d parameter%s, %d given", s->nparams,
+                                 s->nparams == 1 ? "" : "s", nparams);
+
+        const char *vstack[STACK_PARAMS];
+        int lstack[STACK_PARAMS], fstack[STACK_PARAMS];
+        const char **values = vstack;
+        int *lengths = lstack, *formats = fstack;
+        if (nparams > STACK_PARAMS) {
+            values = malloc((size_t)nparams * sizeof *values);
+            lengths = malloc((size_t)nparams * sizeof *lengths);
+            formats = malloc((size_t)nparams * sizeof *formats);
+        }
+        pgs_status_t st = PGS_OK;
+        if (!values || !lengths || !formats)
+            st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        for (int i = 0; st == PGS_OK && i < nparams; i++) {
+            const char *v = params[i].value;
+            int len = v ? (params[i].length >= 0 ? params[i].length : (int)strlen(v)) : 0;
+            values[i] = v;
+            lengths[i] = len;
+            formats[i] = s->types[i] == OID_BYTEA ? 1 : 0;
+            if (v && !formats[i] && memchr(v, '\0', (size_t)len))
+                st = pgs_error_set(err, PGS_EINVALID,
+                                   "parameter $%d contains a NUL byte (only bytea values may)",
+                                   i + 1);
+        }
+        PGresult *r = NULL;
+        if (st == PGS_OK)
+            r = PQexecPrepared(c->pg, s->name, nparams, values, lengths, formats, 0);
+        if (values != vstack) {
+            free(values);
+            free(lengths);
+            free(formats);
+        }
+        if (st != PGS_OK)
+            return st;
+        if (r && result_ok(r)) {
+            if (res)
+                *res = r;
+            else
+                PQclear(r);
+            return PGS_OK;
+        }
+        if (r && stale_statement(r)) {
+            pgs_stmtcache_remove(&c->stmts, s);
+            pgs_stmt_free(s);
+            /* Outside a transaction block nothing was done: run it again. */
+            if (attempt == 0 && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+                PQclear(r);
+                continue;
+            }
+        }
+        return result_error(c, r, err);
+    }
+}
+
+pgs_status_t pgs_exec(pgs_conn_t *c, const char *sql, int nparams, const pgs_param_t *params,
+                      PGresult **res, pgs_error_t *err)
+{
+    if (res)
+        *res = NULL;
+    if (!c || !c->pg)
+        return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
+    if (!sql)
+        return pgs_error_set(err, PGS_EINVALID, "no SQL given");
+    if (nparams > 0 || params)
+        return exec_prepared(c, sql, nparams, params, res, err);
+    PGresult *r = PQexec(c->pg, sql);
+    if (r && result_ok(r)) {
+        if (res)
+            *res = r;
+        else
+            PQclear(r);
+        return PGS_OK;
+    }
+    return result_error(c, r, err);
+}
+
+pgs_status_t pgs_exec_command(pgs_conn_t *c, const char *sql, pgs_error_t *err)
+{
+    return pgs_exec(c, sql, 0, NULL, NULL, err);
+}
+
+int64_t pgs_result_affected(const PGresult *res)
+{
+    const char *t = res ? PQcmdTuples((PGresult *)res) : "";
+    return *t ? strtoll(t, NULL, 10) : 0;
+}

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT
+ * conn.h — the connection struct and connection settings shared by a pool's
+ * connections (internal to libpgstore).
+ */
+#ifndef PGS_CONN_H
+#define PGS_CONN_H
+#include "pgstore.h"
+#include "stmtcache.h"
+
+/* libpq keyword/value arrays built once from the user's conninfo plus
+ * pgstore's defaults, reused for every (re)connect. */
+typedef struct pgs_dsn {
+    const char **keys;
+    const char **vals;
+    char *secret;        /* the password, kept only to scrub messages */
+    int stmt_cache_size;
+} pgs_dsn_t;
+
+pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err);
+void pgs_dsn_free(pgs_dsn_t *dsn);
+
+struct pgs_conn {
+    PGconn *pg;
+    const pgs_dsn_t *dsn;
+    pgs_dsn_t *owned_dsn;     /* set when opened standalone */
+    pgs_stmtcache_t stmts;
+    struct pgs_pool *pool;    /* NULL when standalone */
+    struct pgs_conn *next;    /* pool's idle list */
+    int doomed;               /* the server sent FATAL: reconnect before use */
+};
+
+/* Opens a connection with shared settings (the pool's). */
+pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error_t *err);
+#endif

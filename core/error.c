@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT
+ * error.c — status names, filling pgs_error_t from messages and from libpq,
+ * and scrubbing secrets out of messages before anyone sees them.
+ */
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Keep in the same order as enum pgs_status in pgstore.h. */
+static const char *const status_names[PGS_STATUS_COUNT] = {
+    "ok",       "sql",      "connection", "timeout",    "invalid", "conflict", "duplicate",
+    "not_found", "deleted", "archived",   "lease_lost", "rejected", "closed",  "nomem",
+};
+
+const char *pgs_status_name(pgs_status_t code)
+{
+    if ((int)code < 0 || code >= PGS_STATUS_COUNT)
+        return "unknown";
+    return status_names[code];
+}
+
+void pgs_error_clear(pgs_error_t *err)
+{
+    if (!err)
+        return;
+    memset(err, 0, sizeof *err);
+}
+
+pgs_status_t pgs_error_set(pgs_error_t *err, pgs_status_t code, const char *fmt, ...)
+{
+    if (!err)
+        return code;
+    pgs_error_clear(err);
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int pgs_error_retryable(const pgs_error_t *err)
+{
+    return err && (strcmp(err->sqlstate, "40001") == 0 || strcmp(err->sqlstate, "40P01") == 0);
+}
+
+/* libpq messages end in newlines and sometimes carry a "DETAIL:" line;
+ * keep the first line plus detail, joined, without trailing space. */
+static void copy_message(char *dst, size_t dstsz, const char *src)
+{
+    size_t n = 0;
+    for (const char *p = src; *p && n + 1 < dstsz; p++) {
+        char ch = (*p == '\n' || *p == '\t') ? ' ' : *p;
+        if (ch == ' ' && (n == 0 || dst[n - 1] == ' '))
+            continue;
+        dst[n++] = ch;
+    }
+    while (n > 0 && dst[n - 1] == ' ')
+        n--;
+    dst[n] = '\0';
+}
+
+/* Statement timeouts, lock timeouts and cancels are "timeout"; lost
+ * connections are "connection"; everything else the server says is "sql"
+ * (the stores turn the SQLSTATEs they expect into their own codes). */
+static pgs_status_t code_for_sqlstate(const char *st)
+{
+    if (strcmp(st, "57014") == 0 || strcmp(st, "55P03") == 0)
+        return PGS_ETIMEOUT;
+    if (strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 ||
+        strcmp(st, "57P03") == 0)
+        return PGS_ECONNECTION;
+    return PGS_ESQL;
+}
+
+pgs_status_t pgs_error_from_result(pgs_error_t *err, PGconn *pg, const PGresult *res)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    pgs_status_t code;
+
+    if (pg && PQstatus(pg) == CONNECTION_BAD)
+        code = PGS_ECONNECTION;
+    else if (st)
+        code = code_for_sqlstate(st);
+    else
+        code = PGS_ECONNECTION; /* no SQLSTATE: libpq lost the server */
+    if (!err)
+        return code;
+    pgs_error_clear(err);
+    err->code = code;
+    if (st)
+        snprintf(err->sqlstate, sizeof err->sqlstate, "%s", st);
+    if (msg) {
+        char buf[PGS_ERROR_MESSAGE_MAX];
+        if (detail)
+            snprintf(buf, sizeof buf, "%s (%s)", msg, detail);
+        else
+            snprintf(buf, sizeof buf, "%s", msg);
+        copy_message(err->message, sizeof err->message, buf);
+    } else {
+        const char *m = res ? PQresultErrorMessage(res) : "";
+        if (!*m && pg)
+            m = PQerrorMessage(pg);
+        copy_message(err->message, sizeof err->message, *m ? m : "connection to server lost");
+    }
+    return code;
+}
+
+pgs_status_t pgs_error_from_conn(pgs_error_t *err, pgs_status_t code, const char *prefix, PGconn *pg)
+{
+    if (!err)
+        return code;
+    char buf[PGS_ERROR_MESSAGE_MAX];
+    snprintf(buf, sizeof buf, "%s%s", prefix ? prefix : "",
+             pg ? PQerrorMessage(pg) : "out of memory");
+    pgs_error_clear(err);
+    err->code = code;
+    copy_message(err->message, sizeof err->message, buf);
+    return code;
+}
+
+void pgs_error_scrub(pgs_error_t *err, const char *secret)
+{
+    if (!err || !secret || !*secret)
+        return;
+    size_t n = strlen(secret);
+    char *hit;
+    while ((hit = strstr(err->message, secret)) != NULL) {
+        /* Replace in place with a fixed mask; shorter or equal length keeps
+         * it simple: shift the tail when the mask is shorter. */
+        const char mask[] = "********";
+        size_t m = sizeof mask - 1 < n ? sizeof mask - 1 : n;
+        memcpy(hit, mask, m);
+        memmove(hit + m, hit + n, strlen(hit + n) + 1);
+    }
+}

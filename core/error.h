@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT
+ * error.h — internal helpers that turn libpq outcomes into pgs_error_t.
+ */
+#ifndef PGS_ERROR_H
+#define PGS_ERROR_H
+#include "pgstore.h"
+
+/* Fills err from a failed result (or a NULL result and the connection's
+ * message). Maps SQLSTATEs onto codes. Returns the code. */
+pgs_status_t pgs_error_from_result(pgs_error_t *err, PGconn *pg, const PGresult *res);
+
+/* Fills err with `code`, `prefix` and the connection's current message. */
+pgs_status_t pgs_error_from_conn(pgs_error_t *err, pgs_status_t code, const char *prefix, PGconn *pg);
+
+/* Masks every occurrence of secret in err->message. */
+void pgs_error_scrub(pgs_error_t *err, const char *secret);
+#endif

@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: MIT
+ * pgstore.h — the public C API of libpgstore: connections and pool,
+ * queries with bound parameters, transactions, pipelines, and the stores.
+ * Plain C over libpq; no Lua here. Every function that can fail returns a
+ * pgs_status_t and fills a caller-supplied pgs_error_t (which may be NULL).
+ */
+#ifndef PGSTORE_H
+#define PGSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+#include "pgstore_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes and errors ------------------------------------------ */
+
+/* Keep in the same order as status_names[] in error.c. */
+typedef enum pgs_status {
+    PGS_OK = 0,
+    PGS_ESQL,        /* the server rejected a statement (see sqlstate)     */
+    PGS_ECONNECTION, /* could not connect, or the connection was lost      */
+    PGS_ETIMEOUT,    /* pool acquire, lock wait or statement timed out      */
+    PGS_EINVALID,    /* bad input caught before reaching the server         */
+    PGS_ECONFLICT,   /* optimistic concurrency check failed                 */
+    PGS_EDUPLICATE,  /* unique value already present                        */
+    PGS_ENOTFOUND,   /* the thing asked for does not exist                  */
+    PGS_EDELETED,    /* the stream is tombstoned                            */
+    PGS_EARCHIVED,   /* the stream is archived                              */
+    PGS_ELEASE_LOST, /* a fencing token is no longer current                */
+    PGS_EREJECTED,   /* a policy guard refused the write                    */
+    PGS_ECLOSED,     /* the pool or handle was closed                       */
+    PGS_ENOMEM,      /* out of memory                                       */
+    PGS_STATUS_COUNT
+} pgs_status_t;
+
+#define PGS_ERROR_MESSAGE_MAX 1024
+
+typedef struct pgs_error {
+    pgs_status_t code;
+    char sqlstate[6];                     /* "" when not from the server      */
+    char message[PGS_ERROR_MESSAGE_MAX];  /* never contains the DSN password  */
+    /* PGS_ECONFLICT on versions: what was expected and what was found. */
+    int has_versions;
+    int64_t expected;
+    int64_t actual;
+} pgs_error_t;
+
+/* The short, stable name of a status ("ok", "sql", "connection", …).
+ * Returns a static string. */
+const char *pgs_status_name(pgs_status_t code);
+
+/* Resets err to PGS_OK with empty fields. NULL-tolerant. */
+void pgs_error_clear(pgs_error_t *err);
+
+/* Fills err (NULL-tolerant) and returns code. printf-style message. */
+pgs_status_t pgs_error_set(pgs_error_t *err, pgs_status_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* True when err is a serialization failure (40001) or deadlock (40P01),
+ * i.e. the whole transaction may be re-run. */
+int pgs_error_retryable(const pgs_error_t *err);
+
+/* ---- connections ------------------------------------------------------- */
+
+typedef struct pgs_conn pgs_conn_t;
+
+typedef struct pgs_conn_opts {
+    const char *conninfo;        /* libpq key=value string or URI; NULL or ""
+                                    means libpq's PG* environment            */
+    double connect_timeout;      /* seconds; 0 → 5                          */
+    int statement_timeout_ms;    /* 0 → server default                      */
+    const char *application_name;/* NULL → "pgstore"                        */
+    int stmt_cache_size;         /* prepared statements kept; 0 → 256       */
+} pgs_conn_opts_t;
+
+/* Opens one connection. On success *out is owned by the caller and freed
+ * with pgs_conn_close(). The session runs with DateStyle ISO and UTC. */
+pgs_status_t pgs_conn_open(const pgs_conn_opts_t *opts, pgs_conn_t **out, pgs_error_t *err);
+
+/* Closes and frees a connection. NULL-tolerant. */
+void pgs_conn_close(pgs_conn_t *conn);
+
+/* The underlying libpq handle, still owned by conn. */
+PGconn *pgs_conn_pg(pgs_conn_t *conn);
+
+/* Cheap liveness check without a round trip: true when the socket has not
+ * been closed or errored by the server while idle. */
+int pgs_conn_alive(pgs_conn_t *conn);
+
+/* Re-establishes a broken connection (forgets prepared statements). */
+pgs_status_t pgs_conn_reset(pgs_conn_t *conn, pgs_error_t *err);
+
+/* A bound parameter. value NULL is SQL NULL; length < 0 means strlen. A
+ * parameter whose server type is bytea is sent in binary, so any bytes pass;
+ * other parameters are text and must not contain NUL (PGS_EINVALID). */
+typedef struct pgs_param {
+    const char *value;
+    int length;
+} pgs_param_t;
+
+/* Runs one statement. With nparams > 0 it is prepared once per connection
+ * and cached by its SQL text; with no parameters it goes through the simple
+ * protocol, so several ';'-separated statements are allowed. On PGS_OK,
+ * *res (if res is not NULL) is a result the caller must PQclear(). */
+pgs_status_t pgs_exec(pgs_conn_t *conn, const char *sql, int nparams,
+                      const pgs_param_t *params, PGresult **res, pgs_error_t *err);
+
+/* Like pgs_exec for a statement with no parameters that returns no rows
+ * that matter (BEGIN, SET …). */
+pgs_status_t pgs_exec_command(pgs_conn_t *conn, const char *sql, pgs_error_t *err);
+
+/* Rows affected by a command result (0 when not applicable). */
+int64_t pgs_result_affected(const PGresult *res);
+
+/* ---- the pool ---------------------------------------------------------- */
+
+typedef struct pgs_pool pgs_pool_t;
+
+typedef struct pgs_pool_opts {
+    pgs_conn_opts_t conn;
+    int max_size;                /* 0 → 4                                    */
+    double acquire_timeout;      /* seconds to wait for a free connection;
+                                    0 → 5                                    */
+} pgs_pool_opts_t;
+
+/* Creates a thread-safe pool. Connections open lazily; the conninfo is
+ * checked now (PGS_EINVALID when it does not parse). *out is owned by the
+ * caller: pgs_pool_close() it. */
+pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_error_t *err);
+
+/* Borrows a connection, waiting up to timeout seconds (< 0: the pool's
+ * acquire_timeout). A connection found dead is replaced transparently.
+ * The connection stays owned by the pool: give it back with
+ * pgs_pool_release(). */
+pgs_status_t pgs_pool_acquire(pgs_pool_t *pool, double timeout, pgs_conn_t **out, pgs_error_t *err);
+
+/* Gives a connection back. A connection left inside a transaction is rolled
+ * back; one left busy or broken is closed and replaced later. */
+void pgs_pool_release(pgs_pool_t *pool, pgs_conn_t *conn);
+
+/* Closes the pool: idle connections now, borrowed ones on release. The pool
+ * memory is freed when the last borrowed connection comes back. */
+void pgs_pool_close(pgs_pool_t *pool);
+
+typedef struct pgs_pool_stats {
+    int max_size, open, idle, borrowed, waiting;
+} pgs_pool_stats_t;
+
+void pgs_pool_stats(pgs_pool_t *pool, pgs_pool_stats_t *out);
+
+/* Process-wide pools shared by DSN (for nginx workers and their thread VMs).
+ * Returns a pool whose reference count was raised; drop it with
+ * pgs_pool_shared_unref(). Options apply when the pool is first created. */
+pgs_status_t pgs_pool_shared(const char *key, const pgs_pool_opts_t *opts, pgs_pool_t **out,
+                             pgs_error_t *err);
+void pgs_pool_shared_unref(pgs_pool_t *pool);
+
+/* ---- transactions ------------------------------------------------------ */
+
+typedef enum pgs_isolation {
+    PGS_READ_COMMITTED = 0,
+    PGS_REPEATABLE_READ,
+    PGS_SERIALIZABLE
+} pgs_isolation_t;
+
+pgs_status_t pgs_tx_begin(pgs_conn_t *conn, pgs_isolation_t iso, pgs_error_t *err);
+pgs_status_t pgs_tx_commit(pgs_conn_t *conn, pgs_error_t *err);
+/* Rolls back whatever transaction is open; harmless when none is. */
+pgs_status_t pgs_tx_rollback(pgs_conn_t *conn, pgs_error_t *err);
+/* Savepoint names are validated identifiers. */
+pgs_status_t pgs_tx_savepoint(pgs_conn_t *conn, const char *name, pgs_error_t *err);
+pgs_status_t pgs_tx_rollback_to(pgs_conn_t *conn, const char *name, pgs_error_t *err);
+pgs_status_t pgs_tx_release(pgs_conn_t *conn, const char *name, pgs_error_t *err);
+
+/* Runs fn inside a transaction on a pooled connection, committing when fn
+ * returns PGS_OK, rolling back otherwise, and re-running the whole thing on
+ * serialization failures and deadlocks up to `retries` times with jittered
+ * backoff. fn's error is returned as is. */
+typedef pgs_status_t (*pgs_tx_fn)(pgs_conn_t *conn, void *ud, pgs_error_t *err);
+pgs_status_t pgs_transaction(pgs_pool_t *pool, pgs_isolation_t iso, int retries,
+                             pgs_tx_fn fn, void *ud, pgs_error_t *err);
+
+/* Sleep before retry number `attempt` (1-based): jittered exponential. */
+void pgs_backoff_sleep(int attempt);
+
+/* ---- pipelines: many statements in one round trip ---------------------- */
+
+typedef struct pgs_pipeline pgs_pipeline_t;
+
+/* Enters pipeline mode on conn. *out is owned by the caller and must be
+ * finished with pgs_pipeline_run() or pgs_pipeline_abort(). */
+pgs_status_t pgs_pipeline_begin(pgs_conn_t *conn, pgs_pipeline_t **out, pgs_error_t *err);
+
+/* Queues a statement (parameters are copied). */
+pgs_status_t pgs_pipeline_add(pgs_pipeline_t *p, const char *sql, int nparams,
+                              const pgs_param_t *params, pgs_error_t *err);
+
+/* Sends everything with one sync, collects the results in order, leaves
+ * pipeline mode and frees p. On PGS_OK *results is an array of `count`
+ * results owned by the caller (pgs_results_free()). On failure err tells
+ * the first failing statement (its index in err->message) and nothing is
+ * returned. Outside an explicit transaction the statements of one run form
+ * one implicit transaction: a failure rolls them all back. */
+pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, PGresult ***results, int *count, pgs_error_t *err);
+void pgs_pipeline_abort(pgs_pipeline_t *p);
+void pgs_results_free(PGresult **results, int count);
+
+/* ---- identifiers ------------------------------------------------------- */
+
+/* Validates a table name: one or two dot-separated parts (schema.table),
+ * each 1..63 bytes of [A-Za-z_][A-Za-z0-9_$]*. Writes the quoted form
+ * ("schema"."table") to out. PGS_EINVALID with a clear message otherwise. */
+pgs_status_t pgs_ident_quote(const char *name, char *out, size_t outsz, pgs_error_t *err);
+
+/* Validates and quotes a table name with a suffix added to its last part
+ * (events + "_heads" → "events_heads"), checking the 63-byte limit. */
+pgs_status_t pgs_ident_quote_suffix(const char *name, const char *suffix, char *out, size_t outsz,
+                                    pgs_error_t *err);
+
+#define PGS_IDENT_MAX 140 /* room for "schema"."table" with quotes */
+
+/* ---- values ------------------------------------------------------------ */
+
+/* How a column's text value maps to a host value. */
+typedef enum pgs_kind {
+    PGS_KIND_TEXT = 0, /* text, varchar, numeric, json, uuid, …: as is   */
+    PGS_KIND_INT,      /* int2, int4, int8, oid                          */
+    PGS_KIND_FLOAT,    /* float4, float8                                 */
+    PGS_KIND_BOOL,     /* bool: "t" / "f"                                */
+    PGS_KIND_BYTEA,    /* bytea: hex text, decode with pgs_bytea_decode  */
+    PGS_KIND_TIMESTAMP /* timestamptz / timestamp: normalise to ISO 8601 */
+} pgs_kind_t;
+
+pgs_kind_t pgs_kind_of(Oid type);
+
+/* Decodes bytea hex output ("\x…") into out (room for (len-2)/2 bytes).
+ * Returns the decoded length, or -1 on malformed input. */
+long pgs_bytea_decode(const char *in, size_t len, char *out);
+
+/* Rewrites "2026-11-21 02:34:10.5+00" as "2026-11-21T02:34:10.5+00:00".
+ * out needs len + 4 bytes. Returns the new length. */
+size_t pgs_timestamp_iso(const char *in, size_t len, char *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PGSTORE_H */

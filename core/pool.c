@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT
+ * pool.c — a thread-safe pool of connections. Connections open lazily up
+ * to max_size; a borrower waits on a condition variable up to its timeout.
+ * Every connection handed out has passed a liveness check (a dead one is
+ * reconnected first), and every connection given back is idle: an open
+ * transaction is rolled back, a busy or broken one is closed.
+ *
+ * Lifetime: the pool is reference-counted by its owner and by each borrowed
+ * connection, so closing it while connections are out is safe; the last
+ * release frees it.
+ */
+#include "conn.h"
+#include "error.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct pgs_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pgs_dsn_t *dsn;
+    int max_size;
+    double acquire_timeout;
+    int open;           /* connections that exist or are being opened */
+    int borrowed;
+    int waiting;
+    int closed;
+    int refs;           /* owner + borrowed connections + shared users */
+    pgs_conn_t *idle;   /* LIFO: the warmest connection first */
+    int nidle;
+    /* process-wide registry (pgs_pool_shared) */
+    char *shared_key;
+    struct pgs_pool *shared_next;
+};
+
+static void pool_free(pgs_pool_t *p)
+{
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    pgs_dsn_free(p->dsn);
+    free(p->shared_key);
+    free(p);
+}
+
+/* Called with the lock held; frees the pool when the last reference goes
+ * (the lock is released first). Returns 1 when freed. */
+static int unref_locked(pgs_pool_t *p)
+{
+    if (--p->refs > 0)
+        return 0;
+    pthread_mutex_unlock(&p->mu);
+    pool_free(p);
+    return 1;
+}
+
+pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_error_t *err)
+{
+    pgs_pool_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = pgs_dsn_build(opts ? &opts->conn : NULL, &p->dsn, err);
+    if (st != PGS_OK) {
+        free(p);
+        return st;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&p->mu, NULL);
+    p->max_size = opts && opts->max_size > 0 ? opts->max_size : 4;
+    p->acquire_timeout = opts && opts->acquire_timeout > 0 ? opts->acquire_timeout : 5;
+    p->refs = 1;
+    *out = p;
+    return PGS_OK;
+}
+
+static void deadline_after(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
+    ts->tv_sec += (time_t)(ns / 1000000000LL);
+    ts->tv_nsec = (long)(ns % 1000000000LL);
+}
+
+pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, pgs_error_t *err)
+{
+    if (timeout < 0)
+        timeout = p->acquire_timeout;
+    struct timespec deadline;
+    deadline_after(&deadline, timeout);
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->closed) {
+            pthread_mutex_unlock(&p->mu);
+            return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
+        }
+        if (p->idle || p->open < p->max_size)
+            break;
+        p->waiting++;
+        int rc = pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
+        p->waiting--;
+        if (rc == ETIMEDOUT && !p->idle && (p->open >= p->max_size || p->closed)) {
+            pthread_mutex_unlock(&p->mu);
+            return pgs_error_set(err, PGS_ETIMEOUT,
+                                 "timed out after %.3gs waiting for a free connection "
+                                 "(pool of %d, all in use)",
+                                 timeout, p->max_size);
+        }
+    }
+    pgs_conn_t *c = p->idle;
+    if (c) {
+        p->idle = c->next;
+        p->nidle--;
+    } else {
+        p->open++;
+    }
+    p->borrowed++;
+    p->refs++;
+    pthread_mutex_unlock(&p->mu);
+
+    /* Connect or check outside the lock: it may take a round trip. */
+    pgs_status_t st = PGS_OK;
+    if (!c) {
+        st = pgs_conn_open_dsn(p->dsn, &c, err);
+        if (st == PGS_OK)
+            c->pool = p;
+    } else if (!pgs_conn_alive(c)) {
+        st = pgs_conn_reset(c, err);
+        if (st != PGS_OK) {
+            pgs_conn_close(c);
+            c = NULL;
+        }
+    }
+    if (st != PGS_OK) {
+        pthread_mutex_lock(&p->mu);
+        p->open--;
+        p->borrowed--;
+        pthread_cond_signal(&p->cv);
+        if (!unref_locked(p))
+            pthread_mutex_unlock(&p->mu);
+        return st;
+    }
+    c->next = NULL;
+    *out = c;
+    return PGS_OK;
+}
+
+/* Brings a returned connection back to a clean idle state, or says it
+ * cannot be reused. */
+static int make_idle(pgs_conn_t *c)
+{
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return 0;
+    switch (PQtransactionStatus(c->pg)) {
+    case PQTRANS_IDLE:
+        return 1;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR: {
+        PGresult *r = PQexec(c->pg, "ROLLBACK");
+        int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        return ok && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+    }
+    default: /* ACTIVE (a result still pending) or UNKNOWN */
+        return 0;
+    }
+}
+
+void pgs_pool_release(pgs_pool_t *p, pgs_conn_t *c)
+{
+    if (!c)
+        return;
+    int reusable = make_idle(c);
+    pthread_mutex_lock(&p->mu);
+    p->borrowed--;
+    if (reusable && !p->closed) {
+        c->next = p->idle;
+        p->idle = c;
+        p->nidle++;
+        c = NULL;
+    } else {
+        p->open--;
+    }
+    pthread_cond_signal(&p->cv);
+    int freed = unref_locked(p);
+    if (!freed)
+        pthread_mutex_unlock(&p->mu);
+    if (c) {
+        c->pool = NULL;
+        pgs_conn_close(c);
+    }
+}
+
+void pgs_pool_close(pgs_pool_t *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->closed = 1;
+    pgs_conn_t *idle = p->idle;
+    p->idle = NULL;
+    p->open -= p->nidle;
+    p->nidle = 0;
+    pthread_cond_broadcast(&p->cv);
+    if (!unref_locked(p))
+        pthread_mutex_unlock(&p->mu);
+    while (idle) {
+        pgs_conn_t *next = idle->next;
+        idle->pool = NULL;
+        pgs_conn_close(idle);
+        idle = next;
+    }
+}
+
+void pgs_pool_stats(pgs_pool_t *p, pgs_pool_stats_t *out)
+{
+    pthread_mutex_lock(&p->mu);
+    out->max_size = p->max_size;
+    out->open = p->open;
+    out->idle = p->nidle;
+    out->borrowed = p->borrowed;
+    out->waiting = p->waiting;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- process-wide pools -------------------------------------------------- */
+
+static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
+static pgs_pool_t *shared_pools;
+
+pgs_status_t pgs_pool_shared(const char *key, const pgs_pool_opts_t *opts, pgs_pool_t **out,
+                             pgs_error_t *err)
+{
+    pthread_mutex_lock(&shared_mu);
+    for (pgs_pool_t *p = shared_pools; p; p = p->shared_next)
+        if (strcmp(p->shared_key, key) == 0) {
+            pthread_mutex_lock(&p->mu);
+            p->refs++;
+            pthread_mutex_unlock(&p->mu);
+            pthread_mutex_unlock(&shared_mu);
+            *out = p;
+            return PGS_OK;
+        }
+    pgs_pool_t *p;
+    pgs_status_t st = pgs_pool_open(opts, &p, err);
+    if (st == PGS_OK && !(p->shared_key = strdup(key))) {
+        pgs_pool_close(p);
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    if (st == PGS_OK) {
+        /* The registry's own reference keeps it alive for the process. */
+        p->refs++;
+        p->shared_next = shared_pools;
+        shared_pools = p;
+        *out = p;
+    }
+    pthread_mutex_unlock(&shared_mu);
+    return st;
+}
+
+void pgs_pool_shared_unref(pgs_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!unref_locked(p))
+        pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT
+ * tx.c — transactions on one connection: begin with an isolation level,
+ * commit, rollback, savepoints, and a retrying runner for C callers
+ * (serialization failures and deadlocks re-run the whole transaction).
+ */
+#include "conn.h"
+#include "error.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <time.h>
+
+static const char *const begin_sql[] = {
+    /* Keep in the same order as enum pgs_isolation. */
+    "BEGIN ISOLATION LEVEL READ COMMITTED",
+    "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    "BEGIN ISOLATION LEVEL SERIALIZABLE",
+};
+
+pgs_status_t pgs_tx_begin(pgs_conn_t *c, pgs_isolation_t iso, pgs_error_t *err)
+{
+    if ((int)iso < 0 || iso > PGS_SERIALIZABLE)
+        return pgs_error_set(err, PGS_EINVALID, "unknown isolation level %d", (int)iso);
+    return pgs_exec_command(c, begin_sql[iso], err);
+}
+
+pgs_status_t pgs_tx_commit(pgs_conn_t *c, pgs_error_t *err)
+{
+    PGresult *r = NULL;
+    pgs_status_t st = pgs_exec(c, "COMMIT", 0, NULL, &r, err);
+    if (st != PGS_OK)
+        return st;
+    /* COMMIT of a failed transaction "succeeds" as ROLLBACK. */
+    int rolled_back = strcmp(PQcmdStatus(r), "ROLLBACK") == 0;
+    PQclear(r);
+    if (rolled_back)
+        return pgs_error_set(err, PGS_ESQL, "the transaction was rolled back after an error");
+    return PGS_OK;
+}
+
+pgs_status_t pgs_tx_rollback(pgs_conn_t *c, pgs_error_t *err)
+{
+    if (c && c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        return PGS_OK;
+    return pgs_exec_command(c, "ROLLBACK", err);
+}
+
+static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *verb, const char *name,
+                                  pgs_error_t *err)
+{
+    char quoted[PGS_IDENT_MAX], sql[PGS_IDENT_MAX + 32];
+    pgs_status_t st = pgs_ident_quote(name, quoted, sizeof quoted, err);
+    if (st != PGS_OK)
+        return st;
+    if (strchr(name, '.'))
+        return pgs_error_set(err, PGS_EINVALID, "invalid savepoint name '%s'", name);
+    snprintf(sql, sizeof sql, "%s %s", verb, quoted);
+    return pgs_exec_command(c, sql, err);
+}
+
+pgs_status_t pgs_tx_savepoint(pgs_conn_t *c, const char *name, pgs_error_t *err)
+{
+    return savepoint_cmd(c, "SAVEPOINT", name, err);
+}
+
+pgs_status_t pgs_tx_rollback_to(pgs_conn_t *c, const char *name, pgs_error_t *err)
+{
+    return savepoint_cmd(c, "ROLLBACK TO SAVEPOINT", name, err);
+}
+
+pgs_status_t pgs_tx_release(pgs_conn_t *c, const char *name, pgs_error_t *err)
+{
+    return savepoint_cmd(c, "RELEASE SAVEPOINT", name, err);
+}
+
+void pgs_backoff_sleep(int attempt)
+{
+    /* 5 ms, 10 ms, 20 ms … capped at 640 ms, each with ±50 % jitter so
+     * retrying peers do not collide again in lockstep. */
+    int shift = attempt < 1 ? 0 : attempt > 7 ? 7 : attempt - 1;
+    double base = 0.005 * (double)(1 << shift);
+    double jitter = base * (0.5 + (double)rand() / RAND_MAX);
+    struct timespec ts = {.tv_sec = (time_t)jitter,
+                          .tv_nsec = (long)((jitter - (double)(time_t)jitter) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+pgs_status_t pgs_transaction(pgs_pool_t *pool, pgs_isolation_t iso, int retries, pgs_tx_fn fn,
+                             void *ud, pgs_error_t *err)
+{
+    for (int attempt = 0;; attempt++) {
+        pgs_conn_t *c;
+        pgs_status_t st = pgs_pool_acquire(pool, -1, &c, err);
+        if (st != PGS_OK)
+            return st;
+        st = pgs_tx_begin(c, iso, err);
+        if (st == PGS_OK)
+            st = fn(c, ud, err);
+        if (st == PGS_OK)
+            st = pgs_tx_commit(c, err);
+        else
+            pgs_tx_rollback(c, NULL);
+        pgs_pool_release(pool, c);
+        if (st == PGS_OK || !pgs_error_retryable(err) || attempt >= retries)
+            return st;
+        pgs_backoff_sleep(attempt + 1);
+    }
+}

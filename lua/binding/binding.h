@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT
+ * binding.h — shared pieces of the pgstore.core Lua binding: metatable
+ * names, error pushing, and the converters between Lua values and libpq.
+ * Only luaopen_pgstore_core is exported from the module.
+ */
+#ifndef PGS_BINDING_H
+#define PGS_BINDING_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "pgstore.h"
+
+#define PGS_POOL_MT "pgstore.pool"
+#define PGS_CONN_MT "pgstore.conn"
+#define PGS_RESULT_MT "pgstore.result"
+#define PGS_PARAMS_MT "pgstore.params"
+
+/* Pushes nil and an error table; returns 2 for `return push_error(...)`. */
+int pgs_l_push_error(lua_State *L, const pgs_error_t *err);
+/* Pushes just the error table. */
+void pgs_l_error_table(lua_State *L, const pgs_error_t *err);
+void pgs_l_error_open(lua_State *L);
+
+/* Converts Lua values at stack indexes first..last into parameters. The
+ * returned array and any formatted numbers live in a userdata pushed on the
+ * stack (so they are collected even if a later call raises); strings point
+ * into Lua strings that stay on the stack. `fname` names the Lua function
+ * in argument errors; argument numbers are index - argbase. */
+pgs_param_t *pgs_l_params(lua_State *L, int first, int last, int argbase, const char *fname);
+
+/* Pushes an array of row tables keyed by column name, then frees res.
+ * res is owned by a box on the stack while converting. */
+void pgs_l_push_rows(lua_State *L, PGresult *res);
+void pgs_l_convert_open(lua_State *L);
+
+void pgs_l_pool_open(lua_State *L);
+#endif

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT
+ * convert.c — Lua values to bound parameters, and PGresult rows to Lua
+ * tables, all in C so a query costs one crossing. Integers are formatted
+ * exactly (LuaJIT's own number formatting keeps only 14 digits).
+ */
+#include "binding.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NUMBUF 32
+
+static void format_number(lua_Number d, char *out)
+{
+    if (isnan(d))
+        strcpy(out, "NaN");
+    else if (isinf(d))
+        strcpy(out, d > 0 ? "Infinity" : "-Infinity");
+    else if (d == floor(d) && fabs(d) < 9.2e18)
+        snprintf(out, NUMBUF, "%lld", (long long)d);
+    else
+        snprintf(out, NUMBUF, "%.17g", d);
+}
+
+pgs_param_t *pgs_l_params(lua_State *L, int first, int last, int argbase, const char *fname)
+{
+    int n = last >= first ? last - first + 1 : 0;
+    /* One block: the parameters, then a number buffer per parameter. */
+    pgs_param_t *params = lua_newuserdata(L, (size_t)(n ? n : 1) * (sizeof *params + NUMBUF));
+    char (*numbuf)[NUMBUF] = (char (*)[NUMBUF])(params + (n ? n : 1));
+    for (int i = 0; i < n; i++) {
+        int idx = first + i;
+        pgs_param_t *p = &params[i];
+        p->length = -1;
+        switch (lua_type(L, idx)) {
+        case LUA_TNIL:
+            p->value = NULL;
+            break;
+        case LUA_TLIGHTUSERDATA:
+            if (lua_touserdata(L, idx) != NULL)
+                luaL_error(L, "bad argument #%d to '%s' (string, number, boolean or null expected, got userdata)",
+                           idx - argbase, fname);
+            p->value = NULL; /* pgstore.null */
+            break;
+        case LUA_TBOOLEAN:
+            p->value = lua_toboolean(L, idx) ? "true" : "false";
+            break;
+        case LUA_TNUMBER:
+            format_number(lua_tonumber(L, idx), numbuf[i]);
+            p->value = numbuf[i];
+            break;
+        case LUA_TSTRING: {
+            size_t len;
+            p->value = lua_tolstring(L, idx, &len);
+            if (len > 0x7fffffff)
+                luaL_error(L, "bad argument #%d to '%s' (string too long)", idx - argbase, fname);
+            p->length = (int)len;
+            break;
+        }
+        default:
+            luaL_error(L, "bad argument #%d to '%s' (string, number, boolean or null expected, got %s)",
+                       idx - argbase, fname, luaL_typename(L, idx));
+        }
+    }
+    return params;
+}
+
+/* ---- results --------------------------------------------------------------- */
+
+typedef struct {
+    PGresult *res;
+} result_box_t;
+
+static int result_gc(lua_State *L)
+{
+    result_box_t *b = luaL_checkudata(L, 1, PGS_RESULT_MT);
+    if (b->res) {
+        PQclear(b->res);
+        b->res = NULL;
+    }
+    return 0;
+}
+
+static void push_value(lua_State *L, PGresult *res, int row, int col, pgs_kind_t kind)
+{
+    if (PQgetisnull(res, row, col)) {
+        lua_pushlightuserdata(L, NULL);
+        return;
+    }
+    char *v = PQgetvalue(res, row, col);
+    int len = PQgetlength(res, row, col);
+    switch (kind) {
+    case PGS_KIND_INT:
+        lua_pushnumber(L, (lua_Number)strtoll(v, NULL, 10));
+        break;
+    case PGS_KIND_FLOAT:
+        lua_pushnumber(L, (lua_Number)strtod(v, NULL));
+        break;
+    case PGS_KIND_BOOL:
+        lua_pushboolean(L, v[0] == 't');
+        break;
+    case PGS_KIND_BYTEA: {
+        /* Decoding in place is safe: output trails input. */
+        long n = pgs_bytea_decode(v, (size_t)len, v);
+        if (n >= 0)
+            lua_pushlstring(L, v, (size_t)n);
+        else
+            lua_pushlstring(L, v, (size_t)len);
+        break;
+    }
+    case PGS_KIND_TIMESTAMP: {
+        char buf[80];
+        if (len < (int)sizeof buf - 4)
+            lua_pushlstring(L, buf, pgs_timestamp_iso(v, (size_t)len, buf));
+        else
+            lua_pushlstring(L, v, (size_t)len);
+        break;
+    }
+    default:
+        lua_pushlstring(L, v, (size_t)len);
+    }
+}
+
+void pgs_l_push_rows(lua_State *L, PGresult *res)
+{
+    result_box_t *box = lua_newuserdata(L, sizeof *box);
+    box->res = res;
+    luaL_getmetatable(L, PGS_RESULT_MT);
+    lua_setmetatable(L, -2);
+
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    luaL_checkstack(L, ncols + 8, "too many columns");
+    pgs_kind_t kinds[ncols > 0 ? ncols : 1];
+    int names = lua_gettop(L) + 1;
+    for (int c = 0; c < ncols; c++) {
+        lua_pushstring(L, PQfname(res, c));
+        kinds[c] = pgs_kind_of(PQftype(res, c));
+    }
+    lua_createtable(L, nrows, 0);
+    for (int r = 0; r < nrows; r++) {
+        lua_createtable(L, 0, ncols);
+        for (int c = 0; c < ncols; c++) {
+            lua_pushvalue(L, names + c);
+            push_value(L, res, r, c, kinds[c]);
+            lua_rawset(L, -3);
+        }
+        lua_rawseti(L, -2, r + 1);
+    }
+    /* Stack: box, names…, rows → rows. */
+    lua_replace(L, names - 1);
+    lua_settop(L, names - 1);
+    PQclear(res);
+    box->res = NULL;
+}
+
+void pgs_l_convert_open(lua_State *L)
+{
+    luaL_newmetatable(L, PGS_RESULT_MT);
+    lua_pushcfunction(L, result_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: MIT
+ * l_pool.c — the pool and pinned-connection userdata of pgstore.core.
+ *
+ *   core.pool{ dsn=, pool_size=, connect_timeout=, acquire_timeout=,
+ *              statement_timeout=, application_name=, shared= }  → pool
+ *   pool:query(sql, …) → rows      pool:exec(sql, …) → affected
+ *   pool:acquire([timeout]) → conn (pinned until conn:release())
+ *   conn:query/exec, conn:begin(iso)/commit()/rollback(),
+ *   conn:savepoint(name)/rollback_to(name)/release_savepoint(name)
+ *
+ * Both userdata start closed and are filled after the resource exists
+ * (liolib's pattern), so __gc never sees a half-made handle.
+ */
+#include "binding.h"
+
+#include <string.h>
+
+typedef struct {
+    pgs_pool_t *pool;
+    int shared;          /* from pgs_pool_shared: unref instead of close */
+} lpool_t;
+
+typedef struct {
+    pgs_conn_t *conn;
+    pgs_pool_t *pool;    /* the pool it returns to */
+} lconn_t;
+
+/* ---- pool -------------------------------------------------------------------- */
+
+static pgs_pool_t *check_pool(lua_State *L)
+{
+    lpool_t *p = luaL_checkudata(L, 1, PGS_POOL_MT);
+    if (!p->pool)
+        luaL_error(L, "attempt to use a closed connection");
+    return p->pool;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    const char *s = NULL;
+    if (lua_isstring(L, -1))
+        s = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "bad option '%s' (string expected, got %s)", k, luaL_typename(L, -1));
+    lua_pop(L, 1); /* the string stays reachable through the options table */
+    return s;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double dflt)
+{
+    lua_getfield(L, t, k);
+    double d = dflt;
+    if (lua_type(L, -1) == LUA_TNUMBER)
+        d = lua_tonumber(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "bad option '%s' (number expected, got %s)", k, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    if (d < 0 || d != d)
+        luaL_error(L, "bad option '%s' (must not be negative)", k);
+    return d;
+}
+
+static int l_pool_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    pgs_pool_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.conn.conninfo = opt_string(L, 1, "dsn");
+    o.conn.application_name = opt_string(L, 1, "application_name");
+    o.conn.connect_timeout = opt_number(L, 1, "connect_timeout", 5);
+    o.conn.statement_timeout_ms = (int)opt_number(L, 1, "statement_timeout", 0);
+    o.max_size = (int)opt_number(L, 1, "pool_size", 4);
+    o.acquire_timeout = opt_number(L, 1, "acquire_timeout", 5);
+    const char *shared_key = opt_string(L, 1, "shared");
+
+    lpool_t *p = lua_newuserdata(L, sizeof *p);
+    p->pool = NULL;
+    p->shared = 0;
+    luaL_getmetatable(L, PGS_POOL_MT);
+    lua_setmetatable(L, -2);
+
+    pgs_error_t err;
+    pgs_status_t st = shared_key ? pgs_pool_shared(shared_key, &o, &p->pool, &err)
+                                 : pgs_pool_open(&o, &p->pool, &err);
+    if (st != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    p->shared = shared_key != NULL;
+    return 1;
+}
+
+static int l_pool_close(lua_State *L)
+{
+    lpool_t *p = luaL_checkudata(L, 1, PGS_POOL_MT);
+    pgs_pool_t *pool = p->pool;
+    p->pool = NULL;
+    if (pool) {
+        if (p->shared)
+            pgs_pool_shared_unref(pool);
+        else
+            pgs_pool_close(pool);
+    }
+    return 0;
+}
+
+static int l_pool_tostring(lua_State *L)
+{
+    lpool_t *p = luaL_checkudata(L, 1, PGS_POOL_MT);
+    if (p->pool)
+        lua_pushfstring(L, "pgstore.pool (%p)", (void *)p->pool);
+    else
+        lua_pushliteral(L, "pgstore.pool (closed)");
+    return 1;
+}
+
+/* Runs the SQL at stack index sqlidx with the parameters above it on c,
+ * pushing rows (or, for commands, the number of rows affected). */
+static int run(lua_State *L, pgs_conn_t *c, int sqlidx, int want_rows, const char *fname)
+{
+    const char *sql = luaL_checkstring(L, sqlidx);
+    int top = lua_gettop(L), n = top - sqlidx;
+    pgs_param_t *params = pgs_l_params(L, sqlidx + 1, top, sqlidx - 1, fname);
+    PGresult *res;
+    pgs_error_t err;
+    pgs_status_t st = pgs_exec(c, sql, n, n > 0 ? params : NULL, &res, &err);
+    if (st != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    if (want_rows && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        pgs_l_push_rows(L, res);
+    } else if (want_rows) {
+        PQclear(res);
+        lua_newtable(L); /* a command has no rows */
+    } else {
+        lua_pushnumber(L, (lua_Number)pgs_result_affected(res));
+        PQclear(res);
+    }
+    return 1;
+}
+
+static int pool_run(lua_State *L, int want_rows, const char *fname)
+{
+    pgs_pool_t *pool = check_pool(L);
+    luaL_checkstring(L, 2);
+    /* Parameter conversion may raise: the connection sits in a pinned
+     * handle first, so __gc gives it back if that happens. */
+    lconn_t *h = lua_newuserdata(L, sizeof *h);
+    h->conn = NULL;
+    h->pool = pool;
+    luaL_getmetatable(L, PGS_CONN_MT);
+    lua_setmetatable(L, -2);
+    lua_insert(L, 1); /* handle, pool, sql, params… */
+    pgs_error_t err;
+    if (pgs_pool_acquire(pool, -1, &h->conn, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    int n = run(L, h->conn, 3, want_rows, fname);
+    pgs_conn_t *c = h->conn;
+    h->conn = NULL;
+    pgs_pool_release(pool, c);
+    return n;
+}
+
+static int l_pool_query(lua_State *L) { return pool_run(L, 1, "query"); }
+static int l_pool_exec(lua_State *L) { return pool_run(L, 0, "exec"); }
+
+static int l_pool_acquire(lua_State *L)
+{
+    pgs_pool_t *pool = check_pool(L);
+    double timeout = luaL_optnumber(L, 2, -1);
+    lconn_t *h = lua_newuserdata(L, sizeof *h);
+    h->conn = NULL;
+    h->pool = NULL;
+    luaL_getmetatable(L, PGS_CONN_MT);
+    lua_setmetatable(L, -2);
+    pgs_error_t err;
+    if (pgs_pool_acquire(pool, timeout, &h->conn, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    h->pool = pool;
+    return 1;
+}
+
+static int l_pool_stats(lua_State *L)
+{
+    pgs_pool_t *pool = check_pool(L);
+    pgs_pool_stats_t s;
+    pgs_pool_stats(pool, &s);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, s.max_size); lua_setfield(L, -2, "max_size");
+    lua_pushinteger(L, s.open); lua_setfield(L, -2, "open");
+    lua_pushinteger(L, s.idle); lua_setfield(L, -2, "idle");
+    lua_pushinteger(L, s.borrowed); lua_setfield(L, -2, "borrowed");
+    lua_pushinteger(L, s.waiting); lua_setfield(L, -2, "waiting");
+    return 1;
+}
+
+/* ---- pinned connection --------------------------------------------------------- */
+
+static pgs_conn_t *check_conn(lua_State *L)
+{
+    lconn_t *h = luaL_checkudata(L, 1, PGS_CONN_MT);
+    if (!h->conn)
+        luaL_error(L, "attempt to use a closed connection");
+    return h->conn;
+}
+
+static int l_conn_release(lua_State *L)
+{
+    lconn_t *h = luaL_checkudata(L, 1, PGS_CONN_MT);
+    pgs_conn_t *c = h->conn;
+    h->conn = NULL;
+    if (c)
+        pgs_pool_release(h->pool, c);
+    return 0;
+}
+
+static int l_conn_tostring(lua_State *L)
+{
+    lconn_t *h = luaL_checkudata(L, 1, PGS_CONN_MT);
+    if (h->conn)
+        lua_pushfstring(L, "pgstore.conn (%p)", (void *)h->conn);
+    else
+        lua_pushliteral(L, "pgstore.conn (closed)");
+    return 1;
+}
+
+static int l_conn_query(lua_State *L) { return run(L, check_conn(L), 2, 1, "query"); }
+static int l_conn_exec(lua_State *L) { return run(L, check_conn(L), 2, 0, "exec"); }
+
+static int status_result(lua_State *L, pgs_status_t st, const pgs_error_t *err)
+{
+    if (st != PGS_OK)
+        return pgs_l_push_error(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_conn_begin(lua_State *L)
+{
+    static const char *const names[] = {"read committed", "repeatable read", "serializable", NULL};
+    pgs_conn_t *c = check_conn(L);
+    int iso = luaL_checkoption(L, 2, "read committed", names);
+    pgs_error_t err;
+    return status_result(L, pgs_tx_begin(c, (pgs_isolation_t)iso, &err), &err);
+}
+
+static int l_conn_commit(lua_State *L)
+{
+    pgs_error_t err;
+    return status_result(L, pgs_tx_commit(check_conn(L), &err), &err);
+}
+
+static int l_conn_rollback(lua_State *L)
+{
+    pgs_error_t err;
+    return status_result(L, pgs_tx_rollback(check_conn(L), &err), &err);
+}
+
+static int l_conn_savepoint(lua_State *L)
+{
+    pgs_error_t err;
+    pgs_conn_t *c = check_conn(L);
+    return status_result(L, pgs_tx_savepoint(c, luaL_checkstring(L, 2), &err), &err);
+}
+
+static int l_conn_rollback_to(lua_State *L)
+{
+    pgs_error_t err;
+    pgs_conn_t *c = check_conn(L);
+    return status_result(L, pgs_tx_rollback_to(c, luaL_checkstring(L, 2), &err), &err);
+}
+
+static int l_conn_release_savepoint(lua_State *L)
+{
+    pgs_error_t err;
+    pgs_conn_t *c = check_conn(L);
+    return status_result(L, pgs_tx_release(c, luaL_checkstring(L, 2), &err), &err);
+}
+
+/* "idle" | "active" | "intrans" | "inerror" | "unknown" */
+static int l_conn_tx_status(lua_State *L)
+{
+    static const char *const names[] = {"idle", "active", "intrans", "inerror", "unknown"};
+    PGTransactionStatusType s = PQtransactionStatus(pgs_conn_pg(check_conn(L)));
+    lua_pushstring(L, names[s <= PQTRANS_UNKNOWN ? s : PQTRANS_UNKNOWN]);
+    return 1;
+}
+
+static int l_conn_backend_pid(lua_State *L)
+{
+    lua_pushinteger(L, PQbackendPID(pgs_conn_pg(check_conn(L))));
+    return 1;
+}
+
+void pgs_l_pool_open(lua_State *L)
+{
+    static const luaL_Reg pool_methods[] = {
+        {"query", l_pool_query},     {"exec", l_pool_exec}, {"acquire", l_pool_acquire},
+        {"stats", l_pool_stats},     {"close", l_pool_close}, {NULL, NULL}};
+    static const luaL_Reg conn_methods[] = {
+        {"query", l_conn_query},
+        {"exec", l_conn_exec},
+        {"begin", l_conn_begin},
+        {"commit", l_conn_commit},
+        {"rollback", l_conn_rollback},
+        {"savepoint", l_conn_savepoint},
+        {"rollback_to", l_conn_rollback_to},
+        {"release_savepoint", l_conn_release_savepoint},
+        {"tx_status", l_conn_tx_status},
+        {"backend_pid", l_conn_backend_pid},
+        {"release", l_conn_release},
+        {NULL, NULL}};
+
+    luaL_newmetatable(L, PGS_POOL_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, pool_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_pool_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_pool_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, PGS_CONN_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, conn_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_conn_release);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, l_pool_new);
+    lua_setfield(L, -2, "pool");
+}

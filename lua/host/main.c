@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT
+ * main.c — the `pgstore` host: a LuaJIT state with pgstore's module paths,
+ * handing argv to the Lua program in lua/pgstore/host.lua. Everything the
+ * host does lives in Lua; this file only boots it and maps errors to exit
+ * codes (0 ok, 1 runtime failure, 2 usage error).
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pgstore_version.h"
+
+static int file_exists(const char *path)
+{
+    return access(path, R_OK) == 0;
+}
+
+/* Prefers the source tree's modules when this binary was built there (the
+ * build directory still exists), then the installed ones. */
+static void set_paths(lua_State *L)
+{
+    const char *dir = PGSTORE_INSTALL_LUA_DIR, *cdir = PGSTORE_INSTALL_LUA_CDIR;
+    if (file_exists(PGSTORE_DEV_LUA_DIR "/pgstore/init.lua") &&
+        file_exists(PGSTORE_DEV_LUA_CDIR "/pgstore/core.so")) {
+        dir = PGSTORE_DEV_LUA_DIR;
+        cdir = PGSTORE_DEV_LUA_CDIR;
+    }
+    const char *env_dir = getenv("PGSTORE_LUA_DIR"), *env_cdir = getenv("PGSTORE_LUA_CDIR");
+    if (env_dir && *env_dir)
+        dir = env_dir;
+    if (env_cdir && *env_cdir)
+        cdir = env_cdir;
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
+    lua_getfield(L, -2, "path");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_pushfstring(L, "%s/?.so;", cdir);
+    lua_getfield(L, -2, "cpath");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
+}
+
+static int traceback(lua_State *L)
+{
+    if (!lua_isstring(L, 1) && luaL_callmeta(L, 1, "__tostring"))
+        return 1;
+    const char *msg = lua_tostring(L, 1);
+    if (getenv("PGSTORE_TRACEBACK"))
+        luaL_traceback(L, L, msg, 1);
+    else
+        lua_pushstring(L, msg ? msg : "(error object is not a string)");
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fputs("pgstore: cannot create a Lua state\n", stderr);
+        return 1;
+    }
+    luaL_openlibs(L);
+    set_paths(L);
+
+    lua_pushcfunction(L, traceback);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "pgstore.host");
+    int status = lua_pcall(L, 1, 1, 1);
+    if (status == 0) {
+        lua_getfield(L, -1, "main");
+        lua_createtable(L, argc, 0);
+        for (int i = 0; i < argc; i++) {
+            lua_pushstring(L, argv[i]);
+            lua_rawseti(L, -2, i);
+        }
+        status = lua_pcall(L, 1, 1, 1);
+    }
+    int code;
+    if (status != 0) {
+        fprintf(stderr, "pgstore: %s\n", lua_tostring(L, -1));
+        code = 1;
+    } else {
+        code = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+    }
+    lua_close(L);
+    return code;
+}

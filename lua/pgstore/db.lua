@@ -1,0 +1,158 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.db — a database handle: a pool on the primary (all writes and
+-- db:query), optional pools on read replicas, and transactions with retry.
+-- Stores made from a db share its pools (see the store modules).
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local Tx = require "pgstore.tx"
+
+local type, pcall, unpack, select = type, pcall, unpack, select
+local maxn = table.maxn
+
+local Db = {}
+local mt = { __index = Db, __name = "pgstore.db" }
+
+local ISOLATION = { ["read committed"] = true, ["repeatable read"] = true, serializable = true }
+
+local function pool_opts(base, dsn)
+  return {
+    dsn = dsn,
+    pool_size = base.pool_size,
+    connect_timeout = base.connect_timeout,
+    acquire_timeout = base.acquire_timeout,
+    statement_timeout = base.statement_timeout,
+    application_name = base.application_name,
+  }
+end
+
+-- opts: { dsn, pool_size, read_dsn (string or list), connect_timeout,
+-- acquire_timeout, statement_timeout (ms), application_name }
+function Db.new(opts)
+  local pool, err = core.pool(pool_opts(opts, opts.dsn))
+  if not pool then return nil, err end
+  local self = setmetatable({ pool = pool, readers = {}, next_reader = 0, opts = opts }, mt)
+  local read = opts.read_dsn
+  if type(read) == "string" then read = { read } end
+  for i, dsn in ipairs(read or {}) do
+    local rp, rerr = core.pool(pool_opts(opts, dsn))
+    if not rp then
+      self:close()
+      return nil, rerr
+    end
+    self.readers[i] = rp
+  end
+  return self
+end
+
+local function check(self, fname)
+  if getmetatable(self) ~= mt then
+    error(("bad argument #1 to '%s' (pgstore.db expected; use db:%s())"):format(fname, fname), 3)
+  end
+  if not self.pool then errors.closed() end
+end
+Db._check = check
+
+function Db:query(sql, ...)
+  check(self, "query")
+  errors.check(sql, 1, "query", "string")
+  return self.pool:query(sql, ...)
+end
+
+function Db:exec(sql, ...)
+  check(self, "exec")
+  errors.check(sql, 1, "exec", "string")
+  return self.pool:exec(sql, ...)
+end
+
+-- A pool for reads: replicas in turn when there are any, else the primary.
+function Db:reader()
+  check(self, "reader")
+  local n = #self.readers
+  if n == 0 then return self.pool end
+  self.next_reader = self.next_reader % n + 1
+  return self.readers[self.next_reader]
+end
+
+-- Borrows a connection for a block of work; the caller must release() it.
+function Db:acquire(timeout)
+  check(self, "acquire")
+  errors.check(timeout, 1, "acquire", "number|nil")
+  return self.pool:acquire(timeout)
+end
+
+local function retryable(err)
+  return type(err) == "table" and (err.sqlstate == "40001" or err.sqlstate == "40P01")
+end
+
+-- Runs fn(tx) in a transaction. Commits and returns fn's results when fn
+-- returns normally; rolls back and returns nil, err when fn returns nil, err;
+-- rolls back and re-raises when fn raises. Serialization failures and
+-- deadlocks re-run fn (opts.retries, default 3) after a jittered backoff.
+function Db:transaction(fn, opts)
+  check(self, "transaction")
+  errors.check(fn, 1, "transaction", "function")
+  errors.check(opts, 2, "transaction", "table|nil")
+  opts = opts or {}
+  local iso = opts.isolation or "read committed"
+  if not ISOLATION[iso] then
+    errors.arg(2, "transaction", "isolation must be 'read committed', 'repeatable read' or 'serializable'")
+  end
+  local retries = opts.retries or 3
+  for attempt = 0, retries do
+    local conn, err = self.pool:acquire()
+    if not conn then return nil, err end
+    local ok
+    ok, err = conn:begin(iso)
+    if not ok then
+      conn:release()
+      return nil, err
+    end
+    local tx = Tx.new(conn)
+    local res = { pcall(fn, tx) }
+    tx.active = false
+    local again = tx.retryable ~= nil and attempt < retries
+    if not res[1] then
+      conn:rollback()
+      conn:release()
+      if not again then error(res[2], 0) end
+    elseif res[2] == nil and res[3] ~= nil then
+      conn:rollback()
+      conn:release()
+      if not again then return nil, res[3] end
+    elseif tx.retryable then
+      -- fn swallowed a serialization failure: the transaction is void.
+      conn:rollback()
+      conn:release()
+      if not again then return nil, tx.retryable end
+    else
+      ok, err = conn:commit()
+      conn:release()
+      if ok then return unpack(res, 2, maxn(res)) end
+      if not (retryable(err) and attempt < retries) then return nil, err end
+    end
+    core.backoff(attempt + 1)
+  end
+end
+
+function Db:pool_stats()
+  check(self, "pool_stats")
+  return self.pool:stats()
+end
+
+-- Closes the pools this db owns; closing twice is harmless.
+function Db:close()
+  if getmetatable(self) ~= mt then errors.arg(1, "close", "pgstore.db expected; use db:close()") end
+  if self.pool then self.pool:close() end
+  for _, rp in ipairs(self.readers) do rp:close() end
+  self.pool, self.readers = nil, {}
+end
+
+function Db:is_closed()
+  return self.pool == nil
+end
+
+mt.__tostring = function(self)
+  return self.pool and "pgstore.db" or "pgstore.db (closed)"
+end
+
+return Db

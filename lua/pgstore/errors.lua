@@ -1,0 +1,59 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.errors — the error contract on the Lua side. Runtime failures are
+-- `nil, err` with err = { code, message, sqlstate?, … } (the same metatable
+-- the C core uses, so tostring(err) is the message); misuse raises with the
+-- argument number, pointing at the caller.
+local core = require "pgstore.core"
+
+local type, error, setmetatable, select = type, error, setmetatable, select
+local format = string.format
+
+local _M = { mt = core.error_mt }
+
+-- The closed set of codes (README, "Errors").
+_M.codes = {
+  sql = true, connection = true, timeout = true, invalid = true, conflict = true,
+  duplicate = true, not_found = true, deleted = true, archived = true,
+  lease_lost = true, rejected = true, closed = true, nomem = true,
+}
+
+-- Builds an error value: errors.new("invalid", "events must not be empty", { field = … }).
+function _M.new(code, message, fields)
+  local err = {}
+  if fields then
+    for k, v in pairs(fields) do err[k] = v end
+  end
+  err.code, err.message = code, message
+  return setmetatable(err, core.error_mt)
+end
+
+-- `return errors.fail("invalid", "…")` → nil, err
+function _M.fail(code, message, fields)
+  return nil, _M.new(code, message, fields)
+end
+
+function _M.is(err, code)
+  return type(err) == "table" and err.code == code
+end
+
+-- Raises "bad argument #n to 'fname' (msg)" at the caller of the API
+-- function (level 3: errors.arg ← API function ← user code).
+function _M.arg(n, fname, msg)
+  error(format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
+end
+
+-- Checks a value's Lua type; `expected` may list alternatives "string|nil".
+function _M.check(value, n, fname, expected)
+  local t = type(value)
+  for want in expected:gmatch("[^|]+") do
+    if t == want then return value end
+  end
+  error(format("bad argument #%d to '%s' (%s expected, got %s)", n, fname,
+    expected:gsub("|", " or "), t), 3)
+end
+
+function _M.closed()
+  error("attempt to use a closed connection", 3)
+end
+
+return _M

@@ -1,0 +1,112 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.host — the `pgstore` program: global flags, the DSN (--dsn, then
+-- PGSTORE_DSN, then the embedded default cluster), and dispatch to the
+-- subcommands in pgstore.cli.*. Exit codes: 0 ok, 1 runtime failure,
+-- 2 usage error. Errors are one line on stderr.
+local pgstore = require "pgstore"
+
+local _M = {}
+
+-- Keep in the order `--help` lists them.
+local COMMANDS = { "run", "dev" }
+
+local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
+
+local function one_line(msg)
+  return (tostring(msg):gsub("\n%s*", " "))
+end
+
+function _M.say(msg) io.stderr:write("pgstore: ", msg, "\n") end
+
+function _M.fail(err)
+  eprint(one_line(err))
+  return 1
+end
+
+function _M.usage_error(msg, usage)
+  eprint(msg)
+  if usage then io.stderr:write("usage: ", usage, "\n") end
+  return 2
+end
+
+-- For xpcall around user code: keeps "file:line: message", turns error
+-- tables into their message, adds a traceback only when asked to.
+function _M.error_handler(e)
+  local msg = type(e) == "table" and tostring(e) or tostring(e)
+  if os.getenv("PGSTORE_TRACEBACK") then msg = debug.traceback(msg, 2) end
+  return msg
+end
+
+_M.dsn = nil -- set from --dsn
+
+-- A db for the chosen DSN; starts the embedded cluster when none is given.
+function _M.connect(opts)
+  local dsn = _M.dsn or os.getenv("PGSTORE_DSN")
+  if not dsn or dsn == "" then
+    local err
+    dsn, err = require("pgstore.devcluster").ensure(_M.say)
+    if not dsn then return nil, err end
+  end
+  opts = opts or {}
+  opts.dsn = dsn
+  opts.application_name = opts.application_name or "pgstore"
+  return pgstore.connect(opts)
+end
+
+local function help()
+  print(("pgstore %s — PostgreSQL event store and companion stores\n"):format(pgstore._VERSION))
+  print("usage: pgstore [--dsn DSN] COMMAND [args…]\n\ncommands:")
+  for _, name in ipairs(COMMANDS) do
+    local cmd = require("pgstore.cli." .. name)
+    local usage = cmd.usage:gsub("^pgstore ", "")
+    print(("  %-30s %s"):format(usage, cmd.summary))
+  end
+  print([[
+
+options:
+  --dsn DSN     libpq connection string or URI (else $PGSTORE_DSN, else the
+                embedded default cluster, see `pgstore dev`)
+  --help        this text; `pgstore COMMAND --help` for one command
+  --version     print the version]])
+end
+
+function _M.main(argv)
+  local args, i = {}, 1
+  while argv[i] do
+    local a = argv[i]
+    if a == "--version" or a == "-v" then
+      print("pgstore " .. pgstore._VERSION)
+      return 0
+    elseif a == "--help" or a == "-h" then
+      if #args > 0 then break end
+      help()
+      return 0
+    elseif a == "--dsn" then
+      if not argv[i + 1] then return _M.usage_error("--dsn needs a value") end
+      _M.dsn = argv[i + 1]
+      i = i + 1
+    elseif a:match("^%-%-dsn=") then
+      _M.dsn = a:sub(7)
+    else
+      break
+    end
+    i = i + 1
+  end
+  for j = i, #argv do args[#args + 1] = argv[j] end
+  local name = table.remove(args, 1)
+  if not name then
+    help()
+    return 2
+  end
+  local found = false
+  for _, c in ipairs(COMMANDS) do found = found or c == name end
+  if not found then return _M.usage_error("unknown command '" .. name .. "' (see pgstore --help)") end
+  local cmd = require("pgstore.cli." .. name)
+  if args[1] == "--help" or args[1] == "-h" then
+    print("usage: " .. cmd.usage .. "\n\n" .. cmd.summary)
+    return 0
+  end
+  return cmd.main(_M, args)
+end
+
+return _M

@@ -1,0 +1,46 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore — the Lua API: connect to PostgreSQL and get a db whose stores
+-- (events, snapshots, checkpoints, sessions, kv …) share its pool.
+-- Runtime failures return nil, err; misuse raises (README, "Errors").
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local Db = require "pgstore.db"
+
+local type = type
+
+local _M = {
+  _VERSION = core._VERSION,
+  null = core.null,     -- SQL NULL; equal to cjson.null and ngx.null
+  errors = errors,
+}
+
+local OPTION_TYPES = {
+  dsn = "string", pool_size = "number", read_dsn = "string|table",
+  connect_timeout = "number", acquire_timeout = "number",
+  statement_timeout = "number", application_name = "string",
+}
+
+-- pgstore.connect(dsn) or pgstore.connect{ dsn = …, pool_size = 4, … } → db | nil, err
+-- With no dsn, libpq's PG* environment variables apply.
+function _M.connect(opts)
+  if opts == nil or type(opts) == "string" then
+    opts = { dsn = opts }
+  elseif type(opts) ~= "table" then
+    errors.arg(1, "connect", "string or table expected, got " .. type(opts))
+  end
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if not want then errors.arg(1, "connect", "unknown option '" .. tostring(k) .. "'") end
+    local ok = false
+    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
+    if not ok then
+      errors.arg(1, "connect", ("option '%s' must be %s, got %s"):format(k, want:gsub("|", " or "), type(v)))
+    end
+  end
+  if opts.pool_size and (opts.pool_size < 1 or opts.pool_size % 1 ~= 0) then
+    errors.arg(1, "connect", "option 'pool_size' must be a positive integer")
+  end
+  return Db.new(opts)
+end
+
+return _M

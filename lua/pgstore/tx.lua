@@ -1,0 +1,86 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.tx — the handle a transaction function receives: query/exec on
+-- the transaction's pinned connection, savepoints, and nothing after the
+-- transaction has ended. It records retryable failures (40001, 40P01) so
+-- db:transaction can re-run the whole function even when the function
+-- swallowed or raised the error itself.
+local errors = require "pgstore.errors"
+
+local type = type
+
+local Tx = {}
+local mt = { __index = Tx, __name = "pgstore.tx" }
+
+function Tx.new(conn)
+  return setmetatable({ conn = conn, active = true, retryable = nil }, mt)
+end
+
+local function check(self)
+  if getmetatable(self) ~= mt then
+    error("bad argument #1 (pgstore.tx expected; use tx:method())", 3)
+  end
+  if not self.active then error("attempt to use a finished transaction", 3) end
+end
+
+local function note(self, res, err)
+  if res == nil and type(err) == "table"
+     and (err.sqlstate == "40001" or err.sqlstate == "40P01") then
+    self.retryable = err
+  end
+  return res, err
+end
+
+function Tx:query(sql, ...)
+  check(self)
+  errors.check(sql, 1, "query", "string")
+  return note(self, self.conn:query(sql, ...))
+end
+
+function Tx:exec(sql, ...)
+  check(self)
+  errors.check(sql, 1, "exec", "string")
+  return note(self, self.conn:exec(sql, ...))
+end
+
+function Tx:savepoint(name)
+  check(self)
+  errors.check(name, 1, "savepoint", "string")
+  return self.conn:savepoint(name)
+end
+
+function Tx:rollback_to(name)
+  check(self)
+  errors.check(name, 1, "rollback_to", "string")
+  return self.conn:rollback_to(name)
+end
+
+function Tx:release(name)
+  check(self)
+  errors.check(name, 1, "release", "string")
+  return self.conn:release_savepoint(name)
+end
+
+-- Runs fn(tx) inside a savepoint: rolled back to it when fn returns nil, err
+-- or raises (then re-raised), released otherwise.
+function Tx:nested(fn)
+  check(self)
+  errors.check(fn, 1, "nested", "function")
+  self.depth = (self.depth or 0) + 1
+  local name = "pgs_sp_" .. self.depth
+  local ok, err = self.conn:savepoint(name)
+  if not ok then self.depth = self.depth - 1; return nil, err end
+  local res = { pcall(fn, self) }
+  self.depth = self.depth - 1
+  if not res[1] then
+    self.conn:rollback_to(name)
+    error(res[2], 0)
+  end
+  if res[2] == nil and res[3] ~= nil then
+    self.conn:rollback_to(name)
+    return nil, res[3]
+  end
+  self.conn:release_savepoint(name)
+  return unpack(res, 2, table.maxn(res))
+end
+
+return Tx

@@ -1,0 +1,93 @@
+-- SPDX-License-Identifier: MIT
+-- testenv — what every spec needs: the test cluster's DSN (started by
+-- tools/test.sh), connections tagged with an application_name so leaks can
+-- be counted, an admin connection, and shell helpers for the cluster.
+local pgstore = require "pgstore"
+
+local T = {}
+
+function T.dsn()
+  local dsn = os.getenv("PGSTORE_TEST_DSN")
+  assert(dsn and dsn ~= "", "PGSTORE_TEST_DSN is not set: run the suite with tools/test.sh")
+  return dsn
+end
+
+function T.replica_dsn() return os.getenv("PGSTORE_TEST_REPLICA_DSN") end
+
+-- A db tagged with a spec-specific application_name.
+function T.connect(opts)
+  opts = opts or {}
+  opts.dsn = opts.dsn or T.dsn()
+  opts.application_name = opts.application_name or "pgstore-spec"
+  return assert(pgstore.connect(opts))
+end
+
+local admin
+function T.admin()
+  if not admin or admin:is_closed() then
+    admin = assert(pgstore.connect{ dsn = T.dsn(), application_name = "pgstore-admin", pool_size = 2 })
+  end
+  return admin
+end
+
+-- Backends currently connected with this application_name.
+function T.backends(appname)
+  local rows = assert(T.admin():query(
+    "select count(*) as n from pg_stat_activity where application_name = $1 and pid <> pg_backend_pid()",
+    appname or "pgstore-spec"))
+  return rows[1].n
+end
+
+-- Waits (bounded) until a condition holds; returns its last value.
+function T.eventually(fn, timeout)
+  local core = require "pgstore.core"
+  local deadline = core.now() + (timeout or 5)
+  local v = fn()
+  while not v and core.now() < deadline do
+    core.sleep(0.02)
+    v = fn()
+  end
+  return v
+end
+
+-- Runs a shell command; returns its output and whether it exited 0.
+function T.sh(cmd)
+  local f = io.popen(cmd .. " 2>&1; echo \"__rc=$?\"")
+  local out = f:read("*a")
+  f:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return out:gsub("__rc=%d+%s*$", ""), rc
+end
+
+function T.root()
+  return (os.getenv("PGSTORE_ROOT") or "."):gsub("/$", "")
+end
+
+-- tools/testdb.sh COMMAND on the suite's cluster (restart, stop-immediate, …).
+function T.testdb(cmd)
+  local out, rc = T.sh(("bash %s/tools/testdb.sh %s"):format(T.root(), cmd))
+  assert(rc == 0, "testdb.sh " .. cmd .. " failed: " .. out)
+  return out
+end
+
+-- The host binary under test.
+function T.host()
+  return os.getenv("PGSTORE_HOST_BIN") or (T.root() .. "/build/pgstore")
+end
+
+-- Asserts that a spec closed every connection it opened.
+function T.assert_no_leaks(appname)
+  collectgarbage()
+  collectgarbage()
+  local n = T.eventually(function() return T.backends(appname) == 0 end, 5)
+  assert(n, ("leaked connections: %d backends still open for %s"):format(T.backends(appname), appname or "pgstore-spec"))
+end
+
+-- A unique name for tables and streams of one test.
+local counter = 0
+function T.unique(prefix)
+  counter = counter + 1
+  return ("%s_%d_%d"):format(prefix or "t", os.time() % 100000, counter)
+end
+
+return T

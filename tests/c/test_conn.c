@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT
+ * test_conn.c — one connection against the test cluster: parameters of each
+ * kind, bytea with NUL bytes, errors with SQLSTATEs, the statement cache,
+ * secrets kept out of messages.
+ */
+#include "harness.h"
+
+#include <stdlib.h>
+
+static pgs_conn_t *open_conn(void)
+{
+    pgs_conn_opts_t o = {.conninfo = pgs_test_dsn(), .stmt_cache_size = 4};
+    pgs_conn_t *c = NULL;
+    pgs_error_t err;
+    CHECK_OK(pgs_conn_open(&o, &c, &err), err);
+    return c;
+}
+
+static void test_params_roundtrip(void)
+{
+    pgs_conn_t *c = open_conn();
+    pgs_error_t err;
+    PGresult *r;
+    pgs_param_t p[3] = {{"42", -1}, {NULL, 0}, {"h\xc3\xa9llo", -1}};
+    CHECK_OK(pgs_exec(c, "select $1::int8 + 1 as n, $2::text as z, $3::text as s", 3, p, &r, &err), err);
+    CHECK_STR(PQgetvalue(r, 0, 0), "43");
+    CHECK(PQgetisnull(r, 0, 1));
+    CHECK_STR(PQgetvalue(r, 0, 2), "h\xc3\xa9llo");
+    PQclear(r);
+    pgs_conn_close(c);
+}
+
+static void test_bytea_binary_safe(void)
+{
+    pgs_conn_t *c = open_conn();
+    pgs_error_t err;
+    PGresult *r;
+    const char raw[] = {'a', 0, '\\', 'x', (char)0xff};
+    pgs_param_t p = {raw, 5};
+    CHECK_OK(pgs_exec(c, "select $1::bytea as b, length($1::bytea) as n", 1, &p, &r, &err), err);
+    CHECK_STR(PQgetvalue(r, 0, 1), "5");
+    char out[8];
+    const char *hex = PQgetvalue(r, 0, 0);
+    CHECK(pgs_bytea_decode(hex, strlen(hex), out) == 5 && memcmp(out, raw, 5) == 0);
+    PQclear(r);
+    /* NUL in a text parameter is refused before reaching the server. */
+    CHECK(pgs_exec(c, "select $1::text", 1, &p, NULL, &err) == PGS_EINVALID);
+    CHECK(strstr(err.message, "NUL") != NULL);
+    pgs_conn_close(c);
+}
+
+static void test_sql_errors(void)
+{
+    pgs_conn_t *c = open_conn();
+    pgs_error_t err;
+    CHECK(pgs_exec(c, "selec 1", 0, NULL, NULL, &err) == PGS_ESQL);
+    CHECK_STR(err.sqlstate, "42601");
+    CHECK_OK(pgs_exec_command(c, "create temp table t (id int primary key)", &err), err);
+    pgs_param_t p = {"1", -1};
+    CHECK_OK(pgs_exec(c, "insert into t values ($1)", 1, &p, NULL, &err), err);
+    CHECK(pgs_exec(c, "insert into t values ($1)", 1, &p, NULL, &err) == PGS_ESQL);
+    CHECK_STR(err.sqlstate, "23505");
+    /* The connection still answers. */
+    CHECK_OK(pgs_exec_command(c, "select 1", &err), err);
+    /* Wrong parameter count is caught with a clear message. */
+    CHECK(pgs_exec(c, "select $1::int, $2::int", 1, &p, NULL, &err) == PGS_EINVALID);
+    CHECK(strstr(err.message, "takes 2 parameters") != NULL);
+    pgs_conn_close(c);
+}
+
+static void test_stmt_cache_eviction_and_replan(void)
+{
+    pgs_conn_t *c = open_conn(); /* cache of 4 */
+    pgs_error_t err;
+    char sql[64];
+    pgs_param_t p = {"7", -1};
+    for (int i = 0; i < 10; i++) {
+        snprintf(sql, sizeof sql, "select $1::int + %d", i);
+        CHECK_OK(pgs_exec(c, sql, 1, &p, NULL, &err), err);
+    }
+    PGresult *r;
+    CHECK_OK(pgs_exec(c, "select count(*) from pg_prepared_statements", 0, NULL, &r, &err), err);
+    CHECK(atoi(PQgetvalue(r, 0, 0)) <= 4);
+    PQclear(r);
+    /* A table re-created with another shape: the cached plan is replaced. */
+    CHECK_OK(pgs_exec_command(c, "create temp table s (a int); insert into s values (1)", &err), err);
+    CHECK_OK(pgs_exec(c, "select * from s where a = $1", 1, &(pgs_param_t){"1", -1}, NULL, &err), err);
+    CHECK_OK(pgs_exec_command(c, "drop table s; create temp table s (a int, b text); insert into s values (1, 'x')", &err), err);
+    CHECK_OK(pgs_exec(c, "select * from s where a = $1", 1, &(pgs_param_t){"1", -1}, &r, &err), err);
+    CHECK(PQnfields(r) == 2);
+    PQclear(r);
+    /* DISCARD ALL forgets server-side statements; the cache recovers. */
+    CHECK_OK(pgs_exec_command(c, "discard all", &err), err);
+    CHECK_OK(pgs_exec(c, "select $1::int + 9", 1, &p, NULL, &err), err);
+    pgs_conn_close(c);
+}
+
+static void test_bad_connections(void)
+{
+    pgs_error_t err;
+    pgs_conn_t *c = NULL;
+    pgs_conn_opts_t o = {.conninfo = "host=127.0.0.1 port=1 connect_timeout=2"};
+    CHECK(pgs_conn_open(&o, &c, &err) == PGS_ECONNECTION);
+    CHECK(c == NULL);
+    o.conninfo = "this is not a conninfo";
+    CHECK(pgs_conn_open(&o, &c, &err) == PGS_EINVALID);
+    /* A wrong password: the message must not echo it. */
+    const char *user = getenv("PGSTORE_TEST_SECRET_USER");
+    if (user) {
+        char dsn[512];
+        snprintf(dsn, sizeof dsn, "%s user=%s password=Wr0ng-Secret-xyz", pgs_test_dsn(), user);
+        o.conninfo = dsn;
+        CHECK(pgs_conn_open(&o, &c, &err) == PGS_ECONNECTION);
+        CHECK(strstr(err.message, "Wr0ng-Secret-xyz") == NULL);
+        CHECK(strstr(err.message, "password") != NULL);
+    }
+    /* An unparseable URI containing a password does not leak it either. */
+    o.conninfo = "postgresql://u:Sup3rSecret@host:notaport/db";
+    CHECK(pgs_conn_open(&o, &c, &err) != PGS_OK);
+    CHECK(strstr(err.message, "Sup3rSecret") == NULL);
+}
+
+int main(void)
+{
+    static const pgs_test_t tests[] = {{"params round-trip", test_params_roundtrip},
+                                       {"bytea is binary-safe", test_bytea_binary_safe},
+                                       {"sql errors carry sqlstate", test_sql_errors},
+                                       {"statement cache", test_stmt_cache_eviction_and_replan},
+                                       {"bad connections", test_bad_connections},
+                                       {NULL, NULL}};
+    return pgs_test_run(tests);
+}

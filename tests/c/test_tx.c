@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT
+ * test_tx.c — transactions: commit, rollback, savepoints, the retrying
+ * runner against a real serialization conflict, and pipelines.
+ */
+#include "harness.h"
+
+#include <stdlib.h>
+
+static pgs_pool_t *pool;
+
+static int64_t count_rows(const char *sql)
+{
+    pgs_conn_t *c;
+    pgs_error_t err;
+    PGresult *r;
+    int64_t n = -1;
+    if (pgs_pool_acquire(pool, -1, &c, &err) != PGS_OK)
+        return -1;
+    if (pgs_exec(c, sql, 0, NULL, &r, &err) == PGS_OK) {
+        n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
+    pgs_pool_release(pool, c);
+    return n;
+}
+
+static void test_commit_rollback_savepoint(void)
+{
+    pgs_conn_t *c;
+    pgs_error_t err;
+    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
+    CHECK_OK(pgs_exec_command(c, "drop table if exists tx_t; create table tx_t (a int)", &err), err);
+    CHECK_OK(pgs_tx_begin(c, PGS_REPEATABLE_READ, &err), err);
+    CHECK_OK(pgs_exec_command(c, "insert into tx_t values (1)", &err), err);
+    CHECK_OK(pgs_tx_savepoint(c, "sp1", &err), err);
+    CHECK_OK(pgs_exec_command(c, "insert into tx_t values (2)", &err), err);
+    CHECK_OK(pgs_tx_rollback_to(c, "sp1", &err), err);
+    CHECK(pgs_tx_savepoint(c, "bad name", &err) == PGS_EINVALID);
+    CHECK_OK(pgs_tx_commit(c, &err), err);
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK_OK(pgs_exec_command(c, "insert into tx_t values (3)", &err), err);
+    CHECK_OK(pgs_tx_rollback(c, &err), err);
+    /* COMMIT of a failed transaction is reported, not silently rolled back. */
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK(pgs_exec_command(c, "select 1/0", &err) == PGS_ESQL);
+    CHECK(pgs_tx_commit(c, &err) == PGS_ESQL);
+    pgs_pool_release(pool, c);
+    CHECK(count_rows("select count(*) from tx_t") == 1);
+}
+
+/* Two serializable transactions that read each other's rows: one must
+ * fail with 40001 on the first try and succeed when re-run. */
+typedef struct {
+    int attempts;
+    int hold; /* pause between read and write to force the overlap */
+} tx_ud_t;
+
+static pgs_status_t read_then_write(pgs_conn_t *c, void *ud, pgs_error_t *err)
+{
+    tx_ud_t *u = ud;
+    u->attempts++;
+    PGresult *r;
+    pgs_status_t st = pgs_exec(c, "select coalesce(sum(v), 0) from ser_t", 0, NULL, &r, err);
+    if (st != PGS_OK)
+        return st;
+    char sum[32];
+    snprintf(sum, sizeof sum, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (u->hold && u->attempts == 1)
+        for (int i = 0; i < 8; i++)
+            pgs_backoff_sleep(3); /* ~160 ms */
+    pgs_param_t p = {sum, -1};
+    return pgs_exec(c, "insert into ser_t values ($1::int + 1)", 1, &p, NULL, err);
+}
+
+static void *other_tx(void *arg)
+{
+    tx_ud_t *u = arg;
+    pgs_error_t err;
+    pgs_backoff_sleep(3);
+    pgs_transaction(pool, PGS_SERIALIZABLE, 5, read_then_write, u, &err);
+    return NULL;
+}
+
+#include <pthread.h>
+
+static void test_serialization_retry(void)
+{
+    pgs_error_t err;
+    pgs_conn_t *c;
+    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
+    CHECK_OK(pgs_exec_command(c, "drop table if exists ser_t; create table ser_t (v int)", &err), err);
+    pgs_pool_release(pool, c);
+    tx_ud_t slow = {0, 1}, fast = {0, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, other_tx, &fast);
+    pgs_status_t st = pgs_transaction(pool, PGS_SERIALIZABLE, 5, read_then_write, &slow, &err);
+    pthread_join(t, NULL);
+    CHECK_OK(st, err);
+    CHECK(slow.attempts + fast.attempts >= 3); /* someone was re-run */
+    CHECK(count_rows("select count(*) from ser_t") == 2);
+    CHECK(count_rows("select max(v) from ser_t") == 2); /* serial outcome: 1 then 2 */
+}
+
+static void test_pipeline(void)
+{
+    pgs_conn_t *c;
+    pgs_error_t err;
+    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
+    CHECK_OK(pgs_exec_command(c, "drop table if exists pipe_t; create table pipe_t (a int primary key)", &err), err);
+    pgs_pipeline_t *p;
+    CHECK_OK(pgs_pipeline_begin(c, &p, &err), err);
+    char v[100][8];
+    for (int i = 0; i < 100; i++) {
+        snprintf(v[i], sizeof v[i], "%d", i);
+        pgs_param_t prm = {v[i], -1};
+        CHECK_OK(pgs_pipeline_add(p, "insert into pipe_t values ($1) returning a", 1, &prm, &err), err);
+    }
+    PGresult **rs;
+    int n;
+    CHECK_OK(pgs_pipeline_run(p, &rs, &n, &err), err);
+    CHECK(n == 100);
+    CHECK_STR(PQgetvalue(rs[99], 0, 0), "99");
+    pgs_results_free(rs, n);
+    /* An error aborts the batch and names the statement; the statements
+     * between two syncs form one implicit transaction, so none of them
+     * stays. The connection is usable afterwards. */
+    CHECK_OK(pgs_pipeline_begin(c, &p, &err), err);
+    pgs_param_t one = {"1000", -1}, dup = {"5", -1}, two = {"1001", -1};
+    pgs_pipeline_add(p, "insert into pipe_t values ($1)", 1, &one, &err);
+    pgs_pipeline_add(p, "insert into pipe_t values ($1)", 1, &dup, &err);
+    pgs_pipeline_add(p, "insert into pipe_t values ($1)", 1, &two, &err);
+    CHECK(pgs_pipeline_run(p, &rs, &n, &err) == PGS_ESQL);
+    CHECK(strstr(err.message, "statement 2") != NULL);
+    CHECK_OK(pgs_exec_command(c, "select 1", &err), err);
+    pgs_pool_release(pool, c);
+    CHECK(count_rows("select count(*) from pipe_t") == 100);
+}
+
+int main(void)
+{
+    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 4};
+    pgs_error_t err;
+    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        return 1;
+    }
+    static const pgs_test_t tests[] = {{"commit, rollback, savepoint", test_commit_rollback_savepoint},
+                                       {"serialization failure is retried", test_serialization_retry},
+                                       {"pipeline", test_pipeline},
+                                       {NULL, NULL}};
+    int rc = pgs_test_run(tests);
+    pgs_pool_close(pool);
+    return rc;
+}
