@@ -152,12 +152,18 @@ typedef struct pgs_pool_stats {
 
 void pgs_pool_stats(pgs_pool_t *pool, pgs_pool_stats_t *out);
 
-/* Process-wide pools shared by DSN (for nginx workers and their thread VMs).
- * Returns a pool whose reference count was raised; drop it with
- * pgs_pool_shared_unref(). Options apply when the pool is first created. */
+/* Reference counting for holders other than the opener (stores, shared
+ * users): pgs_pool_ref() keeps the memory alive, pgs_pool_unref() drops it.
+ * A closed pool stays valid for its holders; acquiring fails PGS_ECLOSED. */
+void pgs_pool_ref(pgs_pool_t *pool);
+void pgs_pool_unref(pgs_pool_t *pool);
+int pgs_pool_is_closed(pgs_pool_t *pool);
+
+/* Process-wide pools shared by a key (for nginx workers and their thread
+ * VMs). Returns a pool with a reference for the caller: pgs_pool_unref() it.
+ * Options apply when the pool is first created. */
 pgs_status_t pgs_pool_shared(const char *key, const pgs_pool_opts_t *opts, pgs_pool_t **out,
                              pgs_error_t *err);
-void pgs_pool_shared_unref(pgs_pool_t *pool);
 
 /* ---- transactions ------------------------------------------------------ */
 

@@ -268,9 +268,26 @@ pgs_status_t pgs_pool_shared(const char *key, const pgs_pool_opts_t *opts, pgs_p
     return st;
 }
 
-void pgs_pool_shared_unref(pgs_pool_t *p)
+void pgs_pool_ref(pgs_pool_t *p)
 {
+    pthread_mutex_lock(&p->mu);
+    p->refs++;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void pgs_pool_unref(pgs_pool_t *p)
+{
+    if (!p)
+        return;
     pthread_mutex_lock(&p->mu);
     if (!unref_locked(p))
         pthread_mutex_unlock(&p->mu);
+}
+
+int pgs_pool_is_closed(pgs_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int closed = p->closed;
+    pthread_mutex_unlock(&p->mu);
+    return closed;
 }

@@ -35,4 +35,10 @@ void pgs_l_push_rows(lua_State *L, PGresult *res);
 void pgs_l_convert_open(lua_State *L);
 
 void pgs_l_pool_open(lua_State *L);
+
+/* The pool inside a pgstore.pool userdata at idx (raises when closed). */
+pgs_pool_t *pgs_l_checkpool(lua_State *L, int idx);
+/* A transaction's connection: a pgstore.conn userdata at idx, or NULL when
+ * the value there is nil/none. Raises on anything else or a released one. */
+pgs_conn_t *pgs_l_optconn(lua_State *L, int idx);
 #endif

@@ -96,7 +96,7 @@ static int l_pool_close(lua_State *L)
     p->pool = NULL;
     if (pool) {
         if (p->shared)
-            pgs_pool_shared_unref(pool);
+            pgs_pool_unref(pool);
         else
             pgs_pool_close(pool);
     }
@@ -190,6 +190,24 @@ static int l_pool_stats(lua_State *L)
     lua_pushinteger(L, s.borrowed); lua_setfield(L, -2, "borrowed");
     lua_pushinteger(L, s.waiting); lua_setfield(L, -2, "waiting");
     return 1;
+}
+
+pgs_pool_t *pgs_l_checkpool(lua_State *L, int idx)
+{
+    lpool_t *p = luaL_checkudata(L, idx, PGS_POOL_MT);
+    if (!p->pool)
+        luaL_error(L, "attempt to use a closed connection");
+    return p->pool;
+}
+
+pgs_conn_t *pgs_l_optconn(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    lconn_t *h = luaL_checkudata(L, idx, PGS_CONN_MT);
+    if (!h->conn)
+        luaL_error(L, "attempt to use a finished transaction");
+    return h->conn;
 }
 
 /* ---- pinned connection --------------------------------------------------------- */

@@ -134,6 +134,18 @@ function Db:transaction(fn, opts)
   end
 end
 
+-- Stores and live-delivery objects made from this db share its pools; each
+-- lives in its own module (pgstore.<kind>) with a `new(db, opts)`.
+-- Keep in the order of the README's sections.
+Db.KINDS = { "events", "snapshots", "checkpoints", "exec_checkpoints", "sessions", "kv",
+             "listen", "relay", "subscribe", "partitions" }
+for _, kind in ipairs(Db.KINDS) do
+  Db[kind] = function(self, ...)
+    check(self, kind)
+    return require("pgstore." .. kind).new(self, ...)
+  end
+end
+
 function Db:pool_stats()
   check(self, "pool_stats")
   return self.pool:stats()

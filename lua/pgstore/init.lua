@@ -43,4 +43,21 @@ function _M.connect(opts)
   return Db.new(opts)
 end
 
+-- pgstore.open_<kind>(dsn_or_opts, store_opts) → a store that owns its own
+-- pool: store:close() closes it (twice is harmless). E.g. open_kv(dsn, { table = … }).
+for _, kind in ipairs(Db.KINDS) do
+  _M["open_" .. kind] = function(conn_opts, store_opts)
+    local db, err = _M.connect(conn_opts)
+    if not db then return nil, err end
+    local store
+    store, err = db[kind](db, store_opts)
+    if not store then
+      db:close()
+      return nil, err
+    end
+    store.owns_db = true
+    return store
+  end
+end
+
 return _M

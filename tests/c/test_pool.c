@@ -154,8 +154,8 @@ static void test_shared_pool(void)
     CHECK_OK(pgs_pool_shared("k", &o, &a, &err), err);
     CHECK_OK(pgs_pool_shared("k", &o, &b, &err), err);
     CHECK(a == b);
-    pgs_pool_shared_unref(a);
-    pgs_pool_shared_unref(b);
+    pgs_pool_unref(a);
+    pgs_pool_unref(b);
 }
 
 int main(void)
