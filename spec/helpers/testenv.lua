@@ -83,6 +83,33 @@ function T.assert_no_leaks(appname)
   assert(n, ("leaked connections: %d backends still open for %s"):format(T.backends(appname), appname or "pgstore-spec"))
 end
 
+-- Runs `n` host processes at once, each executing the Lua source `code`
+-- with a connected `db` and `arg[1]` = its index (1..n), `arg[2..]` = extra.
+-- Returns an array of { out = stdout+stderr, rc = exit code } in index
+-- order. Real processes: this is how concurrency claims are tested.
+function T.run_parallel(n, code, extra)
+  local dir = (T.sh("mktemp -d /tmp/pgstore-par.XXXXXX")):gsub("%s+$", "")
+  local f = assert(io.open(dir .. "/script.lua", "w"))
+  f:write(code)
+  f:close()
+  local cmds = {}
+  for i = 1, n do
+    cmds[#cmds + 1] = ("(%s --dsn %q run %s/script.lua %d %s >%s/out.%d 2>&1; echo $? >%s/rc.%d) &")
+      :format(T.host(), T.dsn(), dir, i, extra or "", dir, i, dir, i)
+  end
+  T.sh(table.concat(cmds, "\n") .. "\nwait")
+  local results = {}
+  for i = 1, n do
+    local fo = io.open(dir .. "/out." .. i)
+    local fr = io.open(dir .. "/rc." .. i)
+    results[i] = { out = fo and fo:read("*a") or "", rc = fr and tonumber(fr:read("*l")) or -1 }
+    if fo then fo:close() end
+    if fr then fr:close() end
+  end
+  T.sh("rm -rf " .. dir)
+  return results
+end
+
 -- A unique name for tables and streams of one test.
 local counter = 0
 function T.unique(prefix)
