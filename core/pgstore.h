@@ -251,6 +251,147 @@ long pgs_bytea_decode(const char *in, size_t len, char *out);
  * out needs len + 4 bytes. Returns the new length. */
 size_t pgs_timestamp_iso(const char *in, size_t len, char *out);
 
+
+/* ---- event store ------------------------------------------------------- */
+
+/* An event store over a base table (default "events") and its companions:
+ * <table>_heads (one row per stream), <table>_idempotency, the sequence
+ * <table>_position_seq, and the functions <table>_append, <table>_read_all,
+ * <table>_import. Schema: core/events_schema.c. */
+typedef struct pgs_events pgs_events_t;
+
+#define PGS_EXPECT_ANY (-1)       /* append whatever the version           */
+#define PGS_EXPECT_NO_STREAM (-2) /* the stream must have no events        */
+#define PGS_EXPECT_EXISTS (-3)    /* the stream must have at least one     */
+
+typedef struct pgs_events_opts {
+    const char *table;         /* NULL → "events"                          */
+    const char *notify;        /* channel woken after appends; NULL: none   */
+    int notify_in_tx;          /* NOTIFY inside the append's transaction    */
+    double notify_interval;    /* coalescing window in seconds; 0 → 0.005   */
+    int migrate;               /* run the schema migration on open          */
+    size_t max_event_size;     /* bytes of data + metadata; 0 → 1 MiB       */
+} pgs_events_opts_t;
+
+/* Opens a store on pool (referenced, not owned). *out is the caller's:
+ * pgs_events_close() it. */
+pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pgs_events_t **out,
+                             pgs_error_t *err);
+/* Creates or upgrades the schema; idempotent, safe from many processes. */
+pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err);
+/* Stops the notifier and frees the store. NULL-tolerant. */
+void pgs_events_close(pgs_events_t *es);
+/* The quoted table name ("schema"."events"); owned by es. */
+const char *pgs_events_table(const pgs_events_t *es);
+
+typedef struct pgs_event {
+    const char *type;          /* required, non-empty, at most 255 bytes     */
+    size_t type_len;
+    const char *data;          /* JSON text; NULL → JSON null                */
+    size_t data_len;
+    const char *metadata;      /* JSON text or NULL                          */
+    size_t metadata_len;
+    const char *id;            /* UUID text or NULL (generated)              */
+    int schema_version;        /* 0 → 1                                      */
+} pgs_event_t;
+
+typedef struct pgs_append_opts {
+    int64_t expected;          /* >= 0, or PGS_EXPECT_*                      */
+    const char *idempotency_key; /* NULL: none                               */
+    double time;               /* unix seconds for the events; 0: now()      */
+} pgs_append_opts_t;
+
+typedef struct pgs_append_result {
+    int64_t first_version, last_version, first_position, last_position;
+    int count;
+    int replayed;              /* 1: an earlier identical append's result   */
+} pgs_append_result_t;
+
+/* Appends n >= 1 events to stream in one transaction (tx's, when given).
+ * PGS_ECONFLICT fills err->expected/actual; PGS_EDELETED, PGS_EARCHIVED,
+ * PGS_EDUPLICATE (id or key reused differently), PGS_EINVALID (bad input,
+ * nothing sent). A lost connection after COMMIT was sent is PGS_ECONNECTION:
+ * retry with the same idempotency key to get the original result. */
+pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *stream,
+                               const pgs_event_t *events, int n, const pgs_append_opts_t *opts,
+                               pgs_append_result_t *res, pgs_error_t *err);
+
+typedef struct pgs_append_batch {
+    const char *stream;
+    const pgs_event_t *events;
+    int n;
+    pgs_append_opts_t opts;
+} pgs_append_batch_t;
+
+/* Appends to several streams all-or-nothing, in one round trip. results has
+ * nb entries. On failure err->message names the failing batch (1-based). */
+pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *batches, int nb,
+                                    pgs_append_result_t *results, pgs_error_t *err);
+
+typedef struct pgs_read_opts {
+    int64_t from;              /* first version (inclusive); 0 → 1          */
+    int64_t to;                /* last version (inclusive); 0: no bound      */
+    int64_t limit;             /* 0: no limit                                */
+    const char *const *types;  /* only these types; NULL: all               */
+    int ntypes;
+    int backward;              /* newest first                              */
+} pgs_read_opts_t;
+
+/* Reads a stream through `via` (a replica pool) or, when NULL, the store's
+ * pool. *res (the caller PQclear()s it) has columns id, stream, version,
+ * position, type, schema_version, data, metadata, time. A tombstoned
+ * stream is PGS_EDELETED; one archived to another store, PGS_EARCHIVED;
+ * an unknown stream is an empty result. */
+pgs_status_t pgs_events_read(pgs_events_t *es, pgs_pool_t *via, const char *stream,
+                             const pgs_read_opts_t *opts, PGresult **res, pgs_error_t *err);
+
+typedef struct pgs_read_all_opts {
+    int64_t after;             /* cursor: events with position > after      */
+    int limit;                 /* 0 → 1000                                   */
+    const char *const *types;
+    int ntypes;
+    const char *prefix;        /* only streams starting with it (literal)    */
+} pgs_read_all_opts_t;
+
+/* Reads all streams in position order, never skipping an event that commits
+ * later with a lower position (see core/events_schema.c). Always on the
+ * primary. *res holds *nrows event rows (columns as pgs_events_read, plus a
+ * last column "horizon") followed by one marker row; the caller PQclear()s
+ * it. *cursor is where the next call continues. */
+pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *opts, PGresult **res,
+                                 int *nrows, int64_t *cursor, pgs_error_t *err);
+
+/* The stream's version (0 when it has no events), via a heads lookup. */
+pgs_status_t pgs_events_version(pgs_events_t *es, pgs_pool_t *via, const char *stream,
+                                int64_t *version, pgs_error_t *err);
+/* "active", "archived", "tombstoned" or "none" (a static string). */
+pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *stream,
+                               const char **status, pgs_error_t *err);
+/* The highest committed position (0 when empty). */
+pgs_status_t pgs_events_latest_position(pgs_events_t *es, pgs_pool_t *via, int64_t *position,
+                                        pgs_error_t *err);
+
+/* Lifecycle. tombstone: appends fail with PGS_EDELETED from now on, reads
+ * too; events stay for read_all. archive: appends fail with PGS_EARCHIVED,
+ * reads work. restore: back to active. delete: events and head removed
+ * (PGS_ENOTFOUND when absent). truncate: everything, sequence restarted
+ * (tests only). */
+pgs_status_t pgs_events_tombstone(pgs_events_t *es, const char *stream, const char *reason,
+                                  pgs_error_t *err);
+pgs_status_t pgs_events_archive(pgs_events_t *es, const char *stream, pgs_error_t *err);
+pgs_status_t pgs_events_restore(pgs_events_t *es, const char *stream, pgs_error_t *err);
+pgs_status_t pgs_events_delete(pgs_events_t *es, const char *stream, pgs_error_t *err);
+pgs_status_t pgs_events_truncate(pgs_events_t *es, pgs_error_t *err);
+
+/* Moves a stream's events from src to dst (another table, possibly another
+ * database): dst imports them (same ids, versions, times; new positions),
+ * then src deletes them and marks the stream `src_status` ("archived" for
+ * archive_to; NULL removes src's head, for restore_from). In one
+ * transaction when both stores share a pool; otherwise copy-then-delete,
+ * safe to retry (imports are idempotent by event id). *moved = events. */
+pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *stream,
+                             const char *src_status, int64_t *moved, pgs_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

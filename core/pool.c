@@ -222,6 +222,11 @@ void pgs_pool_close(pgs_pool_t *p)
     }
 }
 
+const pgs_dsn_t *pgs_pool_dsn(pgs_pool_t *p)
+{
+    return p->dsn;
+}
+
 void pgs_pool_stats(pgs_pool_t *p, pgs_pool_stats_t *out)
 {
     pthread_mutex_lock(&p->mu);

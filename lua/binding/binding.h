@@ -32,9 +32,12 @@ pgs_param_t *pgs_l_params(lua_State *L, int first, int last, int argbase, const 
 /* Pushes an array of row tables keyed by column name, then frees res.
  * res is owned by a box on the stack while converting. */
 void pgs_l_push_rows(lua_State *L, PGresult *res);
+/* The same for the first max_rows rows and max_cols columns (-1: all). */
+void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols);
 void pgs_l_convert_open(lua_State *L);
 
 void pgs_l_pool_open(lua_State *L);
+void pgs_l_events_open(lua_State *L);
 
 /* The pool inside a pgstore.pool userdata at idx (raises when closed). */
 pgs_pool_t *pgs_l_checkpool(lua_State *L, int idx);

@@ -125,12 +125,21 @@ static void push_value(lua_State *L, PGresult *res, int row, int col, pgs_kind_t
 
 void pgs_l_push_rows(lua_State *L, PGresult *res)
 {
+    pgs_l_push_rows_n(L, res, -1, -1);
+}
+
+void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols)
+{
     result_box_t *box = lua_newuserdata(L, sizeof *box);
     box->res = res;
     luaL_getmetatable(L, PGS_RESULT_MT);
     lua_setmetatable(L, -2);
 
     int nrows = PQntuples(res), ncols = PQnfields(res);
+    if (max_rows >= 0 && max_rows < nrows)
+        nrows = max_rows;
+    if (max_cols >= 0 && max_cols < ncols)
+        ncols = max_cols;
     luaL_checkstack(L, ncols + 8, "too many columns");
     pgs_kind_t kinds[ncols > 0 ? ncols : 1];
     int names = lua_gettop(L) + 1;

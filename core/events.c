@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: MIT
+ * events.c — the event store's write side: opening and migrating a store,
+ * appends (one round trip through the <table>_append function, which holds
+ * the whole algorithm — see events_schema.c), batches across streams in one
+ * pipeline, after-commit NOTIFY, and stream lifecycle.
+ */
+#include "events.h"
+#include "conn.h"
+#include "error.h"
+#include "events_schema.h"
+#include "strbuf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TYPE_LEN 255
+#define DEFAULT_MAX_EVENT_SIZE (1024 * 1024)
+
+/* ---- errors ------------------------------------------------------------- */
+
+pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st)
+{
+    if (!err || st != PGS_ESQL)
+        return st;
+    const char *s = err->sqlstate;
+    if (strcmp(s, "PGS01") == 0)
+        err->code = PGS_EDELETED;
+    else if (strcmp(s, "PGS02") == 0)
+        err->code = PGS_EARCHIVED;
+    else if (strcmp(s, "PGS04") == 0)
+        err->code = PGS_EDUPLICATE;
+    else if (strcmp(s, "PGS05") == 0 || strcmp(s, "22P02") == 0 || strcmp(s, "22P05") == 0 ||
+             strcmp(s, "22021") == 0 || strcmp(s, "54000") == 0 || strcmp(s, "22003") == 0)
+        err->code = PGS_EINVALID;
+    else if (strcmp(s, "PGS03") == 0) {
+        err->code = PGS_ECONFLICT;
+        /* "… (expected=E actual=A)": keep the numbers, drop the detail. */
+        char *d = strstr(err->message, " (expected=");
+        long long e, a;
+        if (d && sscanf(d, " (expected=%lld actual=%lld)", &e, &a) == 2) {
+            err->has_versions = 1;
+            err->expected = e;
+            err->actual = a;
+            *d = '\0';
+        }
+    } else if (strcmp(s, "23505") == 0)
+        err->code = PGS_EDUPLICATE;
+    return err->code;
+}
+
+pgs_pool_t *pgs_events_pool(pgs_events_t *es, pgs_pool_t *via)
+{
+    return via ? via : es->base.pool;
+}
+
+/* ---- opening --------------------------------------------------------------- */
+
+static uint16_t order_tag(const char *quoted)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = quoted; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return (uint16_t)(h ^ (h >> 16));
+}
+
+static const char cols[] = "id, stream::text AS stream, version, position, type, schema_version, "
+                           "data, metadata, time";
+
+static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
+{
+    const char *T = es->base.table, *H = es->heads;
+    /* $4: types as a JSON array or NULL; $5: limit or NULL */
+    const char *read_tmpl =
+        "SELECT %s FROM %s WHERE stream = $1 AND version >= $2 AND version <= $3"
+        " AND ($4::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text($4::jsonb)))"
+        " AND NOT EXISTS (SELECT 1 FROM %s h WHERE h.stream = $1 AND h.status = 'tombstoned')"
+        " ORDER BY version %s LIMIT $5::bigint";
+    es->sql_append = pgs_sql_printf(
+        "SELECT r_first_version, r_last_version, r_first_position, r_last_position, r_count,"
+        " r_replayed FROM %s($1, $2::bigint, $3::jsonb, $4, $5::float8, $6::int, $7)",
+        es->fn_append);
+    es->sql_read_fwd = pgs_sql_printf(read_tmpl, cols, T, H, "ASC");
+    es->sql_read_back = pgs_sql_printf(read_tmpl, cols, T, H, "DESC");
+    es->sql_read_all = pgs_sql_printf(
+        "SELECT r_id AS id, r_stream AS stream, r_version AS version, r_position AS position,"
+        " r_type AS type, r_schema_version AS schema_version, r_data AS data,"
+        " r_metadata AS metadata, r_time AS time, r_horizon AS horizon"
+        " FROM %s($1::bigint, $2::int,"
+        " CASE WHEN $3::jsonb IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
+        " $4, $5::int)",
+        es->fn_read_all);
+    es->sql_status = pgs_sql_printf(
+        "SELECT status, (EXISTS (SELECT 1 FROM %s e WHERE e.stream = $1))::int AS events"
+        " FROM %s WHERE stream = $1",
+        T, H);
+    es->sql_version = pgs_sql_printf("SELECT version FROM %s WHERE stream = $1", H);
+    es->sql_latest = pgs_sql_printf("SELECT coalesce(max(position), 0) FROM %s", T);
+    es->sql_import = pgs_sql_printf("SELECT r_count FROM %s($1, $2::jsonb, $3::int)", es->fn_import);
+    es->sql_export = pgs_sql_printf(
+        "SELECT coalesce(json_agg(json_build_object('id', id, 'version', version, 'type', type,"
+        " 'schema_version', schema_version, 'data', data, 'metadata', metadata, 'time', time)"
+        " ORDER BY version), '[]')::text, count(*) FROM %s WHERE stream = $1",
+        T);
+    if (!es->sql_append || !es->sql_read_fwd || !es->sql_read_back || !es->sql_read_all ||
+        !es->sql_status || !es->sql_version || !es->sql_latest || !es->sql_import || !es->sql_export)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    return PGS_OK;
+}
+
+pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pgs_events_t **out,
+                             pgs_error_t *err)
+{
+    pgs_events_t *es = calloc(1, sizeof *es);
+    if (!es)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = pgs_store_init(&es->base, pool, opts ? opts->table : NULL, "events", err);
+    struct { char *dst; const char *suffix; } names[] = {
+        {es->heads, "_heads"},      {es->idem, "_idempotency"}, {es->seq, "_position_seq"},
+        {es->fn_append, "_append"}, {es->fn_read_all, "_read_all"}, {es->fn_import, "_import"},
+    };
+    for (size_t i = 0; st == PGS_OK && i < sizeof names / sizeof names[0]; i++)
+        st = pgs_store_companion(&es->base, names[i].suffix, names[i].dst, PGS_IDENT_MAX, err);
+    if (st == PGS_OK)
+        st = build_sql(es, err);
+    if (st == PGS_OK && opts && opts->notify) {
+        size_t n = strlen(opts->notify);
+        if (n == 0 || n > 63)
+            st = pgs_error_set(err, PGS_EINVALID, "invalid notify channel: 1 to 63 bytes expected");
+        else if (!(es->notify = strdup(opts->notify)))
+            st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    if (st != PGS_OK) {
+        pgs_events_close(es);
+        return st;
+    }
+    snprintf(es->tag, sizeof es->tag, "%u", (unsigned)order_tag(es->base.table));
+    es->notify_in_tx = opts && opts->notify_in_tx;
+    es->max_event_size = opts && opts->max_event_size ? opts->max_event_size : DEFAULT_MAX_EVENT_SIZE;
+    if (es->notify && !es->notify_in_tx) {
+        es->notifier = pgs_notifier_new(pgs_pool_dsn(pool), es->notify,
+                                        opts ? opts->notify_interval : 0);
+        if (!es->notifier) {
+            pgs_events_close(es);
+            return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        }
+    }
+    if (opts && opts->migrate && (st = pgs_events_migrate(es, err)) != PGS_OK) {
+        pgs_events_close(es);
+        return st;
+    }
+    *out = es;
+    return PGS_OK;
+}
+
+pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err)
+{
+    char *v1 = pgs_sql_printf(pgs_events_schema_v1, es->base.table, es->heads, es->idem, es->seq,
+                              es->fn_append, es->fn_read_all, es->fn_import);
+    if (!v1)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_migration_t steps[] = {{1, v1}};
+    char target[PGS_IDENT_MAX + 16];
+    snprintf(target, sizeof target, "events:%s", es->base.table);
+    pgs_status_t st = pgs_migrate(es->base.pool, target, steps, 1, err);
+    free(v1);
+    return st;
+}
+
+void pgs_events_close(pgs_events_t *es)
+{
+    if (!es)
+        return;
+    pgs_notifier_free(es->notifier);
+    char **sql[] = {&es->sql_append, &es->sql_read_fwd, &es->sql_read_back, &es->sql_read_all,
+                    &es->sql_status, &es->sql_version, &es->sql_latest, &es->sql_import,
+                    &es->sql_export};
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)
+        free(*sql[i]);
+    free(es->notify);
+    pgs_store_fini(&es->base);
+    free(es);
+}
+
+const char *pgs_events_table(const pgs_events_t *es)
+{
+    return es->base.table;
+}
+
+/* ---- appends ------------------------------------------------------------------ */
+
+/* Validates the events and writes them as one JSON array. Data and
+ * metadata are JSON text already (the server checks it); types and ids
+ * are escaped here. */
+static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n, pgs_strbuf_t *b,
+                                  pgs_error_t *err)
+{
+    if (n < 1)
+        return pgs_error_set(err, PGS_EINVALID, "no events given: append at least one");
+    pgs_strbuf_add(b, "[", 1);
+    for (int i = 0; i < n; i++) {
+        const pgs_event_t *e = &ev[i];
+        if (!e->type || e->type_len == 0)
+            return pgs_error_set(err, PGS_EINVALID, "event %d has no type", i + 1);
+        if (e->type_len > MAX_TYPE_LEN)
+            return pgs_error_set(err, PGS_EINVALID, "event %d: type is longer than %d bytes", i + 1,
+                                 MAX_TYPE_LEN);
+        if (memchr(e->type, '\0', e->type_len))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: type contains a NUL byte", i + 1);
+        size_t size = (e->data ? e->data_len : 0) + (e->metadata ? e->metadata_len : 0);
+        if (size > es->max_event_size)
+            return pgs_error_set(err, PGS_EINVALID,
+                                 "event %d is %zu bytes, over the limit of %zu (max_event_size)",
+                                 i + 1, size, es->max_event_size);
+        if ((e->data && memchr(e->data, '\0', e->data_len)) ||
+            (e->metadata && memchr(e->metadata, '\0', e->metadata_len)))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: data contains a NUL byte", i + 1);
+        if (e->schema_version < 0)
+            return pgs_error_set(err, PGS_EINVALID, "event %d: schema_version must be >= 1", i + 1);
+        pgs_strbuf_adds(b, i ? ",{\"type\":" : "{\"type\":");
+        pgs_strbuf_add_json_string(b, e->type, e->type_len);
+        if (e->data && e->data_len) {
+            pgs_strbuf_adds(b, ",\"data\":");
+            pgs_strbuf_add(b, e->data, e->data_len);
+        }
+        if (e->metadata && e->metadata_len) {
+            pgs_strbuf_adds(b, ",\"metadata\":");
+            pgs_strbuf_add(b, e->metadata, e->metadata_len);
+        }
+        if ((e->id != NULL) != (ev[0].id != NULL))
+            return pgs_error_set(err, PGS_EINVALID,
+                                 "event %d: give ids to all events of a batch or to none", i + 1);
+        if (e->id) {
+            pgs_strbuf_adds(b, ",\"id\":");
+            pgs_strbuf_add_json_string(b, e->id, strlen(e->id));
+        }
+        if (e->schema_version > 0) {
+            char sv[40];
+            snprintf(sv, sizeof sv, ",\"schema_version\":%d", e->schema_version);
+            pgs_strbuf_adds(b, sv);
+        }
+        pgs_strbuf_add(b, "}", 1);
+    }
+    pgs_strbuf_add(b, "]", 1);
+    if (b->failed)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    return PGS_OK;
+}
+
+static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_t *o, pgs_error_t *err)
+{
+    if (!stream || !*stream)
+        return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
+    if (strlen(stream) > 1024)
+        return pgs_error_set(err, PGS_EINVALID, "stream name is longer than 1024 bytes");
+    if (o && o->expected < PGS_EXPECT_EXISTS)
+        return pgs_error_set(err, PGS_EINVALID, "invalid expected version %lld",
+                             (long long)o->expected);
+    if (o && o->idempotency_key && (!*o->idempotency_key || strlen(o->idempotency_key) > 1024))
+        return pgs_error_set(err, PGS_EINVALID, "idempotency key must be 1 to 1024 bytes");
+    return PGS_OK;
+}
+
+/* Parameters of one append call; buffers live in `bufs`. */
+typedef struct {
+    char expected[24], time[32];
+    pgs_param_t p[7];
+} append_params_t;
+
+static void fill_params(pgs_events_t *es, append_params_t *ap, const char *stream,
+                        const pgs_strbuf_t *json, const pgs_append_opts_t *o)
+{
+    snprintf(ap->expected, sizeof ap->expected, "%lld", (long long)(o ? o->expected : PGS_EXPECT_ANY));
+    int has_time = o && o->time != 0;
+    if (has_time)
+        snprintf(ap->time, sizeof ap->time, "%.6f", o->time);
+    ap->p[0] = (pgs_param_t){stream, -1};
+    ap->p[1] = (pgs_param_t){ap->expected, -1};
+    ap->p[2] = (pgs_param_t){json->data, (int)json->len};
+    ap->p[3] = (pgs_param_t){o ? o->idempotency_key : NULL, -1};
+    ap->p[4] = (pgs_param_t){has_time ? ap->time : NULL, -1};
+    ap->p[5] = (pgs_param_t){es->tag, -1};
+    ap->p[6] = (pgs_param_t){es->notify_in_tx ? es->notify : NULL, -1};
+}
+
+static void read_result(const PGresult *r, pgs_append_result_t *res)
+{
+    res->first_version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    res->last_version = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    res->first_position = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+    res->last_position = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+    res->count = atoi(PQgetvalue(r, 0, 4));
+    res->replayed = PQgetvalue(r, 0, 5)[0] == 't';
+}
+
+pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *stream,
+                               const pgs_event_t *events, int n, const pgs_append_opts_t *opts,
+                               pgs_append_result_t *res, pgs_error_t *err)
+{
+    pgs_status_t st = check_append_args(stream, opts, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_strbuf_t json;
+    pgs_strbuf_init(&json);
+    st = encode_events(es, events, n, &json, err);
+    if (st != PGS_OK) {
+        pgs_strbuf_free(&json);
+        return st;
+    }
+    append_params_t ap;
+    fill_params(es, &ap, stream, &json, opts);
+    pgs_conn_t *c;
+    st = pgs_store_begin(&es->base, tx, &c, err);
+    if (st == PGS_OK) {
+        PGresult *r;
+        st = pgs_exec(c, es->sql_append, 7, ap.p, &r, err);
+        if (st == PGS_OK) {
+            read_result(r, res);
+            PQclear(r);
+        }
+        pgs_store_end(&es->base, tx, c);
+    }
+    pgs_strbuf_free(&json);
+    st = pgs_events_map_error(err, st);
+    /* Inside a caller's transaction the commit is theirs: no NOTIFY yet. */
+    if (st == PGS_OK && es->notifier && !tx && !res->replayed)
+        pgs_notifier_post(es->notifier, res->last_position);
+    return st;
+}
+
+pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *batches, int nb,
+                                    pgs_append_result_t *results, pgs_error_t *err)
+{
+    if (nb < 1)
+        return pgs_error_set(err, PGS_EINVALID, "no batches given");
+    pgs_strbuf_t *json = calloc((size_t)nb, sizeof *json);
+    append_params_t *ap = calloc((size_t)nb, sizeof *ap);
+    pgs_status_t st = json && ap ? PGS_OK : pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    for (int i = 0; st == PGS_OK && i < nb; i++) {
+        st = check_append_args(batches[i].stream, &batches[i].opts, err);
+        if (st == PGS_OK)
+            st = encode_events(es, batches[i].events, batches[i].n, &json[i], err);
+        if (st == PGS_OK)
+            fill_params(es, &ap[i], batches[i].stream, &json[i], &batches[i].opts);
+        else if (err) {
+            char msg[PGS_ERROR_MESSAGE_MAX];
+            snprintf(msg, sizeof msg, "batch %d: %.990s", i + 1, err->message);
+            memcpy(err->message, msg, sizeof msg);
+        }
+    }
+    pgs_conn_t *c = NULL;
+    if (st == PGS_OK)
+        st = pgs_pool_acquire(es->base.pool, -1, &c, err);
+    if (st == PGS_OK) {
+        /* One pipeline = one implicit transaction: all or nothing. */
+        pgs_pipeline_t *p = NULL;
+        PGresult **rs = NULL;
+        int count = 0;
+        st = pgs_pipeline_begin(c, &p, err);
+        for (int i = 0; st == PGS_OK && i < nb; i++)
+            st = pgs_pipeline_add(p, es->sql_append, 7, ap[i].p, err);
+        if (st == PGS_OK)
+            st = pgs_pipeline_run(p, &rs, &count, err);
+        else if (p)
+            pgs_pipeline_abort(p);
+        if (st == PGS_OK) {
+            for (int i = 0; i < nb; i++)
+                read_result(rs[i], &results[i]);
+            pgs_results_free(rs, count);
+        }
+        pgs_pool_release(es->base.pool, c);
+        /* The pipeline says "statement N: …"; here statement N is batch N. */
+        int index;
+        if (err && st != PGS_OK && sscanf(err->message, "statement %d:", &index) == 1) {
+            char msg[PGS_ERROR_MESSAGE_MAX];
+            snprintf(msg, sizeof msg, "batch %d%.1000s", index, strchr(err->message, ':'));
+            memcpy(err->message, msg, sizeof msg);
+        }
+    }
+    for (int i = 0; json && i < nb; i++)
+        pgs_strbuf_free(&json[i]);
+    free(json);
+    free(ap);
+    st = pgs_events_map_error(err, st);
+    if (st == PGS_OK && es->notifier) {
+        int64_t last = 0;
+        for (int i = 0; i < nb; i++)
+            if (!results[i].replayed && results[i].last_position > last)
+                last = results[i].last_position;
+        if (last)
+            pgs_notifier_post(es->notifier, last);
+    }
+    return st;
+}

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT
+ * events.h — the event store's internals shared by events.c (writes and
+ * lifecycle) and events_read.c (reads).
+ */
+#ifndef PGS_EVENTS_H
+#define PGS_EVENTS_H
+#include "notifier.h"
+#include "store.h"
+
+struct pgs_events {
+    pgs_store_base_t base;
+    char heads[PGS_IDENT_MAX], idem[PGS_IDENT_MAX], seq[PGS_IDENT_MAX];
+    char fn_append[PGS_IDENT_MAX], fn_read_all[PGS_IDENT_MAX], fn_import[PGS_IDENT_MAX];
+    char tag[8];               /* 16-bit order-lock tag, as decimal text */
+    char *notify;              /* channel, or NULL */
+    int notify_in_tx;
+    size_t max_event_size;
+    pgs_notifier_t *notifier;  /* after-commit NOTIFY, or NULL */
+    /* SQL built once from the names above */
+    char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_status, *sql_version,
+        *sql_latest, *sql_import, *sql_export;
+};
+
+/* Maps the schema's custom SQLSTATEs (PGS01…) and bad-input states onto
+ * pgstore codes, in place. Returns the new code. */
+pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st);
+
+/* The pool for reads: via, else the store's. */
+pgs_pool_t *pgs_events_pool(pgs_events_t *es, pgs_pool_t *via);
+#endif

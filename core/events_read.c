@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT
+ * events_read.c — the event store's read side: a stream by version range,
+ * all streams by position (the never-skipping read_all), versions, status
+ * and the latest position.
+ */
+#include "events.h"
+#include "conn.h"
+#include "error.h"
+#include "strbuf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Runs one statement on a borrowed connection of pool. */
+static pgs_status_t run(pgs_pool_t *pool, const char *sql, int n, const pgs_param_t *p,
+                        PGresult **res, pgs_error_t *err)
+{
+    pgs_conn_t *c;
+    pgs_status_t st = pgs_pool_acquire(pool, -1, &c, err);
+    if (st != PGS_OK)
+        return st;
+    st = pgs_exec(c, sql, n, p, res, err);
+    pgs_pool_release(pool, c);
+    return pgs_events_map_error(err, st);
+}
+
+/* types → a JSON array parameter (NULL when no filter). */
+static pgs_status_t types_json(const char *const *types, int n, pgs_strbuf_t *b, pgs_error_t *err)
+{
+    if (!types || n <= 0)
+        return PGS_OK;
+    pgs_strbuf_add(b, "[", 1);
+    for (int i = 0; i < n; i++) {
+        if (!types[i])
+            return pgs_error_set(err, PGS_EINVALID, "types[%d] is not a string", i + 1);
+        if (i)
+            pgs_strbuf_add(b, ",", 1);
+        pgs_strbuf_add_json_string(b, types[i], strlen(types[i]));
+    }
+    pgs_strbuf_add(b, "]", 1);
+    return b->failed ? pgs_error_set(err, PGS_ENOMEM, "out of memory") : PGS_OK;
+}
+
+static pgs_status_t check_stream(const char *stream, pgs_error_t *err)
+{
+    if (!stream || !*stream)
+        return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
+    return PGS_OK;
+}
+
+/* An empty stream read: say why when the stream is not simply unknown. */
+static pgs_status_t explain_empty(pgs_events_t *es, pgs_pool_t *pool, const char *stream,
+                                  pgs_error_t *err)
+{
+    pgs_param_t p = {stream, -1};
+    PGresult *r;
+    pgs_status_t st = run(pool, es->sql_status, 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (PQntuples(r) == 1) {
+        const char *status = PQgetvalue(r, 0, 0);
+        int events = atoi(PQgetvalue(r, 0, 1));
+        if (strcmp(status, "tombstoned") == 0)
+            st = pgs_error_set(err, PGS_EDELETED, "stream %.200s is deleted (tombstoned)", stream);
+        else if (strcmp(status, "archived") == 0 && events == 0)
+            st = pgs_error_set(err, PGS_EARCHIVED, "stream %.200s is archived to another store",
+                               stream);
+    }
+    PQclear(r);
+    return st;
+}
+
+pgs_status_t pgs_events_read(pgs_events_t *es, pgs_pool_t *via, const char *stream,
+                             const pgs_read_opts_t *o, PGresult **res, pgs_error_t *err)
+{
+    pgs_read_opts_t none = {0};
+    if (!o)
+        o = &none;
+    pgs_status_t st = check_stream(stream, err);
+    if (st != PGS_OK)
+        return st;
+    if (o->from < 0 || o->to < 0 || o->limit < 0)
+        return pgs_error_set(err, PGS_EINVALID, "from, to and limit must not be negative");
+    char from[24], to[24], limit[24];
+    snprintf(from, sizeof from, "%lld", (long long)(o->from > 0 ? o->from : 1));
+    snprintf(to, sizeof to, "%lld", (long long)(o->to > 0 ? o->to : INT64_MAX));
+    snprintf(limit, sizeof limit, "%lld", (long long)o->limit);
+    pgs_strbuf_t types;
+    pgs_strbuf_init(&types);
+    st = types_json(o->types, o->ntypes, &types, err);
+    if (st == PGS_OK) {
+        pgs_param_t p[5] = {{stream, -1}, {from, -1}, {to, -1}, {types.data, -1},
+                            {o->limit > 0 ? limit : NULL, -1}};
+        pgs_pool_t *pool = pgs_events_pool(es, via);
+        st = run(pool, o->backward ? es->sql_read_back : es->sql_read_fwd, 5, p, res, err);
+        if (st == PGS_OK && PQntuples(*res) == 0) {
+            st = explain_empty(es, pool, stream, err);
+            if (st != PGS_OK) {
+                PQclear(*res);
+                *res = NULL;
+            }
+        }
+    }
+    pgs_strbuf_free(&types);
+    return st;
+}
+
+/* prefix → a LIKE pattern matching it literally. */
+static char *like_prefix(const char *prefix)
+{
+    size_t n = strlen(prefix);
+    char *out = malloc(2 * n + 2), *q = out;
+    if (!out)
+        return NULL;
+    for (const char *s = prefix; *s; s++) {
+        if (*s == '%' || *s == '_' || *s == '\\')
+            *q++ = '\\';
+        *q++ = *s;
+    }
+    *q++ = '%';
+    *q = '\0';
+    return out;
+}
+
+pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o, PGresult **res,
+                                 int *nrows, int64_t *cursor, pgs_error_t *err)
+{
+    pgs_read_all_opts_t none = {0};
+    if (!o)
+        o = &none;
+    if (o->after < 0)
+        return pgs_error_set(err, PGS_EINVALID, "cursor must not be negative");
+    if (o->limit < 0)
+        return pgs_error_set(err, PGS_EINVALID, "limit must not be negative");
+    int limit = o->limit > 0 ? o->limit : 1000;
+    char after[24], lim[16];
+    snprintf(after, sizeof after, "%lld", (long long)o->after);
+    snprintf(lim, sizeof lim, "%d", limit);
+    pgs_strbuf_t types;
+    pgs_strbuf_init(&types);
+    char *pattern = o->prefix && *o->prefix ? like_prefix(o->prefix) : NULL;
+    pgs_status_t st = types_json(o->types, o->ntypes, &types, err);
+    if (st == PGS_OK && o->prefix && *o->prefix && !pattern)
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    if (st == PGS_OK) {
+        pgs_param_t p[5] = {{after, -1}, {lim, -1}, {types.data, -1}, {pattern, -1}, {es->tag, -1}};
+        st = run(es->base.pool, es->sql_read_all, 5, p, res, err);
+    }
+    if (st == PGS_OK) {
+        int n = PQntuples(*res) - 1; /* the marker row is last */
+        int hcol = PQnfields(*res) - 1;
+        int64_t horizon = n >= 0 ? strtoll(PQgetvalue(*res, n, hcol), NULL, 10) : o->after;
+        *nrows = n > 0 ? n : 0;
+        /* A full page ends at its last event; a short one has seen every
+         * position up to the horizon, filtered or not. */
+        if (n >= limit)
+            *cursor = strtoll(PQgetvalue(*res, n - 1, 3), NULL, 10);
+        else
+            *cursor = horizon > o->after ? horizon : o->after;
+    }
+    pgs_strbuf_free(&types);
+    free(pattern);
+    return st;
+}
+
+pgs_status_t pgs_events_version(pgs_events_t *es, pgs_pool_t *via, const char *stream,
+                                int64_t *version, pgs_error_t *err)
+{
+    pgs_status_t st = check_stream(stream, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {stream, -1};
+    PGresult *r;
+    st = run(pgs_events_pool(es, via), es->sql_version, 1, &p, &r, err);
+    if (st == PGS_OK) {
+        *version = PQntuples(r) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+        PQclear(r);
+    }
+    return st;
+}
+
+pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *stream,
+                               const char **status, pgs_error_t *err)
+{
+    static const char *const known[] = {"active", "archived", "tombstoned"};
+    pgs_status_t st = check_stream(stream, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {stream, -1};
+    PGresult *r;
+    st = run(pgs_events_pool(es, via), es->sql_status, 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    *status = "none";
+    for (int i = 0; PQntuples(r) && i < 3; i++)
+        if (strcmp(PQgetvalue(r, 0, 0), known[i]) == 0)
+            *status = known[i];
+    /* A head left by a rejected first append has no events: still none. */
+    if (strcmp(*status, "active") == 0 && atoi(PQgetvalue(r, 0, 1)) == 0)
+        *status = "none";
+    PQclear(r);
+    return PGS_OK;
+}
+
+pgs_status_t pgs_events_latest_position(pgs_events_t *es, pgs_pool_t *via, int64_t *position,
+                                        pgs_error_t *err)
+{
+    PGresult *r;
+    pgs_status_t st = run(pgs_events_pool(es, via), es->sql_latest, 0, (pgs_param_t[1]){{0}}, &r, err);
+    if (st == PGS_OK) {
+        *position = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
+    return st;
+}

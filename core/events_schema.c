@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT
+ * events_schema.c — the event store's schema, as SQL templates filled with
+ * quoted identifiers (never values) by events.c. Positional arguments:
+ *   %1$s events table   %2$s heads table   %3$s idempotency table
+ *   %4$s position sequence   %5$s append fn   %6$s read_all fn   %7$s import fn
+ *
+ * Custom SQLSTATEs raised here (mapped in events.c):
+ *   PGS01 stream tombstoned → deleted     PGS02 stream archived → archived
+ *   PGS03 version conflict → conflict     PGS04 id/key reused → duplicate
+ *   PGS05 bad input → invalid
+ *
+ * The global order (read_all never skips) — see the note before
+ * %6$s below and the adversarial test in spec/events_order_spec.lua.
+ */
+#include "events_schema.h"
+
+const char pgs_events_schema_v1[] =
+    "CREATE SEQUENCE IF NOT EXISTS %4$s AS bigint CACHE 1;"
+
+    "CREATE TABLE IF NOT EXISTS %1$s ("
+    "  position bigint PRIMARY KEY,"
+    "  stream text COLLATE \"C\" NOT NULL,"
+    "  version bigint NOT NULL,"
+    "  id uuid NOT NULL UNIQUE,"
+    "  type text NOT NULL,"
+    "  schema_version int NOT NULL DEFAULT 1,"
+    "  data jsonb NOT NULL,"
+    "  metadata jsonb,"
+    "  time timestamptz NOT NULL DEFAULT now(),"
+    "  UNIQUE (stream, version));"
+
+    /* One row per stream: its version (O(1) lookups and the per-stream
+     * lock appends take) and its lifecycle status. */
+    "CREATE TABLE IF NOT EXISTS %2$s ("
+    "  stream text COLLATE \"C\" PRIMARY KEY,"
+    "  version bigint NOT NULL DEFAULT 0,"
+    "  status text NOT NULL DEFAULT 'active'"
+    "    CHECK (status IN ('active', 'archived', 'tombstoned')),"
+    "  reason text,"
+    "  updated_at timestamptz NOT NULL DEFAULT now());"
+
+    "CREATE TABLE IF NOT EXISTS %3$s ("
+    "  key text PRIMARY KEY,"
+    "  stream text NOT NULL,"
+    "  first_version bigint NOT NULL, last_version bigint NOT NULL,"
+    "  first_position bigint NOT NULL, last_position bigint NOT NULL,"
+    "  count int NOT NULL,"
+    "  created_at timestamptz NOT NULL DEFAULT now());"
+
+    /* Append: one round trip, one transaction (the caller's, or the
+     * implicit one of the statement).
+     *   p_expected: >= 0 exact version, -1 any, -2 no stream, -3 exists.
+     *   p_events: [{type, data, metadata?, id?, schema_version?}, …]
+     *   p_tag: this store's 16-bit tag for the order lock (see read_all).
+     * Order of work: lock the stream's head row, check idempotency (after
+     * the lock, so racing retries see each other), check status and
+     * version, take the order lock, insert, advance the head. */
+    "CREATE OR REPLACE FUNCTION %5$s(p_stream text, p_expected bigint, p_events jsonb,"
+    "  p_key text, p_time double precision, p_tag int, p_notify text,"
+    "  OUT r_first_version bigint, OUT r_last_version bigint, OUT r_first_position bigint,"
+    "  OUT r_last_position bigint, OUT r_count int, OUT r_replayed boolean)"
+    " LANGUAGE plpgsql AS $fn$\n"
+    "DECLARE\n"
+    "  v_cur bigint; v_status text; v_n int; v_last bigint; v_called boolean; r record;\n"
+    "BEGIN\n"
+    "  v_n := jsonb_array_length(p_events);\n"
+    "  SELECT h.version, h.status INTO v_cur, v_status FROM %2$s h WHERE h.stream = p_stream FOR UPDATE;\n"
+    "  IF NOT FOUND THEN\n"
+    "    INSERT INTO %2$s (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;\n"
+    "    SELECT h.version, h.status INTO v_cur, v_status FROM %2$s h WHERE h.stream = p_stream FOR UPDATE;\n"
+    "  END IF;\n"
+    "  IF p_key IS NOT NULL THEN\n"
+    "    SELECT * INTO r FROM %3$s i WHERE i.key = p_key;\n"
+    "    IF FOUND THEN\n"
+    "      IF r.stream <> p_stream THEN\n"
+    "        RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format("
+    "          'idempotency key %%s was already used for stream %%s', p_key, r.stream);\n"
+    "      END IF;\n"
+    "      r_first_version := r.first_version; r_last_version := r.last_version;\n"
+    "      r_first_position := r.first_position; r_last_position := r.last_position;\n"
+    "      r_count := r.count; r_replayed := true;\n"
+    "      RETURN;\n"
+    "    END IF;\n"
+    "  END IF;\n"
+    "  IF p_events->0 ? 'id' THEN\n"
+    "    SELECT min(e.version) AS fv, max(e.version) AS lv, min(e.position) AS fp,"
+    "      max(e.position) AS lp, count(*) AS n, bool_and(e.stream = p_stream) AS same INTO r\n"
+    "      FROM %1$s e WHERE e.id IN (SELECT (x->>'id')::uuid FROM jsonb_array_elements(p_events) x);\n"
+    "    IF r.n > 0 THEN\n"
+    "      IF r.n = v_n AND r.same AND r.lv - r.fv + 1 = v_n THEN\n"
+    "        r_first_version := r.fv; r_last_version := r.lv; r_first_position := r.fp;\n"
+    "        r_last_position := r.lp; r_count := r.n; r_replayed := true;\n"
+    "        RETURN;\n"
+    "      END IF;\n"
+    "      RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format("
+    "        '%%s of the event ids were already appended, not as this same batch', r.n);\n"
+    "    END IF;\n"
+    "  END IF;\n"
+    "  IF v_status = 'tombstoned' THEN\n"
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS01', MESSAGE = format('stream %%s is deleted (tombstoned)', p_stream);\n"
+    "  ELSIF v_status = 'archived' THEN\n"
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS02', MESSAGE = format('stream %%s is archived', p_stream);\n"
+    "  END IF;\n"
+    "  IF (p_expected >= 0 AND v_cur <> p_expected) OR (p_expected = -2 AND v_cur <> 0)"
+    "     OR (p_expected = -3 AND v_cur = 0) THEN\n"
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS03',"
+    "      MESSAGE = format('version conflict on stream %%s: expected %%s, actual %%s', p_stream,"
+    "        CASE p_expected WHEN -2 THEN 'no stream' WHEN -3 THEN 'an existing stream'"
+    "        ELSE p_expected::text END, v_cur),"
+    "      DETAIL = format('expected=%%s actual=%%s', p_expected, v_cur);\n"
+    "  END IF;\n"
+    /* The order lock: before taking any position, announce the sequence's
+     * last value L; every position this transaction takes is > L. */
+    "  SELECT s.last_value, s.is_called INTO v_last, v_called FROM %4$s s;\n"
+    "  IF NOT v_called THEN v_last := v_last - 1; END IF;\n"
+    "  PERFORM pg_advisory_xact_lock_shared(((p_tag::bigint << 16) | ((v_last >> 32) & 65535))::bit(32)::int,"
+    "    (v_last & 4294967295)::bit(32)::int);\n"
+    "  WITH ins AS (\n"
+    "    INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n"
+    "    SELECT nextval('%4$s'), p_stream, v_cur + x.ord, COALESCE((x.val->>'id')::uuid, gen_random_uuid()),"
+    "      x.val->>'type', COALESCE((x.val->>'schema_version')::int, 1), COALESCE(x.val->'data', 'null'::jsonb),"
+    "      x.val->'metadata', COALESCE(to_timestamp(p_time), now())\n"
+    "    FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord\n"
+    "    RETURNING position)\n"
+    "  SELECT min(position), max(position) INTO r_first_position, r_last_position FROM ins;\n"
+    "  UPDATE %2$s SET version = v_cur + v_n, updated_at = now() WHERE stream = p_stream;\n"
+    "  r_first_version := v_cur + 1; r_last_version := v_cur + v_n; r_count := v_n; r_replayed := false;\n"
+    "  IF p_key IS NOT NULL THEN\n"
+    "    INSERT INTO %3$s (key, stream, first_version, last_version, first_position, last_position, count)\n"
+    "    VALUES (p_key, p_stream, r_first_version, r_last_version, r_first_position, r_last_position, v_n);\n"
+    "  END IF;\n"
+    "  IF p_notify IS NOT NULL THEN PERFORM pg_notify(p_notify, r_last_position::text); END IF;\n"
+    "END\n"
+    "$fn$;"
+
+    /* read_all — why it never skips.
+     * Positions come from one sequence with CACHE 1, so every nextval is
+     * larger than any value returned before it. An appender reads the
+     * sequence's last value L and takes a shared advisory lock encoding
+     * (tag, L) BEFORE it takes a position; its positions are all > L.
+     * This function, in three statements with their own snapshots
+     * (VOLATILE plpgsql under READ COMMITTED):
+     *   (1) S := the sequence's last value;
+     *   (2) M := the smallest L among this store's order locks held now;
+     *   (3) returns events with p_after < position <= H = min(S, M).
+     * Take any transaction that can still commit a position p <= H. Since
+     * p <= S, p was taken before (1), so its lock was taken before (1). If
+     * it is still running at (2), M <= its L < p <= H <= M: impossible. So
+     * it ended before (2), and the snapshot of (3), taken after (2), sees
+     * its commit (a transaction is visible before its locks are released).
+     * Positions of rolled-back transactions are gaps nobody waits for; only
+     * appends in flight hold H back, and only while they run. A hot standby
+     * cannot see the primary's locks: read_all always runs on the primary.
+     * Keys: 16-bit store tag and 48-bit L in the two-int advisory key space
+     * (objsubid 2): at most 2^48 positions. A foreign lock that happens to
+     * share the tag only lowers H (a brief wait), never skips.
+     * The last row returned is a marker whose r_position is NULL and whose
+     * r_horizon is H. */
+    "CREATE OR REPLACE FUNCTION %6$s(p_after bigint, p_limit int, p_types text[], p_prefix text,"
+    "  p_tag int)"
+    " RETURNS TABLE (r_position bigint, r_stream text, r_version bigint, r_id uuid, r_type text,"
+    "  r_schema_version int, r_data jsonb, r_metadata jsonb, r_time timestamptz, r_horizon bigint)"
+    " LANGUAGE plpgsql VOLATILE AS $fn$\n"
+    "DECLARE v_s bigint; v_called boolean; v_m bigint; v_h bigint;\n"
+    "BEGIN\n"
+    "  IF current_setting('transaction_isolation') <> 'read committed' THEN\n"
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS05', MESSAGE = 'read_all needs READ COMMITTED isolation';\n"
+    "  END IF;\n"
+    "  SELECT s.last_value, s.is_called INTO v_s, v_called FROM %4$s s;\n"
+    "  IF NOT v_called THEN v_s := v_s - 1; END IF;\n"
+    "  SELECT min(((l.classid::bigint & 65535) << 32) | l.objid::bigint) INTO v_m FROM pg_locks l\n"
+    "    WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND (l.classid::bigint >> 16) = p_tag\n"
+    "      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());\n"
+    "  v_h := LEAST(v_s, COALESCE(v_m, v_s));\n"
+    "  RETURN QUERY SELECT e.position, e.stream::text, e.version, e.id, e.type, e.schema_version, e.data,"
+    "    e.metadata, e.time, NULL::bigint FROM %1$s e\n"
+    "    WHERE e.position > p_after AND e.position <= v_h\n"
+    "      AND (p_types IS NULL OR e.type = ANY (p_types))\n"
+    "      AND (p_prefix IS NULL OR e.stream LIKE p_prefix)\n"
+    "    ORDER BY e.position LIMIT p_limit;\n"
+    "  RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::bigint, NULL::uuid, NULL::text, NULL::int,"
+    "    NULL::jsonb, NULL::jsonb, NULL::timestamptz, v_h;\n"
+    "END\n"
+    "$fn$;"
+
+    /* Import: events moved in from another store keep stream, version, id,
+     * type, schema version, data, metadata and time; they take new
+     * positions here under the same order lock. Idempotent by event id. */
+    "CREATE OR REPLACE FUNCTION %7$s(p_stream text, p_events jsonb, p_tag int, OUT r_count int)"
+    " LANGUAGE plpgsql AS $fn$\n"
+    "DECLARE v_last bigint; v_called boolean; v_max bigint;\n"
+    "BEGIN\n"
+    "  INSERT INTO %2$s (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;\n"
+    "  PERFORM 1 FROM %2$s WHERE stream = p_stream FOR UPDATE;\n"
+    "  SELECT s.last_value, s.is_called INTO v_last, v_called FROM %4$s s;\n"
+    "  IF NOT v_called THEN v_last := v_last - 1; END IF;\n"
+    "  PERFORM pg_advisory_xact_lock_shared(((p_tag::bigint << 16) | ((v_last >> 32) & 65535))::bit(32)::int,"
+    "    (v_last & 4294967295)::bit(32)::int);\n"
+    "  INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n"
+    "  SELECT nextval('%4$s'), p_stream, (x.val->>'version')::bigint, (x.val->>'id')::uuid, x.val->>'type',"
+    "    (x.val->>'schema_version')::int, x.val->'data', x.val->'metadata', (x.val->>'time')::timestamptz\n"
+    "  FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord\n"
+    "  ON CONFLICT (id) DO NOTHING;\n"
+    "  GET DIAGNOSTICS r_count = ROW_COUNT;\n"
+    "  SELECT max(version) INTO v_max FROM %1$s WHERE stream = p_stream;\n"
+    "  UPDATE %2$s SET version = GREATEST(version, COALESCE(v_max, 0)), status = 'active',"
+    "    reason = NULL, updated_at = now() WHERE stream = p_stream;\n"
+    "END\n"
+    "$fn$;";

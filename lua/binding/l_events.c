@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT
+ * l_events.c — the event store userdata of pgstore.core. The Lua face
+ * (lua/pgstore/events.lua) encodes data with its codec and checks options;
+ * this file moves strings and numbers between Lua and core/events*.c.
+ *
+ *   core.events(pool, { table, notify, notify_in_tx, notify_interval,
+ *                       migrate, max_event_size }) → es | nil, err
+ *   es:append(stream, events, expected, key, time, txconn) → result
+ *   es:append_many({ {stream=, events=, expected=, idempotency_key=, time=}, … })
+ *   es:read(stream, from, to, limit, types, backward, via) → rows
+ *   es:read_all(after, limit, types, prefix) → rows, cursor
+ *   es:version / status / latest_position, lifecycle, es:move(dst, stream, status)
+ */
+#include "binding.h"
+
+#include <string.h>
+
+#define PGS_EVENTS_MT "pgstore.events"
+
+typedef struct {
+    pgs_events_t *es;
+} levents_t;
+
+static pgs_events_t *check_es(lua_State *L)
+{
+    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
+    if (!u->es)
+        luaL_error(L, "attempt to use a closed event store");
+    return u->es;
+}
+
+static const char *field_string(lua_State *L, int t, const char *k, size_t *len, int required,
+                                int index)
+{
+    lua_getfield(L, t, k);
+    const char *s = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING)
+        s = lua_tolstring(L, -1, len);
+    else if (!lua_isnil(L, -1) || required)
+        luaL_error(L, "bad event #%d (%s must be a string, got %s)", index, k, luaL_typename(L, -1));
+    lua_pop(L, 1); /* the string stays alive in the event table */
+    return s;
+}
+
+/* Reads the events array at idx into a userdata-held pgs_event_t array
+ * (pushed on the stack). */
+static pgs_event_t *check_events(lua_State *L, int idx, int *n)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int count = (int)lua_objlen(L, idx);
+    pgs_event_t *ev = lua_newuserdata(L, (size_t)(count ? count : 1) * sizeof *ev);
+    memset(ev, 0, (size_t)(count ? count : 1) * sizeof *ev);
+    for (int i = 0; i < count; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        if (!lua_istable(L, -1))
+            luaL_error(L, "bad event #%d (table expected, got %s)", i + 1, luaL_typename(L, -1));
+        int t = lua_gettop(L);
+        pgs_event_t *e = &ev[i];
+        e->type = field_string(L, t, "type", &e->type_len, 1, i + 1);
+        e->data = field_string(L, t, "data", &e->data_len, 0, i + 1);
+        e->metadata = field_string(L, t, "metadata", &e->metadata_len, 0, i + 1);
+        size_t idlen;
+        e->id = field_string(L, t, "id", &idlen, 0, i + 1);
+        lua_getfield(L, t, "schema_version");
+        e->schema_version = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+        lua_pop(L, 2);
+    }
+    *n = count;
+    return ev;
+}
+
+static void push_append_result(lua_State *L, const char *stream, const pgs_append_result_t *r)
+{
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, stream);
+    lua_setfield(L, -2, "stream");
+    lua_pushnumber(L, (lua_Number)r->first_version);
+    lua_setfield(L, -2, "first_version");
+    lua_pushnumber(L, (lua_Number)r->last_version);
+    lua_setfield(L, -2, "last_version");
+    lua_pushnumber(L, (lua_Number)r->first_position);
+    lua_setfield(L, -2, "first_position");
+    lua_pushnumber(L, (lua_Number)r->last_position);
+    lua_setfield(L, -2, "last_position");
+    lua_pushinteger(L, r->count);
+    lua_setfield(L, -2, "count");
+    lua_pushboolean(L, r->replayed);
+    lua_setfield(L, -2, "replayed");
+}
+
+static int l_events_new(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    pgs_events_opts_t o;
+    memset(&o, 0, sizeof o);
+    lua_getfield(L, 2, "table");
+    o.table = lua_tostring(L, -1);
+    lua_getfield(L, 2, "notify");
+    o.notify = lua_tostring(L, -1);
+    lua_getfield(L, 2, "notify_in_tx");
+    o.notify_in_tx = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "notify_interval");
+    o.notify_interval = lua_tonumber(L, -1);
+    lua_getfield(L, 2, "migrate");
+    o.migrate = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "max_event_size");
+    o.max_event_size = (size_t)lua_tonumber(L, -1);
+    /* the option strings stay on the stack until we return */
+
+    levents_t *u = lua_newuserdata(L, sizeof *u);
+    u->es = NULL;
+    luaL_getmetatable(L, PGS_EVENTS_MT);
+    lua_setmetatable(L, -2);
+    pgs_error_t err;
+    if (pgs_events_open(pool, &o, &u->es, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    return 1;
+}
+
+static int l_events_close(lua_State *L)
+{
+    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
+    pgs_events_t *es = u->es;
+    u->es = NULL;
+    pgs_events_close(es);
+    return 0;
+}
+
+static int l_events_tostring(lua_State *L)
+{
+    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
+    if (u->es)
+        lua_pushfstring(L, "pgstore.events (%s)", pgs_events_table(u->es));
+    else
+        lua_pushliteral(L, "pgstore.events (closed)");
+    return 1;
+}
+
+static int status_result(lua_State *L, pgs_status_t st, const pgs_error_t *err)
+{
+    if (st != PGS_OK)
+        return pgs_l_push_error(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_events_migrate(lua_State *L)
+{
+    pgs_error_t err;
+    return status_result(L, pgs_events_migrate(check_es(L), &err), &err);
+}
+
+static int l_events_append(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    const char *stream = luaL_checkstring(L, 2);
+    int n;
+    pgs_event_t *ev = check_events(L, 3, &n);
+    pgs_append_opts_t o = {
+        .expected = (int64_t)luaL_optnumber(L, 4, PGS_EXPECT_ANY),
+        .idempotency_key = luaL_optstring(L, 5, NULL),
+        .time = luaL_optnumber(L, 6, 0),
+    };
+    pgs_conn_t *tx = pgs_l_optconn(L, 7);
+    pgs_append_result_t r;
+    pgs_error_t err;
+    if (pgs_events_append(es, tx, stream, ev, n, &o, &r, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    push_append_result(L, stream, &r);
+    return 1;
+}
+
+static int l_events_append_many(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int nb = (int)lua_objlen(L, 2);
+    pgs_append_batch_t *b = lua_newuserdata(L, (size_t)(nb ? nb : 1) * sizeof *b);
+    pgs_append_result_t *r = lua_newuserdata(L, (size_t)(nb ? nb : 1) * sizeof *r);
+    memset(b, 0, (size_t)(nb ? nb : 1) * sizeof *b);
+    /* A holder table keeps every batch's event array alive. */
+    lua_createtable(L, nb, 0);
+    int holder = lua_gettop(L);
+    for (int i = 0; i < nb; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        if (!lua_istable(L, -1))
+            luaL_error(L, "bad batch #%d (table expected, got %s)", i + 1, luaL_typename(L, -1));
+        int t = lua_gettop(L);
+        lua_getfield(L, t, "stream");
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad batch #%d (stream must be a string)", i + 1);
+        b[i].stream = lua_tostring(L, -1);
+        lua_getfield(L, t, "events");
+        b[i].events = check_events(L, lua_gettop(L), &b[i].n);
+        lua_rawseti(L, holder, i + 1); /* the pgs_event_t array */
+        lua_pop(L, 1);                 /* events table (held by the batch) */
+        lua_getfield(L, t, "expected");
+        b[i].opts.expected = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : PGS_EXPECT_ANY;
+        lua_getfield(L, t, "idempotency_key");
+        b[i].opts.idempotency_key = lua_tostring(L, -1);
+        lua_getfield(L, t, "time");
+        b[i].opts.time = lua_tonumber(L, -1);
+        lua_settop(L, holder); /* strings stay alive in the batch tables */
+    }
+    pgs_error_t err;
+    if (pgs_events_append_many(es, b, nb, r, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_createtable(L, nb, 0);
+    for (int i = 0; i < nb; i++) {
+        push_append_result(L, b[i].stream, &r[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+/* A Lua array of strings at idx → a C array held by a userdata pushed on
+ * the stack; NULL for nil. */
+static const char *const *check_types(lua_State *L, int idx, int *n)
+{
+    *n = 0;
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int count = (int)lua_objlen(L, idx);
+    const char **types = lua_newuserdata(L, (size_t)(count ? count : 1) * sizeof *types);
+    for (int i = 0; i < count; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad types[%d] (string expected, got %s)", i + 1, luaL_typename(L, -1));
+        types[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    *n = count;
+    return types;
+}
+
+static pgs_pool_t *opt_via(lua_State *L, int idx)
+{
+    return lua_isnoneornil(L, idx) ? NULL : pgs_l_checkpool(L, idx);
+}
+
+static int l_events_read(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    const char *stream = luaL_checkstring(L, 2);
+    pgs_read_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.from = (int64_t)luaL_optnumber(L, 3, 0);
+    o.to = (int64_t)luaL_optnumber(L, 4, 0);
+    o.limit = (int64_t)luaL_optnumber(L, 5, 0);
+    o.types = check_types(L, 6, &o.ntypes);
+    o.backward = lua_toboolean(L, 7);
+    pgs_pool_t *via = opt_via(L, 8);
+    PGresult *res;
+    pgs_error_t err;
+    if (pgs_events_read(es, via, stream, &o, &res, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    pgs_l_push_rows(L, res);
+    return 1;
+}
+
+static int l_events_read_all(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    pgs_read_all_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.after = (int64_t)luaL_optnumber(L, 2, 0);
+    o.limit = (int)luaL_optnumber(L, 3, 0);
+    o.types = check_types(L, 4, &o.ntypes);
+    o.prefix = luaL_optstring(L, 5, NULL);
+    PGresult *res;
+    int nrows;
+    int64_t cursor;
+    pgs_error_t err;
+    if (pgs_events_read_all(es, &o, &res, &nrows, &cursor, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    pgs_l_push_rows_n(L, res, nrows, PQnfields(res) - 1);
+    lua_pushnumber(L, (lua_Number)cursor);
+    return 2;
+}
+
+static int l_events_version(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    int64_t v;
+    pgs_error_t err;
+    if (pgs_events_version(es, opt_via(L, 3), luaL_checkstring(L, 2), &v, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushnumber(L, (lua_Number)v);
+    return 1;
+}
+
+static int l_events_status(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    const char *status;
+    pgs_error_t err;
+    if (pgs_events_status(es, opt_via(L, 3), luaL_checkstring(L, 2), &status, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushstring(L, status);
+    return 1;
+}
+
+static int l_events_latest_position(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    int64_t p;
+    pgs_error_t err;
+    if (pgs_events_latest_position(es, opt_via(L, 2), &p, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushnumber(L, (lua_Number)p);
+    return 1;
+}
+
+static int l_events_tombstone(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    pgs_error_t err;
+    pgs_status_t st = pgs_events_tombstone(es, luaL_checkstring(L, 2), luaL_optstring(L, 3, NULL), &err);
+    return status_result(L, st, &err);
+}
+
+static int l_events_archive(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    pgs_error_t err;
+    return status_result(L, pgs_events_archive(es, luaL_checkstring(L, 2), &err), &err);
+}
+
+static int l_events_restore(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    pgs_error_t err;
+    return status_result(L, pgs_events_restore(es, luaL_checkstring(L, 2), &err), &err);
+}
+
+static int l_events_delete(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    pgs_error_t err;
+    return status_result(L, pgs_events_delete(es, luaL_checkstring(L, 2), &err), &err);
+}
+
+static int l_events_truncate(lua_State *L)
+{
+    pgs_error_t err;
+    return status_result(L, pgs_events_truncate(check_es(L), &err), &err);
+}
+
+static int l_events_move(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    levents_t *dst = luaL_checkudata(L, 2, PGS_EVENTS_MT);
+    if (!dst->es)
+        luaL_error(L, "attempt to use a closed event store");
+    int64_t moved;
+    pgs_error_t err;
+    if (pgs_events_move(es, dst->es, luaL_checkstring(L, 3), luaL_optstring(L, 4, NULL), &moved,
+                        &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushnumber(L, (lua_Number)moved);
+    return 1;
+}
+
+void pgs_l_events_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"migrate", l_events_migrate},
+        {"append", l_events_append},
+        {"append_many", l_events_append_many},
+        {"read", l_events_read},
+        {"read_all", l_events_read_all},
+        {"version", l_events_version},
+        {"status", l_events_status},
+        {"latest_position", l_events_latest_position},
+        {"tombstone", l_events_tombstone},
+        {"archive", l_events_archive},
+        {"restore", l_events_restore},
+        {"delete", l_events_delete},
+        {"truncate", l_events_truncate},
+        {"move", l_events_move},
+        {"close", l_events_close},
+        {NULL, NULL}};
+    luaL_newmetatable(L, PGS_EVENTS_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_events_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_events_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_events_new);
+    lua_setfield(L, -2, "events");
+}

@@ -1,0 +1,402 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.events — the event store's Lua face: options, codecs, argument
+-- checks, upcasting on read, and routing reads to replicas. The algorithm
+-- (one-round-trip appends, the never-skipping global read) lives in C and
+-- SQL: core/events*.c.
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local codecs = require "pgstore.codec"
+
+local type, ipairs, pairs, tostring, select = type, ipairs, pairs, tostring, select
+local floor, huge = math.floor, math.huge
+local null = core.null
+
+local _M = {}
+local Events = {}
+local mt = { __index = Events, __name = "pgstore.events" }
+_M.Events = Events
+
+local MAX_VERSION = 2 ^ 53
+local EXPECTED = { any = -1, no_stream = -2, exists = -3 }
+local EXPECTED_NAME = { [-1] = "any", [-2] = "no_stream", [-3] = "exists" }
+
+local OPTIONS = {
+  table = "string", notify = "string|boolean", notify_in_tx = "boolean", codec = "string|table",
+  migrate = "boolean", max_event_size = "number", notify_interval = "number",
+}
+
+local function check_options(opts, allowed, n, fname)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    errors.arg(n, fname, "options table expected, got " .. type(opts))
+  end
+  for k, v in pairs(opts) do
+    local want = allowed[k]
+    if not want then errors.arg(n, fname, "unknown option '" .. tostring(k) .. "'") end
+    local ok = false
+    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
+    if not ok then
+      errors.arg(n, fname, ("option '%s' must be %s, got %s"):format(k, want:gsub("|", " or "), type(v)))
+    end
+  end
+  return opts
+end
+_M.check_options = check_options
+
+-- db:events{ table = "events", notify = "pgstore_events" | false, notify_in_tx = false,
+--            codec = "json" | "raw" | { encode, decode }, migrate = true } → es | nil, err
+function _M.new(db, opts)
+  opts = check_options(opts, OPTIONS, 1, "events")
+  local codec, cerr = codecs.resolve(opts.codec)
+  if not codec then errors.arg(1, "events", cerr) end
+  local notify = opts.notify
+  if notify == nil or notify == true then notify = "pgstore_events" end
+  local handle, err = core.events(db.pool, {
+    table = opts.table,
+    notify = notify or nil,
+    notify_in_tx = opts.notify_in_tx,
+    notify_interval = opts.notify_interval,
+    migrate = opts.migrate ~= false,
+    max_event_size = opts.max_event_size,
+  })
+  if not handle then return nil, err end
+  return setmetatable({
+    db = db, handle = handle, codec = codec, upcaster = nil,
+    table_name = opts.table or "events", channel = notify or nil,
+  }, mt)
+end
+
+local function check(self, fname)
+  if getmetatable(self) ~= mt then
+    error(("bad argument #1 to '%s' (pgstore.events expected; use es:%s())"):format(fname, fname), 3)
+  end
+  if not self.handle then error("attempt to use a closed event store", 3) end
+  if not self.db.pool then errors.closed() end
+end
+
+-- ---- arguments ------------------------------------------------------------
+
+local function check_stream(stream, fname)
+  if type(stream) ~= "string" then
+    errors.arg(1, fname, "stream name (string) expected, got " .. type(stream))
+  end
+end
+
+-- expected → number, or nil and an invalid error
+local function expected_number(v)
+  if v == nil then return -1 end
+  if type(v) == "string" then
+    local n = EXPECTED[v]
+    if n then return n end
+    return nil, errors.new("invalid", ("expected version must be a number, 'any', 'no_stream' or 'exists', got '%s'"):format(v))
+  end
+  if type(v) ~= "number" then
+    error(("bad option 'expected' (number or string expected, got %s)"):format(type(v)), 4)
+  end
+  if v ~= v or v < 0 or v > MAX_VERSION or v ~= floor(v) then
+    return nil, errors.new("invalid", ("expected version must be a whole number from 0 to 2^53, got %s"):format(tostring(v)))
+  end
+  return v
+end
+
+-- events → array of { type, data = json, metadata = json, id, schema_version }
+-- for C, or nil, err (invalid) without anything sent.
+local function encode_events(self, events)
+  if type(events) ~= "table" then
+    return nil, errors.new("invalid", "events must be an array of event tables, got " .. type(events))
+  end
+  local n = #events
+  if n == 0 then return nil, errors.new("invalid", "no events given: append at least one") end
+  local out = {}
+  for i = 1, n do
+    local e = events[i]
+    if type(e) ~= "table" then
+      return nil, errors.new("invalid", ("event %d must be a table, got %s"):format(i, type(e)))
+    end
+    if type(e.type) ~= "string" or e.type == "" then
+      return nil, errors.new("invalid", ("event %d needs a type (a non-empty string)"):format(i))
+    end
+    if e.type:find("\0", 1, true) then
+      return nil, errors.new("invalid", ("event %d: type contains a NUL byte"):format(i))
+    end
+    if e.id ~= nil and type(e.id) ~= "string" then
+      return nil, errors.new("invalid", ("event %d: id must be a UUID string"):format(i))
+    end
+    local sv = e.schema_version
+    if sv ~= nil and (type(sv) ~= "number" or sv < 1 or sv ~= floor(sv) or sv > 2147483647) then
+      return nil, errors.new("invalid", ("event %d: schema_version must be a whole number >= 1"):format(i))
+    end
+    local data, derr = codecs.encode(self.codec, e.data == nil and null or e.data)
+    if not data then
+      return nil, errors.new("invalid", ("event %d: cannot encode data: %s"):format(i, derr))
+    end
+    local meta
+    if e.metadata ~= nil then
+      meta, derr = codecs.encode(self.codec, e.metadata)
+      if not meta then
+        return nil, errors.new("invalid", ("event %d: cannot encode metadata: %s"):format(i, derr))
+      end
+    end
+    out[i] = { type = e.type, data = data, metadata = meta, id = e.id, schema_version = sv }
+  end
+  return out
+end
+
+local function name_expected(err)
+  if type(err) == "table" and err.code == "conflict" and EXPECTED_NAME[err.expected] then
+    err.expected = EXPECTED_NAME[err.expected]
+  end
+  return err
+end
+
+-- ---- writes ---------------------------------------------------------------
+
+local APPEND_OPTIONS = { expected = "number|string", idempotency_key = "string", time = "number", tx = "table" }
+
+-- es:append(stream, events, { expected, idempotency_key, time, tx })
+--   → { stream, first_version, last_version, first_position, last_position, count, replayed }
+function Events:append(stream, events, opts)
+  check(self, "append")
+  check_stream(stream, "append")
+  opts = check_options(opts, APPEND_OPTIONS, 3, "append")
+  local expected, err = expected_number(opts.expected)
+  if not expected then return nil, err end
+  if opts.time ~= nil and (opts.time ~= opts.time or opts.time <= 0 or opts.time == huge) then
+    return nil, errors.new("invalid", "time must be positive unix seconds")
+  end
+  local encoded
+  encoded, err = encode_events(self, events)
+  if not encoded then return nil, err end
+  if self.guard then
+    local ok, gerr = self.guard(stream, events)
+    if not ok then return nil, gerr end
+  end
+  local res
+  res, err = self.handle:append(stream, encoded, expected, opts.idempotency_key, opts.time,
+    opts.tx and opts.tx.conn or nil)
+  if not res then
+    if err.code == "connection" and opts.idempotency_key then
+      err.idempotency_key = opts.idempotency_key
+      err.message = err.message .. " (outcome unknown: retry with the same idempotency key)"
+    end
+    return nil, name_expected(err)
+  end
+  self.db.wrote = true
+  return res
+end
+
+-- es:append_many({ { stream =, events =, expected =, idempotency_key = }, … }) → results
+function Events:append_many(batches)
+  check(self, "append_many")
+  if type(batches) ~= "table" then errors.arg(1, "append_many", "array of batches expected, got " .. type(batches)) end
+  if #batches == 0 then return nil, errors.new("invalid", "no batches given") end
+  local out = {}
+  for i, b in ipairs(batches) do
+    if type(b) ~= "table" or type(b.stream) ~= "string" then
+      return nil, errors.new("invalid", ("batch %d needs a stream (string)"):format(i))
+    end
+    local expected, err = expected_number(b.expected)
+    if not expected then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    local encoded
+    encoded, err = encode_events(self, b.events)
+    if not encoded then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    if self.guard then
+      local ok, gerr = self.guard(b.stream, b.events)
+      if not ok then return nil, gerr end
+    end
+    out[i] = { stream = b.stream, events = encoded, expected = expected,
+               idempotency_key = b.idempotency_key, time = b.time }
+  end
+  local res, err = self.handle:append_many(out)
+  if not res then return nil, name_expected(err) end
+  self.db.wrote = true
+  return res
+end
+
+-- ---- reads ----------------------------------------------------------------
+
+-- Decodes a row's data and metadata and runs the upcaster (not for raw).
+local function finish(self, rows, raw)
+  if raw then return rows end
+  local codec, up = self.codec, self.upcaster
+  for i = 1, #rows do
+    local e = rows[i]
+    local v, err = codecs.decode(codec, e.data)
+    if err then return nil, errors.new("invalid", ("event at position %d: cannot decode data: %s"):format(e.position, err)) end
+    e.data = v
+    if e.metadata == null then
+      e.metadata = nil
+    else
+      v, err = codecs.decode(codec, e.metadata)
+      if err then return nil, errors.new("invalid", "cannot decode metadata: " .. err) end
+      e.metadata = v
+    end
+    if up then
+      local ok, res = pcall(up, e)
+      if not ok then
+        return nil, errors.new("invalid", ("upcasting %s v%d at position %d failed: %s")
+          :format(e.type, e.schema_version, e.position, tostring(res)))
+      end
+      rows[i] = res or e
+    end
+  end
+  return rows
+end
+
+-- The pool a read goes to: a replica when there is one; with `consistent`,
+-- only once it has replayed everything the primary had written when the
+-- read began (bounded by consistent_timeout, else the primary).
+local function read_pool(self, opts)
+  local db = self.db
+  if #db.readers == 0 then return nil end
+  local reader = db:reader()
+  if not (opts and opts.consistent) or not db.wrote then return reader end
+  local lsn = db.pool:query("select pg_current_wal_lsn()::text as lsn")
+  if not lsn then return nil end
+  local deadline = core.now() + (opts.consistent_timeout or 1)
+  repeat
+    local rows = reader:query("select pg_last_wal_replay_lsn() >= $1::pg_lsn as ok", lsn[1].lsn)
+    if rows and rows[1].ok == true then return reader end
+    core.sleep(0.002)
+  until core.now() > deadline
+  return nil -- the replica lags: read the primary
+end
+
+local READ_OPTIONS = {
+  from = "number", to = "number", limit = "number", types = "table", backward = "boolean",
+  raw = "boolean", consistent = "boolean", consistent_timeout = "number",
+}
+
+local function check_count(v, name)
+  if v ~= nil and (v ~= v or v < 0 or v ~= floor(v) or v > MAX_VERSION) then
+    return errors.new("invalid", ("%s must be a whole number from 0 to 2^53"):format(name))
+  end
+end
+
+-- es:read(stream, { from, to, limit, types, backward, raw, consistent }) → events
+function Events:read(stream, opts)
+  check(self, "read")
+  check_stream(stream, "read")
+  opts = check_options(opts, READ_OPTIONS, 2, "read")
+  local bad = check_count(opts.from, "from") or check_count(opts.to, "to") or check_count(opts.limit, "limit")
+  if bad then return nil, bad end
+  local rows, err = self.handle:read(stream, opts.from, opts.to, opts.limit, opts.types,
+    opts.backward, read_pool(self, opts))
+  if not rows then return nil, err end
+  return finish(self, rows, opts.raw)
+end
+
+local READ_ALL_OPTIONS = { after = "number|string", limit = "number", types = "table", prefix = "string", raw = "boolean" }
+
+-- es:read_all({ after = cursor, limit = 1000, types, prefix, raw }) → events, cursor
+function Events:read_all(opts)
+  check(self, "read_all")
+  opts = check_options(opts, READ_ALL_OPTIONS, 1, "read_all")
+  local after = opts.after or 0
+  if type(after) == "string" then
+    local n = tonumber(after)
+    if not n or not after:match("^%d+$") then
+      return nil, errors.new("invalid", "cursor must be a position (digits), got '" .. after:sub(1, 40) .. "'")
+    end
+    after = n
+  end
+  local bad = check_count(after, "cursor") or check_count(opts.limit, "limit")
+  if bad then return nil, bad end
+  local rows, cursor = self.handle:read_all(after, opts.limit, opts.types, opts.prefix)
+  if not rows then return nil, cursor end
+  local err
+  rows, err = finish(self, rows, opts.raw)
+  if not rows then return nil, err end
+  return rows, cursor
+end
+
+function Events:version(stream)
+  check(self, "version")
+  check_stream(stream, "version")
+  return self.handle:version(stream, read_pool(self))
+end
+
+function Events:status(stream)
+  check(self, "status")
+  check_stream(stream, "status")
+  return self.handle:status(stream, read_pool(self))
+end
+
+function Events:latest_position()
+  check(self, "latest_position")
+  return self.handle:latest_position()
+end
+
+-- ---- lifecycle ------------------------------------------------------------
+
+function Events:tombstone(stream, reason)
+  check(self, "tombstone")
+  check_stream(stream, "tombstone")
+  errors.check(reason, 2, "tombstone", "string|nil")
+  return self.handle:tombstone(stream, reason)
+end
+
+for _, name in ipairs{ "archive", "restore", "delete" } do
+  Events[name] = function(self, stream)
+    check(self, name)
+    check_stream(stream, name)
+    return self.handle[name](self.handle, stream)
+  end
+end
+
+function Events:truncate()
+  check(self, "truncate")
+  return self.handle:truncate()
+end
+
+function Events:migrate()
+  check(self, "migrate")
+  return self.handle:migrate()
+end
+
+local function check_other(other, fname)
+  if getmetatable(other) ~= mt then errors.arg(2, fname, "pgstore.events expected") end
+  if not other.handle then error("attempt to use a closed event store", 3) end
+end
+
+-- Moves the stream's events to `other` and marks it archived here.
+function Events:archive_to(stream, other)
+  check(self, "archive_to")
+  check_stream(stream, "archive_to")
+  check_other(other, "archive_to")
+  return self.handle:move(other.handle, stream, "archived")
+end
+
+-- Moves the stream's events back from `other`; it is active here again.
+function Events:restore_from(stream, other)
+  check(self, "restore_from")
+  check_stream(stream, "restore_from")
+  check_other(other, "restore_from")
+  return other.handle:move(self.handle, stream, nil)
+end
+
+-- es:upcast(fn | registry): fn(event) → event runs on every decoded read;
+-- a registry (pgstore.upcasters) is applied through its :apply method.
+function Events:upcast(up)
+  check(self, "upcast")
+  if type(up) == "table" and type(up.apply) == "function" then
+    local reg = up
+    up = function(e) return reg:apply(e) end
+  elseif up ~= nil and type(up) ~= "function" then
+    errors.arg(1, "upcast", "function or upcaster registry expected, got " .. type(up))
+  end
+  self.upcaster = up
+  return self
+end
+
+function Events:close()
+  if self.handle then self.handle:close() end
+  self.handle = nil
+  if self.owns_db and self.db then self.db:close() end
+end
+
+mt.__tostring = function(self)
+  return self.handle and ("pgstore.events (%s)"):format(self.table_name) or "pgstore.events (closed)"
+end
+
+return _M
