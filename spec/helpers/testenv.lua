@@ -110,6 +110,46 @@ function T.run_parallel(n, code, extra)
   return results
 end
 
+-- Starts one host process in the background running the Lua source
+-- `code` (with `db` connected, arg = { ... }). Returns a handle with the
+-- process id and its output file; see T.wait and T.signal.
+function T.spawn(code, ...)
+  local dir = (T.sh("mktemp -d /tmp/pgstore-bg.XXXXXX")):gsub("%s+$", "")
+  local f = assert(io.open(dir .. "/script.lua", "w"))
+  f:write(code)
+  f:close()
+  local args = {}
+  for i, a in ipairs{ ... } do args[i] = ("%q"):format(tostring(a)) end
+  local out = T.sh(("%s --dsn %q run %s/script.lua %s >%s/out 2>&1 & echo $!")
+    :format(T.host(), T.dsn(), dir, table.concat(args, " "), dir))
+  return { pid = tonumber(out:match("(%d+)")), dir = dir, out = dir .. "/out" }
+end
+
+function T.alive(proc)
+  local _, rc = T.sh("kill -0 " .. proc.pid)
+  return rc == 0
+end
+
+-- Waits (bounded) for a spawned process to end; returns its output.
+function T.wait(proc, timeout)
+  T.eventually(function() return not T.alive(proc) end, timeout or 30)
+  local f = io.open(proc.out)
+  local out = f and f:read("*a") or ""
+  if f then f:close() end
+  return out, not T.alive(proc)
+end
+
+function T.signal(proc, sig)
+  T.sh(("kill -%s %d"):format(sig, proc.pid))
+end
+
+function T.output(proc)
+  local f = io.open(proc.out)
+  local out = f and f:read("*a") or ""
+  if f then f:close() end
+  return out
+end
+
 -- A unique name for tables and streams of one test.
 local counter = 0
 function T.unique(prefix)

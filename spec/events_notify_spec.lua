@@ -1,0 +1,71 @@
+-- SPDX-License-Identifier: MIT
+-- NOTIFY after appends, seen by a raw LISTEN connection (psql): coalesced
+-- after commit by default (fewer notifications than appends, the last one
+-- carrying the last position), or one per append inside the transaction.
+local T = require "testenv"
+
+-- Runs psql LISTENing on channel for `seconds`; returns the payloads it got.
+local function listen(channel, seconds)
+  local file = os.tmpname()
+  os.execute(("psql %q -X -q -c 'LISTEN %s' -c 'select pg_sleep(%s)' >%s 2>&1 &")
+    :format(T.dsn(), channel, seconds, file))
+  return function()
+    local f = io.open(file)
+    local out = f:read("*a")
+    f:close()
+    os.remove(file)
+    local payloads = {}
+    for p in out:gmatch('with payload "(%d+)"') do payloads[#payloads + 1] = tonumber(p) end
+    return payloads, out
+  end
+end
+
+local function listeners()
+  return T.admin():query([[select count(*) as n from pg_stat_activity
+    where application_name = 'psql' and query like 'select pg_sleep%' and state = 'active']])[1].n
+end
+
+describe("events NOTIFY", function()
+  local db
+  setup(function() db = T.connect() end)
+  teardown(function()
+    db:close()
+    T.assert_no_leaks()
+  end)
+
+  it("coalesces notifications after commit and always sends the last position", function()
+    local es = assert(db:events{ table = "ev_notify", notify = "ev_chan" })
+    assert(es:truncate())
+    local done = listen("ev_chan", 1.5)
+    assert(T.eventually(function() return listeners() > 0 end))
+    local last
+    for i = 1, 200 do last = assert(es:append("n" .. (i % 5), { { type = "E" } })).last_position end
+    T.sh("sleep 1.6")
+    local payloads, out = done()
+    assert.truthy(#payloads >= 1, out)
+    assert.truthy(#payloads < 200, "not coalesced: " .. #payloads)
+    assert.equal(last, payloads[#payloads])
+    es:close()
+  end)
+
+  it("notifies inside the transaction with notify_in_tx", function()
+    local es = assert(db:events{ table = "ev_notify", notify = "ev_chan_tx", notify_in_tx = true })
+    local done = listen("ev_chan_tx", 1)
+    assert(T.eventually(function() return listeners() > 0 end))
+    local positions = {}
+    for i = 1, 5 do positions[i] = assert(es:append("tx", { { type = "E" } })).last_position end
+    T.sh("sleep 1.1")
+    assert.same(positions, (done()))
+    es:close()
+  end)
+
+  it("sends nothing with notify = false", function()
+    local es = assert(db:events{ table = "ev_notify", notify = false })
+    local done = listen("pgstore_events", 0.6)
+    assert(T.eventually(function() return listeners() > 0 end))
+    assert(es:append("quiet", { { type = "E" } }))
+    T.sh("sleep 0.7")
+    assert.same({}, (done()))
+    es:close()
+  end)
+end)
