@@ -19,6 +19,19 @@
 
 /* ---- errors ------------------------------------------------------------- */
 
+/* PGS00: a retry that raced its first attempt; DETAIL holds the result. */
+static int replay_from_error(const pgs_error_t *err, pgs_append_result_t *res)
+{
+    long long fv, lv, fp, lp;
+    int n;
+    const char *d = err ? strstr(err->message, "(") : NULL;
+    if (!err || strcmp(err->sqlstate, "PGS00") != 0 || !d ||
+        sscanf(d, "(%lld %lld %lld %lld %d)", &fv, &lv, &fp, &lp, &n) != 5)
+        return 0;
+    *res = (pgs_append_result_t){fv, lv, fp, lp, n, 1};
+    return 1;
+}
+
 pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st)
 {
     if (!err || st != PGS_ESQL)
@@ -118,6 +131,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     struct { char *dst; const char *suffix; } names[] = {
         {es->heads, "_heads"},      {es->idem, "_idempotency"}, {es->seq, "_position_seq"},
         {es->fn_append, "_append"}, {es->fn_read_all, "_read_all"}, {es->fn_import, "_import"},
+        {es->fn_replay, "_replay"},
     };
     for (size_t i = 0; st == PGS_OK && i < sizeof names / sizeof names[0]; i++)
         st = pgs_store_companion(&es->base, names[i].suffix, names[i].dst, PGS_IDENT_MAX, err);
@@ -156,7 +170,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
 pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err)
 {
     char *v1 = pgs_sql_printf(pgs_events_schema_v1, es->base.table, es->heads, es->idem, es->seq,
-                              es->fn_append, es->fn_read_all, es->fn_import);
+                              es->fn_append, es->fn_read_all, es->fn_import, es->fn_replay);
     if (!v1)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pgs_migration_t steps[] = {{1, v1}};
@@ -317,6 +331,8 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
         if (st == PGS_OK) {
             read_result(r, res);
             PQclear(r);
+        } else if (replay_from_error(err, res)) {
+            st = PGS_OK;
         }
         pgs_store_end(&es->base, tx, c);
     }

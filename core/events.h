@@ -10,7 +10,8 @@
 struct pgs_events {
     pgs_store_base_t base;
     char heads[PGS_IDENT_MAX], idem[PGS_IDENT_MAX], seq[PGS_IDENT_MAX];
-    char fn_append[PGS_IDENT_MAX], fn_read_all[PGS_IDENT_MAX], fn_import[PGS_IDENT_MAX];
+    char fn_append[PGS_IDENT_MAX], fn_read_all[PGS_IDENT_MAX], fn_import[PGS_IDENT_MAX],
+        fn_replay[PGS_IDENT_MAX];
     char tag[8];               /* 16-bit order-lock tag, as decimal text */
     char *notify;              /* channel, or NULL */
     int notify_in_tx;

@@ -3,8 +3,10 @@
  * quoted identifiers (never values) by events.c. Positional arguments:
  *   %1$s events table   %2$s heads table   %3$s idempotency table
  *   %4$s position sequence   %5$s append fn   %6$s read_all fn   %7$s import fn
+ *   %8$s replay fn
  *
  * Custom SQLSTATEs raised here (mapped in events.c):
+ *   PGS00 a racing retry's replay (DETAIL: fv lv fp lp n) → success
  *   PGS01 stream tombstoned → deleted     PGS02 stream archived → archived
  *   PGS03 version conflict → conflict     PGS04 id/key reused → duplicate
  *   PGS05 bad input → invalid
@@ -48,52 +50,70 @@ const char pgs_events_schema_v1[] =
     "  created_at timestamptz NOT NULL DEFAULT now());"
 
     /* Append: one round trip, one transaction (the caller's, or the
-     * implicit one of the statement).
+     * implicit one of the statement), three statements in the common case.
      *   p_expected: >= 0 exact version, -1 any, -2 no stream, -3 exists.
      *   p_events: [{type, data, metadata?, id?, schema_version?}, …]
      *   p_tag: this store's 16-bit tag for the order lock (see read_all).
-     * Order of work: lock the stream's head row, check idempotency (after
-     * the lock, so racing retries see each other), check status and
-     * version, take the order lock, insert, advance the head. */
+     * The head upsert locks the stream's row and advances its version in
+     * one step; every refusal after it RAISEs, which undoes the advance.
+     * A retry that finds its key or ids only once it holds the row lock
+     * (it raced the first attempt) raises PGS00 carrying the original
+     * result in DETAIL, read by events.c as a replay. */
+    /* The earlier result of an identical append: by idempotency key, or
+     * by the batch's event ids. No row when there is none; PGS04 when the
+     * key or ids were used for something else. */
+    "CREATE OR REPLACE FUNCTION %8$s(p_stream text, p_events jsonb, p_key text,"
+    "  OUT fv bigint, OUT lv bigint, OUT fp bigint, OUT lp bigint, OUT n int)"
+    " RETURNS SETOF record LANGUAGE plpgsql STABLE AS $fn$\n"
+    "DECLARE r record; v_n int := jsonb_array_length(p_events);\n"
+    "BEGIN\n"
+    "  IF p_key IS NOT NULL THEN\n"
+    "    SELECT * INTO r FROM %3$s i WHERE i.key = p_key;\n"
+    "    IF NOT FOUND THEN RETURN; END IF;\n"
+    "    IF r.stream <> p_stream THEN\n"
+    "      RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format("
+    "        'idempotency key %%s was already used for stream %%s', p_key, r.stream);\n"
+    "    END IF;\n"
+    "    RETURN QUERY SELECT r.first_version, r.last_version, r.first_position, r.last_position, r.count;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT min(e.version) AS fv, max(e.version) AS lv, min(e.position) AS fp,"
+    "    max(e.position) AS lp, count(*)::int AS n, bool_and(e.stream = p_stream) AS same INTO r\n"
+    "    FROM %1$s e WHERE e.id IN (SELECT (x->>'id')::uuid FROM jsonb_array_elements(p_events) x);\n"
+    "  IF r.n = 0 THEN RETURN; END IF;\n"
+    "  IF NOT (r.n = v_n AND r.same AND r.lv - r.fv + 1 = v_n) THEN\n"
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format("
+    "      '%%s of the event ids were already appended, not as this same batch', r.n);\n"
+    "  END IF;\n"
+    "  RETURN QUERY SELECT r.fv, r.lv, r.fp, r.lp, r.n;\n"
+    "END\n"
+    "$fn$;"
+
     "CREATE OR REPLACE FUNCTION %5$s(p_stream text, p_expected bigint, p_events jsonb,"
     "  p_key text, p_time double precision, p_tag int, p_notify text,"
     "  OUT r_first_version bigint, OUT r_last_version bigint, OUT r_first_position bigint,"
     "  OUT r_last_position bigint, OUT r_count int, OUT r_replayed boolean)"
     " LANGUAGE plpgsql AS $fn$\n"
     "DECLARE\n"
-    "  v_cur bigint; v_status text; v_n int; v_last bigint; v_called boolean; r record;\n"
+    "  v_cur bigint; v_status text; v_n int := jsonb_array_length(p_events);\n"
+    "  v_check boolean := p_key IS NOT NULL OR p_events->0 ? 'id'; r record;\n"
     "BEGIN\n"
-    "  v_n := jsonb_array_length(p_events);\n"
-    "  SELECT h.version, h.status INTO v_cur, v_status FROM %2$s h WHERE h.stream = p_stream FOR UPDATE;\n"
-    "  IF NOT FOUND THEN\n"
-    "    INSERT INTO %2$s (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;\n"
-    "    SELECT h.version, h.status INTO v_cur, v_status FROM %2$s h WHERE h.stream = p_stream FOR UPDATE;\n"
-    "  END IF;\n"
-    "  IF p_key IS NOT NULL THEN\n"
-    "    SELECT * INTO r FROM %3$s i WHERE i.key = p_key;\n"
+    "  IF v_check THEN\n"
+    "    SELECT * INTO r FROM %8$s(p_stream, p_events, p_key);\n"
     "    IF FOUND THEN\n"
-    "      IF r.stream <> p_stream THEN\n"
-    "        RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format("
-    "          'idempotency key %%s was already used for stream %%s', p_key, r.stream);\n"
-    "      END IF;\n"
-    "      r_first_version := r.first_version; r_last_version := r.last_version;\n"
-    "      r_first_position := r.first_position; r_last_position := r.last_position;\n"
-    "      r_count := r.count; r_replayed := true;\n"
+    "      SELECT r.fv, r.lv, r.fp, r.lp, r.n, true INTO r_first_version, r_last_version,"
+    "        r_first_position, r_last_position, r_count, r_replayed;\n"
     "      RETURN;\n"
     "    END IF;\n"
     "  END IF;\n"
-    "  IF p_events->0 ? 'id' THEN\n"
-    "    SELECT min(e.version) AS fv, max(e.version) AS lv, min(e.position) AS fp,"
-    "      max(e.position) AS lp, count(*) AS n, bool_and(e.stream = p_stream) AS same INTO r\n"
-    "      FROM %1$s e WHERE e.id IN (SELECT (x->>'id')::uuid FROM jsonb_array_elements(p_events) x);\n"
-    "    IF r.n > 0 THEN\n"
-    "      IF r.n = v_n AND r.same AND r.lv - r.fv + 1 = v_n THEN\n"
-    "        r_first_version := r.fv; r_last_version := r.lv; r_first_position := r.fp;\n"
-    "        r_last_position := r.lp; r_count := r.n; r_replayed := true;\n"
-    "        RETURN;\n"
-    "      END IF;\n"
-    "      RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format("
-    "        '%%s of the event ids were already appended, not as this same batch', r.n);\n"
+    "  INSERT INTO %2$s AS h (stream, version) VALUES (p_stream, v_n)\n"
+    "    ON CONFLICT (stream) DO UPDATE SET version = h.version + v_n\n"
+    "    RETURNING h.version - v_n, h.status INTO v_cur, v_status;\n"
+    "  IF v_check THEN\n"
+    "    SELECT * INTO r FROM %8$s(p_stream, p_events, p_key);\n"
+    "    IF FOUND THEN\n"
+    "      RAISE EXCEPTION USING ERRCODE = 'PGS00', MESSAGE = 'replayed',"
+    "        DETAIL = format('%%s %%s %%s %%s %%s', r.fv, r.lv, r.fp, r.lp, r.n);\n"
     "    END IF;\n"
     "  END IF;\n"
     "  IF v_status = 'tombstoned' THEN\n"
@@ -110,20 +130,29 @@ const char pgs_events_schema_v1[] =
     "      DETAIL = format('expected=%%s actual=%%s', p_expected, v_cur);\n"
     "  END IF;\n"
     /* The order lock: before taking any position, announce the sequence's
-     * last value L; every position this transaction takes is > L. */
-    "  SELECT s.last_value, s.is_called INTO v_last, v_called FROM %4$s s;\n"
-    "  IF NOT v_called THEN v_last := v_last - 1; END IF;\n"
-    "  PERFORM pg_advisory_xact_lock_shared(((p_tag::bigint << 16) | ((v_last >> 32) & 65535))::bit(32)::int,"
-    "    (v_last & 4294967295)::bit(32)::int);\n"
-    "  WITH ins AS (\n"
+     * last value L (one less while the sequence is fresh); every position
+     * this transaction takes is > L. */
+    "  PERFORM pg_advisory_xact_lock_shared(((p_tag::bigint << 16) | ((s.l >> 32) & 65535))::bit(32)::int,"
+    "    (s.l & 4294967295)::bit(32)::int)\n"
+    "    FROM (SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END AS l FROM %4$s q) s;\n"
+    "  IF v_n = 1 THEN\n" /* the common case, without the set machinery */
     "    INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n"
-    "    SELECT nextval('%4$s'), p_stream, v_cur + x.ord, COALESCE((x.val->>'id')::uuid, gen_random_uuid()),"
-    "      x.val->>'type', COALESCE((x.val->>'schema_version')::int, 1), COALESCE(x.val->'data', 'null'::jsonb),"
-    "      x.val->'metadata', COALESCE(to_timestamp(p_time), now())\n"
-    "    FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord\n"
-    "    RETURNING position)\n"
-    "  SELECT min(position), max(position) INTO r_first_position, r_last_position FROM ins;\n"
-    "  UPDATE %2$s SET version = v_cur + v_n, updated_at = now() WHERE stream = p_stream;\n"
+    "    VALUES (nextval('%4$s'), p_stream, v_cur + 1, COALESCE((p_events->0->>'id')::uuid, gen_random_uuid()),"
+    "      p_events->0->>'type', COALESCE((p_events->0->>'schema_version')::int, 1),"
+    "      COALESCE(p_events->0->'data', 'null'::jsonb), p_events->0->'metadata',"
+    "      COALESCE(to_timestamp(p_time), now()))\n"
+    "    RETURNING position INTO r_first_position;\n"
+    "    r_last_position := r_first_position;\n"
+    "  ELSE\n"
+    "    WITH ins AS (\n"
+    "      INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n"
+    "      SELECT nextval('%4$s'), p_stream, v_cur + x.ord, COALESCE((x.val->>'id')::uuid, gen_random_uuid()),"
+    "        x.val->>'type', COALESCE((x.val->>'schema_version')::int, 1), COALESCE(x.val->'data', 'null'::jsonb),"
+    "        x.val->'metadata', COALESCE(to_timestamp(p_time), now())\n"
+    "      FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord\n"
+    "      RETURNING position)\n"
+    "    SELECT min(position), max(position) INTO r_first_position, r_last_position FROM ins;\n"
+    "  END IF;\n"
     "  r_first_version := v_cur + 1; r_last_version := v_cur + v_n; r_count := v_n; r_replayed := false;\n"
     "  IF p_key IS NOT NULL THEN\n"
     "    INSERT INTO %3$s (key, stream, first_version, last_version, first_position, last_position, count)\n"

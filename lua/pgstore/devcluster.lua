@@ -68,7 +68,9 @@ end
 
 function _M.dsn()
   local p = paths()
-  return format("host=%s dbname=pgstore user=pgstore", p.run)
+  -- Every keyword spelled out, so PG* variables meant for other servers
+  -- do not leak in.
+  return format("host=%s port=5432 dbname=pgstore user=pgstore", p.run)
 end
 
 -- true, "running" | false, "stopped" | false, "absent"
@@ -129,7 +131,7 @@ function _M.ensure(say)
   if out:find("started") then say("started the embedded cluster in " .. p.home) end
   -- The database itself, created once.
   local core = require "pgstore.core"
-  local pool = core.pool{ dsn = format("host=%s dbname=postgres user=pgstore", p.run), pool_size = 1 }
+  local pool = core.pool{ dsn = format("host=%s port=5432 dbname=postgres user=pgstore", p.run), pool_size = 1 }
   if pool then
     local _, err = pool:exec("create database pgstore")
     pool:close()

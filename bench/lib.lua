@@ -1,0 +1,67 @@
+-- SPDX-License-Identifier: MIT
+-- Benchmark helpers: run N copies of a worker script as real processes at
+-- once, time things, and print a figure beside its baseline.
+local core = require "pgstore.core"
+
+local _M = {}
+
+local function sh(cmd)
+  local f = io.popen(cmd)
+  local out = f:read("*a")
+  f:close()
+  return out
+end
+
+-- The host binary running this script (so workers use the same build).
+function _M.host()
+  return os.getenv("PGSTORE_HOST_BIN") or "build/pgstore"
+end
+
+-- Runs `n` processes of `pgstore --dsn DSN run SCRIPT args… <index>` in
+-- parallel; returns the numbers each printed as "rate N" summed.
+function _M.parallel(n, script, dsn, ...)
+  local dir = sh("mktemp -d /tmp/pgstore-bench.XXXXXX"):gsub("%s+$", "")
+  local args = table.concat({ ... }, " ")
+  local cmds = {}
+  for i = 1, n do
+    cmds[#cmds + 1] = ("%s --dsn '%s' run %s %s %d >%s/%d 2>&1 &"):format(_M.host(), dsn, script, args, i, dir, i)
+  end
+  sh(table.concat(cmds, "\n") .. "\nwait")
+  local total = 0
+  for i = 1, n do
+    local f = io.open(dir .. "/" .. i)
+    local out = f:read("*a")
+    f:close()
+    local rate = out:match("rate ([%d%.]+)")
+    if not rate then error("worker " .. i .. " failed: " .. out) end
+    total = total + tonumber(rate)
+  end
+  sh("rm -rf " .. dir)
+  return total
+end
+
+-- Calls fn() repeatedly for `seconds`; fn returns how many items it did.
+-- Returns items per second.
+function _M.rate(seconds, fn)
+  local t0, done = core.now(), 0
+  local deadline = t0 + seconds
+  repeat
+    done = done + fn()
+  until core.now() >= deadline
+  return done / (core.now() - t0)
+end
+
+local rows = {}
+
+function _M.report(name, subject, baseline, unit)
+  rows[#rows + 1] = { name, subject, baseline, unit or "events/s" }
+  io.write(("%-44s %12.0f %12.0f   %5.2f  %s\n"):format(name, subject, baseline, subject / baseline, unit or "events/s"))
+  io.flush()
+end
+
+function _M.header(title)
+  print(title)
+  print(("%-44s %12s %12s   %5s"):format("benchmark", "pgstore", "baseline", "ratio"))
+end
+
+return _M
