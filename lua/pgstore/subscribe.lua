@@ -1,0 +1,178 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.subscribe — catch-up, then live. A subscription reads the event
+-- store's global order (read_all, which never skips) from its consumer's
+-- stored checkpoint, and between reads sleeps on the store's NOTIFY
+-- channel, waking at once when an append commits and at the latest every
+-- `poll` seconds. NOTIFY is only a hint: a lost notification or a dropped
+-- listener costs at most `poll` seconds, never an event, because every
+-- read starts from the cursor.
+--
+--   local sub = db:subscribe{ name = "mailer", events = es, from = "start" }
+--   while true do
+--     local batch = assert(sub:next(5))
+--     for _, e in ipairs(batch) do … end
+--     if #batch > 0 then assert(sub:ack(batch[#batch].position)) end
+--   end
+--
+-- Delivery is at least once across restarts (events after the last ack are
+-- delivered again); exactly once for effects written to PostgreSQL with
+-- sub:ack(cursor, tx) in the same transaction.
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local events = require "pgstore.events"
+
+local type, getmetatable, setmetatable = type, getmetatable, setmetatable
+local now, min = core.now, math.min
+
+local _M = {}
+local Sub = {}
+local mt = { __index = Sub, __name = "pgstore.subscription" }
+
+local OPTIONS = {
+  name = "string", events = "table", from = "string|number", types = "table", prefix = "string",
+  batch = "number", poll = "number", checkpoints = "table", listen = "boolean",
+}
+
+-- db:subscribe{ name, events = es, from = "start" | "end" | cursor, types, prefix,
+--               batch = 500, poll = 1.0, checkpoints = cp, listen = true } → sub | nil, err
+function _M.new(db, opts)
+  if type(opts) ~= "table" then errors.arg(1, "subscribe", "options table expected, got " .. type(opts)) end
+  events.check_options(opts, OPTIONS, 1, "subscribe")
+  if not opts.name or opts.name == "" then errors.arg(1, "subscribe", "option 'name' (the consumer) is required") end
+  local es = opts.events
+  if type(es) ~= "table" or type(es.read_all) ~= "function" then
+    errors.arg(1, "subscribe", "option 'events' must be an event store (db:events())")
+  end
+  local from = opts.from or "start"
+  if type(from) == "string" and from ~= "start" and from ~= "end" then
+    errors.arg(1, "subscribe", "option 'from' must be 'start', 'end' or a cursor")
+  end
+  local batch = opts.batch or 500
+  if batch < 1 or batch % 1 ~= 0 then errors.arg(1, "subscribe", "option 'batch' must be a positive integer") end
+
+  local cp, err = opts.checkpoints
+  if not cp then
+    cp, err = db:checkpoints()
+    if not cp then return nil, err end
+  end
+  local cursor
+  cursor, err = cp:load(opts.name)
+  if err then return nil, err end
+  if cursor == nil then
+    if from == "start" then
+      cursor = 0
+    elseif from == "end" then
+      cursor, err = es:latest_position()
+      if not cursor then return nil, err end
+    else
+      cursor = from
+    end
+  end
+  local self = setmetatable({
+    db = db, es = es, name = opts.name, cp = cp, owns_cp = not opts.checkpoints,
+    cursor = cursor, acked = cursor, types = opts.types, prefix = opts.prefix,
+    batch = batch, poll = opts.poll or 1.0, listener = nil, reconnects = 0,
+  }, mt)
+  if opts.listen ~= false and es.channel then
+    -- Without a listener (none available, or the server refuses LISTEN,
+    -- as some Postgres-compatible servers do) the subscription polls.
+    local ok, l = pcall(db.listen, db, es.channel)
+    if ok and l then self.listener = l end
+  end
+  return self
+end
+
+local function check(self, fname)
+  if getmetatable(self) ~= mt then
+    error(("bad argument #1 to '%s' (pgstore.subscription expected; use sub:%s())"):format(fname, fname), 3)
+  end
+  if self.closed then error("attempt to use a closed subscription", 3) end
+end
+
+-- Sleeps until a notification, the poll interval, or the deadline.
+local function wait(self, seconds)
+  if seconds <= 0 then return end
+  local l = self.listener
+  if not l then
+    core.sleep(seconds)
+    return
+  end
+  local note, err = l:wait(seconds)
+  if note and note.reconnected then self.reconnects = self.reconnects + 1 end
+  if not note and err and err.code ~= "timeout" then
+    core.sleep(min(seconds, 0.05)) -- the listener reconnects by itself
+  end
+end
+
+-- sub:next(timeout) → array of events after the cursor, in read_all order
+-- (empty when nothing arrived within timeout seconds) | nil, err
+function Sub:next(timeout)
+  check(self, "next")
+  errors.check(timeout, 1, "next", "number|nil")
+  local deadline = now() + (timeout or 0)
+  while true do
+    local rows, cursor = self.es:read_all{ after = self.cursor, limit = self.batch,
+                                           types = self.types, prefix = self.prefix }
+    if not rows then return nil, cursor end
+    self.cursor = cursor
+    if #rows > 0 then return rows end
+    local left = deadline - now()
+    if left <= 0 then return rows end
+    wait(self, min(left, self.poll))
+  end
+end
+
+-- sub:ack(cursor[, tx]) → true | nil, err: stores the checkpoint, inside tx
+-- when given (commit it with your read-model writes for exactly-once).
+function Sub:ack(cursor, tx)
+  check(self, "ack")
+  errors.check(cursor, 1, "ack", "number")
+  errors.check(tx, 2, "ack", "table|nil")
+  local ok, err = self.cp:save(self.name, cursor, tx and { tx = tx } or nil)
+  if not ok then return nil, err end
+  if cursor > self.acked then self.acked = cursor end
+  return true
+end
+
+-- sub:lag() → positions between the last acknowledged event and the head
+function Sub:lag()
+  check(self, "lag")
+  local head, err = self.es:latest_position()
+  if not head then return nil, err end
+  local lag = head - self.acked
+  return lag > 0 and lag or 0
+end
+
+-- sub:cursor() → where the next sub:next() continues (delivered, maybe not acked)
+function Sub:position()
+  check(self, "position")
+  return self.cursor
+end
+
+-- Moves the delivery cursor back to the stored checkpoint (e.g. after a
+-- failed batch that was not acknowledged).
+function Sub:rewind()
+  check(self, "rewind")
+  local stored, err = self.cp:load(self.name)
+  if err then return nil, err end
+  self.cursor = stored or self.acked
+  return self.cursor
+end
+
+function Sub:fd()
+  check(self, "fd")
+  return self.listener and self.listener:fd() or nil
+end
+
+function Sub:close()
+  if self.closed then return end
+  self.closed = true
+  if self.listener then self.listener:close() end
+  if self.owns_cp and self.cp.close then self.cp:close() end
+end
+
+mt.__tostring = function(self)
+  return ("pgstore.subscription (%s%s)"):format(self.name, self.closed and ", closed" or "")
+end
+
+return _M
