@@ -29,6 +29,11 @@ struct pgs_conn {
     int doomed;               /* the server sent FATAL: reconnect before use */
 };
 
+/* The settings a pool's connections are opened with; valid while the
+ * pool's memory lives (hold a reference). For helpers that need a
+ * connection of their own beside the pool (the kv cleaner). */
+const pgs_dsn_t *pgs_pool_dsn(pgs_pool_t *pool);
+
 /* Opens a connection with shared settings (the pool's). */
 pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error_t *err);
 #endif

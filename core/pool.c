@@ -291,3 +291,8 @@ int pgs_pool_is_closed(pgs_pool_t *p)
     pthread_mutex_unlock(&p->mu);
     return closed;
 }
+
+const pgs_dsn_t *pgs_pool_dsn(pgs_pool_t *p)
+{
+    return p->dsn; /* set at open, never changed */
+}
