@@ -317,8 +317,10 @@ pgs_status_t pgs_kv_init_start(pgs_kv_t *kv, pgs_kv_init_t **out, pgs_error_t *e
         pgs_kv_init_free(it);
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     }
+    /* The server takes at most INT_MAX milliseconds (24 days). */
+    double ms = kv->lock_timeout * 1000 + 0.999;
     snprintf(it->lock_timeout, sizeof it->lock_timeout, "%lldms",
-             (long long)(kv->lock_timeout * 1000 + 0.999));
+             ms > 2147483647.0 ? 2147483647LL : (long long)ms);
     memcpy(it->table, kv->base.table, sizeof it->table);
     memcpy(it->index, kv->index, sizeof it->index);
     pgs_pool_ref(kv->base.pool);

@@ -378,6 +378,13 @@ describe("kv: schema init and the phase hook", function()
     S.drop(db, t, barrier)
   end)
 
+  it("accepts a lock_timeout beyond the server's limit, as its longest wait", function()
+    local t = T.unique("kvlongwait")
+    local kv = assert(db:kv{ table = t, cleanup_interval = 0, lock_timeout = 1e9 })
+    kv:close()
+    S.drop(db, t)
+  end)
+
   it("skips schema init when asked", function()
     local t = T.unique("kvskip")
     local seen, hook = recorder()
@@ -470,8 +477,9 @@ describe("kv: bad input", function()
     assert.matches("max_value_size", err.message)
   end)
 
-  it("refuses an absurd ttl with 'invalid'", function()
+  it("refuses an absurd or NaN ttl with 'invalid'", function()
     S.fails("invalid", nil, kv:set("k", "v", 1e300))
+    S.fails("invalid", nil, kv:set("k", "v", 0 / 0))
   end)
 
   it("raises on bad options", function()
@@ -481,6 +489,13 @@ describe("kv: bad input", function()
       "bad argument #1 to 'kv' (option 'phase_hook' must be function, got string)")
     assert.has_error(function() db:kv{ lock_timeout = 0 } end,
       "bad argument #1 to 'kv' (option 'lock_timeout' must be positive)")
+    assert.has_error(function() db:kv{ max_value_size = 1.5 } end,
+      "bad argument #1 to 'kv' (option 'max_value_size' must be a whole number of bytes from 1 to 1 GiB)")
+    assert.has_error(function() db:kv{ max_value_size = 2 ^ 40 } end,
+      "bad argument #1 to 'kv' (option 'max_value_size' must be a whole number of bytes from 1 to 1 GiB)")
+    -- the binding holds the same line for direct users of pgstore.core
+    assert.has_error(function() core.kv(db.pool, { max_value_size = 2 ^ 40 }) end,
+      "bad option 'max_value_size' (must be a whole number of bytes up to 1 GiB)")
   end)
 end)
 

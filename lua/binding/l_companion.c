@@ -107,6 +107,14 @@ double pgs_l_opt_number(lua_State *L, int idx, const char *k, double dflt)
     return d;
 }
 
+size_t pgs_l_opt_size(lua_State *L, int idx, const char *k)
+{
+    double d = pgs_l_opt_number(L, idx, k, 0);
+    if (d != floor(d) || d > PGS_L_MAX_SIZE)
+        luaL_error(L, "bad option '%s' (must be a whole number of bytes up to 1 GiB)", k);
+    return (size_t)d;
+}
+
 int pgs_l_opt_bool(lua_State *L, int idx, const char *k)
 {
     if (lua_isnoneornil(L, idx))

@@ -36,6 +36,9 @@ int64_t pgs_l_int64(lua_State *L, int idx);
 const char *pgs_l_opt_string(lua_State *L, int idx, const char *k);
 double pgs_l_opt_number(lua_State *L, int idx, const char *k, double dflt);
 int pgs_l_opt_bool(lua_State *L, int idx, const char *k);
+/* A byte count option: a whole number from 0 to PGS_L_MAX_SIZE. */
+#define PGS_L_MAX_SIZE (1024.0 * 1024 * 1024)
+size_t pgs_l_opt_size(lua_State *L, int idx, const char *k);
 
 /* Pushes the first row of res as a table (columns by name, converted like
  * query results), then frees res. */

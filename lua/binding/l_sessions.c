@@ -23,7 +23,7 @@ static int l_sessions_new(lua_State *L)
     pgs_sessions_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
-        .max_value_size = (size_t)pgs_l_opt_number(L, 2, "max_value_size", 0),
+        .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
     pgs_lstore_t *u = pgs_l_store_new(L, PGS_SESSIONS_MT);
     pgs_error_t err;

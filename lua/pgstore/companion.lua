@@ -75,6 +75,16 @@ function _M.nonneg(opts, k, n, fname, positive)
   return v
 end
 
+-- max_value_size: a whole number of bytes, 1 .. 1 GiB (PostgreSQL's own
+-- limit for one value).
+function _M.size(opts, k, n, fname)
+  local v = opts[k]
+  if v ~= nil and (v ~= v or v < 1 or v % 1 ~= 0 or v > 1073741824) then
+    argerr(n, fname, format("option '%s' must be a whole number of bytes from 1 to 1 GiB", k))
+  end
+  return v
+end
+
 -- ---- the store object ---------------------------------------------------------
 
 -- Wraps a core store userdata. The object keeps `db`, so the pool outlives

@@ -22,7 +22,7 @@ local OPTIONS = { table = "string", skip_schema_init = "boolean", max_value_size
 -- max_value_size (bytes of checkpoint JSON, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "exec_checkpoints")
-  C.nonneg(opts, "max_value_size", 1, "exec_checkpoints", true)
+  C.size(opts, "max_value_size", 1, "exec_checkpoints")
   local ud, err = core.exec_checkpoints(db.pool, opts)
   if not ud then return nil, err end
   return C.store(mt, db, ud)

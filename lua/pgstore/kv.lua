@@ -28,6 +28,7 @@
 --   local blob = kv:get("session:42")      -- nil when absent or expired
 local core = require "pgstore.core"
 local C = require "pgstore.companion"
+local errors = require "pgstore.errors"
 
 local pcall, error = pcall, error
 
@@ -76,7 +77,7 @@ function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "kv")
   C.nonneg(opts, "cleanup_interval", 1, "kv")
   C.nonneg(opts, "lock_timeout", 1, "kv", true)
-  C.nonneg(opts, "max_value_size", 1, "kv", true)
+  C.size(opts, "max_value_size", 1, "kv")
   local interval = opts.cleanup_interval
   if interval == nil then interval = DEFAULT_CLEANUP_INTERVAL end
   local ud, err = core.kv(db.pool, {
@@ -107,6 +108,7 @@ function _M:set(key, value, ttl, opts)
   C.arg(value, 2, "set", "string")
   C.arg(ttl, 3, "set", "number|nil")
   local _, conn, tx = C.call_opts(opts, nil, 4, "set")
+  if ttl ~= ttl then return nil, errors.new("invalid", "ttl must be a number of seconds, got nan") end
   return C.note(tx, self.core:set(key, value, ttl, conn))
 end
 

@@ -26,7 +26,7 @@ local SESSION_FIELDS = { version = "number", state = "table", history = "table" 
 -- max_value_size (bytes of state + history JSON, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "sessions")
-  C.nonneg(opts, "max_value_size", 1, "sessions", true)
+  C.size(opts, "max_value_size", 1, "sessions")
   local ud, err = core.sessions(db.pool, opts)
   if not ud then return nil, err end
   return C.store(mt, db, ud)

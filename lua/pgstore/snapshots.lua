@@ -23,7 +23,7 @@ local SAVE_OPTIONS = { schema_version = "number" }
 -- max_value_size (bytes of state JSON, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "snapshots")
-  C.nonneg(opts, "max_value_size", 1, "snapshots", true)
+  C.size(opts, "max_value_size", 1, "snapshots")
   local ud, err = core.snapshots(db.pool, opts)
   if not ud then return nil, err end
   return C.store(mt, db, ud)
