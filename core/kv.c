@@ -18,8 +18,9 @@
  * the expired rows, and closes it again: it never takes a slot from the
  * application's pool and an idle store holds no server connection. A
  * cleanup in flight when the store closes is cancelled (PQcancel). The
- * thread blocks every signal and never touches Lua; it must not be
- * started before a fork() (nginx: open kv stores in init_worker).
+ * thread blocks every signal and never touches Lua. A child forked after
+ * it started has no cleaner; closing the child's copy is safe (nginx: open
+ * kv stores in init_worker, not in the master).
  */
 #include "companion.h"
 #include "conn.h"
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum {
     SQL_CREATE_TABLE, SQL_CREATE_INDEX, SQL_SET, SQL_GET, SQL_DELETE, SQL_DELETE_PREFIX,
@@ -87,6 +89,7 @@ struct pgs_kv {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
+    pid_t owner;     /* the process the thread runs in (see cleaner_stop) */
     int has_thread;
     int stop;
     double interval;
@@ -194,13 +197,22 @@ static pgs_status_t cleaner_start(pgs_kv_t *kv, pgs_error_t *err)
         return pgs_error_set(err, PGS_ENOMEM, "could not start the kv cleaner thread: %s",
                              strerror(rc));
     kv->has_thread = 1;
+    kv->owner = getpid();
     return PGS_OK;
 }
 
-static void cleaner_stop(pgs_kv_t *kv)
+/* Returns 0 in a process forked after the thread started: the store there
+ * is a copy without the thread, and its mutex and condition variable still
+ * record the parent's waiter (destroying them would block forever), so
+ * nothing may be stopped, joined or destroyed. */
+static int cleaner_stop(pgs_kv_t *kv)
 {
     if (!kv->has_thread)
-        return;
+        return 1;
+    if (getpid() != kv->owner) {
+        kv->has_thread = 0;
+        return 0;
+    }
     pthread_mutex_lock(&kv->mu);
     kv->stop = 1;
     if (kv->inflight) {
@@ -211,6 +223,7 @@ static void cleaner_stop(pgs_kv_t *kv)
     pthread_mutex_unlock(&kv->mu);
     pthread_join(kv->thread, NULL);
     kv->has_thread = 0;
+    return 1;
 }
 
 void pgs_kv_cleaner_stats(pgs_kv_t *kv, pgs_kv_cleaner_stats_t *out)
@@ -281,9 +294,10 @@ void pgs_kv_close(pgs_kv_t *kv)
 {
     if (!kv)
         return;
-    cleaner_stop(kv);
-    pthread_mutex_destroy(&kv->mu);
-    pthread_cond_destroy(&kv->cv);
+    if (cleaner_stop(kv)) {
+        pthread_mutex_destroy(&kv->mu);
+        pthread_cond_destroy(&kv->cv);
+    }
     pgs_companion_free_sql(kv->sql, SQL_COUNT);
     pgs_store_fini(&kv->base);
     free(kv);

@@ -464,8 +464,9 @@ typedef struct pgs_kv_opts {
 } pgs_kv_opts_t;
 
 /* Opens the store: unless skip_schema_init, runs pgs_kv_migrate with the
- * hook; with cleanup_interval > 0 starts the cleaner thread (do not fork
- * afterwards). *out is owned by the caller: pgs_kv_close() it. */
+ * hook; with cleanup_interval > 0 starts the cleaner thread. A process
+ * forked afterwards has a copy without the thread: it may only
+ * pgs_kv_close() it. *out is owned by the caller: pgs_kv_close() it. */
 pgs_status_t pgs_kv_open(pgs_pool_t *pool, const pgs_kv_opts_t *opts, pgs_kv_t **out,
                          pgs_error_t *err);
 /* Stops the cleaner (waking it at once, cancelling a cleanup in flight),

@@ -228,6 +228,8 @@ describe("checkpoints: bad input", function()
 end)
 
 describe("checkpoints: schema", function()
+  after_each(function() T.assert_no_leaks() end)
+
   S.table_names(it, "checkpoints", probe)
 
   it("skips schema init when asked; migrate() creates the table", function()

@@ -155,6 +155,8 @@ describe("exec_checkpoints: bad input", function()
 end)
 
 describe("exec_checkpoints: schema", function()
+  after_each(function() T.assert_no_leaks() end)
+
   S.table_names(it, "exec_checkpoints", probe)
 
   it("makes migrate() explicit and idempotent", function()

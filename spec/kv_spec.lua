@@ -515,6 +515,8 @@ describe("kv: large values", function()
 end)
 
 describe("kv: schema names", function()
+  after_each(function() T.assert_no_leaks() end)
+
   S.table_names(it, "kv", probe)
 
   it("refuses a name too long to carry its index name", function()

@@ -223,6 +223,8 @@ describe("sessions: bad input", function()
 end)
 
 describe("sessions: schema", function()
+  after_each(function() T.assert_no_leaks() end)
+
   S.table_names(it, "sessions", probe)
 
   it("uses the table named in the options, created once", function()

@@ -13,8 +13,8 @@ local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local cjson = require("cjson").new()
 
-local type, pairs, next, error, pcall, tostring, tonumber, getmetatable, setmetatable =
-      type, pairs, next, error, pcall, tostring, tonumber, getmetatable, setmetatable
+local type, pairs, error, pcall, tostring, tonumber, getmetatable, setmetatable =
+      type, pairs, error, pcall, tostring, tonumber, getmetatable, setmetatable
 local format, gsub, byte, concat = string.format, string.gsub, string.byte, table.concat
 local huge = math.huge
 local null = core.null

@@ -9,8 +9,9 @@
 -- each run opens its own connection with the db's settings (never a slot
 -- of the db's pool), deletes the expired rows, and closes it. kv:close()
 -- wakes and joins it at once (a cleanup in flight is cancelled);
--- cleanup_interval = 0 means no thread at all. Do not fork after opening a
--- kv store with a cleaner (in nginx: open it in init_worker, not init).
+-- cleanup_interval = 0 means no thread at all. A process forked after the
+-- store opened has no cleaner (closing its copy is safe): in nginx, open
+-- kv stores in init_worker_by_lua, not in the master's init_by_lua.
 --
 -- Schema init runs in one transaction under pg_advisory_xact_lock with a
 -- lock_timeout, creating the table and its expires_at index only when

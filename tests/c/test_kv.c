@@ -7,6 +7,8 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -259,6 +261,40 @@ static void test_cleaner(void)
     drop_table(t);
 }
 
+/* A child forked after the cleaner started must be able to close its
+ * copy of the store: the thread lives only in the parent. */
+static void test_fork_child_closes(void)
+{
+    char t[64];
+    new_table(t, sizeof t);
+    pgs_kv_opts_t o = {.table = t, .cleanup_interval = 300};
+    pgs_kv_t *kv;
+    pgs_error_t err;
+    CHECK_OK(pgs_kv_open(pool, &o, &kv, &err), err);
+    pid_t pid = fork();
+    if (pid == 0) {
+        pgs_kv_close(kv);
+        _exit(0);
+    }
+    int status = 0, exited = 0;
+    for (int i = 0; i < 150 && !exited; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            exited = 1;
+        else
+            sleep_s(0.02);
+    }
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    CHECK(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    pgs_kv_cleaner_stats_t s;
+    pgs_kv_cleaner_stats(kv, &s);
+    CHECK(s.running); /* the parent's cleaner is untouched */
+    pgs_kv_close(kv);
+    drop_table(t);
+}
+
 int main(void)
 {
     static const pgs_test_t tests[] = {{"phases in order, refusing hook", test_phases},
@@ -266,6 +302,7 @@ int main(void)
                                        {"8 threads initialise one table", test_parallel_init},
                                        {"values, ttl, prefixes", test_values_ttl_prefix},
                                        {"cleaner thread", test_cleaner},
+                                       {"a forked child closes its copy", test_fork_child_closes},
                                        {NULL, NULL}};
     pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 8};
     pgs_error_t err;
