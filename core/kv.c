@@ -22,6 +22,7 @@
  * it started has no cleaner; closing the child's copy is safe (nginx: open
  * kv stores in init_worker, not in the master).
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "companion.h"
 #include "conn.h"
 
@@ -215,13 +216,27 @@ static int cleaner_stop(pgs_kv_t *kv)
     }
     pthread_mutex_lock(&kv->mu);
     kv->stop = 1;
-    if (kv->inflight) {
-        char buf[256];
-        PQcancel(kv->inflight, buf, sizeof buf);
-    }
     pthread_cond_signal(&kv->cv);
     pthread_mutex_unlock(&kv->mu);
-    pthread_join(kv->thread, NULL);
+    /* A cancel sent just before the cleanup reaches the server is lost, so
+     * keep cancelling whatever is in flight until the thread has ended. */
+    for (;;) {
+        pthread_mutex_lock(&kv->mu);
+        if (kv->inflight) {
+            char buf[256];
+            PQcancel(kv->inflight, buf, sizeof buf);
+        }
+        pthread_mutex_unlock(&kv->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (pthread_timedjoin_np(kv->thread, NULL, &until) == 0)
+            break;
+    }
     kv->has_thread = 0;
     return 1;
 }
