@@ -17,8 +17,8 @@ local dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 package.path = dir .. "/?.lua;" .. package.path
 local rawpq = require "rawpq"
 
-local SECONDS = tonumber(arg and arg[1]) or 1.0
-local ROUNDS = 2
+local SECONDS = tonumber(arg and arg[1]) or 0.5
+local ROUNDS = 4
 local now, clock = core.now, os.clock
 
 local SESS_T, KV_T = "pgstore_bench_sessions", "pgstore_bench_kv"
