@@ -29,7 +29,9 @@ struct pgs_conn {
     int doomed;               /* the server sent FATAL: reconnect before use */
 };
 
-/* The settings a pool's connections use (owned by the pool). */
+/* The settings a pool's connections are opened with; valid while the
+ * pool's memory lives (hold a reference). For helpers that need a
+ * connection of their own beside the pool (the kv cleaner). */
 const pgs_dsn_t *pgs_pool_dsn(pgs_pool_t *pool);
 
 /* Opens a connection with shared settings (the pool's). */

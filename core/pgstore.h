@@ -391,6 +391,271 @@ pgs_status_t pgs_events_truncate(pgs_events_t *es, pgs_error_t *err);
  * safe to retry (imports are idempotent by event id). *moved = events. */
 pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *stream,
                              const char *src_status, int64_t *moved, pgs_error_t *err);
+/* ---- snapshot store ------------------------------------------------------ */
+
+/* The latest snapshot of each stream, in its own table (default
+ * "pgstore_snapshots"): stream text PRIMARY KEY, version bigint,
+ * schema_version integer, state jsonb, created_at timestamptz.
+ *
+ * Like every store below, it is opened from a pool and references it (the
+ * pool's owner may close it; the store then fails with PGS_ECLOSED), and
+ * every operation takes `tx`: a connection inside the caller's transaction
+ * (the statement joins it), or NULL to borrow one from the pool for that
+ * single statement. Values the server rejects as data (invalid UTF-8,
+ * malformed JSON, \u0000 in jsonb, keys too large to index) are
+ * PGS_EINVALID with the SQLSTATE kept; inside the caller's transaction
+ * such an error aborts that transaction, as any failed statement does. */
+typedef struct pgs_snapshots pgs_snapshots_t;
+
+typedef struct pgs_snapshots_opts {
+    const char *table;     /* [schema.]name; NULL or "" → "pgstore_snapshots" */
+    int skip_schema_init;  /* nonzero: do not create the table on open       */
+    size_t max_value_size; /* bytes of state JSON accepted; 0 → 1 MiB        */
+} pgs_snapshots_opts_t;
+
+/* Validates the table name and, unless skip_schema_init, migrates. opts may
+ * be NULL. *out is owned by the caller: pgs_snapshots_close() it. */
+pgs_status_t pgs_snapshots_open(pgs_pool_t *pool, const pgs_snapshots_opts_t *opts,
+                                pgs_snapshots_t **out, pgs_error_t *err);
+/* Frees the store and drops its pool reference. NULL-tolerant. */
+void pgs_snapshots_close(pgs_snapshots_t *ss);
+/* Creates or upgrades the table: idempotent, safe from many processes
+ * at once (pgs_migrate's advisory lock). */
+pgs_status_t pgs_snapshots_migrate(pgs_snapshots_t *ss, pgs_error_t *err);
+/* Stores state_json (a JSON text) as the snapshot of `stream` at `version`
+ * unless a newer version is stored; an equal version is overwritten.
+ * *written (may be NULL) is 1 when the row was written, 0 when a newer
+ * snapshot was kept. Negative versions are PGS_EINVALID. */
+pgs_status_t pgs_snapshots_save(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
+                                int64_t version, const char *state_json, int schema_version,
+                                int *written, pgs_error_t *err);
+/* PGS_ENOTFOUND when the stream has no snapshot. On PGS_OK *res holds one
+ * row — stream text, version int8, state jsonb (text), schema_version
+ * int4, time timestamptz — and is owned by the caller: PQclear() it. */
+pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
+                                PGresult **res, pgs_error_t *err);
+/* Deletes the stream's snapshot; absent is not an error. *removed (may be
+ * NULL) is the number of rows deleted, here and below. */
+pgs_status_t pgs_snapshots_invalidate(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
+                                      int64_t *removed, pgs_error_t *err);
+pgs_status_t pgs_snapshots_invalidate_all(pgs_snapshots_t *ss, pgs_conn_t *tx, int64_t *removed,
+                                          pgs_error_t *err);
+
+/* ---- consumer checkpoints ------------------------------------------------ */
+
+/* The last processed global position of each consumer (default table
+ * "pgstore_checkpoints": consumer text PRIMARY KEY, position bigint,
+ * updated_at timestamptz). Saving with `tx` commits the checkpoint with
+ * the caller's read-model writes. */
+typedef struct pgs_checkpoints pgs_checkpoints_t;
+
+typedef struct pgs_checkpoints_opts {
+    const char *table;    /* NULL or "" → "pgstore_checkpoints" */
+    int skip_schema_init;
+} pgs_checkpoints_opts_t;
+
+/* What a save expects to find. */
+typedef enum pgs_checkpoints_expect {
+    PGS_CHECKPOINT_ANY = 0, /* write unconditionally                   */
+    PGS_CHECKPOINT_EXACT,   /* only if the stored position is `expected` */
+    PGS_CHECKPOINT_NONE     /* only if nothing is stored yet            */
+} pgs_checkpoints_expect_t;
+
+/* *out is owned by the caller: pgs_checkpoints_close() it. */
+pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t *opts,
+                                  pgs_checkpoints_t **out, pgs_error_t *err);
+void pgs_checkpoints_close(pgs_checkpoints_t *cp);
+pgs_status_t pgs_checkpoints_migrate(pgs_checkpoints_t *cp, pgs_error_t *err);
+/* PGS_ENOTFOUND for a consumer with no checkpoint. */
+pgs_status_t pgs_checkpoints_load(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
+                                  int64_t *position, pgs_error_t *err);
+/* Upserts the position (>= 0) in one statement. With EXACT or NONE a
+ * checkpoint moved by someone else is PGS_ECONFLICT; with EXACT and a
+ * stored row, err->has_versions is set (expected, actual = stored). */
+pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
+                                  int64_t position, pgs_checkpoints_expect_t expect,
+                                  int64_t expected, pgs_error_t *err);
+/* Forgets a consumer; absent is not an error. */
+pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
+                                    int64_t *removed, pgs_error_t *err);
+/* Every checkpoint, ordered by consumer: rows of consumer text, cursor
+ * int8, time timestamptz. *res is owned by the caller: PQclear() it. */
+pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, PGresult **res,
+                                  pgs_error_t *err);
+
+/* ---- execution checkpoints ----------------------------------------------- */
+
+/* One row per execution id holding its latest checkpoint document
+ * (default table "pgstore_exec_checkpoints": exec_id text PRIMARY KEY,
+ * checkpoint jsonb, updated_at timestamptz). Concurrent saves of one id
+ * from many connections leave one row with one of the saved documents and
+ * never fail. */
+typedef struct pgs_exec_checkpoints pgs_exec_checkpoints_t;
+
+typedef struct pgs_exec_checkpoints_opts {
+    const char *table;     /* NULL or "" → "pgstore_exec_checkpoints" */
+    int skip_schema_init;
+    size_t max_value_size; /* bytes of checkpoint JSON; 0 → 1 MiB */
+} pgs_exec_checkpoints_opts_t;
+
+/* *out is owned by the caller: pgs_exec_checkpoints_close() it. */
+pgs_status_t pgs_exec_checkpoints_open(pgs_pool_t *pool, const pgs_exec_checkpoints_opts_t *opts,
+                                       pgs_exec_checkpoints_t **out, pgs_error_t *err);
+void pgs_exec_checkpoints_close(pgs_exec_checkpoints_t *xs);
+pgs_status_t pgs_exec_checkpoints_migrate(pgs_exec_checkpoints_t *xs, pgs_error_t *err);
+/* INSERT … ON CONFLICT DO UPDATE: always the latest. */
+pgs_status_t pgs_exec_checkpoints_save(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
+                                       const char *exec_id, const char *checkpoint_json,
+                                       pgs_error_t *err);
+/* PGS_ENOTFOUND for an unknown id. On PGS_OK *res holds one row —
+ * checkpoint jsonb (text), time timestamptz — owned by the caller. */
+pgs_status_t pgs_exec_checkpoints_load(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
+                                       const char *exec_id, PGresult **res, pgs_error_t *err);
+/* Rows of exec_id text, ordered; *res is owned by the caller. */
+pgs_status_t pgs_exec_checkpoints_list(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
+                                       PGresult **res, pgs_error_t *err);
+/* Absent is not an error. */
+pgs_status_t pgs_exec_checkpoints_delete(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
+                                         const char *exec_id, int64_t *removed, pgs_error_t *err);
+
+/* ---- session store ------------------------------------------------------- */
+
+/* JSONB state and history per session id with optimistic concurrency
+ * (default table "pgstore_sessions": id text PRIMARY KEY, version bigint,
+ * state jsonb, history jsonb array, updated_at timestamptz). The version
+ * check and the write are one INSERT … ON CONFLICT … DO UPDATE … WHERE
+ * stored.version < EXCLUDED.version: no explicit transaction, no row
+ * lock held between statements. */
+typedef struct pgs_sessions pgs_sessions_t;
+
+typedef struct pgs_sessions_opts {
+    const char *table;     /* NULL or "" → "pgstore_sessions" */
+    int skip_schema_init;
+    size_t max_value_size; /* bytes of state + history JSON; 0 → 1 MiB */
+} pgs_sessions_opts_t;
+
+/* *out is owned by the caller: pgs_sessions_close() it. */
+pgs_status_t pgs_sessions_open(pgs_pool_t *pool, const pgs_sessions_opts_t *opts,
+                               pgs_sessions_t **out, pgs_error_t *err);
+void pgs_sessions_close(pgs_sessions_t *s);
+pgs_status_t pgs_sessions_migrate(pgs_sessions_t *s, pgs_error_t *err);
+/* Writes the session at `version` when none is stored or the stored
+ * version is strictly lower; otherwise nothing is written and the result
+ * is PGS_ECONFLICT with err->has_versions set (expected = the version
+ * given, actual = the stored one). history_json NULL → "[]"; it must be a
+ * JSON array. */
+pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
+                               int64_t version, const char *state_json,
+                               const char *history_json, pgs_error_t *err);
+/* PGS_ENOTFOUND for an unknown id. On PGS_OK *res holds one row —
+ * version int8, state jsonb, history jsonb, time timestamptz — owned by
+ * the caller: PQclear() it. */
+pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
+                               PGresult **res, pgs_error_t *err);
+/* Absent is not an error. */
+pgs_status_t pgs_sessions_delete(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
+                                 int64_t *removed, pgs_error_t *err);
+
+/* ---- key-value store with TTL -------------------------------------------- */
+
+/* BYTEA values under text keys, each with an optional expiry (default
+ * table "pgstore_kv": key text COLLATE "C" PRIMARY KEY, value bytea,
+ * expires_at timestamptz NULL = never, plus a partial index on
+ * expires_at named <table>_expires_idx). Expired rows are invisible to
+ * pgs_kv_get at once and removed by pgs_kv_cleanup or the background
+ * cleaner. Keys are C strings (no NUL); values are any bytes. */
+typedef struct pgs_kv pgs_kv_t;
+
+/* The steps of schema init, in the order they run (create_table and
+ * create_index only when the table or index is missing). Keep in the same
+ * order as phase_names[] in kv.c. */
+typedef enum pgs_kv_phase {
+    PGS_KV_BEGIN_TX = 0,
+    PGS_KV_SET_LOCK_TIMEOUT,
+    PGS_KV_ACQUIRE_LOCK,
+    PGS_KV_LOCK_ACQUIRED,
+    PGS_KV_CHECK_TABLE,
+    PGS_KV_CREATE_TABLE,
+    PGS_KV_CHECK_INDEX,
+    PGS_KV_CREATE_INDEX,
+    PGS_KV_COMMIT,
+    PGS_KV_DONE,
+    PGS_KV_PHASE_END /* no phase left */
+} pgs_kv_phase_t;
+
+/* "begin_tx", "set_lock_timeout", … "done" (static); NULL for END. */
+const char *pgs_kv_phase_name(pgs_kv_phase_t phase);
+
+/* Called before each phase runs. Returning anything but PGS_OK (and
+ * filling err) stops the init there; the transaction is rolled back. */
+typedef pgs_status_t (*pgs_kv_hook_fn)(pgs_kv_phase_t phase, void *ud, pgs_error_t *err);
+
+typedef struct pgs_kv_opts {
+    const char *table;        /* NULL or "" → "pgstore_kv"; the name plus
+                                 "_expires_idx" must fit in 63 bytes       */
+    int skip_schema_init;     /* nonzero: no init on open (no DDL rights)  */
+    double cleanup_interval;  /* seconds between background cleanups;
+                                 0 → no cleaner thread                     */
+    double lock_timeout;      /* seconds schema init waits for its locks;
+                                 0 → 10                                    */
+    size_t max_value_size;    /* bytes per value; 0 → 1 MiB                */
+    pgs_kv_hook_fn phase_hook;/* schema init on open calls it (may be NULL)*/
+    void *phase_ud;
+} pgs_kv_opts_t;
+
+/* Opens the store: unless skip_schema_init, runs pgs_kv_migrate with the
+ * hook; with cleanup_interval > 0 starts the cleaner thread. A process
+ * forked afterwards has a copy without the thread: it may only
+ * pgs_kv_close() it. *out is owned by the caller: pgs_kv_close() it. */
+pgs_status_t pgs_kv_open(pgs_pool_t *pool, const pgs_kv_opts_t *opts, pgs_kv_t **out,
+                         pgs_error_t *err);
+/* Stops the cleaner (waking it at once, cancelling a cleanup in flight),
+ * then frees the store. NULL-tolerant. */
+void pgs_kv_close(pgs_kv_t *kv);
+
+/* Schema init, all phases, in one transaction under
+ * pg_advisory_xact_lock with the store's lock_timeout. A failing phase is
+ * named in err->message ("kv schema init failed at acquire_lock: …"). */
+pgs_status_t pgs_kv_migrate(pgs_kv_t *kv, pgs_kv_hook_fn hook, void *ud, pgs_error_t *err);
+
+/* The same, one phase at a time, for drivers that call their hook
+ * themselves: start, then while pgs_kv_init_phase() is not
+ * PGS_KV_PHASE_END, run it with pgs_kv_init_step(). After a failure the
+ * phase is END. The init holds its own pool reference and, between
+ * begin_tx and commit, a pooled connection: pgs_kv_init_free() it (rolling
+ * back when unfinished). It does not point into kv. */
+typedef struct pgs_kv_init pgs_kv_init_t;
+pgs_status_t pgs_kv_init_start(pgs_kv_t *kv, pgs_kv_init_t **out, pgs_error_t *err);
+pgs_kv_phase_t pgs_kv_init_phase(const pgs_kv_init_t *it);
+pgs_status_t pgs_kv_init_step(pgs_kv_init_t *it, pgs_error_t *err);
+void pgs_kv_init_free(pgs_kv_init_t *it);
+
+/* Stores len bytes under key; ttl > 0 expires it after ttl seconds, any
+ * other ttl (0, negative, NaN) never. */
+pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const char *value,
+                        size_t len, double ttl, pgs_error_t *err);
+/* PGS_ENOTFOUND when absent or expired. On PGS_OK *value and *len point
+ * into *res (decoded in place), which the caller owns: PQclear() it. */
+pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, PGresult **res,
+                        const char **value, size_t *len, pgs_error_t *err);
+/* Absent is not an error. */
+pgs_status_t pgs_kv_delete(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, int64_t *removed,
+                           pgs_error_t *err);
+/* Deletes every key starting with prefix, matched literally (%, _ and \
+ * are escaped for LIKE); "" deletes every row. */
+pgs_status_t pgs_kv_delete_prefix(pgs_kv_t *kv, pgs_conn_t *tx, const char *prefix,
+                                  int64_t *removed, pgs_error_t *err);
+/* Deletes the expired rows now. */
+pgs_status_t pgs_kv_cleanup(pgs_kv_t *kv, pgs_conn_t *tx, int64_t *removed, pgs_error_t *err);
+
+typedef struct pgs_kv_cleaner_stats {
+    double interval;        /* 0 when there is no cleaner          */
+    int running;            /* the thread is alive and not stopping */
+    int64_t runs, removed, failures;
+    char last_error[PGS_ERROR_MESSAGE_MAX]; /* "" when none         */
+} pgs_kv_cleaner_stats_t;
+
+void pgs_kv_cleaner_stats(pgs_kv_t *kv, pgs_kv_cleaner_stats_t *out);
 
 #ifdef __cplusplus
 }

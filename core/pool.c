@@ -296,3 +296,4 @@ int pgs_pool_is_closed(pgs_pool_t *p)
     pthread_mutex_unlock(&p->mu);
     return closed;
 }
+

@@ -15,6 +15,12 @@
 #define PGS_CONN_MT "pgstore.conn"
 #define PGS_RESULT_MT "pgstore.result"
 #define PGS_PARAMS_MT "pgstore.params"
+#define PGS_SNAPSHOTS_MT "pgstore.snapshots"
+#define PGS_CHECKPOINTS_MT "pgstore.checkpoints"
+#define PGS_EXEC_CHECKPOINTS_MT "pgstore.exec_checkpoints"
+#define PGS_SESSIONS_MT "pgstore.sessions"
+#define PGS_KV_MT "pgstore.kv"
+#define PGS_KV_INIT_MT "pgstore.kv_init"
 
 /* Pushes nil and an error table; returns 2 for `return push_error(...)`. */
 int pgs_l_push_error(lua_State *L, const pgs_error_t *err);
@@ -38,6 +44,14 @@ void pgs_l_convert_open(lua_State *L);
 
 void pgs_l_pool_open(lua_State *L);
 void pgs_l_events_open(lua_State *L);
+
+/* The companion stores: each sets its constructor on the module table at
+ * the top of the stack (core.snapshots, core.checkpoints, …). */
+void pgs_l_snapshots_open(lua_State *L);
+void pgs_l_checkpoints_open(lua_State *L);
+void pgs_l_exec_checkpoints_open(lua_State *L);
+void pgs_l_sessions_open(lua_State *L);
+void pgs_l_kv_open(lua_State *L);
 
 /* The pool inside a pgstore.pool userdata at idx (raises when closed). */
 pgs_pool_t *pgs_l_checkpool(lua_State *L, int idx);

@@ -58,5 +58,10 @@ __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
     pgs_l_convert_open(L);
     pgs_l_pool_open(L);
     pgs_l_events_open(L);
+    pgs_l_snapshots_open(L);
+    pgs_l_checkpoints_open(L);
+    pgs_l_exec_checkpoints_open(L);
+    pgs_l_sessions_open(L);
+    pgs_l_kv_open(L);
     return 1;
 }

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT
+ * checkpoints.c — consumer checkpoints: the last processed global
+ * position of each consumer. A save is one atomic statement; given the
+ * caller's transaction it commits with the caller's read-model writes
+ * (exactly-once projections). The guarded forms (exactly this previous
+ * position, or none stored yet) refuse with PGS_ECONFLICT when another
+ * worker moved the checkpoint first: the row lock taken by the UPDATE
+ * makes the loser re-check against the winner's committed value.
+ */
+#include "companion.h"
+
+#include <stdlib.h>
+
+enum {
+    SQL_CREATE, SQL_SAVE_ANY, SQL_SAVE_EXACT, SQL_SAVE_NONE, SQL_LOAD, SQL_DELETE, SQL_LIST,
+    SQL_COUNT
+};
+
+/* Keep in the same order as the enum above. */
+static const char *const templates[SQL_COUNT] = {
+    "CREATE TABLE IF NOT EXISTS %1$s ("
+    " consumer text PRIMARY KEY,"
+    " position bigint NOT NULL CHECK (position >= 0),"
+    " updated_at timestamptz NOT NULL DEFAULT now())",
+
+    "INSERT INTO %1$s (consumer, position, updated_at) VALUES ($1, $2::bigint, now())"
+    " ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position,"
+    " updated_at = EXCLUDED.updated_at",
+
+    "UPDATE %1$s SET position = $2::bigint, updated_at = now()"
+    " WHERE consumer = $1 AND position = $3::bigint",
+
+    "INSERT INTO %1$s (consumer, position, updated_at) VALUES ($1, $2::bigint, now())"
+    " ON CONFLICT (consumer) DO NOTHING",
+
+    "SELECT position FROM %1$s WHERE consumer = $1",
+
+    "DELETE FROM %1$s WHERE consumer = $1",
+
+    "SELECT consumer, position AS cursor, updated_at AS time FROM %1$s ORDER BY consumer",
+};
+
+struct pgs_checkpoints {
+    pgs_store_base_t base;
+    char *sql[SQL_COUNT];
+};
+
+pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t *opts,
+                                  pgs_checkpoints_t **out, pgs_error_t *err)
+{
+    *out = NULL;
+    pgs_checkpoints_t *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = pgs_store_init(&cp->base, pool, opts ? opts->table : NULL,
+                                     "pgstore_checkpoints", err);
+    if (st != PGS_OK) {
+        free(cp);
+        return st;
+    }
+    if (pgs_companion_build_sql(cp->sql, templates, SQL_COUNT, cp->base.table, NULL) != 0)
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    else if (!(opts && opts->skip_schema_init))
+        st = pgs_checkpoints_migrate(cp, err);
+    if (st != PGS_OK) {
+        pgs_checkpoints_close(cp);
+        return st;
+    }
+    *out = cp;
+    return PGS_OK;
+}
+
+void pgs_checkpoints_close(pgs_checkpoints_t *cp)
+{
+    if (!cp)
+        return;
+    pgs_companion_free_sql(cp->sql, SQL_COUNT);
+    pgs_store_fini(&cp->base);
+    free(cp);
+}
+
+pgs_status_t pgs_checkpoints_migrate(pgs_checkpoints_t *cp, pgs_error_t *err)
+{
+    const pgs_migration_t steps[] = {{1, cp->sql[SQL_CREATE]}};
+    return pgs_companion_migrate(&cp->base, "checkpoints", steps, 1, err);
+}
+
+pgs_status_t pgs_checkpoints_load(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
+                                  int64_t *position, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_companion_check_key("consumer", consumer, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {consumer, -1};
+    PGresult *r;
+    st = pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LOAD], 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (PQntuples(r) == 0)
+        st = pgs_error_set(err, PGS_ENOTFOUND, "no checkpoint for consumer '%.200s'", consumer);
+    else
+        *position = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return st;
+}
+
+/* After a guarded save changed nothing: say what is stored instead. */
+static pgs_status_t conflict(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
+                             pgs_checkpoints_expect_t expect, int64_t expected, pgs_error_t *err)
+{
+    int64_t actual = 0;
+    pgs_error_t lerr;
+    pgs_status_t st = pgs_checkpoints_load(cp, tx, consumer, &actual, &lerr);
+    if (st != PGS_OK && st != PGS_ENOTFOUND) {
+        if (err)
+            *err = lerr;
+        return st;
+    }
+    if (expect == PGS_CHECKPOINT_NONE)
+        return pgs_error_set(err, PGS_ECONFLICT,
+                             "checkpoint of consumer '%.200s' is already at %lld (expected none)",
+                             consumer, (long long)actual);
+    if (st == PGS_ENOTFOUND)
+        return pgs_error_set(err, PGS_ECONFLICT,
+                             "no checkpoint stored for consumer '%.200s' (expected %lld)",
+                             consumer, (long long)expected);
+    pgs_error_set(err, PGS_ECONFLICT,
+                  "checkpoint of consumer '%.200s' moved: expected %lld, found %lld", consumer,
+                  (long long)expected, (long long)actual);
+    if (err) {
+        err->has_versions = 1;
+        err->expected = expected;
+        err->actual = actual;
+    }
+    return PGS_ECONFLICT;
+}
+
+pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
+                                  int64_t position, pgs_checkpoints_expect_t expect,
+                                  int64_t expected, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_companion_check_key("consumer", consumer, err);
+    if (st == PGS_OK)
+        st = pgs_companion_check_version("cursor", position, err);
+    if (st == PGS_OK && expect == PGS_CHECKPOINT_EXACT)
+        st = pgs_companion_check_version("expected cursor", expected, err);
+    if (st == PGS_OK && (expect < PGS_CHECKPOINT_ANY || expect > PGS_CHECKPOINT_NONE))
+        st = pgs_error_set(err, PGS_EINVALID, "unknown expectation %d", (int)expect);
+    if (st != PGS_OK)
+        return st;
+    char pos[PGS_I64_BUF], exp[PGS_I64_BUF];
+    pgs_param_t p[3] = {{consumer, -1},
+                        {pgs_companion_i64(position, pos), -1},
+                        {pgs_companion_i64(expected, exp), -1}};
+    int which = expect == PGS_CHECKPOINT_EXACT ? SQL_SAVE_EXACT
+              : expect == PGS_CHECKPOINT_NONE  ? SQL_SAVE_NONE
+                                               : SQL_SAVE_ANY;
+    PGresult *r;
+    st = pgs_companion_exec(&cp->base, tx, cp->sql[which], which == SQL_SAVE_EXACT ? 3 : 2, p,
+                            &r, err);
+    if (st != PGS_OK)
+        return st;
+    int64_t n = pgs_result_affected(r);
+    PQclear(r);
+    if (n == 0)
+        return conflict(cp, tx, consumer, expect, expected, err);
+    return PGS_OK;
+}
+
+pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
+                                    int64_t *removed, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_companion_check_key("consumer", consumer, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {consumer, -1};
+    PGresult *r;
+    st = pgs_companion_exec(&cp->base, tx, cp->sql[SQL_DELETE], 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (removed)
+        *removed = pgs_result_affected(r);
+    PQclear(r);
+    return PGS_OK;
+}
+
+pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, PGresult **res,
+                                  pgs_error_t *err)
+{
+    return pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LIST], 0, NULL, res, err);
+}

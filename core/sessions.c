@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT
+ * sessions.c — the session store: JSONB state and history per session id
+ * with optimistic concurrency. The version check and the write are ONE
+ * statement,
+ *
+ *   INSERT … ON CONFLICT (id) DO UPDATE … WHERE stored.version < EXCLUDED.version
+ *
+ * with no explicit transaction and no SELECT … FOR UPDATE: when two
+ * writers race, the second waits on the first's row lock, then re-checks
+ * the WHERE against the committed row, finds the version no longer lower,
+ * and writes nothing. Zero rows affected is the conflict.
+ */
+#include "companion.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { SQL_CREATE, SQL_SAVE, SQL_LOAD, SQL_VERSION, SQL_DELETE, SQL_COUNT };
+
+/* Keep in the same order as the enum above. */
+static const char *const templates[SQL_COUNT] = {
+    "CREATE TABLE IF NOT EXISTS %1$s ("
+    " id text PRIMARY KEY,"
+    " version bigint NOT NULL CHECK (version >= 0),"
+    " state jsonb NOT NULL,"
+    " history jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(history) = 'array'),"
+    " updated_at timestamptz NOT NULL DEFAULT now())",
+
+    "INSERT INTO %1$s AS stored (id, version, state, history, updated_at)"
+    " VALUES ($1, $2::bigint, $3::jsonb, $4::jsonb, now())"
+    " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,"
+    " history = EXCLUDED.history, updated_at = EXCLUDED.updated_at"
+    " WHERE stored.version < EXCLUDED.version",
+
+    "SELECT version, state, history, updated_at AS time FROM %1$s WHERE id = $1",
+
+    "SELECT version FROM %1$s WHERE id = $1",
+
+    "DELETE FROM %1$s WHERE id = $1",
+};
+
+struct pgs_sessions {
+    pgs_store_base_t base;
+    size_t max_value;
+    char *sql[SQL_COUNT];
+};
+
+pgs_status_t pgs_sessions_open(pgs_pool_t *pool, const pgs_sessions_opts_t *opts,
+                               pgs_sessions_t **out, pgs_error_t *err)
+{
+    *out = NULL;
+    pgs_sessions_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = pgs_store_init(&s->base, pool, opts ? opts->table : NULL,
+                                     "pgstore_sessions", err);
+    if (st != PGS_OK) {
+        free(s);
+        return st;
+    }
+    s->max_value = opts && opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
+    if (pgs_companion_build_sql(s->sql, templates, SQL_COUNT, s->base.table, NULL) != 0)
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    else if (!(opts && opts->skip_schema_init))
+        st = pgs_sessions_migrate(s, err);
+    if (st != PGS_OK) {
+        pgs_sessions_close(s);
+        return st;
+    }
+    *out = s;
+    return PGS_OK;
+}
+
+void pgs_sessions_close(pgs_sessions_t *s)
+{
+    if (!s)
+        return;
+    pgs_companion_free_sql(s->sql, SQL_COUNT);
+    pgs_store_fini(&s->base);
+    free(s);
+}
+
+pgs_status_t pgs_sessions_migrate(pgs_sessions_t *s, pgs_error_t *err)
+{
+    const pgs_migration_t steps[] = {{1, s->sql[SQL_CREATE]}};
+    return pgs_companion_migrate(&s->base, "sessions", steps, 1, err);
+}
+
+/* After a save that wrote nothing: report the stored version. It is read
+ * after the fact, so it only informs; the decision was the save's. */
+static pgs_status_t conflict(pgs_sessions_t *s, pgs_conn_t *tx, const char *id, int64_t version,
+                             pgs_error_t *err)
+{
+    pgs_param_t p = {id, -1};
+    PGresult *r;
+    pgs_status_t st = pgs_companion_exec(&s->base, tx, s->sql[SQL_VERSION], 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    int found = PQntuples(r) > 0;
+    int64_t actual = found ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    if (!found)
+        return pgs_error_set(err, PGS_ECONFLICT,
+                             "session '%.200s' was deleted while version %lld was saved", id,
+                             (long long)version);
+    pgs_error_set(err, PGS_ECONFLICT,
+                  "session '%.200s' is at version %lld: version %lld is not newer", id,
+                  (long long)actual, (long long)version);
+    if (err) {
+        err->has_versions = 1;
+        err->expected = version;
+        err->actual = actual;
+    }
+    return PGS_ECONFLICT;
+}
+
+pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
+                               int64_t version, const char *state_json,
+                               const char *history_json, pgs_error_t *err)
+{
+    if (!history_json)
+        history_json = "[]";
+    pgs_status_t st = pgs_companion_check_key("session id", id, err);
+    if (st == PGS_OK)
+        st = pgs_companion_check_version("version", version, err);
+    if (st == PGS_OK)
+        st = pgs_companion_check_key("state", state_json, err);
+    if (st == PGS_OK)
+        st = pgs_companion_check_size("state and history",
+                                      strlen(state_json) + strlen(history_json), s->max_value,
+                                      err);
+    if (st != PGS_OK)
+        return st;
+    char v[PGS_I64_BUF];
+    pgs_param_t p[4] = {
+        {id, -1}, {pgs_companion_i64(version, v), -1}, {state_json, -1}, {history_json, -1}};
+    PGresult *r;
+    st = pgs_companion_exec(&s->base, tx, s->sql[SQL_SAVE], 4, p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    int64_t n = pgs_result_affected(r);
+    PQclear(r);
+    return n == 0 ? conflict(s, tx, id, version, err) : PGS_OK;
+}
+
+pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
+                               PGresult **res, pgs_error_t *err)
+{
+    *res = NULL;
+    pgs_status_t st = pgs_companion_check_key("session id", id, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {id, -1};
+    PGresult *r;
+    st = pgs_companion_exec(&s->base, tx, s->sql[SQL_LOAD], 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return pgs_error_set(err, PGS_ENOTFOUND, "no session '%.200s'", id);
+    }
+    *res = r;
+    return PGS_OK;
+}
+
+pgs_status_t pgs_sessions_delete(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
+                                 int64_t *removed, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_companion_check_key("session id", id, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {id, -1};
+    PGresult *r;
+    st = pgs_companion_exec(&s->base, tx, s->sql[SQL_DELETE], 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (removed)
+        *removed = pgs_result_affected(r);
+    PQclear(r);
+    return PGS_OK;
+}

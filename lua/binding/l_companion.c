@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT
+ * l_companion.c — shared pieces of the companion store bindings (see
+ * l_companion.h).
+ */
+#include "l_companion.h"
+
+#include <math.h>
+#include <string.h>
+
+pgs_lstore_t *pgs_l_store_new(lua_State *L, const char *mt)
+{
+    pgs_lstore_t *u = lua_newuserdata(L, sizeof *u);
+    u->store = NULL;
+    luaL_getmetatable(L, mt);
+    lua_setmetatable(L, -2);
+    return u;
+}
+
+void *pgs_l_store_check(lua_State *L, int idx, const char *mt)
+{
+    pgs_lstore_t *u = luaL_checkudata(L, idx, mt);
+    if (!u->store)
+        luaL_error(L, "attempt to use a closed connection");
+    return u->store;
+}
+
+void *pgs_l_store_take(lua_State *L, int idx, const char *mt)
+{
+    pgs_lstore_t *u = luaL_checkudata(L, idx, mt);
+    void *s = u->store;
+    u->store = NULL;
+    return s;
+}
+
+static int store_tostring(lua_State *L)
+{
+    const char *mt = lua_tostring(L, lua_upvalueindex(1));
+    pgs_lstore_t *u = luaL_checkudata(L, 1, mt);
+    if (u->store)
+        lua_pushfstring(L, "%s (%p)", mt, u->store);
+    else
+        lua_pushfstring(L, "%s (closed)", mt);
+    return 1;
+}
+
+void pgs_l_store_register(lua_State *L, const char *mt, const luaL_Reg *methods,
+                          lua_CFunction gc)
+{
+    luaL_newmetatable(L, mt);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushstring(L, mt);
+    lua_pushcclosure(L, store_tostring, 1);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
+
+const char *pgs_l_text(lua_State *L, int idx, const char *what, pgs_error_t *err)
+{
+    size_t len;
+    luaL_checktype(L, idx, LUA_TSTRING);
+    const char *s = lua_tolstring(L, idx, &len);
+    if (strlen(s) != len) {
+        pgs_error_set(err, PGS_EINVALID, "%s contains a NUL byte", what);
+        return NULL;
+    }
+    return s;
+}
+
+int64_t pgs_l_int64(lua_State *L, int idx)
+{
+    lua_Number d = luaL_checknumber(L, idx);
+    luaL_argcheck(L, d == floor(d) && fabs(d) < 9.2e18, idx, "integer expected");
+    return (int64_t)d;
+}
+
+const char *pgs_l_opt_string(lua_State *L, int idx, const char *k)
+{
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    lua_getfield(L, idx, k);
+    const char *s = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING)
+        s = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "bad option '%s' (string expected, got %s)", k, luaL_typename(L, -1));
+    lua_pop(L, 1); /* the string stays reachable through the options table */
+    return s;
+}
+
+double pgs_l_opt_number(lua_State *L, int idx, const char *k, double dflt)
+{
+    if (lua_isnoneornil(L, idx))
+        return dflt;
+    lua_getfield(L, idx, k);
+    double d = dflt;
+    if (lua_type(L, -1) == LUA_TNUMBER)
+        d = lua_tonumber(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "bad option '%s' (number expected, got %s)", k, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    if (d < 0 || d != d)
+        luaL_error(L, "bad option '%s' (must not be negative)", k);
+    return d;
+}
+
+size_t pgs_l_opt_size(lua_State *L, int idx, const char *k)
+{
+    double d = pgs_l_opt_number(L, idx, k, 0);
+    if (d != floor(d) || d > PGS_L_MAX_SIZE)
+        luaL_error(L, "bad option '%s' (must be a whole number of bytes up to 1 GiB)", k);
+    return (size_t)d;
+}
+
+int pgs_l_opt_bool(lua_State *L, int idx, const char *k)
+{
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    lua_getfield(L, idx, k);
+    int b = 0;
+    if (lua_type(L, -1) == LUA_TBOOLEAN)
+        b = lua_toboolean(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "bad option '%s' (boolean expected, got %s)", k, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return b;
+}
+
+void pgs_l_push_first_row(lua_State *L, PGresult *res)
+{
+    pgs_l_push_rows(L, res); /* frees res */
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
+}
+
+int pgs_l_push_status(lua_State *L, pgs_status_t st, const pgs_error_t *err)
+{
+    if (st != PGS_OK)
+        return pgs_l_push_error(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+int pgs_l_push_count(lua_State *L, pgs_status_t st, int64_t n, const pgs_error_t *err)
+{
+    if (st != PGS_OK)
+        return pgs_l_push_error(L, err);
+    lua_pushnumber(L, (lua_Number)n);
+    return 1;
+}

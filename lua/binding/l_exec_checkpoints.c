@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT
+ * l_exec_checkpoints.c — execution checkpoints as pgstore.core userdata.
+ *
+ *   core.exec_checkpoints(pool, { table=, skip_schema_init=, max_value_size= })
+ *       → xs | nil, err
+ *   xs:migrate() → true
+ *   xs:save(exec_id, checkpoint_json, [conn]) → true
+ *   xs:load(exec_id, [conn]) → { checkpoint = json, time = } | nil, err (not_found)
+ *   xs:list([conn]) → { exec_id, … }
+ *   xs:delete(exec_id, [conn]) → removed
+ *   xs:close()
+ */
+#include "l_companion.h"
+
+static pgs_exec_checkpoints_t *check(lua_State *L)
+{
+    return pgs_l_store_check(L, 1, PGS_EXEC_CHECKPOINTS_MT);
+}
+
+static int l_exec_checkpoints_new(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    pgs_exec_checkpoints_opts_t o = {
+        .table = pgs_l_opt_string(L, 2, "table"),
+        .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
+        .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
+    };
+    pgs_lstore_t *u = pgs_l_store_new(L, PGS_EXEC_CHECKPOINTS_MT);
+    pgs_error_t err;
+    if (pgs_exec_checkpoints_open(pool, &o, (pgs_exec_checkpoints_t **)&u->store, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    return 1;
+}
+
+static int l_exec_checkpoints_close(lua_State *L)
+{
+    pgs_exec_checkpoints_close(pgs_l_store_take(L, 1, PGS_EXEC_CHECKPOINTS_MT));
+    return 0;
+}
+
+static int l_exec_checkpoints_migrate(lua_State *L)
+{
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_exec_checkpoints_migrate(check(L), &err), &err);
+}
+
+static int l_exec_checkpoints_save(lua_State *L)
+{
+    pgs_exec_checkpoints_t *xs = check(L);
+    pgs_error_t err, cerr;
+    const char *id = pgs_l_text(L, 2, "execution id", &err);
+    const char *json = pgs_l_text(L, 3, "checkpoint", &cerr);
+    pgs_conn_t *tx = pgs_l_optconn(L, 4);
+    if (!id || !json)
+        return pgs_l_push_error(L, id ? &cerr : &err);
+    return pgs_l_push_status(L, pgs_exec_checkpoints_save(xs, tx, id, json, &err), &err);
+}
+
+static int l_exec_checkpoints_load(lua_State *L)
+{
+    pgs_exec_checkpoints_t *xs = check(L);
+    pgs_error_t err;
+    const char *id = pgs_l_text(L, 2, "execution id", &err);
+    pgs_conn_t *tx = pgs_l_optconn(L, 3);
+    if (!id)
+        return pgs_l_push_error(L, &err);
+    PGresult *res;
+    if (pgs_exec_checkpoints_load(xs, tx, id, &res, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    pgs_l_push_first_row(L, res);
+    return 1;
+}
+
+static int l_exec_checkpoints_list(lua_State *L)
+{
+    pgs_exec_checkpoints_t *xs = check(L);
+    pgs_conn_t *tx = pgs_l_optconn(L, 2);
+    pgs_error_t err;
+    PGresult *res;
+    if (pgs_exec_checkpoints_list(xs, tx, &res, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    int n = PQntuples(res);
+    pgs_l_push_rows(L, res); /* frees res, even if converting raises */
+    lua_createtable(L, n, 0);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -2, i);
+        lua_getfield(L, -1, "exec_id");
+        lua_rawseti(L, -3, i);
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+static int l_exec_checkpoints_delete(lua_State *L)
+{
+    pgs_exec_checkpoints_t *xs = check(L);
+    pgs_error_t err;
+    const char *id = pgs_l_text(L, 2, "execution id", &err);
+    pgs_conn_t *tx = pgs_l_optconn(L, 3);
+    if (!id)
+        return pgs_l_push_error(L, &err);
+    int64_t n = 0;
+    pgs_status_t st = pgs_exec_checkpoints_delete(xs, tx, id, &n, &err);
+    return pgs_l_push_count(L, st, n, &err);
+}
+
+void pgs_l_exec_checkpoints_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"migrate", l_exec_checkpoints_migrate},
+        {"save", l_exec_checkpoints_save},
+        {"load", l_exec_checkpoints_load},
+        {"list", l_exec_checkpoints_list},
+        {"delete", l_exec_checkpoints_delete},
+        {"close", l_exec_checkpoints_close},
+        {NULL, NULL}};
+    pgs_l_store_register(L, PGS_EXEC_CHECKPOINTS_MT, methods, l_exec_checkpoints_close);
+    lua_pushcfunction(L, l_exec_checkpoints_new);
+    lua_setfield(L, -2, "exec_checkpoints");
+}

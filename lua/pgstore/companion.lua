@@ -1,0 +1,300 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.companion — what the companion stores (snapshots, checkpoints,
+-- exec_checkpoints, sessions, kv) share on the Lua side: option checking,
+-- the store object's lifetime (close, owns_db, a closed db), the caller's
+-- transaction, and JSON.
+--
+-- JSON goes through lua-cjson, except that lua-cjson 2.1.0 writes numbers
+-- with at most 14 significant digits (2^53 would come back as
+-- 9.007199254741e+15). A value holding a number that 14 digits cannot
+-- carry is written by the exact encoder below instead; the result is
+-- stored as JSONB, so the two encoders' spelling differences vanish.
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local cjson = require("cjson").new()
+
+local type, pairs, error, pcall, tostring, tonumber, getmetatable, setmetatable =
+      type, pairs, error, pcall, tostring, tonumber, getmetatable, setmetatable
+local format, gsub, byte, concat = string.format, string.gsub, string.byte, table.concat
+local huge = math.huge
+local null = core.null
+
+local _M = {}
+
+-- ---- misuse -----------------------------------------------------------------
+
+-- Raises "bad argument #n to 'fname' (msg)" at the caller of the API
+-- function that called this helper.
+local function argerr(n, fname, msg, level)
+  error(format("bad argument #%d to '%s' (%s)", n, fname, msg), level or 4)
+end
+
+-- For API functions: raises "bad argument #n to 'fname' (msg)" at their caller.
+function _M.bad(n, fname, msg)
+  argerr(n, fname, msg, 3)
+end
+
+-- arg(value, n, fname, "string|nil"): the value's type or a raise.
+function _M.arg(value, n, fname, expected)
+  local t = type(value)
+  for want in expected:gmatch("[^|]+") do
+    if t == want then return value end
+  end
+  argerr(n, fname, format("%s expected, got %s", (expected:gsub("|", " or ")), t))
+end
+
+local function type_ok(v, want)
+  local t = type(v)
+  for w in want:gmatch("[^|]+") do
+    if t == w then return true end
+  end
+  return false
+end
+
+-- Checks an options table against { name = "type|type" }; returns it (or
+-- an empty table for nil). Unknown options and wrong types raise.
+function _M.options(opts, spec, n, fname)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then argerr(n, fname, "table expected, got " .. type(opts)) end
+  for k, v in pairs(opts) do
+    local want = spec[k]
+    if not want then argerr(n, fname, "unknown option '" .. tostring(k) .. "'") end
+    if not type_ok(v, want) then
+      argerr(n, fname, format("option '%s' must be %s, got %s", k, (want:gsub("|", " or ")), type(v)))
+    end
+  end
+  return opts
+end
+
+-- A non-negative number option (seconds, bytes); `positive` refuses 0 too.
+function _M.nonneg(opts, k, n, fname, positive)
+  local v = opts[k]
+  if v ~= nil and (v ~= v or v < 0 or (positive and v == 0)) then
+    argerr(n, fname, format("option '%s' must be %s", k, positive and "positive" or "zero or positive"))
+  end
+  return v
+end
+
+-- max_value_size: a whole number of bytes, 1 .. 1 GiB (PostgreSQL's own
+-- limit for one value).
+function _M.size(opts, k, n, fname)
+  local v = opts[k]
+  if v ~= nil and (v ~= v or v < 1 or v % 1 ~= 0 or v > 1073741824) then
+    argerr(n, fname, format("option '%s' must be a whole number of bytes from 1 to 1 GiB", k))
+  end
+  return v
+end
+
+-- ---- the store object ---------------------------------------------------------
+
+-- Wraps a core store userdata. The object keeps `db`, so the pool outlives
+-- the store; `owns_db` (set by pgstore.open_<kind>) makes close() close it.
+function _M.store(mt, db, ud, fields)
+  local self = fields or {}
+  self.db, self.core, self.owns_db = db, ud, false
+  return setmetatable(self, mt)
+end
+
+-- Checks `self` before a method runs: the right kind, not closed, and its
+-- db not closed.
+function _M.check(self, mt, fname)
+  if getmetatable(self) ~= mt then
+    argerr(1, fname, format("%s expected; use store:%s()", mt.__name, fname))
+  end
+  if not self.core or self.db:is_closed() then
+    error("attempt to use a closed connection", 3)
+  end
+end
+
+function _M.close(self, mt)
+  if getmetatable(self) ~= mt then argerr(1, "close", mt.__name .. " expected; use store:close()") end
+  local ud = self.core
+  self.core = nil
+  if ud then ud:close() end
+  if self.owns_db and not self.db:is_closed() then self.db:close() end
+end
+
+function _M.tostring(self)
+  local name = getmetatable(self).__name
+  return self.core and name or name .. " (closed)"
+end
+
+-- ---- per-call options and the caller's transaction ------------------------------
+
+local function tx_conn(tx, n, fname)
+  local m = type(tx) == "table" and getmetatable(tx)
+  if not m or m.__name ~= "pgstore.tx" then
+    argerr(n, fname, "option 'tx' must be the transaction given by db:transaction, got " .. type(tx), 5)
+  end
+  if not tx.active then error("attempt to use a finished transaction", 4) end
+  return tx.conn
+end
+
+-- Checks a method's trailing options table (spec as for options(), `tx`
+-- always allowed). Returns the options (never nil), the transaction's
+-- connection (or nil) and the tx object.
+local TX = { tx = "table" }
+function _M.call_opts(opts, spec, n, fname)
+  if opts == nil then return TX, nil, nil end
+  if type(opts) ~= "table" then argerr(n, fname, "table expected, got " .. type(opts)) end
+  spec = spec or TX
+  for k, v in pairs(opts) do
+    local want = k == "tx" and "table" or spec[k]
+    if not want then argerr(n, fname, "unknown option '" .. tostring(k) .. "'") end
+    if not type_ok(v, want) then
+      argerr(n, fname, format("option '%s' must be %s, got %s", k, (want:gsub("|", " or ")), type(v)))
+    end
+  end
+  if opts.tx == nil then return opts, nil, nil end
+  return opts, tx_conn(opts.tx, n, fname), opts.tx
+end
+
+-- After a call inside a caller's transaction: a serialization failure or
+-- deadlock marks it for db:transaction to re-run (as tx:query does).
+function _M.note(tx, res, err, ...)
+  if tx and res == nil and type(err) == "table"
+     and (err.sqlstate == "40001" or err.sqlstate == "40P01") then
+    tx.retryable = err
+  end
+  return res, err, ...
+end
+
+-- ---- values -------------------------------------------------------------------------
+
+-- nil, err for a version/cursor that is not an integer in 0 .. 2^53.
+function _M.count(v, what)
+  if v ~= v or v < 0 or v % 1 ~= 0 or v > 9007199254740992 then
+    return nil, errors.new("invalid", format("%s must be an integer from 0 to 2^53, got %s", what, tostring(v)))
+  end
+  return v
+end
+
+-- ---- JSON ----------------------------------------------------------------------------
+
+-- True when cjson's "%.14g" gives n back exactly.
+local function num_safe(n)
+  if n % 1 == 0 and n > -1e14 and n < 1e14 then return true end
+  if n ~= n or n == huge or n == -huge then return true end -- cjson refuses these itself
+  return tonumber(format("%.14g", n)) == n
+end
+
+local function all_safe(v, depth)
+  if depth > 1000 then return true end -- cjson reports the nesting
+  for k, x in pairs(v) do
+    if type(k) == "number" and not num_safe(k) then return false end
+    local t = type(x)
+    if t == "number" then
+      if not num_safe(x) then return false end
+    elseif t == "table" and not all_safe(x, depth + 1) then
+      return false
+    end
+  end
+  return true
+end
+
+local ESCAPES = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+                  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
+local function escape(c) return ESCAPES[c] or format("\\u%04x", byte(c)) end
+local function exact_string(s) return '"' .. gsub(s, '[%c"\\]', escape) .. '"' end
+
+local function exact_number(n)
+  if n ~= n or n == huge or n == -huge then error("Cannot serialise number: must not be NaN or Inf", 0) end
+  if n % 1 == 0 and n > -2^63 and n < 2^63 then return format("%d", n) end
+  for p = 15, 16 do
+    local s = format("%." .. p .. "g", n)
+    if tonumber(s) == n then return s end
+  end
+  return format("%.17g", n)
+end
+
+-- The same choices as cjson's defaults: an empty table is an object,
+-- keys 1..n (holes allowed unless excessively sparse) make an array.
+local function exact(v, buf, depth)
+  local t = type(v)
+  if t == "string" then
+    buf[#buf + 1] = exact_string(v)
+  elseif t == "number" then
+    buf[#buf + 1] = exact_number(v)
+  elseif t == "boolean" then
+    buf[#buf + 1] = v and "true" or "false"
+  elseif v == null then
+    buf[#buf + 1] = "null"
+  elseif t == "table" then
+    if depth > 1000 then error("Cannot serialise, excessive nesting (1001)", 0) end
+    local max, n, array = 0, 0, true
+    for k in pairs(v) do
+      if type(k) == "number" and k > 0 and k % 1 == 0 then
+        if k > max then max = k end
+        n = n + 1
+      else
+        array = false
+        break
+      end
+    end
+    if array and n > 0 then
+      if max > n * 2 and max > 10 then error("Cannot serialise table: excessively sparse array", 0) end
+      buf[#buf + 1] = "["
+      for i = 1, max do
+        if i > 1 then buf[#buf + 1] = "," end
+        local x = v[i]
+        exact(x == nil and null or x, buf, depth + 1)
+      end
+      buf[#buf + 1] = "]"
+    else
+      buf[#buf + 1] = "{"
+      local first = true
+      for k, x in pairs(v) do
+        local tk = type(k)
+        if tk == "number" then
+          k = exact_number(k)
+        elseif tk ~= "string" then
+          error("Cannot serialise table: table key must be a number or string", 0)
+        end
+        if not first then buf[#buf + 1] = "," end
+        first = false
+        buf[#buf + 1] = exact_string(k)
+        buf[#buf + 1] = ":"
+        exact(x, buf, depth + 1)
+      end
+      buf[#buf + 1] = "}"
+    end
+  else
+    error("Cannot serialise " .. t .. ": type not supported", 0)
+  end
+end
+
+local function exact_encode(v)
+  local buf = {}
+  exact(v, buf, 1)
+  return concat(buf)
+end
+
+-- value → JSON text | nil, err (code "invalid") for what JSON cannot hold.
+function _M.encode(value, what)
+  local ok, res
+  if type(value) == "table" and not all_safe(value, 1) then
+    ok, res = pcall(exact_encode, value)
+  elseif type(value) == "number" and not num_safe(value) then
+    ok, res = pcall(exact_encode, value)
+  else
+    ok, res = pcall(cjson.encode, value)
+  end
+  if not ok then
+    return nil, errors.new("invalid", format("%s cannot be encoded as JSON: %s", what, tostring(res)))
+  end
+  return res
+end
+
+-- The exact encoder on its own (for tests and for callers who want it).
+_M.encode_exact = exact_encode
+
+-- JSON text → value | nil, err (code "invalid").
+function _M.decode(text, what)
+  local ok, res = pcall(cjson.decode, text)
+  if not ok then
+    return nil, errors.new("invalid", format("stored %s cannot be decoded: %s", what, tostring(res)))
+  end
+  return res
+end
+
+return _M

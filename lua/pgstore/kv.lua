@@ -1,0 +1,163 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.kv — a key-value store with TTL: any Lua string as value
+-- (BYTEA, NUL-safe) under a string key, optionally expiring. Expired
+-- values are invisible to get() at once and removed by cleanup(), which a
+-- background cleaner runs every cleanup_interval seconds. SQL, the
+-- schema and the cleaner in core/kv.c.
+--
+-- The cleaner is a C thread per store, sleeping on a condition variable:
+-- each run opens its own connection with the db's settings (never a slot
+-- of the db's pool), deletes the expired rows, and closes it. kv:close()
+-- wakes and joins it at once (a cleanup in flight is cancelled);
+-- cleanup_interval = 0 means no thread at all. A process forked after the
+-- store opened has no cleaner (closing its copy is safe): in nginx, open
+-- kv stores in init_worker_by_lua, not in the master's init_by_lua.
+--
+-- Schema init runs in one transaction under pg_advisory_xact_lock with a
+-- lock_timeout, creating the table and its expires_at index only when
+-- missing, so many processes may initialise one table at once. It is a
+-- sequence of C steps driven from here so that phase_hook(tag) runs in
+-- Lua right before each step, in the real order: begin_tx,
+-- set_lock_timeout, acquire_lock, lock_acquired, check_table,
+-- [create_table], check_index, [create_index], commit, done (the bracketed
+-- ones only when something is missing). A failing step returns nil, err
+-- with err.phase naming it (and the transaction rolled back); a hook that
+-- raises aborts the init, rolls back, and the error propagates.
+--
+--   local kv = db:kv{ table = "celeris_sessions", cleanup_interval = 300 }
+--   kv:set("session:42", blob, 3600)
+--   local blob = kv:get("session:42")      -- nil when absent or expired
+local core = require "pgstore.core"
+local C = require "pgstore.companion"
+local errors = require "pgstore.errors"
+
+local pcall, error = pcall, error
+
+local _M = { _VERSION = core._VERSION }
+local mt = { __index = _M, __name = "pgstore.kv" }
+mt.__tostring = C.tostring
+
+local OPTIONS = {
+  table = "string", cleanup_interval = "number", skip_schema_init = "boolean",
+  phase_hook = "function", lock_timeout = "number", max_value_size = "number",
+}
+local DEFAULT_CLEANUP_INTERVAL = 300
+
+-- Runs schema init step by step, calling hook(tag) before each step.
+-- → true | nil, err (err.phase = the failing step). Raises what the hook raises.
+local function init_schema(ud, hook)
+  local it, err = ud:schema_init()
+  if not it then return nil, err end
+  while true do
+    local phase = it:phase()
+    if not phase then break end
+    if hook then
+      local ok, herr = pcall(hook, phase)
+      if not ok then
+        it:close() -- rolls back, gives the connection back
+        error(herr, 0)
+      end
+    end
+    local ok, serr = it:step()
+    if not ok then
+      it:close()
+      serr.phase = phase
+      return nil, serr
+    end
+  end
+  it:close()
+  return true
+end
+
+-- db:kv(opts) → kv | nil, err
+-- opts: table ("pgstore_kv"), cleanup_interval (seconds, 300; 0 = no
+-- cleaner), skip_schema_init (false), phase_hook (function(tag)),
+-- lock_timeout (seconds schema init waits for locks, 10),
+-- max_value_size (bytes per value, 1 MiB)
+function _M.new(db, opts)
+  opts = C.options(opts, OPTIONS, 1, "kv")
+  C.nonneg(opts, "cleanup_interval", 1, "kv")
+  C.nonneg(opts, "lock_timeout", 1, "kv", true)
+  C.size(opts, "max_value_size", 1, "kv")
+  local interval = opts.cleanup_interval
+  if interval == nil then interval = DEFAULT_CLEANUP_INTERVAL end
+  local ud, err = core.kv(db.pool, {
+    table = opts.table, cleanup_interval = interval, lock_timeout = opts.lock_timeout,
+    max_value_size = opts.max_value_size, skip_schema_init = true,
+  })
+  if not ud then return nil, err end
+  if not opts.skip_schema_init then
+    local ok, res, ierr = pcall(init_schema, ud, opts.phase_hook)
+    if not ok or not res then ud:close() end
+    if not ok then error(res, 0) end
+    if not res then return nil, ierr end
+  end
+  return C.store(mt, db, ud, { phase_hook = opts.phase_hook })
+end
+
+-- kv:migrate() → true | nil, err: schema init now, with the phase hook.
+function _M:migrate()
+  C.check(self, mt, "migrate")
+  return init_schema(self.core, self.phase_hook)
+end
+
+-- kv:set(key, value [, ttl [, { tx = tx }]]) → true | nil, err
+-- ttl in seconds (fractions allowed); nil or ≤ 0: never expires.
+function _M:set(key, value, ttl, opts)
+  C.check(self, mt, "set")
+  C.arg(key, 1, "set", "string")
+  C.arg(value, 2, "set", "string")
+  C.arg(ttl, 3, "set", "number|nil")
+  local _, conn, tx = C.call_opts(opts, nil, 4, "set")
+  if ttl ~= ttl then return nil, errors.new("invalid", "ttl must be a number of seconds, got nan") end
+  return C.note(tx, self.core:set(key, value, ttl, conn))
+end
+
+-- kv:get(key [, { tx = tx }]) → value | nil (absent or expired) | nil, err
+function _M:get(key, opts)
+  C.check(self, mt, "get")
+  C.arg(key, 1, "get", "string")
+  local _, conn, tx = C.call_opts(opts, nil, 2, "get")
+  return C.note(tx, self.core:get(key, conn))
+end
+
+-- kv:delete(key [, { tx = tx }]) → true | nil, err (absent: true)
+function _M:delete(key, opts)
+  C.check(self, mt, "delete")
+  C.arg(key, 1, "delete", "string")
+  local _, conn, tx = C.call_opts(opts, nil, 2, "delete")
+  local n, err = C.note(tx, self.core:delete(key, conn))
+  if not n then return nil, err end
+  return true
+end
+
+-- kv:delete_prefix(prefix [, { tx = tx }]) → number removed | nil, err
+-- The prefix is matched literally (%, _ and \ are not wildcards); ""
+-- empties the table.
+function _M:delete_prefix(prefix, opts)
+  C.check(self, mt, "delete_prefix")
+  C.arg(prefix, 1, "delete_prefix", "string")
+  local _, conn, tx = C.call_opts(opts, nil, 2, "delete_prefix")
+  return C.note(tx, self.core:delete_prefix(prefix, conn))
+end
+
+-- kv:cleanup([{ tx = tx }]) → number of expired rows removed | nil, err
+function _M:cleanup(opts)
+  C.check(self, mt, "cleanup")
+  local _, conn, tx = C.call_opts(opts, nil, 1, "cleanup")
+  return C.note(tx, self.core:cleanup(conn))
+end
+
+-- kv:cleaner_stats() → { interval, running, runs, removed, failures, last_error? }
+function _M:cleaner_stats()
+  C.check(self, mt, "cleaner_stats")
+  return self.core:cleaner_stats()
+end
+
+-- kv:close(): stops the cleaner, then closes the db too when the store
+-- owns it (pgstore.open_kv). Closing twice is harmless.
+function _M:close()
+  C.close(self, mt)
+end
+
+return _M

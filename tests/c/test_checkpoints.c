@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT
+ * test_checkpoints.c — consumer checkpoints through the C API: upsert,
+ * the guarded forms and their conflicts, a save inside a transaction, and
+ * 8 threads racing a guarded save on their own connections.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static pgs_pool_t *pool;
+static char table[64];
+
+static pgs_checkpoints_t *open_store(void)
+{
+    pgs_checkpoints_opts_t o = {.table = table};
+    pgs_checkpoints_t *cp = NULL;
+    pgs_error_t err;
+    CHECK_OK(pgs_checkpoints_open(pool, &o, &cp, &err), err);
+    return cp;
+}
+
+static void test_upsert(void)
+{
+    pgs_checkpoints_t *cp = open_store();
+    pgs_error_t err;
+    int64_t pos = -1;
+    CHECK(pgs_checkpoints_load(cp, NULL, "u", &pos, &err) == PGS_ENOTFOUND);
+    CHECK_OK(pgs_checkpoints_save(cp, NULL, "u", 10, PGS_CHECKPOINT_ANY, 0, &err), err);
+    CHECK_OK(pgs_checkpoints_save(cp, NULL, "u", 11, PGS_CHECKPOINT_ANY, 0, &err), err);
+    CHECK_OK(pgs_checkpoints_load(cp, NULL, "u", &pos, &err), err);
+    CHECK(pos == 11);
+    CHECK(pgs_checkpoints_save(cp, NULL, "u", -1, PGS_CHECKPOINT_ANY, 0, &err) == PGS_EINVALID);
+    PGresult *r;
+    CHECK_OK(pgs_checkpoints_list(cp, NULL, &r, &err), err);
+    CHECK(PQntuples(r) >= 1 && PQnfields(r) == 3);
+    CHECK_STR(PQfname(r, 1), "cursor");
+    PQclear(r);
+    int64_t removed = 0;
+    CHECK_OK(pgs_checkpoints_delete(cp, NULL, "u", &removed, &err), err);
+    CHECK(removed == 1);
+    pgs_checkpoints_close(cp);
+}
+
+static void test_guarded(void)
+{
+    pgs_checkpoints_t *cp = open_store();
+    pgs_error_t err;
+    CHECK_OK(pgs_checkpoints_save(cp, NULL, "g", 1, PGS_CHECKPOINT_NONE, 0, &err), err);
+    CHECK(pgs_checkpoints_save(cp, NULL, "g", 2, PGS_CHECKPOINT_NONE, 0, &err) == PGS_ECONFLICT);
+    CHECK_OK(pgs_checkpoints_save(cp, NULL, "g", 5, PGS_CHECKPOINT_EXACT, 1, &err), err);
+    CHECK(pgs_checkpoints_save(cp, NULL, "g", 6, PGS_CHECKPOINT_EXACT, 1, &err) == PGS_ECONFLICT);
+    CHECK(err.has_versions && err.expected == 1 && err.actual == 5);
+    CHECK(pgs_checkpoints_save(cp, NULL, "nobody", 6, PGS_CHECKPOINT_EXACT, 1, &err) ==
+          PGS_ECONFLICT);
+    CHECK(!err.has_versions);
+    pgs_checkpoints_close(cp);
+}
+
+static void test_in_transaction(void)
+{
+    pgs_checkpoints_t *cp = open_store();
+    pgs_error_t err;
+    pgs_conn_t *c;
+    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK_OK(pgs_checkpoints_save(cp, c, "t", 7, PGS_CHECKPOINT_ANY, 0, &err), err);
+    CHECK_OK(pgs_tx_rollback(c, &err), err);
+    int64_t pos;
+    CHECK(pgs_checkpoints_load(cp, NULL, "t", &pos, &err) == PGS_ENOTFOUND);
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK_OK(pgs_checkpoints_save(cp, c, "t", 8, PGS_CHECKPOINT_ANY, 0, &err), err);
+    CHECK_OK(pgs_tx_commit(c, &err), err);
+    pgs_pool_release(pool, c);
+    CHECK_OK(pgs_checkpoints_load(cp, NULL, "t", &pos, &err), err);
+    CHECK(pos == 8);
+    pgs_checkpoints_close(cp);
+}
+
+typedef struct {
+    pgs_checkpoints_t *cp;
+    int id;
+    pgs_status_t st;
+} racer_t;
+
+static pthread_barrier_t start;
+
+static void *racer(void *arg)
+{
+    racer_t *r = arg;
+    pgs_error_t err;
+    pthread_barrier_wait(&start);
+    r->st = pgs_checkpoints_save(r->cp, NULL, "race", 100 + r->id, PGS_CHECKPOINT_EXACT, 0, &err);
+    return NULL;
+}
+
+static void test_threads_race(void)
+{
+    pgs_checkpoints_t *cp = open_store();
+    pgs_error_t err;
+    CHECK_OK(pgs_checkpoints_save(cp, NULL, "race", 0, PGS_CHECKPOINT_ANY, 0, &err), err);
+    enum { N = 8 };
+    pthread_t t[N];
+    racer_t r[N];
+    pthread_barrier_init(&start, NULL, N);
+    for (int i = 0; i < N; i++) {
+        r[i] = (racer_t){cp, i, PGS_ESQL};
+        pthread_create(&t[i], NULL, racer, &r[i]);
+    }
+    int ok = 0, conflicts = 0, winner = -1;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        if (r[i].st == PGS_OK) {
+            ok++;
+            winner = i;
+        }
+        conflicts += r[i].st == PGS_ECONFLICT;
+    }
+    pthread_barrier_destroy(&start);
+    CHECK(ok == 1 && conflicts == N - 1);
+    int64_t pos;
+    CHECK_OK(pgs_checkpoints_load(cp, NULL, "race", &pos, &err), err);
+    CHECK(pos == 100 + winner);
+    pgs_checkpoints_close(cp);
+}
+
+int main(void)
+{
+    static const pgs_test_t tests[] = {{"upsert, list, delete", test_upsert},
+                                       {"guarded saves", test_guarded},
+                                       {"inside a transaction", test_in_transaction},
+                                       {"8 threads race a guarded save", test_threads_race},
+                                       {NULL, NULL}};
+    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 8};
+    pgs_error_t err;
+    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
+        fprintf(stderr, "pool: %s\n", err.message);
+        return 1;
+    }
+    snprintf(table, sizeof table, "c_checkpoints_%d", (int)getpid());
+    int rc = pgs_test_run(tests);
+    pgs_conn_t *c;
+    if (pgs_pool_acquire(pool, -1, &c, &err) == PGS_OK) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "drop table if exists %s;"
+                 " delete from pgstore_migrations where target = 'checkpoints:%s'",
+                 table, table);
+        pgs_exec_command(c, sql, &err);
+        pgs_pool_release(pool, c);
+    }
+    pgs_pool_close(pool);
+    return rc;
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT
+ * test_sessions.c — the session store through the C API: the optimistic
+ * save and its conflict report, the row shape, and 16 threads on their
+ * own connections saving one version: exactly one wins.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static pgs_pool_t *pool;
+static char table[64];
+
+static pgs_sessions_t *open_store(void)
+{
+    pgs_sessions_opts_t o = {.table = table};
+    pgs_sessions_t *s = NULL;
+    pgs_error_t err;
+    CHECK_OK(pgs_sessions_open(pool, &o, &s, &err), err);
+    return s;
+}
+
+static void test_optimistic_save(void)
+{
+    pgs_sessions_t *s = open_store();
+    pgs_error_t err;
+    PGresult *r;
+    CHECK(pgs_sessions_load(s, NULL, "a", &r, &err) == PGS_ENOTFOUND);
+    CHECK_OK(pgs_sessions_save(s, NULL, "a", 1, "{\"n\": 1}", NULL, &err), err);
+    CHECK_OK(pgs_sessions_save(s, NULL, "a", 2, "{\"n\": 2}", "[1]", &err), err);
+    CHECK(pgs_sessions_save(s, NULL, "a", 2, "{\"n\": 0}", NULL, &err) == PGS_ECONFLICT);
+    CHECK(err.has_versions && err.expected == 2 && err.actual == 2);
+    CHECK(pgs_sessions_save(s, NULL, "a", 1, "{\"n\": 0}", NULL, &err) == PGS_ECONFLICT);
+    CHECK(err.expected == 1 && err.actual == 2);
+    CHECK_OK(pgs_sessions_load(s, NULL, "a", &r, &err), err);
+    CHECK(PQnfields(r) == 4);
+    CHECK_STR(PQgetvalue(r, 0, 0), "2");
+    CHECK_STR(PQgetvalue(r, 0, 1), "{\"n\": 2}");
+    CHECK_STR(PQgetvalue(r, 0, 2), "[1]");
+    PQclear(r);
+    CHECK(pgs_sessions_save(s, NULL, "a", 3, "{}", "{\"not\": \"an array\"}", &err) == PGS_EINVALID);
+    CHECK_STR(err.sqlstate, "23514");
+    CHECK(pgs_sessions_save(s, NULL, "a", -3, "{}", NULL, &err) == PGS_EINVALID);
+    int64_t removed = 0;
+    CHECK_OK(pgs_sessions_delete(s, NULL, "a", &removed, &err), err);
+    CHECK(removed == 1);
+    CHECK_OK(pgs_sessions_delete(s, NULL, "a", &removed, &err), err);
+    CHECK(removed == 0);
+    pgs_sessions_close(s);
+}
+
+enum { RACERS = 16 };
+static pthread_barrier_t start;
+
+typedef struct {
+    pgs_sessions_t *s;
+    int id;
+    pgs_status_t st;
+} racer_t;
+
+static void *racer(void *arg)
+{
+    racer_t *r = arg;
+    char state[32];
+    snprintf(state, sizeof state, "{\"winner\": %d}", r->id);
+    pgs_error_t err;
+    pthread_barrier_wait(&start);
+    r->st = pgs_sessions_save(r->s, NULL, "race", 7, state, NULL, &err);
+    return NULL;
+}
+
+static void test_sixteen_threads(void)
+{
+    pgs_sessions_t *s = open_store();
+    pgs_error_t err;
+    CHECK_OK(pgs_sessions_save(s, NULL, "race", 6, "{}", NULL, &err), err);
+    pthread_t t[RACERS];
+    racer_t r[RACERS];
+    pthread_barrier_init(&start, NULL, RACERS);
+    for (int i = 0; i < RACERS; i++) {
+        r[i] = (racer_t){s, i, PGS_ESQL};
+        pthread_create(&t[i], NULL, racer, &r[i]);
+    }
+    int ok = 0, conflicts = 0, winner = -1;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(t[i], NULL);
+        if (r[i].st == PGS_OK) {
+            ok++;
+            winner = i;
+        }
+        conflicts += r[i].st == PGS_ECONFLICT;
+    }
+    pthread_barrier_destroy(&start);
+    CHECK(ok == 1);
+    CHECK(conflicts == RACERS - 1);
+    PGresult *res;
+    CHECK_OK(pgs_sessions_load(s, NULL, "race", &res, &err), err);
+    char want[32];
+    snprintf(want, sizeof want, "{\"winner\": %d}", winner);
+    CHECK_STR(PQgetvalue(res, 0, 1), want);
+    PQclear(res);
+    pgs_sessions_close(s);
+}
+
+int main(void)
+{
+    static const pgs_test_t tests[] = {{"optimistic save", test_optimistic_save},
+                                       {"16 threads save one version", test_sixteen_threads},
+                                       {NULL, NULL}};
+    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = RACERS};
+    pgs_error_t err;
+    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
+        fprintf(stderr, "pool: %s\n", err.message);
+        return 1;
+    }
+    snprintf(table, sizeof table, "c_sessions_%d", (int)getpid());
+    int rc = pgs_test_run(tests);
+    pgs_conn_t *c;
+    if (pgs_pool_acquire(pool, -1, &c, &err) == PGS_OK) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "drop table if exists %s;"
+                 " delete from pgstore_migrations where target = 'sessions:%s'",
+                 table, table);
+        pgs_exec_command(c, sql, &err);
+        pgs_pool_release(pool, c);
+    }
+    pgs_pool_close(pool);
+    return rc;
+}
