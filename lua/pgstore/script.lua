@@ -1,0 +1,87 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.script — loading the Lua files users write (projections,
+-- upcasters, policies): each runs in its own environment where reading an
+-- unknown global is an error (not a silent nil) and assigning one is too,
+-- and every call into script code goes through xpcall with a traceback, so
+-- failures read "file.lua:LINE: message".
+--
+-- The sandbox: scripts see the safe parts of the standard library (string,
+-- table, math, os.time/clock/date, pairs, …), pgstore's `json` (cjson) and
+-- `null`. Not io, os.execute/exit/remove, require, load*, dofile, debug or
+-- the raw connection — unless the host is started with --unsafe-scripts.
+local cjson = require "cjson"
+local core = require "pgstore.core"
+
+local type, setmetatable, setfenv, loadfile, xpcall, tostring = type, setmetatable, setfenv, loadfile, xpcall, tostring
+
+local _M = {}
+
+local SAFE = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring",
+  "type", "unpack", "xpcall", "rawequal", "rawget", "rawlen", "rawset", "setmetatable",
+  "getmetatable",
+}
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- A fresh environment for one script. `extra` adds names (e.g. db in unsafe mode).
+function _M.env(name, extra, unsafe)
+  local env = {}
+  if unsafe then
+    for k, v in pairs(_G) do env[k] = v end
+  else
+    for _, k in ipairs(SAFE) do env[k] = _G[k] end
+    env.string, env.table, env.math = copy(string), copy(table), copy(math)
+    env.os = { time = os.time, clock = os.clock, date = os.date, getenv = os.getenv }
+    env.print = print
+  end
+  env.json, env.null = cjson, core.null
+  for k, v in pairs(extra or {}) do env[k] = v end
+  env._G = env
+  return setmetatable(env, {
+    __index = function(_, k)
+      error(("unknown global '%s' (in %s)"):format(tostring(k), name), 2)
+    end,
+    __newindex = function(_, k)
+      error(("assignment to undeclared global '%s' (use local)"):format(tostring(k)), 2)
+    end,
+  })
+end
+
+-- Formats an error from script code: keeps "file:line: message", turns
+-- error tables into their message, adds the traceback when asked.
+function _M.traceback(e)
+  local msg = type(e) == "table" and tostring(e) or tostring(e)
+  return debug.traceback(msg, 2)
+end
+
+-- Calls fn(...) under xpcall: true, results… | false, "file:line: msg", traceback
+function _M.call(fn, ...)
+  local args, n = { ... }, select("#", ...)
+  local tb
+  local res = { xpcall(function() return fn(unpack(args, 1, n)) end, function(e)
+    tb = debug.traceback(type(e) == "table" and tostring(e) or tostring(e), 2)
+    return type(e) == "table" and tostring(e) or tostring(e)
+  end) }
+  if not res[1] then return false, res[2], tb end
+  return unpack(res, 1, table.maxn(res))
+end
+
+-- Loads a script file that returns a table: the table | nil, message.
+function _M.load(path, extra, unsafe)
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, err end
+  setfenv(chunk, _M.env(path, extra, unsafe))
+  local ok, res = _M.call(chunk)
+  if not ok then return nil, res end
+  if type(res) ~= "table" then
+    return nil, ("%s: the script must return a table, got %s"):format(path, type(res))
+  end
+  return res
+end
+
+return _M
