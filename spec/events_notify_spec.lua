@@ -7,7 +7,7 @@ local T = require "testenv"
 -- Runs psql LISTENing on channel for `seconds`; returns the payloads it got.
 local function listen(channel, seconds)
   local file = os.tmpname()
-  os.execute(("psql %q -X -q -c 'LISTEN %s' -c 'select pg_sleep(%s)' >%s 2>&1 &")
+  os.execute(("unset LD_PRELOAD; psql %q -X -q -c 'LISTEN %s' -c 'select pg_sleep(%s)' >%s 2>&1 &")
     :format(T.dsn(), channel, seconds, file))
   return function()
     local f = io.open(file)

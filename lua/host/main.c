@@ -15,6 +15,8 @@
 
 #include "pgstore_version.h"
 
+int luaopen_pgstore_sys(lua_State *L); /* sys.c */
+
 static int file_exists(const char *path)
 {
     return access(path, R_OK) == 0;
@@ -68,6 +70,11 @@ int main(int argc, char **argv)
     }
     luaL_openlibs(L);
     set_paths(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_pgstore_sys);
+    lua_setfield(L, -2, "pgstore.sys");
+    lua_pop(L, 2);
 
     lua_pushcfunction(L, traceback);
     lua_getglobal(L, "require");

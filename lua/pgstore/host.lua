@@ -8,7 +8,7 @@ local pgstore = require "pgstore"
 local _M = {}
 
 -- Keep in the order `--help` lists them.
-local COMMANDS = { "run", "dev" }
+local COMMANDS = { "run", "project", "dev" }
 
 local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
 
@@ -38,6 +38,15 @@ function _M.error_handler(e)
 end
 
 _M.dsn = nil -- set from --dsn
+_M.unsafe_scripts = false -- --unsafe-scripts: projection scripts get the full environment
+
+-- This worker's name for leases: host name and process id.
+function _M.owner()
+  local f = io.open("/proc/sys/kernel/hostname")
+  local name = f and f:read("*l") or "host"
+  if f then f:close() end
+  return ("%s:%d"):format(name, require("pgstore.sys").getpid())
+end
 
 -- A db for the chosen DSN; starts the embedded cluster when none is given.
 function _M.connect(opts)
@@ -66,6 +75,8 @@ local function help()
 options:
   --dsn DSN     libpq connection string or URI (else $PGSTORE_DSN, else the
                 embedded default cluster, see `pgstore dev`)
+  --unsafe-scripts  give projection scripts the full Lua environment
+                (io, os.execute, require …); by default they are sandboxed
   --help        this text; `pgstore COMMAND --help` for one command
   --version     print the version]])
 end
@@ -87,6 +98,8 @@ function _M.main(argv)
       i = i + 1
     elseif a:match("^%-%-dsn=") then
       _M.dsn = a:sub(7)
+    elseif a == "--unsafe-scripts" then
+      _M.unsafe_scripts = true
     else
       break
     end

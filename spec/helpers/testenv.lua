@@ -52,7 +52,10 @@ end
 
 -- Runs a shell command; returns its output and whether it exited 0.
 function T.sh(cmd)
-  local f = io.popen(cmd .. " 2>&1; echo \"__rc=$?\"")
+  -- Commands run without the sanitizer preload the suite itself may run
+  -- under: servers, psql and pg_ctl are not ours to instrument, and the
+  -- host binary of a sanitizer build links the runtime itself.
+  local f = io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1; echo \"__rc=$?\"")
   local out = f:read("*a")
   f:close()
   local rc = tonumber(out:match("__rc=(%d+)%s*$"))

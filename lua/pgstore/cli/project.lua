@@ -1,0 +1,74 @@
+-- SPDX-License-Identifier: MIT
+-- `pgstore project FILE.lua… [--once] [--rebuild] [--from start|end]` — runs
+-- projections: setup, catch up from the checkpoint, then follow live. One
+-- transaction per batch holds the read-model writes and the checkpoint.
+-- SIGINT/SIGTERM finish the batch in flight, commit and exit 0. Progress
+-- goes to stderr when it is a terminal.
+local projection = require "pgstore.projection"
+local sys = require "pgstore.sys"
+
+local _M = {
+  usage = "pgstore project FILE.lua... [--once] [--rebuild] [--from start|end] [--table EVENTS]",
+  summary = "run projections: catch up, then follow live",
+}
+
+function _M.main(host, args)
+  local files, opts = {}, { from = "start" }
+  local i = 1
+  while args[i] do
+    local a = args[i]
+    if a == "--once" then opts.once = true
+    elseif a == "--rebuild" then opts.rebuild = true
+    elseif a == "--from" then
+      opts.from = args[i + 1]
+      if opts.from ~= "start" and opts.from ~= "end" then
+        return host.usage_error("project: --from takes start or end", _M.usage)
+      end
+      i = i + 1
+    elseif a == "--table" then
+      opts.table = args[i + 1]
+      i = i + 1
+    elseif a == "--lease" or a == "--renew" then
+      opts[a:sub(3)] = tonumber(args[i + 1])
+      i = i + 1
+    elseif a:sub(1, 2) == "--" then
+      return host.usage_error("project: unknown option " .. a, _M.usage)
+    else
+      files[#files + 1] = a
+    end
+    i = i + 1
+  end
+  if #files == 0 then return host.usage_error("project: no projection file given", _M.usage) end
+  local defs = {}
+  for _, f in ipairs(files) do
+    local def, err = projection.load(f, host.unsafe_scripts)
+    if not def then return host.fail(err) end
+    defs[#defs + 1] = def
+  end
+  local db, err = host.connect{ pool_size = 2 }
+  if not db then return host.fail(err) end
+  local es
+  es, err = db:events{ table = opts.table }
+  if not es then return host.fail(err) end
+  sys.trap_signals()
+  local runner
+  runner, err = projection.runner(db, defs, {
+    events = es, rebuild = opts.rebuild, from = opts.from, once = opts.once,
+    lease = opts.lease, renew = opts.renew, owner = host.owner(),
+    progress = sys.isatty(2), say = host.say,
+  })
+  if not runner then
+    db:close()
+    return host.fail(err)
+  end
+  local res
+  res, err = runner:run(sys.interrupted)
+  runner:close()
+  db:close()
+  if not res then return host.fail(err) end
+  host.say(("projected %d events in %.2fs (%.0f events/s)"):format(res.events, res.seconds,
+    res.events / math.max(res.seconds, 1e-6)))
+  return 0
+end
+
+return _M

@@ -1,0 +1,347 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.projection — runs projection scripts: catch up from the
+-- checkpoint, then follow live. Each batch's read-model writes and its
+-- checkpoint commit in ONE transaction, so a crash between batches neither
+-- loses nor repeats an effect (exactly once into PostgreSQL).
+--
+-- A projection script returns:
+--   { name = "order_totals", types = { … }?, setup = sql | fn(tx),
+--     teardown = sql | fn(tx)?, handlers = { Type = fn(event, tx) }, batch = 500,
+--     on_error = "stop" | "skip" | "park", partitioned = false, partitions = 8 }
+-- Handlers get `tx` with query/exec only. Errors read "file.lua:LINE: msg".
+--
+-- on_error: the batch first runs without savepoints. When a handler fails,
+-- "stop" rolls the batch back and stops; "skip" and "park" roll it back and
+-- run it again with a savepoint per event, skipping the failing event or
+-- parking it (event, error, traceback) in the dead-letter table
+-- pgstore_parked, in the same transaction as the checkpoint.
+--
+-- partitioned = true: streams are spread over `partitions` partitions by
+-- pm:partition_for(stream); each host process works only on the partitions
+-- it leases (db:partitions), each with its own checkpoint, and every batch
+-- commits only if its lease's fencing token is still current.
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local script = require "pgstore.script"
+
+local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
+local now = core.now
+
+local _M = {}
+
+local PARKED = [[create table if not exists pgstore_parked (
+  projection text not null, position bigint not null, stream text not null, type text not null,
+  event jsonb not null, error text not null, traceback text, parked_at timestamptz not null default now(),
+  primary key (projection, position))]]
+
+-- ---- loading -----------------------------------------------------------------
+
+local function fail(path, msg) return nil, ("%s: %s"):format(path, msg) end
+
+-- Loads and checks a projection script: def | nil, message.
+function _M.load(path, unsafe)
+  local def, err = script.load(path, nil, unsafe)
+  if not def then return nil, err end
+  if type(def.name) ~= "string" or not def.name:match("^[%w_%-%.:]+$") then
+    return fail(path, "name must be a string of letters, digits, _ - . :")
+  end
+  if type(def.handlers) ~= "table" or next(def.handlers) == nil then
+    return fail(path, "handlers must be a table of functions keyed by event type")
+  end
+  for k, v in pairs(def.handlers) do
+    if type(k) ~= "string" or type(v) ~= "function" then
+      return fail(path, ("handlers.%s must be a function"):format(tostring(k)))
+    end
+  end
+  if def.types == nil then
+    def.types = {}
+    for k in pairs(def.handlers) do def.types[#def.types + 1] = k end
+    table.sort(def.types)
+  elseif type(def.types) ~= "table" then
+    return fail(path, "types must be an array of event types")
+  end
+  for _, f in ipairs{ "setup", "teardown" } do
+    if def[f] ~= nil and type(def[f]) ~= "string" and type(def[f]) ~= "function" then
+      return fail(path, f .. " must be SQL text or a function(tx)")
+    end
+  end
+  def.batch = def.batch or 500
+  if type(def.batch) ~= "number" or def.batch < 1 or def.batch % 1 ~= 0 then
+    return fail(path, "batch must be a positive integer")
+  end
+  def.on_error = def.on_error or "stop"
+  if def.on_error ~= "stop" and def.on_error ~= "skip" and def.on_error ~= "park" then
+    return fail(path, "on_error must be 'stop', 'skip' or 'park'")
+  end
+  def.partitions = def.partitions or 8
+  def.path = path
+  return def
+end
+
+-- ---- one unit of work: a projection, or one partition of it --------------------
+
+-- What handlers see: the transaction's query and exec, nothing else.
+local function handler_tx(tx)
+  return {
+    query = function(_, ...) return tx:query(...) end,
+    exec = function(_, ...) return tx:exec(...) end,
+  }
+end
+
+local function run_sql_or_fn(tx, what)
+  if type(what) == "string" then return tx:exec(what) end
+  local ok, msg = script.call(what, handler_tx(tx))
+  if not ok then return nil, errors.new("invalid", msg) end
+  return true
+end
+
+local function park(tx, def, e, msg, tb)
+  local cjson = require "cjson"
+  local ok, event = pcall(cjson.encode, {
+    id = e.id, stream = e.stream, version = e.version, position = e.position, type = e.type,
+    schema_version = e.schema_version, data = e.data, metadata = e.metadata, time = e.time,
+  })
+  if not ok then event = cjson.encode({ id = e.id, position = e.position, unencodable = true }) end
+  return tx:exec([[insert into pgstore_parked (projection, position, stream, type, event, error, traceback)
+    values ($1, $2, $3, $4, $5::jsonb, $6, $7) on conflict (projection, position) do update
+    set error = excluded.error, traceback = excluded.traceback, parked_at = now()]],
+    def.name, e.position, e.stream, e.type, event, msg, tb)
+end
+
+-- Applies rows inside tx. careful = savepoint per event (skip/park).
+-- Returns true | nil, err (err.message "file:line: msg (event …)").
+local function apply(unit, tx, rows, careful)
+  local def, htx = unit.def, handler_tx(tx)
+  for _, e in ipairs(rows) do
+    if not unit.wanted or unit.wanted(e) then
+      local fn = def.handlers[e.type]
+      if fn then
+        if careful then
+          local ok, msg, tb
+          local res, err = tx:nested(function()
+            ok, msg, tb = script.call(fn, e, htx)
+            if not ok then return nil, msg end
+            return true
+          end)
+          if not res and ok ~= false then return nil, err end -- the savepoint itself failed
+          if not res then
+            unit.failed = unit.failed + 1
+            if def.on_error == "park" then
+              local pok, perr = park(tx, def, e, msg, tb)
+              if not pok then return nil, perr end
+            end
+            unit.say(("%s: %s %s at position %d: %s"):format(def.name,
+              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg))
+          end
+        else
+          local ok, msg = script.call(fn, e, htx)
+          if not ok then
+            return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
+              :format(msg, e.type, e.position, e.stream), { handler_failed = true })
+          end
+        end
+      end
+    end
+  end
+  return true
+end
+
+-- Processes one batch: read-model writes + checkpoint in one transaction.
+local function process(unit, rows, cursor)
+  local db, def = unit.runner.db, unit.def
+  local function body(careful)
+    return db:transaction(function(tx)
+      local ok, err = apply(unit, tx, rows, careful)
+      if not ok then return nil, err end
+      ok, err = unit.sub:ack(cursor, tx)
+      if not ok then return nil, err end
+      if unit.pm then
+        ok, err = unit.pm:guard(tx, unit.partition, unit.token)
+        if not ok then return nil, err end
+      end
+      return true
+    end)
+  end
+  local ok, err = body(false)
+  if not ok and type(err) == "table" and err.handler_failed and def.on_error ~= "stop" then
+    ok, err = body(true)
+  end
+  if not ok then
+    unit.sub:rewind()
+    return nil, err
+  end
+  unit.processed = unit.processed + #rows
+  return true
+end
+
+-- ---- the runner -------------------------------------------------------------------
+
+local Runner = {}
+Runner.__index = Runner
+
+-- opts: events = es, rebuild, from, once, say = fn(msg), progress = bool,
+--       poll = seconds, owner = string (partitioned workers)
+function _M.runner(db, defs, opts)
+  local self = setmetatable({ db = db, defs = defs, opts = opts, units = {}, say = opts.say or print }, Runner)
+  self.es = opts.events
+  local ok, err = db:exec(PARKED)
+  if not ok then return nil, err end
+  self.cp, err = db:checkpoints()
+  if not self.cp then return nil, err end
+  for _, def in ipairs(defs) do
+    ok, err = self:prepare(def)
+    if not ok then return nil, err end
+  end
+  return self
+end
+
+function Runner:prepare(def)
+  local db = self.db
+  if self.opts.rebuild then
+    if def.teardown then
+      local ok, err = db:transaction(function(tx) return run_sql_or_fn(tx, def.teardown) end)
+      if not ok then return nil, err end
+    end
+    local mine = "projection:" .. def.name
+    for _, c in ipairs(self.cp:list() or {}) do
+      if c.consumer == mine or c.consumer:sub(1, #mine + 1) == mine .. ":" then self.cp:delete(c.consumer) end
+    end
+    db:exec("delete from pgstore_parked where projection = $1", def.name)
+  end
+  if def.setup then
+    local ok, err = db:transaction(function(tx) return run_sql_or_fn(tx, def.setup) end)
+    if not ok then return nil, err end
+  end
+  if def.partitioned then
+    local pm, err = db:partitions{ name = "projection:" .. def.name, count = def.partitions,
+                                   lease = self.opts.lease, renew = self.opts.renew, owner = self.opts.owner }
+    if not pm then return nil, err end
+    def.pm = pm
+  else
+    local unit, err = self:unit(def, "projection:" .. def.name)
+    if not unit then return nil, err end
+  end
+  return true
+end
+
+function Runner:unit(def, consumer, partition)
+  local sub, err = self.db:subscribe{ name = consumer, events = self.es, types = def.types,
+    batch = def.batch, from = self.opts.from, checkpoints = self.cp, poll = self.opts.poll }
+  if not sub then return nil, err end
+  local unit = { def = def, sub = sub, runner = self, processed = 0, failed = 0,
+                 partition = partition, say = self.say }
+  if partition then
+    local pm = def.pm
+    unit.pm, unit.token = pm, pm:token(partition)
+    unit.wanted = function(e) return pm:partition_for(e.stream) == partition end
+  end
+  self.units[#self.units + 1] = unit
+  return unit
+end
+
+-- Follows lease changes: a unit per owned partition.
+function Runner:rebalance()
+  for _, def in ipairs(self.defs) do
+    local pm = def.pm
+    if pm and (not def.next_tick or now() >= def.next_tick) then
+      pm:tick()
+      def.next_tick = now() + (self.opts.renew or pm.renew or 10) / 2
+      local owned = pm:owned()
+      local keep = {}
+      for _, u in ipairs(self.units) do
+        if u.def ~= def or (owned[u.partition] and owned[u.partition] == u.token) then
+          keep[#keep + 1] = u
+        else
+          u.sub:close()
+        end
+      end
+      self.units = keep
+      for p in pairs(owned) do
+        local have = false
+        for _, u in ipairs(self.units) do have = have or (u.def == def and u.partition == p) end
+        if not have then
+          local _, err = self:unit(def, ("projection:%s:%d"):format(def.name, p), p)
+          if err then return nil, err end
+        end
+      end
+    end
+  end
+  return true
+end
+
+-- One pass over every unit: returns how many events it processed.
+function Runner:step(wait)
+  local ok, err = self:rebalance()
+  if not ok then return nil, err end
+  local total = 0
+  for i, unit in ipairs(self.units) do
+    local rows, cursor
+    rows, err = unit.sub:next(i == 1 and wait or 0)
+    if not rows then return nil, err end
+    cursor = unit.sub:position()
+    if #rows > 0 or cursor > unit.sub.acked then
+      ok, err = process(unit, rows, cursor)
+      if not ok then
+        if type(err) == "table" and err.code == "lease_lost" then
+          self.say(("%s: lost partition %d, leaving it"):format(unit.def.name, unit.partition))
+          unit.def.next_tick = 0
+        else
+          return nil, err
+        end
+      end
+      total = total + #rows
+    end
+  end
+  return total
+end
+
+-- Runs until caught up (opts.once) or interrupted. Returns totals.
+function Runner:run(interrupted)
+  local started, last_report, last_count = now(), now(), 0
+  local progress = self.opts.progress
+  while true do
+    local n, err = self:step(self.opts.once and 0 or 0.5)
+    if not n then return nil, err end
+    if progress and now() - last_report >= 1 then
+      local count = self:processed()
+      io.stderr:write(("\r%s  %d events  %.0f/s  lag %s   "):format(os.date("%H:%M:%S"), count,
+        (count - last_count) / (now() - last_report), tostring(self:lag())))
+      last_report, last_count = now(), count
+    end
+    if interrupted and interrupted() then break end
+    if self.opts.once and n == 0 and self:caught_up() then break end
+  end
+  if progress then io.stderr:write("\n") end
+  return { events = self:processed(), seconds = now() - started }
+end
+
+function Runner:processed()
+  local n = 0
+  for _, u in ipairs(self.units) do n = n + u.processed end
+  for _, d in ipairs(self.defs) do n = n + (d.retired or 0) end
+  return n
+end
+
+function Runner:lag()
+  local lag = 0
+  for _, u in ipairs(self.units) do lag = math.max(lag, u.sub:lag() or 0) end
+  return lag
+end
+
+function Runner:caught_up()
+  local head = self.es:latest_position()
+  for _, u in ipairs(self.units) do
+    if u.sub:position() < head then return false end
+  end
+  -- partitioned: every partition must be owned by someone and done; a
+  -- single --once worker owns them all after its first ticks.
+  return true
+end
+
+function Runner:close()
+  for _, u in ipairs(self.units) do u.sub:close() end
+  for _, d in ipairs(self.defs) do if d.pm then d.pm:close() end end
+  if self.cp then self.cp:close() end
+end
+
+return _M

@@ -1,0 +1,185 @@
+-- SPDX-License-Identifier: MIT
+-- Projections through the real host binary: catch-up with --once, exactly
+-- once under kill -9, skip and park of a poison event, stop with file:line,
+-- rebuild equal to the first build, graceful SIGTERM, and the sandbox.
+local T = require "testenv"
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local COUNTER = [[
+return {
+  name = %q,
+  setup = "create table if not exists %s (stream text primary key, n int not null, total numeric not null)",
+  teardown = "drop table if exists %s",
+  batch = %d,
+  on_error = %q,
+  handlers = {
+    Added = function(e, tx)
+      if e.data.poison then error("poisoned event " .. e.version) end
+      assert(tx:exec("insert into %s as t values ($1, 1, $2) on conflict (stream) do update set n = t.n + 1, total = t.total + excluded.total",
+        e.stream, e.data.amount))
+    end,
+  },
+}
+]]
+
+local function projection(dir, name, opts)
+  opts = opts or {}
+  local path = ("%s/%s.lua"):format(dir, name)
+  write(path, COUNTER:format(name, name, name, opts.batch or 50, opts.on_error or "stop", name))
+  return path
+end
+
+describe("pgstore project", function()
+  local db, es, dir, table_name
+  setup(function()
+    db = T.connect()
+    dir = (T.sh("mktemp -d /tmp/pgstore-proj.XXXXXX")):gsub("%s+$", "")
+  end)
+  teardown(function()
+    T.sh("rm -rf " .. dir)
+    db:close()
+    T.assert_no_leaks()
+  end)
+  -- Each test has its own event store, so projections see only its events.
+  before_each(function()
+    table_name = T.unique("proj_ev")
+    es = assert(db:events{ table = table_name, notify = table_name })
+  end)
+  after_each(function() es:close() end)
+
+  local function project(args)
+    return T.sh(("%s --dsn %q project --table %s %s"):format(T.host(), T.dsn(), table_name, args))
+  end
+
+  local function model(name)
+    local rows = db:query(("select stream, n, total from %s order by stream"):format(name))
+    local m = {}
+    for _, r in ipairs(rows or {}) do m[r.stream] = { n = r.n, total = r.total } end
+    return m
+  end
+
+  local function append_added(prefix, streams, per_stream, extra)
+    for s = 1, streams do
+      local batch = {}
+      for i = 1, per_stream do batch[i] = { type = "Added", data = { amount = i } } end
+      if extra then batch[#batch + 1] = extra end
+      assert(es:append(prefix .. s, batch))
+    end
+  end
+
+  it("catches up with --once and writes the read model", function()
+    local name = T.unique("proj_once")
+    append_added(name .. "-", 3, 10)
+    local out, rc = project(projection(dir, name) .. " --once")
+    assert.equal(0, rc, out)
+    assert.matches("projected %d+ events", out)
+    local m = model(name)
+    for s = 1, 3 do assert.same({ n = 10, total = "55" }, m[name .. "-" .. s]) end
+    -- a second run has nothing new to do, and changes nothing
+    out, rc = project(projection(dir, name) .. " --once")
+    assert.equal(0, rc, out)
+    assert.same(m, model(name))
+  end)
+
+  it("applies every event exactly once across kill -9 between batches", function()
+    local name = T.unique("proj_kill")
+    local path = projection(dir, name, { batch = 7 })
+    append_added(name .. "-", 10, 60)
+    for _ = 1, 4 do
+      local p = T.spawn(([[os.execute(%q)]]):format(("%s --dsn %q project --table %s %s")
+        :format(T.host(), T.dsn(), table_name, path)))
+      T.sh("sleep 0." .. math.random(2, 6))
+      T.sh(("pkill -9 -f 'project %s'"):format(path))
+      T.wait(p, 10)
+    end
+    local out, rc = project(path .. " --once")
+    assert.equal(0, rc, out)
+    local m = model(name)
+    for s = 1, 10 do assert.same({ n = 60, total = "1830" }, m[name .. "-" .. s], "stream " .. s) end
+  end)
+
+  it("stops on a failing handler with file:line and keeps the checkpoint before it", function()
+    local name = T.unique("proj_stop")
+    append_added(name .. "-", 1, 3, { type = "Added", data = { amount = 1, poison = true } })
+    local path = projection(dir, name)
+    local out, rc = project(path .. " --once")
+    assert.equal(1, rc)
+    assert.matches(name .. "%.lua:%d+: poisoned event 4", out)
+    assert.is_nil(next(model(name)), "the failing batch must roll back")
+  end)
+
+  it("skips or parks a poison event and goes on", function()
+    local skip, park = T.unique("proj_skip"), T.unique("proj_park")
+    append_added(skip .. "-", 1, 5, { type = "Added", data = { amount = 1, poison = true } })
+    append_added(park .. "-", 1, 5, { type = "Added", data = { amount = 1, poison = true } })
+    assert(es:append(skip .. "-1", { { type = "Added", data = { amount = 100 } } }))
+    assert(es:append(park .. "-1", { { type = "Added", data = { amount = 100 } } }))
+    local out, rc = project(projection(dir, skip, { on_error = "skip" }) .. " " ..
+      projection(dir, park, { on_error = "park" }) .. " --once")
+    assert.equal(0, rc, out)
+    assert.same({ n = 6, total = "115" }, model(skip)[skip .. "-1"])
+    assert.same({ n = 6, total = "115" }, model(park)[park .. "-1"])
+    local parked = db:query("select stream, type, error, event->'data'->>'poison' as poison from pgstore_parked where projection = $1", park)
+    assert.equal(1, #parked)
+    assert.matches("poisoned event 6", parked[1].error)
+    assert.equal("true", parked[1].poison)
+    assert.equal(0, #db:query("select 1 from pgstore_parked where projection = $1", skip))
+  end)
+
+  it("rebuilds to the same read model", function()
+    local name = T.unique("proj_rebuild")
+    append_added(name .. "-", 4, 25)
+    local path = projection(dir, name)
+    assert.equal(0, select(2, project(path .. " --once")))
+    local first = model(name)
+    assert(db:exec(("update %s set n = -1"):format(name))) -- damage it
+    local out, rc = project(path .. " --once --rebuild")
+    assert.equal(0, rc, out)
+    assert.same(first, model(name))
+  end)
+
+  it("finishes the batch in flight and exits 0 on SIGTERM", function()
+    local name = T.unique("proj_term")
+    local path = projection(dir, name)
+    append_added(name .. "-", 2, 10)
+    local p = T.spawn(([[os.exit(os.execute(%q) == 0 and 0 or 3)]]):format(
+      ("exec %s --dsn %q project --table %s %s"):format(T.host(), T.dsn(), table_name, path)))
+    assert(T.eventually(function()
+      local m = model(name)
+      return m[name .. "-2"] and m[name .. "-2"].n == 10
+    end, 10))
+    T.sh(("pkill -TERM -f 'project %s'"):format(path))
+    local out, ended = T.wait(p, 10)
+    assert.is_true(ended)
+    assert.equal("", out:gsub("pgstore: projected[^\n]*\n", ""))
+    local cp = db:query("select position from pgstore_checkpoints where consumer = $1", "projection:" .. name)
+    assert.equal(1, #cp)
+  end)
+
+  it("sandboxes scripts: unknown globals and io are errors", function()
+    local path = dir .. "/sneaky.lua"
+    write(path, [[return { name = "sneaky", handlers = { Added = function(e, tx) io.write("x") end } }]])
+    append_added("sneaky-", 1, 1)
+    local out, rc = project(path .. " --once")
+    assert.equal(1, rc)
+    assert.matches("unknown global 'io'", out)
+    write(path, [[local x = undefined_thing; return { name = "sneaky2", handlers = { A = function() end } }]])
+    out, rc = project(path .. " --once")
+    assert.equal(1, rc)
+    assert.matches("sneaky%.lua:1: unknown global 'undefined_thing'", out)
+  end)
+
+  it("refuses bad projection files with a usage or load error", function()
+    local out, rc = T.sh(T.host() .. " project")
+    assert.equal(2, rc)
+    write(dir .. "/bad.lua", [[return { name = "bad", handlers = {}, on_error = "explode" }]])
+    out, rc = project(dir .. "/bad.lua --once")
+    assert.equal(1, rc)
+    assert.matches("bad%.lua: handlers must be", out)
+  end)
+end)
