@@ -57,5 +57,8 @@ __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
     lua_setfield(L, -2, "error_mt");
     pgs_l_convert_open(L);
     pgs_l_pool_open(L);
+    pgs_l_listener_open(L);
+    pgs_l_lease_open(L);
+    pgs_l_lock_open(L);
     return 1;
 }
