@@ -5,7 +5,9 @@
  */
 #include "harness.h"
 
+#include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -188,6 +190,38 @@ static void test_reconnect_marker(void)
     pgs_listener_close(l);
 }
 
+/* A backend that stops answering (SIGSTOP: the socket stays open, nothing
+ * comes back) is found by the heartbeat and replaced. Needs permission to
+ * signal the server's processes (root or the cluster's user). */
+static void test_heartbeat_finds_silent_server(void)
+{
+    const char *ch[] = {"pgs_c_hb"};
+    pgs_listener_t *l = open_listener(ch, 1); /* heartbeat 1 s, timeout 1 s */
+    pgs_listener_stats_t s;
+    pgs_listener_stats(l, &s);
+    int pid = s.pid;
+    if (kill(pid, SIGSTOP) != 0) {
+        printf("# skipped: cannot signal the backend (%s)\n", strerror(errno));
+        pgs_listener_close(l);
+        return;
+    }
+    pgs_error_t err;
+    pgs_notification_t *n = NULL;
+    double t0 = now();
+    pgs_status_t st = pgs_listener_wait(l, 8, &n, &err);
+    double took = now() - t0;
+    kill(pid, SIGCONT); /* it finds its client gone and exits */
+    CHECK_OK(st, err);
+    if (n) {
+        CHECK(n->reconnected == 1);
+        pgs_notification_free(n);
+    }
+    CHECK(took >= 1.5 && took < 5); /* silence 1 s + probe timeout 1 s */
+    pgs_listener_stats(l, &s);
+    CHECK(s.pid != pid && s.connected);
+    pgs_listener_close(l);
+}
+
 static void test_notify_on_listener(void)
 {
     pgs_listener_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .ignore_self = 1};
@@ -231,6 +265,7 @@ int main(void)
         {"delivers notifications and times out", test_deliver_and_timeout},
         {"add, remove and the fd", test_add_remove_and_fd},
         {"reconnects after pg_terminate_backend with a marker", test_reconnect_marker},
+        {"the heartbeat finds a server that went silent", test_heartbeat_finds_silent_server},
         {"notifies on its own connection without echo", test_notify_on_listener},
         {"reports a failed first connection", test_open_failure},
         {NULL, NULL}};
