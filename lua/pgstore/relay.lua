@@ -19,8 +19,8 @@
 -- nothing came; after the relay's connection was re-established it is
 -- "connection" with err.reconnected = true, once: changes other servers
 -- sent meanwhile are lost, so re-read whatever the relay keeps fresh.
--- A NOTIFY on the channel that is not a JSON object is skipped (counted in
--- stats().invalid).
+-- A change is a table (JSON object or array); a NOTIFY on the channel that
+-- is anything else is skipped (counted in stats().invalid).
 local core = require "pgstore.core"
 local cjson = require "cjson"
 local errors = require "pgstore.errors"
