@@ -399,34 +399,34 @@ int pgs_lease_changes(pgs_lease_t *l, pgs_lease_change_t **changes)
     return n;
 }
 
+/* After a round: the pending changes go to the caller on success, are
+ * discarded when the caller passes no array, and otherwise wait. */
+static pgs_status_t hand_out(pgs_lease_t *l, pgs_status_t st, pgs_lease_change_t **changes,
+                             int *nchanges)
+{
+    pgs_lease_change_t *c = NULL;
+    if (!changes) {
+        (void)pgs_lease_changes(l, &c);
+        free(c);
+        return st;
+    }
+    *changes = NULL;
+    *nchanges = 0;
+    if (st == PGS_OK)
+        *nchanges = pgs_lease_changes(l, changes);
+    return st;
+}
+
 pgs_status_t pgs_lease_tick(pgs_lease_t *l, pgs_lease_change_t **changes, int *nchanges,
                             pgs_error_t *err)
 {
-    pgs_status_t st = run_round(l, 0, err);
-    pgs_lease_change_t *c = NULL;
-    int n = pgs_lease_changes(l, &c);
-    if (changes) {
-        *changes = c;
-        *nchanges = n;
-    } else {
-        free(c);
-    }
-    return st;
+    return hand_out(l, run_round(l, 0, err), changes, nchanges);
 }
 
 pgs_status_t pgs_lease_release(pgs_lease_t *l, pgs_lease_change_t **changes, int *nchanges,
                                pgs_error_t *err)
 {
-    pgs_status_t st = run_round(l, 1, err);
-    pgs_lease_change_t *c = NULL;
-    int n = pgs_lease_changes(l, &c);
-    if (changes) {
-        *changes = c;
-        *nchanges = n;
-    } else {
-        free(c);
-    }
-    return st;
+    return hand_out(l, run_round(l, 1, err), changes, nchanges);
 }
 
 /* ---- state ----------------------------------------------------------------------- */

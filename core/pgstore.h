@@ -424,11 +424,12 @@ typedef struct pgs_lease_change {
 pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_lease_t **out,
                             pgs_error_t *err);
 
-/* One claim/renew/release round (one statement). On return — success or
- * not — *changes (when changes is not NULL) is a malloc'd array of the
- * *nchanges changes since they were last handed out (including those of
- * background ticks), which the caller free()s; NULL when there are none.
- * With changes NULL they are discarded.
+/* One claim/renew/release round (one statement). On PGS_OK *changes (when
+ * changes is not NULL) is a malloc'd array of the *nchanges changes since
+ * they were last handed out (including those of background ticks), which
+ * the caller free()s; NULL when there are none. On failure nothing is
+ * handed out (*changes NULL): the changes wait for the next call. With
+ * changes NULL they are discarded.
  * A tick waits at most renew/2 (0.1..5 s) for row locks held by guarded
  * transactions, then fails with PGS_ETIMEOUT. */
 pgs_status_t pgs_lease_tick(pgs_lease_t *l, pgs_lease_change_t **changes, int *nchanges,

@@ -256,6 +256,17 @@ describe("db:listen", function()
     assert.has_error(function() l:wait(0) end, "attempt to use a closed listener")
   end)
 
+  it("pgstore.open_listen owns its db and closes it with the listener", function()
+    local pgstore = require "pgstore"
+    local before = T.backends()
+    local l = assert(pgstore.open_listen({ dsn = T.dsn(), application_name = "pgstore-spec" }, "spec_open"))
+    assert(l.db:notify("spec_open", "x"))
+    assert.equal("x", assert(l:wait(5)).payload)
+    l:close()
+    assert.truthy(T.eventually(function() return T.backends() == before end))
+    assert.is_true(l.db == nil)
+  end)
+
   it("uses a connection of its own and closes it", function()
     local before = T.backends()
     local l = assert(db:listen("spec_own"))

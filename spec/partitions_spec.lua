@@ -107,6 +107,31 @@ describe("db:partitions", function()
     assert(db:exec("drop table " .. t))
   end)
 
+  it("a tick inside a guarded transaction times out instead of waiting for itself", function()
+    local pm = assert(db:partitions{ name = T.unique("pm"), lease = 2, renew = 0.4 })
+    assert(pm:tick())
+    local t0 = core.now()
+    local ok, err = db:transaction(function(tx)
+      assert(pm:guard(tx, 0))  -- holds the lease row until commit
+      return pm:tick()          -- renewing that row must wait for the commit
+    end)
+    assert.is_nil(ok)
+    assert.equal("timeout", err.code)
+    assert.truthy(core.now() - t0 < 1.5)
+    assert(pm:tick()) -- and nothing is stuck
+    assert.is_true(pm:owns(0))
+    pm:close()
+  end)
+
+  it("pgstore.open_partitions owns its db and closes it", function()
+    local pgstore = require "pgstore"
+    local pm = assert(pgstore.open_partitions({ dsn = T.dsn(), application_name = "pgstore-spec" },
+      { name = T.unique("pm") }))
+    assert(pm:tick())
+    pm:close()
+    assert.is_true(pm.db == nil)
+  end)
+
   it("renews in the background when asked to", function()
     local pm = assert(db:partitions{ name = T.unique("pm"), lease = 1, renew = 0.2, background = true })
     core.sleep(1.5) -- longer than the lease: only renewal keeps it
@@ -273,6 +298,7 @@ describe("partitions across processes", function()
     assert(db:exec("delete from pgstore_leases_members where name = $1", name))
     T.sh("rm -rf " .. dir)
     db:close()
+    T.assert_no_leaks()
   end)
 
   it("3 workers share 8 partitions, each with 2 or 3", function()

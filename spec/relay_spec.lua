@@ -79,6 +79,14 @@ describe("db:relay", function()
     b:close()
   end)
 
+  it("pgstore.open_relay owns its db and closes it", function()
+    local pgstore = require "pgstore"
+    local r = assert(pgstore.open_relay({ dsn = T.dsn(), application_name = "pgstore-spec" }, T.unique("relay")))
+    assert(r:broadcast{ x = 1 })
+    r:close()
+    assert.is_true(r.db == nil)
+  end)
+
   it("keeps a bounded queue, dropping the oldest and counting them", function()
     local r = assert(db:relay(T.unique("relay"), { max_queue = 3 }))
     for i = 1, 5 do assert(r:broadcast{ i = i }) end

@@ -124,10 +124,8 @@ static int l_lease_tick(lua_State *L)
     pgs_lease_change_t *c = NULL;
     int n = 0;
     pgs_error_t err;
-    if (pgs_lease_tick(l, &c, &n, &err) != PGS_OK) {
-        free(c);
+    if (pgs_lease_tick(l, &c, &n, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
-    }
     push_changes(L, c, n);
     return 1;
 }
@@ -146,10 +144,8 @@ static int l_lease_release(lua_State *L)
     pgs_lease_change_t *c = NULL;
     int n = 0;
     pgs_error_t err;
-    if (pgs_lease_release(l, &c, &n, &err) != PGS_OK) {
-        free(c);
+    if (pgs_lease_release(l, &c, &n, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
-    }
     push_changes(L, c, n);
     return 1;
 }

@@ -27,6 +27,7 @@ local errors = require "pgstore.errors"
 local Db = require "pgstore.db"
 
 local type, ipairs, pairs, error, tostring = type, ipairs, pairs, error, tostring
+local setmetatable, getmetatable = setmetatable, getmetatable
 local debug = debug
 local format = string.format
 
@@ -90,6 +91,46 @@ function _M.connection_options(db, opts)
   return o
 end
 
+local Listener = {}
+local mt = { __index = Listener, __name = "pgstore.listener" }
+
+local function check(self)
+  if getmetatable(self) ~= mt then
+    error("bad argument #1 (pgstore.listener expected; use l:method())", 3)
+  end
+  if not self.core then error("attempt to use a closed listener", 3) end
+  return self.core
+end
+
+-- l:wait([timeout]) → notification | nil, err. Without timeout: until one comes.
+function Listener:wait(timeout) return check(self):wait(timeout) end
+-- l:add(channel), l:remove(channel) → true | nil, err
+function Listener:add(channel) return check(self):add(channel) end
+function Listener:remove(channel) return check(self):remove(channel) end
+-- l:notify(channel, payload[, timeout]) → true | nil, err: on the listener's
+-- own connection, confirmed by the server within timeout (default: the
+-- connect timeout) — what pgstore.relay broadcasts with.
+function Listener:notify(channel, payload, timeout) return check(self):notify(channel, payload, timeout) end
+-- l:fd() → socket | nil;  l:due() → seconds until l:wait(0) must run anyway
+function Listener:fd() return check(self):fd() end
+function Listener:due() return check(self):due() end
+-- l:stats() → { connected, pid, reconnects, dropped, queued, channels }
+function Listener:stats() return check(self):stats() end
+function Listener:channels() return check(self):channels() end
+
+-- Closes the listener's connection (and the db when it owns it, see
+-- pgstore.open_listen); twice is harmless.
+function Listener:close()
+  if self.core then self.core:close() end
+  self.core = nil
+  if self.owns_db and self.db then self.db:close() end
+  self.db = nil
+end
+
+mt.__tostring = function(self)
+  return self.core and tostring(self.core) or "pgstore.listener (closed)"
+end
+
 -- db:listen(channel_or_list[, opts]) → listener | nil, err
 function _M.new(db, channels, opts)
   local level = _M.user_level("listen", 0)
@@ -104,7 +145,9 @@ function _M.new(db, channels, opts)
     end
   end
   opts = _M.check_options(opts, _M.OPTIONS, 2, "listen", level)
-  return core.listener(_M.connection_options(db, opts), channels)
+  local l, err = core.listener(_M.connection_options(db, opts), channels)
+  if not l then return nil, err end
+  return setmetatable({ core = l, db = db }, mt)
 end
 
 -- db:notify(channel, payload) → true | nil, err. Sent on a pooled

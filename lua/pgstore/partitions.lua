@@ -91,7 +91,7 @@ function _M.new(db, opts)
   end
   local info = lease_handle:info()
   return setmetatable({
-    core = lease_handle, name = info.name, owner = info.owner, table = info.table,
+    core = lease_handle, db = db, name = info.name, owner = info.owner, table = info.table,
     count = count, lease = lease, renew = renew,
   }, mt)
 end
@@ -176,10 +176,13 @@ function Partitions:info()
   return self.core:info()
 end
 
--- Stops the renewer and releases everything; twice is harmless.
+-- Stops the renewer and releases everything (and closes the db when it
+-- owns it, see pgstore.open_partitions); twice is harmless.
 function Partitions:close()
   if self.core then self.core:close() end
   self.core = nil
+  if self.owns_db and self.db then self.db:close() end
+  self.db = nil
 end
 
 mt.__tostring = function(self)

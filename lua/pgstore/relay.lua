@@ -59,7 +59,7 @@ function _M.new(db, channel, opts)
   local l, err = core.listener(listen.connection_options(db, lopts), { channel })
   if not l then return nil, err end
   return setmetatable({
-    l = l, channel = channel, timeout = opts.timeout or 2, max_queue = max_queue,
+    l = l, db = db, channel = channel, timeout = opts.timeout or 2, max_queue = max_queue,
     queue = {}, head = 1, tail = 0,
     counts = { sent = 0, received = 0, dropped = 0, overflow = 0, invalid = 0 },
   }, mt)
@@ -168,9 +168,11 @@ function Relay:stats()
   }
 end
 
+-- For event loops, as pgstore.listen: the socket to watch (nil while
+-- reconnecting), and the seconds until next(0) must run anyway (0 while
+-- changes are queued).
 function Relay:fd()
   check(self, "fd")
-  if self.head <= self.tail then return self.l:fd(), 0 end
   return self.l:fd()
 end
 
@@ -179,10 +181,13 @@ function Relay:due()
   return self.head <= self.tail and 0 or self.l:due()
 end
 
--- Closes the relay's connection; twice is harmless.
+-- Closes the relay's connection (and the db when it owns it, see
+-- pgstore.open_relay); twice is harmless.
 function Relay:close()
   if self.l then self.l:close() end
   self.l = nil
+  if self.owns_db and self.db then self.db:close() end
+  self.db = nil
 end
 
 mt.__tostring = function(self)
