@@ -165,11 +165,13 @@ static const char tick_sql[] =
     " UNION ALL SELECT 'r', partition, token FROM released"
     " UNION ALL SELECT 'c', partition, token FROM claimed";
 
+/* $1 name, $2 owner, $3 lock_timeout ms (as for the tick). */
 static const char release_sql[] =
-    "WITH r AS ("
-    "  UPDATE %1$s SET owner = NULL, expires_at = NULL"
-    "  WHERE name = $1 AND owner = $2 RETURNING partition, token"
-    "), m AS (DELETE FROM %2$s WHERE name = $1 AND owner = $2 RETURNING 1)"
+    "WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $3, true) AS lt),"
+    " r AS ("
+    "  UPDATE %1$s l SET owner = NULL, expires_at = NULL FROM cfg"
+    "  WHERE l.name = $1 AND l.owner = $2 RETURNING l.partition, l.token"
+    "), m AS (DELETE FROM %2$s d USING cfg WHERE d.name = $1 AND d.owner = $2 RETURNING 1)"
     " SELECT 'r' AS kind, partition, token FROM r";
 
 static const char guard_sql[] = "SELECT %s($1, $2::int, $3, $4::bigint)";
@@ -358,13 +360,14 @@ static pgs_status_t run_round(pgs_lease_t *l, int release, pgs_error_t *err)
     snprintf(n, sizeof n, "%d", (int)l->count);
     pgs_param_t tick_params[5] = {
         {l->name, -1}, {l->owner, -1}, {n, -1}, {l->lease_ms, -1}, {l->lock_timeout_ms, -1}};
+    pgs_param_t release_params[3] = {{l->name, -1}, {l->owner, -1}, {l->lock_timeout_ms, -1}};
     pgs_conn_t *c;
     PGresult *r = NULL;
     double sent = mono();
     pgs_status_t st = pgs_pool_acquire(l->base.pool, -1, &c, err);
     if (st == PGS_OK) {
         sent = mono();
-        st = release ? pgs_exec(c, l->release_sql, 2, tick_params, &r, err)
+        st = release ? pgs_exec(c, l->release_sql, 3, release_params, &r, err)
                      : pgs_exec(c, l->tick_sql, 5, tick_params, &r, err);
         pgs_pool_release(l->base.pool, c);
     }

@@ -109,7 +109,8 @@ struct pgs_listener {
     double connect_deadline;
     double next_attempt;      /* while down: when to try again */
     int attempts;             /* failed connects in a row */
-    int doomed;               /* the server sent FATAL */
+    int doomed;               /* the server sent FATAL … */
+    char fatal[200];          /* … saying this */
     int ready_once;           /* later syncs bring a reconnect marker */
     int pid;                  /* backend of the current connection */
 
@@ -263,11 +264,17 @@ static void harvest(pgs_listener_t *l)
 
 /* ---- the connection ----------------------------------------------------------- */
 
+/* Notices are dropped (the core never prints), except a FATAL arriving
+ * while idle: the server is closing the connection, and says why. */
 static void on_notice(void *arg, const PGresult *res)
 {
+    pgs_listener_t *l = arg;
     const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
-        ((pgs_listener_t *)arg)->doomed = 1;
+    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)) {
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        l->doomed = 1;
+        snprintf(l->fatal, sizeof l->fatal, "%s", msg ? msg : sev);
+    }
 }
 
 /* TCP keepalives tuned to the heartbeat, so the kernel also notices a peer
@@ -326,10 +333,11 @@ static void drop(pgs_listener_t *l)
  * message, or NULL when last_err already says it. */
 static void lost(pgs_listener_t *l, const char *why)
 {
-    if (why) {
+    if (why && l->fatal[0])
+        pgs_error_set(&l->last_err, PGS_ECONNECTION, "%s%s", why, l->fatal);
+    else if (why)
         pgs_error_from_conn(&l->last_err, PGS_ECONNECTION, why, l->pg);
-        pgs_error_scrub(&l->last_err, l->dsn->secret);
-    }
+    pgs_error_scrub(&l->last_err, l->dsn->secret);
     drop(l);
     l->attempts = 0;
     l->next_attempt = mono();
@@ -390,6 +398,7 @@ static void start_connect(pgs_listener_t *l)
         return;
     }
     l->doomed = 0;
+    l->fatal[0] = '\0';
     PQsetNoticeReceiver(l->pg, on_notice, l);
     l->state = L_CONNECTING;
     l->polling = PGRES_POLLING_WRITING;
@@ -814,6 +823,7 @@ void pgs_listener_stats(const pgs_listener_t *l, pgs_listener_stats_t *out)
     out->dropped = l->dropped;
     out->queued = l->queued;
     out->channels = l->nchannels;
+    out->last_error = l->last_err;
 }
 
 const char *pgs_listener_channel(const pgs_listener_t *l, int i)

@@ -352,6 +352,8 @@ typedef struct pgs_listener_stats {
     long dropped;              /* notifications dropped on queue overflow   */
     int queued;                /* notifications waiting for the caller      */
     int channels;              /* channels in the set                       */
+    pgs_error_t last_error;    /* why the connection was last lost or could
+                                  not be made; code PGS_OK if never         */
 } pgs_listener_stats_t;
 
 void pgs_listener_stats(const pgs_listener_t *l, pgs_listener_stats_t *out);

@@ -237,7 +237,7 @@ static int l_listener_stats(lua_State *L)
 {
     pgs_listener_stats_t s;
     pgs_listener_stats(check_listener(L), &s);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushboolean(L, s.connected);
     lua_setfield(L, -2, "connected");
     if (s.pid) {
@@ -252,6 +252,10 @@ static int l_listener_stats(lua_State *L)
     lua_setfield(L, -2, "queued");
     lua_pushinteger(L, s.channels);
     lua_setfield(L, -2, "channels");
+    if (s.last_error.code != PGS_OK) {
+        pgs_l_error_table(L, &s.last_error);
+        lua_setfield(L, -2, "last_error");
+    }
     return 1;
 }
 

@@ -114,7 +114,7 @@ function Listener:notify(channel, payload, timeout) return check(self):notify(ch
 -- l:fd() → socket | nil;  l:due() → seconds until l:wait(0) must run anyway
 function Listener:fd() return check(self):fd() end
 function Listener:due() return check(self):due() end
--- l:stats() → { connected, pid, reconnects, dropped, queued, channels }
+-- l:stats() → { connected, pid, reconnects, dropped, queued, channels, last_error }
 function Listener:stats() return check(self):stats() end
 function Listener:channels() return check(self):channels() end
 

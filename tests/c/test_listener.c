@@ -180,6 +180,8 @@ static void test_reconnect_marker(void)
     }
     pgs_listener_stats(l, &s);
     CHECK(s.reconnects == 1 && s.connected && s.pid != old_pid);
+    CHECK(s.last_error.code == PGS_ECONNECTION);
+    CHECK(strstr(s.last_error.message, "terminating connection") != NULL);
     CHECK_OK(pgs_notify(c, "pgs_c_r", "still here", 10, &err), err);
     CHECK_OK(pgs_listener_wait(l, 5, &n, &err), err);
     if (n) {
