@@ -294,7 +294,9 @@ describe("partitions across processes", function()
     io.open(stopfile, "w"):close()
     for _, p in pairs(procs) do
       T.eventually(function() return not alive(p.pid) end, 3)
-      T.sh(("kill -CONT %d 2>/dev/null; kill -KILL %d 2>/dev/null"):format(p.pid, p.pid))
+      -- Only if that pid is still our worker: an exited one's pid may be reused.
+      T.sh(("grep -qF %q /proc/%d/cmdline 2>/dev/null && kill -CONT %d && kill -KILL %d")
+        :format(script, p.pid, p.pid, p.pid))
     end
     assert(db:exec("drop table " .. work))
     assert(db:exec("delete from pgstore_leases where name = $1", name))
