@@ -257,6 +257,14 @@ static void test_open_failure(void)
     const char *bad[] = {"ok", "no;pe"};
     o.conn.conninfo = pgs_test_dsn();
     CHECK(pgs_listener_open(&o, bad, 2, &l, &err) == PGS_EINVALID);
+    /* A hot standby refuses LISTEN: reported as the server's error. */
+    const char *replica = getenv("PGSTORE_TEST_REPLICA_DSN");
+    if (replica && *replica) {
+        o.conn.conninfo = replica;
+        CHECK(pgs_listener_open(&o, bad, 1, &l, &err) == PGS_ESQL);
+        CHECK(strstr(err.message, "LISTEN") != NULL);
+        CHECK(l == NULL);
+    }
 }
 
 int main(void)
