@@ -69,6 +69,8 @@ static pgs_status_t code_for_sqlstate(const char *st)
 {
     if (strcmp(st, "57014") == 0 || strcmp(st, "55P03") == 0)
         return PGS_ETIMEOUT;
+    if (strcmp(st, "PGSL1") == 0) /* a lease guard: the fencing token moved on */
+        return PGS_ELEASE_LOST;
     if (strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 ||
         strcmp(st, "57P03") == 0)
         return PGS_ECONNECTION;

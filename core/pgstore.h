@@ -656,6 +656,307 @@ typedef struct pgs_kv_cleaner_stats {
 } pgs_kv_cleaner_stats_t;
 
 void pgs_kv_cleaner_stats(pgs_kv_t *kv, pgs_kv_cleaner_stats_t *out);
+/* ---- notify and the listener ------------------------------------------- */
+
+/* Channel names: 1..63 bytes of [A-Za-z0-9_.:-] (they become quoted
+ * identifiers in LISTEN). The server refuses a payload of 8000 bytes or
+ * more ("must be shorter than 8000 bytes"), so 7999 is the largest sent. */
+#define PGS_CHANNEL_MAX 63
+#define PGS_NOTIFY_PAYLOAD_MAX 7999
+
+/* PGS_EINVALID with a clear message when the name does not qualify. */
+pgs_status_t pgs_channel_check(const char *channel, pgs_error_t *err);
+/* PGS_EINVALID when the payload is too long or contains a NUL byte. */
+pgs_status_t pgs_notify_payload_check(const char *payload, size_t len, pgs_error_t *err);
+
+/* pg_notify(channel, payload) on conn, both bound parameters, checked
+ * first (PGS_EINVALID before anything is sent). Inside a transaction the
+ * notification is delivered at commit. */
+pgs_status_t pgs_notify(pgs_conn_t *conn, const char *channel, const char *payload, size_t len,
+                        pgs_error_t *err);
+
+/* A listener owns one connection that LISTENs to a set of channels. It is
+ * pulled: pgs_listener_wait() does all the work (reading, heartbeat,
+ * reconnecting) and returns one notification at a time, so it is used from
+ * one thread at a time. When the connection drops, the next waits reconnect
+ * with backoff (first at once, then reconnect_min doubling up to
+ * reconnect_max, ±25 % jitter), LISTEN again, and deliver a marker:
+ * channel "*", reconnected = 1 — notifications sent meanwhile are lost, so
+ * consumers catch up from stored state. A marker with overflow = 1 says the
+ * queue (max_queue) overflowed and was dropped. */
+typedef struct pgs_listener pgs_listener_t;
+
+typedef struct pgs_listener_opts {
+    pgs_conn_opts_t conn;      /* its own connection (not from a pool)      */
+    double heartbeat;          /* seconds of silence before a probe; 0 → 10  */
+    double heartbeat_timeout;  /* seconds a probe or command may take before
+                                  the connection counts as dead; 0 → 5      */
+    double reconnect_min;      /* first backoff in seconds; 0 → 0.1          */
+    double reconnect_max;      /* backoff cap in seconds; 0 → 10             */
+    int max_queue;             /* notifications held for the caller; 0 → 10000 */
+    int ignore_self;           /* drop notifications sent on this connection
+                                  (pgs_listener_notify): the relay's echo   */
+} pgs_listener_opts_t;
+
+typedef struct pgs_notification {
+    const char *channel;       /* "*" for a marker                          */
+    const char *payload;       /* NUL-terminated; "" for a marker           */
+    size_t payload_len;
+    int pid;                   /* the notifying backend; 0 for a marker     */
+    int reconnected;           /* marker: the connection was re-established */
+    int overflow;              /* marker: queued notifications were dropped */
+    struct pgs_notification *next; /* internal                              */
+} pgs_notification_t;
+
+/* Connects, LISTENs to the channels (validated first) and returns when the
+ * server has confirmed. The first connection must succeed: PGS_ECONNECTION
+ * (or the server's refusal, e.g. LISTEN on a hot standby) otherwise. *out is
+ * owned by the caller: pgs_listener_close() it. */
+pgs_status_t pgs_listener_open(const pgs_listener_opts_t *opts, const char *const *channels,
+                               int nchannels, pgs_listener_t **out, pgs_error_t *err);
+
+/* Closes the connection and frees everything. NULL-tolerant. */
+void pgs_listener_close(pgs_listener_t *l);
+
+/* Adds or removes a channel. While connected the change is confirmed by the
+ * server before returning; while reconnecting it is applied by the re-LISTEN
+ * (and announced by the marker). Removing also drops queued notifications of
+ * that channel. Adding twice or removing an absent channel is not an error. */
+pgs_status_t pgs_listener_add(pgs_listener_t *l, const char *channel, pgs_error_t *err);
+pgs_status_t pgs_listener_remove(pgs_listener_t *l, const char *channel, pgs_error_t *err);
+
+/* Waits up to timeout seconds (< 0: without limit, 0: only what is already
+ * there) for a notification. On PGS_OK *out is owned by the caller
+ * (pgs_notification_free). PGS_ETIMEOUT when nothing arrived — also while
+ * the server is unreachable: the listener keeps trying, see stats. */
+pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notification_t **out,
+                               pgs_error_t *err);
+void pgs_notification_free(pgs_notification_t *n);
+
+/* Sends pg_notify(channel, payload) on the listener's own connection and
+ * waits for the server's confirmation, never longer than timeout seconds
+ * (<= 0: the connect timeout). Reconnects within that time if a reconnect is
+ * due; while backing off it fails at once with PGS_ECONNECTION. PGS_ETIMEOUT
+ * means unconfirmed (it may still be delivered). */
+pgs_status_t pgs_listener_notify(pgs_listener_t *l, const char *channel, const char *payload,
+                                 size_t len, double timeout, pgs_error_t *err);
+
+/* For event loops: the socket to watch for readability (-1 while there is
+ * none), and the seconds until pgs_listener_wait(l, 0, …) must run anyway
+ * (heartbeat, reconnect, connect progress; 0 when something is queued).
+ * The socket changes on reconnect: look it up again after each wait. Drain
+ * with wait(…, 0) until PGS_ETIMEOUT before watching the socket again:
+ * libpq may already hold notifications that will not make it readable. */
+int pgs_listener_fd(const pgs_listener_t *l);
+double pgs_listener_due(const pgs_listener_t *l);
+
+typedef struct pgs_listener_stats {
+    int connected;             /* connected and LISTENing                   */
+    int pid;                   /* backend pid of the connection; 0 if none  */
+    long reconnects;           /* successful reconnects since open          */
+    long dropped;              /* notifications dropped on queue overflow   */
+    int queued;                /* notifications waiting for the caller      */
+    int channels;              /* channels in the set                       */
+    pgs_error_t last_error;    /* why the connection was last lost or could
+                                  not be made; code PGS_OK if never         */
+} pgs_listener_stats_t;
+
+void pgs_listener_stats(const pgs_listener_t *l, pgs_listener_stats_t *out);
+
+/* The i-th channel of the set (0-based), still owned by l; NULL past the end. */
+const char *pgs_listener_channel(const pgs_listener_t *l, int i);
+
+/* ---- stable hashes ------------------------------------------------------ */
+
+/* FNV-1a 64 of the bytes (offset basis 14695981039346656037, prime
+ * 1099511628211). For strings: their UTF-8 bytes, no terminator. */
+uint64_t pgs_hash_fnv1a64(const void *data, size_t len);
+
+/* Jump consistent hash (Lamping & Veach 2014): a bucket in 0..buckets-1;
+ * growing buckets from n to n+1 moves only 1/(n+1) of the keys. -1 when
+ * buckets <= 0. */
+int32_t pgs_hash_jump(uint64_t key, int32_t buckets);
+
+/* The partition of a key (a stream name): jump(fnv1a64(key), count), in
+ * 0..count-1 — the same in every process, host and release. */
+int32_t pgs_partition_for(const char *key, size_t len, int32_t count);
+
+/* The advisory-lock key of a string: fnv1a64(key) reinterpreted as a signed
+ * 64-bit integer (two's complement), used as pg_advisory_lock(bigint). */
+int64_t pgs_lock_key(const char *key, size_t len);
+
+/* ---- partition leases ---------------------------------------------------- */
+
+/* Workers share `count` partitions of a named set through a lease table
+ * (default "pgstore_leases", with "<table>_members" and the function
+ * "<table>_guard", created by a migration). Partitions are numbered
+ * 0..count-1; every worker of a set must use the same count. Each tick, in
+ * one statement, renews this worker's membership and leases, releases what
+ * is over its share and claims free or expired partitions up to it: with W
+ * live workers each ends up with ⌊P/W⌋ or ⌈P/W⌉. A worker that stops
+ * renewing loses its partitions when its lease expires. Every change of
+ * owner increases the partition's fencing token. Thread-safe: a background
+ * renewer (pgs_lease_start) may tick while other threads read and guard. */
+typedef struct pgs_lease pgs_lease_t;
+
+typedef struct pgs_lease_opts {
+    const char *table;         /* NULL → "pgstore_leases"                   */
+    const char *name;          /* the partition set (required)              */
+    int32_t count;             /* partitions; 0 → 8                         */
+    double lease;              /* seconds a claim or renewal lasts; 0 → 30  */
+    double renew;              /* seconds between ticks; 0 → 10; < lease    */
+    const char *owner;         /* unique per live worker; NULL →
+                                  "hostname:pid" (":n" for the n-th set
+                                  opened in the process)                   */
+} pgs_lease_opts_t;
+
+/* Keep in the same order as the names in the Lua binding. */
+typedef enum pgs_lease_change_kind {
+    PGS_LEASE_ACQUIRED = 0,    /* claimed; token is the new token           */
+    PGS_LEASE_RELEASED,        /* given up by this worker (over its share,
+                                  or pgs_lease_release); the old token      */
+    PGS_LEASE_LOST             /* taken by another worker or vanished; the
+                                  old token                                 */
+} pgs_lease_change_kind_t;
+
+typedef struct pgs_lease_change {
+    int32_t partition;
+    pgs_lease_change_kind_t kind;
+    int64_t token;
+} pgs_lease_change_t;
+
+/* Migrates the table, makes sure the set's partition rows exist, and
+ * returns a handle holding nothing yet (the first tick claims). Keeps a
+ * reference to the pool. *out is owned by the caller: pgs_lease_close(). */
+pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_lease_t **out,
+                            pgs_error_t *err);
+
+/* One claim/renew/release round (one statement). On PGS_OK *changes (when
+ * changes is not NULL) is a malloc'd array of the *nchanges changes since
+ * they were last handed out (including those of background ticks), which
+ * the caller free()s; NULL when there are none. On failure nothing is
+ * handed out (*changes NULL): the changes wait for the next call. With
+ * changes NULL they are discarded.
+ * A tick waits at most renew/2 (0.1..5 s) for row locks held by guarded
+ * transactions, then fails with PGS_ETIMEOUT. */
+pgs_status_t pgs_lease_tick(pgs_lease_t *l, pgs_lease_change_t **changes, int *nchanges,
+                            pgs_error_t *err);
+
+/* Hands out the pending changes without ticking (see pgs_lease_tick). */
+int pgs_lease_changes(pgs_lease_t *l, pgs_lease_change_t **changes);
+
+/* Releases every partition and the membership now, so others take over at
+ * their next tick. changes as for pgs_lease_tick. */
+pgs_status_t pgs_lease_release(pgs_lease_t *l, pgs_lease_change_t **changes, int *nchanges,
+                               pgs_error_t *err);
+
+/* The fencing token held for a partition, 0 when not held — or when the
+ * last successful tick is older than the lease (the server may have let it
+ * expire). */
+int64_t pgs_lease_token(pgs_lease_t *l, int32_t partition);
+
+/* Fills tokens[0..count-1] as pgs_lease_token would; returns how many are
+ * held. */
+int pgs_lease_owned(pgs_lease_t *l, int64_t *tokens);
+
+/* Fencing, inside the caller's open transaction on tx: fails the statement
+ * — and so the transaction — with PGS_ELEASE_LOST (SQLSTATE PGSL1) unless
+ * this worker still holds `partition` with `token` (<= 0: the token held
+ * now) and the lease has not expired. On success the lease row stays locked
+ * FOR SHARE until the transaction ends, so no takeover can commit before
+ * it: run it last, just before commit, under READ COMMITTED; under
+ * REPEATABLE READ/SERIALIZABLE run it first (a renewal between snapshot and
+ * guard is a serialization failure). Pass the token your work started
+ * under when the work spans ticks. */
+pgs_status_t pgs_lease_guard(pgs_lease_t *l, pgs_conn_t *tx, int32_t partition, int64_t token,
+                             pgs_error_t *err);
+
+typedef struct pgs_lease_info {
+    const char *name, *owner, *table; /* owned by the lease handle          */
+    int32_t count;
+    double lease, renew;
+    long ticks, failures;      /* rounds run, rounds failed                 */
+    int background;            /* the renewer thread runs                   */
+    pgs_error_t last_error;    /* of the last failed round                  */
+} pgs_lease_info_t;
+
+void pgs_lease_info(pgs_lease_t *l, pgs_lease_info_t *out);
+
+/* Starts or stops a thread that ticks every `renew` seconds (on a pooled
+ * connection); its changes wait for pgs_lease_changes / pgs_lease_tick. */
+pgs_status_t pgs_lease_start(pgs_lease_t *l, pgs_error_t *err);
+void pgs_lease_stop(pgs_lease_t *l);
+
+/* Stops the renewer, releases everything (best effort: otherwise the leases
+ * expire) and frees. NULL-tolerant. */
+void pgs_lease_close(pgs_lease_t *l);
+
+/* ---- locks --------------------------------------------------------------- */
+
+/* Named locks held across processes. A key is a string of 1..512 bytes of
+ * valid UTF-8 without NUL (pgs_lock_key_check); advisory modes lock
+ * pgs_lock_key(key) — FNV-1a 64 as a signed bigint — with the server's
+ * single-bigint advisory locks. */
+#define PGS_LOCK_KEY_MAX 512
+
+typedef enum pgs_lock_mode {
+    PGS_LOCK_ADVISORY = 0,     /* pg_advisory_lock on a pinned pooled
+                                  connection: released by release, by the
+                                  connection dropping, or the process dying */
+    PGS_LOCK_TABLE             /* compare-and-set on a row of a lock table,
+                                  for servers without advisory locks: held
+                                  for `ttl` seconds unless renewed, so a dead
+                                  holder's lock frees itself after the TTL  */
+} pgs_lock_mode_t;
+
+typedef struct pgs_lock_opts {
+    pgs_lock_mode_t mode;
+    double timeout;            /* acquire: seconds to wait; < 0 without
+                                  limit; 0 a single attempt                 */
+    const char *table;         /* table mode: NULL → "pgstore_locks",
+                                  created on first use                     */
+    double ttl;                /* table mode: seconds; 0 → 30               */
+} pgs_lock_opts_t;
+
+typedef struct pgs_lock pgs_lock_t;
+
+pgs_status_t pgs_lock_key_check(const char *key, size_t len, pgs_error_t *err);
+
+/* Acquires, waiting up to opts->timeout (opts NULL: advisory, one attempt).
+ * PGS_ETIMEOUT when not acquired in time. On PGS_OK *out is a held lock owned
+ * by the caller, to be given to pgs_lock_release(). An advisory lock pins
+ * one connection of the pool until then. */
+pgs_status_t pgs_lock_acquire(pgs_pool_t *pool, const char *key, size_t len,
+                              const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err);
+
+/* One attempt: PGS_OK with *out NULL when someone else holds it. */
+pgs_status_t pgs_lock_try(pgs_pool_t *pool, const char *key, size_t len,
+                          const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err);
+
+/* Keeps a lock: table mode extends the TTL; advisory mode checks that the
+ * session still holds it. PGS_ELEASE_LOST when it is gone. */
+pgs_status_t pgs_lock_renew(pgs_lock_t *lock, pgs_error_t *err);
+
+/* Releases and frees the lock (always, whatever the outcome; NULL-tolerant).
+ * PGS_ELEASE_LOST when it turns out the lock had already been lost (its
+ * connection dropped, or its TTL ran out): whatever it protected was not
+ * protected to the end. */
+pgs_status_t pgs_lock_release(pgs_lock_t *lock, pgs_error_t *err);
+
+/* The key as given (owned by the lock); the fencing token of a table-mode
+ * hold (grows with every acquisition of the key), or the advisory key. */
+const char *pgs_lock_name(const pgs_lock_t *lock);
+int64_t pgs_lock_token(const pgs_lock_t *lock);
+pgs_lock_mode_t pgs_lock_mode(const pgs_lock_t *lock);
+
+/* Transaction-scoped advisory locks on the caller's open transaction,
+ * released at commit or rollback. timeout < 0 waits as the session's
+ * lock_timeout allows; > 0 bounds the wait (PGS_ETIMEOUT — which, like any
+ * failed statement, aborts the transaction); 0 is a single attempt. */
+pgs_status_t pgs_lock_xact(pgs_conn_t *tx, const char *key, size_t len, double timeout,
+                           pgs_error_t *err);
+pgs_status_t pgs_lock_xact_try(pgs_conn_t *tx, const char *key, size_t len, int *acquired,
+                               pgs_error_t *err);
 
 #ifdef __cplusplus
 }

@@ -21,6 +21,9 @@
 #define PGS_SESSIONS_MT "pgstore.sessions"
 #define PGS_KV_MT "pgstore.kv"
 #define PGS_KV_INIT_MT "pgstore.kv_init"
+#define PGS_LISTENER_MT "pgstore.listener"
+#define PGS_LEASE_MT "pgstore.lease"
+#define PGS_LOCK_MT "pgstore.lock"
 
 /* Pushes nil and an error table; returns 2 for `return push_error(...)`. */
 int pgs_l_push_error(lua_State *L, const pgs_error_t *err);
@@ -58,4 +61,17 @@ pgs_pool_t *pgs_l_checkpool(lua_State *L, int idx);
 /* A transaction's connection: a pgstore.conn userdata at idx, or NULL when
  * the value there is nil/none. Raises on anything else or a released one. */
 pgs_conn_t *pgs_l_optconn(lua_State *L, int idx);
+
+/* Live delivery and coordination: listener + NOTIFY, partition leases and
+ * hashes, locks. Each registers its metatable and constructors on the
+ * module table at the top of the stack. */
+void pgs_l_listener_open(lua_State *L);
+void pgs_l_lease_open(lua_State *L);
+void pgs_l_lock_open(lua_State *L);
+
+/* Pushes a box that free()s p when collected, so a malloc'd C buffer
+ * survives Lua calls that may raise; pgs_l_free_owned(L, idx) frees it now
+ * (the box stays, empty). Registered by pgs_l_listener_open. */
+void pgs_l_own(lua_State *L, void *p);
+void pgs_l_free_owned(lua_State *L, int idx);
 #endif

@@ -63,5 +63,8 @@ __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
     pgs_l_exec_checkpoints_open(L);
     pgs_l_sessions_open(L);
     pgs_l_kv_open(L);
+    pgs_l_listener_open(L);
+    pgs_l_lease_open(L);
+    pgs_l_lock_open(L);
     return 1;
 }

@@ -5,6 +5,8 @@
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local Db = require "pgstore.db"
+require "pgstore.listen" -- adds db:notify
+require "pgstore.locks"  -- adds db:lock, db:try_lock, db:with_lock
 
 local type = type
 

@@ -4,6 +4,7 @@
 -- transaction has ended. It records retryable failures (40001, 40P01) so
 -- db:transaction can re-run the whole function even when the function
 -- swallowed or raised the error itself.
+local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 
 local type = type
@@ -81,6 +82,37 @@ function Tx:nested(fn)
   end
   self.conn:release_savepoint(name)
   return unpack(res, 2, table.maxn(res))
+end
+
+-- A transaction-scoped advisory lock on `key` (hashed as for db:lock),
+-- released at commit or rollback. opts.timeout (seconds) bounds the wait;
+-- running out is "timeout" and, like any failed statement, aborts the
+-- transaction. Without it the wait is as long as lock_timeout allows.
+function Tx:lock(key, opts)
+  check(self)
+  errors.check(key, 1, "lock", "string")
+  errors.check(opts, 2, "lock", "table|nil")
+  local timeout = opts and opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+    errors.arg(2, "lock", "timeout must be a non-negative number")
+  end
+  return note(self, core.xact_lock(self.conn, key, timeout))
+end
+
+-- tx:try_lock(key) → true | false (held elsewhere) | nil, err
+function Tx:try_lock(key)
+  check(self)
+  errors.check(key, 1, "try_lock", "string")
+  return note(self, core.xact_try_lock(self.conn, key))
+end
+
+-- tx:notify(channel, payload) → true | nil, err; delivered at commit, not
+-- at all on rollback (see pgstore.listen for the limits).
+function Tx:notify(channel, payload)
+  check(self)
+  errors.check(channel, 1, "notify", "string")
+  errors.check(payload, 2, "notify", "string|nil")
+  return core.notify(nil, self.conn, channel, payload or "")
 end
 
 return Tx

@@ -1,0 +1,567 @@
+/* SPDX-License-Identifier: MIT
+ * lease.c — partition leases: N partitions of a named set shared by
+ * competing workers through one table, with fencing tokens.
+ *
+ * Design. A row per partition (name, partition, owner, token, expires_at)
+ * and a row per live worker in <table>_members. One tick is ONE statement
+ * (data-modifying CTEs, so one round trip and one transaction): it renews
+ * the worker's membership, counts live members W, derives this worker's
+ * quota — ⌊P/W⌋, plus one for the first P mod W members in byte order of
+ * owner — keeps (renews) its lowest partitions up to the quota, releases the
+ * rest, and claims free or expired partitions up to the quota with
+ * FOR UPDATE SKIP LOCKED. Every claim bumps the partition's token, so a
+ * token names one tenure; releasing keeps it. All times are the server's
+ * clock; expires_at = now + lease.
+ *
+ * Fencing. <table>_guard(name, partition, owner, token) locks the lease row
+ * FOR SHARE inside the caller's transaction and raises SQLSTATE PGSL1 unless
+ * that owner still holds that token unexpired. The row lock makes a takeover
+ * (an UPDATE) wait for the guarded transaction to finish, so nothing commits
+ * under a token after the token has changed. Locally, a lease counts as
+ * held until (time the tick was sent + lease), which is never later than the
+ * server's expiry.
+ */
+#include "store.h"
+#include "conn.h"
+#include "error.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LEASE_LOST_SQLSTATE "PGSL1"
+
+struct pgs_lease {
+    pgs_store_base_t base;
+    char *name, *owner;
+    int32_t count;
+    double lease, renew;
+    char lease_ms[32], lock_timeout_ms[32];
+    char *tick_sql, *release_sql, *guard_sql;
+
+    pthread_mutex_t tick_mu;   /* one tick (or release) at a time */
+    pthread_mutex_t mu;        /* the state below */
+    int64_t *tokens;           /* [count]: 0 = not held */
+    double valid_until;        /* monotonic */
+    pgs_lease_change_t *pending; /* changes not yet handed out */
+    int npending, cappending;
+    long ticks, failures;
+    pgs_error_t last_err;      /* of the last failed tick */
+
+    /* the optional background renewer */
+    pthread_cond_t cv;
+    pthread_t thread;
+    int running, stopping;
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- SQL --------------------------------------------------------------------
+ * Templates take the quoted names: %1$s leases, %2$s members, %3$s guard
+ * (positional, and each is given exactly the arguments it names). */
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS %1$s ("
+    " name text NOT NULL,"
+    " partition int NOT NULL CHECK (partition >= 0),"
+    " owner text,"
+    " token bigint NOT NULL DEFAULT 0,"
+    " expires_at timestamptz,"
+    " PRIMARY KEY (name, partition));"
+    "CREATE TABLE IF NOT EXISTS %2$s ("
+    " name text NOT NULL,"
+    " owner text NOT NULL,"
+    " expires_at timestamptz NOT NULL,"
+    " PRIMARY KEY (name, owner));"
+    "CREATE OR REPLACE FUNCTION %3$s(p_name text, p_partition int, p_owner text, p_token bigint)"
+    " RETURNS bigint LANGUAGE plpgsql AS '"
+    " DECLARE t bigint; cur_owner text; cur_token bigint;"
+    " BEGIN"
+    "  SELECT l.token INTO t FROM %1$s l"
+    "   WHERE l.name = p_name AND l.partition = p_partition AND l.owner = p_owner"
+    "     AND l.token = p_token AND l.expires_at > clock_timestamp()"
+    "   FOR SHARE OF l;"
+    "  IF NOT FOUND THEN"
+    "   SELECT l.owner, l.token INTO cur_owner, cur_token FROM %1$s l"
+    "    WHERE l.name = p_name AND l.partition = p_partition;"
+    "   RAISE EXCEPTION USING ERRCODE = ''" LEASE_LOST_SQLSTATE "'',"
+    "    MESSAGE = format(''lease lost: partition %%s of %%s is no longer held by %%s with token %%s'',"
+    "                     p_partition, p_name, p_owner, p_token),"
+    "    DETAIL = format(''now held by %%s with token %%s'', coalesce(cur_owner, ''nobody''), cur_token);"
+    "  END IF;"
+    "  RETURN t;"
+    " END'";
+
+static const char seed_sql[] =
+    "INSERT INTO %1$s (name, partition)"
+    " SELECT $1, g FROM generate_series(0, $2::int - 1) g ON CONFLICT DO NOTHING";
+
+/* $1 name, $2 owner, $3 count, $4 lease ms, $5 lock_timeout ms. The cfg CTE
+ * sets lock_timeout before anything can wait for a row lock (everything that
+ * locks joins it), so a tick blocked by a long guarded transaction gives up
+ * instead of hanging; it is transaction-local, so the pooled session keeps
+ * its own setting. */
+static const char tick_sql[] =
+    "WITH cfg AS MATERIALIZED ("
+    "  SELECT clock_timestamp() AS now, set_config('lock_timeout', $5, true) AS lt"
+    "), member AS ("
+    "  INSERT INTO %2$s AS m (name, owner, expires_at)"
+    "  SELECT $1, $2, cfg.now + $4::float8 * interval '1 millisecond' FROM cfg"
+    "  ON CONFLICT (name, owner) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+    "  RETURNING 1"
+    "), purge AS ("
+    "  DELETE FROM %2$s d WHERE (d.name, d.owner) IN ("
+    "    SELECT o.name, o.owner FROM %2$s o, cfg"
+    "    WHERE o.name = $1 AND o.owner <> $2"
+    "      AND o.expires_at < cfg.now - 10 * $4::float8 * interval '1 millisecond'"
+    "    FOR UPDATE OF o SKIP LOCKED)"
+    "  RETURNING 1"
+    "), live AS ("
+    "  SELECT o.owner FROM %2$s o, cfg"
+    "  WHERE o.name = $1 AND o.owner <> $2 AND o.expires_at > cfg.now"
+    "), quota AS ("
+    "  SELECT $3::int / (n + 1) + CASE WHEN ahead < $3::int %% (n + 1) THEN 1 ELSE 0 END AS q"
+    "  FROM (SELECT count(*)::int AS n,"
+    "               (count(*) FILTER (WHERE owner COLLATE \"C\" < $2 COLLATE \"C\"))::int AS ahead"
+    "        FROM live) s"
+    "), mine AS MATERIALIZED ("
+    "  SELECT l.partition FROM %1$s l, cfg"
+    "  WHERE l.name = $1 AND l.owner = $2 AND l.partition < $3::int"
+    "  ORDER BY l.partition FOR UPDATE OF l"
+    "), keep AS MATERIALIZED ("
+    "  SELECT partition FROM mine ORDER BY partition LIMIT (SELECT q FROM quota)"
+    "), renewed AS ("
+    "  UPDATE %1$s l SET expires_at = cfg.now + $4::float8 * interval '1 millisecond' FROM cfg"
+    "  WHERE l.name = $1 AND l.partition IN (SELECT partition FROM keep)"
+    "  RETURNING l.partition, l.token"
+    "), released AS ("
+    "  UPDATE %1$s l SET owner = NULL, expires_at = NULL"
+    "  WHERE l.name = $1 AND l.owner = $2 AND l.partition NOT IN (SELECT partition FROM keep)"
+    "  RETURNING l.partition, l.token"
+    "), free AS MATERIALIZED ("
+    "  SELECT l.partition FROM %1$s l, cfg"
+    "  WHERE l.name = $1 AND l.partition < $3::int"
+    "    AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= cfg.now)"
+    "    AND l.owner IS DISTINCT FROM $2"
+    "  ORDER BY l.partition"
+    "  LIMIT greatest(0, (SELECT q FROM quota) - (SELECT count(*) FROM keep))"
+    "  FOR UPDATE OF l SKIP LOCKED"
+    "), claimed AS ("
+    "  UPDATE %1$s l SET owner = $2, token = l.token + 1,"
+    "         expires_at = cfg.now + $4::float8 * interval '1 millisecond'"
+    "  FROM cfg WHERE l.name = $1 AND l.partition IN (SELECT partition FROM free)"
+    "  RETURNING l.partition, l.token"
+    ")"
+    " SELECT 'k' AS kind, partition, token FROM renewed"
+    " UNION ALL SELECT 'r', partition, token FROM released"
+    " UNION ALL SELECT 'c', partition, token FROM claimed";
+
+/* $1 name, $2 owner, $3 lock_timeout ms (as for the tick). */
+static const char release_sql[] =
+    "WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $3, true) AS lt),"
+    " r AS ("
+    "  UPDATE %1$s l SET owner = NULL, expires_at = NULL FROM cfg"
+    "  WHERE l.name = $1 AND l.owner = $2 RETURNING l.partition, l.token"
+    "), m AS (DELETE FROM %2$s d USING cfg WHERE d.name = $1 AND d.owner = $2 RETURNING 1)"
+    " SELECT 'r' AS kind, partition, token FROM r";
+
+static const char guard_sql[] = "SELECT %s($1, $2::int, $3, $4::bigint)";
+
+/* ---- opening ------------------------------------------------------------------ */
+
+static char *default_owner(void)
+{
+    static int seq;
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0)
+        strcpy(host, "localhost");
+    host[sizeof host - 1] = '\0';
+    int n = __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST);
+    return n == 1 ? pgs_sql_printf("%s:%ld", host, (long)getpid())
+                  : pgs_sql_printf("%s:%ld:%d", host, (long)getpid(), n);
+}
+
+static void lease_free(pgs_lease_t *l)
+{
+    free(l->name);
+    free(l->owner);
+    free(l->tick_sql);
+    free(l->release_sql);
+    free(l->guard_sql);
+    free(l->tokens);
+    free(l->pending);
+    pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->tick_mu);
+    pthread_cond_destroy(&l->cv);
+    pgs_store_fini(&l->base);
+    free(l);
+}
+
+pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_lease_t **out,
+                            pgs_error_t *err)
+{
+    *out = NULL;
+    if (!opts || !opts->name || !*opts->name)
+        return pgs_error_set(err, PGS_EINVALID, "a partition set needs a name");
+    if (strlen(opts->name) > 200)
+        return pgs_error_set(err, PGS_EINVALID, "partition set name longer than 200 bytes");
+    int32_t count = opts->count > 0 ? opts->count : 8;
+    double lease = opts->lease > 0 ? opts->lease : 30;
+    double renew = opts->renew > 0 ? opts->renew : 10;
+    if (count > 65536)
+        return pgs_error_set(err, PGS_EINVALID, "partition count %d is over 65536", (int)count);
+    if (renew >= lease)
+        return pgs_error_set(err, PGS_EINVALID,
+                             "renew (%gs) must be shorter than the lease (%gs)", renew, lease);
+    if (opts->owner && (!*opts->owner || strlen(opts->owner) > 200))
+        return pgs_error_set(err, PGS_EINVALID, "owner must be 1..200 bytes");
+
+    pgs_lease_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->tick_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    char members[PGS_IDENT_MAX], guard[PGS_IDENT_MAX];
+    pgs_status_t st = pgs_store_init(&l->base, pool, opts->table, "pgstore_leases", err);
+    if (st == PGS_OK)
+        st = pgs_store_companion(&l->base, "_members", members, sizeof members, err);
+    if (st == PGS_OK)
+        st = pgs_store_companion(&l->base, "_guard", guard, sizeof guard, err);
+    if (st != PGS_OK) {
+        lease_free(l);
+        return st;
+    }
+    l->count = count;
+    l->lease = lease;
+    l->renew = renew;
+    double lock_ms = renew * 500;
+    lock_ms = lock_ms < 100 ? 100 : lock_ms > 5000 ? 5000 : lock_ms;
+    snprintf(l->lease_ms, sizeof l->lease_ms, "%.0f", lease * 1000);
+    snprintf(l->lock_timeout_ms, sizeof l->lock_timeout_ms, "%.0f", lock_ms);
+    l->name = strdup(opts->name);
+    l->owner = opts->owner ? strdup(opts->owner) : default_owner();
+    l->tokens = calloc((size_t)count, sizeof *l->tokens);
+    l->tick_sql = pgs_sql_printf(tick_sql, l->base.table, members);
+    l->release_sql = pgs_sql_printf(release_sql, l->base.table, members);
+    l->guard_sql = pgs_sql_printf(guard_sql, guard);
+    char *schema = pgs_sql_printf(schema_sql, l->base.table, members, guard);
+    char *seed = pgs_sql_printf(seed_sql, l->base.table);
+    char target[200];
+    snprintf(target, sizeof target, "pgstore.leases:%s", l->base.raw);
+    if (!l->name || !l->owner || !l->tokens || !l->tick_sql || !l->release_sql ||
+        !l->guard_sql || !schema || !seed) {
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    } else {
+        pgs_migration_t steps[] = {{1, schema}};
+        st = pgs_migrate(pool, target, steps, 1, err);
+    }
+    if (st == PGS_OK) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", (int)count);
+        pgs_param_t p[2] = {{l->name, -1}, {n, -1}};
+        pgs_conn_t *c;
+        st = pgs_pool_acquire(pool, -1, &c, err);
+        if (st == PGS_OK) {
+            st = pgs_exec(c, seed, 2, p, NULL, err);
+            pgs_pool_release(pool, c);
+        }
+    }
+    free(schema);
+    free(seed);
+    if (st != PGS_OK) {
+        lease_free(l);
+        return st;
+    }
+    *out = l;
+    return PGS_OK;
+}
+
+/* ---- ticks ------------------------------------------------------------------------ */
+
+/* Called with mu held. */
+static void note_change(pgs_lease_t *l, int32_t p, pgs_lease_change_kind_t kind, int64_t token)
+{
+    if (l->npending == l->cappending) {
+        /* Nobody collects them (a background renewer with no reader): keep
+         * the newest, the state itself is always current. */
+        int cap = l->cappending ? 2 * l->cappending : 16;
+        if (cap > 4 * l->count + 64) {
+            int keep = l->npending / 2;
+            memmove(l->pending, l->pending + (l->npending - keep), (size_t)keep * sizeof *l->pending);
+            l->npending = keep;
+        } else {
+            pgs_lease_change_t *n = realloc(l->pending, (size_t)cap * sizeof *n);
+            if (!n)
+                return;
+            l->pending = n;
+            l->cappending = cap;
+        }
+    }
+    l->pending[l->npending++] = (pgs_lease_change_t){.partition = p, .kind = kind, .token = token};
+}
+
+/* Applies a result of (kind, partition, token) rows: 'k' kept, 'c' claimed,
+ * 'r' released. Anything held before and absent now was lost. */
+static pgs_status_t apply(pgs_lease_t *l, PGresult *r, double sent, pgs_error_t *err)
+{
+    int64_t *now = calloc((size_t)l->count, sizeof *now);
+    char *released = calloc((size_t)l->count, 1);
+    if (!now || !released) {
+        free(now);
+        free(released);
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        char kind = PQgetvalue(r, i, 0)[0];
+        long p = strtol(PQgetvalue(r, i, 1), NULL, 10);
+        int64_t token = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        if (p < 0 || p >= l->count)
+            continue;
+        if (kind == 'r')
+            released[p] = 1;
+        else
+            now[p] = token;
+    }
+    pthread_mutex_lock(&l->mu);
+    for (int32_t p = 0; p < l->count; p++) {
+        int64_t before = l->tokens[p];
+        if (before && before != now[p])
+            note_change(l, p, released[p] ? PGS_LEASE_RELEASED : PGS_LEASE_LOST, before);
+        if (now[p] && now[p] != before)
+            note_change(l, p, PGS_LEASE_ACQUIRED, now[p]);
+    }
+    memcpy(l->tokens, now, (size_t)l->count * sizeof *now);
+    l->valid_until = sent + l->lease;
+    pthread_mutex_unlock(&l->mu);
+    free(now);
+    free(released);
+    return PGS_OK;
+}
+
+static pgs_status_t run_round(pgs_lease_t *l, int release, pgs_error_t *err)
+{
+    pthread_mutex_lock(&l->tick_mu);
+    char n[16];
+    snprintf(n, sizeof n, "%d", (int)l->count);
+    pgs_param_t tick_params[5] = {
+        {l->name, -1}, {l->owner, -1}, {n, -1}, {l->lease_ms, -1}, {l->lock_timeout_ms, -1}};
+    pgs_param_t release_params[3] = {{l->name, -1}, {l->owner, -1}, {l->lock_timeout_ms, -1}};
+    pgs_conn_t *c;
+    PGresult *r = NULL;
+    double sent = mono();
+    pgs_status_t st = pgs_pool_acquire(l->base.pool, -1, &c, err);
+    if (st == PGS_OK) {
+        sent = mono();
+        st = release ? pgs_exec(c, l->release_sql, 3, release_params, &r, err)
+                     : pgs_exec(c, l->tick_sql, 5, tick_params, &r, err);
+        pgs_pool_release(l->base.pool, c);
+    }
+    if (st == PGS_OK) {
+        st = apply(l, r, sent, err);
+        PQclear(r);
+    }
+    pthread_mutex_lock(&l->mu);
+    l->ticks++;
+    if (st != PGS_OK) {
+        l->failures++;
+        if (err)
+            l->last_err = *err;
+    }
+    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->tick_mu);
+    return st;
+}
+
+int pgs_lease_changes(pgs_lease_t *l, pgs_lease_change_t **changes)
+{
+    pthread_mutex_lock(&l->mu);
+    int n = l->npending;
+    *changes = l->pending;
+    l->pending = NULL;
+    l->npending = l->cappending = 0;
+    pthread_mutex_unlock(&l->mu);
+    if (!n) {
+        free(*changes);
+        *changes = NULL;
+    }
+    return n;
+}
+
+/* After a round: the pending changes go to the caller on success, are
+ * discarded when the caller passes no array, and otherwise wait. */
+static pgs_status_t hand_out(pgs_lease_t *l, pgs_status_t st, pgs_lease_change_t **changes,
+                             int *nchanges)
+{
+    pgs_lease_change_t *c = NULL;
+    if (!changes) {
+        (void)pgs_lease_changes(l, &c);
+        free(c);
+        return st;
+    }
+    *changes = NULL;
+    *nchanges = 0;
+    if (st == PGS_OK)
+        *nchanges = pgs_lease_changes(l, changes);
+    return st;
+}
+
+pgs_status_t pgs_lease_tick(pgs_lease_t *l, pgs_lease_change_t **changes, int *nchanges,
+                            pgs_error_t *err)
+{
+    return hand_out(l, run_round(l, 0, err), changes, nchanges);
+}
+
+pgs_status_t pgs_lease_release(pgs_lease_t *l, pgs_lease_change_t **changes, int *nchanges,
+                               pgs_error_t *err)
+{
+    return hand_out(l, run_round(l, 1, err), changes, nchanges);
+}
+
+/* ---- state ----------------------------------------------------------------------- */
+
+int64_t pgs_lease_token(pgs_lease_t *l, int32_t partition)
+{
+    if (partition < 0 || partition >= l->count)
+        return 0;
+    pthread_mutex_lock(&l->mu);
+    int64_t t = mono() < l->valid_until ? l->tokens[partition] : 0;
+    pthread_mutex_unlock(&l->mu);
+    return t;
+}
+
+int pgs_lease_owned(pgs_lease_t *l, int64_t *tokens)
+{
+    int n = 0;
+    pthread_mutex_lock(&l->mu);
+    int valid = mono() < l->valid_until;
+    for (int32_t p = 0; p < l->count; p++) {
+        tokens[p] = valid ? l->tokens[p] : 0;
+        n += tokens[p] != 0;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+void pgs_lease_info(pgs_lease_t *l, pgs_lease_info_t *out)
+{
+    pthread_mutex_lock(&l->mu);
+    out->name = l->name;
+    out->owner = l->owner;
+    out->table = l->base.raw;
+    out->count = l->count;
+    out->lease = l->lease;
+    out->renew = l->renew;
+    out->ticks = l->ticks;
+    out->failures = l->failures;
+    out->background = l->running;
+    out->last_error = l->last_err;
+    pthread_mutex_unlock(&l->mu);
+}
+
+pgs_status_t pgs_lease_guard(pgs_lease_t *l, pgs_conn_t *tx, int32_t partition, int64_t token,
+                             pgs_error_t *err)
+{
+    if (!tx || !pgs_conn_pg(tx))
+        return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
+    if (partition < 0 || partition >= l->count)
+        return pgs_error_set(err, PGS_EINVALID, "partition %d is out of range 0..%d",
+                             (int)partition, (int)l->count - 1);
+    PGTransactionStatusType ts = PQtransactionStatus(pgs_conn_pg(tx));
+    if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR)
+        return pgs_error_set(err, PGS_EINVALID, "a lease guard needs an open transaction");
+    if (token <= 0)
+        token = pgs_lease_token(l, partition);
+    /* Sent even when nothing is held (token 0 never matches): the failure
+     * must abort the caller's transaction, not just be reported here. */
+    char p[16], t[32];
+    snprintf(p, sizeof p, "%d", (int)partition);
+    snprintf(t, sizeof t, "%lld", (long long)token);
+    pgs_param_t params[4] = {{l->name, -1}, {p, -1}, {l->owner, -1}, {t, -1}};
+    pgs_status_t st = pgs_exec(tx, l->guard_sql, 4, params, NULL, err);
+    if (st != PGS_OK && err && strcmp(err->sqlstate, LEASE_LOST_SQLSTATE) == 0)
+        err->code = st = PGS_ELEASE_LOST;
+    return st;
+}
+
+/* ---- the background renewer -------------------------------------------------------- */
+
+static void *renewer(void *arg)
+{
+    pgs_lease_t *l = arg;
+    pthread_mutex_lock(&l->mu);
+    while (!l->stopping) {
+        pthread_mutex_unlock(&l->mu);
+        pgs_error_t e;
+        (void)run_round(l, 0, &e); /* failures are counted in the state */
+        pthread_mutex_lock(&l->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        long long ns = ts.tv_nsec + (long long)(l->renew * 1e9);
+        ts.tv_sec += (time_t)(ns / 1000000000LL);
+        ts.tv_nsec = (long)(ns % 1000000000LL);
+        while (!l->stopping && pthread_cond_timedwait(&l->cv, &l->mu, &ts) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+pgs_status_t pgs_lease_start(pgs_lease_t *l, pgs_error_t *err)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->running) {
+        pthread_mutex_unlock(&l->mu);
+        return PGS_OK;
+    }
+    l->stopping = 0;
+    int rc = pthread_create(&l->thread, NULL, renewer, l);
+    l->running = rc == 0;
+    pthread_mutex_unlock(&l->mu);
+    if (rc != 0)
+        return pgs_error_set(err, PGS_ENOMEM, "could not start the renewer thread (%s)",
+                             strerror(rc));
+    return PGS_OK;
+}
+
+void pgs_lease_stop(pgs_lease_t *l)
+{
+    pthread_mutex_lock(&l->mu);
+    if (!l->running) {
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    l->stopping = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    pthread_join(l->thread, NULL);
+    pthread_mutex_lock(&l->mu);
+    l->running = 0;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void pgs_lease_close(pgs_lease_t *l)
+{
+    if (!l)
+        return;
+    pgs_lease_stop(l);
+    if (!pgs_pool_is_closed(l->base.pool)) {
+        pgs_error_t e;
+        (void)pgs_lease_release(l, NULL, NULL, &e); /* best effort: else they expire */
+    }
+    lease_free(l);
+}

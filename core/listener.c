@@ -1,0 +1,832 @@
+/* SPDX-License-Identifier: MIT
+ * listener.c — LISTEN on a connection of its own, pulled by the caller:
+ * pgs_listener_wait() hands out one notification at a time. The connection
+ * is driven without blocking (non-blocking connect, PQsendQuery, poll() on
+ * the socket), so every call keeps to its deadline; a silent connection is
+ * probed (heartbeat), a dropped one is re-opened with backoff and
+ * re-LISTENed, and the consumer then gets a "*" marker telling it to catch
+ * up. NOTIFY is a hint: the marker, not a replay, is the recovery.
+ *
+ * Also here: channel-name and payload checks, and pgs_notify() for sending
+ * from any connection (a pooled one or the caller's transaction).
+ */
+#include "conn.h"
+#include "error.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* ---- checks ----------------------------------------------------------------- */
+
+/* Channel names become quoted identifiers in LISTEN/UNLISTEN. The grammar is
+ * kept to what needs no escaping anywhere and survives every client:
+ * 1..63 bytes of [A-Za-z0-9_.:-]. */
+pgs_status_t pgs_channel_check(const char *name, pgs_error_t *err)
+{
+    if (!name)
+        return pgs_error_set(err, PGS_EINVALID, "invalid channel name: (null)");
+    size_t n = strlen(name);
+    int ok = n >= 1 && n <= PGS_CHANNEL_MAX;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == '.' || c == ':' || c == '-';
+    }
+    if (ok)
+        return PGS_OK;
+    if (n > PGS_CHANNEL_MAX)
+        return pgs_error_set(err, PGS_EINVALID,
+                             "invalid channel name '%.40s…': longer than %d bytes", name,
+                             PGS_CHANNEL_MAX);
+    return pgs_error_set(err, PGS_EINVALID,
+                         "invalid channel name '%.80s': use 1..%d of the characters "
+                         "A-Z a-z 0-9 _ . : -",
+                         name, PGS_CHANNEL_MAX);
+}
+
+pgs_status_t pgs_notify_payload_check(const char *payload, size_t len, pgs_error_t *err)
+{
+    if (len > PGS_NOTIFY_PAYLOAD_MAX)
+        return pgs_error_set(err, PGS_EINVALID,
+                             "NOTIFY payload of %zu bytes is over the server's limit of %d bytes",
+                             len, PGS_NOTIFY_PAYLOAD_MAX);
+    if (len && memchr(payload, '\0', len))
+        return pgs_error_set(err, PGS_EINVALID, "NOTIFY payload contains a NUL byte");
+    return PGS_OK;
+}
+
+static const char notify_sql[] = "SELECT pg_notify($1, $2)";
+
+pgs_status_t pgs_notify(pgs_conn_t *conn, const char *channel, const char *payload, size_t len,
+                        pgs_error_t *err)
+{
+    if (!payload)
+        payload = "";
+    pgs_status_t st = pgs_channel_check(channel, err);
+    if (st == PGS_OK)
+        st = pgs_notify_payload_check(payload, len, err);
+    if (st != PGS_OK)
+        return st;
+    /* libpq reads text parameters up to their NUL, whatever the length
+     * says: send a terminated copy. */
+    char buf[PGS_NOTIFY_PAYLOAD_MAX + 1];
+    memcpy(buf, payload, len);
+    buf[len] = '\0';
+    pgs_param_t p[2] = {{channel, -1}, {buf, (int)len}};
+    return pgs_exec(conn, notify_sql, 2, p, NULL, err);
+}
+
+/* ---- the listener ------------------------------------------------------------- */
+
+typedef enum { L_DOWN, L_CONNECTING, L_READY } lstate_t;
+
+/* What the connection is busy with while READY. */
+typedef enum {
+    B_NONE,
+    B_SYNC,    /* UNLISTEN *; LISTEN …  after (re)connecting      */
+    B_COMMAND, /* a caller's LISTEN, UNLISTEN or pg_notify          */
+    B_PROBE    /* the heartbeat: an empty query                     */
+} lbusy_t;
+
+/* What drive() waits for. */
+typedef enum { W_NOTIFICATION, W_IDLE, W_COMMAND } lwant_t;
+
+struct pgs_listener {
+    pgs_dsn_t *dsn;
+    PGconn *pg;               /* NULL while down */
+    lstate_t state;
+    PostgresPollingStatusType polling;
+    lbusy_t busy;
+    double busy_since;
+    double last_traffic;      /* when anything last arrived */
+    double connect_deadline;
+    double next_attempt;      /* while down: when to try again */
+    int attempts;             /* failed connects in a row */
+    int doomed;               /* the server sent FATAL … */
+    char fatal[200];          /* … saying this */
+    int ready_once;           /* later syncs bring a reconnect marker */
+    int pid;                  /* backend of the current connection */
+
+    /* the caller's command in flight (B_COMMAND) */
+    int cmd_done;
+    pgs_error_t cmd_err;      /* code PGS_OK when it succeeded */
+    pgs_error_t last_err;     /* why the last connect or connection failed */
+
+    char **channels;
+    int nchannels, capchannels;
+
+    pgs_notification_t *head, *tail;
+    int queued;
+
+    double connect_timeout, heartbeat, heartbeat_timeout, reconnect_min, reconnect_max;
+    int max_queue, ignore_self;
+    long reconnects, dropped;
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* deadline < 0 means "none". */
+static double earliest(double a, double b)
+{
+    if (a < 0)
+        return b;
+    if (b < 0)
+        return a;
+    return a < b ? a : b;
+}
+
+static int ms_until(double until, double now)
+{
+    if (until < 0)
+        return -1;
+    double ms = (until - now) * 1000.0;
+    if (ms <= 0)
+        return 0;
+    return ms > 2e9 ? 2000000000 : (int)ms + 1; /* round up: never spin early */
+}
+
+static int find_channel(const pgs_listener_t *l, const char *name)
+{
+    for (int i = 0; i < l->nchannels; i++)
+        if (strcmp(l->channels[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- the queue ------------------------------------------------------------------ */
+
+static pgs_notification_t *new_notification(const char *channel, const char *payload,
+                                            size_t len, int pid)
+{
+    size_t clen = strlen(channel);
+    pgs_notification_t *n = malloc(sizeof *n + clen + 1 + len + 1);
+    if (!n)
+        return NULL;
+    memset(n, 0, sizeof *n);
+    char *c = (char *)(n + 1), *p = c + clen + 1;
+    memcpy(c, channel, clen + 1);
+    if (len)
+        memcpy(p, payload, len);
+    p[len] = '\0';
+    n->channel = c;
+    n->payload = p;
+    n->payload_len = len;
+    n->pid = pid;
+    return n;
+}
+
+void pgs_notification_free(pgs_notification_t *n)
+{
+    free(n);
+}
+
+static void push(pgs_listener_t *l, pgs_notification_t *n)
+{
+    n->next = NULL;
+    if (l->tail)
+        l->tail->next = n;
+    else
+        l->head = n;
+    l->tail = n;
+    l->queued++;
+}
+
+static void clear_queue(pgs_listener_t *l)
+{
+    while (l->head) {
+        pgs_notification_t *n = l->head;
+        l->head = n->next;
+        free(n);
+    }
+    l->tail = NULL;
+    l->queued = 0;
+}
+
+/* A marker asks the consumer to catch up from stored state. Markers
+ * coalesce: two in a row say nothing more than one. */
+static void push_marker(pgs_listener_t *l, int reconnected, int overflow)
+{
+    if (l->tail && l->tail->pid == 0 && strcmp(l->tail->channel, "*") == 0) {
+        l->tail->reconnected |= reconnected;
+        l->tail->overflow |= overflow;
+        return;
+    }
+    pgs_notification_t *n = new_notification("*", "", 0, 0);
+    if (!n)
+        return; /* out of memory: the next notification still wakes them */
+    n->reconnected = reconnected;
+    n->overflow = overflow;
+    push(l, n);
+}
+
+static void enqueue(pgs_listener_t *l, const char *channel, const char *payload, int pid)
+{
+    if (l->queued >= l->max_queue) {
+        /* Nobody is pulling: drop what is queued rather than grow without
+         * bound, and say so with a marker (catch up, something was missed). */
+        l->dropped += l->queued;
+        clear_queue(l);
+        push_marker(l, 0, 1);
+    }
+    pgs_notification_t *n = new_notification(channel, payload, strlen(payload), pid);
+    if (!n) {
+        l->dropped++;
+        push_marker(l, 0, 1);
+        return;
+    }
+    push(l, n);
+}
+
+/* Moves what libpq has parsed into the queue, keeping only channels still
+ * listened to (an UNLISTEN takes a round trip; stragglers are dropped). */
+static void harvest(pgs_listener_t *l)
+{
+    PGnotify *n;
+    int self = PQbackendPID(l->pg);
+    while ((n = PQnotifies(l->pg)) != NULL) {
+        if (!(l->ignore_self && n->be_pid == self) && find_channel(l, n->relname) >= 0)
+            enqueue(l, n->relname, n->extra ? n->extra : "", n->be_pid);
+        PQfreemem(n);
+    }
+}
+
+/* ---- the connection ----------------------------------------------------------- */
+
+/* Notices are dropped (the core never prints), except a FATAL arriving
+ * while idle: the server is closing the connection, and says why. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    pgs_listener_t *l = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)) {
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        l->doomed = 1;
+        snprintf(l->fatal, sizeof l->fatal, "%s", msg ? msg : sev);
+    }
+}
+
+/* TCP keepalives tuned to the heartbeat, so the kernel also notices a peer
+ * that vanished while nothing was sent. Unix sockets have no such thing. */
+static void set_keepalive(pgs_listener_t *l)
+{
+    int fd = PQsocket(l->pg);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return;
+    int on = 1, idle = (int)l->heartbeat, intvl = (int)(l->heartbeat_timeout / 3), cnt = 3;
+    if (idle < 1)
+        idle = 1;
+    if (intvl < 1)
+        intvl = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+#ifdef TCP_KEEPIDLE
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+#endif
+#ifdef TCP_USER_TIMEOUT
+    /* Data sent but unacknowledged this long: the connection is dead. */
+    unsigned int ut = (unsigned int)((l->heartbeat + l->heartbeat_timeout) * 1000);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
+#endif
+}
+
+static void fail_command(pgs_listener_t *l, const char *why)
+{
+    if (l->busy == B_COMMAND && !l->cmd_done) {
+        pgs_error_set(&l->cmd_err, PGS_ECONNECTION, "%s", why);
+        l->cmd_done = 1;
+    }
+}
+
+/* Closes the connection after keeping what it delivered. */
+static void drop(pgs_listener_t *l)
+{
+    if (l->pg) {
+        if (l->state == L_READY)
+            harvest(l);
+        PQfinish(l->pg);
+    }
+    fail_command(l, l->last_err.message);
+    l->pg = NULL;
+    l->state = L_DOWN;
+    l->busy = B_NONE;
+    l->pid = 0;
+}
+
+/* The connection is gone (or is given up on): reconnect at once — a first
+ * attempt costs little, later ones back off. why: a prefix for libpq's
+ * message, or NULL when last_err already says it. */
+static void lost(pgs_listener_t *l, const char *why)
+{
+    if (why && l->fatal[0])
+        pgs_error_set(&l->last_err, PGS_ECONNECTION, "%s%s", why, l->fatal);
+    else if (why)
+        pgs_error_from_conn(&l->last_err, PGS_ECONNECTION, why, l->pg);
+    pgs_error_scrub(&l->last_err, l->dsn->secret);
+    drop(l);
+    l->attempts = 0;
+    l->next_attempt = mono();
+}
+
+static double backoff(const pgs_listener_t *l)
+{
+    double d = l->reconnect_min;
+    for (int i = 1; i < l->attempts && d < l->reconnect_max; i++)
+        d *= 2;
+    if (d > l->reconnect_max)
+        d = l->reconnect_max;
+    /* ±25 % so that many listeners do not return in lockstep. */
+    return d * (0.75 + 0.5 * (double)rand() / RAND_MAX);
+}
+
+/* A connect attempt failed: res (a refused LISTEN), or why as a prefix for
+ * libpq's message, or neither when last_err already says it. */
+static void connect_failed(pgs_listener_t *l, const char *why, const PGresult *res)
+{
+    if (res)
+        pgs_error_from_result(&l->last_err, l->pg, res);
+    else if (why)
+        pgs_error_from_conn(&l->last_err, PGS_ECONNECTION, why, l->pg);
+    pgs_error_scrub(&l->last_err, l->dsn->secret);
+    drop(l);
+    l->attempts++;
+    l->next_attempt = mono() + backoff(l);
+}
+
+/* UNLISTEN * then LISTEN every channel, in one implicit transaction: the
+ * switch is atomic and repeats safely. */
+static int send_sync(pgs_listener_t *l)
+{
+    size_t need = 16;
+    for (int i = 0; i < l->nchannels; i++)
+        need += strlen(l->channels[i]) + 12;
+    char *sql = malloc(need);
+    if (!sql)
+        return 0;
+    size_t n = (size_t)snprintf(sql, need, "UNLISTEN *");
+    for (int i = 0; i < l->nchannels; i++)
+        n += (size_t)snprintf(sql + n, need - n, "; LISTEN \"%s\"", l->channels[i]);
+    int ok = PQsendQuery(l->pg, sql);
+    free(sql);
+    if (ok) {
+        l->busy = B_SYNC;
+        l->busy_since = mono();
+    }
+    return ok;
+}
+
+static void start_connect(pgs_listener_t *l)
+{
+    l->pg = PQconnectStartParams(l->dsn->keys, l->dsn->vals, 0);
+    if (!l->pg || PQstatus(l->pg) == CONNECTION_BAD) {
+        connect_failed(l, "could not connect: ", NULL);
+        return;
+    }
+    l->doomed = 0;
+    l->fatal[0] = '\0';
+    PQsetNoticeReceiver(l->pg, on_notice, l);
+    l->state = L_CONNECTING;
+    l->polling = PGRES_POLLING_WRITING;
+    l->connect_deadline = mono() + l->connect_timeout;
+}
+
+static void advance_connect(pgs_listener_t *l)
+{
+    l->polling = PQconnectPoll(l->pg);
+    if (l->polling == PGRES_POLLING_FAILED) {
+        connect_failed(l, "could not connect: ", NULL);
+        return;
+    }
+    if (l->polling != PGRES_POLLING_OK)
+        return;
+    set_keepalive(l);
+    l->state = L_READY;
+    l->pid = PQbackendPID(l->pg);
+    l->last_traffic = mono();
+    if (!send_sync(l))
+        connect_failed(l, "could not send LISTEN: ", NULL);
+}
+
+static void finish_busy(pgs_listener_t *l)
+{
+    switch (l->busy) {
+    case B_SYNC:
+        if (l->ready_once) {
+            l->reconnects++;
+            push_marker(l, 1, 0);
+        }
+        l->ready_once = 1;
+        l->attempts = 0;
+        break;
+    case B_COMMAND:
+        l->cmd_done = 1;
+        break;
+    default:
+        break;
+    }
+    l->busy = B_NONE;
+}
+
+/* Reads results of whatever is in flight, as far as they have arrived. */
+static void collect(pgs_listener_t *l)
+{
+    while (l->pg && l->busy != B_NONE && !PQisBusy(l->pg)) {
+        PGresult *r = PQgetResult(l->pg);
+        if (!r) {
+            finish_busy(l);
+            break;
+        }
+        ExecStatusType s = PQresultStatus(r);
+        int failed = s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE;
+        if (failed && l->busy == B_SYNC) {
+            /* LISTEN refused (a hot standby says "cannot execute LISTEN
+             * during recovery"): this server cannot serve us; retry later. */
+            connect_failed(l, NULL, r);
+            PQclear(r);
+            return;
+        }
+        if (failed && l->busy == B_COMMAND && l->cmd_err.code == PGS_OK) {
+            pgs_error_from_result(&l->cmd_err, l->pg, r);
+            pgs_error_scrub(&l->cmd_err, l->dsn->secret);
+        }
+        PQclear(r);
+    }
+    if (l->pg && l->state == L_READY)
+        harvest(l);
+    if (l->pg && (PQstatus(l->pg) == CONNECTION_BAD || l->doomed))
+        lost(l, "connection lost: ");
+}
+
+/* The loop behind every call: moves the connection along (connect, sync,
+ * heartbeat, results, reconnect) until `want` holds or the deadline
+ * (monotonic seconds, < 0 for none) passes. */
+static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_error_t *err)
+{
+    for (;;) {
+        if (want == W_NOTIFICATION && l->head)
+            return PGS_OK;
+        if (want == W_IDLE && l->state == L_READY && l->busy == B_NONE)
+            return PGS_OK;
+        if (want == W_COMMAND && l->cmd_done)
+            return PGS_OK;
+
+        double now = mono();
+        if (l->state == L_DOWN) {
+            if (now >= l->next_attempt) {
+                start_connect(l);
+                continue;
+            }
+            if (want == W_IDLE) {
+                /* Backing off: fail now rather than stall the caller. */
+                pgs_error_t e = l->last_err;
+                if (err) {
+                    *err = e;
+                    err->code = PGS_ECONNECTION;
+                }
+                return PGS_ECONNECTION;
+            }
+            double until = earliest(deadline, l->next_attempt);
+            int ms = ms_until(until, now);
+            if (ms > 0)
+                poll(NULL, 0, ms);
+            if (deadline >= 0 && mono() >= deadline && l->next_attempt > deadline)
+                return pgs_error_set(err, PGS_ETIMEOUT, "nothing arrived in time");
+            continue;
+        }
+
+        short events = POLLIN;
+        double until = deadline;
+        if (l->state == L_CONNECTING) {
+            events = l->polling == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+            until = earliest(until, l->connect_deadline);
+        } else if (l->busy != B_NONE) {
+            until = earliest(until, l->busy_since + l->heartbeat_timeout);
+        } else {
+            until = earliest(until, l->last_traffic + l->heartbeat);
+        }
+        struct pollfd p = {.fd = PQsocket(l->pg), .events = events, .revents = 0};
+        int r = poll(&p, 1, ms_until(until, now));
+        if (r < 0 && errno == EINTR)
+            continue;
+        now = mono();
+        if (r < 0) {
+            lost(l, "poll failed: ");
+            continue;
+        }
+        if (r > 0) {
+            if (l->state == L_CONNECTING) {
+                advance_connect(l);
+            } else if (!PQconsumeInput(l->pg)) {
+                lost(l, "connection lost: ");
+            } else {
+                l->last_traffic = now;
+                collect(l);
+            }
+            continue;
+        }
+        if (l->state == L_CONNECTING && now >= l->connect_deadline) {
+            pgs_error_set(&l->last_err, PGS_ECONNECTION, "could not connect: timed out after %gs",
+                          l->connect_timeout);
+            connect_failed(l, NULL, NULL);
+            continue;
+        }
+        if (l->state == L_READY && l->busy != B_NONE && now >= l->busy_since + l->heartbeat_timeout) {
+            pgs_error_set(&l->last_err, PGS_ECONNECTION,
+                          "connection lost: the server did not answer within %gs",
+                          l->heartbeat_timeout);
+            lost(l, NULL);
+            continue;
+        }
+        if (l->state == L_READY && l->busy == B_NONE && now >= l->last_traffic + l->heartbeat) {
+            /* An empty query is the cheapest round trip there is. */
+            if (PQsendQuery(l->pg, "")) {
+                l->busy = B_PROBE;
+                l->busy_since = now;
+            } else {
+                lost(l, "connection lost: ");
+            }
+            continue;
+        }
+        if (deadline >= 0 && now >= deadline)
+            return pgs_error_set(err, PGS_ETIMEOUT, "nothing arrived in time");
+    }
+}
+
+/* Sends sql (with optional parameters) as the caller's command and waits
+ * for its outcome until the deadline. PGS_ECONNECTION when the listener is
+ * down or the connection broke; PGS_ETIMEOUT when no answer came in time. */
+static pgs_status_t command(pgs_listener_t *l, const char *sql, int nparams, const char *const *values,
+                            const int *lengths, double deadline, pgs_error_t *err)
+{
+    pgs_status_t st = drive(l, deadline, W_IDLE, err);
+    if (st != PGS_OK)
+        return st;
+    int ok = nparams ? PQsendQueryParams(l->pg, sql, nparams, NULL, values, lengths, NULL, 0)
+                     : PQsendQuery(l->pg, sql);
+    if (!ok) {
+        lost(l, "connection lost: ");
+        return pgs_error_set(err, PGS_ECONNECTION, "%s", l->last_err.message);
+    }
+    l->busy = B_COMMAND;
+    l->busy_since = mono();
+    l->cmd_done = 0;
+    pgs_error_clear(&l->cmd_err);
+    st = drive(l, deadline, W_COMMAND, err);
+    if (st == PGS_ETIMEOUT)
+        return pgs_error_set(err, PGS_ETIMEOUT, "the server did not confirm in time");
+    if (st != PGS_OK)
+        return st;
+    if (l->cmd_err.code != PGS_OK) {
+        if (err)
+            *err = l->cmd_err;
+        return l->cmd_err.code;
+    }
+    return PGS_OK;
+}
+
+/* ---- public ----------------------------------------------------------------------- */
+
+static int add_channel(pgs_listener_t *l, const char *name)
+{
+    if (l->nchannels == l->capchannels) {
+        int cap = l->capchannels ? 2 * l->capchannels : 8;
+        char **c = realloc(l->channels, (size_t)cap * sizeof *c);
+        if (!c)
+            return 0;
+        l->channels = c;
+        l->capchannels = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return 0;
+    l->channels[l->nchannels++] = copy;
+    return 1;
+}
+
+static void drop_channel(pgs_listener_t *l, int i)
+{
+    free(l->channels[i]);
+    l->channels[i] = l->channels[--l->nchannels];
+}
+
+pgs_status_t pgs_listener_open(const pgs_listener_opts_t *opts, const char *const *channels,
+                               int nchannels, pgs_listener_t **out, pgs_error_t *err)
+{
+    *out = NULL;
+    for (int i = 0; i < nchannels; i++) {
+        pgs_status_t st = pgs_channel_check(channels[i], err);
+        if (st != PGS_OK)
+            return st;
+    }
+    pgs_listener_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = pgs_dsn_build(opts ? &opts->conn : NULL, &l->dsn, err);
+    if (st != PGS_OK) {
+        free(l);
+        return st;
+    }
+#define OPT(field, dflt) (opts && opts->field > 0 ? opts->field : (dflt))
+    l->connect_timeout = OPT(conn.connect_timeout, 5);
+    l->heartbeat = OPT(heartbeat, 10);
+    l->heartbeat_timeout = OPT(heartbeat_timeout, 5);
+    l->reconnect_min = OPT(reconnect_min, 0.1);
+    l->reconnect_max = OPT(reconnect_max, 10);
+    l->max_queue = OPT(max_queue, 10000);
+#undef OPT
+    if (l->reconnect_max < l->reconnect_min)
+        l->reconnect_max = l->reconnect_min;
+    l->ignore_self = opts && opts->ignore_self;
+    for (int i = 0; i < nchannels; i++)
+        if (find_channel(l, channels[i]) < 0 && !add_channel(l, channels[i])) {
+            pgs_listener_close(l);
+            return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        }
+
+    /* The first connection is made here, so a wrong DSN or a server that
+     * refuses LISTEN is reported at once; later losses are recovered. */
+    start_connect(l);
+    double deadline = mono() + l->connect_timeout + l->heartbeat_timeout;
+    st = l->state == L_DOWN ? PGS_ECONNECTION : drive(l, deadline, W_IDLE, err);
+    if (st != PGS_OK || !l->ready_once) {
+        pgs_error_t e = l->last_err;
+        if (e.code == PGS_OK)
+            pgs_error_set(&e, PGS_ECONNECTION, "could not connect: timed out");
+        if (err)
+            *err = e;
+        pgs_listener_close(l);
+        return e.code;
+    }
+    *out = l;
+    return PGS_OK;
+}
+
+void pgs_listener_close(pgs_listener_t *l)
+{
+    if (!l)
+        return;
+    PQfinish(l->pg);
+    clear_queue(l);
+    for (int i = 0; i < l->nchannels; i++)
+        free(l->channels[i]);
+    free(l->channels);
+    pgs_dsn_free(l->dsn);
+    free(l);
+}
+
+pgs_status_t pgs_listener_add(pgs_listener_t *l, const char *channel, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_channel_check(channel, err);
+    if (st != PGS_OK)
+        return st;
+    if (find_channel(l, channel) >= 0)
+        return PGS_OK;
+    if (!add_channel(l, channel))
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    /* Down or connecting: the sync after connecting includes it. */
+    if (l->state != L_READY)
+        return PGS_OK;
+    char sql[PGS_CHANNEL_MAX + 16];
+    snprintf(sql, sizeof sql, "LISTEN \"%s\"", channel);
+    pgs_error_t e;
+    st = command(l, sql, 0, NULL, NULL, mono() + l->connect_timeout, &e);
+    if (st == PGS_ESQL) {
+        drop_channel(l, find_channel(l, channel));
+        if (err)
+            *err = e;
+        return st;
+    }
+    /* A broken connection will be re-opened and re-LISTENed, channel and all. */
+    return PGS_OK;
+}
+
+pgs_status_t pgs_listener_remove(pgs_listener_t *l, const char *channel, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_channel_check(channel, err);
+    if (st != PGS_OK)
+        return st;
+    int i = find_channel(l, channel);
+    if (i < 0)
+        return PGS_OK;
+    drop_channel(l, i);
+    /* Queued notifications for it go too: the caller asked for silence. */
+    pgs_notification_t **pp = &l->head;
+    l->tail = NULL;
+    while (*pp) {
+        pgs_notification_t *n = *pp;
+        if (n->pid != 0 && strcmp(n->channel, channel) == 0) {
+            *pp = n->next;
+            free(n);
+            l->queued--;
+        } else {
+            l->tail = n;
+            pp = &n->next;
+        }
+    }
+    if (l->state != L_READY)
+        return PGS_OK;
+    char sql[PGS_CHANNEL_MAX + 16];
+    snprintf(sql, sizeof sql, "UNLISTEN \"%s\"", channel);
+    pgs_error_t e;
+    (void)command(l, sql, 0, NULL, NULL, mono() + l->connect_timeout, &e);
+    return PGS_OK;
+}
+
+pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notification_t **out,
+                               pgs_error_t *err)
+{
+    *out = NULL;
+    double deadline = timeout < 0 ? -1 : mono() + timeout;
+    pgs_status_t st = drive(l, deadline, W_NOTIFICATION, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_notification_t *n = l->head;
+    l->head = n->next;
+    if (!l->head)
+        l->tail = NULL;
+    l->queued--;
+    n->next = NULL;
+    *out = n;
+    return PGS_OK;
+}
+
+pgs_status_t pgs_listener_notify(pgs_listener_t *l, const char *channel, const char *payload,
+                                 size_t len, double timeout, pgs_error_t *err)
+{
+    if (!payload)
+        payload = "";
+    pgs_status_t st = pgs_channel_check(channel, err);
+    if (st == PGS_OK)
+        st = pgs_notify_payload_check(payload, len, err);
+    if (st != PGS_OK)
+        return st;
+    if (timeout <= 0)
+        timeout = l->connect_timeout;
+    char buf[PGS_NOTIFY_PAYLOAD_MAX + 1]; /* terminated: see pgs_notify */
+    memcpy(buf, payload, len);
+    buf[len] = '\0';
+    const char *values[2] = {channel, buf};
+    int lengths[2] = {(int)strlen(channel), (int)len};
+    st = command(l, notify_sql, 2, values, lengths, mono() + timeout, err);
+    if (st == PGS_ETIMEOUT)
+        pgs_error_set(err, PGS_ETIMEOUT,
+                      "NOTIFY not confirmed within %gs (it may still be delivered)", timeout);
+    return st;
+}
+
+int pgs_listener_fd(const pgs_listener_t *l)
+{
+    return l->pg ? PQsocket(l->pg) : -1;
+}
+
+double pgs_listener_due(const pgs_listener_t *l)
+{
+    double now = mono(), until;
+    switch (l->state) {
+    case L_DOWN:
+        until = l->next_attempt;
+        break;
+    case L_CONNECTING:
+        /* libpq may be waiting for the socket to become writable, which a
+         * readability watcher does not see: come back soon. */
+        until = l->polling == PGRES_POLLING_WRITING ? now : earliest(l->connect_deadline, now + 0.05);
+        break;
+    default:
+        until = l->busy != B_NONE ? l->busy_since + l->heartbeat_timeout
+                                  : l->last_traffic + l->heartbeat;
+    }
+    if (l->head)
+        until = now;
+    return until > now ? until - now : 0;
+}
+
+void pgs_listener_stats(const pgs_listener_t *l, pgs_listener_stats_t *out)
+{
+    out->connected = l->state == L_READY && l->busy != B_SYNC;
+    out->pid = l->pid;
+    out->reconnects = l->reconnects;
+    out->dropped = l->dropped;
+    out->queued = l->queued;
+    out->channels = l->nchannels;
+    out->last_error = l->last_err;
+}
+
+const char *pgs_listener_channel(const pgs_listener_t *l, int i)
+{
+    return i >= 0 && i < l->nchannels ? l->channels[i] : NULL;
+}

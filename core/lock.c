@@ -1,0 +1,531 @@
+/* SPDX-License-Identifier: MIT
+ * lock.c — named locks across processes. Advisory mode: a session-level
+ * pg_advisory_lock on a pooled connection pinned for as long as the lock is
+ * held, so it goes away with release, with the connection, or with the
+ * process. Keys are strings hashed to 64 bits in C (pgs_lock_key, FNV-1a),
+ * never with the server's hashtext. A wait is bounded with a
+ * transaction-local lock_timeout. Transaction mode: pg_advisory_xact_lock
+ * on the caller's transaction. Table mode, for servers without advisory
+ * locks (CockroachDB): a row per key taken by compare-and-set
+ * (INSERT … ON CONFLICT … WHERE expired), held for a TTL that the holder
+ * renews, with a token that grows on every acquisition.
+ */
+#include "store.h"
+#include "conn.h"
+#include "error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct pgs_lock {
+    pgs_pool_t *pool;          /* referenced */
+    pgs_lock_mode_t mode;
+    char *name;                /* the key as given */
+    int64_t key;               /* advisory */
+    pgs_conn_t *conn;          /* advisory: the pinned connection */
+    char table[PGS_IDENT_MAX]; /* table mode */
+    char owner[160];
+    int64_t token;
+    char ttl_ms[32];
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_for(double s)
+{
+    if (s <= 0)
+        return;
+    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- keys ------------------------------------------------------------------- */
+
+static int valid_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        /* overlong forms, surrogates, beyond Unicode */
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+pgs_status_t pgs_lock_key_check(const char *key, size_t len, pgs_error_t *err)
+{
+    if (!key || len == 0)
+        return pgs_error_set(err, PGS_EINVALID, "invalid lock key: empty");
+    if (len > PGS_LOCK_KEY_MAX)
+        return pgs_error_set(err, PGS_EINVALID, "invalid lock key: %zu bytes, at most %d", len,
+                             PGS_LOCK_KEY_MAX);
+    if (memchr(key, '\0', len))
+        return pgs_error_set(err, PGS_EINVALID, "invalid lock key: contains a NUL byte");
+    if (!valid_utf8((const unsigned char *)key, len))
+        return pgs_error_set(err, PGS_EINVALID, "invalid lock key: not valid UTF-8");
+    return PGS_OK;
+}
+
+/* ---- SQL -------------------------------------------------------------------------- */
+
+/* lock_timeout is set in a CTE the lock depends on, so it is in force before
+ * the wait begins; set_config(…, true) lasts only for this statement's
+ * implicit transaction. '0' means no limit. */
+static const char lock_sql[] =
+    "WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $2, true) AS lt)"
+    " SELECT pg_advisory_lock($1::bigint) FROM cfg";
+static const char try_sql[] = "SELECT pg_try_advisory_lock($1::bigint)";
+static const char unlock_sql[] = "SELECT pg_advisory_unlock($1::bigint)";
+static const char held_sql[] =
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    " AND granted AND objsubid = 1"
+    " AND classid = (($1::bigint >> 32) & 4294967295)::oid"
+    " AND objid = ($1::bigint & 4294967295)::oid";
+
+static const char xact_sql[] = "SELECT pg_advisory_xact_lock($1::bigint)";
+static const char xact_timed_sql[] =
+    "WITH cfg AS MATERIALIZED (SELECT current_setting('lock_timeout') AS old,"
+    "                                 set_config('lock_timeout', $2, true) AS lt)"
+    " SELECT cfg.old, pg_advisory_xact_lock($1::bigint) FROM cfg";
+static const char restore_sql[] = "SELECT set_config('lock_timeout', $1, true)";
+static const char xact_try_sql[] = "SELECT pg_try_advisory_xact_lock($1::bigint)";
+
+static const char table_create_sql[] =
+    "CREATE TABLE IF NOT EXISTS %s ("
+    " key text PRIMARY KEY,"
+    " owner text NOT NULL,"
+    " token bigint NOT NULL,"
+    " expires_at timestamptz NOT NULL)";
+/* $1 key, $2 owner, $3 ttl ms: a row is taken when absent or expired. */
+static const char table_take_sql[] =
+    "INSERT INTO %s AS t (key, owner, token, expires_at)"
+    " VALUES ($1, $2, 1, clock_timestamp() + $3::float8 * interval '1 millisecond')"
+    " ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, token = t.token + 1,"
+    "   expires_at = EXCLUDED.expires_at"
+    " WHERE t.expires_at <= clock_timestamp()"
+    " RETURNING t.token";
+static const char table_renew_sql[] =
+    "UPDATE %s SET expires_at = clock_timestamp() + $4::float8 * interval '1 millisecond'"
+    " WHERE key = $1 AND owner = $2 AND token = $3::bigint AND expires_at > clock_timestamp()"
+    " RETURNING 1";
+/* Expires the row rather than deleting it, so the token keeps growing. */
+static const char table_release_sql[] =
+    "UPDATE %1$s t SET expires_at = '-infinity'"
+    " FROM (SELECT expires_at AS was FROM %1$s"
+    "       WHERE key = $1 AND owner = $2 AND token = $3::bigint) o"
+    " WHERE t.key = $1 AND t.owner = $2 AND t.token = $3::bigint"
+    " RETURNING o.was > clock_timestamp()";
+
+/* ---- advisory ------------------------------------------------------------------ */
+
+static pgs_lock_t *new_lock(pgs_pool_t *pool, const char *key, size_t len, pgs_lock_mode_t mode)
+{
+    pgs_lock_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->name = malloc(len + 1);
+    if (!l->name) {
+        free(l);
+        return NULL;
+    }
+    memcpy(l->name, key, len);
+    l->name[len] = '\0';
+    l->mode = mode;
+    l->key = pgs_lock_key(key, len);
+    l->pool = pool;
+    pgs_pool_ref(pool);
+    return l;
+}
+
+static void free_lock(pgs_lock_t *l)
+{
+    if (l->conn)
+        pgs_pool_release(l->pool, l->conn);
+    pgs_pool_unref(l->pool);
+    free(l->name);
+    free(l);
+}
+
+static int first_is_true(const PGresult *r)
+{
+    return r && PQntuples(r) > 0 && PQgetvalue(r, 0, 0)[0] == 't';
+}
+
+/* Takes the advisory lock on a pinned connection; try_only: one attempt.
+ * *got tells whether it is held. */
+static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, int *got,
+                                  pgs_error_t *err)
+{
+    *got = 0;
+    double deadline = timeout > 0 ? mono() + timeout : -1;
+    pgs_status_t st = pgs_pool_acquire(l->pool, timeout > 0 ? timeout : -1, &l->conn, err);
+    if (st != PGS_OK)
+        return st;
+    char key[32];
+    snprintf(key, sizeof key, "%lld", (long long)l->key);
+    PGresult *r = NULL;
+    if (try_only || timeout == 0) {
+        pgs_param_t p = {key, -1};
+        st = pgs_exec(l->conn, try_sql, 1, &p, &r, err);
+        if (st == PGS_OK)
+            *got = first_is_true(r);
+    } else {
+        char ms[32] = "0";
+        if (deadline >= 0) {
+            double left = (deadline - mono()) * 1000;
+            snprintf(ms, sizeof ms, "%.0f", left < 1 ? 1 : left + 0.5);
+        }
+        pgs_param_t p[2] = {{key, -1}, {ms, -1}};
+        st = pgs_exec(l->conn, lock_sql, 2, p, &r, err);
+        if (st == PGS_OK)
+            *got = 1;
+        else if (st == PGS_ETIMEOUT)
+            pgs_error_set(err, PGS_ETIMEOUT, "lock '%.200s' not acquired within %gs", l->name,
+                          timeout);
+    }
+    PQclear(r);
+    if (!*got) {
+        pgs_pool_release(l->pool, l->conn);
+        l->conn = NULL;
+    }
+    return st;
+}
+
+/* ---- table mode ----------------------------------------------------------------- */
+
+static pgs_status_t table_init(pgs_pool_t *pool, const char *table, pgs_error_t *err)
+{
+    char *sql = pgs_sql_printf(table_create_sql, table);
+    if (!sql)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_conn_t *c;
+    pgs_status_t st = pgs_pool_acquire(pool, -1, &c, err);
+    if (st == PGS_OK) {
+        st = pgs_exec_command(c, sql, err);
+        /* Two processes creating it at once: the loser fails on a duplicate
+         * type or relation — and then the table exists; look again. */
+        if (st == PGS_ESQL && err &&
+            (strcmp(err->sqlstate, "23505") == 0 || strcmp(err->sqlstate, "42P07") == 0))
+            st = pgs_exec_command(c, sql, err);
+        pgs_pool_release(pool, c);
+    }
+    free(sql);
+    return st;
+}
+
+static void make_owner(pgs_lock_t *l)
+{
+    static int seq;
+    char host[64] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0)
+        strcpy(host, "localhost");
+    host[sizeof host - 1] = '\0';
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long salt = (unsigned long)ts.tv_nsec ^ ((unsigned long)ts.tv_sec << 20) ^
+                         (unsigned long)rand();
+    snprintf(l->owner, sizeof l->owner, "%s:%ld:%d:%lx", host, (long)getpid(),
+             __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST), salt & 0xffffffffUL);
+}
+
+/* One compare-and-set attempt. */
+static pgs_status_t table_try(pgs_lock_t *l, int *got, pgs_error_t *err)
+{
+    *got = 0;
+    char *sql = pgs_sql_printf(table_take_sql, l->table);
+    if (!sql)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_param_t p[3] = {{l->name, -1}, {l->owner, -1}, {l->ttl_ms, -1}};
+    pgs_status_t st = PGS_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        pgs_conn_t *c;
+        PGresult *r = NULL;
+        st = pgs_pool_acquire(l->pool, -1, &c, err);
+        if (st != PGS_OK)
+            break;
+        st = pgs_exec(c, sql, 3, p, &r, err);
+        pgs_pool_release(l->pool, c);
+        if (st == PGS_OK && PQntuples(r) == 1) {
+            l->token = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+            *got = 1;
+        }
+        PQclear(r);
+        if (st == PGS_ESQL && err && strcmp(err->sqlstate, "42P01") == 0 && attempt == 0) {
+            st = table_init(l->pool, l->table, err); /* first use of the table */
+            if (st == PGS_OK)
+                continue;
+        }
+        break;
+    }
+    free(sql);
+    return st;
+}
+
+static pgs_status_t table_take(pgs_lock_t *l, double timeout, int try_only, int *got,
+                               pgs_error_t *err)
+{
+    double deadline = timeout >= 0 ? mono() + timeout : -1;
+    double pause = 0.01;
+    for (;;) {
+        pgs_status_t st = table_try(l, got, err);
+        if (st != PGS_OK || *got || try_only)
+            return st;
+        double now = mono();
+        if (deadline >= 0 && now >= deadline)
+            return pgs_error_set(err, PGS_ETIMEOUT, "lock '%.200s' not acquired within %gs",
+                                 l->name, timeout);
+        /* Poll with growing, jittered pauses (10 ms … 250 ms). */
+        double s = pause * (0.5 + (double)rand() / RAND_MAX);
+        if (deadline >= 0 && now + s > deadline)
+            s = deadline - now;
+        sleep_for(s);
+        pause = pause * 2 > 0.25 ? 0.25 : pause * 2;
+    }
+}
+
+/* ---- public --------------------------------------------------------------------- */
+
+static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pgs_lock_opts_t *opts,
+                         int try_only, pgs_lock_t **out, pgs_error_t *err)
+{
+    *out = NULL;
+    pgs_status_t st = pgs_lock_key_check(key, len, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_lock_mode_t mode = opts ? opts->mode : PGS_LOCK_ADVISORY;
+    if (mode != PGS_LOCK_ADVISORY && mode != PGS_LOCK_TABLE)
+        return pgs_error_set(err, PGS_EINVALID, "unknown lock mode %d", (int)mode);
+    pgs_lock_t *l = new_lock(pool, key, len, mode);
+    if (!l)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    double timeout = opts ? opts->timeout : 0;
+    int got = 0;
+    if (mode == PGS_LOCK_TABLE) {
+        double ttl = opts->ttl > 0 ? opts->ttl : 30;
+        snprintf(l->ttl_ms, sizeof l->ttl_ms, "%.0f", ttl * 1000);
+        make_owner(l);
+        st = pgs_ident_quote(opts->table && *opts->table ? opts->table : "pgstore_locks",
+                             l->table, sizeof l->table, err);
+        if (st == PGS_OK)
+            st = table_take(l, timeout, try_only, &got, err);
+    } else {
+        st = advisory_take(l, timeout, try_only, &got, err);
+    }
+    if (st != PGS_OK || !got) {
+        free_lock(l);
+        if (st == PGS_OK && !try_only)
+            st = pgs_error_set(err, PGS_ETIMEOUT, "lock '%.200s' is held elsewhere", key);
+        return st;
+    }
+    *out = l;
+    return PGS_OK;
+}
+
+pgs_status_t pgs_lock_acquire(pgs_pool_t *pool, const char *key, size_t len,
+                              const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err)
+{
+    return take(pool, key, len, opts, 0, out, err);
+}
+
+pgs_status_t pgs_lock_try(pgs_pool_t *pool, const char *key, size_t len,
+                          const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err)
+{
+    return take(pool, key, len, opts, 1, out, err);
+}
+
+pgs_status_t pgs_lock_renew(pgs_lock_t *l, pgs_error_t *err)
+{
+    char key[32];
+    PGresult *r = NULL;
+    pgs_status_t st;
+    if (l->mode == PGS_LOCK_ADVISORY) {
+        snprintf(key, sizeof key, "%lld", (long long)l->key);
+        pgs_param_t p = {key, -1};
+        st = pgs_exec(l->conn, held_sql, 1, &p, &r, err);
+        int held = st == PGS_OK && PQntuples(r) == 1 && atoi(PQgetvalue(r, 0, 0)) > 0;
+        PQclear(r);
+        if (st == PGS_OK && held)
+            return PGS_OK;
+        return pgs_error_set(err, PGS_ELEASE_LOST, "lock '%.200s' is no longer held%s", l->name,
+                             st == PGS_OK ? "" : ": its connection was lost");
+    }
+    char *sql = pgs_sql_printf(table_renew_sql, l->table);
+    if (!sql)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    snprintf(key, sizeof key, "%lld", (long long)l->token);
+    pgs_param_t p[4] = {{l->name, -1}, {l->owner, -1}, {key, -1}, {l->ttl_ms, -1}};
+    pgs_conn_t *c;
+    st = pgs_pool_acquire(l->pool, -1, &c, err);
+    if (st == PGS_OK) {
+        st = pgs_exec(c, sql, 4, p, &r, err);
+        pgs_pool_release(l->pool, c);
+    }
+    free(sql);
+    if (st == PGS_OK && PQntuples(r) == 0)
+        st = pgs_error_set(err, PGS_ELEASE_LOST,
+                           "lock '%.200s' is no longer held (its TTL ran out)", l->name);
+    PQclear(r);
+    return st;
+}
+
+pgs_status_t pgs_lock_release(pgs_lock_t *l, pgs_error_t *err)
+{
+    if (!l)
+        return PGS_OK;
+    char key[32];
+    PGresult *r = NULL;
+    pgs_status_t st;
+    int held = 0;
+    if (l->mode == PGS_LOCK_ADVISORY) {
+        snprintf(key, sizeof key, "%lld", (long long)l->key);
+        pgs_param_t p = {key, -1};
+        st = pgs_exec(l->conn, unlock_sql, 1, &p, &r, err);
+        held = st == PGS_OK && first_is_true(r);
+    } else {
+        char *sql = pgs_sql_printf(table_release_sql, l->table);
+        snprintf(key, sizeof key, "%lld", (long long)l->token);
+        pgs_param_t p[3] = {{l->name, -1}, {l->owner, -1}, {key, -1}};
+        pgs_conn_t *c;
+        st = sql ? pgs_pool_acquire(l->pool, -1, &c, err)
+                 : pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        if (st == PGS_OK) {
+            st = pgs_exec(c, sql, 3, p, &r, err);
+            pgs_pool_release(l->pool, c);
+        }
+        free(sql);
+        held = st == PGS_OK && first_is_true(r);
+        if (st != PGS_OK) {
+            /* Could not reach the table: the row expires by itself. */
+            PQclear(r);
+            free_lock(l);
+            return st;
+        }
+    }
+    PQclear(r);
+    const char *why = l->mode == PGS_LOCK_ADVISORY ? "its connection was lost"
+                                                   : "its TTL ran out or it was taken over";
+    if (!held)
+        st = pgs_error_set(err, PGS_ELEASE_LOST, "lock '%.200s' was no longer held (%s)", l->name,
+                           why);
+    free_lock(l);
+    return held ? PGS_OK : st;
+}
+
+const char *pgs_lock_name(const pgs_lock_t *l)
+{
+    return l->name;
+}
+
+int64_t pgs_lock_token(const pgs_lock_t *l)
+{
+    return l->mode == PGS_LOCK_TABLE ? l->token : l->key;
+}
+
+pgs_lock_mode_t pgs_lock_mode(const pgs_lock_t *l)
+{
+    return l->mode;
+}
+
+/* ---- transaction-scoped ----------------------------------------------------------- */
+
+static pgs_status_t in_transaction(pgs_conn_t *tx, pgs_error_t *err)
+{
+    if (!tx || !pgs_conn_pg(tx))
+        return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
+    if (PQtransactionStatus(pgs_conn_pg(tx)) != PQTRANS_INTRANS)
+        return pgs_error_set(err, PGS_EINVALID, "a transaction lock needs an open transaction");
+    return PGS_OK;
+}
+
+pgs_status_t pgs_lock_xact(pgs_conn_t *tx, const char *key, size_t len, double timeout,
+                           pgs_error_t *err)
+{
+    pgs_status_t st = pgs_lock_key_check(key, len, err);
+    if (st == PGS_OK)
+        st = in_transaction(tx, err);
+    if (st != PGS_OK)
+        return st;
+    char k[32];
+    snprintf(k, sizeof k, "%lld", (long long)pgs_lock_key(key, len));
+    if (timeout == 0) {
+        int got = 0;
+        st = pgs_lock_xact_try(tx, key, len, &got, err);
+        if (st == PGS_OK && !got)
+            st = pgs_error_set(err, PGS_ETIMEOUT, "lock '%.200s' is held elsewhere", key);
+        return st;
+    }
+    if (timeout < 0) {
+        pgs_param_t p = {k, -1};
+        return pgs_exec(tx, xact_sql, 1, &p, NULL, err);
+    }
+    char ms[32];
+    snprintf(ms, sizeof ms, "%.0f", timeout * 1000 < 1 ? 1 : timeout * 1000 + 0.5);
+    pgs_param_t p[2] = {{k, -1}, {ms, -1}};
+    PGresult *r = NULL;
+    st = pgs_exec(tx, xact_timed_sql, 2, p, &r, err);
+    if (st == PGS_ETIMEOUT)
+        return pgs_error_set(err, PGS_ETIMEOUT, "lock '%.200s' not acquired within %gs", key,
+                             timeout);
+    if (st != PGS_OK)
+        return st;
+    /* Put the transaction's own lock_timeout back. */
+    pgs_param_t old = {PQgetvalue(r, 0, 0), -1};
+    st = pgs_exec(tx, restore_sql, 1, &old, NULL, err);
+    PQclear(r);
+    return st;
+}
+
+pgs_status_t pgs_lock_xact_try(pgs_conn_t *tx, const char *key, size_t len, int *acquired,
+                               pgs_error_t *err)
+{
+    *acquired = 0;
+    pgs_status_t st = pgs_lock_key_check(key, len, err);
+    if (st == PGS_OK)
+        st = in_transaction(tx, err);
+    if (st != PGS_OK)
+        return st;
+    char k[32];
+    snprintf(k, sizeof k, "%lld", (long long)pgs_lock_key(key, len));
+    pgs_param_t p = {k, -1};
+    PGresult *r = NULL;
+    st = pgs_exec(tx, xact_try_sql, 1, &p, &r, err);
+    if (st == PGS_OK)
+        *acquired = first_is_true(r);
+    PQclear(r);
+    return st;
+}

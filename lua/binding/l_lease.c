@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: MIT
+ * l_lease.c — partition leases and the stable hashes in pgstore.core.
+ *
+ *   core.lease(pool, { table=, name=, count=, lease=, renew=, owner= }) → lease
+ *   lease:tick() → { acquired = {p…}, released = {p…}, lost = {p…} }
+ *   lease:changes() → the same, for changes made by the background renewer
+ *   lease:release() → the same, after giving up everything now
+ *   lease:owned() → { [p] = token }   lease:token(p) → token | nil
+ *   lease:guard(conn, p[, token]) → true      (nil, err lease_lost)
+ *   lease:start() / lease:stop()   lease:info()   lease:close()
+ *   core.partition_for(key, count) → p    core.lock_key(key) → "decimal"
+ *   core.fnv1a64(s) → "16 hex digits"
+ */
+#include "binding.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    pgs_lease_t *l;
+} llease_t;
+
+static pgs_lease_t *check_lease(lua_State *L)
+{
+    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
+    if (!h->l)
+        luaL_error(L, "attempt to use a closed partition set");
+    return h->l;
+}
+
+static const char *field_string(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1);
+    return s;
+}
+
+static double field_number(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    return d;
+}
+
+static int l_lease_new(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    pgs_lease_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.table = field_string(L, 2, "table");
+    o.name = field_string(L, 2, "name");
+    o.owner = field_string(L, 2, "owner");
+    o.count = (int32_t)field_number(L, 2, "count");
+    o.lease = field_number(L, 2, "lease");
+    o.renew = field_number(L, 2, "renew");
+
+    llease_t *h = lua_newuserdata(L, sizeof *h);
+    h->l = NULL;
+    luaL_getmetatable(L, PGS_LEASE_MT);
+    lua_setmetatable(L, -2);
+    pgs_error_t err;
+    if (pgs_lease_open(pool, &o, &h->l, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    return 1;
+}
+
+static int l_lease_close(lua_State *L)
+{
+    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
+    pgs_lease_t *l = h->l;
+    h->l = NULL;
+    pgs_lease_close(l);
+    return 0;
+}
+
+static int l_lease_tostring(lua_State *L)
+{
+    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
+    if (!h->l) {
+        lua_pushliteral(L, "pgstore.lease (closed)");
+        return 1;
+    }
+    pgs_lease_info_t info;
+    pgs_lease_info(h->l, &info);
+    lua_pushfstring(L, "pgstore.lease (%s as %s)", info.name, info.owner);
+    return 1;
+}
+
+/* Keep in the same order as enum pgs_lease_change_kind. */
+static const char *const kind_names[] = {"acquired", "released", "lost"};
+
+/* Pushes { acquired = {…}, released = {…}, lost = {…} } from a malloc'd
+ * array, which it frees. */
+static void push_changes(lua_State *L, pgs_lease_change_t *c, int n)
+{
+    pgs_l_own(L, c);
+    lua_createtable(L, 0, 3);
+    for (int k = 0; k < 3; k++) {
+        lua_newtable(L);
+        lua_setfield(L, -2, kind_names[k]);
+    }
+    int counts[3] = {0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        int k = (int)c[i].kind;
+        if (k < 0 || k > 2)
+            continue;
+        lua_getfield(L, -1, kind_names[k]);
+        lua_pushinteger(L, c[i].partition);
+        lua_rawseti(L, -2, ++counts[k]);
+        lua_pop(L, 1);
+    }
+    pgs_l_free_owned(L, -2);
+    lua_remove(L, -2);
+}
+
+static int l_lease_tick(lua_State *L)
+{
+    pgs_lease_t *l = check_lease(L);
+    pgs_lease_change_t *c = NULL;
+    int n = 0;
+    pgs_error_t err;
+    if (pgs_lease_tick(l, &c, &n, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    push_changes(L, c, n);
+    return 1;
+}
+
+static int l_lease_changes(lua_State *L)
+{
+    pgs_lease_change_t *c = NULL;
+    int n = pgs_lease_changes(check_lease(L), &c);
+    push_changes(L, c, n);
+    return 1;
+}
+
+static int l_lease_release(lua_State *L)
+{
+    pgs_lease_t *l = check_lease(L);
+    pgs_lease_change_t *c = NULL;
+    int n = 0;
+    pgs_error_t err;
+    if (pgs_lease_release(l, &c, &n, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    push_changes(L, c, n);
+    return 1;
+}
+
+static int32_t check_partition(lua_State *L, pgs_lease_t *l, int idx)
+{
+    pgs_lease_info_t info;
+    pgs_lease_info(l, &info);
+    lua_Number p = luaL_checknumber(L, idx);
+    if (p != (lua_Number)(int32_t)p || p < 0 || p >= info.count)
+        luaL_error(L, "bad argument #%d to '%s' (partition must be an integer in 0..%d)", idx - 1,
+                   "partition", (int)info.count - 1);
+    return (int32_t)p;
+}
+
+static int l_lease_owned(lua_State *L)
+{
+    pgs_lease_t *l = check_lease(L);
+    pgs_lease_info_t info;
+    pgs_lease_info(l, &info);
+    int64_t *tokens = malloc((size_t)info.count * sizeof *tokens);
+    if (!tokens)
+        return luaL_error(L, "out of memory");
+    pgs_l_own(L, tokens);
+    pgs_lease_owned(l, tokens);
+    lua_newtable(L);
+    for (int32_t p = 0; p < info.count; p++)
+        if (tokens[p]) {
+            lua_pushnumber(L, (lua_Number)tokens[p]);
+            lua_rawseti(L, -2, p);
+        }
+    pgs_l_free_owned(L, -2);
+    lua_remove(L, -2);
+    return 1;
+}
+
+static int l_lease_token(lua_State *L)
+{
+    pgs_lease_t *l = check_lease(L);
+    int64_t t = pgs_lease_token(l, check_partition(L, l, 2));
+    if (t)
+        lua_pushnumber(L, (lua_Number)t);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int l_lease_guard(lua_State *L)
+{
+    pgs_lease_t *l = check_lease(L);
+    pgs_conn_t *tx = pgs_l_optconn(L, 2);
+    if (!tx)
+        return luaL_error(L, "bad argument #1 to 'guard' (transaction expected, got nil)");
+    int32_t p = check_partition(L, l, 3);
+    int64_t token = (int64_t)luaL_optnumber(L, 4, 0);
+    pgs_error_t err;
+    if (pgs_lease_guard(l, tx, p, token, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_lease_start(lua_State *L)
+{
+    pgs_error_t err;
+    if (pgs_lease_start(check_lease(L), &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_lease_stop(lua_State *L)
+{
+    pgs_lease_stop(check_lease(L));
+    return 0;
+}
+
+static int l_lease_info(lua_State *L)
+{
+    pgs_lease_info_t info;
+    pgs_lease_info(check_lease(L), &info);
+    lua_createtable(L, 0, 10);
+    lua_pushstring(L, info.name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, info.owner);
+    lua_setfield(L, -2, "owner");
+    lua_pushstring(L, info.table);
+    lua_setfield(L, -2, "table");
+    lua_pushinteger(L, info.count);
+    lua_setfield(L, -2, "count");
+    lua_pushnumber(L, info.lease);
+    lua_setfield(L, -2, "lease");
+    lua_pushnumber(L, info.renew);
+    lua_setfield(L, -2, "renew");
+    lua_pushnumber(L, (lua_Number)info.ticks);
+    lua_setfield(L, -2, "ticks");
+    lua_pushnumber(L, (lua_Number)info.failures);
+    lua_setfield(L, -2, "failures");
+    lua_pushboolean(L, info.background);
+    lua_setfield(L, -2, "background");
+    if (info.last_error.code != PGS_OK) {
+        pgs_l_error_table(L, &info.last_error);
+        lua_setfield(L, -2, "last_error");
+    }
+    return 1;
+}
+
+/* ---- hashes ----------------------------------------------------------------------- */
+
+static int l_partition_for(lua_State *L)
+{
+    size_t len;
+    const char *key = luaL_checklstring(L, 1, &len);
+    lua_Number count = luaL_checknumber(L, 2);
+    luaL_argcheck(L, count >= 1 && count <= 65536 && count == (lua_Number)(int32_t)count, 2,
+                  "count must be an integer in 1..65536");
+    lua_pushinteger(L, pgs_partition_for(key, len, (int32_t)count));
+    return 1;
+}
+
+static int l_lock_key(lua_State *L)
+{
+    size_t len;
+    const char *key = luaL_checklstring(L, 1, &len);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRId64, pgs_lock_key(key, len));
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int l_fnv1a64(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%016" PRIx64, pgs_hash_fnv1a64(s, len));
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+void pgs_l_lease_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"tick", l_lease_tick},     {"changes", l_lease_changes}, {"release", l_lease_release},
+        {"owned", l_lease_owned},   {"token", l_lease_token},     {"guard", l_lease_guard},
+        {"start", l_lease_start},   {"stop", l_lease_stop},       {"info", l_lease_info},
+        {"close", l_lease_close},   {NULL, NULL}};
+    luaL_newmetatable(L, PGS_LEASE_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_lease_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_lease_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, l_lease_new);
+    lua_setfield(L, -2, "lease");
+    lua_pushcfunction(L, l_partition_for);
+    lua_setfield(L, -2, "partition_for");
+    lua_pushcfunction(L, l_lock_key);
+    lua_setfield(L, -2, "lock_key");
+    lua_pushcfunction(L, l_fnv1a64);
+    lua_setfield(L, -2, "fnv1a64");
+}

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT
+ * l_lock.c — named locks in pgstore.core.
+ *
+ *   core.lock(pool, key, { mode=, timeout=, table=, ttl= }, try) → lock
+ *       (try: nil when held elsewhere)
+ *   lock() / lock:release() → true    lock:renew() → true
+ *   lock:token() → number | nil (table mode)    lock:key() → string
+ *   lock:held() → boolean
+ *   core.xact_lock(conn, key[, timeout]) → true
+ *   core.xact_try_lock(conn, key) → boolean
+ *
+ * A lock userdata is callable, so `local release = db:lock(k)` … `release()`
+ * reads naturally. __gc releases a lock still held.
+ */
+#include "binding.h"
+
+#include <string.h>
+
+typedef struct {
+    pgs_lock_t *lock;
+} llock_t;
+
+static const char *const mode_names[] = {"advisory", "table", NULL}; /* as pgs_lock_mode */
+
+static int l_lock_new(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    size_t len;
+    const char *key = luaL_checklstring(L, 2, &len);
+    pgs_lock_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.timeout = -1;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_getfield(L, 3, "mode");
+        o.mode = (pgs_lock_mode_t)luaL_checkoption(L, -1, "advisory", mode_names);
+        lua_getfield(L, 3, "timeout");
+        if (lua_type(L, -1) == LUA_TNUMBER)
+            o.timeout = lua_tonumber(L, -1);
+        lua_getfield(L, 3, "ttl");
+        o.ttl = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        lua_getfield(L, 3, "table");
+        o.table = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        lua_pop(L, 4); /* the table string stays referenced by the options */
+    }
+    int try_only = lua_toboolean(L, 4);
+
+    llock_t *h = lua_newuserdata(L, sizeof *h);
+    h->lock = NULL;
+    luaL_getmetatable(L, PGS_LOCK_MT);
+    lua_setmetatable(L, -2);
+    pgs_error_t err;
+    pgs_status_t st = try_only ? pgs_lock_try(pool, key, len, &o, &h->lock, &err)
+                               : pgs_lock_acquire(pool, key, len, &o, &h->lock, &err);
+    if (st != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    if (!h->lock) {
+        lua_pushnil(L); /* try: held elsewhere */
+        return 1;
+    }
+    return 1;
+}
+
+static pgs_lock_t *check_lock(lua_State *L)
+{
+    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
+    if (!h->lock)
+        luaL_error(L, "attempt to use a released lock");
+    return h->lock;
+}
+
+/* Releasing twice is harmless: the second call returns true. */
+static int l_lock_release(lua_State *L)
+{
+    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
+    pgs_lock_t *lock = h->lock;
+    h->lock = NULL;
+    pgs_error_t err;
+    if (lock && pgs_lock_release(lock, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_lock_gc(lua_State *L)
+{
+    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
+    pgs_lock_t *lock = h->lock;
+    h->lock = NULL;
+    if (lock) {
+        pgs_error_t err;
+        (void)pgs_lock_release(lock, &err);
+    }
+    return 0;
+}
+
+static int l_lock_renew(lua_State *L)
+{
+    pgs_error_t err;
+    if (pgs_lock_renew(check_lock(L), &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_lock_token(lua_State *L)
+{
+    pgs_lock_t *lock = check_lock(L);
+    if (pgs_lock_mode(lock) == PGS_LOCK_TABLE)
+        lua_pushnumber(L, (lua_Number)pgs_lock_token(lock));
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int l_lock_key(lua_State *L)
+{
+    lua_pushstring(L, pgs_lock_name(check_lock(L)));
+    return 1;
+}
+
+static int l_lock_held(lua_State *L)
+{
+    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
+    lua_pushboolean(L, h->lock != NULL);
+    return 1;
+}
+
+static int l_lock_tostring(lua_State *L)
+{
+    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
+    if (h->lock)
+        lua_pushfstring(L, "pgstore.lock (%s, %s)", mode_names[pgs_lock_mode(h->lock)],
+                        pgs_lock_name(h->lock));
+    else
+        lua_pushliteral(L, "pgstore.lock (closed)");
+    return 1;
+}
+
+static int l_xact_lock(lua_State *L)
+{
+    pgs_conn_t *tx = pgs_l_optconn(L, 1);
+    if (!tx)
+        return luaL_error(L, "bad argument #1 to 'lock' (transaction expected, got nil)");
+    size_t len;
+    const char *key = luaL_checklstring(L, 2, &len);
+    double timeout = luaL_optnumber(L, 3, -1);
+    pgs_error_t err;
+    if (pgs_lock_xact(tx, key, len, timeout, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_xact_try_lock(lua_State *L)
+{
+    pgs_conn_t *tx = pgs_l_optconn(L, 1);
+    if (!tx)
+        return luaL_error(L, "bad argument #1 to 'try_lock' (transaction expected, got nil)");
+    size_t len;
+    const char *key = luaL_checklstring(L, 2, &len);
+    int got = 0;
+    pgs_error_t err;
+    if (pgs_lock_xact_try(tx, key, len, &got, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushboolean(L, got);
+    return 1;
+}
+
+void pgs_l_lock_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"release", l_lock_release}, {"renew", l_lock_renew}, {"token", l_lock_token},
+        {"key", l_lock_key},         {"held", l_lock_held},   {NULL, NULL}};
+    luaL_newmetatable(L, PGS_LOCK_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_lock_release);
+    lua_setfield(L, -2, "__call");
+    lua_pushcfunction(L, l_lock_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_lock_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, l_lock_new);
+    lua_setfield(L, -2, "lock");
+    lua_pushcfunction(L, l_xact_lock);
+    lua_setfield(L, -2, "xact_lock");
+    lua_pushcfunction(L, l_xact_try_lock);
+    lua_setfield(L, -2, "xact_try_lock");
+}

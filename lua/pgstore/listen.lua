@@ -1,0 +1,162 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.listen — LISTEN/NOTIFY, pulled. `db:listen(channels, opts)` opens
+-- a listener on a connection of its own (not from the pool) and returns it:
+--
+--   local l = assert(db:listen{ "orders", "payments" })
+--   local n, err = l:wait(1.0)   -- { channel =, payload =, pid = } | nil, err (code "timeout")
+--   l:add("refunds"); l:remove("payments"); l:close()
+--
+-- When its connection drops, the listener reconnects with backoff, LISTENs
+-- again and delivers { channel = "*", reconnected = true }: notifications
+-- sent meanwhile are lost (NOTIFY is a hint), so catch up from stored state.
+-- { channel = "*", overflow = true } says the same after more than
+-- `max_queue` notifications piled up unread and were dropped.
+--
+-- For event loops: l:fd() is the socket to watch for readability (nil while
+-- reconnecting; it changes on reconnect), l:due() the seconds until
+-- l:wait(0) must run anyway (heartbeat, reconnect). Drain with l:wait(0)
+-- until it returns nil before watching the fd again.
+--
+-- Channel names: 1..63 bytes of A-Z a-z 0-9 _ . : -  (else nil, err
+-- "invalid"). Payloads: at most 7999 bytes without NUL (the server refuses
+-- 8000 and more), checked before anything is sent.
+--
+-- This module also adds db:notify(channel, payload) → true | nil, err.
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local Db = require "pgstore.db"
+
+local type, ipairs, pairs, error, tostring = type, ipairs, pairs, error, tostring
+local setmetatable, getmetatable = setmetatable, getmetatable
+local debug = debug
+local format = string.format
+
+local _M = {
+  _VERSION = core._VERSION,
+  CHANNEL_MAX = 63,
+  PAYLOAD_MAX = 7999,
+}
+
+-- Options a listener takes (all optional), besides the db's connection
+-- settings: seconds unless said otherwise.
+_M.OPTIONS = {
+  heartbeat = "number",          -- silence before a probe (10)
+  heartbeat_timeout = "number",  -- how long a probe may take (5)
+  reconnect_min = "number",      -- first backoff (0.1)
+  reconnect_max = "number",      -- backoff cap (10)
+  max_queue = "number",          -- notifications held unread (10000)
+  ignore_self = "boolean",       -- drop what l:notify sent itself (false)
+}
+
+-- The error level, seen from a constructor called through db:<kind>(), of
+-- the user's call: db.lua's dispatch may or may not leave a frame of its
+-- own (a tail call does not). `depth` counts helpers between the
+-- constructor and error().
+function _M.user_level(kind, depth)
+  local f = debug.getinfo(3 + depth, "f")
+  return (f and f.func == Db[kind] and 3 or 2) + depth
+end
+
+-- Validates an options table against a spec; raises at `level` with the
+-- argument number `n` of function `fname`.
+function _M.check_options(opts, spec, n, fname, level)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(format("bad argument #%d to '%s' (table expected, got %s)", n, fname, type(opts)), level + 1)
+  end
+  for k, v in pairs(opts) do
+    local want = spec[k]
+    if not want then
+      error(format("bad argument #%d to '%s' (unknown option '%s')", n, fname, tostring(k)), level + 1)
+    end
+    if type(v) ~= want then
+      error(format("bad argument #%d to '%s' (option '%s' must be a %s, got %s)", n, fname, k,
+        want, type(v)), level + 1)
+    end
+    if want == "number" and not (v > 0) then
+      error(format("bad argument #%d to '%s' (option '%s' must be positive)", n, fname, k), level + 1)
+    end
+  end
+  return opts
+end
+
+-- The listener's own connection uses the db's settings.
+function _M.connection_options(db, opts)
+  local o = {
+    dsn = db.opts.dsn,
+    application_name = db.opts.application_name,
+    connect_timeout = db.opts.connect_timeout,
+  }
+  for k, v in pairs(opts) do o[k] = v end
+  return o
+end
+
+local Listener = {}
+local mt = { __index = Listener, __name = "pgstore.listener" }
+
+local function check(self)
+  if getmetatable(self) ~= mt then
+    error("bad argument #1 (pgstore.listener expected; use l:method())", 3)
+  end
+  if not self.core then error("attempt to use a closed listener", 3) end
+  return self.core
+end
+
+-- l:wait([timeout]) → notification | nil, err. Without timeout: until one comes.
+function Listener:wait(timeout) return check(self):wait(timeout) end
+-- l:add(channel), l:remove(channel) → true | nil, err
+function Listener:add(channel) return check(self):add(channel) end
+function Listener:remove(channel) return check(self):remove(channel) end
+-- l:notify(channel, payload[, timeout]) → true | nil, err: on the listener's
+-- own connection, confirmed by the server within timeout (default: the
+-- connect timeout) — what pgstore.relay broadcasts with.
+function Listener:notify(channel, payload, timeout) return check(self):notify(channel, payload, timeout) end
+-- l:fd() → socket | nil;  l:due() → seconds until l:wait(0) must run anyway
+function Listener:fd() return check(self):fd() end
+function Listener:due() return check(self):due() end
+-- l:stats() → { connected, pid, reconnects, dropped, queued, channels, last_error }
+function Listener:stats() return check(self):stats() end
+function Listener:channels() return check(self):channels() end
+
+-- Closes the listener's connection (and the db when it owns it, see
+-- pgstore.open_listen); twice is harmless.
+function Listener:close()
+  if self.core then self.core:close() end
+  self.core = nil
+  if self.owns_db and self.db then self.db:close() end
+  self.db = nil
+end
+
+mt.__tostring = function(self)
+  return self.core and tostring(self.core) or "pgstore.listener (closed)"
+end
+
+-- db:listen(channel_or_list[, opts]) → listener | nil, err
+function _M.new(db, channels, opts)
+  local level = _M.user_level("listen", 0)
+  if type(channels) == "string" then
+    channels = { channels }
+  elseif type(channels) ~= "table" then
+    error(format("bad argument #1 to 'listen' (string or table expected, got %s)", type(channels)), level)
+  end
+  for i, ch in ipairs(channels) do
+    if type(ch) ~= "string" then
+      error(format("bad argument #1 to 'listen' (channel %d must be a string, got %s)", i, type(ch)), level)
+    end
+  end
+  opts = _M.check_options(opts, _M.OPTIONS, 2, "listen", level)
+  local l, err = core.listener(_M.connection_options(db, opts), channels)
+  if not l then return nil, err end
+  return setmetatable({ core = l, db = db }, mt)
+end
+
+-- db:notify(channel, payload) → true | nil, err. Sent on a pooled
+-- connection at once; inside a transaction use tx:notify (sent at commit).
+function Db:notify(channel, payload)
+  Db._check(self, "notify")
+  errors.check(channel, 1, "notify", "string")
+  errors.check(payload, 2, "notify", "string|nil")
+  return core.notify(self.pool, nil, channel, payload or "")
+end
+
+return _M

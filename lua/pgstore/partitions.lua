@@ -1,0 +1,200 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.partitions — N partitions of a named set, shared by competing
+-- workers through leases with fencing tokens:
+--
+--   local pm = assert(db:partitions{ name = "projector" })  -- 8 partitions, 30 s lease, renew 10 s
+--   every pm.renew seconds:  local changes = pm:tick()      -- { acquired = {…}, released = {…}, lost = {…} }
+--   for p, token in pairs(pm:owned()) do … end              -- partitions are 0 .. count-1
+--   db:transaction(function(tx)
+--     … work for partition p …
+--     return pm:guard(tx, p)   -- fails the transaction with "lease_lost" if p moved on
+--   end)
+--
+-- Options: name (required), count = 8, lease = 30, renew = 10 (seconds,
+-- renew < lease), owner = "hostname:pid" (unique per live worker), table =
+-- "pgstore_leases", background = false (a C thread ticks every `renew`
+-- seconds; collect its changes with pm:changes()). All workers of a set
+-- must use the same count. Nothing is held until the first tick.
+--
+-- Balancing: with W live workers each ends up with ⌊P/W⌋ or ⌈P/W⌉
+-- partitions (the first P mod W workers by owner, in byte order, take one
+-- more). A worker that stops ticking loses its partitions when its lease
+-- expires; the others take them over at their next tick. pm:close()
+-- releases everything at once.
+--
+-- Fencing: every change of owner increases the partition's token.
+-- pm:guard(tx, p[, token]) fails with "lease_lost" — and aborts the
+-- transaction — unless this worker still holds p with that token (default:
+-- the one held now); it locks the lease row until the transaction ends, so
+-- no takeover commits first. Call it last, just before commit, under read
+-- committed; first under repeatable read / serializable. Pass the token your
+-- work started under when the work spans ticks.
+--
+-- pm:partition_for(stream) = jump_consistent_hash(fnv1a64(stream), count):
+-- FNV-1a 64 over the stream's bytes (offset basis 14695981039346656037,
+-- prime 1099511628211), then Lamping & Veach's jump consistent hash
+-- (arXiv:1406.2294) — the same in every process, host and release; growing
+-- count from n to n+1 moves only 1/(n+1) of the streams.
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local listen = require "pgstore.listen"
+
+local type, error, setmetatable, getmetatable = type, error, setmetatable, getmetatable
+local pairs, tostring = pairs, tostring
+local format = string.format
+local floor = math.floor
+
+local _M = { _VERSION = core._VERSION }
+local Partitions = {}
+local mt = { __index = Partitions, __name = "pgstore.partitions" }
+
+local OPTIONS = {
+  name = "string", count = "number", lease = "number", renew = "number",
+  owner = "string", table = "string", background = "boolean",
+}
+
+-- Raises at the user's call of db:partitions.
+local function argerr(msg)
+  error(format("bad argument #1 to 'partitions' (%s)", msg), listen.user_level("partitions", 1))
+end
+
+-- db:partitions(opts) → pm | nil, err
+function _M.new(db, opts)
+  if type(opts) ~= "table" then argerr("table expected, got " .. type(opts)) end
+  for k, v in pairs(opts) do
+    if not OPTIONS[k] then argerr("unknown option '" .. tostring(k) .. "'") end
+    if type(v) ~= OPTIONS[k] then
+      argerr(format("option '%s' must be a %s, got %s", k, OPTIONS[k], type(v)))
+    end
+  end
+  if not opts.name or opts.name == "" then argerr("option 'name' is required") end
+  local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
+  if count < 1 or count > 65536 or floor(count) ~= count then
+    argerr("option 'count' must be an integer in 1..65536")
+  end
+  if not (lease > 0) or not (renew > 0) then argerr("'lease' and 'renew' must be positive") end
+  if renew >= lease then
+    argerr(format("'renew' (%g s) must be shorter than 'lease' (%g s)", renew, lease))
+  end
+  local lease_handle, err = core.lease(db.pool, {
+    name = opts.name, count = count, lease = lease, renew = renew,
+    owner = opts.owner, table = opts.table,
+  })
+  if not lease_handle then return nil, err end
+  if opts.background then
+    local ok
+    ok, err = lease_handle:start()
+    if not ok then
+      lease_handle:close()
+      return nil, err
+    end
+  end
+  local info = lease_handle:info()
+  return setmetatable({
+    core = lease_handle, db = db, name = info.name, owner = info.owner, table = info.table,
+    count = count, lease = lease, renew = renew,
+  }, mt)
+end
+
+local function check(self, fname)
+  if getmetatable(self) ~= mt then
+    error(format("bad argument #1 to '%s' (pgstore.partitions expected; use pm:%s())", fname, fname), 3)
+  end
+  if not self.core then error("attempt to use a closed partition set", 3) end
+end
+
+local function check_partition(self, p, n, fname)
+  if type(p) ~= "number" or p < 0 or p >= self.count or floor(p) ~= p then
+    error(format("bad argument #%d to '%s' (partition must be an integer in 0..%d, got %s)",
+      n, fname, self.count - 1, tostring(p)), 3)
+  end
+end
+
+-- pm:tick() → { acquired = {p…}, released = {p…}, lost = {p…} } | nil, err
+function Partitions:tick()
+  check(self, "tick")
+  return self.core:tick()
+end
+
+-- Changes made by the background renewer since they were last collected.
+function Partitions:changes()
+  check(self, "changes")
+  return self.core:changes()
+end
+
+-- pm:owned() → { [partition] = token }
+function Partitions:owned()
+  check(self, "owned")
+  return self.core:owned()
+end
+
+function Partitions:owns(p)
+  check(self, "owns")
+  check_partition(self, p, 1, "owns")
+  return self.core:token(p) ~= nil
+end
+
+-- pm:token(p) → the fencing token held for p | nil
+function Partitions:token(p)
+  check(self, "token")
+  check_partition(self, p, 1, "token")
+  return self.core:token(p)
+end
+
+function Partitions:partition_for(stream)
+  check(self, "partition_for")
+  errors.check(stream, 1, "partition_for", "string")
+  return core.partition_for(stream, self.count)
+end
+
+-- pm:guard(tx, p[, token]) → true | nil, err (code "lease_lost")
+function Partitions:guard(tx, p, token)
+  check(self, "guard")
+  if type(tx) ~= "table" or not tx.conn then
+    error(format("bad argument #1 to 'guard' (pgstore.tx expected, got %s)", type(tx)))
+  end
+  if not tx.active then error("attempt to use a finished transaction") end
+  check_partition(self, p, 2, "guard")
+  errors.check(token, 3, "guard", "number|nil")
+  local ok, err = self.core:guard(tx.conn, p, token)
+  if not ok and (err.sqlstate == "40001" or err.sqlstate == "40P01") then
+    tx.retryable = err -- db:transaction re-runs the function
+  end
+  return ok, err
+end
+
+-- Gives up every partition now (others take over at their next tick); the
+-- next tick claims again. → changes | nil, err
+function Partitions:release()
+  check(self, "release")
+  return self.core:release()
+end
+
+-- { name, owner, table, count, lease, renew, ticks, failures, background, last_error }
+function Partitions:info()
+  check(self, "info")
+  return self.core:info()
+end
+
+-- Stops the renewer and releases everything (and closes the db when it
+-- owns it, see pgstore.open_partitions); twice is harmless.
+function Partitions:close()
+  if self.core then self.core:close() end
+  self.core = nil
+  if self.owns_db and self.db then self.db:close() end
+  self.db = nil
+end
+
+mt.__tostring = function(self)
+  return self.core and format("pgstore.partitions (%s as %s)", self.name, self.owner)
+    or "pgstore.partitions (closed)"
+end
+
+-- partitions.partition_for(key, count): the same function without a set.
+function _M.partition_for(key, count)
+  errors.check(key, 1, "partition_for", "string")
+  errors.check(count, 2, "partition_for", "number")
+  return core.partition_for(key, count)
+end
+
+return _M
