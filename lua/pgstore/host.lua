@@ -1,14 +1,17 @@
 -- SPDX-License-Identifier: MIT
 -- pgstore.host — the `pgstore` program: global flags, the DSN (--dsn, then
 -- PGSTORE_DSN, then the embedded default cluster), and dispatch to the
--- subcommands in pgstore.cli.*. Exit codes: 0 ok, 1 runtime failure,
--- 2 usage error. Errors are one line on stderr.
+-- subcommands in pgstore.cli.*. With no command it opens the REPL when
+-- stdin is a terminal, and prints the help and exits 2 when it is not (a
+-- script that forgot its command fails instead of waiting for input).
+-- Exit codes: 0 ok, 1 runtime failure, 2 usage error. Errors are one line
+-- on stderr.
 local pgstore = require "pgstore"
 
 local _M = {}
 
 -- Keep in the order `--help` lists them.
-local COMMANDS = { "run", "dev" }
+local COMMANDS = { "repl", "run", "dev" }
 
 local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
 
@@ -55,7 +58,8 @@ end
 
 local function help()
   print(("pgstore %s — PostgreSQL event store and companion stores\n"):format(pgstore._VERSION))
-  print("usage: pgstore [--dsn DSN] COMMAND [args…]\n\ncommands:")
+  print("usage: pgstore [--dsn DSN] [COMMAND [args…]]\n\n" ..
+    "With no command on a terminal, pgstore opens the REPL (pgstore repl).\n\ncommands:")
   for _, name in ipairs(COMMANDS) do
     local cmd = require("pgstore.cli." .. name)
     local usage = cmd.usage:gsub("^pgstore ", "")
@@ -95,6 +99,8 @@ function _M.main(argv)
   for j = i, #argv do args[#args + 1] = argv[j] end
   local name = table.remove(args, 1)
   if not name then
+    local repl = require "pgstore.cli.repl"
+    if repl.is_terminal() then return repl.main(_M, args) end
     help()
     return 2
   end
