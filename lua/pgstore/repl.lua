@@ -116,8 +116,9 @@ function Repl:feed(line)
   if not self.pending then
     local name, args = _M.command(line)
     if name then
-      self:remember(line)
-      return self:run_command(name, args)
+      local res = self:run_command(name, args)
+      if res ~= "quit" then self:remember(line) end
+      return res
     end
     if not line:find("%S") then return nil end
     self.pending = { line }
