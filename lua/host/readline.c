@@ -41,6 +41,7 @@ static lua_State *cur_L;     /* non-NULL while libedit may call complete() */
 static int complete_ref = LUA_NOREF;
 static volatile sig_atomic_t pending_signal; /* INT, TERM or HUP while idle */
 static volatile sig_atomic_t resized;
+static volatile sig_atomic_t continued;
 static volatile sig_atomic_t evaluating;
 
 /* Lua chunks in the REPL split on these; '.' and ':' are not among them, so
@@ -90,6 +91,12 @@ static void on_winch(int sig)
 {
     (void)sig;
     resized = 1;
+}
+
+static void on_cont(int sig)
+{
+    (void)sig;
+    continued = 1;
 }
 
 static void catch_signal(int sig, void (*fn)(int))
@@ -180,6 +187,17 @@ static layout_t measure(int upto_end)
     if (rl_line_buffer && n > 0)
         lay_text(&lo, rl_line_buffer, (size_t)n, 0);
     return lo;
+}
+
+/* Moves the cursor to the prompt's first column and erases from there to
+ * the end of the screen. */
+static void erase_line_area(void)
+{
+    layout_t at = measure(0);
+    fputc('\r', stdout);
+    if (at.row > 0)
+        fprintf(stdout, "\033[%dA", at.row);
+    fputs("\033[J", stdout);
 }
 
 /* ---- completion -----------------------------------------------------------
@@ -289,6 +307,7 @@ static int l_init(lua_State *L)
         catch_signal(SIGTERM, on_signal);
         catch_signal(SIGHUP, on_signal);
         catch_signal(SIGWINCH, on_winch);
+        catch_signal(SIGCONT, on_cont);
         atexit(at_exit);
         main_L = L;
         initialized = 1;
@@ -321,6 +340,7 @@ static int l_install(lua_State *L)
     free(prompt);
     prompt = copy;
     done_state = 0;
+    continued = 0;
     rl_callback_handler_install(prompt, on_line);
     installed = 1;
     fflush(stdout);
@@ -362,13 +382,8 @@ static int l_print_above(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    if (installed) {
-        layout_t at = measure(0);
-        fputc('\r', stdout);
-        if (at.row > 0)
-            fprintf(stdout, "\033[%dA", at.row);
-        fputs("\033[J", stdout); /* erase the prompt and the line below it */
-    }
+    if (installed)
+        erase_line_area();
     fwrite(s, 1, n, stdout);
     if (n == 0 || s[n - 1] != '\n')
         fputc('\n', stdout);
@@ -411,7 +426,8 @@ static int l_finish(lua_State *L)
  * Waits until one of the descriptors is readable; ready[fd] = true for each
  * that is (or has hung up or failed: reading will tell). reason is
  * "interrupt" (SIGINT), "terminate" (SIGTERM/SIGHUP) or "hangup" (the
- * terminal on stdin went away). A timeout returns an empty table. Terminal resizes are handled
+ * terminal on stdin went away). A timeout returns an empty table. Terminal
+ * resizes and the return from a suspension (Ctrl-Z, then fg) are handled
  * here. */
 #define MAX_FDS 64
 static int l_poll(lua_State *L)
@@ -446,9 +462,28 @@ static int l_poll(lua_State *L)
     int rc;
     for (;;) {
         if (resized) {
+            /* libedit forgets what it drew when its size changes: draw the
+             * line again where the terminal (which may have reflowed it to
+             * the new width) now shows the prompt. */
             resized = 0;
             if (initialized)
                 rl_resize_terminal();
+            if (installed) {
+                erase_line_area();
+                rl_forced_update_display();
+            }
+        }
+        if (continued) {
+            /* Back from Ctrl-Z: the shell has had the terminal and set
+             * its own modes; libedit may believe it is still in raw mode,
+             * so leave it and enter it again, then redraw the line on the
+             * fresh row below the shell's output. */
+            continued = 0;
+            if (installed) {
+                rl_deprep_terminal();
+                rl_prep_terminal(1);
+                rl_forced_update_display();
+            }
         }
         if (pending_signal)
             break;
