@@ -9,6 +9,7 @@
 -- socket, so a notification is printed above the line being typed, which
 -- is then redrawn as it was. Without a terminal it reads lines from stdin,
 -- prints no prompt, and exits 1 at the end if any chunk failed.
+local core = require "pgstore.core"
 local pretty = require "pgstore.pretty"
 local complete = require "pgstore.repl.complete"
 local history = require "pgstore.repl.history"
@@ -23,6 +24,7 @@ local mt = { __index = Repl }
 
 local PROMPT, CONTINUE = "pgstore> ", ">> "
 local MAX_DRAIN = 1000 -- notifications printed per wake-up, so typing stays responsive
+local LISTEN_RETRY = 1  -- seconds between l:wait() calls after it failed (or while no fd)
 
 -- ---- chunks ---------------------------------------------------------------
 
@@ -299,20 +301,40 @@ function _M.notification_text(n)
   return s
 end
 
--- Prints what the listener has pending, each line through `out`.
+-- Prints what the listener has pending, each line through `out`. After a
+-- failure the listener is left alone for a while (its socket may stay
+-- readable), and failures are not printed again until it works again.
 function Repl:drain(out)
   local l = self.listener
   if not l then return end
   for _ = 1, MAX_DRAIN do
     local n, err = l:wait(0)
     if not n then
-      if not (type(err) == "table" and err.code == "timeout") and err ~= nil then
-        out("notify: " .. first_line(err))
+      if type(err) == "table" and err.code == "timeout" or err == nil then
+        self.listen_failure = nil
+      else
+        if not self.listen_failure then out("notify: " .. first_line(err)) end
+        self.listen_failure = true
+        self.listen_retry_at = core.now() + LISTEN_RETRY
       end
       return
     end
+    self.listen_failure = nil
     out(_M.notification_text(n))
   end
+end
+
+-- What to poll besides stdin, and for how long: the listener's socket, or,
+-- while it has none or is resting after a failure, a timeout to try again.
+function Repl:listen_poll()
+  local l = self.listener
+  if not l then return nil, nil end
+  local wait = self.listen_retry_at and self.listen_retry_at - core.now()
+  if wait and wait > 0 then return nil, wait end
+  self.listen_retry_at = nil
+  local fd = l:fd()
+  if fd then return fd, nil end
+  return nil, LISTEN_RETRY
 end
 
 -- ---- the loops ------------------------------------------------------------
@@ -324,9 +346,9 @@ function Repl:read_line()
   self:drain(rl.print_above)
   rl.install(self.pending and CONTINUE or PROMPT)
   while true do
-    local fds, lfd = { 0 }, self.listener and self.listener:fd()
+    local fds, lfd, timeout = { 0 }, self:listen_poll()
     if lfd then fds[2] = lfd end
-    local ready, why, sig = rl.poll(fds, self.listener and not lfd and 1 or nil)
+    local ready, why, sig = rl.poll(fds, timeout)
     if not ready then
       if why ~= "interrupt" then
         rl.finish()
@@ -340,7 +362,9 @@ function Repl:read_line()
         local line = rl.read_char()
         if line ~= nil then return line end
       end
-      if self.listener and (not lfd or ready[lfd]) then self:drain(rl.print_above) end
+      if self.listener and (ready[lfd] or not ready[0] and next(ready) == nil) then
+        self:drain(rl.print_above)
+      end
     end
   end
 end

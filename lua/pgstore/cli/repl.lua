@@ -9,9 +9,11 @@ local Repl = require "pgstore.repl"
 
 local _M = { usage = "pgstore repl", summary = "interactive Lua prompt with db and es ready" }
 
+-- Line editing needs a terminal on both sides (as Python's REPL does);
+-- otherwise lines are read plainly.
 local function terminal()
   local ok, rl = pcall(require, "pgstore.readline")
-  if ok and rl.isatty(0) then return rl end
+  if ok and rl.isatty(0) and rl.isatty(1) then return rl end
   return nil
 end
 
@@ -38,8 +40,10 @@ function _M.main(host, args)
   return res[2]
 end
 
+-- For `pgstore` with no command: is someone at a terminal?
 function _M.is_terminal()
-  return terminal() ~= nil
+  local ok, rl = pcall(require, "pgstore.readline")
+  return ok and rl.isatty(0)
 end
 
 return _M

@@ -24,11 +24,16 @@ int PQconsumeInput(PGconn *conn);
 PGnotify *PQnotifies(PGconn *conn);
 void PQfreemem(void *ptr);
 char *PQescapeIdentifier(PGconn *conn, const char *str, size_t len);
+typedef void (*PQnoticeProcessor)(void *arg, const char *message);
+PQnoticeProcessor PQsetNoticeProcessor(PGconn *conn, PQnoticeProcessor proc, void *arg);
 struct pollfd { int fd; short events; short revents; };
 int poll(struct pollfd *fds, unsigned long nfds, int timeout);
 ]]
 
 local pq = ffi.load("pq")
+-- libpq prints notices (and a FATAL that arrives while idle) on stderr by
+-- default, over the REPL's prompt; pgstore's own connections never print.
+local quiet = ffi.cast("PQnoticeProcessor", function() end)
 local PGRES_COMMAND_OK, POLLIN = 1, 1
 
 local Listener = {}
@@ -83,9 +88,15 @@ function Listener:close()
   self.c = nil
 end
 
+-- A Lua callback may not run under a compiled FFI call: these stay interpreted.
+for _, f in pairs(Listener) do
+  if type(f) == "function" then jit.off(f, true) end
+end
+
 function _M.new(db, channel)
   local c = pq.PQconnectdb(db.opts.dsn)
   local self = setmetatable({ c = c }, Listener)
+  pq.PQsetNoticeProcessor(c, quiet, nil)
   if pq.PQstatus(c) ~= 0 then
     local _, err = fail(self)
     self:close()
@@ -98,5 +109,6 @@ function _M.new(db, channel)
   end
   return self
 end
+jit.off(_M.new, true)
 
 return _M
