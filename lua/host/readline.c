@@ -45,8 +45,8 @@ static volatile sig_atomic_t continued;
 static volatile sig_atomic_t evaluating;
 
 /* Lua chunks in the REPL split on these; '.' and ':' are not among them, so
- * `db:ev` reaches the completer whole. */
-static const char word_breaks[] = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#";
+ * `db:ev` reaches the completer whole; nor is the backslash, for `\listen`. */
+static const char word_breaks[] = " \t\n\"'`@$><=;|&{}()[],+-*/%^~#";
 
 /* ---- signals --------------------------------------------------------------
  * While idle, INT/TERM/HUP only set a flag that interrupts the poll (libedit

@@ -109,7 +109,7 @@ function _M.main(argv)
   if not found then return _M.usage_error("unknown command '" .. name .. "' (see pgstore --help)") end
   local cmd = require("pgstore.cli." .. name)
   if args[1] == "--help" or args[1] == "-h" then
-    print("usage: " .. cmd.usage .. "\n\n" .. cmd.summary)
+    print("usage: " .. cmd.usage .. "\n\n" .. (cmd.help or cmd.summary))
     return 0
   end
   return cmd.main(_M, args)

@@ -218,7 +218,12 @@ function Repl:run_command(name, args)
     self:warn(format("unknown command '%s' (:help lists them)", name))
     return nil
   end
-  return h(self, args)
+  local ok, res = pcall(h, self, args)
+  if not ok then
+    self:report(res)
+    return nil
+  end
+  return res
 end
 
 -- ---- notifications --------------------------------------------------------

@@ -9,6 +9,22 @@ local Repl = require "pgstore.repl"
 
 local _M = { usage = "pgstore repl", summary = "interactive Lua prompt with db and es ready" }
 
+_M.help = [[
+Interactive Lua with `db` connected, `es` = db:events() and `pgstore`
+ready; also what `pgstore` alone opens on a terminal. Expressions print
+their values, pretty-printed; unfinished chunks continue on the next line.
+Type :help inside for the commands (:quit, :set, :trace, \listen CHANNEL,
+\unlisten) and keys (Tab completes; Up/Down, Ctrl-R: history; Ctrl-C
+cancels or interrupts; Ctrl-D leaves).
+
+History: $PGSTORE_HISTORY (empty: none), else
+$XDG_DATA_HOME/pgstore/history, else ~/.local/share/pgstore/history; the
+last 1000 entries; a line starting with a space is not kept. Line editing
+is libedit's: ~/.editrc applies (e.g. `bind -v` for vi keys).
+
+Without a terminal (a pipe or a file on stdin) the lines run without
+prompts and the exit status is 1 if any chunk failed.]]
+
 -- Line editing needs a terminal on both sides (as Python's REPL does);
 -- otherwise lines are read plainly.
 local function terminal()
