@@ -1,77 +1,74 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# The whole test suite: installs what is missing, builds, starts a throwaway
-# cluster (primary + replica), runs ctest and busted, then both again on an
-# ASan/UBSan build (PGSTORE_SANITIZE=0 skips that pass), and stops the
-# cluster even on failure. Arguments go to busted (and skip the ASan pass):
-#   tools/test.sh                      everything
-#   tools/test.sh spec/events_spec.lua one spec file
+# The whole test suite: ctest and busted against a throwaway cluster, then both
+# again on the ASan/UBSan build (skipped with PGSTORE_SANITIZE=0 or when spec
+# files are given: arguments go to busted). Ends with "total: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tools/lib.sh
 
-bash tools/deps.sh || die "installing packages failed"
-build_log=$(mktemp)
-bash tools/build.sh >"$build_log" 2>&1 || { cat "$build_log"; die "build failed"; }
-rm -f "$build_log"
-
-env_file=$(bash tools/testdb.sh start) || die "could not start the test cluster"
-# shellcheck disable=SC1090
-. "$env_file"
-trap 'bash tools/testdb.sh stop' EXIT
+passed=0 failed=0 cluster_env="" out=$(mktemp)
+finish() {
+    if [[ -n $cluster_env ]]; then PGSTORE_TEST_DIR=${cluster_env%/env.sh} bash tools/testdb.sh stop; fi
+    rm -f "$out"
+    echo "total: $passed passed, $failed failed"
+}
+trap finish EXIT
 trap 'exit 130' INT TERM
+
+# tally NAME STATUS PASSED FAILED; a runner that fails with no failed test
+# (crash, leak report, no summary) counts as one failure.
+tally() {
+    passed=$((passed + $3)) failed=$((failed + $4))
+    if [[ $2 -ne 0 && $4 -eq 0 ]]; then log "$1 exited with status $2"; failed=$((failed + 1)); fi
+}
+
+# run_ctest BUILD_DIR: parses "X% tests passed, F tests failed out of T".
+run_ctest() {
+    ctest --test-dir "$1" --output-on-failure 2>&1 | tee "$out"
+    local rc=${PIPESTATUS[0]} f=0 t=0
+    if [[ $(grep -E 'tests? failed out of' "$out" | tail -n 1) =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
+        f=${BASH_REMATCH[1]} t=${BASH_REMATCH[2]}
+    fi
+    tally "ctest ($1)" "$rc" $((t - f)) "$f"
+}
+
+# run_busted BUILD_DIR ARGS…: parses "S successes / F failures / E errors / P pending".
+# busted runs under luajit directly: its own re-exec (.busted `lua`) loses the
+# quoting of arguments and the exit status (e.g. 23 for a leak report).
+run_busted() {
+    local dir=$1 s=0 f=0; shift
+    local opts=(--ignore-lua "--cpath=$dir/lua/?.so")
+    [[ -t 1 ]] && opts+=(-o utfTerminal -Xoutput --color)
+    PGSTORE_BUILD_DIR=$PWD/$dir PGSTORE_HOST_BIN=$PWD/$dir/pgstore \
+    LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" LUA_CPATH="$PWD/$dir/lua/?.so;;" \
+        luajit "$(command -v busted)" "${opts[@]}" "$@" 2>&1 | tee "$out"
+    local rc=${PIPESTATUS[0]}
+    if [[ $(sed 's/\x1b\[[0-9;]*m//g' "$out" | grep -E ' / [0-9]+ errors? / ' | tail -n 1) =~ \
+          ([0-9]+)\ success(es)?\ /\ ([0-9]+)\ failures?\ /\ ([0-9]+)\ errors? ]]; then
+        s=${BASH_REMATCH[1]} f=$((BASH_REMATCH[3] + BASH_REMATCH[4]))
+    fi
+    tally "busted ($dir)" "$rc" "$s" "$f"
+}
+
+bash tools/deps.sh || { failed=1; die "tools/deps.sh failed"; }
+bash tools/build.sh || { failed=1; die "build failed"; }
+cluster_env=$(bash tools/testdb.sh start) || { failed=1; die "could not start the test cluster"; }
+. "$cluster_env"
 export PGSTORE_ROOT=$PWD
 
-passed=0 failed=0 status=0
+run_ctest build
+run_busted build "$@"
 
-# run_ctest BUILD_DIR: runs the C tests and adds their counts.
-run_ctest() {
-    local out line
-    out=$(mktemp)
-    ctest --test-dir "$1" --output-on-failure 2>&1 | tee "$out"
-    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-    line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$out" | tail -n 1)
-    rm -f "$out"
-    if [[ $line =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
-        failed=$((failed + BASH_REMATCH[1]))
-        passed=$((passed + BASH_REMATCH[2] - BASH_REMATCH[1]))
-    else
-        status=1
-    fi
-}
-
-# run_busted [busted args…]: runs the specs and adds their counts.
-run_busted() {
-    local out line
-    out=$(mktemp)
-    busted "$@" 2>&1 | tee "$out"
-    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-    line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
-    rm -f "$out"
-    if [[ $line =~ ([0-9]+)\ successes?\ /\ ([0-9]+)\ failures?\ /\ ([0-9]+)\ errors? ]]; then
-        passed=$((passed + BASH_REMATCH[1]))
-        failed=$((failed + BASH_REMATCH[2] + BASH_REMATCH[3]))
-    else
-        status=1
-    fi
-}
-
-if [[ $# -gt 0 ]]; then
-    run_busted "$@"
-else
-    run_ctest build
-    run_busted
-    if [[ ${PGSTORE_SANITIZE:-1} != 0 ]]; then
-        log "sanitizer pass (ASan + UBSan)"
-        bash tools/build.sh asan >"$PWD/build-asan.log" 2>&1 || { cat build-asan.log; die "asan build failed"; }
+if [[ $# -eq 0 && ${PGSTORE_SANITIZE:-1} != 0 ]]; then
+    if bash tools/build.sh asan; then
         export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
-        export LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp:print_suppressions=0
-        export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+        export LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp UBSAN_OPTIONS=print_stacktrace=1
         run_ctest build-asan
         LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
-            PGSTORE_HOST_BIN=$PWD/build-asan/pgstore run_busted --cpath='build-asan/lua/?.so'
+            run_busted build-asan
+    else
+        tally "tools/build.sh asan" 1 0 0
     fi
 fi
-
-echo "total: $passed passed, $failed failed"
-[[ $failed -eq 0 && $status -eq 0 ]]
+exit $((failed > 0))

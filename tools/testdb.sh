@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Throwaway PostgreSQL primary + streaming replica for tests, on free ports.
-# `source "$(tools/testdb.sh start)"` starts one and loads its env.sh; the other
-# commands (restart|stop-immediate|start-again|status|psql|psql-replica|stop)
-# find it through $PGSTORE_TEST_DIR or $PGSTORE_TEST_ENV.
+# `source "$(tools/testdb.sh start)"` starts one (stdout: the path of its env.sh);
+# the other commands find it through $PGSTORE_TEST_DIR (or $PGSTORE_TEST_ENV).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Only explicit connection parameters: ignore the caller's PG* settings.
+# Plain servers and clients with explicit connection parameters only, even
+# when called from a spec under the sanitizer pass (LD_PRELOAD of libasan).
 for v in "${!PG@}"; do [[ $v == PGSTORE_* ]] || unset "$v"; done
+unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
 
 ctl() { run_as_cluster_user "$pgbin/pg_ctl" "$@" >&2; }
 sql() { "$pgbin/psql" -X -At -v ON_ERROR_STOP=1 "host=$dir/$1 port=$2 user=postgres dbname=postgres" "${@:3}"; }

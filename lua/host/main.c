@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  * main.c — the `pgstore` host: a LuaJIT state with pgstore's module paths,
  * handing argv to the Lua program in lua/pgstore/host.lua. Everything the
- * host does lives in Lua; this file only boots it and maps errors to exit
- * codes (0 ok, 1 runtime failure, 2 usage error).
+ * host does lives in Lua; this file only boots it (with the REPL's terminal
+ * module, readline.c, preloaded) and maps errors to exit codes (0 ok,
+ * 1 runtime failure, 2 usage error).
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -14,8 +15,7 @@
 #include <unistd.h>
 
 #include "pgstore_version.h"
-
-int luaopen_pgstore_sys(lua_State *L); /* sys.c */
+#include "host.h"
 
 static int file_exists(const char *path)
 {
@@ -70,8 +70,12 @@ int main(int argc, char **argv)
     }
     luaL_openlibs(L);
     set_paths(L);
+    /* Modules that exist only in the host (the REPL's terminal, signals;
+     * pgstore.core, loaded by nginx and busted too, must not have them). */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_pgstore_readline);
+    lua_setfield(L, -2, "pgstore.readline");
     lua_pushcfunction(L, luaopen_pgstore_sys);
     lua_setfield(L, -2, "pgstore.sys");
     lua_pop(L, 2);

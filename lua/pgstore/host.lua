@@ -1,14 +1,17 @@
 -- SPDX-License-Identifier: MIT
 -- pgstore.host — the `pgstore` program: global flags, the DSN (--dsn, then
 -- PGSTORE_DSN, then the embedded default cluster), and dispatch to the
--- subcommands in pgstore.cli.*. Exit codes: 0 ok, 1 runtime failure,
--- 2 usage error. Errors are one line on stderr.
+-- subcommands in pgstore.cli.*. With no command it opens the REPL when
+-- stdin is a terminal, and prints the help and exits 2 when it is not (a
+-- script that forgot its command fails instead of waiting for input).
+-- Exit codes: 0 ok, 1 runtime failure, 2 usage error. Errors are one line
+-- on stderr.
 local pgstore = require "pgstore"
 
 local _M = {}
 
 -- Keep in the order `--help` lists them.
-local COMMANDS = { "run", "project", "dev" }
+local COMMANDS = { "repl", "run", "project", "dev" }
 
 local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
 
@@ -64,7 +67,8 @@ end
 
 local function help()
   print(("pgstore %s — PostgreSQL event store and companion stores\n"):format(pgstore._VERSION))
-  print("usage: pgstore [--dsn DSN] COMMAND [args…]\n\ncommands:")
+  print("usage: pgstore [--dsn DSN] [COMMAND [args…]]\n\n" ..
+    "With no command on a terminal, pgstore opens the REPL (pgstore repl).\n\ncommands:")
   for _, name in ipairs(COMMANDS) do
     local cmd = require("pgstore.cli." .. name)
     local usage = cmd.usage:gsub("^pgstore ", "")
@@ -108,6 +112,8 @@ function _M.main(argv)
   for j = i, #argv do args[#args + 1] = argv[j] end
   local name = table.remove(args, 1)
   if not name then
+    local repl = require "pgstore.cli.repl"
+    if repl.is_terminal() then return repl.main(_M, args) end
     help()
     return 2
   end
@@ -116,7 +122,7 @@ function _M.main(argv)
   if not found then return _M.usage_error("unknown command '" .. name .. "' (see pgstore --help)") end
   local cmd = require("pgstore.cli." .. name)
   if args[1] == "--help" or args[1] == "-h" then
-    print("usage: " .. cmd.usage .. "\n\n" .. cmd.summary)
+    print("usage: " .. cmd.usage .. "\n\n" .. (cmd.help or cmd.summary))
     return 0
   end
   return cmd.main(_M, args)
