@@ -184,7 +184,7 @@ describe("pgstore repl on a terminal", function()
     line("\\listen " .. channel)
     s:wait_for("listening on " .. channel)
     local rows = assert(T.admin():query([[select pg_terminate_backend(pid) as gone from pg_stat_activity
-      where datname = current_database() and query ilike 'listen %' and strpos(query, $1) > 0
+      where datname = current_database() and query ilike '%listen %' and strpos(query, $1) > 0
         and pid <> pg_backend_pid()]], channel))
     assert.truthy(#rows >= 1)
     s:wait_for("notify: ") -- "error(connection): …", or "reconnected" from a listener that reconnects

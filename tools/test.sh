@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tools/lib.sh
 
-passed=0 failed=0 cluster_env="" out=$(mktemp)
+passed=0 failed=0 cluster_env="" san_preload="" out=$(mktemp)
 finish() {
     if [[ -n $cluster_env ]]; then PGSTORE_TEST_DIR=${cluster_env%/env.sh} bash tools/testdb.sh stop; fi
     rm -f "$out"
@@ -40,9 +40,10 @@ run_busted() {
     local dir=$1 s=0 f=0; shift
     local opts=(--ignore-lua "--cpath=$dir/lua/?.so")
     [[ -t 1 ]] && opts+=(-o utfTerminal -Xoutput --color)
-    PGSTORE_BUILD_DIR=$PWD/$dir PGSTORE_HOST_BIN=$PWD/$dir/pgstore \
-    LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" LUA_CPATH="$PWD/$dir/lua/?.so;;" \
-        luajit "$(command -v busted)" "${opts[@]}" "$@" 2>&1 | tee "$out"
+    local p=$PWD
+    env PGSTORE_BUILD_DIR="$p/$dir" PGSTORE_HOST_BIN="$p/$dir/pgstore" LUA_CPATH="$p/$dir/lua/?.so;;" \
+        LUA_PATH="$p/lua/?.lua;$p/lua/?/init.lua;$p/spec/?.lua;$p/spec/helpers/?.lua;;" \
+        ${san_preload:+"LD_PRELOAD=$san_preload"} luajit "$(command -v busted)" "${opts[@]}" "$@" 2>&1 | tee "$out"
     local rc=${PIPESTATUS[0]}
     if [[ $(sed 's/\x1b\[[0-9;]*m//g' "$out" | grep -E ' / [0-9]+ errors? / ' | tail -n 1) =~ \
           ([0-9]+)\ success(es)?\ /\ ([0-9]+)\ failures?\ /\ ([0-9]+)\ errors? ]]; then
@@ -65,8 +66,8 @@ if [[ $# -eq 0 && ${PGSTORE_SANITIZE:-1} != 0 ]]; then
         export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
         export LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp UBSAN_OPTIONS=print_stacktrace=1
         run_ctest build-asan
-        LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
-            run_busted build-asan
+        san_preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+        run_busted build-asan
     else
         tally "tools/build.sh asan" 1 0 0
     fi

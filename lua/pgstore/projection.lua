@@ -168,8 +168,16 @@ local function process(unit, rows, cursor)
   end
   if not ok then
     unit.sub:rewind()
+    if type(err) == "table" and err.code == "conflict" then
+      -- Another process runs this projection too and moved the checkpoint:
+      -- nothing was applied twice; continue from where it got to.
+      unit.say(("%s: checkpoint moved by another runner; continuing from %d")
+        :format(def.name, unit.sub:position()))
+      return true
+    end
     return nil, err
   end
+  unit.sub:committed()
   unit.processed = unit.processed + #rows
   return true
 end

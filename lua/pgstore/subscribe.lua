@@ -58,6 +58,7 @@ function _M.new(db, opts)
   local cursor
   cursor, err = cp:load(opts.name)
   if err then return nil, err end
+  local stored = cursor ~= nil
   if cursor == nil then
     if from == "start" then
       cursor = 0
@@ -70,7 +71,7 @@ function _M.new(db, opts)
   end
   local self = setmetatable({
     db = db, es = es, name = opts.name, cp = cp, owns_cp = not opts.checkpoints,
-    cursor = cursor, acked = cursor, types = opts.types, prefix = opts.prefix,
+    cursor = cursor, acked = cursor, stored = stored, types = opts.types, prefix = opts.prefix,
     batch = batch, poll = opts.poll or 1.0, listener = nil, reconnects = 0,
   }, mt)
   if opts.listen ~= false and es.channel then
@@ -123,15 +124,31 @@ function Sub:next(timeout)
 end
 
 -- sub:ack(cursor[, tx]) → true | nil, err: stores the checkpoint, inside tx
--- when given (commit it with your read-model writes for exactly-once).
+-- when given (commit it with your read-model writes for exactly-once). The
+-- save is conditional on the checkpoint this subscription last stored, so
+-- a second process running the same consumer gets `conflict` (and its
+-- transaction rolls back) instead of applying the same events twice.
 function Sub:ack(cursor, tx)
   check(self, "ack")
   errors.check(cursor, 1, "ack", "number")
   errors.check(tx, 2, "ack", "table|nil")
-  local ok, err = self.cp:save(self.name, cursor, tx and { tx = tx } or nil)
+  local ok, err = self.cp:save(self.name, cursor, { tx = tx, expected = self.stored and self.acked or false })
   if not ok then return nil, err end
-  if cursor > self.acked then self.acked = cursor end
+  if tx then
+    -- Counted as stored only once the caller's transaction commits.
+    self.pending_ack = cursor
+  else
+    self.acked, self.stored = cursor, true
+  end
   return true
+end
+
+-- After the transaction holding sub:ack(cursor, tx) committed.
+function Sub:committed()
+  check(self, "committed")
+  if self.pending_ack then
+    self.acked, self.stored, self.pending_ack = self.pending_ack, true, nil
+  end
 end
 
 -- sub:lag() → positions between the last acknowledged event and the head
@@ -153,9 +170,11 @@ end
 -- failed batch that was not acknowledged).
 function Sub:rewind()
   check(self, "rewind")
+  self.pending_ack = nil
   local stored, err = self.cp:load(self.name)
   if err then return nil, err end
-  self.cursor = stored or self.acked
+  if stored then self.acked, self.stored = stored, true end
+  self.cursor = self.acked
   return self.cursor
 end
 
