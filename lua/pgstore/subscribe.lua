@@ -105,12 +105,26 @@ local function wait(self, seconds)
   end
 end
 
+-- Takes what the listener has queued without waiting: notifications are
+-- hints the read below covers anyway, and servicing the listener while the
+-- subscription is busy catching up keeps its heartbeat and reconnects going.
+local function drain(self)
+  local l = self.listener
+  if not l then return end
+  for _ = 1, 1000 do
+    local note = l:wait(0)
+    if not note then return end
+    if note.reconnected then self.reconnects = self.reconnects + 1 end
+  end
+end
+
 -- sub:next(timeout) → array of events after the cursor, in read_all order
 -- (empty when nothing arrived within timeout seconds) | nil, err
 function Sub:next(timeout)
   check(self, "next")
   errors.check(timeout, 1, "next", "number|nil")
   local deadline = now() + (timeout or 0)
+  drain(self)
   while true do
     local rows, cursor = self.es:read_all{ after = self.cursor, limit = self.batch,
                                            types = self.types, prefix = self.prefix }

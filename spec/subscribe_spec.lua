@@ -1,0 +1,174 @@
+-- SPDX-License-Identifier: MIT
+-- Subscriptions: catch-up then live from a stored checkpoint, resuming
+-- after a restart, waking on NOTIFY, polling without it, and 100,000 events
+-- from 8 concurrent writer processes delivered exactly once while the
+-- LISTEN connection is terminated twice mid-stream.
+local core = require "pgstore.core"
+local T = require "testenv"
+
+describe("subscriptions", function()
+  local db, es, name
+  setup(function() db = T.connect{ pool_size = 3 } end)
+  teardown(function()
+    db:close()
+    T.assert_no_leaks()
+  end)
+  before_each(function()
+    name = T.unique("sub_ev")
+    es = assert(db:events{ table = name, notify = name })
+  end)
+  after_each(function() es:close() end)
+
+  local function append(stream, n)
+    local batch = {}
+    for i = 1, n do batch[i] = { type = "E", data = { i = i } } end
+    return assert(es:append(stream, batch))
+  end
+
+  it("catches up from the start, then returns new events, and resumes after its checkpoint", function()
+    append("a", 5)
+    local sub = assert(db:subscribe{ name = name, events = es, batch = 3 })
+    local got = {}
+    for _ = 1, 2 do for _, e in ipairs(assert(sub:next(0))) do got[#got + 1] = e.data.i end end
+    assert.same({ 1, 2, 3, 4, 5 }, got)
+    assert.same({}, sub:next(0))
+    assert(sub:ack(5))
+    append("a", 2)
+    local more = assert(sub:next(1))
+    assert.equal(2, #more)
+    sub:close()
+    -- a new subscription with the same name starts after the checkpoint
+    sub = assert(db:subscribe{ name = name, events = es })
+    local again = assert(sub:next(0))
+    assert.equal(2, #again)
+    assert.equal(6, again[1].position)
+    assert.equal(2, sub:lag())
+    sub:close()
+  end)
+
+  it("starts at the end when asked and has no lag then", function()
+    append("b", 4)
+    local sub = assert(db:subscribe{ name = name, events = es, from = "end" })
+    assert.same({}, sub:next(0))
+    assert.equal(0, sub:lag())
+    append("b", 1)
+    assert.equal(5, sub:next(1)[1].position)
+    sub:close()
+  end)
+
+  it("wakes on NOTIFY well before its poll interval", function()
+    local sub = assert(db:subscribe{ name = name, events = es, poll = 5 })
+    assert.same({}, sub:next(0))
+    local writer = T.spawn(([[
+      local es = assert(db:events{ table = %q, notify = %q })
+      require("pgstore.core").sleep(0.3)
+      assert(es:append("late", { { type = "E" } }))
+    ]]):format(name, name))
+    local t0 = core.now()
+    local rows = assert(sub:next(4))
+    local waited = core.now() - t0
+    T.wait(writer, 5)
+    assert.equal(1, #rows)
+    assert.truthy(waited < 2, ("woke after %.2fs"):format(waited))
+    sub:close()
+  end)
+
+  it("polls when it cannot listen", function()
+    local quiet = assert(db:events{ table = name, notify = false })
+    local sub = assert(db:subscribe{ name = name, events = quiet, poll = 0.1 })
+    assert.is_nil(sub.listener)
+    append("c", 1)
+    assert.equal(1, #assert(sub:next(1)))
+    sub:close()
+    quiet:close()
+  end)
+
+  it("stores the checkpoint inside a transaction with the effects", function()
+    append("d", 3)
+    local sub = assert(db:subscribe{ name = name, events = es })
+    local rows = assert(sub:next(0))
+    local ok = db:transaction(function(tx)
+      assert(sub:ack(rows[#rows].position, tx))
+      return nil, "changed my mind"
+    end)
+    assert.is_nil(ok)
+    sub:rewind()
+    local cp = assert(db:checkpoints())
+    assert.is_nil(cp:load(name)) -- rolled back with the transaction
+    assert(db:transaction(function(tx) return sub:ack(rows[#rows].position, tx) end))
+    sub:committed()
+    assert.equal(3, cp:load(name))
+    cp:close()
+    sub:close()
+  end)
+
+  it("refuses a second runner's stale ack with 'conflict'", function()
+    append("e", 2)
+    local one = assert(db:subscribe{ name = name, events = es })
+    local two = assert(db:subscribe{ name = name, events = es })
+    assert(one:next(0))
+    assert(two:next(0))
+    assert(one:ack(2))
+    local ok, err = two:ack(2)
+    assert.is_nil(ok)
+    assert.equal("conflict", err.code)
+    one:close()
+    two:close()
+  end)
+
+  it("raises on misuse", function()
+    assert.has_error(function() db:subscribe() end)
+    assert.has_error(function() db:subscribe{ events = es } end)
+    assert.has_error(function() db:subscribe{ name = "x", events = {} } end)
+    assert.has_error(function() db:subscribe{ name = "x", events = es, from = "middle" } end)
+    local sub = assert(db:subscribe{ name = name, events = es })
+    assert.has_error(function() sub:next("soon") end)
+    sub:close()
+    assert.has_error(function() sub:next(0) end, "attempt to use a closed subscription")
+  end)
+
+  it("delivers 100,000 events from 8 writers exactly once across two LISTEN terminations", function()
+    local total, writers = 100000, 8
+    local per = total / writers
+    local procs = {}
+    for w = 1, writers do
+      procs[w] = T.spawn(([[
+        local es = assert(db:events{ table = %q, notify = %q })
+        local w = tonumber(arg[1])
+        for b = 1, %d do
+          local batch = {}
+          for i = 1, 50 do batch[i] = { type = "E", data = { w = w, n = (b - 1) * 50 + i } } end
+          assert(es:append("w" .. w .. "-" .. (b %% 20), batch))
+        end
+        print("done")
+      ]]):format(name, name, per / 50), w)
+    end
+    local sub = assert(db:subscribe{ name = name, events = es, batch = 2000, poll = 0.5 })
+    local seen, count, kills, last_pid = {}, 0, 0, nil
+    local deadline = core.now() + 120
+    while count < total and core.now() < deadline do
+      local rows = assert(sub:next(1))
+      for _, e in ipairs(rows) do
+        local key = e.data.w * 1e6 + e.data.n
+        assert.is_nil(seen[key], "delivered twice: writer " .. e.data.w .. " event " .. e.data.n)
+        seen[key] = true
+        count = count + 1
+      end
+      if #rows > 0 then assert(sub:ack(rows[#rows].position)) end
+      -- Terminate the listener's backend at 30k and again at 65k events,
+      -- each time once it is connected again (it reconnects inside next()).
+      local st = sub.listener:stats()
+      if ((kills == 0 and count >= 30000) or (kills == 1 and count >= 65000))
+         and st.connected and st.pid ~= last_pid then
+        assert.is_true(T.admin():query("select pg_terminate_backend($1) as ok", st.pid)[1].ok)
+        last_pid = st.pid
+        kills = kills + 1
+      end
+    end
+    for w = 1, writers do assert.matches("done", (T.wait(procs[w], 60))) end
+    assert.equal(2, kills)
+    assert.equal(total, count)
+    assert.truthy(sub.reconnects >= 1, "the subscriber never saw its listener reconnect")
+    sub:close()
+  end)
+end)
