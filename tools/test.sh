@@ -35,7 +35,8 @@ run_ctest() {
 
 # run_busted BUILD_DIR ARGS…: parses "S successes / F failures / E errors / P pending".
 # busted runs under luajit directly: its own re-exec (.busted `lua`) loses the
-# quoting of arguments and the exit status (e.g. 23 for a leak report).
+# quoting of arguments and the exit status (e.g. 23 for a leak report), and
+# LSan exits without flushing stdout, hence the line buffering.
 run_busted() {
     local dir=$1 s=0 f=0; shift
     local opts=(--ignore-lua "--cpath=$dir/lua/?.so")
@@ -43,7 +44,7 @@ run_busted() {
     local p=$PWD
     env PGSTORE_BUILD_DIR="$p/$dir" PGSTORE_HOST_BIN="$p/$dir/pgstore" LUA_CPATH="$p/$dir/lua/?.so;;" \
         LUA_PATH="$p/lua/?.lua;$p/lua/?/init.lua;$p/spec/?.lua;$p/spec/helpers/?.lua;;" \
-        ${san_preload:+"LD_PRELOAD=$san_preload"} luajit "$(command -v busted)" "${opts[@]}" "$@" 2>&1 | tee "$out"
+        ${san_preload:+"LD_PRELOAD=$san_preload"} luajit -e "io.stdout:setvbuf'line'" "$(command -v busted)" "${opts[@]}" "$@" 2>&1 | tee "$out"
     local rc=${PIPESTATUS[0]}
     if [[ $(sed 's/\x1b\[[0-9;]*m//g' "$out" | grep -E ' / [0-9]+ errors? / ' | tail -n 1) =~ \
           ([0-9]+)\ success(es)?\ /\ ([0-9]+)\ failures?\ /\ ([0-9]+)\ errors? ]]; then

@@ -11,7 +11,7 @@ local pgstore = require "pgstore"
 local _M = {}
 
 -- Keep in the order `--help` lists them.
-local COMMANDS = { "repl", "run", "project", "dev" }
+local COMMANDS = { "repl", "run", "project", "tail", "append", "status", "migrate", "dev" }
 
 local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
 
@@ -70,9 +70,7 @@ local function help()
   print("usage: pgstore [--dsn DSN] [COMMAND [args…]]\n\n" ..
     "With no command on a terminal, pgstore opens the REPL (pgstore repl).\n\ncommands:")
   for _, name in ipairs(COMMANDS) do
-    local cmd = require("pgstore.cli." .. name)
-    local usage = cmd.usage:gsub("^pgstore ", "")
-    print(("  %-30s %s"):format(usage, cmd.summary))
+    print(("  %-10s %s"):format(name, require("pgstore.cli." .. name).summary))
   end
   print([[
 

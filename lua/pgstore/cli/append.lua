@@ -1,0 +1,36 @@
+-- SPDX-License-Identifier: MIT
+-- `pgstore append STREAM TYPE JSON [--expected N|any|no_stream|exists]
+--  [--metadata JSON] [--key IDEMPOTENCY_KEY] [--table T]` appends one event
+-- whose data is the JSON given, and prints where it landed.
+local args = require "pgstore.cli.args"
+local cjson = require "cjson"
+
+local _M = {
+  usage = "pgstore append STREAM TYPE JSON [--expected N|any|no_stream|exists] [--metadata JSON] [--key K] [--table T]",
+  summary = "append one event from the command line",
+}
+
+local SPEC = { ["--expected"] = "value", ["--metadata"] = "value", ["--key"] = "value", ["--table"] = "value" }
+
+function _M.main(host, argv)
+  local o, pos = args.parse(argv, SPEC)
+  if not o then return host.usage_error("append: " .. pos, _M.usage) end
+  if #pos ~= 3 then return host.usage_error("append: expected STREAM TYPE JSON", _M.usage) end
+  local expected = o.expected
+  if expected and expected:match("^%d+$") then expected = tonumber(expected) end
+  local db, err = host.connect{ pool_size = 1 }
+  if not db then return host.fail(err) end
+  local es
+  es, err = db:events{ table = o.table, codec = "raw" }
+  if not es then db:close(); return host.fail(err) end
+  local res
+  res, err = es:append(pos[1], { { type = pos[2], data = pos[3], metadata = o.metadata } },
+    { expected = expected, idempotency_key = o.key })
+  es:close()
+  db:close()
+  if not res then return host.fail(err) end
+  print(cjson.encode(res))
+  return 0
+end
+
+return _M

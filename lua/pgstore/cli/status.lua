@@ -1,0 +1,65 @@
+-- SPDX-License-Identifier: MIT
+-- `pgstore status [--table T]`: where the database stands — streams, events
+-- and the head position; each consumer's checkpoint and lag; each lease's
+-- owner and expiry. Never prints connection secrets: the server says who
+-- and where we are.
+local args = require "pgstore.cli.args"
+
+local _M = { usage = "pgstore status [--table EVENTS]", summary = "streams, positions, consumer lag, leases" }
+
+local function exists(db, name)
+  local rows = db:query("select to_regclass($1) is not null as ok", name)
+  return rows and rows[1].ok
+end
+
+function _M.main(host, argv)
+  local o, pos = args.parse(argv, { ["--table"] = "value" })
+  if not o then return host.usage_error("status: " .. pos, _M.usage) end
+  if #pos > 0 then return host.usage_error("status: no arguments expected", _M.usage) end
+  local db, err = host.connect{ pool_size = 1 }
+  if not db then return host.fail(err) end
+  local table_name = o.table or "events"
+  local who = db:query([[select current_user as u, current_database() as d,
+    coalesce(inet_server_addr()::text, 'local socket') as h, current_setting('server_version') as v]])
+  if not who then db:close(); return host.fail("cannot query the server") end
+  who = who[1]
+  print(("database  %s as %s on %s (PostgreSQL %s)"):format(who.d, who.u, who.h, who.v))
+  if not exists(db, table_name) then
+    print(("events    no table %s yet (run `pgstore migrate`)"):format(table_name))
+    db:close()
+    return 0
+  end
+  local es
+  es, err = db:events{ table = o.table, notify = false, migrate = false }
+  if not es then db:close(); return host.fail(err) end
+  local head = es:latest_position() or 0
+  local counts = db:query(([[select (select count(*) from %s) as streams,
+    (select count(*) from %s where status = 'archived') as archived,
+    (select count(*) from %s where status = 'tombstoned') as tombstoned,
+    (select count(*) from %s) as events]]):format(table_name .. "_heads", table_name .. "_heads",
+      table_name .. "_heads", table_name))[1]
+  print(("streams   %d (%d archived, %d tombstoned)"):format(counts.streams, counts.archived, counts.tombstoned))
+  print(("events    %d, head position %d"):format(counts.events, head))
+  if exists(db, "pgstore_checkpoints") then
+    local rows = db:query("select consumer, position, updated_at from pgstore_checkpoints order by consumer")
+    print(("consumers %d"):format(#rows))
+    for _, r in ipairs(rows) do
+      print(("  %-32s at %-10d lag %-8d %s"):format(r.consumer, r.position, math.max(0, head - r.position), r.updated_at))
+    end
+  end
+  if exists(db, "pgstore_leases") then
+    local rows = db:query([[select name, partition, coalesce(owner, '-') as owner, token,
+      coalesce(to_char(expires_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), '-') as expires,
+      coalesce(expires_at < now(), true) as expired from pgstore_leases order by name, partition]])
+    print(("leases    %d"):format(#rows))
+    for _, r in ipairs(rows) do
+      print(("  %-28s p%-3d %-28s token %-6d %s%s"):format(r.name, r.partition, r.owner, r.token,
+        r.expires, r.expired and " (expired)" or ""))
+    end
+  end
+  es:close()
+  db:close()
+  return 0
+end
+
+return _M

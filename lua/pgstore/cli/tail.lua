@@ -1,0 +1,79 @@
+-- SPDX-License-Identifier: MIT
+-- `pgstore tail [STREAM | --all] [--follow] [--types A,B] [--from N] [--limit N]`
+-- prints events one per line: position, stream, version, type, data (JSON).
+-- --follow keeps printing new events as they commit (woken by NOTIFY,
+-- polling every second without it) until SIGINT/SIGTERM.
+local args = require "pgstore.cli.args"
+local sys = require "pgstore.sys"
+
+local _M = {
+  usage = "pgstore tail [STREAM | --all] [--follow] [--types A,B] [--from N] [--limit N] [--table T]",
+  summary = "print events, one per line, and follow new ones",
+}
+
+local SPEC = { ["--all"] = "flag", ["--follow"] = "flag", ["--types"] = "value",
+               ["--from"] = "value", ["--limit"] = "value", ["--table"] = "value" }
+
+local function line(e)
+  local data = e.data
+  if e.metadata ~= nil and e.metadata ~= require("pgstore").null then
+    data = data .. " " .. e.metadata
+  end
+  io.write(("%d\t%s\t%d\t%s\t%s\n"):format(e.position, e.stream, e.version, e.type, data))
+end
+
+function _M.main(host, argv)
+  local o, pos = args.parse(argv, SPEC)
+  if not o then return host.usage_error("tail: " .. pos, _M.usage) end
+  local stream = pos[1]
+  if (stream == nil) == (o.all == nil) or #pos > 1 then
+    return host.usage_error("tail: give one STREAM or --all", _M.usage)
+  end
+  local from, limit = tonumber(o.from or "0"), tonumber(o.limit or "0")
+  if not from or from < 0 or from % 1 ~= 0 or not limit or limit < 0 or limit % 1 ~= 0 then
+    return host.usage_error("tail: --from and --limit take whole numbers", _M.usage)
+  end
+  local db, err = host.connect{ pool_size = 2 }
+  if not db then return host.fail(err) end
+  local es
+  es, err = db:events{ table = o.table, codec = "raw" }
+  if not es then db:close(); return host.fail(err) end
+  local types = args.list(o.types)
+  local listener
+  if o.follow then
+    sys.trap_signals()
+    local ok, l = pcall(db.listen, db, es.channel)
+    listener = ok and l or nil
+  end
+
+  local printed, cursor, version = 0, from, (from > 0 and from or 1)
+  local rc = 0
+  while true do
+    local rows
+    if stream then
+      rows, err = es:read(stream, { from = version, types = types, raw = true,
+                                    limit = limit > 0 and limit - printed or nil })
+      if rows and #rows > 0 then version = rows[#rows].version + 1 end
+    else
+      rows, cursor = es:read_all{ after = cursor, types = types, raw = true,
+                                  limit = limit > 0 and math.min(1000, limit - printed) or 1000 }
+      if not rows then err = cursor end
+    end
+    if not rows then rc = host.fail(err); break end
+    for _, e in ipairs(rows) do line(e) end
+    io.stdout:flush()
+    printed = printed + #rows
+    if limit > 0 and printed >= limit then break end
+    if #rows == 0 then
+      if not o.follow or sys.interrupted() then break end
+      if listener then listener:wait(1) else require("pgstore.core").sleep(1) end
+      if sys.interrupted() then break end
+    end
+  end
+  if listener then listener:close() end
+  es:close()
+  db:close()
+  return rc
+end
+
+return _M

@@ -1,0 +1,107 @@
+-- SPDX-License-Identifier: MIT
+-- The daily commands through the real binary: migrate, append, tail (one
+-- stream, all, filtered, follow), status, and their exit codes (0 ok, 1
+-- runtime failure, 2 usage error).
+local T = require "testenv"
+
+describe("pgstore daily commands", function()
+  local table_name, db
+  setup(function()
+    db = T.connect()
+    table_name = T.unique("cli_ev")
+  end)
+  teardown(function()
+    db:close()
+    T.assert_no_leaks()
+  end)
+
+  local function pg(args, dsn)
+    return T.sh(("%s --dsn %q %s"):format(T.host(), dsn or T.dsn(), args))
+  end
+
+  it("migrates every store, twice without complaint", function()
+    for _ = 1, 2 do
+      local out, rc = pg("migrate --table " .. table_name)
+      assert.equal(0, rc, out)
+      for _, s in ipairs{ "events", "checkpoints", "snapshots", "sessions", "exec_checkpoints", "kv" } do
+        assert.matches(s .. ": ok", out)
+      end
+    end
+    assert.is_true(db:query("select to_regclass($1) is not null as ok", table_name .. "_heads")[1].ok)
+  end)
+
+  it("appends from the command line and reports failures with exit 1", function()
+    local out, rc = pg(("append --table %s order-1 Placed '{\"total\": 12}' --expected no_stream"):format(table_name))
+    assert.equal(0, rc, out)
+    assert.matches('"last_version":1', out)
+    out, rc = pg(("append --table %s order-1 Paid '{}' --expected 1 --metadata '{\"by\": \"cli\"}'"):format(table_name))
+    assert.equal(0, rc, out)
+    out, rc = pg(("append --table %s order-1 Paid '{}' --expected 7"):format(table_name))
+    assert.equal(1, rc)
+    assert.matches("version conflict on stream order%-1: expected 7, actual 2", out)
+    out, rc = pg(("append --table %s order-1 Paid '{not json'"):format(table_name))
+    assert.equal(1, rc)
+    assert.matches("json", out)
+    out, rc = pg(("append --table %s order-1 Paid"):format(table_name))
+    assert.equal(2, rc)
+    out, rc = pg(("append --table %s a b c --bogus 1"):format(table_name))
+    assert.equal(2, rc)
+    assert.matches("unknown option %-%-bogus", out)
+    assert.equal(2, db:query(("select count(*) as n from %s"):format(table_name))[1].n)
+  end)
+
+  it("tails a stream, all streams, with filters and limits", function()
+    local out, rc = pg(("tail --table %s order-1"):format(table_name))
+    assert.equal(0, rc, out)
+    assert.equal('1\torder-1\t1\tPlaced\t{"total": 12}\n2\torder-1\t2\tPaid\t{} {"by": "cli"}\n', out)
+    out = pg(("tail --table %s --all --types Paid"):format(table_name))
+    assert.equal('2\torder-1\t2\tPaid\t{} {"by": "cli"}\n', out)
+    out = pg(("tail --table %s --all --limit 1"):format(table_name))
+    assert.equal('1\torder-1\t1\tPlaced\t{"total": 12}\n', out)
+    out = pg(("tail --table %s --all --from 1"):format(table_name))
+    assert.matches("^2\t", out)
+    out, rc = pg(("tail --table %s"):format(table_name))
+    assert.equal(2, rc)
+    out, rc = pg(("tail --table %s --all --limit ten"):format(table_name))
+    assert.equal(2, rc)
+  end)
+
+  it("follows new events until SIGTERM, then exits 0", function()
+    local p = T.spawn(([[os.exit(os.execute(%q) == 0 and 0 or 3)]]):format(
+      ("exec %s --dsn %q tail --table %s --all --follow --from 2"):format(T.host(), T.dsn(), table_name)))
+    local es = assert(db:events{ table = table_name, notify = table_name, migrate = false })
+    require("pgstore.core").sleep(0.3)
+    assert(es:append("order-2", { { type = "Placed", data = { total = 1 } } }))
+    assert(T.eventually(function() return T.output(p):find("order%-2") end, 5), T.output(p))
+    T.sh(("pkill -TERM -f 'tail --table %s'"):format(table_name))
+    local out, ended = T.wait(p, 5)
+    assert.is_true(ended)
+    assert.matches("^3\torder%-2\t1\tPlaced\t", out)
+    es:close()
+  end)
+
+  it("shows status without secrets: streams, head, consumers with lag, leases", function()
+    local cp = assert(db:checkpoints())
+    assert(cp:save("cli-consumer", 1))
+    local user, pw = os.getenv("PGSTORE_TEST_SECRET_USER"), os.getenv("PGSTORE_TEST_SECRET_PASSWORD")
+    assert(db:exec(("grant select on all tables in schema public to %s"):format(user)))
+    local dsn = T.dsn() .. (" user=%s password=%s"):format(user, pw)
+    local out, rc = pg("status --table " .. table_name, dsn)
+    assert.equal(0, rc, out)
+    assert.matches("as " .. user, out)
+    assert.matches("streams%s+2", out)
+    assert.matches("head position 3", out)
+    assert.matches("cli%-consumer%s+at 1%s+lag 2", out)
+    assert.is_nil(out:find(pw, 1, true))
+    cp:delete("cli-consumer")
+    cp:close()
+  end)
+
+  it("prints help for each command with exit 0", function()
+    for _, c in ipairs{ "run", "project", "tail", "append", "status", "migrate", "dev", "repl" } do
+      local out, rc = T.sh(T.host() .. " " .. c .. " --help")
+      assert.equal(0, rc, c)
+      assert.matches("usage: pgstore " .. c, out)
+    end
+  end)
+end)
