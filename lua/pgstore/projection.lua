@@ -282,6 +282,7 @@ function Runner:step(wait)
   local ok, err = self:rebalance()
   if not ok then return nil, err end
   local total = 0
+  if #self.units == 0 then core.sleep(math.max(wait or 0, 0.05)) end -- no partition yet
   for i, unit in ipairs(self.units) do
     local rows, cursor
     rows, err = unit.sub:next(i == 1 and wait or 0)
