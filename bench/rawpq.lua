@@ -6,6 +6,7 @@
 --   conn:exec(sql, ...) → number of rows (raises on error)
 --   conn:prepare(name, sql); conn:exec_prepared(name, ...) → number of rows
 --   conn:query_prepared(name, ...) → array of rows as { [column] = text }
+--   conn:wait_notify(timeout) → payload | nil (after conn:exec("LISTEN …"))
 --   conn:close()
 local ffi = require "ffi"
 
@@ -29,6 +30,13 @@ char *PQfname(const PGresult *res, int field_num);
 char *PQgetvalue(const PGresult *res, int tup_num, int field_num);
 int PQgetlength(const PGresult *res, int tup_num, int field_num);
 void PQclear(PGresult *res);
+int PQsocket(const PGconn *conn);
+int PQconsumeInput(PGconn *conn);
+typedef struct pgNotify { char *relname; int be_pid; char *extra; struct pgNotify *next; } PGnotify;
+PGnotify *PQnotifies(PGconn *conn);
+void PQfreemem(void *ptr);
+struct pollfd { int fd; short events; short revents; };
+int poll(struct pollfd *fds, unsigned long nfds, int timeout);
 ]]
 
 local pq = ffi.load("pq")
@@ -113,6 +121,22 @@ function Conn:query_prepared(name, ...)
   pq.PQclear(res)
   local _ = keep
   return rows
+end
+
+-- Waits up to timeout seconds for one notification; returns its payload.
+function Conn:wait_notify(timeout)
+  local pfd = ffi.new("struct pollfd[1]")
+  pfd[0].fd, pfd[0].events = pq.PQsocket(self.c), 1 -- POLLIN
+  local n = pq.PQnotifies(self.c)
+  if n == nil then
+    if ffi.C.poll(pfd, 1, math.floor(timeout * 1000)) <= 0 then return nil end
+    pq.PQconsumeInput(self.c)
+    n = pq.PQnotifies(self.c)
+  end
+  if n == nil then return nil end
+  local payload = ffi.string(n.extra)
+  pq.PQfreemem(n)
+  return payload
 end
 
 function Conn:close()

@@ -268,7 +268,7 @@ typedef struct pgs_events_opts {
     const char *table;         /* NULL → "events"                          */
     const char *notify;        /* channel woken after appends; NULL: none   */
     int notify_in_tx;          /* NOTIFY inside the append's transaction    */
-    double notify_interval;    /* coalescing window in seconds; 0 → 0.005   */
+    double notify_interval;    /* coalescing window in seconds; 0 → 0.002   */
     int migrate;               /* run the schema migration on open          */
     size_t max_event_size;     /* bytes of data + metadata; 0 → 1 MiB       */
 } pgs_events_opts_t;
