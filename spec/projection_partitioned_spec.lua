@@ -74,7 +74,7 @@ describe("a partitioned projection", function()
     assert(T.eventually(function()
       local rows = db:query("select count(distinct owner) as n from pgstore_leases where name = $1 and expires_at > now()", "projection:" .. part)
       return rows and rows[1].n == 2
-    end, 20), "the two workers never shared the partitions")
+    end, 60), "the two workers never shared the partitions: " .. T.output(one) .. T.output(two))
     assert(T.eventually(function()
       local rows = db:query(("select coalesce(sum(n), 0) as n from %s"):format(part))
       return rows and rows[1].n > 2000
@@ -83,7 +83,7 @@ describe("a partitioned projection", function()
     assert(T.eventually(function()
       local rows = db:query(("select coalesce(sum(n), 0) as n from %s"):format(part))
       return rows and rows[1].n == 50000
-    end, 90), "the survivor did not finish the work")
+    end, 120), "the survivor did not finish the work: " .. T.output(one) .. T.output(two))
     T.sh(("pkill -TERM -f '%s'"):format(part_path))
     T.wait(one, 10)
     T.wait(two, 10)

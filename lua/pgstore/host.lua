@@ -83,6 +83,12 @@ options:
   --version     print the version]])
 end
 
+-- os.exit in a script closes the Lua state by default, so finalizers close
+-- pools and connections before the process ends (LuaJIT's plain os.exit
+-- does not).
+local exit = os.exit
+os.exit = function(code, close) return exit(code, close ~= false) end
+
 function _M.main(argv)
   local args, i = {}, 1
   while argv[i] do

@@ -55,7 +55,10 @@ function T.sh(cmd)
   -- Commands run without the sanitizer preload the suite itself may run
   -- under: servers, psql and pg_ctl are not ours to instrument, and the
   -- host binary of a sanitizer build links the runtime itself.
-  local f = io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1; echo \"__rc=$?\"")
+  -- In the sanitizer pass, host processes get PGSTORE_CHILD_ASAN_OPTIONS.
+  local f = io.popen("unset LD_PRELOAD; " ..
+    "if [ -n \"$PGSTORE_CHILD_ASAN_OPTIONS\" ]; then export ASAN_OPTIONS=\"$PGSTORE_CHILD_ASAN_OPTIONS\"; fi; " ..
+    cmd .. " 2>&1; echo \"__rc=$?\"")
   local out = f:read("*a")
   f:close()
   local rc = tonumber(out:match("__rc=(%d+)%s*$"))

@@ -58,12 +58,14 @@ function _M.main(host, args)
     progress = sys.isatty(2), say = host.say,
   })
   if not runner then
+    es:close()
     db:close()
     return host.fail(err)
   end
   local res
   res, err = runner:run(sys.interrupted)
   runner:close()
+  es:close()
   db:close()
   if not res then return host.fail(err) end
   host.say(("projected %d events in %.2fs (%.0f events/s)"):format(res.events, res.seconds,
