@@ -8,7 +8,7 @@ local pgstore = require "pgstore"
 local _M = {}
 
 -- Keep in the order `--help` lists them.
-local COMMANDS = { "run", "dev" }
+local COMMANDS = { "run", "policy", "dev" }
 
 local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
 

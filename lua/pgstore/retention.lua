@@ -1,0 +1,263 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.retention — enforcing store policies on an event store: removing
+-- events (max_count, max_age, truncate_before) and archiving idle streams
+-- (archive_after, archive_to). policies:apply(es, opts) and
+-- `pgstore policy apply` call this.
+--
+-- How it scales: streams are found in SQL, never by loading every stream
+-- into Lua. For each policy, pages of matching streams are read from the
+-- heads table in name order (keyset paging); a policy's globs become
+-- LIKE patterns (plus a regex for character classes) and their common
+-- literal prefix a key range, so "cart-*" reads only the cart- part of the
+-- primary key. The first policy whose pattern matches governs a stream:
+-- the globs of the policies before it are excluded in the same query.
+--
+-- Why removing events never breaks a reader: read_all's cursor is a plain
+-- position and its horizon comes from the position sequence and the order
+-- locks of appends in flight (core/events_schema.c), never from rows that
+-- exist, so deleted rows are gaps it steps over. Stream reads ask for
+-- versions, and the head (the stream's version and status) is never
+-- touched by retention: appends continue at the next version.
+--
+-- Batches: every DELETE removes at most `batch` rows (default 1000) and
+-- commits on its own, so locks and WAL per transaction stay bounded and a
+-- run can be stopped at any point. What a page removes is fixed when the
+-- page is planned (a version bound per stream, and one cut-off time for
+-- the whole run taken from the server's clock), so appends landing during
+-- a run are never removed by it, and --dry-run shows what a run does.
+--
+-- Archiving: a stream is flagged archived only if its version is still the
+-- one planned (the UPDATE waits for an append in flight on the stream and
+-- then sees the new version), so an idle stream that just woke up is left
+-- alone; appends to it then fail with `archived`. With archive_to, the
+-- events then move to the other store (es:archive_to); streams of the
+-- policy that are archived here but still hold events are moved too, so
+-- an interrupted run finishes on the next.
+local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local glob = require "pgstore.glob"
+local cjson = require "cjson"
+
+local type, pairs, ipairs, error, unpack, floor = type, pairs, ipairs, error, unpack, math.floor
+local format, concat = string.format, table.concat
+
+local _M = {}
+
+local OPTIONS = {
+  dry_run = "boolean", batch = "number", page = "number", on_stream = "function", on_progress = "function",
+}
+
+-- Numbered parameters for SQL assembled from fixed fragments: the values
+-- are always bound, only the shape of the statement varies.
+local function params()
+  local q = { values = {}, n = 0 }
+  function q.add(v, cast)
+    q.n = q.n + 1
+    q.values[q.n] = v
+    return "$" .. q.n .. (cast or "")
+  end
+  return q
+end
+
+-- The glob list as JSON for jsonb_to_recordset: this policy's globs
+-- (x = false) and those of the policies before it (x = true).
+local function globs_json(set, index)
+  local rows = {}
+  for i = 1, index do
+    for _, c in ipairs(set.policies[i].globs) do
+      rows[#rows + 1] = { l = c.like, r = c.regex or cjson.null, x = i < index }
+    end
+  end
+  return cjson.encode(rows)
+end
+
+local function plan_sql(t, p, q, after, limit, now, set, index)
+  local g = q.add(globs_json(set, index), "::jsonb")
+  local sel = { "h.stream, h.version, h.status" }
+  local from = { t.heads .. " h" }
+  local where = { "h.stream > " .. q.add(after) }
+  local prefixes = {}
+  for i, c in ipairs(p.globs) do prefixes[i] = c.prefix end
+  local lo = glob.common_prefix(prefixes)
+  if lo ~= "" then
+    where[#where + 1] = "h.stream >= " .. q.add(lo)
+    local hi = glob.next_prefix(lo)
+    if hi then where[#where + 1] = "h.stream < " .. q.add(hi) end
+  end
+  where[#where + 1] = "EXISTS (SELECT 1 FROM g WHERE NOT g.x AND h.stream LIKE g.l AND (g.r IS NULL OR h.stream ~ g.r))"
+  if index > 1 then
+    where[#where + 1] = "NOT EXISTS (SELECT 1 FROM g WHERE g.x AND h.stream LIKE g.l AND (g.r IS NULL OR h.stream ~ g.r))"
+  end
+  local todo = {}
+  if p.retention then
+    from[#from + 1] = format("CROSS JOIN LATERAL (SELECT GREATEST(COALESCE(%s - 1, 0), COALESCE(h.version - %s, 0)) AS cut) c",
+      q.add(p.truncate_before, "::bigint"), q.add(p.max_count, "::bigint"))
+    local cond = "e.version <= c.cut"
+    if p.max_age then
+      cond = format("(e.version <= c.cut OR e.time < %s - make_interval(secs => %s))", q.add(now, "::timestamptz"),
+        q.add(p.max_age, "::float8"))
+    end
+    from[#from + 1] = format("CROSS JOIN LATERAL (SELECT count(*) AS remove, max(e.version) AS upto FROM %s e"
+      .. " WHERE e.stream = h.stream AND %s) r", t.events, cond)
+    sel[#sel + 1] = "c.cut, r.remove, r.upto"
+    todo[#todo + 1] = "r.remove > 0"
+  end
+  if p.archive_after then
+    from[#from + 1] = format("LEFT JOIN LATERAL (SELECT e.time AS last_time FROM %s e WHERE e.stream = h.stream"
+      .. " ORDER BY e.version DESC LIMIT 1) a ON true", t.events)
+    sel[#sel + 1] = "a.last_time"
+    local idle = format("(h.status = 'active' AND (a.last_time IS NULL OR a.last_time < %s - make_interval(secs => %s)))",
+      q.add(now, "::timestamptz"), q.add(p.archive_after, "::float8"))
+    if p.archive_to then
+      -- archived here but events left: an earlier run was interrupted
+      idle = format("(%s OR (h.status = 'archived' AND a.last_time IS NOT NULL))", idle)
+    end
+    sel[#sel + 1] = idle .. " AS archive"
+    todo[#todo + 1] = idle
+  end
+  if #todo == 0 then return nil end
+  where[#where + 1] = "(" .. concat(todo, " OR ") .. ")"
+  return format("WITH g AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%s) AS g(l text, r text, x boolean))"
+    .. " SELECT %s FROM %s WHERE %s ORDER BY h.stream LIMIT %s",
+    g, concat(sel, ", "), concat(from, " "), concat(where, " AND "), q.add(limit))
+end
+
+-- Deletes at most `batch` planned rows of the page's streams; → count | nil, err
+local function delete_batch(db, t, p, rows, now, batch)
+  local q = params()
+  local list = q.add(cjson.encode(rows), "::jsonb")
+  local cond = "e.version <= c.cut"
+  if p.max_age then
+    cond = format("(e.version <= c.cut OR e.time < %s - make_interval(secs => %s))", q.add(now, "::timestamptz"),
+      q.add(p.max_age, "::float8"))
+  end
+  local sql = format("WITH c AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%s) AS c(stream text, cut bigint, upto bigint))"
+    .. " DELETE FROM %s d WHERE d.position IN (SELECT e.position FROM c JOIN %s e ON e.stream = c.stream"
+    .. " AND e.version <= c.upto WHERE %s LIMIT %s)", list, t.events, t.events, cond, q.add(batch))
+  return db:exec(sql, unpack(q.values, 1, q.n))
+end
+
+local function archive_store(es, p, opened)
+  local to = p.archive_to
+  if type(to) ~= "string" then return to end
+  if opened[to] then return opened[to] end
+  if to == es.table_name then
+    return nil, errors.new("invalid", format("policy '%s': archive_to names this same store (%s)", p.name, to))
+  end
+  local other, err = es.db:events{ table = to, notify = false }
+  if not other then return nil, err end
+  opened[to] = other
+  return other
+end
+
+local function whole(v, name)
+  if v ~= nil and (v ~= v or v < 1 or v ~= floor(v) or v > 1e7) then
+    error(format("bad argument #2 to 'apply' (option '%s' must be a whole number from 1 to 10000000)", name), 4)
+  end
+  return v
+end
+
+-- apply(set, es, opts) → summary | nil, err (err.summary: what was done)
+-- summary = { dry_run, streams, remove, archive, removed, archived,
+--             policies = { { name, streams, remove, archive, removed, archived }, … } }
+-- opts.on_stream(item) is called for every stream with something to do,
+-- before it is done: { policy, stream, version, status, remove, upto, archive,
+-- archive_to, last_time }. opts.on_progress(summary) after every batch.
+function _M.apply(set, es, opts)
+  opts = require("pgstore.events").check_options(opts, OPTIONS, 2, "apply")
+  local batch = whole(opts.batch, "batch") or 1000
+  local page = whole(opts.page, "page") or 500
+  local dry = opts.dry_run == true
+  local db = es.db
+  if not db or db:is_closed() or not es.handle then error("attempt to use a closed event store", 3) end
+  local t = {
+    events = assert(core.quote_ident(es.table_name)),
+    heads = assert(core.quote_ident(es.table_name .. "_heads")),
+  }
+  local summary = { dry_run = dry, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0, policies = {} }
+  local rows, err = db:query("select now()::text as now")
+  if not rows then return nil, err end
+  local now = rows[1].now
+  local opened = {}
+  local function finish(ok, e)
+    for _, other in pairs(opened) do other:close() end
+    if ok then return summary end
+    if type(e) == "table" then e.summary = summary end
+    return nil, e
+  end
+  local function progress()
+    if opts.on_progress then opts.on_progress(summary) end
+  end
+
+  for index, p in ipairs(set.policies) do
+    local ps = { name = p.name, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0 }
+    summary.policies[index] = ps
+    local after = ""
+    while true do
+      local q = params()
+      local sql = plan_sql(t, p, q, after, page, now, set, index)
+      if not sql then break end
+      rows, err = db:query(sql, unpack(q.values, 1, q.n))
+      if not rows then return finish(false, err) end
+      local del, del_count, arch = {}, 0, {}
+      for _, r in ipairs(rows) do
+        local item = {
+          policy = p.name, stream = r.stream, version = r.version, status = r.status,
+          remove = p.retention and r.remove or 0, upto = p.retention and r.upto ~= core.null and r.upto or nil,
+          archive = r.archive == true, last_time = r.last_time ~= core.null and r.last_time or nil,
+          archive_to = r.archive == true and p.archive_to and
+            (type(p.archive_to) == "string" and p.archive_to or p.archive_to.table_name) or nil,
+        }
+        ps.streams, summary.streams = ps.streams + 1, summary.streams + 1
+        ps.remove, summary.remove = ps.remove + item.remove, summary.remove + item.remove
+        if item.archive then ps.archive, summary.archive = ps.archive + 1, summary.archive + 1 end
+        if opts.on_stream then opts.on_stream(item) end
+        if item.remove > 0 then
+          del[#del + 1] = { stream = r.stream, cut = r.cut, upto = item.upto }
+          del_count = del_count + item.remove
+        end
+        if item.archive then arch[#arch + 1] = item end
+      end
+      if not dry then
+        -- removal, in batches that each commit
+        if del_count > 0 then
+          repeat
+            local n
+            n, err = delete_batch(db, t, p, del, now, batch)
+            if not n then return finish(false, err) end
+            ps.removed, summary.removed = ps.removed + n, summary.removed + n
+            progress()
+          until n < batch
+        end
+        -- archiving, one stream at a time
+        for _, item in ipairs(arch) do
+          local n
+          if item.status == "active" then
+            n, err = db:exec(format("UPDATE %s SET status = 'archived', reason = NULL, updated_at = now()"
+              .. " WHERE stream = $1 AND status = 'active' AND version = $2", t.heads), item.stream, item.version)
+            if not n then return finish(false, err) end
+          else
+            n = 1 -- already flagged by an interrupted run; move what is left
+          end
+          if n == 1 and p.archive_to then
+            local other
+            other, err = archive_store(es, p, opened)
+            if not other then return finish(false, err) end
+            local moved
+            moved, err = es:archive_to(item.stream, other)
+            if not moved then return finish(false, err) end
+          end
+          if n == 1 then
+            ps.archived, summary.archived = ps.archived + 1, summary.archived + 1
+          end
+          progress()
+        end
+      end
+      if #rows < page then break end
+      after = rows[#rows].stream
+    end
+  end
+  return finish(true)
+end
+
+return _M
