@@ -45,6 +45,7 @@ local _M = {}
 
 local OPTIONS = {
   dry_run = "boolean", batch = "number", page = "number", on_stream = "function", on_progress = "function",
+  on_policy = "function",
 }
 
 -- Numbered parameters for SQL assembled from fixed fragments: the values
@@ -162,7 +163,8 @@ end
 --             policies = { { name, streams, remove, archive, removed, archived }, … } }
 -- opts.on_stream(item) is called for every stream with something to do,
 -- before it is done: { policy, stream, version, status, remove, upto, archive,
--- archive_to, last_time }. opts.on_progress(summary) after every batch.
+-- archive_to, last_time }. opts.on_progress(summary) after every batch;
+-- opts.on_policy(policy_summary, policy) when a policy is done.
 function _M.apply(set, es, opts)
   opts = require("pgstore.events").check_options(opts, OPTIONS, 2, "apply")
   local batch = whole(opts.batch, "batch") or 1000
@@ -175,7 +177,9 @@ function _M.apply(set, es, opts)
     heads = assert(core.quote_ident(es.table_name .. "_heads")),
   }
   local summary = { dry_run = dry, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0, policies = {} }
-  local rows, err = db:query("select now()::text as now")
+  -- the run's clock (the server's), and a missing table fails before any output
+  local rows, err = db:query(format("SELECT now()::text AS now WHERE NOT EXISTS (SELECT 1 FROM %s WHERE false)"
+    .. " AND NOT EXISTS (SELECT 1 FROM %s WHERE false)", t.events, t.heads))
   if not rows then return nil, err end
   local now = rows[1].now
   local opened = {}
@@ -256,6 +260,7 @@ function _M.apply(set, es, opts)
       if #rows < page then break end
       after = rows[#rows].stream
     end
+    if opts.on_policy then opts.on_policy(ps, p) end
   end
   return finish(true)
 end

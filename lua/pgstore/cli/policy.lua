@@ -124,34 +124,35 @@ function _M.main(host, args)
   end
 
   -- 1. the plan, streamed policy by policy
+  local describe = require("pgstore.policy").describe
   local current
-  local function header(name)
-    if current == name then return end
-    current = name
-    for _, p in ipairs(set:list()) do
-      if p.name == name then
-        print(("policy '%s' (%s)"):format(p.name, require("pgstore.policy").describe(p)))
-      end
-    end
+  local function header(p)
+    if current == p.name then return end
+    current = p.name
+    print(("policy '%s' (%s)"):format(p.name, describe(p)))
   end
+  local by_name = {}
+  for _, p in ipairs(set:list()) do by_name[p.name] = p end
   local plan
   plan, err = set:plan(es, {
     batch = o.batch,
     on_stream = not o.summary and function(item)
-      header(item.policy)
+      header(by_name[item.policy])
       print(("  %s: %s"):format(show(item.stream), describe_item(item)))
     end or nil,
+    on_policy = function(ps, p)
+      header(p)
+      if ps.streams == 0 then
+        print("  nothing to do")
+        return
+      end
+      local parts = {}
+      if ps.remove > 0 then parts[#parts + 1] = "remove " .. plural(ps.remove, "event", "events") end
+      if ps.archive > 0 then parts[#parts + 1] = "archive " .. plural(ps.archive, "stream", "streams") end
+      print(("  %s: %s"):format(plural(ps.streams, "stream", "streams"), table.concat(parts, ", ")))
+    end,
   })
   if not plan then return done(1, err) end
-  for _, ps in ipairs(plan.policies) do
-    header(ps.name)
-    if ps.streams == 0 then
-      print("  nothing to do")
-    else
-      print(("  %s: remove %s, archive %s"):format(plural(ps.streams, "stream", "streams"),
-        plural(ps.remove, "event", "events"), plural(ps.archive, "stream", "streams")))
-    end
-  end
   print(("total: remove %s, archive %s"):format(plural(plan.remove, "event", "events"),
     plural(plan.archive, "stream", "streams")))
   if o.dry_run then
@@ -177,8 +178,8 @@ function _M.main(host, args)
   if not res then
     local s = type(err) == "table" and err.summary
     if s then
-      io.stderr:write(("pgstore: stopped after removing %s and archiving %s\n"):format(
-        plural(s.removed, "event", "events"), plural(s.archived, "stream", "streams")))
+      err = ("%s (stopped after removing %s and archiving %s)"):format(tostring(err),
+        plural(s.removed, "event", "events"), plural(s.archived, "stream", "streams"))
     end
     return done(1, err)
   end
