@@ -173,6 +173,16 @@ describe("retention", function()
       for i = 1, 7 do assert.same({ 10 }, versions(("b-%02d"):format(i))) end
     end)
 
+    it("pages through streams it does not govern without losing those it does", function()
+      for i = 1, 20 do fill(("m-%02d"):format(i), 3) end
+      local set = pgstore.policies{ { name = "skip", streams = "m-1?" }, { name = "fives", streams = "m-?5", max_count = 1 } }
+      local got = {}
+      local res = assert(set:apply(es, { page = 3, on_stream = function(item) got[#got + 1] = item.stream end }))
+      assert.same({ "m-05" }, got)                  -- m-15 belongs to the first policy
+      assert.equal(2, res.removed)
+      assert.equal(3, #versions("m-15"))
+    end)
+
     it("never removes events appended while the run is under way", function()
       fill("race-1", 10)
       local res = assert(pgstore.policy{ streams = "race-*", max_count = 2 }:apply(es, {

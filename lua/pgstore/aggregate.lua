@@ -21,7 +21,6 @@
 -- decide, not act. Errors raised by handlers and commands propagate.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
-local events_mod = require "pgstore.events"
 
 local type, pairs, ipairs, tostring, error, getmetatable, setmetatable, floor =
       type, pairs, ipairs, tostring, error, getmetatable, setmetatable, math.floor
@@ -38,6 +37,26 @@ local OPTIONS = {
 }
 local EXECUTE_OPTIONS = { idempotency_key = "string", retries = "number" }
 
+-- Checks an options table against { name = "type|type" } (nil → {});
+-- unknown options and wrong types raise at the API function's caller.
+local function check_options(opts, spec, n, fname)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(format("bad argument #%d to '%s' (options table expected, got %s)", n, fname, type(opts)), 3)
+  end
+  for k, v in pairs(opts) do
+    local want = spec[k]
+    if not want then error(format("bad argument #%d to '%s' (unknown option '%s')", n, fname, tostring(k)), 3) end
+    local ok = false
+    for w in want:gmatch("[^|]+") do ok = ok or type(v) == w end
+    if not ok then
+      error(format("bad argument #%d to '%s' (option '%s' must be %s, got %s)", n, fname, k,
+        (want:gsub("|", " or ")), type(v)), 3)
+    end
+  end
+  return opts
+end
+
 local function named(v, name)
   local m = type(v) == "table" and getmetatable(v)
   return m and m.__name == name
@@ -52,7 +71,7 @@ end
 -- Misuse raises (these are fixed at startup).
 function _M.new(opts)
   if type(opts) ~= "table" then errors.arg(1, "aggregate", "options table expected, got " .. type(opts)) end
-  events_mod.check_options(opts, OPTIONS, 1, "aggregate")
+  check_options(opts, OPTIONS, 1, "aggregate")
   if not named(opts.events, "pgstore.events") then
     errors.arg(1, "aggregate", "option 'events' must be an event store (db:events())")
   end
@@ -185,7 +204,7 @@ end
 function Agg:execute(stream, fn, opts)
   check(self, "execute", stream)
   if type(fn) ~= "function" then errors.arg(2, "execute", "command function expected, got " .. type(fn)) end
-  opts = events_mod.check_options(opts, EXECUTE_OPTIONS, 3, "execute")
+  opts = check_options(opts, EXECUTE_OPTIONS, 3, "execute")
   if not whole(opts.retries, 0) then errors.arg(3, "execute", "option 'retries' must be a whole number >= 0") end
   local retries = opts.retries or self.retries
   local es = self.events

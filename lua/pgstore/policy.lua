@@ -334,10 +334,11 @@ end
 function Set:plan(es, opts)
   check(self, "plan")
   if not is_events(es) then errors.arg(1, "plan", "event store expected (db:events())") end
+  if opts ~= nil and type(opts) ~= "table" then errors.arg(2, "plan", "options table expected, got " .. type(opts)) end
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
   o.dry_run = true
-  return require("pgstore.retention").apply(self, es, o)
+  return require("pgstore.retention").apply(self, es, o, "plan")
 end
 
 -- One line describing a policy's rules, for listings.

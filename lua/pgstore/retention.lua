@@ -38,7 +38,7 @@ local errors = require "pgstore.errors"
 local glob = require "pgstore.glob"
 local cjson = require "cjson"
 
-local type, pairs, ipairs, error, unpack, floor = type, pairs, ipairs, error, unpack, math.floor
+local type, pairs, ipairs, tostring, error, unpack, floor = type, pairs, ipairs, tostring, error, unpack, math.floor
 local format, concat = string.format, table.concat
 
 local _M = {}
@@ -47,6 +47,26 @@ local OPTIONS = {
   dry_run = "boolean", batch = "number", page = "number", on_stream = "function", on_progress = "function",
   on_policy = "function",
 }
+
+-- Checks an options table against { name = "type|type" } (nil → {});
+-- unknown options and wrong types raise at the API function's caller.
+local function check_options(opts, spec, n, fname)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(format("bad argument #%d to '%s' (options table expected, got %s)", n, fname, type(opts)), 3)
+  end
+  for k, v in pairs(opts) do
+    local want = spec[k]
+    if not want then error(format("bad argument #%d to '%s' (unknown option '%s')", n, fname, tostring(k)), 3) end
+    local ok = false
+    for w in want:gmatch("[^|]+") do ok = ok or type(v) == w end
+    if not ok then
+      error(format("bad argument #%d to '%s' (option '%s' must be %s, got %s)", n, fname, k,
+        (want:gsub("|", " or ")), type(v)), 3)
+    end
+  end
+  return opts
+end
 
 -- Numbered parameters for SQL assembled from fixed fragments: the values
 -- are always bound, only the shape of the statement varies.
@@ -72,10 +92,13 @@ local function globs_json(set, index)
   return cjson.encode(rows)
 end
 
+-- One page of streams: the next `limit` heads after `after` in name order
+-- (inside the key range of the policy's literal prefix) — an ordered scan
+-- of the primary key that stops there, however many streams match — each
+-- marked `governed` when the policy governs it, and for those, what the
+-- policy would do. The caller pages on from the last stream returned.
 local function plan_sql(t, p, q, after, limit, now, set, index)
   local g = q.add(globs_json(set, index), "::jsonb")
-  local sel = { "h.stream, h.version, h.status" }
-  local from = { t.heads .. " h" }
   local where = { "h.stream > " .. q.add(after) }
   local prefixes = {}
   for i, c in ipairs(p.globs) do prefixes[i] = c.prefix end
@@ -85,11 +108,13 @@ local function plan_sql(t, p, q, after, limit, now, set, index)
     local hi = glob.next_prefix(lo)
     if hi then where[#where + 1] = "h.stream < " .. q.add(hi) end
   end
-  where[#where + 1] = "EXISTS (SELECT 1 FROM g WHERE NOT g.x AND h.stream LIKE g.l AND (g.r IS NULL OR h.stream ~ g.r))"
+  local governed = "EXISTS (SELECT 1 FROM g WHERE NOT g.x AND h.stream LIKE g.l AND (g.r IS NULL OR h.stream ~ g.r))"
   if index > 1 then
-    where[#where + 1] = "NOT EXISTS (SELECT 1 FROM g WHERE g.x AND h.stream LIKE g.l AND (g.r IS NULL OR h.stream ~ g.r))"
+    governed = governed
+      .. " AND NOT EXISTS (SELECT 1 FROM g WHERE g.x AND h.stream LIKE g.l AND (g.r IS NULL OR h.stream ~ g.r))"
   end
-  local todo = {}
+  local sel = { "h.stream, h.version, h.status, h.governed" }
+  local from = { "scan h" }
   if p.retention then
     from[#from + 1] = format("CROSS JOIN LATERAL (SELECT GREATEST(COALESCE(%s - 1, 0), COALESCE(h.version - %s, 0)) AS cut) c",
       q.add(p.truncate_before, "::bigint"), q.add(p.max_count, "::bigint"))
@@ -99,28 +124,42 @@ local function plan_sql(t, p, q, after, limit, now, set, index)
         q.add(p.max_age, "::float8"))
     end
     from[#from + 1] = format("CROSS JOIN LATERAL (SELECT count(*) AS remove, max(e.version) AS upto FROM %s e"
-      .. " WHERE e.stream = h.stream AND %s) r", t.events, cond)
+      .. " WHERE h.governed AND e.stream = h.stream AND %s) r", t.events, cond)
     sel[#sel + 1] = "c.cut, r.remove, r.upto"
-    todo[#todo + 1] = "r.remove > 0"
   end
   if p.archive_after then
-    from[#from + 1] = format("LEFT JOIN LATERAL (SELECT e.time AS last_time FROM %s e WHERE e.stream = h.stream"
-      .. " ORDER BY e.version DESC LIMIT 1) a ON true", t.events)
-    sel[#sel + 1] = "a.last_time"
+    from[#from + 1] = format("LEFT JOIN LATERAL (SELECT e.time AS last_time FROM %s e WHERE h.governed"
+      .. " AND e.stream = h.stream ORDER BY e.version DESC LIMIT 1) a ON true", t.events)
     local idle = format("(h.status = 'active' AND (a.last_time IS NULL OR a.last_time < %s - make_interval(secs => %s)))",
       q.add(now, "::timestamptz"), q.add(p.archive_after, "::float8"))
     if p.archive_to then
       -- archived here but events left: an earlier run was interrupted
       idle = format("(%s OR (h.status = 'archived' AND a.last_time IS NOT NULL))", idle)
     end
-    sel[#sel + 1] = idle .. " AS archive"
-    todo[#todo + 1] = idle
+    sel[#sel + 1] = format("a.last_time, h.governed AND %s AS archive", idle)
   end
-  if #todo == 0 then return nil end
-  where[#where + 1] = "(" .. concat(todo, " OR ") .. ")"
-  return format("WITH g AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%s) AS g(l text, r text, x boolean))"
-    .. " SELECT %s FROM %s WHERE %s ORDER BY h.stream LIMIT %s",
-    g, concat(sel, ", "), concat(from, " "), concat(where, " AND "), q.add(limit))
+  if #sel == 1 then return nil end -- no rules: nothing to find
+  return format("WITH g AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%s) AS g(l text, r text, x boolean)),"
+    .. " scan AS MATERIALIZED (SELECT h.stream, h.version, h.status, %s AS governed FROM %s h WHERE %s"
+    .. " ORDER BY h.stream LIMIT %s)"
+    .. " SELECT %s FROM %s ORDER BY h.stream",
+    g, governed, t.heads, concat(where, " AND "), q.add(limit), concat(sel, ", "), concat(from, " "))
+end
+
+-- A planned row → the item describing what to do to the stream, or nil
+-- when there is nothing to do.
+local function work(p, r)
+  if not r.governed then return nil end
+  local remove = p.retention and r.remove or 0
+  local archive = r.archive == true
+  if remove == 0 and not archive then return nil end
+  local to = archive and p.archive_to or nil
+  return {
+    policy = p.name, stream = r.stream, version = r.version, status = r.status,
+    remove = remove, upto = remove > 0 and r.upto or nil,
+    archive = archive, archive_to = to and (type(to) == "string" and to or to.table_name) or nil,
+    last_time = r.last_time ~= nil and r.last_time ~= core.null and r.last_time or nil,
+  }
 end
 
 -- Deletes at most `batch` planned rows of the page's streams; → count | nil, err
@@ -151,9 +190,9 @@ local function archive_store(es, p, opened)
   return other
 end
 
-local function whole(v, name)
+local function whole(v, name, fname)
   if v ~= nil and (v ~= v or v < 1 or v ~= floor(v) or v > 1e7) then
-    error(format("bad argument #2 to 'apply' (option '%s' must be a whole number from 1 to 10000000)", name), 4)
+    error(format("bad argument #2 to '%s' (option '%s' must be a whole number from 1 to 10000000)", fname, name), 3)
   end
   return v
 end
@@ -165,10 +204,11 @@ end
 -- before it is done: { policy, stream, version, status, remove, upto, archive,
 -- archive_to, last_time }. opts.on_progress(summary) after every batch;
 -- opts.on_policy(policy_summary, policy) when a policy is done.
-function _M.apply(set, es, opts)
-  opts = require("pgstore.events").check_options(opts, OPTIONS, 2, "apply")
-  local batch = whole(opts.batch, "batch") or 1000
-  local page = whole(opts.page, "page") or 500
+function _M.apply(set, es, opts, fname)
+  fname = fname or "apply"
+  opts = check_options(opts, OPTIONS, 2, fname)
+  local batch = whole(opts.batch, "batch", fname) or 1000
+  local page = whole(opts.page, "page", fname) or 500
   local dry = opts.dry_run == true
   local db = es.db
   if not db or db:is_closed() or not es.handle then error("attempt to use a closed event store", 3) end
@@ -205,22 +245,18 @@ function _M.apply(set, es, opts)
       if not rows then return finish(false, err) end
       local del, del_count, arch = {}, 0, {}
       for _, r in ipairs(rows) do
-        local item = {
-          policy = p.name, stream = r.stream, version = r.version, status = r.status,
-          remove = p.retention and r.remove or 0, upto = p.retention and r.upto ~= core.null and r.upto or nil,
-          archive = r.archive == true, last_time = r.last_time ~= core.null and r.last_time or nil,
-          archive_to = r.archive == true and p.archive_to and
-            (type(p.archive_to) == "string" and p.archive_to or p.archive_to.table_name) or nil,
-        }
-        ps.streams, summary.streams = ps.streams + 1, summary.streams + 1
-        ps.remove, summary.remove = ps.remove + item.remove, summary.remove + item.remove
-        if item.archive then ps.archive, summary.archive = ps.archive + 1, summary.archive + 1 end
-        if opts.on_stream then opts.on_stream(item) end
-        if item.remove > 0 then
-          del[#del + 1] = { stream = r.stream, cut = r.cut, upto = item.upto }
-          del_count = del_count + item.remove
+        local item = work(p, r)
+        if item then
+          ps.streams, summary.streams = ps.streams + 1, summary.streams + 1
+          ps.remove, summary.remove = ps.remove + item.remove, summary.remove + item.remove
+          if item.archive then ps.archive, summary.archive = ps.archive + 1, summary.archive + 1 end
+          if opts.on_stream then opts.on_stream(item) end
+          if item.remove > 0 then
+            del[#del + 1] = { stream = r.stream, cut = r.cut, upto = item.upto }
+            del_count = del_count + item.remove
+          end
+          if item.archive then arch[#arch + 1] = item end
         end
-        if item.archive then arch[#arch + 1] = item end
       end
       if not dry then
         -- removal, in batches that each commit
