@@ -273,10 +273,23 @@ describe("retention", function()
 
     it("refuses to archive a store into itself", function()
       fill("self-1", 1, { time = os.time() - 100 * DAY })
-      local res, err = pgstore.policy{ streams = "self-*", archive_after = "1d", archive_to = "ret_spec" }:apply(es)
-      assert.is_nil(res)
-      assert.equal("invalid", err.code)
-      assert.is_table(err.summary)
+      for _, name in ipairs{ "ret_spec", "public.ret_spec" } do
+        local res, err = pgstore.policy{ streams = "self-*", archive_after = "1d", archive_to = name }:apply(es)
+        assert.is_nil(res)
+        assert.equal("invalid", err.code)
+        assert.matches("archive_to names this same store", err.message)
+        assert.is_table(err.summary)
+      end
+      assert.equal(1, #versions("self-1"))
+    end)
+
+    it("re-raises an error from a callback", function()
+      fill("cb-1", 2, { time = os.time() - 100 * DAY })
+      local set = pgstore.policy{ streams = "cb-*", archive_after = "1d", archive_to = "ret_spec_archive" }
+      assert.has_error(function()
+        set:apply(es, { on_stream = function() error("callback failed") end })
+      end)
+      assert.equal("active", es:status("cb-1"))
     end)
   end)
 

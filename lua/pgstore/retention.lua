@@ -177,16 +177,31 @@ local function delete_batch(db, t, p, rows, now, batch)
   return db:exec(sql, unpack(q.values, 1, q.n))
 end
 
+-- The store a policy archives to, opened once per run when named by table.
+-- Refuses the store itself under another spelling ("public.events"): a
+-- move into the same table would delete what it just kept.
 local function archive_store(es, p, opened)
-  local to = p.archive_to
-  if type(to) ~= "string" then return to end
-  if opened[to] then return opened[to] end
-  if to == es.table_name then
-    return nil, errors.new("invalid", format("policy '%s': archive_to names this same store (%s)", p.name, to))
+  local to, other = p.archive_to, nil
+  if type(to) == "string" then
+    other = opened[to]
+    if not other then
+      local err
+      other, err = es.db:events{ table = to, notify = false }
+      if not other then return nil, err end
+      opened[to] = other
+    end
+  else
+    other = to
   end
-  local other, err = es.db:events{ table = to, notify = false }
-  if not other then return nil, err end
-  opened[to] = other
+  if other.db == es.db then
+    local rows, err = es.db:query("SELECT to_regclass($1) = to_regclass($2) AS same",
+      assert(core.quote_ident(es.table_name)), assert(core.quote_ident(other.table_name)))
+    if not rows then return nil, err end
+    if rows[1].same == true then
+      return nil, errors.new("invalid", format("policy '%s': archive_to names this same store (%s)", p.name,
+        other.table_name))
+    end
+  end
   return other
 end
 
@@ -229,76 +244,87 @@ function _M.apply(set, es, opts, fname)
     if type(e) == "table" then e.summary = summary end
     return nil, e
   end
+  local run
   local function progress()
     if opts.on_progress then opts.on_progress(summary) end
   end
 
-  for index, p in ipairs(set.policies) do
-    local ps = { name = p.name, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0 }
-    summary.policies[index] = ps
-    local after = ""
-    while true do
-      local q = params()
-      local sql = plan_sql(t, p, q, after, page, now, set, index)
-      if not sql then break end
-      rows, err = db:query(sql, unpack(q.values, 1, q.n))
-      if not rows then return finish(false, err) end
-      local del, del_count, arch = {}, 0, {}
-      for _, r in ipairs(rows) do
-        local item = work(p, r)
-        if item then
-          ps.streams, summary.streams = ps.streams + 1, summary.streams + 1
-          ps.remove, summary.remove = ps.remove + item.remove, summary.remove + item.remove
-          if item.archive then ps.archive, summary.archive = ps.archive + 1, summary.archive + 1 end
-          if opts.on_stream then opts.on_stream(item) end
-          if item.remove > 0 then
-            del[#del + 1] = { stream = r.stream, cut = r.cut, upto = item.upto }
-            del_count = del_count + item.remove
+  function run()
+    for index, p in ipairs(set.policies) do
+      local ps = { name = p.name, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0 }
+      summary.policies[index] = ps
+      local after = ""
+      while true do
+        local q = params()
+        local sql = plan_sql(t, p, q, after, page, now, set, index)
+        if not sql then break end
+        rows, err = db:query(sql, unpack(q.values, 1, q.n))
+        if not rows then return finish(false, err) end
+        local del, del_count, arch = {}, 0, {}
+        for _, r in ipairs(rows) do
+          local item = work(p, r)
+          if item then
+            ps.streams, summary.streams = ps.streams + 1, summary.streams + 1
+            ps.remove, summary.remove = ps.remove + item.remove, summary.remove + item.remove
+            if item.archive then ps.archive, summary.archive = ps.archive + 1, summary.archive + 1 end
+            if opts.on_stream then opts.on_stream(item) end
+            if item.remove > 0 then
+              del[#del + 1] = { stream = r.stream, cut = r.cut, upto = item.upto }
+              del_count = del_count + item.remove
+            end
+            if item.archive then arch[#arch + 1] = item end
           end
-          if item.archive then arch[#arch + 1] = item end
         end
-      end
-      if not dry then
-        -- removal, in batches that each commit
-        if del_count > 0 then
-          repeat
+        if not dry then
+          -- removal, in batches that each commit
+          if del_count > 0 then
+            repeat
+              local n
+              n, err = delete_batch(db, t, p, del, now, batch)
+              if not n then return finish(false, err) end
+              ps.removed, summary.removed = ps.removed + n, summary.removed + n
+              progress()
+            until n < batch
+          end
+          -- archiving, one stream at a time
+          for _, item in ipairs(arch) do
             local n
-            n, err = delete_batch(db, t, p, del, now, batch)
-            if not n then return finish(false, err) end
-            ps.removed, summary.removed = ps.removed + n, summary.removed + n
+            if item.status == "active" then
+              n, err = db:exec(format("UPDATE %s SET status = 'archived', reason = NULL, updated_at = now()"
+                .. " WHERE stream = $1 AND status = 'active' AND version = $2", t.heads), item.stream, item.version)
+              if not n then return finish(false, err) end
+            else
+              n = 1 -- already flagged by an interrupted run; move what is left
+            end
+            if n == 1 and p.archive_to then
+              local other
+              other, err = archive_store(es, p, opened)
+              if not other then return finish(false, err) end
+              local moved
+              moved, err = es:archive_to(item.stream, other)
+              if not moved then return finish(false, err) end
+            end
+            if n == 1 then
+              ps.archived, summary.archived = ps.archived + 1, summary.archived + 1
+            end
             progress()
-          until n < batch
+          end
         end
-        -- archiving, one stream at a time
-        for _, item in ipairs(arch) do
-          local n
-          if item.status == "active" then
-            n, err = db:exec(format("UPDATE %s SET status = 'archived', reason = NULL, updated_at = now()"
-              .. " WHERE stream = $1 AND status = 'active' AND version = $2", t.heads), item.stream, item.version)
-            if not n then return finish(false, err) end
-          else
-            n = 1 -- already flagged by an interrupted run; move what is left
-          end
-          if n == 1 and p.archive_to then
-            local other
-            other, err = archive_store(es, p, opened)
-            if not other then return finish(false, err) end
-            local moved
-            moved, err = es:archive_to(item.stream, other)
-            if not moved then return finish(false, err) end
-          end
-          if n == 1 then
-            ps.archived, summary.archived = ps.archived + 1, summary.archived + 1
-          end
-          progress()
-        end
+        if #rows < page then break end
+        after = rows[#rows].stream
       end
-      if #rows < page then break end
-      after = rows[#rows].stream
+      if opts.on_policy then opts.on_policy(ps, p) end
     end
-    if opts.on_policy then opts.on_policy(ps, p) end
+    return finish(true)
   end
-  return finish(true)
+
+  -- callbacks may raise: close what the run opened, then re-raise
+  local res = { pcall(run) }
+  if not res[1] then
+    for _, other in pairs(opened) do other:close() end
+    error(res[2], 0)
+  end
+  return res[2], res[3]
 end
 
 return _M
