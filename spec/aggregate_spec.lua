@@ -197,6 +197,13 @@ describe("aggregate", function()
       s, err = agg:execute("acct-12", function() return "oops" end)
       assert.equal("invalid", err.code)
       assert.matches("must return a list of events", err.message)
+      s, err = agg:execute("acct-12", function() return { add(1), { type = "Unheard" } } end)
+      assert.equal("invalid", err.code)
+      assert.equal("acct-12: the command returned an event of type 'Unheard', which has no apply handler; nothing was appended",
+        err.message)
+      s, err = agg:execute("acct-12", function() return { { data = {} } } end)
+      assert.equal("invalid", err.code)
+      assert.matches("needs a type", err.message)
       assert.equal(0, es:version("acct-12"))
     end)
 
@@ -281,6 +288,23 @@ describe("aggregate", function()
       local s = agg:load("acct-17")
       local replay = counter(es):load("acct-17")
       assert.same(replay, s)
+    end)
+
+    it("reports a snapshot it could not save beside the committed result", function()
+      local agg = counter(es, ss, { snapshot_every = 1 })
+      local s, v, res = agg:execute("acct-21", function()
+        return { { type = "Added", data = { amount = 1 } } }
+      end)
+      assert.equal(1, res.snapshot)
+      -- a state JSON cannot hold
+      local bad = pgstore.aggregate{ events = es, snapshots = ss, snapshot_every = 1,
+        initial = function() return {} end, apply = { Added = function(st) st.fn = print end } }
+      s, v, res = bad:execute("acct-21", function() return { add(1) } end)
+      assert.equal(2, v)
+      assert.is_nil(res.snapshot)
+      assert.equal("invalid", res.snapshot_error.code)
+      assert.equal(2, es:version("acct-21"))
+      assert.equal(1, ss:load("acct-21").version)
     end)
 
     it("follows the policy's snapshot_every when it has none of its own", function()

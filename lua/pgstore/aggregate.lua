@@ -222,6 +222,16 @@ function Agg:execute(stream, fn, opts)
     end
     if evs.type ~= nil then evs = { evs } end
     if #evs == 0 then return state, version, nil end
+    if not self.ignore_unknown then
+      -- refuse before writing what this aggregate could not load again
+      for i = 1, #evs do
+        local e = evs[i]
+        if type(e) == "table" and type(e.type) == "string" and not self.handlers[e.type] then
+          return nil, errors.new("invalid", format("%s: the command returned an event of type '%s', which has "
+            .. "no apply handler; nothing was appended", stream, e.type), { stream = stream, type = e.type })
+        end
+      end
+    end
     local res, err = es:append(stream, evs, { expected = version, idempotency_key = opts.idempotency_key })
     if res then
       res.attempts = attempt
@@ -237,8 +247,14 @@ function Agg:execute(stream, fn, opts)
       state, version = fold(self, stream, state, version, new)
       if state == nil then return nil, version end
       if snapshot_due(self, stream, version, since) then
-        local ok, serr = self.snapshots:save(stream, version, state, { schema_version = self.schema_version })
-        if ok then res.snapshot = version else res.snapshot_error = serr end
+        -- the events are committed whatever happens here: a failed save
+        -- is reported beside the result, not as the command's failure
+        local ok, written = self.snapshots:save(stream, version, state, { schema_version = self.schema_version })
+        if not ok then
+          res.snapshot_error = written
+        elseif written then
+          res.snapshot = version
+        end
       end
       return state, version, res
     end
