@@ -45,6 +45,15 @@ function _M.connect(opts)
   return Db.new(opts)
 end
 
+-- Scripts' building blocks (each module loads on first use):
+-- pgstore.upcasters{ … } → registry (pgstore.upcasters)
+-- pgstore.policy(table | path) / pgstore.policies{ … } → policy set (pgstore.policy)
+-- pgstore.aggregate{ … } → aggregate (pgstore.aggregate)
+function _M.upcasters(list) return require("pgstore.upcasters").new(list) end
+function _M.policy(p) return require("pgstore.policy").one(p) end
+function _M.policies(list) return require("pgstore.policy").new(list) end
+function _M.aggregate(opts) return require("pgstore.aggregate").new(opts) end
+
 -- pgstore.open_<kind>(dsn_or_opts, store_opts) → a store that owns its own
 -- pool: store:close() closes it (twice is harmless). E.g. open_kv(dsn, { table = … }).
 for _, kind in ipairs(Db.KINDS) do
