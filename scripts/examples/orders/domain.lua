@@ -13,7 +13,7 @@ local function rng(seed)
   local state = seed
   return function(n)
     state = (state * 1103515245 + 12345) % 2147483648
-    return state % n + 1
+    return math.floor(state / 65536) % n + 1 -- the high bits: the low ones cycle
   end
 end
 
