@@ -6,6 +6,7 @@
 --   local srv = nginx.start{ dsn = T.dsn(), workers = 1,
 --                            locations = "location = /x { … }",  -- server.d/
 --                            main = "thread_pool tiny threads=1;" } -- main.d/
+--   (@DSN@, @PORT@, @PREFIX@, @ROOT@ and @BUILD@ are filled in those too)
 --   srv.port, srv.prefix, srv:log(), srv:workers()
 --   local ok, why = srv:stop()
 --
@@ -84,14 +85,15 @@ end
 local Server = {}
 local mt = { __index = Server }
 
--- nginx.start{ dsn, workers = 1, locations, main, template } → server
+-- nginx.start{ dsn, workers = 1, locations, main, lua_path, template } → server
 function _M.start(o)
   local nginx = _M.binary()
   local prefix = (sh("mktemp -d /tmp/pgstore-nginx.XXXXXX")):gsub("%s+$", "")
   for _, d in ipairs{ "tmp", "server.d", "main.d" } do assert(sh("mkdir -p " .. q(prefix .. "/" .. d))) end
-  if o.locations then write(prefix .. "/server.d/spec.conf", o.locations) end
-  if o.main then write(prefix .. "/main.d/spec.conf", o.main) end
   local template = assert(read(o.template or (_M.root() .. "/scripts/nginx/nginx.conf")))
+  if o.lua_path then
+    template = template:gsub('lua_package_path "', 'lua_package_path "' .. o.lua_path .. ";", 1)
+  end
   if o.main then
     -- Main-context additions (thread pools) go beside the example's own.
     template = template:gsub("\nevents {", "\ninclude " .. prefix .. "/main.d/*.conf;\n\nevents {", 1)
@@ -100,11 +102,13 @@ function _M.start(o)
   local last
   for _ = 1, 5 do
     local port = math.random(20000, 60000)
-    local conf = fill(template, {
+    local vars = {
       ROOT = _M.root(), BUILD = _M.build_dir(), PREFIX = prefix, PORT = port,
       WORKERS = o.workers or 1, DSN = o.dsn,
-    })
-    write(prefix .. "/nginx.conf", conf)
+    }
+    write(prefix .. "/nginx.conf", fill(template, vars))
+    if o.locations then write(prefix .. "/server.d/spec.conf", fill(o.locations, vars)) end
+    if o.main then write(prefix .. "/main.d/spec.conf", fill(o.main, vars)) end
     write(prefix .. "/error.log", "")
     local out, rc = sh(preload() .. q(nginx) .. " -p " .. q(prefix) .. " -c " .. q(prefix .. "/nginx.conf")
       .. " -e " .. q(prefix .. "/error.log"))
@@ -114,7 +118,10 @@ function _M.start(o)
       local deadline = http.now() + 15
       repeat
         local res = http.request(port, "GET", "/ping", nil, nil, 2)
-        if res and res.status == 200 then return self end
+        if res and res.status == 200 then
+          self.started_workers = self:workers()
+          return self
+        end
         sh("sleep 0.05")
       until http.now() > deadline
       self:stop()
@@ -164,9 +171,12 @@ function Server:stop(timeout)
     .. " -s quit")
   if rc ~= 0 then return false, "nginx -s quit failed: " .. out end
   local deadline = http.now() + (timeout or 20)
+  local workers = self:workers()
+  for _, pid in ipairs(self.started_workers or {}) do workers[#workers + 1] = pid end
   while self.pid and alive(self.pid) do
     if http.now() > deadline then
       sh("kill -9 " .. self.pid)
+      for _, pid in ipairs(workers) do sh("kill -9 " .. pid) end
       return false, "nginx did not exit within " .. (timeout or 20) .. " s of -s quit"
     end
     sh("sleep 0.05")

@@ -150,12 +150,13 @@ local function overloaded(cfg, what)
   }, error_mt)
 end
 
--- What run_worker_thread's failure message means.
+-- What run_worker_thread's failure (returned or raised) means.
 local function failure(cfg, msg, fname)
-  if msg == "thread_pool not found" then
+  msg = tostring(msg)
+  if msg:find("^thread pool .* not found") or msg == "thread_pool not found" then
     raise(format("resty.pgstore: thread pool '%s' not found: add `thread_pool %s threads=4 "
       .. "max_queue=1024;` to the main context of nginx.conf", cfg.thread_pool, cfg.thread_pool))
-  elseif msg == "unsupported argument type" or msg == "unsupported return value" then
+  elseif msg:find("unsupported Lua type", 1, true) or msg:find("^unsupported %a+ %a+$") then
     raise(format("resty.pgstore: %s: %s (only nil, booleans, numbers, strings and tables of "
       .. "those cross into a worker thread; functions and userdata do not)", fname, msg))
   elseif msg == "ngx_thread_task_post failed" then
@@ -183,7 +184,7 @@ function _M.call(cfg, fname, ...)
     local r = pack(pcall(run, cfg.thread_pool, MODULE, fname, ...))
     if not r[1] then
       cfg.sema:post(1)
-      raise(bare(r[2]))
+      return failure(cfg, r[2], fname)
     end
     if r[2] then
       cfg.sema:post(1)

@@ -103,6 +103,7 @@ local function listener_options(db)
 end
 
 -- Opens the listener in a thread (LISTENing to every channel wanted).
+-- Called with the mutex held. → true | nil, err
 function Hub:open()
   local list = {}
   for ch in pairs(self.channels) do list[#list + 1] = ch end
@@ -113,7 +114,7 @@ function Hub:open()
       log(WARN, "resty.pgstore: LISTEN connection failed (", self.failures, " times): ", tostring(fd))
     end
     self.last_error = tostring(fd)
-    return false
+    return nil, fd
   end
   self.id, self.fd, self.due_at, self.pid = id, fd, now() + (due or 0), pid
   self.listening = {}
@@ -257,13 +258,20 @@ function Hub:subscribe(sub, channels)
   end
   if new then
     self.dirty = true
-    if self.id and call_mod.yieldable() then
+    if call_mod.yieldable() then
+      -- Listening before returning, so nothing sent afterwards is missed.
       local ok, err = self:locked(function(h)
-        if not h.id then return true end
+        if not h.id then
+          local opened, oerr = h:open()
+          if not opened then return nil, oerr end
+        end
         h.dirty = false
         return h:sync()
       end)
-      if not ok then self.dirty = true; return nil, err end
+      if not ok then
+        self.dirty = true
+        return nil, err
+      end
     end
     self.wake:post(1)
   end
