@@ -35,14 +35,25 @@ function _M.configure(c)
 end
 
 -- init_worker_by_lua: per worker. No I/O happens here: the db connects
--- lazily in worker threads, and the feed's loops start as timers.
+-- lazily, in worker threads.
 function _M.init_worker()
   db = assert(pgstore.connect{
     dsn = conf.dsn, pool_size = conf.pool_size or 8,
     application_name = conf.application_name or "pgstore-nginx", shared_dict = "pgstore",
   })
   es = db:events{ table = conf.table }
-  feed = assert(db:feed{ events = es })
+end
+
+-- The worker's change feed, started by the first /changes request (its
+-- LISTEN and read loops are timers; a worker that never streams changes
+-- never runs them).
+local function the_feed()
+  if not feed then
+    local f, err = db:feed{ events = es }
+    if not f then return nil, err end
+    feed = f
+  end
+  return feed
 end
 
 -- ---- responses ------------------------------------------------------------------------
@@ -158,6 +169,8 @@ function _M.changes()
     end
     cursor = tonumber(cursor)
   end
+  local feed, err = the_feed()
+  if not feed then return fail(err) end
   if not cursor then
     -- Live only: start where the feed is now (waiting for its first read).
     cursor = feed:position(5)

@@ -9,7 +9,8 @@
 -- never skips an event that commits late) from where it last stopped, when
 -- the store's NOTIFY channel says something was appended (through the
 -- worker's LISTEN hub), and at the latest every `poll` seconds — NOTIFY is
--- only a hint. The events read are kept in a ring of the last `buffer`
+-- only a hint — but never more often than every `interval` seconds, so a
+-- flood of appends costs at most 1/interval reads per second and worker. The events read are kept in a ring of the last `buffer`
 -- events, which covers every committed event with a position in
 -- (ring_base, cursor]: read_all's cursor means "everything up to here has
 -- been seen". feed:next(c) serves a caller whose cursor c is inside that
@@ -94,6 +95,11 @@ local function loop(premature, self)
       if ok and n then self.started = true; self.dirty = true end
     else
       if self.dirty or now() >= next_poll then
+        -- At most one read per `interval`: under a stream of appends every
+        -- NOTIFY would otherwise cost a read.
+        local gap = self.last_read + self.interval - now()
+        if gap > 0 then ngx.sleep(gap) end
+        self.last_read = now()
         self.dirty = false
         next_poll = now() + self.poll
         ok, n, err = pcall(read, self)
@@ -216,9 +222,10 @@ feed_mt.__tostring = function(self)
   return format("resty.pgstore.feed (%s)", self.es.table_name)
 end
 
-local FEED_OPTIONS = { events = "table", buffer = "number", batch = "number", poll = "number" }
+local FEED_OPTIONS = { events = "table", buffer = "number", batch = "number", poll = "number",
+                       interval = "number" }
 
--- db:feed{ events = es, buffer = 1000, batch = 500, poll = 1 } → feed | nil, err
+-- db:feed{ events = es, buffer = 1000, batch = 500, poll = 1, interval = 0.01 } → feed | nil, err
 -- The worker's feed for that store (the first call's options stand).
 local function new_feed(db, opts)
   check_arg(opts, 1, "feed", "table")
@@ -233,10 +240,13 @@ local function new_feed(db, opts)
   local key = db.key .. "|" .. es.skey
   local self = feeds[key]
   if not self then
-    local size, batch, poll = opts.buffer or 1000, opts.batch or 500, opts.poll or 1
-    if size < 1 or batch < 1 or not (poll > 0) then argerr(1, "feed", "buffer, batch and poll must be positive") end
+    local size, batch, poll, interval = opts.buffer or 1000, opts.batch or 500, opts.poll or 1,
+                                        opts.interval or 0.01
+    if size < 1 or batch < 1 or not (poll > 0) or not (interval >= 0) then
+      argerr(1, "feed", "buffer, batch and poll must be positive, interval not negative")
+    end
     self = setmetatable({
-      db = db, es = es, size = size, batch = batch, poll = poll,
+      db = db, es = es, size = size, batch = batch, poll = poll, interval = interval, last_read = 0,
       ring = {}, head = 1, tail = 0, base = 0, cursor = 0, started = false,
       wake = semaphore.new(0), news = semaphore.new(0),
     }, feed_mt)
