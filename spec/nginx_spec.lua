@@ -401,6 +401,18 @@ describe("nginx with resty.pgstore", function()
       end }
     print(("\n    load: %d appends in %.1f s = %.0f/s over HTTP, slowest %.0f ms")
       :format(stats.requests, stats.elapsed, stats.requests / stats.elapsed, stats.max_time * 1000))
+    if next(stats.errors) then
+      -- What the server was doing: the backends of nginx and what blocks them.
+      for _, r in ipairs(assert(admin:query([[
+          select pid, application_name as app, state, wait_event_type || ':' || wait_event as waiting,
+                 pg_blocking_pids(pid)::text as blocked_by, left(query, 120) as query
+          from pg_stat_activity where backend_type = 'client backend' order by pid]]))) do
+        print(("    %d %s %s %s %s %s"):format(r.pid, r.app, tostring(r.state), tostring(r.waiting),
+          r.blocked_by, r.query))
+      end
+      print(srv:log():sub(-4000))
+      srv.keep = true
+    end
     assert.are.same({}, stats.errors)
     assert.are.same({ [201] = stats.requests }, stats.statuses)
     assert.is_true(stats.requests > 1000, "it ran")
@@ -414,6 +426,9 @@ describe("nginx with resty.pgstore", function()
     local s = assert(http.sse(srv.port, "/changes"))
     local ok, why = srv:stop(15)
     assert.is_true(ok, why)
+    -- ngx.sleep(0) without OpenResty's delayed-events patch can hang a
+    -- worker; resty.pgstore never sleeps for less than a millisecond.
+    assert.is_nil(srv:log():find("without delayed events patch", 1, true))
     local ev, err
     repeat ev, err = s:next(5) until not ev
     assert.are.equal("closed", err)

@@ -186,9 +186,14 @@ function Server:stop(timeout)
   return true
 end
 
--- Removes the prefix (after stop).
+-- Removes the prefix (after stop) — unless srv.keep was set, for a look
+-- at what went wrong.
 function Server:cleanup()
   if not self.stopped then self:stop() end
+  if self.keep then
+    io.stderr:write("nginx prefix kept: ", self.prefix, "\n")
+    return
+  end
   sh("rm -rf " .. q(self.prefix))
 end
 

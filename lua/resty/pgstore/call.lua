@@ -88,12 +88,22 @@ function _M.check(value, n, fname, expected)
     (expected:gsub("|", " or ")), t))
 end
 
--- sema:wait(seconds), never for less than a millisecond: the semaphore
--- rounds down to whole milliseconds, and a wait of 0 returns at once
--- without yielding — a loop timing itself with ngx.now() (updated only when
--- the event loop runs) would then spin forever.
+-- Waits never shorter than a millisecond. Both round down to whole
+-- milliseconds, and at 0 a semaphore returns at once without yielding,
+-- while ngx.sleep(0) — without OpenResty's delayed-events patch, which
+-- Debian's nginx lacks — adds a timer that expires again and again inside
+-- one pass over the timers. Either way ngx.now() stops advancing, a loop
+-- timing itself with it never ends, and the worker hangs.
+local MIN_WAIT = 0.001
+
+-- sema:wait(seconds), at least a millisecond.
 function _M.wait(sema, seconds)
-  return sema:wait(seconds > 0.001 and seconds or 0.001)
+  return sema:wait(seconds > MIN_WAIT and seconds or MIN_WAIT)
+end
+
+-- ngx.sleep(seconds), at least a millisecond.
+function _M.sleep(seconds)
+  return sleep(seconds > MIN_WAIT and seconds or MIN_WAIT)
 end
 
 -- True where a worker thread may be used now.

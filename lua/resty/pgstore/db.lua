@@ -308,7 +308,7 @@ function Db:transaction(fn, opts)
       end
       if not (retryable(err) and attempt < retries) then return nil, err end
     end
-    ngx.sleep(math.min(0.005 * 2 ^ attempt, 0.2) * (0.5 + math.random()))
+    call_mod.sleep(math.min(0.005 * 2 ^ attempt, 0.2) * (0.5 + math.random()))
   end
 end
 

@@ -98,7 +98,7 @@ local function loop(premature, self)
         -- At most one read per `interval`: under a stream of appends every
         -- NOTIFY would otherwise cost a read.
         local gap = self.last_read + self.interval - now()
-        if gap > 0 then ngx.sleep(gap) end
+        if gap > 0 then call_mod.sleep(gap) end
         self.last_read = now()
         self.dirty = false
         next_poll = now() + self.poll

@@ -206,11 +206,7 @@ local function loop(premature, self)
       local due = self.due_at - now()
       if due < wait then wait = due > 0 and due or 0 end
     end
-    if wait > 0 then
-      sema_wait(self.wake, wait)
-    else
-      ngx.sleep(0)
-    end
+    sema_wait(self.wake, wait)
   end
   self.running = false
   if self.id then

@@ -15,7 +15,8 @@
 local call_mod = require "resty.pgstore.call"
 
 local ngx = ngx
-local timer_at, sleep, now, log = ngx.timer.at, ngx.sleep, ngx.now, ngx.log
+local timer_at, now, log = ngx.timer.at, ngx.now, ngx.log
+local sleep = call_mod.sleep
 local exiting = ngx.worker.exiting
 local WARN, ERR = ngx.WARN, ngx.ERR
 local pcall, tostring = pcall, tostring
