@@ -118,10 +118,15 @@ static int l_park(lua_State *L)
 {
     int kind = handle_kind(L, 1, "park");
     double deadline = luaL_optnumber(L, 2, 0);
-    parked_t *e = calloc(1, sizeof *e);
-    if (!e)
+    parked_t tmp;
+    memset(&tmp, 0, sizeof tmp);
+    take_bytes(L, 1, &tmp, "park"); /* may raise: nothing allocated yet */
+    parked_t *e = malloc(sizeof *e);
+    if (!e) {
+        memcpy(lua_touserdata(L, 1), tmp.bytes, tmp.size); /* the caller keeps it */
         return luaL_error(L, "out of memory");
-    take_bytes(L, 1, e, "park");
+    }
+    *e = tmp;
     e->kind = kind;
     e->deadline = deadline > 0 ? deadline : 0;
     pthread_mutex_lock(&park_mu);
