@@ -27,6 +27,17 @@ location = /t/logphase {
         ngx.shared.pgstore:set("logphase", tostring(err))
     }
 }
+location = /t/phases {
+    rewrite_by_lua_block {
+        local db = require("resty.pgstore").connect{ dsn = ngx.var.pgstore_dsn }
+        ngx.ctx.rewrite = assert(db:query("select 'rewrite' as p"))[1].p
+    }
+    access_by_lua_block {
+        local db = require("resty.pgstore").connect{ dsn = ngx.var.pgstore_dsn }
+        ngx.ctx.access = assert(db:query("select 'access' as p"))[1].p
+    }
+    content_by_lua_block { ngx.say(ngx.ctx.rewrite, " ", ngx.ctx.access) }
+}
 location = /t/shared {
     content_by_lua_block { ngx.say(ngx.shared.pgstore:get(ngx.var.arg_key) or "") }
 }
@@ -313,7 +324,7 @@ describe("nginx with resty.pgstore", function()
   describe("the API inside nginx", function()
     for _, name in ipairs{ "query", "query_error", "misuse", "run", "tx_commit", "tx_rollback",
                            "tx_retry", "tx_nested", "tx_timeout", "tx_stores", "acquire",
-                           "events", "stores", "locks", "listen", "relay", "partitions",
+                           "events", "stores", "kv_cleanup", "locks", "listen", "relay", "partitions",
                            "subscribe" } do
       it(name, function()
         local res = assert(http.request(srv.port, "GET", "/t/case?name=" .. name, nil, nil, 30))
@@ -381,6 +392,12 @@ describe("nginx with resty.pgstore", function()
       assert.are.same(pids, srv:workers(), "no worker died")
     end)
 
+    it("runs statements in the rewrite and access phases", function()
+      local res = assert(http.request(srv.port, "GET", "/t/phases"))
+      assert.are.equal(200, res.status)
+      assert.are.equal("rewrite access\n", res.body)
+    end)
+
     it("refuses phases that cannot yield, with the phase's name", function()
       assert(http.request(srv.port, "GET", "/t/logphase"))
       local msg = T.eventually(function()
@@ -441,13 +458,15 @@ describe("nginx with resty.pgstore", function()
   end)
 end)
 
-describe("resty.pgstore outside the request phases", function()
-  it("refuses init_by_lua and queries in init_worker_by_lua, saying why", function()
-    local prefix = (T.sh("mktemp -d /tmp/pgstore-nginx.XXXXXX")):gsub("%s+$", "")
-    local conf = ([[
+describe("resty.pgstore outside the request phases, and across workers", function()
+  local s, prefix
+
+  setup(function()
+    prefix = (T.sh("mktemp -d /tmp/pgstore-nginx.XXXXXX")):gsub("%s+$", "")
+    local conf = [[
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-worker_processes 1;
+worker_processes 2;
 pid @PREFIX@/nginx.pid;
 error_log @PREFIX@/error.log warn;
 thread_pool pgstore threads=1 max_queue=64;
@@ -461,36 +480,89 @@ http {
     scgi_temp_path @PREFIX@/tmp;
     lua_package_path "@ROOT@/lua/?.lua;@ROOT@/lua/?/init.lua;;";
     lua_package_cpath "@BUILD@/lua/?.so;;";
-    lua_shared_dict phases 64k;
+    lua_shared_dict pgstore 64k;
     init_by_lua_block {
         local pgstore = require "resty.pgstore"
         local ok, err = pcall(pgstore.connect, [==[@DSN@]==])
         INIT_ERROR = tostring(err)
     }
     init_worker_by_lua_block {
-        local db = require("resty.pgstore").connect[==[@DSN@]==]
+        local pgstore = require "resty.pgstore"
+        local db = pgstore.connect[==[@DSN@]==]
         local ok, err = pcall(db.query, db, "select 1")
-        ngx.shared.phases:set("init_worker", tostring(err))
+        ngx.shared.pgstore:set("init_worker", tostring(err))
+        -- One worker of the two runs the job; another takes over when it dies.
+        assert(pgstore.every("spec-job", 0.05, function()
+            ngx.shared.pgstore:set("ran:" .. ngx.worker.pid(), ngx.now())
+        end, { shared_dict = "pgstore", ttl = 0.5 }))
     }
     server {
         listen 127.0.0.1:@PORT@;
         location = /ping { content_by_lua_block { ngx.say("pong") } }
         location = /init { content_by_lua_block { ngx.say(INIT_ERROR) } }
-        location = /init_worker { content_by_lua_block { ngx.say(ngx.shared.phases:get("init_worker")) } }
+        location = /init_worker { content_by_lua_block { ngx.say(ngx.shared.pgstore:get("init_worker")) } }
+        location = /ran {
+            content_by_lua_block {
+                ngx.update_time()
+                local recent, all = {}, {}
+                for _, k in ipairs(ngx.shared.pgstore:get_keys(0)) do
+                    local pid = k:match("^ran:(%d+)$")
+                    if pid then
+                        all[#all + 1] = pid
+                        if ngx.now() - ngx.shared.pgstore:get(k) < 0.2 then recent[#recent + 1] = pid end
+                    end
+                end
+                ngx.say(table.concat(recent, ","), " ", table.concat(all, ","))
+            }
+        }
     }
 }
-]])
+]]
     local f = assert(io.open(prefix .. "/phases.conf", "w"))
     f:write(conf)
     f:close()
-    local s = nginx.start{ dsn = T.dsn(), template = prefix .. "/phases.conf" }
+    s = nginx.start{ dsn = T.dsn(), template = prefix .. "/phases.conf" }
+  end)
+
+  teardown(function()
+    if s then s:cleanup() end
+    T.sh("rm -rf " .. prefix)
+  end)
+
+  it("refuses init_by_lua and statements in init_worker_by_lua, saying why", function()
     local init = assert(http.request(s.port, "GET", "/init")).body
     local worker = assert(http.request(s.port, "GET", "/init_worker")).body
-    local ok, why = s:stop()
-    s:cleanup()
-    T.sh("rm -rf " .. prefix)
     assert.truthy(init:find("connect is not available in init_by_lua", 1, true), init)
     assert.truthy(worker:find("cannot run in init_worker_by_lua", 1, true), worker)
-    assert.is_true(ok, why)
+  end)
+
+  it("runs a pgstore.every job with a shared_dict in one worker, and moves it when that one dies", function()
+    local function ran()
+      local body = assert(http.request(s.port, "GET", "/ran")).body
+      local recent, all = body:match("^(%S*) (%S*)")
+      local r, a = {}, {}
+      for pid in recent:gmatch("%d+") do r[#r + 1] = tonumber(pid) end
+      for pid in all:gmatch("%d+") do a[#a + 1] = tonumber(pid) end
+      return r, a
+    end
+    assert.are.equal(2, #s:workers())
+    T.eventually(function() return #select(2, ran()) > 0 end, 5)
+    T.sh("sleep 1")
+    local recent, all = ran()
+    assert.are.equal(1, #all, "one worker ran it")
+    assert.are.same(all, recent, "and still does")
+    T.sh("kill -9 " .. all[1])
+    local moved = T.eventually(function()
+      local r = ran()
+      return #r == 1 and r[1] ~= all[1]
+    end, 10)
+    assert.truthy(moved, "another worker took over")
+    local ok, why = s:stop()
+    if not ok then
+      -- The killed worker is reported, as it should be; nothing else.
+      for line in why:gmatch("[^\n]+") do
+        if line:find("%[") then assert.truthy(line:find("exited on signal 9", 1, true), line) end
+      end
+    end
   end)
 end)

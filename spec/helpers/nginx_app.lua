@@ -259,6 +259,21 @@ function CASES.stores(db)
   assert(xs:save("run-1", { step = 2 })); eq(assert(xs:load("run-1")).step, 2, "exec checkpoint")
 end
 
+function CASES.kv_cleanup(db)
+  local kv = db:kv{ table = unique("spec_kvc"), cleanup_interval = 0.3 }
+  assert(kv:set("gone", "v", 0.1)); assert(kv:set("kept", "v"))
+  local deadline = ngx.now() + 5
+  local rows
+  repeat
+    ngx.sleep(0.1)
+    rows = assert(db:query("select count(*)::int as n from " .. kv.sopts.table))[1].n
+  until rows == 1 or ngx.now() > deadline
+  eq(rows, 1, "the expired row was removed by the worker's cleanup loop")
+  local st = kv:cleaner_stats()
+  ok(st.runs >= 1 and st.removed >= 1, "cleaner_stats counts it")
+  kv:close()
+end
+
 function CASES.locks(db)
   local key = unique("spec-lock")
   local lock = assert(db:lock(key, { timeout = 2 }))
