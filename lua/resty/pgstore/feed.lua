@@ -253,16 +253,22 @@ local function new_feed(db, opts)
     feeds[key] = self
   end
   if not self.running then
-    if es.channel then
-      local hub, err = hub_mod.get(db)
-      if not hub then return nil, err end
-      local ok
-      ok, err = hub:subscribe(self, { es.channel })
-      if not ok then return nil, err end
-    end
+    -- Marked running before anything yields, so two requests arriving
+    -- together cannot start two readers (which would fill the ring twice).
     local ok, err = timer_at(0, loop, self)
     if not ok then return nil, errors.new("invalid", "resty.pgstore: cannot start the feed: " .. tostring(err)) end
     self.running = true
+    if es.channel then
+      local hub
+      hub, err = hub_mod.get(db)
+      -- Without LISTEN (yet) the feed still reads every `poll` seconds; the
+      -- hub keeps trying to connect, with this channel in its set.
+      if hub then
+        local _, serr = hub:subscribe(self, { es.channel })
+        err = serr
+      end
+      if err then log(WARN, "resty.pgstore: feed of ", es.table_name, ": ", tostring(err)) end
+    end
   end
   return self
 end

@@ -424,12 +424,15 @@ listener_mt.__tostring = function(self)
   return self.closed and "resty.pgstore.listener (closed)" or "resty.pgstore.listener"
 end
 
-local LISTEN_OPTIONS = { max_queue = "number" }
+-- The options of db:listen and db:relay: the LISTEN connection is the
+-- worker's, so its heartbeat and reconnect settings are pgstore's defaults.
+local LISTEN_OPTIONS = { max_queue = true }
+local RELAY_OPTIONS = { max_queue = true, timeout = true }
 
-local function check_listen_options(opts, fname)
+local function check_listen_options(opts, allowed, fname)
   check_arg(opts, 2, fname, "table|nil")
   for k, v in pairs(opts or {}) do
-    if not LISTEN_OPTIONS[k] and k ~= "timeout" then
+    if not allowed[k] then
       argerr(2, fname, format("unknown option '%s' (the LISTEN connection is the worker's: its "
         .. "heartbeat and reconnect settings are pgstore's defaults)", tostring(k)))
     end
@@ -444,7 +447,7 @@ local function new_listener(db, channels, opts)
   if type(channels) ~= "table" then
     argerr(1, "listen", "string or table expected, got " .. type(channels))
   end
-  opts = check_listen_options(opts, "listen")
+  opts = check_listen_options(opts, LISTEN_OPTIONS, "listen")
   local set = {}
   for i, ch in ipairs(channels) do
     if type(ch) ~= "string" then argerr(1, "listen", format("channel %d must be a string, got %s", i, type(ch))) end
@@ -590,7 +593,7 @@ end
 -- db:relay(channel[, { timeout = 2, max_queue = 1000 }]) → relay | nil, err
 local function new_relay(db, channel, opts)
   check_arg(channel, 1, "relay", "string")
-  opts = check_listen_options(opts, "relay")
+  opts = check_listen_options(opts, RELAY_OPTIONS, "relay")
   local err = channel_error(channel)
   if err then return nil, err end
   local hub

@@ -22,7 +22,7 @@ local pgstore = require "pgstore"
 local core = require "pgstore.core"
 local Tx = require "pgstore.tx"
 
-local type, pcall, select, unpack, error, tostring = type, pcall, select, unpack, error, tostring
+local type, pairs, pcall, unpack, error, tostring = type, pairs, pcall, unpack, error, tostring
 local collectgarbage = collectgarbage
 
 local _M = {}
@@ -439,12 +439,6 @@ function _M.reap()
     end
   end
   return done(n)
-end
-
--- For tests and status pages: the registry's counts.
-function _M.stats(spec)
-  local db = spec and db_for(spec)
-  return done(core.park_stats(), db and db:pool_stats() or nil)
 end
 
 return _M
