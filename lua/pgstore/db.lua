@@ -14,9 +14,10 @@ local mt = { __index = Db, __name = "pgstore.db" }
 
 local ISOLATION = { ["read committed"] = true, ["repeatable read"] = true, serializable = true }
 
-local function pool_opts(base, dsn)
+local function pool_opts(base, dsn, shared)
   return {
     dsn = dsn,
+    shared = shared,
     pool_size = base.pool_size,
     connect_timeout = base.connect_timeout,
     acquire_timeout = base.acquire_timeout,
@@ -26,15 +27,16 @@ local function pool_opts(base, dsn)
 end
 
 -- opts: { dsn, pool_size, read_dsn (string or list), connect_timeout,
--- acquire_timeout, statement_timeout (ms), application_name }
+-- acquire_timeout, statement_timeout (ms), application_name, shared }
 function Db.new(opts)
-  local pool, err = core.pool(pool_opts(opts, opts.dsn))
+  local shared = opts.shared
+  local pool, err = core.pool(pool_opts(opts, opts.dsn, shared))
   if not pool then return nil, err end
   local self = setmetatable({ pool = pool, readers = {}, next_reader = 0, opts = opts }, mt)
   local read = opts.read_dsn
   if type(read) == "string" then read = { read } end
   for i, dsn in ipairs(read or {}) do
-    local rp, rerr = core.pool(pool_opts(opts, dsn))
+    local rp, rerr = core.pool(pool_opts(opts, dsn, shared and (shared .. "#read" .. i)))
     if not rp then
       self:close()
       return nil, rerr

@@ -255,6 +255,9 @@ local function finish(self, rows, raw)
   end
   return rows
 end
+-- For stores that read raw rows elsewhere (resty.pgstore): self needs the
+-- codec and upcaster fields.
+_M.decode_rows = finish
 
 -- The pool a read goes to: a replica when there is one; with `consistent`,
 -- only once it has replayed everything the primary had written when the

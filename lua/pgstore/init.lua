@@ -19,11 +19,14 @@ local _M = {
 local OPTION_TYPES = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
-  statement_timeout = "number", application_name = "string",
+  statement_timeout = "number", application_name = "string", shared = "string",
 }
 
 -- pgstore.connect(dsn) or pgstore.connect{ dsn = …, pool_size = 4, … } → db | nil, err
--- With no dsn, libpq's PG* environment variables apply.
+-- With no dsn, libpq's PG* environment variables apply. shared = key takes
+-- the pools from the process-wide registry under that key (created with
+-- these options by the first caller; closing the db only drops its
+-- reference): how resty.pgstore's worker-thread VMs share connections.
 function _M.connect(opts)
   if opts == nil or type(opts) == "string" then
     opts = { dsn = opts }
