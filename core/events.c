@@ -169,15 +169,22 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
 
 pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err)
 {
-    char *v1 = pgs_sql_printf(pgs_events_schema_v1, es->base.table, es->heads, es->idem, es->seq,
-                              es->fn_append, es->fn_read_all, es->fn_import, es->fn_replay);
-    if (!v1)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    pgs_migration_t steps[] = {{1, v1}};
-    char target[PGS_IDENT_MAX + 16];
-    snprintf(target, sizeof target, "events:%s", es->base.table);
-    pgs_status_t st = pgs_migrate(es->base.pool, target, steps, 1, err);
+#define SCHEMA_ARGS es->base.table, es->heads, es->idem, es->seq, es->fn_append, es->fn_read_all, \
+                    es->fn_import, es->fn_replay
+    char *v1 = pgs_sql_printf(pgs_events_schema_v1, SCHEMA_ARGS);
+    char *v2 = pgs_sql_printf(pgs_events_schema_v2, SCHEMA_ARGS);
+#undef SCHEMA_ARGS
+    pgs_status_t st = PGS_OK;
+    if (!v1 || !v2)
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    if (st == PGS_OK) {
+        pgs_migration_t steps[] = {{1, v1}, {2, v2}};
+        char target[PGS_IDENT_MAX + 16];
+        snprintf(target, sizeof target, "events:%s", es->base.table);
+        st = pgs_migrate(es->base.pool, target, steps, 2, err);
+    }
     free(v1);
+    free(v2);
     return st;
 }
 
