@@ -351,9 +351,46 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
     return st;
 }
 
+/* One pipeline = one implicit transaction: all or nothing. */
+static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
+                             pgs_append_result_t *results, pgs_error_t *err)
+{
+    pgs_conn_t *c = NULL;
+    pgs_status_t st = pgs_pool_acquire(es->base.pool, -1, &c, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_pipeline_t *p = NULL;
+    PGresult **rs = NULL;
+    int count = 0;
+    st = pgs_pipeline_begin(c, &p, err);
+    for (int i = 0; st == PGS_OK && i < nb; i++)
+        st = pgs_pipeline_add(p, es->sql_append, 7, ap[i].p, err);
+    if (st == PGS_OK)
+        st = pgs_pipeline_run(p, &rs, &count, err);
+    else if (p)
+        pgs_pipeline_abort(p);
+    if (st == PGS_OK) {
+        for (int i = 0; i < nb; i++)
+            read_result(rs[i], &results[i]);
+        pgs_results_free(rs, count);
+    }
+    pgs_pool_release(es->base.pool, c);
+    /* The pipeline says "statement N: …"; here statement N is batch N. */
+    int index;
+    if (err && st != PGS_OK && sscanf(err->message, "statement %d:", &index) == 1) {
+        char msg[PGS_ERROR_MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "batch %d%.1000s", index, strchr(err->message, ':'));
+        memcpy(err->message, msg, sizeof msg);
+    }
+    return st;
+}
+
 pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *batches, int nb,
                                     pgs_append_result_t *results, pgs_error_t *err)
 {
+    pgs_error_t local;
+    if (!err)
+        err = &local;
     if (nb < 1)
         return pgs_error_set(err, PGS_EINVALID, "no batches given");
     pgs_strbuf_t *json = calloc((size_t)nb, sizeof *json);
@@ -371,34 +408,13 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
             memcpy(err->message, msg, sizeof msg);
         }
     }
-    pgs_conn_t *c = NULL;
-    if (st == PGS_OK)
-        st = pgs_pool_acquire(es->base.pool, -1, &c, err);
-    if (st == PGS_OK) {
-        /* One pipeline = one implicit transaction: all or nothing. */
-        pgs_pipeline_t *p = NULL;
-        PGresult **rs = NULL;
-        int count = 0;
-        st = pgs_pipeline_begin(c, &p, err);
-        for (int i = 0; st == PGS_OK && i < nb; i++)
-            st = pgs_pipeline_add(p, es->sql_append, 7, ap[i].p, err);
-        if (st == PGS_OK)
-            st = pgs_pipeline_run(p, &rs, &count, err);
-        else if (p)
-            pgs_pipeline_abort(p);
-        if (st == PGS_OK) {
-            for (int i = 0; i < nb; i++)
-                read_result(rs[i], &results[i]);
-            pgs_results_free(rs, count);
-        }
-        pgs_pool_release(es->base.pool, c);
-        /* The pipeline says "statement N: …"; here statement N is batch N. */
-        int index;
-        if (err && st != PGS_OK && sscanf(err->message, "statement %d:", &index) == 1) {
-            char msg[PGS_ERROR_MESSAGE_MAX];
-            snprintf(msg, sizeof msg, "batch %d%.1000s", index, strchr(err->message, ':'));
-            memcpy(err->message, msg, sizeof msg);
-        }
+    /* A batch that raced its own earlier attempt (PGS00) means that attempt
+     * committed, all of it: run again, and every batch replays. */
+    for (int attempt = 1; st == PGS_OK; attempt++) {
+        st = run_many(es, ap, nb, results, err);
+        if (st == PGS_OK || attempt == 3 || strcmp(err->sqlstate, "PGS00") != 0)
+            break;
+        st = PGS_OK;
     }
     for (int i = 0; json && i < nb; i++)
         pgs_strbuf_free(&json[i]);

@@ -209,7 +209,18 @@ function Events:append_many(batches)
                idempotency_key = b.idempotency_key, time = b.time }
   end
   local res, err = self.handle:append_many(out)
-  if not res then return nil, name_expected(err) end
+  if not res then
+    if err.code == "connection" then
+      -- As for append: with a key on every batch, retrying is safe.
+      local keys = {}
+      for i, b in ipairs(out) do keys[i] = b.idempotency_key end
+      if #keys == #out then
+        err.idempotency_keys = keys
+        err.message = err.message .. " (outcome unknown: retry with the same idempotency keys)"
+      end
+    end
+    return nil, name_expected(err)
+  end
   self.db.wrote = true
   return res
 end
