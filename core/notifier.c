@@ -51,7 +51,7 @@ static void send_one(pgs_notifier_t *n, int64_t position)
     snprintf(pos, sizeof pos, "%lld", (long long)position);
     pgs_param_t p[2] = {{n->channel, -1}, {pos, -1}};
     if (pgs_exec(n->conn, "SELECT pg_notify($1, $2)", 2, p, NULL, &err) != PGS_OK &&
-        err.code == PGS_ECONNECTION) {
+        (err.code == PGS_ECONNECTION || err.code == PGS_ETIMEOUT)) {
         pgs_conn_close(n->conn);
         n->conn = NULL;
     }

@@ -2,7 +2,7 @@
  * l_pool.c — the pool and pinned-connection userdata of pgstore.core.
  *
  *   core.pool{ dsn=, pool_size=, connect_timeout=, acquire_timeout=,
- *              statement_timeout=, application_name=, shared= }  → pool
+ *              statement_timeout=, query_timeout=, application_name=, shared= }  → pool
  *   pool:query(sql, …) → rows      pool:exec(sql, …) → affected
  *   pool:acquire([timeout]) → conn (pinned until conn:release())
  *   conn:query/exec, conn:begin(iso)/commit()/rollback(),
@@ -70,6 +70,7 @@ static int l_pool_new(lua_State *L)
     o.conn.application_name = opt_string(L, 1, "application_name");
     o.conn.connect_timeout = opt_number(L, 1, "connect_timeout", 5);
     o.conn.statement_timeout_ms = (int)opt_number(L, 1, "statement_timeout", 0);
+    o.conn.query_timeout = opt_number(L, 1, "query_timeout", 0);
     o.max_size = (int)opt_number(L, 1, "pool_size", 4);
     o.acquire_timeout = opt_number(L, 1, "acquire_timeout", 5);
     const char *shared_key = opt_string(L, 1, "shared");
