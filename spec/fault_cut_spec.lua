@@ -150,6 +150,49 @@ describe("a connection cut around the commit", function()
     assert.truthy(ambiguous > 0)
   end)
 
+  it("a subscription whose ack had an unknown outcome keeps going, without a conflict", function()
+    -- A proxy of its own that cuts only checkpoint writes, half of the time.
+    local CP = proxy.start{ patterns = { [[SET position = $2::bigint]] }, probability = 0.5, lifetime = 120 }
+    local cdb = T.connect{ dsn = CP.dsn, pool_size = 2 }
+    local name = T.unique("fault_cut_sub")
+    assert(db:exec("delete from pgstore_checkpoints where consumer = $1", name))
+    local aes = assert(db:events{ table = "fault_cut_acks", notify = false })
+    assert(aes:truncate())
+    for i = 1, 40 do
+      local b = {}
+      for j = 1, 5 do b[j] = { type = "A", data = { i = i, j = j } } end
+      assert(aes:append("acks", b))
+    end
+    local ces = assert(cdb:events{ table = "fault_cut_acks", notify = false, migrate = false })
+    local sub = assert(cdb:subscribe{ name = name, events = ces, batch = 1, listen = false })
+    local delivered, unknown = 0, 0
+    local total = 200
+    for _ = 1, total + 10 do
+      local rows = assert(sub:next(0))
+      if #rows == 0 then break end
+      delivered = delivered + 1
+      local ok, err = sub:ack(rows[1].position)
+      if not ok then
+        assert.equal("connection", err.code, tostring(err))
+        unknown = unknown + 1
+      end
+    end
+    assert.equal(total, delivered)
+    assert.truthy(unknown > 0, "no ack was cut")
+    -- whatever the cuts did, the stored checkpoint is the last ack that succeeded or later
+    local ok = T.eventually(function() return sub:ack(sub:position()) end, 5)
+    assert.truthy(ok)
+    local cp = assert(db:checkpoints())
+    assert.equal(sub:position(), cp:load(name))
+    print(("\n  subscription: %d acks cut (%d cuts), none wedged it"):format(unknown, CP:cuts().after + CP:cuts().before))
+    cp:close()
+    sub:close()
+    ces:close()
+    aes:close()
+    cdb:close()
+    CP:stop()
+  end)
+
   it("leaves the pool usable and nothing borrowed", function()
     assert.same({ { one = 1 } }, pdb:query("select 1 as one"))
     local st = pdb:pool_stats()

@@ -37,7 +37,7 @@ function _M.start(opts)
   if opts.seed then args[#args + 1] = "-s"; args[#args + 1] = tostring(opts.seed) end
   for _, p in ipairs(opts.patterns or {}) do
     args[#args + 1] = "-m"
-    args[#args + 1] = ("%q"):format(p)
+    args[#args + 1] = "'" .. p:gsub("'", "'\\''") .. "'"
   end
   local out = T.sh(("%s %s >%s/log 2>&1 & echo $!"):format(binary(), table.concat(args, " "), dir))
   local self = setmetatable({ pid = assert(tonumber(out:match("(%d+)")), out), dir = dir }, Proxy)
