@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "error.h"
 #include "events_schema.h"
+#include "json.h"
 #include "strbuf.h"
 
 #include <stdio.h>
@@ -137,13 +138,10 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         st = pgs_store_companion(&es->base, names[i].suffix, names[i].dst, PGS_IDENT_MAX, err);
     if (st == PGS_OK)
         st = build_sql(es, err);
-    if (st == PGS_OK && opts && opts->notify) {
-        size_t n = strlen(opts->notify);
-        if (n == 0 || n > 63)
-            st = pgs_error_set(err, PGS_EINVALID, "invalid notify channel: 1 to 63 bytes expected");
-        else if (!(es->notify = strdup(opts->notify)))
-            st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    }
+    /* The channel follows the listener's rules, or nobody could LISTEN to it. */
+    if (st == PGS_OK && opts && opts->notify && (st = pgs_channel_check(opts->notify, err)) == PGS_OK &&
+        !(es->notify = strdup(opts->notify)))
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
     if (st != PGS_OK) {
         pgs_events_close(es);
         return st;
@@ -236,15 +234,22 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
         if ((e->data && memchr(e->data, '\0', e->data_len)) ||
             (e->metadata && memchr(e->metadata, '\0', e->metadata_len)))
             return pgs_error_set(err, PGS_EINVALID, "event %d: data contains a NUL byte", i + 1);
+        /* NULL is JSON null. The text is spliced into the batch's JSON, so
+         * it must be one value, or it could add events or keys (json.c). */
+        if (e->data && !pgs_json_valid(e->data, e->data_len))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: data is not one JSON value", i + 1);
+        if (e->metadata && !pgs_json_valid(e->metadata, e->metadata_len))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: metadata is not one JSON value",
+                                 i + 1);
         if (e->schema_version < 0)
             return pgs_error_set(err, PGS_EINVALID, "event %d: schema_version must be >= 1", i + 1);
         pgs_strbuf_adds(b, i ? ",{\"type\":" : "{\"type\":");
         pgs_strbuf_add_json_string(b, e->type, e->type_len);
-        if (e->data && e->data_len) {
+        if (e->data) {
             pgs_strbuf_adds(b, ",\"data\":");
             pgs_strbuf_add(b, e->data, e->data_len);
         }
-        if (e->metadata && e->metadata_len) {
+        if (e->metadata) {
             pgs_strbuf_adds(b, ",\"metadata\":");
             pgs_strbuf_add(b, e->metadata, e->metadata_len);
         }

@@ -217,7 +217,7 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
     int32_t count = opts->count > 0 ? opts->count : 8;
     double lease = opts->lease > 0 ? opts->lease : 30;
     double renew = opts->renew > 0 ? opts->renew : 10;
-    if (count > 65536)
+    if (opts->count < 0 || count > 65536)
         return pgs_error_set(err, PGS_EINVALID, "partition count %d is over 65536", (int)count);
     if (renew >= lease)
         return pgs_error_set(err, PGS_EINVALID,
