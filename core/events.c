@@ -237,9 +237,11 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
         /* NULL is JSON null. The text is spliced into the batch's JSON, so
          * it must be one value, or it could add events or keys (json.c). */
         if (e->data && !pgs_json_valid(e->data, e->data_len))
-            return pgs_error_set(err, PGS_EINVALID, "event %d: data is not one JSON value", i + 1);
+            return pgs_error_set(err, PGS_EINVALID,
+                                 "event %d: invalid json in data: not exactly one JSON value", i + 1);
         if (e->metadata && !pgs_json_valid(e->metadata, e->metadata_len))
-            return pgs_error_set(err, PGS_EINVALID, "event %d: metadata is not one JSON value",
+            return pgs_error_set(err, PGS_EINVALID,
+                                 "event %d: invalid json in metadata: not exactly one JSON value",
                                  i + 1);
         if (e->schema_version < 0)
             return pgs_error_set(err, PGS_EINVALID, "event %d: schema_version must be >= 1", i + 1);
@@ -270,6 +272,8 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
     pgs_strbuf_add(b, "]", 1);
     if (b->failed)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    if (b->len > 1073741823) /* the server's limit for one value, and an int */
+        return pgs_error_set(err, PGS_EINVALID, "the batch is %zu bytes, over 1 GiB", b->len);
     return PGS_OK;
 }
 

@@ -511,7 +511,7 @@ static void *renewer(void *arg)
         pthread_mutex_lock(&l->mu);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        long long ns = ts.tv_nsec + (long long)(l->renew * 1e9);
+        long long ns = ts.tv_nsec + (long long)((l->renew < 1e9 ? l->renew : 1e9) * 1e9);
         ts.tv_sec += (time_t)(ns / 1000000000LL);
         ts.tv_nsec = (long)(ns % 1000000000LL);
         while (!l->stopping && pthread_cond_timedwait(&l->cv, &l->mu, &ts) != ETIMEDOUT)

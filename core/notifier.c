@@ -38,7 +38,7 @@ pgs_notifier_t *pgs_notifier_new(const pgs_dsn_t *dsn, const char *channel, doub
     pthread_cond_init(&n->cv, &ca);
     pthread_condattr_destroy(&ca);
     n->dsn = dsn;
-    n->interval = interval > 0 ? interval : 0.002;
+    n->interval = interval > 0 ? (interval < 60 ? interval : 60) : 0.002;
     return n;
 }
 

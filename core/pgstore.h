@@ -257,8 +257,9 @@ typedef enum pgs_kind {
 
 pgs_kind_t pgs_kind_of(Oid type);
 
-/* Decodes bytea hex output ("\x…") into out (room for (len-2)/2 bytes).
- * Returns the decoded length, or -1 on malformed input. */
+/* Decodes bytea hex output ("\x…") into out (room for (len-2)/2 bytes;
+ * out may be in). Returns the decoded length, or -1 on malformed input,
+ * in which case nothing was written. */
 long pgs_bytea_decode(const char *in, size_t len, char *out);
 
 /* Rewrites "2026-11-21 02:34:10.5+00" as "2026-11-21T02:34:10.5+00:00".

@@ -87,6 +87,8 @@ pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_er
 static void deadline_after(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
+    if (seconds > 1e9)
+        seconds = 1e9; /* some 30 years: "forever", in range of the arithmetic */
     long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
     ts->tv_sec += (time_t)(ns / 1000000000LL);
     ts->tv_nsec = (long)(ns % 1000000000LL);
