@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define OID_BYTEA 17
@@ -28,6 +29,53 @@ static int has_key(const char **keys, int n, const char *k)
     return -1;
 }
 
+/* True when a connection string may hold a password: a password keyword,
+ * or a URI whose user info has one (scheme://user:password@…). */
+static int may_hold_secret(const char *conninfo)
+{
+    for (const char *p = conninfo; *p; p++)
+        if (strncasecmp(p, "password", 8) == 0)
+            return 1;
+    const char *scheme = strstr(conninfo, "://");
+    if (!scheme)
+        return 0;
+    const char *info = scheme + 3, *at = strchr(info, '@');
+    return at && memchr(info, ':', (size_t)(at - info)) != NULL;
+}
+
+/* libpq could not parse the string, so nothing says which part is the
+ * password, and its message quotes the offending part ("invalid
+ * percent-encoded token: \"…\"", a whole URI): when the string may hold a
+ * password, every quoted span of the message is masked. */
+static void parse_error(pgs_error_t *err, const char *conninfo, const char *perr)
+{
+    pgs_error_set(err, PGS_EINVALID, "invalid connection string: %s", perr ? perr : "out of memory");
+    if (!err)
+        return;
+    size_t n = strlen(err->message);
+    while (n > 0 && (err->message[n - 1] == '\n' || err->message[n - 1] == ' '))
+        err->message[--n] = '\0';
+    if (!may_hold_secret(conninfo))
+        return;
+    char masked[PGS_ERROR_MESSAGE_MAX];
+    size_t o = 0;
+    int quoted = 0;
+    for (const char *p = err->message; *p && o + 4 < sizeof masked; p++) {
+        if (*p == '"') {
+            quoted = !quoted;
+            if (!quoted) {
+                memcpy(masked + o, "***", 3);
+                o += 3;
+            }
+            masked[o++] = '"';
+        } else if (!quoted) {
+            masked[o++] = *p;
+        }
+    }
+    masked[o] = '\0';
+    memcpy(err->message, masked, o + 1);
+}
+
 /* Builds keyword/value arrays: every option the user set, then pgstore's
  * defaults for what they left out, then the session settings pgstore
  * relies on (ISO dates in UTC) appended to any `options` they gave. */
@@ -37,15 +85,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
     const char *conninfo = opts && opts->conninfo ? opts->conninfo : "";
     PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
     if (!parsed) {
-        pgs_error_set(err, PGS_EINVALID, "invalid connection string: %s", perr ? perr : "out of memory");
-        /* The message may echo part of the string; never the password. */
-        const char *pw = strstr(conninfo, "password=");
-        if (pw) {
-            char secret[256];
-            size_t n = strcspn(pw + 9, " &");
-            snprintf(secret, sizeof secret, "%.*s", (int)n, pw + 9);
-            pgs_error_scrub(err, secret);
-        }
+        parse_error(err, conninfo, perr);
         PQfreemem(perr);
         return PGS_EINVALID;
     }
@@ -89,8 +129,8 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         {"keepalives_interval", "10"},
         {"keepalives_count", "3"},
     };
-    /* libpq's connect_timeout is whole seconds, at least 2. */
-    snprintf(buf, sizeof buf, "%d", (int)(ct < 2 ? 2 : ceil(ct)));
+    /* libpq's connect_timeout is whole seconds, at least 2 (and an int). */
+    snprintf(buf, sizeof buf, "%.0f", ct < 2 ? 2 : ct > 1e9 ? 1e9 : ceil(ct));
     defaults[0].v = buf;
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
         if (has_key(d->keys, n, defaults[i].k) >= 0 || (i == 0 && getenv("PGCONNECT_TIMEOUT")) ||
@@ -337,7 +377,7 @@ static int wait_input(pgs_conn_t *c, double deadline)
         if (left <= 0)
             return 0;
         struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
-        int r = poll(&p, 1, (int)(left * 1000) + 1);
+        int r = poll(&p, 1, left < 1e6 ? (int)(left * 1000) + 1 : 1000000000);
         if (r < 0 && errno != EINTR)
             return 1; /* PQgetResult reports it */
         if (r > 0 && !PQconsumeInput(c->pg))
