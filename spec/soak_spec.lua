@@ -106,6 +106,7 @@ describe("soak", function()
     assert.is_true(ended, "the soak process did not end")
     local iters, appended, delivered, lua_kb = out:match("SOAK iterations (%d+) appended (%d+) delivered (%d+) lua_kb (%d+)")
     assert.truthy(iters, out)
+    assert.is_nil(out:find("LeakSanitizer", 1, true), out)
     -- the subscription kept up through the whole run
     assert.equal(tonumber(appended), tonumber(delivered))
     assert.truthy(#samples >= 2, "too few RSS samples")
