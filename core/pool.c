@@ -87,7 +87,7 @@ pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_er
 static void deadline_after(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
-    if (seconds > 1e9)
+    if (!(seconds <= 1e9))
         seconds = 1e9; /* some 30 years: "forever", in range of the arithmetic */
     long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
     ts->tv_sec += (time_t)(ns / 1000000000LL);
@@ -131,7 +131,7 @@ static int serve(pgs_pool_t *p, pgs_conn_t *c)
 
 pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, pgs_error_t *err)
 {
-    if (timeout < 0)
+    if (!(timeout >= 0)) /* negative or NaN */
         timeout = p->acquire_timeout;
     pgs_conn_t *c = NULL;
 
@@ -163,6 +163,7 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
             p->head = &w;
         p->tail = &w;
         p->waiting++;
+        p->refs++; /* the pool must outlive the wait, even if closed meanwhile */
         struct timespec deadline;
         deadline_after(&deadline, timeout);
         int rc = 0;
@@ -172,16 +173,20 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
         pthread_cond_destroy(&w.cv);
         if (!w.served) {
             remove_waiter(p, &w);
-            int closed = p->closed;
-            pthread_mutex_unlock(&p->mu);
-            if (closed)
-                return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
-            return pgs_error_set(err, PGS_ETIMEOUT,
-                                 "timed out after %.3gs waiting for a free connection "
-                                 "(pool of %d, all in use)",
-                                 timeout, p->max_size);
+            if (p->closed)
+                pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
+            else
+                pgs_error_set(err, PGS_ETIMEOUT,
+                              "timed out after %.3gs waiting for a free connection "
+                              "(pool of %d, all in use)",
+                              timeout, p->max_size);
+            pgs_status_t st = p->closed ? PGS_ECLOSED : PGS_ETIMEOUT;
+            if (!unref_locked(p))
+                pthread_mutex_unlock(&p->mu);
+            return st;
         }
-        c = w.conn; /* accounted for by serve() */
+        p->refs--; /* serve() took the borrower's reference */
+        c = w.conn;
     }
     pthread_mutex_unlock(&p->mu);
 

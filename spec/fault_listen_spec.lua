@@ -28,6 +28,32 @@ describe("a subscriber under faults", function()
     T.assert_no_leaks("pgstore-fault-sub")
   end)
 
+  it("gives up a statement a stalled network holds, after query_timeout, and recovers", function()
+    local Q = proxy.start{ lifetime = 60 }
+    local pdb = T.connect{ dsn = Q.dsn, pool_size = 1, query_timeout = 1, connect_timeout = 2,
+                           application_name = "pgstore-fault-sub" }
+    assert.same({ { one = 1 } }, pdb:query("select 1 as one"))
+    Q:stall(true)
+    local t0 = core.now()
+    local rows, err = pdb:query("select 2 as two")
+    local took = core.now() - t0
+    Q:stall(false)
+    assert.is_nil(rows)
+    assert.equal("timeout", err.code)
+    assert.matches("query_timeout", err.message)
+    assert.truthy(took >= 0.9 and took < 3, ("gave up after %.2fs"):format(took))
+    assert.same({ { two = 2 } }, pdb:query("select 2 as two")) -- on a new connection
+    -- a slow statement rather than a slow network: cancelled on the server too
+    t0 = core.now()
+    rows, err = pdb:query("select pg_sleep(5)")
+    assert.equal("timeout", err.code)
+    assert.truthy(core.now() - t0 < 3)
+    assert.same({ { three = 3 } }, pdb:query("select 3 as three"))
+    pdb:close()
+    Q:stop()
+    T.assert_no_leaks("pgstore-fault-sub")
+  end)
+
   it("recovers by itself from a killed LISTEN backend, a restart and a stall, delivering everything once", function()
     local name, writers, per = "fault_listen", 4, 4000
     local total = writers * per

@@ -305,9 +305,58 @@ static void test_query_timeout_gives_up(void)
     CHECK(settle(0, 10) == 0); /* the cancelled backend went too */
 }
 
+/* Waiters are served in the order they came. */
+typedef struct {
+    pgs_pool_t *pool;
+    int id;
+    int *order, *next;
+    pthread_mutex_t *mu;
+} queued_t;
+
+static void *queued(void *arg)
+{
+    queued_t *q = arg;
+    pgs_conn_t *c;
+    pgs_error_t err;
+    if (pgs_pool_acquire(q->pool, 10, &c, &err) != PGS_OK)
+        return NULL;
+    pthread_mutex_lock(q->mu);
+    q->order[(*q->next)++] = q->id;
+    pthread_mutex_unlock(q->mu);
+    usleep(20000);
+    pgs_pool_release(q->pool, c);
+    return NULL;
+}
+
+static void test_first_come_first_served(void)
+{
+    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn(), .application_name = APP}, .max_size = 1};
+    pgs_pool_t *p;
+    pgs_error_t err;
+    CHECK_OK(pgs_pool_open(&o, &p, &err), err);
+    pgs_conn_t *held;
+    CHECK_OK(pgs_pool_acquire(p, -1, &held, &err), err);
+    int order[5] = {0}, next = 0;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_t t[5];
+    queued_t q[5];
+    for (int i = 0; i < 5; i++) {
+        q[i] = (queued_t){p, i + 1, order, &next, &mu};
+        pthread_create(&t[i], NULL, queued, &q[i]);
+        usleep(30000); /* each is in line before the next comes */
+    }
+    pgs_pool_release(p, held);
+    for (int i = 0; i < 5; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 5; i++)
+        CHECK(order[i] == i + 1);
+    pgs_pool_close(p);
+}
+
 int main(void)
 {
     static const pgs_test_t tests[] = {
+        {"waiters are served first come, first served", test_first_come_first_served},
         {"a cancel with nothing running does nothing", test_cancel_idle},
         {"a query timeout gives the connection up", test_query_timeout_gives_up},
         {"64 callers on a pool of 4 with timeouts and cancels", test_pressure},
