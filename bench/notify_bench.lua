@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- Live-delivery latency: from an append committing to sub:next() returning
--- it, at 1,000 and 5,000 appends/s from another process. The baseline, in
+-- it, at 1,000 and 5,000 appends/s from other processes (one writer per
+-- 1,000/s). The baseline, in
 -- the same run, is raw LISTEN/NOTIFY through libpq (bench/rawpq.lua): one
 -- process sends pg_notify at the same rate, another receives it — the
 -- floor that any NOTIFY-woken reader sits on.
@@ -52,10 +53,14 @@ local function percentiles(xs)
   return p(0.5), p(0.99), #xs
 end
 
+-- Writers share the rate: one per 1,000 appends/s, so each keeps its pace.
 local function spawn_writer(kind, rate, channel)
-  local cmd = ("%s --dsn '%s' run bench/notify_bench.lua writer %s %d %g %s >/dev/null 2>&1 &")
-    :format(lib.host(), dsn, kind, rate, seconds, channel)
-  os.execute(cmd)
+  local n = math.max(1, math.floor(rate / 1000))
+  for _ = 1, n do
+    local cmd = ("%s --dsn '%s' run bench/notify_bench.lua writer %s %g %g %s >/dev/null 2>&1 &")
+      :format(lib.host(), dsn, kind, rate / n, seconds, channel)
+    os.execute(cmd)
+  end
 end
 
 local function measure_pgstore(rate)

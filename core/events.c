@@ -105,7 +105,7 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
         " $4, $5::int)",
         es->fn_read_all);
     es->sql_status = pgs_sql_printf(
-        "SELECT status, (EXISTS (SELECT 1 FROM %s e WHERE e.stream = $1))::int AS events"
+        "SELECT status, (EXISTS (SELECT 1 FROM %s e WHERE e.stream = $1))::int AS events, version"
         " FROM %s WHERE stream = $1",
         T, H);
     es->sql_version = pgs_sql_printf("SELECT version FROM %s WHERE stream = $1", H);

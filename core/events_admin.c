@@ -114,11 +114,39 @@ pgs_status_t pgs_events_truncate(pgs_events_t *es, pgs_error_t *err)
 
 /* ---- moving streams between stores --------------------------------------- */
 
+/* Locks the stream's head in src (appends to it wait until the move
+ * commits, so none can land between the export and the delete), then
+ * exports its events. */
 static pgs_status_t export_events(pgs_events_t *src, pgs_conn_t *c, const char *stream,
                                   PGresult **json, pgs_error_t *err)
 {
     pgs_param_t p = {stream, -1};
+    char *lock = pgs_sql_printf("SELECT 1 FROM %s WHERE stream = $1 FOR UPDATE", src->heads);
+    if (!lock)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = pgs_exec(c, lock, 1, &p, NULL, err);
+    free(lock);
+    if (st != PGS_OK)
+        return st;
     return pgs_exec(c, src->sql_export, 1, &p, json, err);
+}
+
+/* Which table a store's name resolves to, on which server: the same table
+ * reached through two pools (or spelled "events" and "public.events") must
+ * not be moved into itself — the delete would take the only copy. */
+static pgs_status_t table_identity(pgs_events_t *es, pgs_conn_t *c, char *out, size_t outsz,
+                                   pgs_error_t *err)
+{
+    pgs_param_t p = {es->base.table, -1};
+    PGresult *r;
+    pgs_status_t st = pgs_exec(c,
+        "SELECT pg_postmaster_start_time()::text || ':' || current_database() || ':' ||"
+        " coalesce(to_regclass($1)::oid::text, $1)", 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    snprintf(out, outsz, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return PGS_OK;
 }
 
 static pgs_status_t import_events(pgs_events_t *dst, pgs_conn_t *c, const char *stream,
@@ -167,6 +195,14 @@ pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *s
         st = pgs_pool_acquire(dst->base.pool, -1, &cd, err);
     if (shared)
         cd = cs;
+    if (st == PGS_OK) {
+        char a[256], b[256];
+        st = table_identity(src, cs, a, sizeof a, err);
+        if (st == PGS_OK)
+            st = table_identity(dst, cd, b, sizeof b, err);
+        if (st == PGS_OK && strcmp(a, b) == 0)
+            st = pgs_error_set(err, PGS_EINVALID, "cannot move a stream into the same store");
+    }
     /* Shared pool: one transaction. Otherwise dst commits first, then src:
      * a failure in between leaves the events in both, and a retry finishes
      * (the import skips ids it already has). */

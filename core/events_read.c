@@ -196,8 +196,10 @@ pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *st
     for (int i = 0; PQntuples(r) && i < 3; i++)
         if (strcmp(PQgetvalue(r, 0, 0), known[i]) == 0)
             *status = known[i];
-    /* A head left by a rejected first append has no events: still none. */
-    if (strcmp(*status, "active") == 0 && atoi(PQgetvalue(r, 0, 1)) == 0)
+    /* A head left by a rejected first append has no events: still none.
+     * One whose events retention removed keeps its version: still active. */
+    if (strcmp(*status, "active") == 0 && atoi(PQgetvalue(r, 0, 1)) == 0 &&
+        strtoll(PQgetvalue(r, 0, 2), NULL, 10) == 0)
         *status = "none";
     PQclear(r);
     return PGS_OK;

@@ -17,6 +17,7 @@ struct pgs_notifier {
     pthread_cond_t cv;
     pthread_t thread;
     int started, stopping;
+    int idle;               /* the thread waits for a post (not in a window) */
     int64_t pending;        /* last position posted and not yet sent; 0: none */
     const pgs_dsn_t *dsn;
     char *channel;
@@ -62,8 +63,10 @@ static void *run(void *arg)
     pgs_notifier_t *n = arg;
     pthread_mutex_lock(&n->mu);
     for (;;) {
+        n->idle = 1;
         while (!n->pending && !n->stopping)
             pthread_cond_wait(&n->cv, &n->mu);
+        n->idle = 0;
         if (!n->pending && n->stopping)
             break;
         int64_t position = n->pending;
@@ -93,7 +96,11 @@ void pgs_notifier_post(pgs_notifier_t *n, int64_t position)
         n->pending = position;
     if (!n->started && !n->stopping)
         n->started = pthread_create(&n->thread, NULL, run, n) == 0;
-    pthread_cond_signal(&n->cv);
+    /* Wake the thread only when it waits for work: inside its coalescing
+     * window it picks the position up when the window ends, and waking it
+     * on every append would cost a context switch each. */
+    if (n->idle)
+        pthread_cond_signal(&n->cv);
     pthread_mutex_unlock(&n->mu);
 }
 

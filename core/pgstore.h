@@ -109,8 +109,10 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *conn, pgs_error_t *err);
 pgs_status_t pgs_conn_cancel(pgs_conn_t *conn, pgs_error_t *err);
 
 /* A bound parameter. value NULL is SQL NULL; length < 0 means strlen. A
- * parameter whose server type is bytea is sent in binary, so any bytes pass;
- * other parameters are text and must not contain NUL (PGS_EINVALID). */
+ * parameter whose server type is bytea is sent in binary, so any bytes pass
+ * and length counts. Other parameters are text: they must be NUL-terminated
+ * (libpq reads text up to the NUL) and must not contain a NUL within
+ * length (PGS_EINVALID). */
 typedef struct pgs_param {
     const char *value;
     int length;

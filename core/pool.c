@@ -343,6 +343,26 @@ pgs_status_t pgs_pool_shared(const char *key, const pgs_pool_opts_t *opts, pgs_p
     return st;
 }
 
+/* When the library is unloaded or the process exits, the registry lets go
+ * of its pools: each is closed (idle connections end with a Terminate, as
+ * pgs_pool_close does) and freed once no other holder is left. Without it
+ * the registry's connections would outlive everything that could close
+ * them, and leak checkers rightly say so. A child forked after pools opened
+ * connections and ending with exit() would close its parent's sessions
+ * here: fork before connecting (nginx's master never connects). */
+__attribute__((destructor)) static void shared_release(void)
+{
+    pthread_mutex_lock(&shared_mu);
+    pgs_pool_t *p = shared_pools;
+    shared_pools = NULL;
+    pthread_mutex_unlock(&shared_mu);
+    while (p) {
+        pgs_pool_t *next = p->shared_next;
+        pgs_pool_close(p); /* drops the registry's reference: its only one */
+        p = next;
+    }
+}
+
 void pgs_pool_ref(pgs_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);

@@ -46,6 +46,10 @@ describe("a server crash", function()
     -- give it a 10 s cycle so the window is wide open.
     assert(db:exec("alter system set wal_writer_delay = '10s'"))
     assert(db:query("select pg_reload_conf()"))
+    finally(function()
+      db:exec("alter system reset wal_writer_delay")
+      db:query("select pg_reload_conf()")
+    end)
     local rollback = function(stream)
       local ok = db:transaction(function(tx)
         assert(es:append(stream, { { type = "Gone" } }, { tx = tx }))
@@ -54,7 +58,7 @@ describe("a server crash", function()
       assert.is_nil(ok)
     end
     local cursor, taken, unflushed = 0, nil, false
-    for _ = 1, 5 do
+    for _ = 1, 10 do
       rollback("wake") -- an abort wakes a hibernating walwriter, which then flushes
       core.sleep(0.3)
       -- Exhaust the sequence's logged range with committed appends, so the
@@ -74,8 +78,6 @@ describe("a server crash", function()
     assert.is_true(unflushed, "could not leave the sequence's WAL record unflushed")
     T.testdb("stop-immediate")
     T.testdb("start-again")
-    assert(db:exec("alter system reset wal_writer_delay"))
-    assert(db:query("select pg_reload_conf()"))
     local r = assert(es:append("after", { { type = "AfterCrash" } }))
     local rows = assert(es:read_all{ after = cursor })
     print(("\n  crash took the sequence back: %s (position %d was taken before, %d handed out after);"

@@ -164,6 +164,26 @@ describe("pgstore project", function()
     assert.equal(1, #cp)
   end)
 
+  it("hands handlers the newest shape with --upcasters and applies --policy retention", function()
+    local name = T.unique("proj_up")
+    write(dir .. "/" .. name .. ".lua", ([[return {
+      name = %q,
+      setup = "create table if not exists %s (stream text, currency text)",
+      handlers = { Added = function(e, tx) assert(tx:exec("insert into %s values ($1, $2)", e.stream, e.data.currency)) end },
+    }]]):format(name, name, name))
+    write(dir .. "/up.lua", [[return { type = "Added", from = 1, to = 2,
+      upcast = function(d) d.currency = d.currency or "EUR"; return d end }]])
+    write(dir .. "/keep2.lua", [[return { name = "keep two", streams = "up-*", max_count = 2 }]])
+    assert(es:append("up-1", { { type = "Added", schema_version = 1, data = { amount = 1 } },
+                               { type = "Added", schema_version = 1, data = { amount = 2 } },
+                               { type = "Added", schema_version = 1, data = { amount = 3 } } }))
+    local out, rc = project(("%s/%s.lua --upcasters %s/up.lua --policy %s/keep2.lua --once")
+      :format(dir, name, dir, dir))
+    assert.equal(0, rc, out)
+    assert.same({ { n = 3 } }, db:query(("select count(*) as n from %s where currency = 'EUR'"):format(name)))
+    assert.equal(2, db:query(("select count(*) as n from %s where stream = 'up-1'"):format(table_name))[1].n)
+  end)
+
   it("sandboxes scripts: unknown globals and io are errors", function()
     local path = dir .. "/sneaky.lua"
     write(path, [[return { name = "sneaky", handlers = { Added = function(e, tx) io.write("x") end } }]])

@@ -84,6 +84,10 @@ void pgs_l_listener_open(lua_State *L);
 void pgs_l_lease_open(lua_State *L);
 void pgs_l_lock_open(lua_State *L);
 
+/* core.park/unpark/…: handles handed between the Lua VMs of one process
+ * (l_park.c). Sets its functions on the module table at the top. */
+void pgs_l_park_open(lua_State *L);
+
 /* Pushes a box that free()s p when collected, so a malloc'd C buffer
  * survives Lua calls that may raise; pgs_l_free_owned(L, idx) frees it now
  * (the box stays, empty). Registered by pgs_l_listener_open. */

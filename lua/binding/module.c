@@ -68,5 +68,6 @@ __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
     pgs_l_listener_open(L);
     pgs_l_lease_open(L);
     pgs_l_lock_open(L);
+    pgs_l_park_open(L);
     return 1;
 }

@@ -19,9 +19,10 @@ local ISOLATION = { ["read committed"] = true, ["repeatable read"] = true, seria
 -- read them back with Db._dsn(db).
 local dsns = setmetatable({}, { __mode = "k" })
 
-local function pool_opts(base, dsn)
+local function pool_opts(base, dsn, shared)
   return {
     dsn = dsn,
+    shared = shared,
     pool_size = base.pool_size,
     connect_timeout = base.connect_timeout,
     acquire_timeout = base.acquire_timeout,
@@ -35,9 +36,10 @@ end
 -- acquire_timeout, statement_timeout (ms), query_timeout (seconds the
 -- client waits for any statement before it cancels it and gives the
 -- connection up: "timeout"; also when the network is what hangs),
--- application_name }
+-- application_name, shared }
 function Db.new(opts)
-  local pool, err = core.pool(pool_opts(opts, opts.dsn))
+  local shared = opts.shared
+  local pool, err = core.pool(pool_opts(opts, opts.dsn, shared))
   if not pool then return nil, err end
   local public = {}
   for k, v in pairs(opts) do
@@ -48,7 +50,7 @@ function Db.new(opts)
   local read = opts.read_dsn
   if type(read) == "string" then read = { read } end
   for i, dsn in ipairs(read or {}) do
-    local rp, rerr = core.pool(pool_opts(opts, dsn))
+    local rp, rerr = core.pool(pool_opts(opts, dsn, shared and (shared .. "#read" .. i)))
     if not rp then
       self:close()
       return nil, rerr

@@ -126,6 +126,12 @@ local function encode_events(self, events)
       return nil, errors.new("invalid", ("event %d: id must be a UUID string"):format(i))
     end
     local sv = e.schema_version
+    if sv == nil and self.upcasters then
+      -- with a registry installed, code writes the newest shape: stamp it
+      -- so the chain does not upcast it again on read
+      local latest = self.upcasters:latest(e.type)
+      if latest > 1 then sv = latest end
+    end
     if sv ~= nil and (type(sv) ~= "number" or sv < 1 or sv ~= floor(sv) or sv > 2147483647) then
       return nil, errors.new("invalid", ("event %d: schema_version must be a whole number >= 1"):format(i))
     end
@@ -156,6 +162,10 @@ end
 
 local APPEND_OPTIONS = { expected = "number|string", idempotency_key = "string", time = "number", tx = "table" }
 
+-- es.guard, when set (policies:install(es)), runs before anything is sent:
+-- guard(stream, events, { es, expected, idempotency_key, time[, batch] })
+-- → true | nil, err; append and append_many return its nil, err as is.
+
 -- es:append(stream, events, { expected, idempotency_key, time, tx })
 --   → { stream, first_version, last_version, first_position, last_position, count, replayed }
 function Events:append(stream, events, opts)
@@ -171,7 +181,8 @@ function Events:append(stream, events, opts)
   encoded, err = encode_events(self, events)
   if not encoded then return nil, err end
   if self.guard then
-    local ok, gerr = self.guard(stream, events)
+    local ok, gerr = self.guard(stream, events, { es = self, expected = opts.expected,
+      idempotency_key = opts.idempotency_key, time = opts.time })
     if not ok then return nil, gerr end
   end
   local res
@@ -211,7 +222,8 @@ function Events:append_many(batches)
     encoded, err = encode_events(self, b.events)
     if not encoded then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
     if self.guard then
-      local ok, gerr = self.guard(b.stream, b.events)
+      local ok, gerr = self.guard(b.stream, b.events, { es = self, expected = b.expected,
+        idempotency_key = b.idempotency_key, time = b.time, batch = i })
       if not ok then return nil, gerr end
     end
     out[i] = { stream = b.stream, events = encoded, expected = expected,
@@ -263,13 +275,16 @@ local function finish(self, rows, raw)
   end
   return rows
 end
+-- For stores that read raw rows elsewhere (resty.pgstore): self needs the
+-- codec and upcaster fields.
+_M.decode_rows = finish
 
 -- The pool a read goes to: a replica when there is one; with `consistent`,
 -- only once it has replayed everything the primary had written when the
 -- read began (bounded by consistent_timeout, else the primary).
 local function read_pool(self, opts)
   local db = self.db
-  if #db.readers == 0 then return nil end
+  if #db.readers == 0 or (opts and opts.primary) then return nil end
   local reader = db:reader()
   if not (opts and opts.consistent) or not db.wrote then return reader end
   local lsn = db.pool:query("select pg_current_wal_lsn()::text as lsn")
@@ -285,7 +300,7 @@ end
 
 local READ_OPTIONS = {
   from = "number", to = "number", limit = "number", types = "table", backward = "boolean",
-  raw = "boolean", consistent = "boolean", consistent_timeout = "number",
+  raw = "boolean", consistent = "boolean", consistent_timeout = "number", primary = "boolean",
 }
 
 local function check_count(v, name)
@@ -294,7 +309,8 @@ local function check_count(v, name)
   end
 end
 
--- es:read(stream, { from, to, limit, types, backward, raw, consistent }) → events
+-- es:read(stream, { from, to, limit, types, backward, raw, consistent, primary }) → events
+-- primary = true reads the primary even when there are replicas (read your writes).
 function Events:read(stream, opts)
   check(self, "read")
   check_stream(stream, "read")
@@ -397,11 +413,16 @@ function Events:restore_from(stream, other)
 end
 
 -- es:upcast(fn | registry): fn(event) → event runs on every decoded read;
--- a registry (pgstore.upcasters) is applied through its :apply method.
+-- a registry (pgstore.upcasters) is applied through its :apply method, and
+-- appended events without a schema_version get the registry's newest
+-- version of their type (they are written in the shape code reads).
 function Events:upcast(up)
   check(self, "upcast")
+  self.upcasters = nil
   if type(up) == "table" and type(up.apply) == "function" then
     local reg = up
+    local rmt = getmetatable(reg)
+    if rmt and rmt.__name == "pgstore.upcasters" then self.upcasters = reg end
     up = function(e) return reg:apply(e) end
   elseif up ~= nil and type(up) ~= "function" then
     errors.arg(1, "upcast", "function or upcaster registry expected, got " .. type(up))

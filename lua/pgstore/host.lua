@@ -11,7 +11,7 @@ local pgstore = require "pgstore"
 local _M = {}
 
 -- Keep in the order `--help` lists them.
-local COMMANDS = { "repl", "run", "project", "tail", "append", "status", "migrate", "dev" }
+local COMMANDS = { "repl", "run", "project", "policy", "tail", "append", "status", "migrate", "dev" }
 
 local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
 

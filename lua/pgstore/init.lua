@@ -20,10 +20,14 @@ local OPTION_TYPES = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
   statement_timeout = "number", query_timeout = "number", application_name = "string",
+  shared = "string",
 }
 
 -- pgstore.connect(dsn) or pgstore.connect{ dsn = …, pool_size = 4, … } → db | nil, err
--- With no dsn, libpq's PG* environment variables apply.
+-- With no dsn, libpq's PG* environment variables apply. shared = key takes
+-- the pools from the process-wide registry under that key (created with
+-- these options by the first caller; closing the db only drops its
+-- reference): how resty.pgstore's worker-thread VMs share connections.
 function _M.connect(opts)
   if opts == nil or type(opts) == "string" then
     opts = { dsn = opts }
@@ -44,6 +48,15 @@ function _M.connect(opts)
   end
   return Db.new(opts)
 end
+
+-- Scripts' building blocks (each module loads on first use):
+-- pgstore.upcasters{ … } → registry (pgstore.upcasters)
+-- pgstore.policy(table | path) / pgstore.policies{ … } → policy set (pgstore.policy)
+-- pgstore.aggregate{ … } → aggregate (pgstore.aggregate)
+function _M.upcasters(list) return require("pgstore.upcasters").new(list) end
+function _M.policy(p) return require("pgstore.policy").one(p) end
+function _M.policies(list) return require("pgstore.policy").new(list) end
+function _M.aggregate(opts) return require("pgstore.aggregate").new(opts) end
 
 -- pgstore.open_<kind>(dsn_or_opts, store_opts) → a store that owns its own
 -- pool: store:close() closes it (twice is harmless). E.g. open_kv(dsn, { table = … }).

@@ -8,7 +8,8 @@ local projection = require "pgstore.projection"
 local sys = require "pgstore.sys"
 
 local _M = {
-  usage = "pgstore project FILE.lua... [--once] [--rebuild] [--from start|end] [--table EVENTS]",
+  usage = "pgstore project FILE.lua... [--once] [--rebuild] [--from start|end] [--table EVENTS]"
+    .. " [--upcasters FILE] [--policy FILE [--policy-every SECONDS]]",
   summary = "run projections: catch up, then follow live",
 }
 
@@ -28,8 +29,17 @@ function _M.main(host, args)
     elseif a == "--table" then
       opts.table = args[i + 1]
       i = i + 1
-    elseif a == "--lease" or a == "--renew" then
-      opts[a:sub(3)] = tonumber(args[i + 1])
+    elseif a == "--lease" or a == "--renew" or a == "--policy-every" then
+      opts[a:sub(3):gsub("%-", "_")] = tonumber(args[i + 1])
+      if not opts[a:sub(3):gsub("%-", "_")] then
+        return host.usage_error("project: " .. a .. " takes a number", _M.usage)
+      end
+      i = i + 1
+    elseif a == "--upcasters" or a == "--policy" then
+      local key = a:sub(3)
+      opts[key] = opts[key] or {}
+      if not args[i + 1] then return host.usage_error("project: " .. a .. " needs a file", _M.usage) end
+      table.insert(opts[key], args[i + 1])
       i = i + 1
     elseif a:sub(1, 2) == "--" then
       return host.usage_error("project: unknown option " .. a, _M.usage)
@@ -50,6 +60,19 @@ function _M.main(host, args)
   local es
   es, err = db:events{ table = opts.table }
   if not es then return host.fail(err) end
+  -- Upcasters: handlers see every event in its newest shape. Policies:
+  -- retention and archiving applied every --policy-every seconds.
+  local pgstore = require "pgstore"
+  local ok, loaded = pcall(function()
+    if opts.upcasters then es:upcast(pgstore.upcasters(opts.upcasters)) end
+    return opts.policy and pgstore.policies(opts.policy) or nil
+  end)
+  if not ok then
+    es:close()
+    db:close()
+    return host.fail(loaded)
+  end
+  local policies, next_policy_run = loaded, 0
   sys.trap_signals()
   local runner
   runner, err = projection.runner(db, defs, {
@@ -63,7 +86,21 @@ function _M.main(host, args)
     return host.fail(err)
   end
   local res
-  res, err = runner:run(sys.interrupted)
+  local every = opts.policy_every or 3600
+  res, err = runner:run(function()
+    if policies and require("pgstore.core").now() >= next_policy_run then
+      next_policy_run = require("pgstore.core").now() + every
+      local summary, perr = policies:apply(es)
+      if summary then
+        if summary.removed > 0 or summary.archived > 0 then
+          host.say(("policies: removed %d events, archived %d streams"):format(summary.removed, summary.archived))
+        end
+      else
+        host.say("policies: " .. tostring(perr))
+      end
+    end
+    return sys.interrupted()
+  end)
   runner:close()
   es:close()
   db:close()

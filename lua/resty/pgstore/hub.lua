@@ -1,0 +1,621 @@
+-- SPDX-License-Identifier: MIT
+-- resty.pgstore.hub — LISTEN in nginx: one listener connection per worker
+-- and db, shared by everything in the worker that wants notifications
+-- (db:listen, db:relay, the change feed), driven by a timer loop.
+--
+-- The loop never calls libpq on the event loop. The listener (pgstore's,
+-- pulled) is parked in the process-wide registry; the loop only looks at
+-- its socket with poll(2) and a zero timeout, and when the socket is
+-- readable, or the listener is due (heartbeat, reconnect, connecting), or
+-- it has no socket (down), it runs one drain — l:wait(0) until empty — in
+-- a worker thread, which is also where reconnecting happens (the listener
+-- reconnects by itself with backoff and reports it with a "*" marker).
+-- lua-nginx-module 0.10.23 cannot wait on a foreign fd, so the loop sleeps
+-- between looks: 1 ms after traffic, doubling while idle up to 50 ms.
+-- A new channel is LISTENed (in a thread) before db:listen returns.
+--
+-- Notifications fan out to the subscribers of their channel through
+-- ngx.semaphore; a marker ({ channel = "*", reconnected = true }) goes to
+-- all of them. The listener is opened with ignore_self, so a relay's own
+-- broadcasts (sent on this connection) come back only through local
+-- delivery, once.
+local ffi = require "ffi"
+local cjson = require "cjson.safe"
+local errors = require "pgstore.errors"
+local semaphore = require "ngx.semaphore"
+local call_mod = require "resty.pgstore.call"
+
+local ngx = ngx
+local now, log, timer_at, exiting = ngx.now, ngx.log, ngx.timer.at, ngx.worker.exiting
+local WARN, INFO = ngx.WARN, ngx.INFO
+local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
+      type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall
+local format = string.format
+local call, raise, argerr, check_arg = call_mod.call, call_mod.raise, call_mod.arg, call_mod.check
+local sema_wait = call_mod.wait
+
+local _M = {}
+
+local MIN_DELAY, MAX_DELAY = 0.001, 0.05
+local DRAIN_MAX = 1000
+local CHANNEL_MAX, PAYLOAD_MAX = 63, 7999
+
+-- ---- poll(2) on the listener's socket ------------------------------------------------
+
+-- Declared under names of our own (asm redirects to poll), so no other
+-- module's declaration of poll or struct pollfd can clash.
+local pollfd_t, c_poll
+do
+  local ok = pcall(ffi.cdef, [[
+    struct pgstore_pollfd { int fd; short events; short revents; };
+    int pgstore_poll(struct pgstore_pollfd *fds, unsigned long nfds, int timeout) asm("poll");
+  ]])
+  if ok or pcall(ffi.typeof, "struct pgstore_pollfd") then
+    pollfd_t = ffi.typeof("struct pgstore_pollfd[1]")
+    c_poll = ffi.C.pgstore_poll
+  end
+end
+local POLLIN = 1
+local pfd = pollfd_t and pollfd_t()
+
+-- True when fd has something to read, or when that cannot be known (the
+-- loop then drains in a thread every round: correct, only busier).
+local function readable(fd)
+  if not c_poll then return true end
+  pfd[0].fd, pfd[0].events, pfd[0].revents = fd, POLLIN, 0
+  return c_poll(pfd, 1, 0) ~= 0
+end
+
+-- ---- the hub ----------------------------------------------------------------------------------
+
+local hubs = {} -- db key → hub
+
+local Hub = {}
+local hub_mt = { __index = Hub }
+
+local function channel_error(ch)
+  if type(ch) ~= "string" then return nil end
+  if #ch < 1 or #ch > CHANNEL_MAX or ch:find("[^%w_.:%-]") then
+    return errors.new("invalid", format("invalid channel name '%s': use 1..%d of the characters "
+      .. "A-Z a-z 0-9 _ . : -", ch:sub(1, 80), CHANNEL_MAX))
+  end
+end
+_M.channel_error = channel_error
+
+-- Delivers a notification to the subscribers of its channel, a marker to all.
+function Hub:dispatch(note)
+  if note.channel == "*" then
+    for sub in pairs(self.all) do sub:push(note) end
+    return
+  end
+  local subs = self.subs[note.channel]
+  if subs then
+    for sub in pairs(subs) do sub:push(note) end
+  end
+end
+
+local function listener_options(db)
+  local s = db.spec
+  return {
+    dsn = s.dsn, connect_timeout = s.connect_timeout, ignore_self = true,
+    application_name = ((s.application_name or "pgstore") .. ":listen"):sub(1, 63),
+  }
+end
+
+-- Opens the listener in a thread (LISTENing to every channel wanted).
+-- Called with the mutex held. → true | nil, err
+function Hub:open()
+  local list = {}
+  for ch in pairs(self.channels) do list[#list + 1] = ch end
+  local id, fd, due, pid = call(self.db.cfg, "listener_open", listener_options(self.db), list)
+  if not id then
+    self.failures = self.failures + 1
+    if self.failures == 1 or self.failures % 50 == 0 then
+      log(WARN, "resty.pgstore: LISTEN connection failed (", self.failures, " times): ", tostring(fd))
+    end
+    self.last_error = tostring(fd)
+    return nil, fd
+  end
+  self.id, self.fd, self.due_at, self.pid = id, fd, now() + (due or 0), pid
+  self.listening = {}
+  for _, ch in ipairs(list) do self.listening[ch] = true end
+  if self.opened then
+    -- A new connection: whatever was sent meanwhile is lost.
+    self.reconnects = self.reconnects + 1
+    self:dispatch({ channel = "*", reconnected = true })
+  end
+  self.opened, self.failures = true, 0
+  return true
+end
+
+-- LISTEN / UNLISTEN what changed. Called with the mutex held.
+function Hub:sync()
+  for ch in pairs(self.channels) do
+    if not self.listening[ch] then
+      local ok, err = call(self.db.cfg, "listener_call", self.id, "add", ch)
+      if not ok then return nil, err end
+      self.listening[ch] = true
+    end
+  end
+  for ch in pairs(self.listening) do
+    if not self.channels[ch] then
+      call(self.db.cfg, "listener_call", self.id, "remove", ch)
+      self.listening[ch] = nil
+    end
+  end
+  return true
+end
+
+-- One drain in a thread. → notifications taken | nil, err
+function Hub:poll()
+  local notes, fd, due, pid, connected = call(self.db.cfg, "listener_poll", self.id, DRAIN_MAX)
+  if not notes then
+    if type(fd) == "table" and fd.code == "closed" then self.id = nil end
+    return nil, fd
+  end
+  self.fd, self.due_at, self.pid, self.connected = fd, now() + (due or 0), pid, connected
+  for i = 1, #notes do
+    local n = notes[i]
+    if n.channel == "*" and n.reconnected then self.reconnects = self.reconnects + 1 end
+    self:dispatch(n)
+  end
+  return #notes
+end
+
+function Hub:locked(fn, ...)
+  local ok, err = self.mutex:wait(30)
+  if not ok then return nil, errors.new("timeout", "resty.pgstore: the listener stayed busy: " .. tostring(err)) end
+  local res = { pcall(fn, self, ...) }
+  self.mutex:post(1)
+  if not res[1] then error(res[2], 0) end
+  return res[2], res[3]
+end
+
+local function round(self)
+  if not self.id then
+    if now() < self.retry_at then return false end
+    if not self:open() then
+      self.retry_at = now() + math.min(0.1 * 2 ^ math.min(self.failures, 6), 5)
+      return false
+    end
+  end
+  if self.dirty then
+    self.dirty = false
+    local ok, err = self:sync()
+    if not ok then
+      self.dirty = true
+      log(INFO, "resty.pgstore: LISTEN change deferred: ", tostring(err))
+    end
+  end
+  if self.fd and now() < self.due_at and not readable(self.fd) then return false end
+  local n = self:poll()
+  return n and n > 0
+end
+
+local function loop(premature, self)
+  local delay = MIN_DELAY
+  while not premature and not exiting() do
+    local ok, busy = pcall(self.locked, self, round)
+    if not ok then
+      log(WARN, "resty.pgstore: LISTEN loop: ", tostring(busy))
+      busy = false
+    end
+    delay = busy and MIN_DELAY or math.min(delay * 2, MAX_DELAY)
+    local wait = delay
+    if self.id and self.fd then
+      local due = self.due_at - now()
+      if due < wait then wait = due > 0 and due or 0 end
+    end
+    sema_wait(self.wake, wait)
+  end
+  self.running = false
+  if self.id then
+    -- Shutting down: close it here if no thread can be had any more.
+    local ok = pcall(call, self.db.cfg, "listener_close", self.id)
+    if not ok then
+      local l = require("pgstore.core").unpark(self.id)
+      if l then l:close() end
+    end
+    self.id = nil
+  end
+end
+
+-- The worker's hub for db, started on first use.
+function _M.get(db)
+  local self = hubs[db.key]
+  if not self then
+    self = setmetatable({
+      db = db, channels = {}, listening = {}, subs = {}, all = {},
+      mutex = semaphore.new(1), wake = semaphore.new(0),
+      failures = 0, reconnects = 0, retry_at = 0, opened = false,
+    }, hub_mt)
+    hubs[db.key] = self
+  end
+  if not self.running then
+    local ok, err = timer_at(0, loop, self)
+    if not ok then return nil, errors.new("invalid", "resty.pgstore: cannot start the LISTEN loop: " .. tostring(err)) end
+    self.running = true
+  end
+  return self
+end
+
+-- Subscribes sub (with a push(note) method) to channels; LISTENs to new
+-- ones now when possible (in a thread), else at the loop's next round.
+function Hub:subscribe(sub, channels)
+  self.all[sub] = true
+  local new = false
+  for _, ch in ipairs(channels) do
+    self.subs[ch] = self.subs[ch] or {}
+    self.subs[ch][sub] = true
+    if not self.channels[ch] then
+      self.channels[ch] = true
+      new = true
+    end
+  end
+  if new then
+    self.dirty = true
+    if call_mod.yieldable() then
+      -- Listening before returning, so nothing sent afterwards is missed.
+      local ok, err = self:locked(function(h)
+        if not h.id then
+          local opened, oerr = h:open()
+          if not opened then return nil, oerr end
+        end
+        h.dirty = false
+        return h:sync()
+      end)
+      if not ok then
+        self.dirty = true
+        return nil, err
+      end
+    end
+    self.wake:post(1)
+  end
+  return true
+end
+
+function Hub:unsubscribe(sub, channels)
+  self.all[sub] = nil
+  for _, ch in ipairs(channels or {}) do
+    local subs = self.subs[ch]
+    if subs then
+      subs[sub] = nil
+      if next(subs) == nil then
+        self.subs[ch] = nil
+        -- The feed's and relays' channels stay: re-LISTENing costs more.
+      end
+    end
+  end
+end
+
+-- Sends a NOTIFY on the listener's own connection (relays).
+function Hub:send(channel, payload, timeout)
+  if not self.id then
+    return nil, errors.new("connection", "resty.pgstore: the LISTEN connection is not open"
+      .. (self.last_error and (": " .. self.last_error) or ""))
+  end
+  return self:locked(function(h)
+    if not h.id then return nil, errors.new("connection", "resty.pgstore: the LISTEN connection is not open") end
+    return call(h.db.cfg, "listener_call", h.id, "notify", channel, payload, timeout)
+  end)
+end
+
+function Hub:stats()
+  local n = 0
+  for _ in pairs(self.channels) do n = n + 1 end
+  return { connected = self.id ~= nil and self.connected ~= false, pid = self.pid,
+           reconnects = self.reconnects, channels = n, last_error = self.last_error }
+end
+
+-- ---- db:listen ---------------------------------------------------------------------------
+
+local Listener = {}
+local listener_mt = { __index = Listener, __name = "resty.pgstore.listener" }
+
+function Listener:push(note)
+  if self.closed then return end
+  local q = self.queue
+  if note.channel == "*" then
+    local last = self.tail >= self.head and q[self.tail]
+    if last and last.channel == "*" then
+      last.reconnected = last.reconnected or note.reconnected
+      last.overflow = last.overflow or note.overflow
+      return
+    end
+  elseif self.tail - self.head + 1 >= self.max_queue then
+    self.dropped = self.dropped + (self.tail - self.head + 1)
+    self.queue, self.head, self.tail = {}, 1, 0
+    q = self.queue
+    self.tail = 1
+    q[1] = { channel = "*", overflow = true }
+  end
+  self.tail = self.tail + 1
+  q[self.tail] = note
+  if self.sema:count() < 1 then self.sema:post(1) end
+end
+
+local function lcheck(self, fname)
+  if getmetatable(self) ~= listener_mt then
+    raise(format("bad argument #1 to '%s' (resty.pgstore.listener expected; use l:%s())", fname, fname))
+  end
+  if self.closed then raise("attempt to use a closed listener") end
+end
+
+-- l:wait([timeout]) → { channel, payload, pid } | { channel = "*", reconnected | overflow }
+-- | nil, err (code "timeout"). Without timeout: until one comes.
+function Listener:wait(timeout)
+  lcheck(self, "wait")
+  check_arg(timeout, 1, "wait", "number|nil")
+  local deadline = timeout and now() + timeout
+  while true do
+    if self.head <= self.tail then
+      local n = self.queue[self.head]
+      self.queue[self.head] = nil
+      self.head = self.head + 1
+      return n
+    end
+    local left = deadline and deadline - now() or 60
+    if left <= 0 then return nil, errors.new("timeout", "nothing arrived in time") end
+    sema_wait(self.sema, left)
+    if self.closed then return nil, errors.new("closed", "the listener was closed") end
+  end
+end
+
+-- l:add(channel) / l:remove(channel) → true | nil, err
+function Listener:add(channel)
+  lcheck(self, "add")
+  check_arg(channel, 1, "add", "string")
+  local err = channel_error(channel)
+  if err then return nil, err end
+  if self.set[channel] then return true end
+  self.set[channel] = true
+  return self.hub:subscribe(self, { channel })
+end
+
+function Listener:remove(channel)
+  lcheck(self, "remove")
+  check_arg(channel, 1, "remove", "string")
+  local err = channel_error(channel)
+  if err then return nil, err end
+  if not self.set[channel] then return true end
+  self.set[channel] = nil
+  self.hub:unsubscribe(self, { channel })
+  self.hub.all[self] = true
+  local q, kept = self.queue, {}
+  for i = self.head, self.tail do
+    if q[i].channel ~= channel then kept[#kept + 1] = q[i] end
+  end
+  self.queue, self.head, self.tail = kept, 1, #kept
+  return true
+end
+
+function Listener:channels()
+  lcheck(self, "channels")
+  local out = {}
+  for ch in pairs(self.set) do out[#out + 1] = ch end
+  table.sort(out)
+  return out
+end
+
+-- l:notify(channel, payload) → true | nil, err (on a pooled connection)
+function Listener:notify(channel, payload)
+  lcheck(self, "notify")
+  return self.db:notify(channel, payload)
+end
+
+-- l:stats() → { connected, pid, reconnects, dropped, queued, channels }
+function Listener:stats()
+  lcheck(self, "stats")
+  local s = self.hub:stats()
+  s.dropped, s.queued, s.channels = self.dropped, self.tail - self.head + 1, #self:channels()
+  return s
+end
+
+function Listener:close()
+  if self.closed then return end
+  self.closed = true
+  local chs = {}
+  for ch in pairs(self.set) do chs[#chs + 1] = ch end
+  self.hub:unsubscribe(self, chs)
+  self.sema:post(1)
+end
+
+listener_mt.__tostring = function(self)
+  return self.closed and "resty.pgstore.listener (closed)" or "resty.pgstore.listener"
+end
+
+-- The options of db:listen and db:relay: the LISTEN connection is the
+-- worker's, so its heartbeat and reconnect settings are pgstore's defaults.
+local LISTEN_OPTIONS = { max_queue = true }
+local RELAY_OPTIONS = { max_queue = true, timeout = true }
+
+local function check_listen_options(opts, allowed, fname)
+  check_arg(opts, 2, fname, "table|nil")
+  for k, v in pairs(opts or {}) do
+    if not allowed[k] then
+      argerr(2, fname, format("unknown option '%s' (the LISTEN connection is the worker's: its "
+        .. "heartbeat and reconnect settings are pgstore's defaults)", tostring(k)))
+    end
+    if type(v) ~= "number" or not (v > 0) then argerr(2, fname, format("option '%s' must be a positive number", k)) end
+  end
+  return opts or {}
+end
+
+-- db:listen(channel_or_list[, { max_queue = 10000 }]) → listener | nil, err
+local function new_listener(db, channels, opts)
+  if type(channels) == "string" then channels = { channels } end
+  if type(channels) ~= "table" then
+    argerr(1, "listen", "string or table expected, got " .. type(channels))
+  end
+  opts = check_listen_options(opts, LISTEN_OPTIONS, "listen")
+  local set = {}
+  for i, ch in ipairs(channels) do
+    if type(ch) ~= "string" then argerr(1, "listen", format("channel %d must be a string, got %s", i, type(ch))) end
+    local err = channel_error(ch)
+    if err then return nil, err end
+    set[ch] = true
+  end
+  local hub, err = _M.get(db)
+  if not hub then return nil, err end
+  local self = setmetatable({
+    db = db, hub = hub, set = set, queue = {}, head = 1, tail = 0,
+    max_queue = opts.max_queue or 10000, dropped = 0, sema = semaphore.new(0),
+  }, listener_mt)
+  local ok
+  ok, err = hub:subscribe(self, channels)
+  if not ok then
+    self:close()
+    return nil, err
+  end
+  return self
+end
+
+-- ---- db:relay --------------------------------------------------------------------------------
+
+local Relay = {}
+local relay_mt = { __index = Relay, __name = "resty.pgstore.relay" }
+local RECONNECTED = {}
+
+local function rpush(self, entry)
+  if self.tail - self.head + 1 >= self.max_queue then
+    self.queue[self.head] = nil
+    self.head = self.head + 1
+    self.counts.overflow = self.counts.overflow + 1
+  end
+  self.tail = self.tail + 1
+  self.queue[self.tail] = entry
+  if self.sema:count() < 1 then self.sema:post(1) end
+end
+
+-- From the hub: another server's broadcast, or a reconnect.
+function Relay:push(note)
+  if self.closed then return end
+  if note.channel == "*" then
+    if note.reconnected then rpush(self, RECONNECTED) end
+    return
+  end
+  local change = cjson.decode(note.payload)
+  if type(change) ~= "table" then
+    self.counts.invalid = self.counts.invalid + 1
+    return
+  end
+  self.counts.received = self.counts.received + 1
+  rpush(self, { change = change, origin = note.pid })
+end
+
+local function rcheck(self, fname)
+  if getmetatable(self) ~= relay_mt then
+    raise(format("bad argument #1 to '%s' (resty.pgstore.relay expected; use relay:%s())", fname, fname))
+  end
+  if self.closed then raise("attempt to use a closed relay") end
+end
+
+-- relay:broadcast(change) → true | nil, err. Delivered at once to every
+-- relay and listener of the channel in this worker, then sent as a NOTIFY
+-- on the worker's LISTEN connection for everyone else.
+function Relay:broadcast(change)
+  rcheck(self, "broadcast")
+  check_arg(change, 1, "broadcast", "table")
+  local json, jerr = cjson.encode(change)
+  if not json then
+    self.counts.dropped = self.counts.dropped + 1
+    return nil, errors.new("invalid", "the change cannot be encoded as JSON: " .. tostring(jerr))
+  end
+  if #json > PAYLOAD_MAX then
+    self.counts.dropped = self.counts.dropped + 1
+    return nil, errors.new("invalid", format(
+      "the change is %d bytes as JSON, over the NOTIFY limit of %d bytes", #json, PAYLOAD_MAX))
+  end
+  local hub = self.hub
+  local subs = hub.subs[self.channel]
+  if subs then
+    for sub in pairs(subs) do
+      if getmetatable(sub) == relay_mt then
+        if not sub.closed then rpush(sub, { change = cjson.decode(json), origin = "local" }) end
+      else
+        sub:push({ channel = self.channel, payload = json, pid = hub.pid or 0 })
+      end
+    end
+  end
+  local ok, err = hub:send(self.channel, json, self.timeout)
+  if not ok then
+    self.counts.dropped = self.counts.dropped + 1
+    return nil, err
+  end
+  self.counts.sent = self.counts.sent + 1
+  return true
+end
+
+-- relay:next([timeout]) → change, origin ("local" or the sender's backend
+-- pid) | nil, err ("timeout"; "connection" with err.reconnected once after
+-- the LISTEN connection was re-established)
+function Relay:next(timeout)
+  rcheck(self, "next")
+  check_arg(timeout, 1, "next", "number|nil")
+  local deadline = timeout and now() + timeout
+  while true do
+    if self.head <= self.tail then
+      local e = self.queue[self.head]
+      self.queue[self.head] = nil
+      self.head = self.head + 1
+      if e == RECONNECTED then
+        return nil, errors.new("connection",
+          "the relay reconnected: changes sent meanwhile by other servers are lost", { reconnected = true })
+      end
+      return e.change, e.origin
+    end
+    local left = deadline and deadline - now() or 60
+    if left <= 0 then return nil, errors.new("timeout", "no change arrived in time") end
+    sema_wait(self.sema, left)
+    if self.closed then return nil, errors.new("closed", "the relay was closed") end
+  end
+end
+
+function Relay:stats()
+  rcheck(self, "stats")
+  local c, s = self.counts, self.hub:stats()
+  return { sent = c.sent, received = c.received, dropped = c.dropped, invalid = c.invalid,
+           overflow = c.overflow, queued = self.tail - self.head + 1,
+           connected = s.connected, reconnects = s.reconnects }
+end
+
+function Relay:close()
+  if self.closed then return end
+  self.closed = true
+  self.hub:unsubscribe(self, { self.channel })
+  self.sema:post(1)
+end
+
+relay_mt.__tostring = function(self)
+  return self.closed and "resty.pgstore.relay (closed)" or format("resty.pgstore.relay (%s)", self.channel)
+end
+
+-- db:relay(channel[, { timeout = 2, max_queue = 1000 }]) → relay | nil, err
+local function new_relay(db, channel, opts)
+  check_arg(channel, 1, "relay", "string")
+  opts = check_listen_options(opts, RELAY_OPTIONS, "relay")
+  local err = channel_error(channel)
+  if err then return nil, err end
+  local hub
+  hub, err = _M.get(db)
+  if not hub then return nil, err end
+  local self = setmetatable({
+    db = db, hub = hub, channel = channel, timeout = opts.timeout or 2,
+    max_queue = opts.max_queue or 1000, queue = {}, head = 1, tail = 0, sema = semaphore.new(0),
+    counts = { sent = 0, received = 0, dropped = 0, overflow = 0, invalid = 0 },
+  }, relay_mt)
+  local ok
+  ok, err = hub:subscribe(self, { channel })
+  if not ok then
+    self:close()
+    return nil, err
+  end
+  return self
+end
+
+function _M.new(db, kind, ...)
+  if kind == "relay" then return new_relay(db, ...) end
+  return new_listener(db, ...)
+end
+
+return _M

@@ -1,0 +1,209 @@
+-- SPDX-License-Identifier: MIT
+-- resty.pgstore.partitions — pgstore's partition leases in nginx: each
+-- worker process is one competing member (owner "hostname:pid"), and a
+-- timer loop of the worker renews its leases every `renew` seconds in a
+-- worker thread. The lease handle is parked in pgstore.core's registry
+-- between calls. pm:owned(), pm:token(p) and pm:owns(p) answer from what
+-- the last tick reported (no I/O), and count nothing as held once the
+-- last successful tick is older than the lease; pm:changes() hands out
+-- what the renewals changed. pm:guard(tx, p) runs inside a
+-- resty.pgstore transaction. When the worker exits, its leases are
+-- released so others take over at their next tick.
+local call_mod = require "resty.pgstore.call"
+local timers = require "resty.pgstore.timers"
+local core = require "pgstore.core"
+
+local ngx = ngx
+local log, WARN = ngx.log, ngx.WARN
+local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
+      type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall
+local floor = math.floor
+local format = string.format
+local call, raise, argerr, check_arg = call_mod.call, call_mod.raise, call_mod.arg, call_mod.check
+
+local _M = {}
+local Partitions = {}
+local mt = { __index = Partitions, __name = "resty.pgstore.partitions" }
+
+local OPTIONS = {
+  name = "string", count = "number", lease = "number", renew = "number",
+  owner = "string", table = "string",
+}
+
+local function check(self, fname)
+  if getmetatable(self) ~= mt then
+    raise(format("bad argument #1 to '%s' (resty.pgstore.partitions expected; use pm:%s())", fname, fname))
+  end
+  if not self.id then raise("attempt to use a closed partition set") end
+end
+
+local function check_partition(self, p, n, fname)
+  if type(p) ~= "number" or p < 0 or p >= self.count or floor(p) ~= p then
+    argerr(n, fname, format("partition must be an integer in 0..%d, got %s", self.count - 1, tostring(p)))
+  end
+end
+
+local function merge(self, changes)
+  local acc = self.pending
+  for _, kind in ipairs{ "acquired", "released", "lost" } do
+    for _, p in ipairs(changes[kind] or {}) do acc[kind][#acc[kind] + 1] = p end
+  end
+end
+
+-- One claim/renew round in a thread. → changes | nil, err
+local function tick(self)
+  local before = self.info_cache and self.info_cache.failures or 0
+  local changes, state = call(self.db.cfg, "lease_call", self.id, "tick")
+  if not changes then return nil, state end
+  merge(self, changes)
+  self.owned_tokens = state.owned or {}
+  self.info_cache = state.info
+  if (state.info and state.info.failures or 0) == before then self.last_ok = core.now() end
+  return changes
+end
+
+-- db:partitions{ name, count = 8, lease = 30, renew = 10, owner, table } → pm | nil, err
+-- Opens (migrating the table) in a thread and starts the worker's renewal
+-- loop, whose first round runs at once.
+function _M.new(db, _, opts)
+  check_arg(opts, 1, "partitions", "table")
+  for k, v in pairs(opts) do
+    if not OPTIONS[k] then
+      if k == "background" then
+        argerr(1, "partitions", "option 'background' is not used in resty.pgstore: a timer of the worker renews")
+      end
+      argerr(1, "partitions", "unknown option '" .. tostring(k) .. "'")
+    end
+    if type(v) ~= OPTIONS[k] then
+      argerr(1, "partitions", format("option '%s' must be a %s, got %s", k, OPTIONS[k], type(v)))
+    end
+  end
+  if not opts.name or opts.name == "" then argerr(1, "partitions", "option 'name' is required") end
+  local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
+  if count < 1 or count > 65536 or floor(count) ~= count then
+    argerr(1, "partitions", "option 'count' must be an integer in 1..65536")
+  end
+  if not (lease > 0) or not (renew > 0) then argerr(1, "partitions", "'lease' and 'renew' must be positive") end
+  if renew >= lease then
+    argerr(1, "partitions", format("'renew' (%g s) must be shorter than 'lease' (%g s)", renew, lease))
+  end
+  local id, state = call(db.cfg, "lease_open", db.spec, {
+    name = opts.name, count = count, lease = lease, renew = renew, owner = opts.owner, table = opts.table,
+  })
+  if not id then return nil, state end
+  local self = setmetatable({
+    db = db, id = id, name = state.info.name, owner = state.info.owner, table = state.info.table,
+    count = count, lease = lease, renew = renew, owned_tokens = {}, info_cache = state.info,
+    pending = { acquired = {}, released = {}, lost = {} }, last_ok = 0,
+  }, mt)
+  self.loop_name = "partitions:" .. db.key .. ":" .. self.name .. ":" .. id
+  timers.every(self.loop_name, renew, function()
+    if not self.id then return end
+    local ok, err = tick(self)
+    if not ok then log(WARN, "resty.pgstore: lease renewal of ", self.name, ": ", tostring(err)) end
+  end, {
+    stop = function()
+      -- The worker is exiting (or pm:close ran): give the partitions up.
+      if self.id then
+        local id = self.id
+        self.id = nil
+        pcall(call, db.cfg, "lease_call", id, "close")
+      end
+    end,
+  })
+  return self
+end
+
+-- pm:tick() → { acquired, released, lost } | nil, err — a round now.
+function Partitions:tick()
+  check(self, "tick")
+  return tick(self)
+end
+
+-- pm:changes() → { acquired = {p…}, released = {p…}, lost = {p…} } since the last call.
+function Partitions:changes()
+  check(self, "changes")
+  local out = self.pending
+  self.pending = { acquired = {}, released = {}, lost = {} }
+  return out
+end
+
+local function fresh(self)
+  return core.now() - self.last_ok < self.lease
+end
+
+-- pm:owned() → { [p] = token }
+function Partitions:owned()
+  check(self, "owned")
+  if not fresh(self) then return {} end
+  local out = {}
+  for p, t in pairs(self.owned_tokens) do out[p] = t end
+  return out
+end
+
+function Partitions:token(p)
+  check(self, "token")
+  check_partition(self, p, 1, "token")
+  if not fresh(self) then return nil end
+  return self.owned_tokens[p]
+end
+
+function Partitions:owns(p)
+  check(self, "owns")
+  check_partition(self, p, 1, "owns")
+  return fresh(self) and self.owned_tokens[p] ~= nil
+end
+
+function Partitions:partition_for(stream)
+  check(self, "partition_for")
+  check_arg(stream, 1, "partition_for", "string")
+  return core.partition_for(stream, self.count)
+end
+
+-- pm:guard(tx, p[, token]) → true | nil, err ("lease_lost"), inside a
+-- resty.pgstore transaction.
+function Partitions:guard(tx, p, token)
+  check(self, "guard")
+  if type(tx) ~= "table" or getmetatable(tx) ~= self.db.tx_mt then
+    argerr(1, "guard", "resty.pgstore tx expected, got " .. type(tx))
+  end
+  if not tx.active then raise("attempt to use a finished transaction") end
+  check_partition(self, p, 2, "guard")
+  check_arg(token, 3, "guard", "number|nil")
+  local ok, err = call(self.db.cfg, "lease_guard", self.id, tx.id, p, token)
+  if not ok then tx._note(tx, ok, err) end
+  return ok, err
+end
+
+-- pm:release() → changes | nil, err: gives up every partition now.
+function Partitions:release()
+  check(self, "release")
+  local changes, state = call(self.db.cfg, "lease_call", self.id, "release")
+  if not changes then return nil, state end
+  merge(self, changes)
+  self.owned_tokens = state.owned or {}
+  return changes
+end
+
+function Partitions:info()
+  check(self, "info")
+  local i = {}
+  for k, v in pairs(self.info_cache or {}) do i[k] = v end
+  return i
+end
+
+-- pm:close(): stops renewing and releases everything (in a thread); twice is harmless.
+function Partitions:close()
+  if not self.id then return end
+  local id = self.id
+  self.id = nil
+  timers.stop(self.loop_name)
+  return call(self.db.cfg, "lease_call", id, "close")
+end
+
+mt.__tostring = function(self)
+  return self.id and format("resty.pgstore.partitions (%s as %s)", self.name, self.owner)
+    or "resty.pgstore.partitions (closed)"
+end
+
+return _M
