@@ -7,11 +7,14 @@
 #include "conn.h"
 #include "error.h"
 
+#include <errno.h>
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #define OID_BYTEA 17
 #define MAX_KEYS 40
@@ -26,6 +29,53 @@ static int has_key(const char **keys, int n, const char *k)
     return -1;
 }
 
+/* True when a connection string may hold a password: a password keyword,
+ * or a URI whose user info has one (scheme://user:password@…). */
+static int may_hold_secret(const char *conninfo)
+{
+    for (const char *p = conninfo; *p; p++)
+        if (strncasecmp(p, "password", 8) == 0)
+            return 1;
+    const char *scheme = strstr(conninfo, "://");
+    if (!scheme)
+        return 0;
+    const char *info = scheme + 3, *at = strchr(info, '@');
+    return at && memchr(info, ':', (size_t)(at - info)) != NULL;
+}
+
+/* libpq could not parse the string, so nothing says which part is the
+ * password, and its message quotes the offending part ("invalid
+ * percent-encoded token: \"…\"", a whole URI): when the string may hold a
+ * password, every quoted span of the message is masked. */
+static void parse_error(pgs_error_t *err, const char *conninfo, const char *perr)
+{
+    pgs_error_set(err, PGS_EINVALID, "invalid connection string: %s", perr ? perr : "out of memory");
+    if (!err)
+        return;
+    size_t n = strlen(err->message);
+    while (n > 0 && (err->message[n - 1] == '\n' || err->message[n - 1] == ' '))
+        err->message[--n] = '\0';
+    if (!may_hold_secret(conninfo))
+        return;
+    char masked[PGS_ERROR_MESSAGE_MAX];
+    size_t o = 0;
+    int quoted = 0;
+    for (const char *p = err->message; *p && o + 4 < sizeof masked; p++) {
+        if (*p == '"') {
+            quoted = !quoted;
+            if (!quoted) {
+                memcpy(masked + o, "***", 3);
+                o += 3;
+            }
+            masked[o++] = '"';
+        } else if (!quoted) {
+            masked[o++] = *p;
+        }
+    }
+    masked[o] = '\0';
+    memcpy(err->message, masked, o + 1);
+}
+
 /* Builds keyword/value arrays: every option the user set, then pgstore's
  * defaults for what they left out, then the session settings pgstore
  * relies on (ISO dates in UTC) appended to any `options` they gave. */
@@ -35,15 +85,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
     const char *conninfo = opts && opts->conninfo ? opts->conninfo : "";
     PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
     if (!parsed) {
-        pgs_error_set(err, PGS_EINVALID, "invalid connection string: %s", perr ? perr : "out of memory");
-        /* The message may echo part of the string; never the password. */
-        const char *pw = strstr(conninfo, "password=");
-        if (pw) {
-            char secret[256];
-            size_t n = strcspn(pw + 9, " &");
-            snprintf(secret, sizeof secret, "%.*s", (int)n, pw + 9);
-            pgs_error_scrub(err, secret);
-        }
+        parse_error(err, conninfo, perr);
         PQfreemem(perr);
         return PGS_EINVALID;
     }
@@ -87,8 +129,8 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         {"keepalives_interval", "10"},
         {"keepalives_count", "3"},
     };
-    /* libpq's connect_timeout is whole seconds, at least 2. */
-    snprintf(buf, sizeof buf, "%d", (int)(ct < 2 ? 2 : ceil(ct)));
+    /* libpq's connect_timeout is whole seconds, at least 2 (and an int). */
+    snprintf(buf, sizeof buf, "%.0f", ct < 2 ? 2 : ct > 1e9 ? 1e9 : ceil(ct));
     defaults[0].v = buf;
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
         if (has_key(d->keys, n, defaults[i].k) >= 0 || (i == 0 && getenv("PGCONNECT_TIMEOUT")) ||
@@ -113,6 +155,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
             return pgs_error_set(err, PGS_ENOMEM, "out of memory");
         }
     d->stmt_cache_size = opts && opts->stmt_cache_size > 0 ? opts->stmt_cache_size : 256;
+    d->query_timeout = opts && opts->query_timeout > 0 ? opts->query_timeout : 0;
     *out = d;
     return PGS_OK;
 }
@@ -173,6 +216,8 @@ pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error
         free(c);
         return st;
     }
+    pthread_mutex_init(&c->run_mu, NULL);
+    c->cancel = PQgetCancel(c->pg);
     PQsetNoticeReceiver(c->pg, on_notice, c);
     *out = c;
     return PGS_OK;
@@ -198,6 +243,8 @@ void pgs_conn_close(pgs_conn_t *c)
     if (!c)
         return;
     PQfinish(c->pg);
+    PQfreeCancel(c->cancel);
+    pthread_mutex_destroy(&c->run_mu);
     pgs_stmtcache_free(&c->stmts);
     pgs_dsn_free(c->owned_dsn);
     free(c);
@@ -210,7 +257,7 @@ PGconn *pgs_conn_pg(pgs_conn_t *c)
 
 int pgs_conn_alive(pgs_conn_t *c)
 {
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->doomed)
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->doomed || c->abandoned)
         return 0;
     /* An idle connection has nothing to read. Something readable is either
      * a notification, or the server saying goodbye (FATAL, then EOF):
@@ -239,18 +286,168 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
     pgs_status_t st = connect_pg(c->dsn, &fresh, err);
     if (st != PGS_OK)
         return st;
+    PGcancel *cancel = PQgetCancel(fresh);
+    pthread_mutex_lock(&c->run_mu);
+    PQfreeCancel(c->cancel);
+    c->cancel = cancel;
+    pthread_mutex_unlock(&c->run_mu);
     PQfinish(c->pg);
     c->pg = fresh;
     c->doomed = 0;
+    c->abandoned = 0;
     PQsetNoticeReceiver(c->pg, on_notice, c);
     pgs_stmtcache_clear(&c->stmts);
     return PGS_OK;
+}
+
+/* ---- running statements: timeouts and cancels -------------------------------
+ * Every statement is sent with PQsend* and its results collected below,
+ * rather than through libpq's blocking PQexec*, so that a connection with a
+ * query timeout can stop waiting. A statement that runs past it is given
+ * up: cancelled, best effort, from a thread of its own (PQcancel blocks, and
+ * the network may be what is stuck), and the connection is abandoned — its
+ * results would otherwise reach whoever runs the next statement on it. Its
+ * next use fails with PGS_ECONNECTION and the pool replaces it.
+ *
+ * pgs_conn_cancel() may run in another thread. `running` says whether there
+ * is a statement to cancel; it changes under run_mu, which the cancel holds
+ * while it talks to the server, so the statement's owner cannot finish one
+ * statement and start the next meanwhile: a cancel lands on the statement
+ * it was meant for or on an idle backend (which ignores it), never on a
+ * later one. */
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void set_running(pgs_conn_t *c, int on)
+{
+    pthread_mutex_lock(&c->run_mu);
+    c->running = on;
+    pthread_mutex_unlock(&c->run_mu);
+}
+
+pgs_status_t pgs_conn_cancel(pgs_conn_t *c, pgs_error_t *err)
+{
+    pgs_status_t st = PGS_OK;
+    if (!c)
+        return st;
+    pthread_mutex_lock(&c->run_mu);
+    if (c->running && c->cancel) {
+        char buf[256];
+        if (!PQcancel(c->cancel, buf, sizeof buf))
+            st = pgs_error_set(err, PGS_ECONNECTION, "could not send the cancel request: %s", buf);
+    }
+    pthread_mutex_unlock(&c->run_mu);
+    return st;
+}
+
+static void *cancel_thread(void *arg)
+{
+    char buf[256];
+    PQcancel(arg, buf, sizeof buf);
+    PQfreeCancel(arg);
+    return NULL;
+}
+
+static void abandon(pgs_conn_t *c)
+{
+    c->abandoned = 1;
+    PGcancel *cancel = PQgetCancel(c->pg);
+    pthread_attr_t a;
+    pthread_t t;
+    if (!cancel || pthread_attr_init(&a) != 0) {
+        PQfreeCancel(cancel);
+        return;
+    }
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &a, cancel_thread, cancel) != 0)
+        PQfreeCancel(cancel);
+    pthread_attr_destroy(&a);
+}
+
+/* Waits until a whole result can be read; 0 when the deadline passed. */
+static int wait_input(pgs_conn_t *c, double deadline)
+{
+    while (PQisBusy(c->pg)) {
+        double left = deadline - mono();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+        int r = poll(&p, 1, left < 1e6 ? (int)(left * 1000) + 1 : 1000000000);
+        if (r < 0 && errno != EINTR)
+            return 1; /* PQgetResult reports it */
+        if (r > 0 && !PQconsumeInput(c->pg))
+            return 1;
+    }
+    return 1;
+}
+
+/* After a PQsend*: the results as PQexec gives them (the last one), or
+ * NULL when nothing could be sent or the query timeout ran out
+ * (c->abandoned then). */
+static PGresult *collect(pgs_conn_t *c, int sent)
+{
+    PGresult *last = NULL, *r;
+    double timeout = c->dsn->query_timeout;
+    double deadline = timeout > 0 ? mono() + timeout : 0;
+    while (sent) {
+        if (timeout > 0 && !wait_input(c, deadline)) {
+            PQclear(last);
+            last = NULL;
+            abandon(c);
+            break;
+        }
+        if (!(r = PQgetResult(c->pg)))
+            break;
+        PQclear(last);
+        last = r;
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH ||
+            PQstatus(c->pg) == CONNECTION_BAD)
+            break;
+    }
+    set_running(c, 0);
+    return last;
+}
+
+static PGresult *run_simple(pgs_conn_t *c, const char *sql)
+{
+    set_running(c, 1);
+    return collect(c, PQsendQuery(c->pg, sql));
+}
+
+static PGresult *run_prepare(pgs_conn_t *c, const char *name, const char *sql)
+{
+    set_running(c, 1);
+    return collect(c, PQsendPrepare(c->pg, name, sql, 0, NULL));
+}
+
+static PGresult *run_describe(pgs_conn_t *c, const char *name)
+{
+    set_running(c, 1);
+    return collect(c, PQsendDescribePrepared(c->pg, name));
+}
+
+static PGresult *run_prepared(pgs_conn_t *c, const char *name, int n, const char *const *values,
+                              const int *lengths, const int *formats)
+{
+    set_running(c, 1);
+    return collect(c, PQsendQueryPrepared(c->pg, name, n, values, lengths, formats, 0));
 }
 
 /* ---- statements ------------------------------------------------------------ */
 
 static pgs_status_t result_error(pgs_conn_t *c, PGresult *r, pgs_error_t *err)
 {
+    if (c->abandoned && !r)
+        return pgs_error_set(err, PGS_ETIMEOUT,
+                             "the statement did not finish within %gs (query_timeout): cancelled, "
+                             "and the connection given up",
+                             c->dsn->query_timeout);
     pgs_status_t st = pgs_error_from_result(err, c->pg, r);
     pgs_error_scrub(err, c->dsn->secret);
     PQclear(r);
@@ -271,7 +468,7 @@ static void deallocate(pgs_conn_t *c, pgs_stmt_t *s)
      * unused statement then lives until the connection closes. */
     char sql[64];
     snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
-    PQclear(PQexec(c->pg, sql));
+    PQclear(run_simple(c, sql));
     pgs_stmt_free(s);
 }
 
@@ -284,13 +481,13 @@ static pgs_status_t prepare(pgs_conn_t *c, const char *sql, int nparams, pgs_stm
     pgs_stmt_t *s = pgs_stmt_new(&c->stmts, sql);
     if (!s)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    PGresult *r = PQprepare(c->pg, s->name, sql, 0, NULL);
+    PGresult *r = run_prepare(c, s->name, sql);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
         pgs_stmt_free(s);
         return result_error(c, r, err);
     }
     PQclear(r);
-    r = PQdescribePrepared(c->pg, s->name);
+    r = run_describe(c, s->name);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
         pgs_stmt_free(s);
         return result_error(c, r, err);
@@ -365,7 +562,7 @@ static pgs_status_t exec_prepared(pgs_conn_t *c, const char *sql, int nparams,
         }
         PGresult *r = NULL;
         if (st == PGS_OK)
-            r = PQexecPrepared(c->pg, s->name, nparams, values, lengths, formats, 0);
+            r = run_prepared(c, s->name, nparams, values, lengths, formats);
         if (values != vstack) {
             free(values);
             free(lengths);
@@ -402,9 +599,12 @@ pgs_status_t pgs_exec(pgs_conn_t *c, const char *sql, int nparams, const pgs_par
         return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
     if (!sql)
         return pgs_error_set(err, PGS_EINVALID, "no SQL given");
+    if (c->abandoned)
+        return pgs_error_set(err, PGS_ECONNECTION,
+                             "the connection was given up after a statement ran out of query_timeout");
     if (nparams > 0 || params)
         return exec_prepared(c, sql, nparams, params, res, err);
-    PGresult *r = PQexec(c->pg, sql);
+    PGresult *r = run_simple(c, sql);
     if (r && result_ok(r)) {
         if (res)
             *res = r;

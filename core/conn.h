@@ -7,6 +7,8 @@
 #include "pgstore.h"
 #include "stmtcache.h"
 
+#include <pthread.h>
+
 /* libpq keyword/value arrays built once from the user's conninfo plus
  * pgstore's defaults, reused for every (re)connect. */
 typedef struct pgs_dsn {
@@ -14,6 +16,7 @@ typedef struct pgs_dsn {
     const char **vals;
     char *secret;        /* the password, kept only to scrub messages */
     int stmt_cache_size;
+    double query_timeout; /* seconds; 0: wait as long as the server takes */
 } pgs_dsn_t;
 
 pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err);
@@ -27,6 +30,10 @@ struct pgs_conn {
     struct pgs_pool *pool;    /* NULL when standalone */
     struct pgs_conn *next;    /* pool's idle list */
     int doomed;               /* the server sent FATAL: reconnect before use */
+    int abandoned;            /* a statement ran out of query_timeout: unusable */
+    pthread_mutex_t run_mu;   /* running and cancel, for pgs_conn_cancel */
+    int running;              /* a statement is in flight */
+    PGcancel *cancel;         /* for this connection's backend */
 };
 
 /* The settings a pool's connections are opened with; valid while the

@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "error.h"
 #include "events_schema.h"
+#include "json.h"
 #include "strbuf.h"
 
 #include <stdio.h>
@@ -137,13 +138,10 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         st = pgs_store_companion(&es->base, names[i].suffix, names[i].dst, PGS_IDENT_MAX, err);
     if (st == PGS_OK)
         st = build_sql(es, err);
-    if (st == PGS_OK && opts && opts->notify) {
-        size_t n = strlen(opts->notify);
-        if (n == 0 || n > 63)
-            st = pgs_error_set(err, PGS_EINVALID, "invalid notify channel: 1 to 63 bytes expected");
-        else if (!(es->notify = strdup(opts->notify)))
-            st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    }
+    /* The channel follows the listener's rules, or nobody could LISTEN to it. */
+    if (st == PGS_OK && opts && opts->notify && (st = pgs_channel_check(opts->notify, err)) == PGS_OK &&
+        !(es->notify = strdup(opts->notify)))
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
     if (st != PGS_OK) {
         pgs_events_close(es);
         return st;
@@ -169,15 +167,22 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
 
 pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err)
 {
-    char *v1 = pgs_sql_printf(pgs_events_schema_v1, es->base.table, es->heads, es->idem, es->seq,
-                              es->fn_append, es->fn_read_all, es->fn_import, es->fn_replay);
-    if (!v1)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    pgs_migration_t steps[] = {{1, v1}};
-    char target[PGS_IDENT_MAX + 16];
-    snprintf(target, sizeof target, "events:%s", es->base.table);
-    pgs_status_t st = pgs_migrate(es->base.pool, target, steps, 1, err);
+#define SCHEMA_ARGS es->base.table, es->heads, es->idem, es->seq, es->fn_append, es->fn_read_all, \
+                    es->fn_import, es->fn_replay
+    char *v1 = pgs_sql_printf(pgs_events_schema_v1, SCHEMA_ARGS);
+    char *v2 = pgs_sql_printf(pgs_events_schema_v2, SCHEMA_ARGS);
+#undef SCHEMA_ARGS
+    pgs_status_t st = PGS_OK;
+    if (!v1 || !v2)
+        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    if (st == PGS_OK) {
+        pgs_migration_t steps[] = {{1, v1}, {2, v2}};
+        char target[PGS_IDENT_MAX + 16];
+        snprintf(target, sizeof target, "events:%s", es->base.table);
+        st = pgs_migrate(es->base.pool, target, steps, 2, err);
+    }
     free(v1);
+    free(v2);
     return st;
 }
 
@@ -229,15 +234,24 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
         if ((e->data && memchr(e->data, '\0', e->data_len)) ||
             (e->metadata && memchr(e->metadata, '\0', e->metadata_len)))
             return pgs_error_set(err, PGS_EINVALID, "event %d: data contains a NUL byte", i + 1);
+        /* NULL is JSON null. The text is spliced into the batch's JSON, so
+         * it must be one value, or it could add events or keys (json.c). */
+        if (e->data && !pgs_json_valid(e->data, e->data_len))
+            return pgs_error_set(err, PGS_EINVALID,
+                                 "event %d: invalid json in data: not exactly one JSON value", i + 1);
+        if (e->metadata && !pgs_json_valid(e->metadata, e->metadata_len))
+            return pgs_error_set(err, PGS_EINVALID,
+                                 "event %d: invalid json in metadata: not exactly one JSON value",
+                                 i + 1);
         if (e->schema_version < 0)
             return pgs_error_set(err, PGS_EINVALID, "event %d: schema_version must be >= 1", i + 1);
         pgs_strbuf_adds(b, i ? ",{\"type\":" : "{\"type\":");
         pgs_strbuf_add_json_string(b, e->type, e->type_len);
-        if (e->data && e->data_len) {
+        if (e->data) {
             pgs_strbuf_adds(b, ",\"data\":");
             pgs_strbuf_add(b, e->data, e->data_len);
         }
-        if (e->metadata && e->metadata_len) {
+        if (e->metadata) {
             pgs_strbuf_adds(b, ",\"metadata\":");
             pgs_strbuf_add(b, e->metadata, e->metadata_len);
         }
@@ -258,6 +272,8 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
     pgs_strbuf_add(b, "]", 1);
     if (b->failed)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    if (b->len > 1073741823) /* the server's limit for one value, and an int */
+        return pgs_error_set(err, PGS_EINVALID, "the batch is %zu bytes, over 1 GiB", b->len);
     return PGS_OK;
 }
 
@@ -344,9 +360,46 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
     return st;
 }
 
+/* One pipeline = one implicit transaction: all or nothing. */
+static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
+                             pgs_append_result_t *results, pgs_error_t *err)
+{
+    pgs_conn_t *c = NULL;
+    pgs_status_t st = pgs_pool_acquire(es->base.pool, -1, &c, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_pipeline_t *p = NULL;
+    PGresult **rs = NULL;
+    int count = 0;
+    st = pgs_pipeline_begin(c, &p, err);
+    for (int i = 0; st == PGS_OK && i < nb; i++)
+        st = pgs_pipeline_add(p, es->sql_append, 7, ap[i].p, err);
+    if (st == PGS_OK)
+        st = pgs_pipeline_run(p, &rs, &count, err);
+    else if (p)
+        pgs_pipeline_abort(p);
+    if (st == PGS_OK) {
+        for (int i = 0; i < nb; i++)
+            read_result(rs[i], &results[i]);
+        pgs_results_free(rs, count);
+    }
+    pgs_pool_release(es->base.pool, c);
+    /* The pipeline says "statement N: …"; here statement N is batch N. */
+    int index;
+    if (err && st != PGS_OK && sscanf(err->message, "statement %d:", &index) == 1) {
+        char msg[PGS_ERROR_MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "batch %d%.1000s", index, strchr(err->message, ':'));
+        memcpy(err->message, msg, sizeof msg);
+    }
+    return st;
+}
+
 pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *batches, int nb,
                                     pgs_append_result_t *results, pgs_error_t *err)
 {
+    pgs_error_t local;
+    if (!err)
+        err = &local;
     if (nb < 1)
         return pgs_error_set(err, PGS_EINVALID, "no batches given");
     pgs_strbuf_t *json = calloc((size_t)nb, sizeof *json);
@@ -364,34 +417,13 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
             memcpy(err->message, msg, sizeof msg);
         }
     }
-    pgs_conn_t *c = NULL;
-    if (st == PGS_OK)
-        st = pgs_pool_acquire(es->base.pool, -1, &c, err);
-    if (st == PGS_OK) {
-        /* One pipeline = one implicit transaction: all or nothing. */
-        pgs_pipeline_t *p = NULL;
-        PGresult **rs = NULL;
-        int count = 0;
-        st = pgs_pipeline_begin(c, &p, err);
-        for (int i = 0; st == PGS_OK && i < nb; i++)
-            st = pgs_pipeline_add(p, es->sql_append, 7, ap[i].p, err);
-        if (st == PGS_OK)
-            st = pgs_pipeline_run(p, &rs, &count, err);
-        else if (p)
-            pgs_pipeline_abort(p);
-        if (st == PGS_OK) {
-            for (int i = 0; i < nb; i++)
-                read_result(rs[i], &results[i]);
-            pgs_results_free(rs, count);
-        }
-        pgs_pool_release(es->base.pool, c);
-        /* The pipeline says "statement N: …"; here statement N is batch N. */
-        int index;
-        if (err && st != PGS_OK && sscanf(err->message, "statement %d:", &index) == 1) {
-            char msg[PGS_ERROR_MESSAGE_MAX];
-            snprintf(msg, sizeof msg, "batch %d%.1000s", index, strchr(err->message, ':'));
-            memcpy(err->message, msg, sizeof msg);
-        }
+    /* A batch that raced its own earlier attempt (PGS00) means that attempt
+     * committed, all of it: run again, and every batch replays. */
+    for (int attempt = 1; st == PGS_OK; attempt++) {
+        st = run_many(es, ap, nb, results, err);
+        if (st == PGS_OK || attempt == 3 || strcmp(err->sqlstate, "PGS00") != 0)
+            break;
+        st = PGS_OK;
     }
     for (int i = 0; json && i < nb; i++)
         pgs_strbuf_free(&json[i]);

@@ -57,8 +57,10 @@ const char pgs_events_schema_v1[] =
      * The head upsert locks the stream's row and advances its version in
      * one step; every refusal after it RAISEs, which undoes the advance.
      * A retry that finds its key or ids only once it holds the row lock
-     * (it raced the first attempt) raises PGS00 carrying the original
-     * result in DETAIL, read by events.c as a replay. */
+     * (it raced the first attempt, which committed meanwhile) gives the
+     * head its version back and returns the original result, without an
+     * error that would abort a caller's transaction. (Schema v1 raised
+     * PGS00 carrying that result in DETAIL; events.c still reads it.) */
     /* The earlier result of an identical append: by idempotency key, or
      * by the batch's event ids. No row when there is none; PGS04 when the
      * key or ids were used for something else. */
@@ -89,78 +91,82 @@ const char pgs_events_schema_v1[] =
     "END\n"
     "$fn$;"
 
-    "CREATE OR REPLACE FUNCTION %5$s(p_stream text, p_expected bigint, p_events jsonb,"
-    "  p_key text, p_time double precision, p_tag int, p_notify text,"
-    "  OUT r_first_version bigint, OUT r_last_version bigint, OUT r_first_position bigint,"
-    "  OUT r_last_position bigint, OUT r_count int, OUT r_replayed boolean)"
-    " LANGUAGE plpgsql AS $fn$\n"
-    "DECLARE\n"
-    "  v_cur bigint; v_status text; v_n int := jsonb_array_length(p_events);\n"
-    "  v_check boolean := p_key IS NOT NULL OR p_events->0 ? 'id'; r record;\n"
-    "BEGIN\n"
-    "  IF v_check THEN\n"
-    "    SELECT * INTO r FROM %8$s(p_stream, p_events, p_key);\n"
-    "    IF FOUND THEN\n"
-    "      SELECT r.fv, r.lv, r.fp, r.lp, r.n, true INTO r_first_version, r_last_version,"
-    "        r_first_position, r_last_position, r_count, r_replayed;\n"
-    "      RETURN;\n"
-    "    END IF;\n"
-    "  END IF;\n"
-    "  INSERT INTO %2$s AS h (stream, version) VALUES (p_stream, v_n)\n"
-    "    ON CONFLICT (stream) DO UPDATE SET version = h.version + v_n\n"
-    "    RETURNING h.version - v_n, h.status INTO v_cur, v_status;\n"
-    "  IF v_check THEN\n"
-    "    SELECT * INTO r FROM %8$s(p_stream, p_events, p_key);\n"
-    "    IF FOUND THEN\n"
-    "      RAISE EXCEPTION USING ERRCODE = 'PGS00', MESSAGE = 'replayed',"
-    "        DETAIL = format('%%s %%s %%s %%s %%s', r.fv, r.lv, r.fp, r.lp, r.n);\n"
-    "    END IF;\n"
-    "  END IF;\n"
-    "  IF v_status = 'tombstoned' THEN\n"
-    "    RAISE EXCEPTION USING ERRCODE = 'PGS01', MESSAGE = format('stream %%s is deleted (tombstoned)', p_stream);\n"
-    "  ELSIF v_status = 'archived' THEN\n"
-    "    RAISE EXCEPTION USING ERRCODE = 'PGS02', MESSAGE = format('stream %%s is archived', p_stream);\n"
-    "  END IF;\n"
-    "  IF (p_expected >= 0 AND v_cur <> p_expected) OR (p_expected = -2 AND v_cur <> 0)"
-    "     OR (p_expected = -3 AND v_cur = 0) THEN\n"
-    "    RAISE EXCEPTION USING ERRCODE = 'PGS03',"
-    "      MESSAGE = format('version conflict on stream %%s: expected %%s, actual %%s', p_stream,"
-    "        CASE p_expected WHEN -2 THEN 'no stream' WHEN -3 THEN 'an existing stream'"
-    "        ELSE p_expected::text END, v_cur),"
-    "      DETAIL = format('expected=%%s actual=%%s', p_expected, v_cur);\n"
-    "  END IF;\n"
-    /* The order lock: before taking any position, announce the sequence's
-     * last value L (one less while the sequence is fresh); every position
-     * this transaction takes is > L. */
-    "  PERFORM pg_advisory_xact_lock_shared(((p_tag::bigint << 16) | ((s.l >> 32) & 65535))::bit(32)::int,"
-    "    (s.l & 4294967295)::bit(32)::int)\n"
-    "    FROM (SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END AS l FROM %4$s q) s;\n"
-    "  IF v_n = 1 THEN\n" /* the common case, without the set machinery */
-    "    INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n"
-    "    VALUES (nextval('%4$s'), p_stream, v_cur + 1, COALESCE((p_events->0->>'id')::uuid, gen_random_uuid()),"
-    "      p_events->0->>'type', COALESCE((p_events->0->>'schema_version')::int, 1),"
-    "      COALESCE(p_events->0->'data', 'null'::jsonb), p_events->0->'metadata',"
-    "      COALESCE(to_timestamp(p_time), now()))\n"
-    "    RETURNING position INTO r_first_position;\n"
-    "    r_last_position := r_first_position;\n"
-    "  ELSE\n"
-    "    WITH ins AS (\n"
-    "      INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n"
-    "      SELECT nextval('%4$s'), p_stream, v_cur + x.ord, COALESCE((x.val->>'id')::uuid, gen_random_uuid()),"
-    "        x.val->>'type', COALESCE((x.val->>'schema_version')::int, 1), COALESCE(x.val->'data', 'null'::jsonb),"
-    "        x.val->'metadata', COALESCE(to_timestamp(p_time), now())\n"
-    "      FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord\n"
-    "      RETURNING position)\n"
-    "    SELECT min(position), max(position) INTO r_first_position, r_last_position FROM ins;\n"
-    "  END IF;\n"
-    "  r_first_version := v_cur + 1; r_last_version := v_cur + v_n; r_count := v_n; r_replayed := false;\n"
-    "  IF p_key IS NOT NULL THEN\n"
-    "    INSERT INTO %3$s (key, stream, first_version, last_version, first_position, last_position, count)\n"
-    "    VALUES (p_key, p_stream, r_first_version, r_last_version, r_first_position, r_last_position, v_n);\n"
-    "  END IF;\n"
-    "  IF p_notify IS NOT NULL THEN PERFORM pg_notify(p_notify, r_last_position::text); END IF;\n"
-    "END\n"
+#define PGS_EVENTS_APPEND_FN \
+    "CREATE OR REPLACE FUNCTION %5$s(p_stream text, p_expected bigint, p_events jsonb," \
+    "  p_key text, p_time double precision, p_tag int, p_notify text," \
+    "  OUT r_first_version bigint, OUT r_last_version bigint, OUT r_first_position bigint," \
+    "  OUT r_last_position bigint, OUT r_count int, OUT r_replayed boolean)" \
+    " LANGUAGE plpgsql AS $fn$\n" \
+    "DECLARE\n" \
+    "  v_cur bigint; v_status text; v_n int := jsonb_array_length(p_events);\n" \
+    "  v_check boolean := p_key IS NOT NULL OR p_events->0 ? 'id'; r record;\n" \
+    "BEGIN\n" \
+    "  IF v_check THEN\n" \
+    "    SELECT * INTO r FROM %8$s(p_stream, p_events, p_key);\n" \
+    "    IF FOUND THEN\n" \
+    "      SELECT r.fv, r.lv, r.fp, r.lp, r.n, true INTO r_first_version, r_last_version," \
+    "        r_first_position, r_last_position, r_count, r_replayed;\n" \
+    "      RETURN;\n" \
+    "    END IF;\n" \
+    "  END IF;\n" \
+    "  INSERT INTO %2$s AS h (stream, version) VALUES (p_stream, v_n)\n" \
+    "    ON CONFLICT (stream) DO UPDATE SET version = h.version + v_n\n" \
+    "    RETURNING h.version - v_n, h.status INTO v_cur, v_status;\n" \
+    "  IF v_check THEN\n" \
+    "    SELECT * INTO r FROM %8$s(p_stream, p_events, p_key);\n" \
+    "    IF FOUND THEN\n" \
+    "      UPDATE %2$s SET version = v_cur WHERE stream = p_stream;\n" \
+    "      SELECT r.fv, r.lv, r.fp, r.lp, r.n, true INTO r_first_version, r_last_version," \
+    "        r_first_position, r_last_position, r_count, r_replayed;\n" \
+    "      RETURN;\n" \
+    "    END IF;\n" \
+    "  END IF;\n" \
+    "  IF v_status = 'tombstoned' THEN\n" \
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS01', MESSAGE = format('stream %%s is deleted (tombstoned)', p_stream);\n" \
+    "  ELSIF v_status = 'archived' THEN\n" \
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS02', MESSAGE = format('stream %%s is archived', p_stream);\n" \
+    "  END IF;\n" \
+    "  IF (p_expected >= 0 AND v_cur <> p_expected) OR (p_expected = -2 AND v_cur <> 0)" \
+    "     OR (p_expected = -3 AND v_cur = 0) THEN\n" \
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS03'," \
+    "      MESSAGE = format('version conflict on stream %%s: expected %%s, actual %%s', p_stream," \
+    "        CASE p_expected WHEN -2 THEN 'no stream' WHEN -3 THEN 'an existing stream'" \
+    "        ELSE p_expected::text END, v_cur)," \
+    "      DETAIL = format('expected=%%s actual=%%s', p_expected, v_cur);\n" \
+    "  END IF;\n" \
+    /* The order lock: before taking any position, announce the sequence's \
+     * last value L (one less while the sequence is fresh); every position \
+     * this transaction takes is > L. */ \
+    "  PERFORM pg_advisory_xact_lock_shared(((p_tag::bigint << 16) | ((s.l >> 32) & 65535))::bit(32)::int," \
+    "    (s.l & 4294967295)::bit(32)::int)\n" \
+    "    FROM (SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END AS l FROM %4$s q) s;\n" \
+    "  IF v_n = 1 THEN\n" /* the common case, without the set machinery */ \
+    "    INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n" \
+    "    VALUES (nextval('%4$s'), p_stream, v_cur + 1, COALESCE((p_events->0->>'id')::uuid, gen_random_uuid())," \
+    "      p_events->0->>'type', COALESCE((p_events->0->>'schema_version')::int, 1)," \
+    "      COALESCE(p_events->0->'data', 'null'::jsonb), p_events->0->'metadata'," \
+    "      COALESCE(to_timestamp(p_time), now()))\n" \
+    "    RETURNING position INTO r_first_position;\n" \
+    "    r_last_position := r_first_position;\n" \
+    "  ELSE\n" \
+    "    WITH ins AS (\n" \
+    "      INSERT INTO %1$s (position, stream, version, id, type, schema_version, data, metadata, time)\n" \
+    "      SELECT nextval('%4$s'), p_stream, v_cur + x.ord, COALESCE((x.val->>'id')::uuid, gen_random_uuid())," \
+    "        x.val->>'type', COALESCE((x.val->>'schema_version')::int, 1), COALESCE(x.val->'data', 'null'::jsonb)," \
+    "        x.val->'metadata', COALESCE(to_timestamp(p_time), now())\n" \
+    "      FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord\n" \
+    "      RETURNING position)\n" \
+    "    SELECT min(position), max(position) INTO r_first_position, r_last_position FROM ins;\n" \
+    "  END IF;\n" \
+    "  r_first_version := v_cur + 1; r_last_version := v_cur + v_n; r_count := v_n; r_replayed := false;\n" \
+    "  IF p_key IS NOT NULL THEN\n" \
+    "    INSERT INTO %3$s (key, stream, first_version, last_version, first_position, last_position, count)\n" \
+    "    VALUES (p_key, p_stream, r_first_version, r_last_version, r_first_position, r_last_position, v_n);\n" \
+    "  END IF;\n" \
+    "  IF p_notify IS NOT NULL THEN PERFORM pg_notify(p_notify, r_last_position::text); END IF;\n" \
+    "END\n" \
     "$fn$;"
+    PGS_EVENTS_APPEND_FN
 
     /* read_all — why it never skips.
      * Positions come from one sequence with CACHE 1, so every nextval is
@@ -183,34 +189,46 @@ const char pgs_events_schema_v1[] =
      * Keys: 16-bit store tag and 48-bit L in the two-int advisory key space
      * (objsubid 2): at most 2^48 positions. A foreign lock that happens to
      * share the tag only lowers H (a brief wait), never skips.
+     *
+     * Crashes. A sequence WAL-logs ahead of the values it hands out, but
+     * nothing flushes that record when the transaction that took the value
+     * rolls back: a server crash can then take S back, and the positions
+     * after the restored value are handed out again. So the cursor this
+     * function returns is not H but D, the highest committed position
+     * <= H: its commit flushed the WAL that covers it, so no position <= D
+     * can ever be taken again. Rolled-back positions above D are passed
+     * once a later append commits (spec/fault_crash_spec.lua).
      * The last row returned is a marker whose r_position is NULL and whose
-     * r_horizon is H. */
-    "CREATE OR REPLACE FUNCTION %6$s(p_after bigint, p_limit int, p_types text[], p_prefix text,"
-    "  p_tag int)"
-    " RETURNS TABLE (r_position bigint, r_stream text, r_version bigint, r_id uuid, r_type text,"
-    "  r_schema_version int, r_data jsonb, r_metadata jsonb, r_time timestamptz, r_horizon bigint)"
-    " LANGUAGE plpgsql VOLATILE AS $fn$\n"
-    "DECLARE v_s bigint; v_called boolean; v_m bigint; v_h bigint;\n"
-    "BEGIN\n"
-    "  IF current_setting('transaction_isolation') <> 'read committed' THEN\n"
-    "    RAISE EXCEPTION USING ERRCODE = 'PGS05', MESSAGE = 'read_all needs READ COMMITTED isolation';\n"
-    "  END IF;\n"
-    "  SELECT s.last_value, s.is_called INTO v_s, v_called FROM %4$s s;\n"
-    "  IF NOT v_called THEN v_s := v_s - 1; END IF;\n"
-    "  SELECT min(((l.classid::bigint & 65535) << 32) | l.objid::bigint) INTO v_m FROM pg_locks l\n"
-    "    WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND (l.classid::bigint >> 16) = p_tag\n"
-    "      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());\n"
-    "  v_h := LEAST(v_s, COALESCE(v_m, v_s));\n"
-    "  RETURN QUERY SELECT e.position, e.stream::text, e.version, e.id, e.type, e.schema_version, e.data,"
-    "    e.metadata, e.time, NULL::bigint FROM %1$s e\n"
-    "    WHERE e.position > p_after AND e.position <= v_h\n"
-    "      AND (p_types IS NULL OR e.type = ANY (p_types))\n"
-    "      AND (p_prefix IS NULL OR e.stream LIKE p_prefix)\n"
-    "    ORDER BY e.position LIMIT p_limit;\n"
-    "  RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::bigint, NULL::uuid, NULL::text, NULL::int,"
-    "    NULL::jsonb, NULL::jsonb, NULL::timestamptz, v_h;\n"
-    "END\n"
+     * r_horizon is D (0 when there is none). */
+#define PGS_EVENTS_READ_ALL_FN \
+    "CREATE OR REPLACE FUNCTION %6$s(p_after bigint, p_limit int, p_types text[], p_prefix text," \
+    "  p_tag int)" \
+    " RETURNS TABLE (r_position bigint, r_stream text, r_version bigint, r_id uuid, r_type text," \
+    "  r_schema_version int, r_data jsonb, r_metadata jsonb, r_time timestamptz, r_horizon bigint)" \
+    " LANGUAGE plpgsql VOLATILE AS $fn$\n" \
+    "DECLARE v_s bigint; v_called boolean; v_m bigint; v_h bigint; v_d bigint;\n" \
+    "BEGIN\n" \
+    "  IF current_setting('transaction_isolation') <> 'read committed' THEN\n" \
+    "    RAISE EXCEPTION USING ERRCODE = 'PGS05', MESSAGE = 'read_all needs READ COMMITTED isolation';\n" \
+    "  END IF;\n" \
+    "  SELECT s.last_value, s.is_called INTO v_s, v_called FROM %4$s s;\n" \
+    "  IF NOT v_called THEN v_s := v_s - 1; END IF;\n" \
+    "  SELECT min(((l.classid::bigint & 65535) << 32) | l.objid::bigint) INTO v_m FROM pg_locks l\n" \
+    "    WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND (l.classid::bigint >> 16) = p_tag\n" \
+    "      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());\n" \
+    "  v_h := LEAST(v_s, COALESCE(v_m, v_s));\n" \
+    "  SELECT e.position INTO v_d FROM %1$s e WHERE e.position <= v_h ORDER BY e.position DESC LIMIT 1;\n" \
+    "  RETURN QUERY SELECT e.position, e.stream::text, e.version, e.id, e.type, e.schema_version, e.data," \
+    "    e.metadata, e.time, NULL::bigint FROM %1$s e\n" \
+    "    WHERE e.position > p_after AND e.position <= v_h\n" \
+    "      AND (p_types IS NULL OR e.type = ANY (p_types))\n" \
+    "      AND (p_prefix IS NULL OR e.stream LIKE p_prefix)\n" \
+    "    ORDER BY e.position LIMIT p_limit;\n" \
+    "  RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::bigint, NULL::uuid, NULL::text, NULL::int," \
+    "    NULL::jsonb, NULL::jsonb, NULL::timestamptz, COALESCE(v_d, 0);\n" \
+    "END\n" \
     "$fn$;"
+    PGS_EVENTS_READ_ALL_FN
 
     /* Import: events moved in from another store keep stream, version, id,
      * type, schema version, data, metadata and time; they take new
@@ -236,3 +254,10 @@ const char pgs_events_schema_v1[] =
     "    reason = NULL, updated_at = now() WHERE stream = p_stream;\n"
     "END\n"
     "$fn$;";
+
+/* v2: read_all's cursor stops at the last committed position (see
+ * "Crashes" above), and a racing retry replays without raising (see
+ * "Append"). The empty comment names the template arguments v2 does not
+ * use: glibc's printf needs every positional argument named. */
+const char pgs_events_schema_v2[] =
+    "/*%7$.0s*/" PGS_EVENTS_APPEND_FN PGS_EVENTS_READ_ALL_FN;

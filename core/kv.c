@@ -111,7 +111,7 @@ const char *pgs_kv_phase_name(pgs_kv_phase_t phase)
 static void deadline_after(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
-    if (seconds > 1e9)
+    if (!(seconds <= 1e9))
         seconds = 1e9;
     long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
     ts->tv_sec += (time_t)(ns / 1000000000LL);

@@ -217,7 +217,7 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
     int32_t count = opts->count > 0 ? opts->count : 8;
     double lease = opts->lease > 0 ? opts->lease : 30;
     double renew = opts->renew > 0 ? opts->renew : 10;
-    if (count > 65536)
+    if (opts->count < 0 || count > 65536)
         return pgs_error_set(err, PGS_EINVALID, "partition count %d is over 65536", (int)count);
     if (renew >= lease)
         return pgs_error_set(err, PGS_EINVALID,
@@ -511,7 +511,7 @@ static void *renewer(void *arg)
         pthread_mutex_lock(&l->mu);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        long long ns = ts.tv_nsec + (long long)(l->renew * 1e9);
+        long long ns = ts.tv_nsec + (long long)((l->renew < 1e9 ? l->renew : 1e9) * 1e9);
         ts.tv_sec += (time_t)(ns / 1000000000LL);
         ts.tv_nsec = (long)(ns % 1000000000LL);
         while (!l->stopping && pthread_cond_timedwait(&l->cv, &l->mu, &ts) != ETIMEDOUT)

@@ -287,7 +287,10 @@ static void set_keepalive(pgs_listener_t *l)
     if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
         (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
         return;
-    int on = 1, idle = (int)l->heartbeat, intvl = (int)(l->heartbeat_timeout / 3), cnt = 3;
+    /* Kernel limits: TCP_KEEPIDLE and TCP_KEEPINTVL are at most 32767 s. */
+    double hb = l->heartbeat < 32767 ? l->heartbeat : 32767;
+    double hbt = l->heartbeat_timeout / 3 < 32767 ? l->heartbeat_timeout / 3 : 32767;
+    int on = 1, idle = (int)hb, intvl = (int)hbt, cnt = 3;
     if (idle < 1)
         idle = 1;
     if (intvl < 1)
@@ -300,7 +303,8 @@ static void set_keepalive(pgs_listener_t *l)
 #endif
 #ifdef TCP_USER_TIMEOUT
     /* Data sent but unacknowledged this long: the connection is dead. */
-    unsigned int ut = (unsigned int)((l->heartbeat + l->heartbeat_timeout) * 1000);
+    double ms = (l->heartbeat + l->heartbeat_timeout) * 1000;
+    unsigned int ut = ms < 4e9 ? (unsigned int)ms : 4000000000u;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
 #endif
 }

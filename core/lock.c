@@ -41,8 +41,10 @@ static double mono(void)
 
 static void sleep_for(double s)
 {
-    if (s <= 0)
+    if (!(s > 0))
         return;
+    if (s > 1e9)
+        s = 1e9;
     struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
 }

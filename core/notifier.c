@@ -39,7 +39,7 @@ pgs_notifier_t *pgs_notifier_new(const pgs_dsn_t *dsn, const char *channel, doub
     pthread_cond_init(&n->cv, &ca);
     pthread_condattr_destroy(&ca);
     n->dsn = dsn;
-    n->interval = interval > 0 ? interval : 0.002;
+    n->interval = interval > 0 ? (interval < 60 ? interval : 60) : 0.002;
     return n;
 }
 
@@ -52,7 +52,7 @@ static void send_one(pgs_notifier_t *n, int64_t position)
     snprintf(pos, sizeof pos, "%lld", (long long)position);
     pgs_param_t p[2] = {{n->channel, -1}, {pos, -1}};
     if (pgs_exec(n->conn, "SELECT pg_notify($1, $2)", 2, p, NULL, &err) != PGS_OK &&
-        err.code == PGS_ECONNECTION) {
+        (err.code == PGS_ECONNECTION || err.code == PGS_ETIMEOUT)) {
         pgs_conn_close(n->conn);
         n->conn = NULL;
     }

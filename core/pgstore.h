@@ -75,6 +75,12 @@ typedef struct pgs_conn_opts {
     int statement_timeout_ms;    /* 0 → server default                      */
     const char *application_name;/* NULL → "pgstore"                        */
     int stmt_cache_size;         /* prepared statements kept; 0 → 256       */
+    double query_timeout;        /* seconds the client waits for a statement;
+                                    past it the statement is cancelled, the
+                                    connection given up (the pool replaces
+                                    it) and the call fails PGS_ETIMEOUT —
+                                    also when the network, not the server,
+                                    is stuck. 0: no limit                    */
 } pgs_conn_opts_t;
 
 /* Opens one connection. On success *out is owned by the caller and freed
@@ -93,6 +99,14 @@ int pgs_conn_alive(pgs_conn_t *conn);
 
 /* Re-establishes a broken connection (forgets prepared statements). */
 pgs_status_t pgs_conn_reset(pgs_conn_t *conn, pgs_error_t *err);
+
+/* Asks the server to cancel the statement running on conn; callable from
+ * any thread while another thread runs it. The statement then fails with
+ * PGS_ETIMEOUT (SQLSTATE 57014). Nothing happens when no statement runs,
+ * and a cancel never reaches a later statement: the owner cannot finish
+ * one and start the next while this runs. The caller must make sure conn
+ * stays borrowed (is not released, and so possibly closed) meanwhile. */
+pgs_status_t pgs_conn_cancel(pgs_conn_t *conn, pgs_error_t *err);
 
 /* A bound parameter. value NULL is SQL NULL; length < 0 means strlen. A
  * parameter whose server type is bytea is sent in binary, so any bytes pass
@@ -245,8 +259,9 @@ typedef enum pgs_kind {
 
 pgs_kind_t pgs_kind_of(Oid type);
 
-/* Decodes bytea hex output ("\x…") into out (room for (len-2)/2 bytes).
- * Returns the decoded length, or -1 on malformed input. */
+/* Decodes bytea hex output ("\x…") into out (room for (len-2)/2 bytes;
+ * out may be in). Returns the decoded length, or -1 on malformed input,
+ * in which case nothing was written. */
 long pgs_bytea_decode(const char *in, size_t len, char *out);
 
 /* Rewrites "2026-11-21 02:34:10.5+00" as "2026-11-21T02:34:10.5+00:00".

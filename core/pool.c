@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT
  * pool.c — a thread-safe pool of connections. Connections open lazily up
- * to max_size; a borrower waits on a condition variable up to its timeout.
+ * to max_size; borrowers that find none wait in line, first come first
+ * served, up to their timeout: a connection given back goes straight to the
+ * longest waiter (or, when it is closed, the right to open one does), so a
+ * caller that keeps borrowing cannot starve the others.
  * Every connection handed out has passed a liveness check (a dead one is
  * reconnected first), and every connection given back is idle: an open
  * transaction is rolled back, a busy or broken one is closed.
@@ -18,9 +21,17 @@
 #include <string.h>
 #include <time.h>
 
+/* A borrower waiting in line, on its own stack. */
+typedef struct waiter {
+    pthread_cond_t cv;
+    int served;              /* handed a connection or a slot to open one */
+    pgs_conn_t *conn;        /* the connection; NULL: open one              */
+    struct waiter *next;
+} waiter_t;
+
 struct pgs_pool {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    waiter_t *head, *tail;   /* the line, oldest first */
     pgs_dsn_t *dsn;
     int max_size;
     double acquire_timeout;
@@ -39,7 +50,6 @@ struct pgs_pool {
 static void pool_free(pgs_pool_t *p)
 {
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
     pgs_dsn_free(p->dsn);
     free(p->shared_key);
     free(p);
@@ -66,11 +76,6 @@ pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_er
         free(p);
         return st;
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&p->mu, NULL);
     p->max_size = opts && opts->max_size > 0 ? opts->max_size : 4;
     p->acquire_timeout = opts && opts->acquire_timeout > 0 ? opts->acquire_timeout : 5;
@@ -82,46 +87,107 @@ pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_er
 static void deadline_after(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
+    if (!(seconds <= 1e9))
+        seconds = 1e9; /* some 30 years: "forever", in range of the arithmetic */
     long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
     ts->tv_sec += (time_t)(ns / 1000000000LL);
     ts->tv_nsec = (long)(ns % 1000000000LL);
 }
 
-pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, pgs_error_t *err)
+static void remove_waiter(pgs_pool_t *p, waiter_t *w)
 {
-    if (timeout < 0)
-        timeout = p->acquire_timeout;
-    struct timespec deadline;
-    deadline_after(&deadline, timeout);
+    waiter_t **pp = &p->head, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = w->next;
+    if (p->tail == w)
+        p->tail = prev;
+}
 
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        if (p->closed) {
-            pthread_mutex_unlock(&p->mu);
-            return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
-        }
-        if (p->idle || p->open < p->max_size)
-            break;
-        p->waiting++;
-        int rc = pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
-        p->waiting--;
-        if (rc == ETIMEDOUT && !p->idle && (p->open >= p->max_size || p->closed)) {
-            pthread_mutex_unlock(&p->mu);
-            return pgs_error_set(err, PGS_ETIMEOUT,
-                                 "timed out after %.3gs waiting for a free connection "
-                                 "(pool of %d, all in use)",
-                                 timeout, p->max_size);
-        }
-    }
-    pgs_conn_t *c = p->idle;
-    if (c) {
-        p->idle = c->next;
-        p->nidle--;
-    } else {
+/* Serves the oldest waiter with c, or with a slot to open a connection
+ * (c NULL; the slot is counted in `open` now). Lock held. Returns 0 when
+ * nobody waits. */
+static int serve(pgs_pool_t *p, pgs_conn_t *c)
+{
+    waiter_t *w = p->head;
+    if (!w)
+        return 0;
+    p->head = w->next;
+    if (!p->head)
+        p->tail = NULL;
+    w->conn = c;
+    w->served = 1;
+    if (!c)
         p->open++;
-    }
     p->borrowed++;
     p->refs++;
+    pthread_cond_signal(&w->cv);
+    return 1;
+}
+
+pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, pgs_error_t *err)
+{
+    if (!(timeout >= 0)) /* negative or NaN */
+        timeout = p->acquire_timeout;
+    pgs_conn_t *c = NULL;
+
+    pthread_mutex_lock(&p->mu);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->mu);
+        return pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
+    }
+    if (!p->head && (p->idle || p->open < p->max_size)) {
+        c = p->idle;
+        if (c) {
+            p->idle = c->next;
+            p->nidle--;
+        } else {
+            p->open++;
+        }
+        p->borrowed++;
+        p->refs++;
+    } else {
+        waiter_t w = {.served = 0, .conn = NULL, .next = NULL};
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&w.cv, &ca);
+        pthread_condattr_destroy(&ca);
+        if (p->tail)
+            p->tail->next = &w;
+        else
+            p->head = &w;
+        p->tail = &w;
+        p->waiting++;
+        p->refs++; /* the pool must outlive the wait, even if closed meanwhile */
+        struct timespec deadline;
+        deadline_after(&deadline, timeout);
+        int rc = 0;
+        while (!w.served && !p->closed && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&w.cv, &p->mu, &deadline);
+        p->waiting--;
+        pthread_cond_destroy(&w.cv);
+        if (!w.served) {
+            remove_waiter(p, &w);
+            if (p->closed)
+                pgs_error_set(err, PGS_ECLOSED, "attempt to use a closed connection");
+            else
+                pgs_error_set(err, PGS_ETIMEOUT,
+                              "timed out after %.3gs waiting for a free connection "
+                              "(pool of %d, all in use)",
+                              timeout, p->max_size);
+            pgs_status_t st = p->closed ? PGS_ECLOSED : PGS_ETIMEOUT;
+            if (!unref_locked(p))
+                pthread_mutex_unlock(&p->mu);
+            return st;
+        }
+        p->refs--; /* serve() took the borrower's reference */
+        c = w.conn;
+    }
     pthread_mutex_unlock(&p->mu);
 
     /* Connect or check outside the lock: it may take a round trip. */
@@ -141,7 +207,9 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
         pthread_mutex_lock(&p->mu);
         p->open--;
         p->borrowed--;
-        pthread_cond_signal(&p->cv);
+        /* The slot is free again: the next in line may try. */
+        if (!p->closed && p->open < p->max_size)
+            serve(p, NULL);
         if (!unref_locked(p))
             pthread_mutex_unlock(&p->mu);
         return st;
@@ -161,12 +229,10 @@ static int make_idle(pgs_conn_t *c)
     case PQTRANS_IDLE:
         return 1;
     case PQTRANS_INTRANS:
-    case PQTRANS_INERROR: {
-        PGresult *r = PQexec(c->pg, "ROLLBACK");
-        int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
-        PQclear(r);
-        return ok && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
-    }
+    case PQTRANS_INERROR:
+        /* Through pgs_exec: bounded by the query timeout like any statement. */
+        return pgs_exec_command(c, "ROLLBACK", NULL) == PGS_OK &&
+               PQtransactionStatus(c->pg) == PQTRANS_IDLE;
     default: /* ACTIVE (a result still pending) or UNKNOWN */
         return 0;
     }
@@ -180,14 +246,17 @@ void pgs_pool_release(pgs_pool_t *p, pgs_conn_t *c)
     pthread_mutex_lock(&p->mu);
     p->borrowed--;
     if (reusable && !p->closed) {
-        c->next = p->idle;
-        p->idle = c;
-        p->nidle++;
+        if (!serve(p, c)) {
+            c->next = p->idle;
+            p->idle = c;
+            p->nidle++;
+        }
         c = NULL;
     } else {
         p->open--;
+        if (!p->closed)
+            serve(p, NULL);
     }
-    pthread_cond_signal(&p->cv);
     int freed = unref_locked(p);
     if (!freed)
         pthread_mutex_unlock(&p->mu);
@@ -211,7 +280,8 @@ void pgs_pool_close(pgs_pool_t *p)
     p->idle = NULL;
     p->open -= p->nidle;
     p->nidle = 0;
-    pthread_cond_broadcast(&p->cv);
+    for (waiter_t *w = p->head; w; w = w->next)
+        pthread_cond_signal(&w->cv); /* they see `closed` and leave the line */
     if (!unref_locked(p))
         pthread_mutex_unlock(&p->mu);
     while (idle) {

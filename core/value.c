@@ -44,13 +44,14 @@ long pgs_bytea_decode(const char *in, size_t len, char *out)
 {
     if (len < 2 || in[0] != '\\' || in[1] != 'x' || (len - 2) % 2 != 0)
         return -1;
-    size_t n = 0;
-    for (size_t i = 2; i < len; i += 2) {
-        int hi = hexval((unsigned char)in[i]), lo = hexval((unsigned char)in[i + 1]);
-        if (hi < 0 || lo < 0)
+    /* Check everything before writing anything: out may be in, and on
+     * failure the caller falls back to the text as it was. */
+    for (size_t i = 2; i < len; i++)
+        if (hexval((unsigned char)in[i]) < 0)
             return -1;
-        out[n++] = (char)(hi << 4 | lo);
-    }
+    size_t n = 0;
+    for (size_t i = 2; i < len; i += 2)
+        out[n++] = (char)(hexval((unsigned char)in[i]) << 4 | hexval((unsigned char)in[i + 1]));
     return (long)n;
 }
 

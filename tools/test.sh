@@ -2,15 +2,19 @@
 # SPDX-License-Identifier: MIT
 # The whole test suite: ctest and busted against a throwaway cluster, then both
 # again on the ASan/UBSan build (skipped with PGSTORE_SANITIZE=0 or when spec
-# files are given: arguments go to busted). Ends with "total: N passed, M failed".
+# files are given: arguments go to busted), then the libFuzzer targets for a
+# bounded time (tools/fuzz.sh; skipped with PGSTORE_FUZZ=0 or spec files).
+# Last, everything the suite printed and the servers logged is searched for
+# the test role's password: finding it fails the run. Ends with
+# "total: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tools/lib.sh
 
-passed=0 failed=0 cluster_env="" san_preload="" out=$(mktemp)
+passed=0 failed=0 cluster_env="" san_preload="" out=$(mktemp) all=$(mktemp)
 finish() {
     if [[ -n $cluster_env ]]; then PGSTORE_TEST_DIR=${cluster_env%/env.sh} bash tools/testdb.sh stop; fi
-    rm -f "$out"
+    rm -f "$out" "$all"
     echo "total: $passed passed, $failed failed"
 }
 trap finish EXIT
@@ -31,6 +35,7 @@ run_ctest() {
         f=${BASH_REMATCH[1]} t=${BASH_REMATCH[2]}
     fi
     tally "ctest ($1)" "$rc" $((t - f)) "$f"
+    cat "$out" >>"$all"
 }
 
 # run_busted BUILD_DIR ARGS…: parses "S successes / F failures / E errors / P pending".
@@ -51,6 +56,35 @@ run_busted() {
         s=${BASH_REMATCH[1]} f=$((BASH_REMATCH[3] + BASH_REMATCH[4]))
     fi
     tally "busted ($dir)" "$rc" "$s" "$f"
+    cat "$out" >>"$all"
+}
+
+# run_fuzz: tools/fuzz.sh prints "fuzz: P passed, F failed".
+run_fuzz() {
+    bash tools/fuzz.sh 2>&1 | tee "$out"
+    local rc=${PIPESTATUS[0]} p=0 f=0
+    if [[ $(tail -n 1 "$out") =~ fuzz:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]}
+    fi
+    tally "tools/fuzz.sh" "$rc" "$p" "$f"
+    cat "$out" >>"$all"
+}
+
+# check_secret: the password of the test role (PGSTORE_TEST_SECRET_PASSWORD)
+# must not appear in anything the suite printed nor in the servers' logs.
+check_secret() {
+    local pw=${PGSTORE_TEST_SECRET_PASSWORD:-} hits=0 f
+    [[ -n $pw ]] || return 0
+    for f in "$all" "$PGSTORE_TEST_DIR"/server.log "$PGSTORE_TEST_DIR"/replica.log; do
+        [[ -f $f ]] && hits=$((hits + $(grep -aFc -- "$pw" "$f")))
+    done
+    if [[ $hits -eq 0 ]]; then
+        log "the test password appears nowhere in the suite's output or the server logs"
+        tally "password check" 0 1 0
+    else
+        log "the test password appears $hits times in the suite's output or the server logs"
+        tally "password check" 1 0 1
+    fi
 }
 
 bash tools/deps.sh || { failed=1; die "tools/deps.sh failed"; }
@@ -77,4 +111,8 @@ if [[ $# -eq 0 && ${PGSTORE_SANITIZE:-1} != 0 ]]; then
         tally "tools/build.sh asan" 1 0 0
     fi
 fi
+if [[ $# -eq 0 && ${PGSTORE_FUZZ:-1} != 0 ]]; then
+    run_fuzz
+fi
+check_secret
 exit $((failed > 0))

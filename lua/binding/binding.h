@@ -38,6 +38,21 @@ void pgs_l_error_open(lua_State *L);
  * in argument errors; argument numbers are index - argbase. */
 pgs_param_t *pgs_l_params(lua_State *L, int first, int last, int argbase, const char *fname);
 
+/* A text argument (key, id, stream, SQL). Raises when it is not a string;
+ * returns NULL and fills err (PGS_EINVALID) when it holds a NUL byte,
+ * which the C string would silently be cut at. */
+const char *pgs_l_text(lua_State *L, int idx, const char *what, pgs_error_t *err);
+/* The same for an optional argument: NULL for nil or none (*ok stays 1),
+ * NULL with *ok = 0 and err filled for a NUL byte. */
+const char *pgs_l_opt_text(lua_State *L, int idx, const char *what, pgs_error_t *err, int *ok);
+/* The string at idx (an option's value, say); a NUL byte raises "bad
+ * option '<name>' (contains a NUL byte)". */
+const char *pgs_l_checkcstr(lua_State *L, int idx, const char *name);
+/* A number argument as int64_t without undefined conversions: NaN gives
+ * INT64_MIN and values beyond the range saturate, so the core's range
+ * checks refuse them. dflt for nil/none. */
+int64_t pgs_l_optint64(lua_State *L, int idx, int64_t dflt);
+
 /* Pushes an array of row tables keyed by column name, then frees res.
  * res is owned by a box on the stack while converting. */
 void pgs_l_push_rows(lua_State *L, PGresult *res);

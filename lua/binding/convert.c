@@ -6,6 +6,7 @@
 #include "binding.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,51 @@ pgs_param_t *pgs_l_params(lua_State *L, int first, int last, int argbase, const 
         }
     }
     return params;
+}
+
+const char *pgs_l_text(lua_State *L, int idx, const char *what, pgs_error_t *err)
+{
+    size_t len;
+    luaL_checktype(L, idx, LUA_TSTRING);
+    const char *s = lua_tolstring(L, idx, &len);
+    if (strlen(s) != len) {
+        pgs_error_set(err, PGS_EINVALID, "%s contains a NUL byte", what);
+        return NULL;
+    }
+    return s;
+}
+
+const char *pgs_l_opt_text(lua_State *L, int idx, const char *what, pgs_error_t *err, int *ok)
+{
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    const char *s = pgs_l_text(L, idx, what, err);
+    if (!s)
+        *ok = 0;
+    return s;
+}
+
+const char *pgs_l_checkcstr(lua_State *L, int idx, const char *name)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if (s && strlen(s) != len)
+        luaL_error(L, "bad option '%s' (contains a NUL byte)", name);
+    return s;
+}
+
+int64_t pgs_l_optint64(lua_State *L, int idx, int64_t dflt)
+{
+    if (lua_isnoneornil(L, idx))
+        return dflt;
+    lua_Number d = luaL_checknumber(L, idx);
+    if (d != d)
+        return INT64_MIN;
+    if (d >= 9223372036854775807.0)
+        return INT64_MAX;
+    if (d <= -9223372036854775808.0)
+        return INT64_MIN;
+    return (int64_t)d;
 }
 
 /* ---- results --------------------------------------------------------------- */

@@ -58,18 +58,6 @@ void pgs_l_store_register(lua_State *L, const char *mt, const luaL_Reg *methods,
     lua_pop(L, 1);
 }
 
-const char *pgs_l_text(lua_State *L, int idx, const char *what, pgs_error_t *err)
-{
-    size_t len;
-    luaL_checktype(L, idx, LUA_TSTRING);
-    const char *s = lua_tolstring(L, idx, &len);
-    if (strlen(s) != len) {
-        pgs_error_set(err, PGS_EINVALID, "%s contains a NUL byte", what);
-        return NULL;
-    }
-    return s;
-}
-
 int64_t pgs_l_int64(lua_State *L, int idx)
 {
     lua_Number d = luaL_checknumber(L, idx);
@@ -84,7 +72,7 @@ const char *pgs_l_opt_string(lua_State *L, int idx, const char *k)
     lua_getfield(L, idx, k);
     const char *s = NULL;
     if (lua_type(L, -1) == LUA_TSTRING)
-        s = lua_tostring(L, -1);
+        s = pgs_l_checkcstr(L, -1, k);
     else if (!lua_isnil(L, -1))
         luaL_error(L, "bad option '%s' (string expected, got %s)", k, luaL_typename(L, -1));
     lua_pop(L, 1); /* the string stays reachable through the options table */

@@ -24,10 +24,6 @@ void *pgs_l_store_take(lua_State *L, int idx, const char *mt);
 void pgs_l_store_register(lua_State *L, const char *mt, const luaL_Reg *methods,
                           lua_CFunction gc);
 
-/* A text argument (key, id, stream, JSON). Raises when it is not a string;
- * returns NULL and fills err (PGS_EINVALID) when it holds a NUL byte,
- * which C strings cannot carry. */
-const char *pgs_l_text(lua_State *L, int idx, const char *what, pgs_error_t *err);
 /* An integral number argument within int64; raises otherwise. */
 int64_t pgs_l_int64(lua_State *L, int idx);
 

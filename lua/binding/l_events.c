@@ -13,6 +13,7 @@
  */
 #include "binding.h"
 
+#include <limits.h>
 #include <string.h>
 
 #define PGS_EVENTS_MT "pgstore.events"
@@ -61,8 +62,12 @@ static pgs_event_t *check_events(lua_State *L, int idx, int *n)
         e->metadata = field_string(L, t, "metadata", &e->metadata_len, 0, i + 1);
         size_t idlen;
         e->id = field_string(L, t, "id", &idlen, 0, i + 1);
+        if (e->id && strlen(e->id) != idlen)
+            luaL_error(L, "bad event #%d (id contains a NUL byte)", i + 1);
         lua_getfield(L, t, "schema_version");
-        e->schema_version = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+        lua_Number sv = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+        /* Out of range or fractional: -1, which the core refuses. */
+        e->schema_version = sv >= 0 && sv <= INT_MAX && sv == (int)sv ? (int)sv : -1;
         lua_pop(L, 2);
     }
     *n = count;
@@ -95,9 +100,9 @@ static int l_events_new(lua_State *L)
     pgs_events_opts_t o;
     memset(&o, 0, sizeof o);
     lua_getfield(L, 2, "table");
-    o.table = lua_tostring(L, -1);
+    o.table = pgs_l_checkcstr(L, -1, "table");
     lua_getfield(L, 2, "notify");
-    o.notify = lua_tostring(L, -1);
+    o.notify = pgs_l_checkcstr(L, -1, "notify");
     lua_getfield(L, 2, "notify_in_tx");
     o.notify_in_tx = lua_toboolean(L, -1);
     lua_getfield(L, 2, "notify_interval");
@@ -105,7 +110,10 @@ static int l_events_new(lua_State *L)
     lua_getfield(L, 2, "migrate");
     o.migrate = lua_toboolean(L, -1);
     lua_getfield(L, 2, "max_event_size");
-    o.max_event_size = (size_t)lua_tonumber(L, -1);
+    lua_Number max = lua_tonumber(L, -1);
+    if (max != max || max < 0 || max > 1073741824.0 || max != (lua_Number)(size_t)max)
+        return luaL_error(L, "bad option 'max_event_size' (a whole number of bytes up to 1 GiB expected)");
+    o.max_event_size = (size_t)max;
     /* the option strings stay on the stack until we return */
 
     levents_t *u = lua_newuserdata(L, sizeof *u);
@@ -154,17 +162,20 @@ static int l_events_migrate(lua_State *L)
 static int l_events_append(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
-    const char *stream = luaL_checkstring(L, 2);
+    pgs_error_t err;
+    int ok = 1;
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
     int n;
     pgs_event_t *ev = check_events(L, 3, &n);
     pgs_append_opts_t o = {
-        .expected = (int64_t)luaL_optnumber(L, 4, PGS_EXPECT_ANY),
-        .idempotency_key = luaL_optstring(L, 5, NULL),
+        .expected = pgs_l_optint64(L, 4, PGS_EXPECT_ANY),
+        .idempotency_key = pgs_l_opt_text(L, 5, "idempotency key", &err, &ok),
         .time = luaL_optnumber(L, 6, 0),
     };
     pgs_conn_t *tx = pgs_l_optconn(L, 7);
+    if (!stream || !ok)
+        return pgs_l_push_error(L, &err);
     pgs_append_result_t r;
-    pgs_error_t err;
     if (pgs_events_append(es, tx, stream, ev, n, &o, &r, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     push_append_result(L, stream, &r);
@@ -181,7 +192,7 @@ static int l_events_append_many(lua_State *L)
     memset(b, 0, (size_t)(nb ? nb : 1) * sizeof *b);
     /* A holder table keeps every batch's event array alive. */
     lua_createtable(L, nb, 0);
-    int holder = lua_gettop(L);
+    int holder = lua_gettop(L), nul = 0;
     for (int i = 0; i < nb; i++) {
         lua_rawgeti(L, 2, i + 1);
         if (!lua_istable(L, -1))
@@ -191,19 +202,31 @@ static int l_events_append_many(lua_State *L)
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "bad batch #%d (stream must be a string)", i + 1);
         b[i].stream = lua_tostring(L, -1);
+        if (strlen(b[i].stream) != lua_objlen(L, -1))
+            nul = i + 1;
         lua_getfield(L, t, "events");
         b[i].events = check_events(L, lua_gettop(L), &b[i].n);
         lua_rawseti(L, holder, i + 1); /* the pgs_event_t array */
         lua_pop(L, 1);                 /* events table (held by the batch) */
         lua_getfield(L, t, "expected");
-        b[i].opts.expected = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : PGS_EXPECT_ANY;
+        b[i].opts.expected =
+            lua_type(L, -1) == LUA_TNUMBER ? pgs_l_optint64(L, -1, 0) : PGS_EXPECT_ANY;
         lua_getfield(L, t, "idempotency_key");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad batch #%d (idempotency_key must be a string)", i + 1);
         b[i].opts.idempotency_key = lua_tostring(L, -1);
+        if (b[i].opts.idempotency_key && strlen(b[i].opts.idempotency_key) != lua_objlen(L, -1))
+            nul = i + 1;
         lua_getfield(L, t, "time");
         b[i].opts.time = lua_tonumber(L, -1);
         lua_settop(L, holder); /* strings stay alive in the batch tables */
     }
     pgs_error_t err;
+    if (nul) {
+        pgs_error_set(&err, PGS_EINVALID, "batch %d: stream name or idempotency key contains a NUL byte",
+                      nul);
+        return pgs_l_push_error(L, &err);
+    }
     if (pgs_events_append_many(es, b, nb, r, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_createtable(L, nb, 0);
@@ -215,8 +238,8 @@ static int l_events_append_many(lua_State *L)
 }
 
 /* A Lua array of strings at idx → a C array held by a userdata pushed on
- * the stack; NULL for nil. */
-static const char *const *check_types(lua_State *L, int idx, int *n)
+ * the stack; NULL for nil. *ok = 0 and err filled when one holds a NUL. */
+static const char *const *check_types(lua_State *L, int idx, int *n, pgs_error_t *err, int *ok)
 {
     *n = 0;
     if (lua_isnoneornil(L, idx))
@@ -229,10 +252,24 @@ static const char *const *check_types(lua_State *L, int idx, int *n)
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "bad types[%d] (string expected, got %s)", i + 1, luaL_typename(L, -1));
         types[i] = lua_tostring(L, -1);
+        if (strlen(types[i]) != lua_objlen(L, -1) && *ok) {
+            pgs_error_set(err, PGS_EINVALID, "types[%d] contains a NUL byte", i + 1);
+            *ok = 0;
+        }
         lua_pop(L, 1);
     }
     *n = count;
     return types;
+}
+
+/* A row count: NaN and negatives give -1 (refused by the core), large
+ * values saturate. */
+static int opt_count(lua_State *L, int idx)
+{
+    lua_Number d = luaL_optnumber(L, idx, 0);
+    if (d != d || d < 0)
+        return -1;
+    return d > INT_MAX ? INT_MAX : (int)d;
 }
 
 static pgs_pool_t *opt_via(lua_State *L, int idx)
@@ -243,17 +280,20 @@ static pgs_pool_t *opt_via(lua_State *L, int idx)
 static int l_events_read(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
-    const char *stream = luaL_checkstring(L, 2);
+    pgs_error_t err;
+    int ok = 1;
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
     pgs_read_opts_t o;
     memset(&o, 0, sizeof o);
-    o.from = (int64_t)luaL_optnumber(L, 3, 0);
-    o.to = (int64_t)luaL_optnumber(L, 4, 0);
-    o.limit = (int64_t)luaL_optnumber(L, 5, 0);
-    o.types = check_types(L, 6, &o.ntypes);
+    o.from = pgs_l_optint64(L, 3, 0);
+    o.to = pgs_l_optint64(L, 4, 0);
+    o.limit = pgs_l_optint64(L, 5, 0);
+    o.types = check_types(L, 6, &o.ntypes, &err, &ok);
     o.backward = lua_toboolean(L, 7);
     pgs_pool_t *via = opt_via(L, 8);
+    if (!stream || !ok)
+        return pgs_l_push_error(L, &err);
     PGresult *res;
-    pgs_error_t err;
     if (pgs_events_read(es, via, stream, &o, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_rows(L, res);
@@ -264,15 +304,18 @@ static int l_events_read_all(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
     pgs_read_all_opts_t o;
+    pgs_error_t err;
+    int ok = 1;
     memset(&o, 0, sizeof o);
-    o.after = (int64_t)luaL_optnumber(L, 2, 0);
-    o.limit = (int)luaL_optnumber(L, 3, 0);
-    o.types = check_types(L, 4, &o.ntypes);
-    o.prefix = luaL_optstring(L, 5, NULL);
+    o.after = pgs_l_optint64(L, 2, 0);
+    o.limit = opt_count(L, 3);
+    o.types = check_types(L, 4, &o.ntypes, &err, &ok);
+    o.prefix = pgs_l_opt_text(L, 5, "prefix", &err, &ok);
+    if (!ok)
+        return pgs_l_push_error(L, &err);
     PGresult *res;
     int nrows;
     int64_t cursor;
-    pgs_error_t err;
     if (pgs_events_read_all(es, &o, &res, &nrows, &cursor, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_rows_n(L, res, nrows, PQnfields(res) - 1);
@@ -285,7 +328,8 @@ static int l_events_version(lua_State *L)
     pgs_events_t *es = check_es(L);
     int64_t v;
     pgs_error_t err;
-    if (pgs_events_version(es, opt_via(L, 3), luaL_checkstring(L, 2), &v, &err) != PGS_OK)
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
+    if (!stream || pgs_events_version(es, opt_via(L, 3), stream, &v, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushnumber(L, (lua_Number)v);
     return 1;
@@ -296,7 +340,8 @@ static int l_events_status(lua_State *L)
     pgs_events_t *es = check_es(L);
     const char *status;
     pgs_error_t err;
-    if (pgs_events_status(es, opt_via(L, 3), luaL_checkstring(L, 2), &status, &err) != PGS_OK)
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
+    if (!stream || pgs_events_status(es, opt_via(L, 3), stream, &status, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushstring(L, status);
     return 1;
@@ -317,29 +362,42 @@ static int l_events_tombstone(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
     pgs_error_t err;
-    pgs_status_t st = pgs_events_tombstone(es, luaL_checkstring(L, 2), luaL_optstring(L, 3, NULL), &err);
-    return status_result(L, st, &err);
+    int ok = 1;
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
+    const char *reason = pgs_l_opt_text(L, 3, "reason", &err, &ok);
+    if (!stream || !ok)
+        return pgs_l_push_error(L, &err);
+    return status_result(L, pgs_events_tombstone(es, stream, reason, &err), &err);
 }
 
 static int l_events_archive(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
     pgs_error_t err;
-    return status_result(L, pgs_events_archive(es, luaL_checkstring(L, 2), &err), &err);
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
+    if (!stream)
+        return pgs_l_push_error(L, &err);
+    return status_result(L, pgs_events_archive(es, stream, &err), &err);
 }
 
 static int l_events_restore(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
     pgs_error_t err;
-    return status_result(L, pgs_events_restore(es, luaL_checkstring(L, 2), &err), &err);
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
+    if (!stream)
+        return pgs_l_push_error(L, &err);
+    return status_result(L, pgs_events_restore(es, stream, &err), &err);
 }
 
 static int l_events_delete(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
     pgs_error_t err;
-    return status_result(L, pgs_events_delete(es, luaL_checkstring(L, 2), &err), &err);
+    const char *stream = pgs_l_text(L, 2, "stream name", &err);
+    if (!stream)
+        return pgs_l_push_error(L, &err);
+    return status_result(L, pgs_events_delete(es, stream, &err), &err);
 }
 
 static int l_events_truncate(lua_State *L)
@@ -356,8 +414,9 @@ static int l_events_move(lua_State *L)
         luaL_error(L, "attempt to use a closed event store");
     int64_t moved;
     pgs_error_t err;
-    if (pgs_events_move(es, dst->es, luaL_checkstring(L, 3), luaL_optstring(L, 4, NULL), &moved,
-                        &err) != PGS_OK)
+    const char *stream = pgs_l_text(L, 3, "stream name", &err);
+    const char *status = luaL_optstring(L, 4, NULL); /* set by the Lua side */
+    if (!stream || pgs_events_move(es, dst->es, stream, status, &moved, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushnumber(L, (lua_Number)moved);
     return 1;

@@ -33,7 +33,7 @@ static pgs_lease_t *check_lease(lua_State *L)
 static const char *field_string(lua_State *L, int t, const char *k)
 {
     lua_getfield(L, t, k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, k) : NULL;
     lua_pop(L, 1);
     return s;
 }
@@ -55,7 +55,9 @@ static int l_lease_new(lua_State *L)
     o.table = field_string(L, 2, "table");
     o.name = field_string(L, 2, "name");
     o.owner = field_string(L, 2, "owner");
-    o.count = (int32_t)field_number(L, 2, "count");
+    double count = field_number(L, 2, "count");
+    /* Out of range (the Lua side refuses it first): -1, which the core does. */
+    o.count = count >= 0 && count <= 1e6 ? (int32_t)count : -1;
     o.lease = field_number(L, 2, "lease");
     o.renew = field_number(L, 2, "renew");
 
@@ -155,7 +157,7 @@ static int32_t check_partition(lua_State *L, pgs_lease_t *l, int idx)
     pgs_lease_info_t info;
     pgs_lease_info(l, &info);
     lua_Number p = luaL_checknumber(L, idx);
-    if (p != (lua_Number)(int32_t)p || p < 0 || p >= info.count)
+    if (!(p >= 0 && p < info.count) || p != (lua_Number)(int32_t)p)
         luaL_error(L, "bad argument #%d to '%s' (partition must be an integer in 0..%d)", idx - 1,
                    "partition", (int)info.count - 1);
     return (int32_t)p;
@@ -200,7 +202,7 @@ static int l_lease_guard(lua_State *L)
     if (!tx)
         return luaL_error(L, "bad argument #1 to 'guard' (transaction expected, got nil)");
     int32_t p = check_partition(L, l, 3);
-    int64_t token = (int64_t)luaL_optnumber(L, 4, 0);
+    int64_t token = pgs_l_optint64(L, 4, 0);
     pgs_error_t err;
     if (pgs_lease_guard(l, tx, p, token, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);

@@ -57,7 +57,7 @@ void pgs_l_free_owned(lua_State *L, int idx)
 static const char *field_string(lua_State *L, int t, const char *k)
 {
     lua_getfield(L, t, k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, k) : NULL;
     lua_pop(L, 1); /* still referenced by the table */
     return s;
 }
@@ -98,7 +98,7 @@ static int l_listener_new(lua_State *L)
     o.ignore_self = lua_toboolean(L, -1);
     lua_pop(L, 1);
 
-    int n = (int)lua_objlen(L, 2);
+    int n = (int)lua_objlen(L, 2), nul = 0;
     const char **channels = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *channels);
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, 2, i + 1);
@@ -106,14 +106,20 @@ static int l_listener_new(lua_State *L)
             return luaL_error(L, "bad argument #2 to 'listener' (channel %d is a %s, string expected)",
                               i + 1, luaL_typename(L, -1));
         channels[i] = lua_tostring(L, -1);
+        if (strlen(channels[i]) != lua_objlen(L, -1))
+            nul = i + 1;
         lua_pop(L, 1); /* the string stays in the table */
+    }
+    pgs_error_t err;
+    if (nul) {
+        pgs_error_set(&err, PGS_EINVALID, "invalid channel name: channel %d contains a NUL byte", nul);
+        return pgs_l_push_error(L, &err);
     }
 
     llistener_t *h = lua_newuserdata(L, sizeof *h);
     h->l = NULL;
     luaL_getmetatable(L, PGS_LISTENER_MT);
     lua_setmetatable(L, -2);
-    pgs_error_t err;
     if (pgs_listener_open(&o, channels, n, &h->l, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
@@ -150,14 +156,16 @@ static int l_listener_add(lua_State *L)
 {
     pgs_listener_t *l = check_listener(L);
     pgs_error_t err;
-    return ok_or_error(L, pgs_listener_add(l, luaL_checkstring(L, 2), &err), &err);
+    const char *channel = pgs_l_text(L, 2, "channel name", &err);
+    return ok_or_error(L, channel ? pgs_listener_add(l, channel, &err) : PGS_EINVALID, &err);
 }
 
 static int l_listener_remove(lua_State *L)
 {
     pgs_listener_t *l = check_listener(L);
     pgs_error_t err;
-    return ok_or_error(L, pgs_listener_remove(l, luaL_checkstring(L, 2), &err), &err);
+    const char *channel = pgs_l_text(L, 2, "channel name", &err);
+    return ok_or_error(L, channel ? pgs_listener_remove(l, channel, &err) : PGS_EINVALID, &err);
 }
 
 static double opt_timeout(lua_State *L, int idx, double dflt, const char *fname)
@@ -209,11 +217,13 @@ static int l_listener_wait(lua_State *L)
 static int l_listener_notify(lua_State *L)
 {
     pgs_listener_t *l = check_listener(L);
-    const char *channel = luaL_checkstring(L, 2);
+    pgs_error_t err;
+    const char *channel = pgs_l_text(L, 2, "channel name", &err);
     size_t len;
     const char *payload = luaL_optlstring(L, 3, "", &len);
     double timeout = opt_timeout(L, 4, 0, "notify");
-    pgs_error_t err;
+    if (!channel)
+        return pgs_l_push_error(L, &err);
     return ok_or_error(L, pgs_listener_notify(l, channel, payload, len, timeout, &err), &err);
 }
 
@@ -277,10 +287,12 @@ static int l_notify(lua_State *L)
 {
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_pool_t *pool = tx ? NULL : pgs_l_checkpool(L, 1);
-    const char *channel = luaL_checkstring(L, 3);
+    pgs_error_t err;
+    const char *channel = pgs_l_text(L, 3, "channel name", &err);
     size_t len;
     const char *payload = luaL_optlstring(L, 4, "", &len);
-    pgs_error_t err;
+    if (!channel)
+        return pgs_l_push_error(L, &err);
     pgs_status_t st = pgs_channel_check(channel, &err);
     if (st == PGS_OK)
         st = pgs_notify_payload_check(payload, len, &err);

@@ -40,7 +40,7 @@ static int l_lock_new(lua_State *L)
         lua_getfield(L, 3, "ttl");
         o.ttl = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
         lua_getfield(L, 3, "table");
-        o.table = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        o.table = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, "table") : NULL;
         lua_pop(L, 4); /* the table string stays referenced by the options */
     }
     int try_only = lua_toboolean(L, 4);

@@ -2,7 +2,7 @@
  * l_pool.c — the pool and pinned-connection userdata of pgstore.core.
  *
  *   core.pool{ dsn=, pool_size=, connect_timeout=, acquire_timeout=,
- *              statement_timeout=, application_name=, shared= }  → pool
+ *              statement_timeout=, query_timeout=, application_name=, shared= }  → pool
  *   pool:query(sql, …) → rows      pool:exec(sql, …) → affected
  *   pool:acquire([timeout]) → conn (pinned until conn:release())
  *   conn:query/exec, conn:begin(iso)/commit()/rollback(),
@@ -13,6 +13,7 @@
  */
 #include "binding.h"
 
+#include <limits.h>
 #include <string.h>
 
 typedef struct {
@@ -40,7 +41,7 @@ static const char *opt_string(lua_State *L, int t, const char *k)
     lua_getfield(L, t, k);
     const char *s = NULL;
     if (lua_isstring(L, -1))
-        s = lua_tostring(L, -1);
+        s = pgs_l_checkcstr(L, -1, k);
     else if (!lua_isnil(L, -1))
         luaL_error(L, "bad option '%s' (string expected, got %s)", k, luaL_typename(L, -1));
     lua_pop(L, 1); /* the string stays reachable through the options table */
@@ -69,8 +70,13 @@ static int l_pool_new(lua_State *L)
     o.conn.conninfo = opt_string(L, 1, "dsn");
     o.conn.application_name = opt_string(L, 1, "application_name");
     o.conn.connect_timeout = opt_number(L, 1, "connect_timeout", 5);
-    o.conn.statement_timeout_ms = (int)opt_number(L, 1, "statement_timeout", 0);
-    o.max_size = (int)opt_number(L, 1, "pool_size", 4);
+    double statement_timeout = opt_number(L, 1, "statement_timeout", 0);
+    o.conn.statement_timeout_ms = statement_timeout > INT_MAX ? INT_MAX : (int)statement_timeout;
+    o.conn.query_timeout = opt_number(L, 1, "query_timeout", 0);
+    double size = opt_number(L, 1, "pool_size", 4);
+    if (size > 10000)
+        return luaL_error(L, "bad option 'pool_size' (at most 10000)");
+    o.max_size = (int)size;
     o.acquire_timeout = opt_number(L, 1, "acquire_timeout", 5);
     const char *shared_key = opt_string(L, 1, "shared");
 
@@ -117,11 +123,15 @@ static int l_pool_tostring(lua_State *L)
  * pushing rows (or, for commands, the number of rows affected). */
 static int run(lua_State *L, pgs_conn_t *c, int sqlidx, int want_rows, const char *fname)
 {
-    const char *sql = luaL_checkstring(L, sqlidx);
+    luaL_checkstring(L, sqlidx);
     int top = lua_gettop(L), n = top - sqlidx;
     pgs_param_t *params = pgs_l_params(L, sqlidx + 1, top, sqlidx - 1, fname);
     PGresult *res;
     pgs_error_t err;
+    /* A NUL would cut the statement short: "DELETE FROM t\0 WHERE …". */
+    const char *sql = pgs_l_text(L, sqlidx, "SQL text", &err);
+    if (!sql)
+        return pgs_l_push_error(L, &err);
     pgs_status_t st = pgs_exec(c, sql, n, n > 0 ? params : NULL, &res, &err);
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
@@ -276,21 +286,24 @@ static int l_conn_savepoint(lua_State *L)
 {
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
-    return status_result(L, pgs_tx_savepoint(c, luaL_checkstring(L, 2), &err), &err);
+    const char *name = pgs_l_text(L, 2, "savepoint name", &err);
+    return status_result(L, name ? pgs_tx_savepoint(c, name, &err) : PGS_EINVALID, &err);
 }
 
 static int l_conn_rollback_to(lua_State *L)
 {
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
-    return status_result(L, pgs_tx_rollback_to(c, luaL_checkstring(L, 2), &err), &err);
+    const char *name = pgs_l_text(L, 2, "savepoint name", &err);
+    return status_result(L, name ? pgs_tx_rollback_to(c, name, &err) : PGS_EINVALID, &err);
 }
 
 static int l_conn_release_savepoint(lua_State *L)
 {
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
-    return status_result(L, pgs_tx_release(c, luaL_checkstring(L, 2), &err), &err);
+    const char *name = pgs_l_text(L, 2, "savepoint name", &err);
+    return status_result(L, name ? pgs_tx_release(c, name, &err) : PGS_EINVALID, &err);
 }
 
 /* "idle" | "active" | "intrans" | "inerror" | "unknown" */

@@ -10,7 +10,8 @@
 
 static int l_backoff(lua_State *L)
 {
-    pgs_backoff_sleep((int)luaL_checkinteger(L, 1));
+    lua_Number attempt = luaL_checknumber(L, 1);
+    pgs_backoff_sleep(attempt >= 1 && attempt <= 64 ? (int)attempt : attempt > 64 ? 64 : 1);
     return 0;
 }
 
@@ -36,7 +37,8 @@ static int l_quote_ident(lua_State *L)
 {
     char out[PGS_IDENT_MAX];
     pgs_error_t err;
-    if (pgs_ident_quote(luaL_checkstring(L, 1), out, sizeof out, &err) != PGS_OK)
+    const char *name = pgs_l_text(L, 1, "name", &err);
+    if (!name || pgs_ident_quote(name, out, sizeof out, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushstring(L, out);
     return 1;

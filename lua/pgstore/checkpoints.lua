@@ -10,6 +10,7 @@
 --   cp:save("orders", pos, { expected = cursor })   -- conflict if moved meanwhile
 local core = require "pgstore.core"
 local C = require "pgstore.companion"
+local errors = require "pgstore.errors"
 
 local null = core.null
 
@@ -24,6 +25,8 @@ local SAVE_OPTIONS = { expected = "number|boolean|userdata" }
 -- opts: table ("pgstore_checkpoints"), skip_schema_init (false)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "checkpoints")
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
   local ud, err = core.checkpoints(db.pool, opts)
   if not ud then return nil, err end
   return C.store(mt, db, ud)

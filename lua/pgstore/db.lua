@@ -14,6 +14,11 @@ local mt = { __index = Db, __name = "pgstore.db" }
 
 local ISOLATION = { ["read committed"] = true, ["repeatable read"] = true, serializable = true }
 
+-- Connection strings may hold a password: they stay out of the db table,
+-- where a REPL, a pretty-printer or a debugger would show them. Listeners
+-- read them back with Db._dsn(db).
+local dsns = setmetatable({}, { __mode = "k" })
+
 local function pool_opts(base, dsn, shared)
   return {
     dsn = dsn,
@@ -22,17 +27,26 @@ local function pool_opts(base, dsn, shared)
     connect_timeout = base.connect_timeout,
     acquire_timeout = base.acquire_timeout,
     statement_timeout = base.statement_timeout,
+    query_timeout = base.query_timeout,
     application_name = base.application_name,
   }
 end
 
 -- opts: { dsn, pool_size, read_dsn (string or list), connect_timeout,
--- acquire_timeout, statement_timeout (ms), application_name, shared }
+-- acquire_timeout, statement_timeout (ms), query_timeout (seconds the
+-- client waits for any statement before it cancels it and gives the
+-- connection up: "timeout"; also when the network is what hangs),
+-- application_name, shared }
 function Db.new(opts)
   local shared = opts.shared
   local pool, err = core.pool(pool_opts(opts, opts.dsn, shared))
   if not pool then return nil, err end
-  local self = setmetatable({ pool = pool, readers = {}, next_reader = 0, opts = opts }, mt)
+  local public = {}
+  for k, v in pairs(opts) do
+    if k ~= "dsn" and k ~= "read_dsn" then public[k] = v end
+  end
+  local self = setmetatable({ pool = pool, readers = {}, next_reader = 0, opts = public }, mt)
+  dsns[self] = opts.dsn
   local read = opts.read_dsn
   if type(read) == "string" then read = { read } end
   for i, dsn in ipairs(read or {}) do
@@ -44,6 +58,10 @@ function Db.new(opts)
     self.readers[i] = rp
   end
   return self
+end
+
+function Db._dsn(self)
+  return dsns[self]
 end
 
 local function check(self, fname)

@@ -52,6 +52,18 @@ function _M.check(value, n, fname, expected)
     expected:gsub("|", " or "), t), 3)
 end
 
+-- For names and keys that reach C as strings: an `invalid` error when one
+-- of the named fields of `t` holds a NUL byte (C would cut it there), else nil.
+function _M.nul(t, ...)
+  for i = 1, select("#", ...) do
+    local k = select(i, ...)
+    local v = t and t[k]
+    if type(v) == "string" and v:find("\0", 1, true) then
+      return _M.new("invalid", format("invalid %s: it contains a NUL byte", k))
+    end
+  end
+end
+
 function _M.closed()
   error("attempt to use a closed connection", 3)
 end

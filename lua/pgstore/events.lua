@@ -48,6 +48,8 @@ _M.check_options = check_options
 function _M.new(db, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
   if opts.table == "" then return nil, errors.new("invalid", "invalid table name '': it must not be empty") end
+  local bad = errors.nul(opts, "table", "notify")
+  if bad then return nil, bad end
   local codec, cerr = codecs.resolve(opts.codec)
   if not codec then errors.arg(1, "events", cerr) end
   local notify = opts.notify
@@ -120,7 +122,7 @@ local function encode_events(self, events)
     if e.type:find("\0", 1, true) then
       return nil, errors.new("invalid", ("event %d: type contains a NUL byte"):format(i))
     end
-    if e.id ~= nil and type(e.id) ~= "string" then
+    if e.id ~= nil and (type(e.id) ~= "string" or e.id:find("\0", 1, true)) then
       return nil, errors.new("invalid", ("event %d: id must be a UUID string"):format(i))
     end
     local sv = e.schema_version
@@ -209,6 +211,13 @@ function Events:append_many(batches)
     end
     local expected, err = expected_number(b.expected)
     if not expected then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    local key, time = b.idempotency_key, b.time
+    if key ~= nil and type(key) ~= "string" then
+      return nil, errors.new("invalid", ("batch %d: idempotency_key must be a string"):format(i))
+    end
+    if time ~= nil and (type(time) ~= "number" or time ~= time or time <= 0 or time == huge) then
+      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i))
+    end
     local encoded
     encoded, err = encode_events(self, b.events)
     if not encoded then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
@@ -221,7 +230,18 @@ function Events:append_many(batches)
                idempotency_key = b.idempotency_key, time = b.time }
   end
   local res, err = self.handle:append_many(out)
-  if not res then return nil, name_expected(err) end
+  if not res then
+    if err.code == "connection" then
+      -- As for append: with a key on every batch, retrying is safe.
+      local keys = {}
+      for i, b in ipairs(out) do keys[i] = b.idempotency_key end
+      if #keys == #out then
+        err.idempotency_keys = keys
+        err.message = err.message .. " (outcome unknown: retry with the same idempotency keys)"
+      end
+    end
+    return nil, name_expected(err)
+  end
   self.db.wrote = true
   return res
 end

@@ -10,6 +10,7 @@
 --   local cp, err = xs:load(exec_id)   -- err.code == "not_found" when none
 local core = require "pgstore.core"
 local C = require "pgstore.companion"
+local errors = require "pgstore.errors"
 
 local _M = { _VERSION = core._VERSION }
 local mt = { __index = _M, __name = "pgstore.exec_checkpoints" }
@@ -23,6 +24,8 @@ local OPTIONS = { table = "string", skip_schema_init = "boolean", max_value_size
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "exec_checkpoints")
   C.size(opts, "max_value_size", 1, "exec_checkpoints")
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
   local ud, err = core.exec_checkpoints(db.pool, opts)
   if not ud then return nil, err end
   return C.store(mt, db, ud)

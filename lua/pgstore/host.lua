@@ -40,7 +40,7 @@ function _M.error_handler(e)
   return msg
 end
 
-_M.dsn = nil -- set from --dsn
+local dsn_arg -- from --dsn; not kept in the module table (it may hold a password)
 _M.unsafe_scripts = false -- --unsafe-scripts: projection scripts get the full environment
 
 -- This worker's name for leases: host name and process id.
@@ -53,7 +53,7 @@ end
 
 -- A db for the chosen DSN; starts the embedded cluster when none is given.
 function _M.connect(opts)
-  local dsn = _M.dsn or os.getenv("PGSTORE_DSN")
+  local dsn = dsn_arg or os.getenv("PGSTORE_DSN")
   if not dsn or dsn == "" then
     local err
     dsn, err = require("pgstore.devcluster").ensure(_M.say)
@@ -102,10 +102,10 @@ function _M.main(argv)
       return 0
     elseif a == "--dsn" then
       if not argv[i + 1] then return _M.usage_error("--dsn needs a value") end
-      _M.dsn = argv[i + 1]
+      dsn_arg = argv[i + 1]
       i = i + 1
     elseif a:match("^%-%-dsn=") then
-      _M.dsn = a:sub(7)
+      dsn_arg = a:sub(7)
     elseif a == "--unsafe-scripts" then
       _M.unsafe_scripts = true
     else

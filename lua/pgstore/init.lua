@@ -19,7 +19,8 @@ local _M = {
 local OPTION_TYPES = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
-  statement_timeout = "number", application_name = "string", shared = "string",
+  statement_timeout = "number", query_timeout = "number", application_name = "string",
+  shared = "string",
 }
 
 -- pgstore.connect(dsn) or pgstore.connect{ dsn = …, pool_size = 4, … } → db | nil, err

@@ -81,6 +81,8 @@ function _M.new(db, opts)
   C.size(opts, "max_value_size", 1, "kv")
   local interval = opts.cleanup_interval
   if interval == nil then interval = DEFAULT_CLEANUP_INTERVAL end
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
   local ud, err = core.kv(db.pool, {
     table = opts.table, cleanup_interval = interval, lock_timeout = opts.lock_timeout,
     max_value_size = opts.max_value_size, skip_schema_init = true,

@@ -83,7 +83,7 @@ end
 -- The listener's own connection uses the db's settings.
 function _M.connection_options(db, opts)
   local o = {
-    dsn = db.opts.dsn,
+    dsn = Db._dsn(db),
     application_name = db.opts.application_name,
     connect_timeout = db.opts.connect_timeout,
   }

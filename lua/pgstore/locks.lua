@@ -79,14 +79,20 @@ end
 function Db:lock(key, opts)
   Db._check(self, "lock")
   errors.check(key, 1, "lock", "string")
-  return core.lock(self.pool, key, lock_options(opts, 2, "lock"), false)
+  opts = lock_options(opts, 2, "lock")
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
+  return core.lock(self.pool, key, opts, false)
 end
 
 -- db:try_lock(key[, opts]) → lock | nil (held elsewhere) | nil, err
 function Db:try_lock(key, opts)
   Db._check(self, "try_lock")
   errors.check(key, 1, "try_lock", "string")
-  return core.lock(self.pool, key, lock_options(opts, 2, "try_lock"), true)
+  opts = lock_options(opts, 2, "try_lock")
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
+  return core.lock(self.pool, key, opts, true)
 end
 
 -- db:with_lock(key, fn[, opts]) → fn(lock)'s results | nil, err. The lock
@@ -97,7 +103,10 @@ function Db:with_lock(key, fn, opts)
   Db._check(self, "with_lock")
   errors.check(key, 1, "with_lock", "string")
   errors.check(fn, 2, "with_lock", "function")
-  local lock, err = core.lock(self.pool, key, lock_options(opts, 3, "with_lock"), false)
+  opts = lock_options(opts, 3, "with_lock")
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
+  local lock, err = core.lock(self.pool, key, opts, false)
   if not lock then return nil, err end
   local res = { pcall(fn, lock) }
   local released, rerr = lock:release()

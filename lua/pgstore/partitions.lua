@@ -76,6 +76,8 @@ function _M.new(db, opts)
   if renew >= lease then
     argerr(format("'renew' (%g s) must be shorter than 'lease' (%g s)", renew, lease))
   end
+  local bad = errors.nul(opts, "name", "owner", "table")
+  if bad then return nil, bad end
   local lease_handle, err = core.lease(db.pool, {
     name = opts.name, count = count, lease = lease, renew = renew,
     owner = opts.owner, table = opts.table,
@@ -156,6 +158,9 @@ function Partitions:guard(tx, p, token)
   if not tx.active then error("attempt to use a finished transaction") end
   check_partition(self, p, 2, "guard")
   errors.check(token, 3, "guard", "number|nil")
+  if token ~= nil and not (token >= 1 and token <= 2 ^ 53 and floor(token) == token) then
+    error(format("bad argument #3 to 'guard' (token must be a positive integer, got %s)", tostring(token)), 2)
+  end
   local ok, err = self.core:guard(tx.conn, p, token)
   if not ok and (err.sqlstate == "40001" or err.sqlstate == "40P01") then
     tx.retryable = err -- db:transaction re-runs the function

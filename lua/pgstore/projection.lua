@@ -95,6 +95,15 @@ local function run_sql_or_fn(tx, what)
   return true
 end
 
+-- Setup and teardown, one process at a time per projection: partitioned
+-- workers start together, and concurrent CREATE … IF NOT EXISTS of one
+-- table can still collide in the catalog (a unique violation on pg_type).
+local function schema_step(tx, def, what)
+  local ok, err = tx:lock("pgstore.projection.schema:" .. def.name)
+  if not ok then return nil, err end
+  return run_sql_or_fn(tx, what)
+end
+
 local function park(tx, def, e, msg, tb)
   local cjson = require "cjson"
   local ok, event = pcall(cjson.encode, {
@@ -207,7 +216,7 @@ function Runner:prepare(def)
   local db = self.db
   if self.opts.rebuild then
     if def.teardown then
-      local ok, err = db:transaction(function(tx) return run_sql_or_fn(tx, def.teardown) end)
+      local ok, err = db:transaction(function(tx) return schema_step(tx, def, def.teardown) end)
       if not ok then return nil, err end
     end
     local mine = "projection:" .. def.name
@@ -217,7 +226,7 @@ function Runner:prepare(def)
     db:exec("delete from pgstore_parked where projection = $1", def.name)
   end
   if def.setup then
-    local ok, err = db:transaction(function(tx) return run_sql_or_fn(tx, def.setup) end)
+    local ok, err = db:transaction(function(tx) return schema_step(tx, def, def.setup) end)
     if not ok then return nil, err end
   end
   if def.partitioned then

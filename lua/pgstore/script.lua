@@ -9,6 +9,11 @@
 -- table, math, os.time/clock/date, pairs, …), pgstore's `json` (cjson) and
 -- `null`. Not io, os.execute/exit/remove, require, load*, dofile, debug or
 -- the raw connection — unless the host is started with --unsafe-scripts.
+-- Two holes a plain copy of the library would leave are closed: os.getenv
+-- does not hand out the connection settings (PG*, PGSTORE_*: a DSN or a
+-- password), and getmetatable does not hand out the metatables the whole
+-- process shares — strings', pgstore's errors' and handles' — under which
+-- a script could swap functions the host calls.
 local cjson = require "cjson"
 local core = require "pgstore.core"
 
@@ -21,6 +26,19 @@ local SAFE = {
   "type", "unpack", "xpcall", "rawequal", "rawget", "rawlen", "rawset", "setmetatable",
   "getmetatable",
 }
+
+local function safe_getenv(name)
+  if type(name) == "string" and (name:match("^PG") or name:match("^PGSTORE")) then return nil end
+  return os.getenv(name)
+end
+
+local function safe_getmetatable(v)
+  if type(v) == "string" then return nil end
+  local mt = getmetatable(v)
+  -- pgstore's own (errors, handles) are shared by the whole process too
+  if type(mt) == "table" and rawget(mt, "__name") then return nil end
+  return mt
+end
 
 local function copy(t)
   local c = {}
@@ -36,7 +54,8 @@ function _M.env(name, extra, unsafe)
   else
     for _, k in ipairs(SAFE) do env[k] = _G[k] end
     env.string, env.table, env.math = copy(string), copy(table), copy(math)
-    env.os = { time = os.time, clock = os.clock, date = os.date, getenv = os.getenv }
+    env.os = { time = os.time, clock = os.clock, date = os.date, getenv = safe_getenv }
+    env.getmetatable = safe_getmetatable
     env.print = print
   end
   env.json, env.null = cjson, core.null

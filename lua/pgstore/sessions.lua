@@ -11,6 +11,7 @@
 --   local ok, err = sess:save(id, { version = s.version + 1, state = …, history = … })
 local core = require "pgstore.core"
 local C = require "pgstore.companion"
+local errors = require "pgstore.errors"
 
 local next, type = next, type
 
@@ -27,6 +28,8 @@ local SESSION_FIELDS = { version = "number", state = "table", history = "table" 
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "sessions")
   C.size(opts, "max_value_size", 1, "sessions")
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
   local ud, err = core.sessions(db.pool, opts)
   if not ud then return nil, err end
   return C.store(mt, db, ud)

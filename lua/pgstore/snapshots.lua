@@ -24,6 +24,8 @@ local SAVE_OPTIONS = { schema_version = "number" }
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "snapshots")
   C.size(opts, "max_value_size", 1, "snapshots")
+  local bad = errors.nul(opts, "table")
+  if bad then return nil, bad end
   local ud, err = core.snapshots(db.pool, opts)
   if not ud then return nil, err end
   return C.store(mt, db, ud)

@@ -30,11 +30,13 @@ local mt = { __index = Sub, __name = "pgstore.subscription" }
 
 local OPTIONS = {
   name = "string", events = "table", from = "string|number", types = "table", prefix = "string",
-  batch = "number", poll = "number", checkpoints = "table", listen = "boolean",
+  batch = "number", poll = "number", checkpoints = "table", listen = "boolean|table",
 }
 
 -- db:subscribe{ name, events = es, from = "start" | "end" | cursor, types, prefix,
 --               batch = 500, poll = 1.0, checkpoints = cp, listen = true } → sub | nil, err
+-- listen: false polls only; a table is the listener's options (heartbeat,
+-- heartbeat_timeout, reconnect_min, reconnect_max: see pgstore.listen).
 function _M.new(db, opts)
   if type(opts) ~= "table" then errors.arg(1, "subscribe", "options table expected, got " .. type(opts)) end
   events.check_options(opts, OPTIONS, 1, "subscribe")
@@ -77,8 +79,13 @@ function _M.new(db, opts)
   if opts.listen ~= false and es.channel then
     -- Without a listener (none available, or the server refuses LISTEN,
     -- as some Postgres-compatible servers do) the subscription polls.
-    local ok, l = pcall(db.listen, db, es.channel)
-    if ok and l then self.listener = l end
+    local lopts = type(opts.listen) == "table" and opts.listen or nil
+    if lopts then
+      self.listener = db:listen(es.channel, lopts) -- bad options raise
+    else
+      local ok, l = pcall(db.listen, db, es.channel)
+      if ok and l then self.listener = l end
+    end
   end
   return self
 end
@@ -142,12 +149,35 @@ end
 -- save is conditional on the checkpoint this subscription last stored, so
 -- a second process running the same consumer gets `conflict` (and its
 -- transaction rolls back) instead of applying the same events twice.
+local function save(self, cursor, tx)
+  return self.cp:save(self.name, cursor, { tx = tx, expected = self.stored and self.acked or false })
+end
+
 function Sub:ack(cursor, tx)
   check(self, "ack")
   errors.check(cursor, 1, "ack", "number")
   errors.check(tx, 2, "ack", "table|nil")
-  local ok, err = self.cp:save(self.name, cursor, { tx = tx, expected = self.stored and self.acked or false })
-  if not ok then return nil, err end
+  local ok, err = save(self, cursor, tx)
+  if not ok and err.code == "conflict" and self.unsure and not tx then
+    -- An earlier ack failed with `connection` or `timeout`, which leaves
+    -- its outcome unknown; if the checkpoint moved to one of those
+    -- cursors, that ack did land (perhaps only now): go on from it.
+    local stored = err.actual
+    if stored == nil then stored = self.cp:load(self.name) end
+    if stored ~= nil and self.unsure[stored] then
+      self.acked, self.stored = stored, true
+      ok, err = save(self, cursor, tx)
+    end
+  end
+  if not ok then
+    if not tx and (err.code == "connection" or err.code == "timeout") then
+      self.unsure = self.unsure or {}
+      self.unsure[cursor] = true
+    end
+    return nil, err
+  end
+  -- Saves are compare-and-set: an unsure ack landing later changes nothing.
+  self.unsure = nil
   if tx then
     -- Counted as stored only once the caller's transaction commits.
     self.pending_ack = cursor
