@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Builds the libFuzzer targets (tests/fuzz, clang, ASan + UBSan) in
-# build-fuzz/ and runs each for PGSTORE_FUZZ_SECONDS (60 when CI=true, else
+# build-fuzz/ and runs each for PGSTORE_FUZZ_SECONDS (30 when CI=true, else
 # 10). A crash leaves its input in build-fuzz/artifacts/. Prints one line
 # per target and "fuzz: N passed, M failed"; exits 1 when one failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tools/lib.sh
 
-seconds=${PGSTORE_FUZZ_SECONDS:-$([[ ${CI:-} == true ]] && echo 60 || echo 10)}
+seconds=${PGSTORE_FUZZ_SECONDS:-$([[ ${CI:-} == true ]] && echo 30 || echo 10)}
 targets=(fuzz_json fuzz_text fuzz_rows fuzz_params)
 command -v clang >/dev/null || die "clang is needed for the fuzz targets (tools/deps.sh installs it)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGSTORE_FUZZ=ON \
