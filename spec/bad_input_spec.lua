@@ -375,8 +375,9 @@ local function fresh_db() return assert(pgstore.connect{ dsn = arg[3], pool_size
 
 -- module functions
 for _, f in ipairs{ "connect", "open_events", "open_kv", "open_snapshots", "open_checkpoints",
-                    "open_exec_checkpoints", "open_sessions", "open_partitions" } do
-  for _, v in ipairs(values) do
+                    "open_exec_checkpoints", "open_sessions", "open_partitions", "upcasters", "policy",
+                    "policies", "aggregate" } do
+  for _, v in ipairs(type(pgstore[f]) == "function" and values or {}) do
     try(("pgstore.%s(%s)"):format(f, v[1]), function()
       local o = pgstore[f](v[2])
       if type(o) == "table" and o.close then o:close() end
