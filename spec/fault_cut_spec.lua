@@ -155,7 +155,6 @@ describe("a connection cut around the commit", function()
     local CP = proxy.start{ patterns = { [[SET position = $2::bigint]] }, probability = 0.5, lifetime = 120 }
     local cdb = T.connect{ dsn = CP.dsn, pool_size = 2 }
     local name = T.unique("fault_cut_sub")
-    assert(db:exec("delete from pgstore_checkpoints where consumer = $1", name))
     local aes = assert(db:events{ table = "fault_cut_acks", notify = false })
     assert(aes:truncate())
     for i = 1, 40 do

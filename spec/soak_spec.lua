@@ -36,7 +36,9 @@ describe("soak", function()
     local name = "soak_events"
     local es = assert(db:events{ table = name, notify = name })
     assert(es:truncate())
-    assert(db:exec("delete from pgstore_checkpoints where consumer = 'soak'"))
+    local cp = assert(db:checkpoints()) -- made here if no spec made it before
+    assert(cp:delete("soak"))
+    cp:close()
     local proc = T.spawn(([[
       local core = require "pgstore.core"
       io.stdout:setvbuf("line")
