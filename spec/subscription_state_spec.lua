@@ -206,8 +206,9 @@ describe("subscription state", function()
       { name = "another consumer moved the checkpoint", code = "conflict", stored = 15, goes_on = 15 },
       { name = "the commit's outcome is unknown and it committed", code = "connection", stored = 20,
         goes_on = 20 },
-      { name = "the commit's outcome is unknown and it did not commit", code = "timeout", stored = 10,
+      { name = "the commit's outcome is unknown and it did not commit", code = "connection", stored = 10,
         goes_on = 10 },
+      { name = "a timeout", code = "timeout", stored = 10, goes_on = nil },
       { name = "a handler failed", code = "invalid", stored = 10, goes_on = nil },
     }
     for _, c in ipairs(ROLLBACKS) do

@@ -176,15 +176,13 @@ local function process(unit, rows, cursor)
     ok, err = body(true)
   end
   if not ok then
-    unit.sub:rewind()
-    if type(err) == "table" and err.code == "conflict" then
-      -- Another process runs this projection too and moved the checkpoint:
-      -- nothing was applied twice; continue from where it got to.
-      unit.say(("%s: checkpoint moved by another runner; continuing from %d")
-        :format(def.name, unit.sub:position()))
-      return true
-    end
-    return nil, err
+    -- The writes and the checkpoint commit together, so the stored
+    -- checkpoint says where to go on from.
+    local cursor, rerr = unit.sub:rolled_back(err)
+    if not cursor then return nil, rerr end
+    unit.say(("%s: %s; continuing from %d"):format(def.name, err.code == "conflict"
+      and "checkpoint moved by another runner" or "commit outcome unknown (" .. err.code .. ")", cursor))
+    return true
   end
   unit.sub:committed()
   unit.processed = unit.processed + #rows
@@ -293,12 +291,11 @@ function Runner:step(wait)
   local total = 0
   if #self.units == 0 then core.sleep(math.max(wait or 0, 0.05)) end -- no partition yet
   for i, unit in ipairs(self.units) do
-    local rows, cursor
+    local rows
     rows, err = unit.sub:next(i == 1 and wait or 0)
     if not rows then return nil, err end
-    cursor = unit.sub:position()
-    if #rows > 0 or cursor > unit.sub.acked then
-      ok, err = process(unit, rows, cursor)
+    if #rows > 0 or unit.sub:unacked() then
+      ok, err = process(unit, rows, unit.sub:position())
       if not ok then
         if type(err) == "table" and err.code == "lease_lost" then
           self.say(("%s: lost partition %d, leaving it"):format(unit.def.name, unit.partition))

@@ -132,10 +132,12 @@ end
 -- The transaction holding state:ack(cursor, tx) failed with err. Its
 -- writes and the checkpoint commit together, so the stored checkpoint
 -- tells what happened: when another consumer moved it (`conflict`) or the
--- commit's outcome is unknown, rewind to it and go on. → cursor | nil, err
+-- connection was lost (the COMMIT may or may not have landed), rewind to
+-- it and go on. Anything else (a failing handler, a timeout that would
+-- fail again) is the caller's to report. → cursor | nil, err
 function State:rolled_back(err)
   local cursor, rerr = self:rewind()
-  if type(err) == "table" and (err.code == "conflict" or unknown_outcome(err)) then
+  if type(err) == "table" and (err.code == "conflict" or err.code == "connection") then
     if not cursor then return nil, rerr end
     return cursor
   end

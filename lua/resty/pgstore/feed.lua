@@ -25,6 +25,7 @@
 -- db:subscribe{ … } (pgstore's catch-up-then-live subscription with a
 -- stored checkpoint) is built on the same feed.
 local errors = require "pgstore.errors"
+local state = require "pgstore.subscription_state"
 local semaphore = require "ngx.semaphore"
 local call_mod = require "resty.pgstore.call"
 local hub_mod = require "resty.pgstore.hub"
@@ -303,29 +304,23 @@ local function new_sub(db, opts)
   if batch < 1 or batch % 1 ~= 0 then argerr(1, "subscribe", "option 'batch' must be a positive integer") end
   local feed, err = new_feed(db, { events = opts.events })
   if not feed then return nil, err end
-  local cp = opts.checkpoints or db:checkpoints()
-  local cursor
-  cursor, err = cp:load(opts.name)
-  if err then return nil, err end
-  local stored = cursor ~= nil
-  if cursor == nil then
-    if from == "start" then
-      cursor = 0
-    elseif from == "end" then
-      cursor, err = opts.events:latest_position()
-      if not cursor then return nil, err end
-    else
-      cursor = from
-    end
-  end
+  local cp, name, es = opts.checkpoints or db:checkpoints(), opts.name, opts.events
+  local st
+  st, err = state.open{
+    from = from,
+    load = function() return cp:load(name) end,
+    save = function(cursor, expected, tx) return cp:save(name, cursor, { tx = tx, expected = expected }) end,
+    latest = function() return es:latest_position() end,
+  }
+  if not st then return nil, err end
   local types
   if opts.types then
     types = {}
     for _, t in ipairs(opts.types) do types[t] = true end
   end
   return setmetatable({
-    db = db, es = opts.events, feed = feed, cp = cp, name = opts.name, cursor = cursor,
-    acked = cursor, stored = stored, types = types, prefix = opts.prefix, batch = batch,
+    db = db, es = es, feed = feed, cp = cp, name = name, state = st,
+    types = types, prefix = opts.prefix, batch = batch,
   }, sub_mt)
 end
 
@@ -343,9 +338,9 @@ function Sub:next(timeout)
   check_arg(timeout, 1, "next", "number|nil")
   local deadline = now() + (timeout or 0)
   while true do
-    local rows, cursor = self.feed:next(self.cursor, deadline - now(), self.batch)
+    local rows, cursor = self.feed:next(self.state.cursor, deadline - now(), self.batch)
     if not rows then return nil, cursor end
-    self.cursor = cursor
+    self.state:delivered(cursor)
     local keep = rows
     if self.types or self.prefix then
       keep = {}
@@ -361,49 +356,45 @@ function Sub:next(timeout)
   end
 end
 
--- sub:ack(cursor[, tx]) → true | nil, err (conditional on the checkpoint
--- this subscription last stored, as pgstore's)
+-- sub:ack(cursor[, tx]), sub:committed(), sub:rolled_back(err), sub:lag(),
+-- sub:position(), sub:unacked(), sub:rewind(): as pgstore's, the same
+-- state machine (pgstore.subscription_state), acks of unknown outcome included.
 function Sub:ack(cursor, tx)
   scheck(self, "ack")
   check_arg(cursor, 1, "ack", "number")
-  local ok, err = self.cp:save(self.name, cursor, { tx = tx, expected = self.stored and self.acked or false })
-  if not ok then return nil, err end
-  if tx then
-    self.pending_ack = cursor
-  else
-    self.acked, self.stored = cursor, true
-  end
-  return true
+  return self.state:ack(cursor, tx)
 end
 
 function Sub:committed()
   scheck(self, "committed")
-  if self.pending_ack then
-    self.acked, self.stored, self.pending_ack = self.pending_ack, true, nil
-  end
+  self.state:committed()
+end
+
+function Sub:rolled_back(err)
+  scheck(self, "rolled_back")
+  return self.state:rolled_back(err)
 end
 
 function Sub:lag()
   scheck(self, "lag")
   local head, err = self.es:latest_position()
   if not head then return nil, err end
-  local lag = head - self.acked
-  return lag > 0 and lag or 0
+  return self.state:lag(head)
 end
 
 function Sub:position()
   scheck(self, "position")
-  return self.cursor
+  return self.state.cursor
+end
+
+function Sub:unacked()
+  scheck(self, "unacked")
+  return self.state:unacked()
 end
 
 function Sub:rewind()
   scheck(self, "rewind")
-  self.pending_ack = nil
-  local stored, err = self.cp:load(self.name)
-  if err then return nil, err end
-  if stored then self.acked, self.stored = stored, true end
-  self.cursor = self.acked
-  return self.cursor
+  return self.state:rewind()
 end
 
 function Sub:close()
