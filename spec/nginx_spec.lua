@@ -5,7 +5,8 @@
 -- with nothing written, an event loop that stays free while a query runs,
 -- Server-Sent Events exactly once (also across a reconnect with
 -- Last-Event-ID and a terminated LISTEN connection), the API inside nginx
--- case by case, a saturated thread pool's clear error, refused phases, a
+-- case by case, a subscriber whose checkpoint writes the proxy cuts around
+-- their commit, a saturated thread pool's clear error, refused phases, a
 -- bounded load with a clean error log, and a clean `nginx -s quit`.
 local cjson = require "cjson"
 local T = require "testenv"

@@ -141,11 +141,17 @@ describe("subscription state", function()
     assert.equal(50, cp.value)
   end)
 
-  it("adopts an unknown ack that landed late, after the checkpoint was read back", function()
-    local cp = checkpoint(10, false)
+  -- Checkpoint 10, then ack(20) ends with `outcome` (connection lost).
+  local function after_unknown_ack(report_actual, outcome)
+    local cp = checkpoint(10, report_actual)
     local st = open(cp)
-    cp.next_outcomes = { "lost_before" }
+    cp.next_outcomes = { outcome }
     assert.equal("connection", select(2, st:ack(20)).code)
+    return cp, st
+  end
+
+  it("adopts an unknown ack that landed late, after the checkpoint was read back", function()
+    local cp, st = after_unknown_ack(false, "lost_before")
     assert.equal(10, st:rewind())  -- the write has not landed yet
     cp.value = 20                  -- now it does
     assert(st:ack(30))
@@ -153,10 +159,7 @@ describe("subscription state", function()
   end)
 
   it("keeps an unknown outcome unsettled while the checkpoint cannot be read", function()
-    local cp = checkpoint(10, false)
-    local st = open(cp)
-    cp.next_outcomes = { "lost_after" }
-    assert.equal("connection", select(2, st:ack(20)).code)
+    local cp, st = after_unknown_ack(false, "lost_after")
     cp.load_fails = true
     local ok, err = st:ack(30)
     assert.is_nil(ok)
@@ -167,10 +170,7 @@ describe("subscription state", function()
   end)
 
   it("does not take another consumer's checkpoint for an ack of its own once an ack succeeded", function()
-    local cp = checkpoint(10, true)
-    local st = open(cp)
-    cp.next_outcomes = { "lost_before" }
-    assert.equal("connection", select(2, st:ack(20)).code)
+    local cp, st = after_unknown_ack(true, "lost_before")
     assert(st:ack(30))
     cp.value = 20 -- another consumer, at the cursor of the old unknown ack
     local ok, err = st:ack(40)

@@ -58,20 +58,14 @@ function _M.new(db, opts)
     cp, err = db:checkpoints()
     if not cp then return nil, err end
   end
-  local name = opts.name
   local st
-  st, err = state.open{
-    from = from,
-    load = function() return cp:load(name) end,
-    save = function(cursor, expected, tx) return cp:save(name, cursor, { tx = tx, expected = expected }) end,
-    latest = function() return es:latest_position() end,
-  }
+  st, err = state.for_consumer(cp, opts.name, es, from)
   if not st then
     if not opts.checkpoints then cp:close() end
     return nil, err
   end
   local self = setmetatable({
-    db = db, es = es, name = name, cp = cp, owns_cp = not opts.checkpoints, state = st,
+    db = db, es = es, name = opts.name, cp = cp, owns_cp = not opts.checkpoints, state = st,
     types = opts.types, prefix = opts.prefix,
     batch = batch, poll = opts.poll or 1.0, listener = nil, reconnects = 0,
   }, mt)

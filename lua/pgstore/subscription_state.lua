@@ -10,6 +10,7 @@
 --     save = function(cursor, expected, tx)                  -- expected: cursor | false (none)
 --       return cp:save(name, cursor, { tx = tx, expected = expected }) end,
 --     latest = function() return es:latest_position() end }  -- for from = "end"
+--   -- or, the same over a checkpoint store: state.for_consumer(cp, name, es, "start")
 --   st:delivered(cursor); st:ack(cursor[, tx]); st:committed(); st:rewind()
 --
 -- An ack is compare-and-set on the checkpoint this subscription last
@@ -56,6 +57,18 @@ function _M.open(o)
     pending = nil,     -- acked inside a transaction not yet known to have committed
     unsure = nil,      -- cursors of acks whose outcome is unknown: set of cursor → true
   }, mt)
+end
+
+-- state.for_consumer(cp, consumer, es, from) → state | nil, err: open{}
+-- over a checkpoint store's load and save (pgstore's or resty.pgstore's)
+-- and an event store's latest_position.
+function _M.for_consumer(cp, consumer, es, from)
+  return _M.open{
+    from = from,
+    load = function() return cp:load(consumer) end,
+    save = function(cursor, expected, tx) return cp:save(consumer, cursor, { tx = tx, expected = expected }) end,
+    latest = function() return es:latest_position() end,
+  }
 end
 
 -- After a read: the delivery cursor moves to where it ended.

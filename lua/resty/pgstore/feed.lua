@@ -304,14 +304,9 @@ local function new_sub(db, opts)
   if batch < 1 or batch % 1 ~= 0 then argerr(1, "subscribe", "option 'batch' must be a positive integer") end
   local feed, err = new_feed(db, { events = opts.events })
   if not feed then return nil, err end
-  local cp, name, es = opts.checkpoints or db:checkpoints(), opts.name, opts.events
+  local cp = opts.checkpoints or db:checkpoints()
   local st
-  st, err = state.open{
-    from = from,
-    load = function() return cp:load(name) end,
-    save = function(cursor, expected, tx) return cp:save(name, cursor, { tx = tx, expected = expected }) end,
-    latest = function() return es:latest_position() end,
-  }
+  st, err = state.for_consumer(cp, opts.name, opts.events, from)
   if not st then return nil, err end
   local types
   if opts.types then
@@ -319,7 +314,7 @@ local function new_sub(db, opts)
     for _, t in ipairs(opts.types) do types[t] = true end
   end
   return setmetatable({
-    db = db, es = es, feed = feed, cp = cp, name = name, state = st,
+    db = db, es = opts.events, feed = feed, cp = cp, name = opts.name, state = st,
     types = types, prefix = opts.prefix, batch = batch,
   }, sub_mt)
 end
