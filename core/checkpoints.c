@@ -184,8 +184,11 @@ pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const
     return PGS_OK;
 }
 
-pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, PGresult **res,
+pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, pgs_rows_t **rows,
                                   pgs_error_t *err)
 {
-    return pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LIST], 0, NULL, res, err);
+    PGresult *r = NULL;
+    pgs_status_t st = pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LIST], 0, NULL, &r, err);
+    *rows = pgs_rows_wrap(r);
+    return st;
 }

@@ -255,6 +255,22 @@ PGconn *pgs_conn_pg(pgs_conn_t *c)
     return c->pg;
 }
 
+pgs_tx_state_t pgs_conn_tx_state(pgs_conn_t *c)
+{
+    switch (c && c->pg ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN) {
+    case PQTRANS_IDLE: return PGS_TX_IDLE;
+    case PQTRANS_ACTIVE: return PGS_TX_ACTIVE;
+    case PQTRANS_INTRANS: return PGS_TX_OPEN;
+    case PQTRANS_INERROR: return PGS_TX_FAILED;
+    default: return PGS_TX_UNKNOWN;
+    }
+}
+
+int pgs_conn_backend_pid(pgs_conn_t *c)
+{
+    return c && c->pg ? PQbackendPID(c->pg) : 0;
+}
+
 int pgs_conn_alive(pgs_conn_t *c)
 {
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->doomed || c->abandoned)

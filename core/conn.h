@@ -4,7 +4,7 @@
  */
 #ifndef PGS_CONN_H
 #define PGS_CONN_H
-#include "pgstore.h"
+#include "pq.h"
 #include "stmtcache.h"
 
 #include <pthread.h>

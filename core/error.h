@@ -3,7 +3,7 @@
  */
 #ifndef PGS_ERROR_H
 #define PGS_ERROR_H
-#include "pgstore.h"
+#include "pq.h"
 
 /* Fills err from a failed result (or a NULL result and the connection's
  * message). Maps SQLSTATEs onto codes. Returns the code. */

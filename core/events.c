@@ -139,8 +139,9 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     if (st == PGS_OK)
         st = build_sql(es, err);
     /* The channel follows the listener's rules, or nobody could LISTEN to it. */
-    if (st == PGS_OK && opts && opts->notify && (st = pgs_channel_check(opts->notify, err)) == PGS_OK &&
-        !(es->notify = strdup(opts->notify)))
+    const char *notify = opts && opts->notify ? opts->notify : "pgstore_events";
+    if (st == PGS_OK && *notify && (st = pgs_channel_check(notify, err)) == PGS_OK &&
+        !(es->notify = strdup(notify)))
         st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
     if (st != PGS_OK) {
         pgs_events_close(es);
@@ -157,7 +158,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
             return pgs_error_set(err, PGS_ENOMEM, "out of memory");
         }
     }
-    if (opts && opts->migrate && (st = pgs_events_migrate(es, err)) != PGS_OK) {
+    if (!(opts && opts->skip_schema_init) && (st = pgs_events_migrate(es, err)) != PGS_OK) {
         pgs_events_close(es);
         return st;
     }
@@ -283,9 +284,10 @@ static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_
         return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
     if (strlen(stream) > 1024)
         return pgs_error_set(err, PGS_EINVALID, "stream name is longer than 1024 bytes");
-    if (o && o->expected < PGS_EXPECT_EXISTS)
+    if (o && ((unsigned)o->expect > PGS_EXPECT_EXISTS ||
+              (o->expect == PGS_EXPECT_VERSION && o->version < 0)))
         return pgs_error_set(err, PGS_EINVALID, "invalid expected version %lld",
-                             (long long)o->expected);
+                             (long long)(o->expect == PGS_EXPECT_VERSION ? o->version : o->expect));
     if (o && o->idempotency_key && (!*o->idempotency_key || strlen(o->idempotency_key) > 1024))
         return pgs_error_set(err, PGS_EINVALID, "idempotency key must be 1 to 1024 bytes");
     return PGS_OK;
@@ -300,7 +302,16 @@ typedef struct {
 static void fill_params(pgs_events_t *es, append_params_t *ap, const char *stream,
                         const pgs_strbuf_t *json, const pgs_append_opts_t *o)
 {
-    snprintf(ap->expected, sizeof ap->expected, "%lld", (long long)(o ? o->expected : PGS_EXPECT_ANY));
+    /* The append function's encoding: >= 0 exact, -1 any, -2 no stream,
+     * -3 exists. */
+    long long expected = -1;
+    if (o && o->expect == PGS_EXPECT_VERSION)
+        expected = o->version;
+    else if (o && o->expect == PGS_EXPECT_NO_STREAM)
+        expected = -2;
+    else if (o && o->expect == PGS_EXPECT_EXISTS)
+        expected = -3;
+    snprintf(ap->expected, sizeof ap->expected, "%lld", expected);
     int has_time = o && o->time != 0;
     if (has_time)
         snprintf(ap->time, sizeof ap->time, "%.6f", o->time);
@@ -369,7 +380,7 @@ static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
     if (st != PGS_OK)
         return st;
     pgs_pipeline_t *p = NULL;
-    PGresult **rs = NULL;
+    pgs_rows_t **rs = NULL;
     int count = 0;
     st = pgs_pipeline_begin(c, &p, err);
     for (int i = 0; st == PGS_OK && i < nb; i++)
@@ -380,7 +391,7 @@ static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
         pgs_pipeline_abort(p);
     if (st == PGS_OK) {
         for (int i = 0; i < nb; i++)
-            read_result(rs[i], &results[i]);
+            read_result(pgs_rows_pg(rs[i]), &results[i]);
         pgs_results_free(rs, count);
     }
     pgs_pool_release(es->base.pool, c);

@@ -94,9 +94,9 @@ pgs_status_t pgs_exec_checkpoints_save(pgs_exec_checkpoints_t *xs, pgs_conn_t *t
 }
 
 pgs_status_t pgs_exec_checkpoints_load(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       const char *exec_id, PGresult **res, pgs_error_t *err)
+                                       const char *exec_id, pgs_rows_t **rows, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("execution id", exec_id, err);
     if (st != PGS_OK)
         return st;
@@ -109,14 +109,17 @@ pgs_status_t pgs_exec_checkpoints_load(pgs_exec_checkpoints_t *xs, pgs_conn_t *t
         PQclear(r);
         return pgs_error_set(err, PGS_ENOTFOUND, "no checkpoint for execution '%.200s'", exec_id);
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     return PGS_OK;
 }
 
 pgs_status_t pgs_exec_checkpoints_list(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       PGresult **res, pgs_error_t *err)
+                                       pgs_rows_t **rows, pgs_error_t *err)
 {
-    return pgs_companion_exec(&xs->base, tx, xs->sql[SQL_LIST], 0, NULL, res, err);
+    PGresult *r = NULL;
+    pgs_status_t st = pgs_companion_exec(&xs->base, tx, xs->sql[SQL_LIST], 0, NULL, &r, err);
+    *rows = pgs_rows_wrap(r);
+    return st;
 }
 
 pgs_status_t pgs_exec_checkpoints_delete(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,

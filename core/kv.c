@@ -510,10 +510,10 @@ pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const cha
     return pgs_companion_exec(&kv->base, tx, kv->sql[SQL_SET], 3, p, NULL, err);
 }
 
-pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, PGresult **res,
+pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, pgs_rows_t **rows,
                         const char **value, size_t *len, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("key", key, err);
     if (st != PGS_OK)
         return st;
@@ -533,7 +533,7 @@ pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, PGresult 
         PQclear(r);
         return pgs_error_set(err, PGS_ESQL, "the server sent a malformed bytea value");
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     *value = v;
     *len = (size_t)n;
     return PGS_OK;

@@ -9,7 +9,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <libpq-fe.h>
 #include "pgstore_version.h"
 
 #ifdef __cplusplus
@@ -90,8 +89,19 @@ pgs_status_t pgs_conn_open(const pgs_conn_opts_t *opts, pgs_conn_t **out, pgs_er
 /* Closes and frees a connection. NULL-tolerant. */
 void pgs_conn_close(pgs_conn_t *conn);
 
-/* The underlying libpq handle, still owned by conn. */
-PGconn *pgs_conn_pg(pgs_conn_t *conn);
+/* Where the connection stands between statements. */
+typedef enum pgs_tx_state {
+    PGS_TX_IDLE = 0,     /* no transaction open                           */
+    PGS_TX_ACTIVE,       /* a statement is running                        */
+    PGS_TX_OPEN,         /* inside a transaction block                    */
+    PGS_TX_FAILED,       /* inside a failed transaction block             */
+    PGS_TX_UNKNOWN       /* the connection is bad                         */
+} pgs_tx_state_t;
+
+pgs_tx_state_t pgs_conn_tx_state(pgs_conn_t *conn);
+
+/* The server process id serving conn (0 when not connected). */
+int pgs_conn_backend_pid(pgs_conn_t *conn);
 
 /* Cheap liveness check without a round trip: true when the socket has not
  * been closed or errored by the server while idle. */
@@ -118,19 +128,58 @@ typedef struct pgs_param {
     int length;
 } pgs_param_t;
 
+/* ---- rows: what a statement returned ----------------------------------- */
+
+/* How a column's text value maps to a host value. */
+typedef enum pgs_kind {
+    PGS_KIND_TEXT = 0, /* text, varchar, numeric, json, uuid, …: as is   */
+    PGS_KIND_INT,      /* int2, int4, int8, oid                          */
+    PGS_KIND_FLOAT,    /* float4, float8                                 */
+    PGS_KIND_BOOL,     /* bool: "t" / "f"                                */
+    PGS_KIND_BYTEA,    /* bytea: hex text, decode with pgs_bytea_decode  */
+    PGS_KIND_TIMESTAMP /* timestamptz / timestamp: normalise to ISO 8601 */
+} pgs_kind_t;
+
+/* A statement's result: rows × columns of text values (as PostgreSQL's
+ * text output writes them), with column names and kinds. Opaque; read it
+ * with the functions below, free it with pgs_rows_free(). Rows and columns
+ * count from 0. A value's text stays valid until the rows are freed. */
+typedef struct pgs_rows pgs_rows_t;
+
+int pgs_rows_count(const pgs_rows_t *rows);
+int pgs_rows_columns(const pgs_rows_t *rows);
+/* The column's name (owned by rows), or NULL when col is out of range. */
+const char *pgs_rows_name(const pgs_rows_t *rows, int col);
+/* The index of the column called name, or -1. */
+int pgs_rows_column(const pgs_rows_t *rows, const char *name);
+/* How the column's text maps to a host value (see pgs_kind_t). */
+pgs_kind_t pgs_rows_kind(const pgs_rows_t *rows, int col);
+int pgs_rows_is_null(const pgs_rows_t *rows, int row, int col);
+/* The value's text, NUL-terminated, owned by rows ("" for NULL or out of
+ * range); *len (when len is not NULL) gets its length in bytes. */
+const char *pgs_rows_value(const pgs_rows_t *rows, int row, int col, size_t *len);
+/* The value as a whole number; fallback when NULL, out of range or not a
+ * whole number. */
+int64_t pgs_rows_int(const pgs_rows_t *rows, int row, int col, int64_t fallback);
+/* 1 when the statement was a command that returns no rows (INSERT without
+ * RETURNING, CREATE, SET …), 0 when it returned a row set (even empty). */
+int pgs_rows_is_command(const pgs_rows_t *rows);
+/* Rows affected by a command (INSERT, UPDATE, DELETE …; 0 otherwise). */
+int64_t pgs_rows_affected(const pgs_rows_t *rows);
+/* Frees rows. NULL-tolerant. */
+void pgs_rows_free(pgs_rows_t *rows);
+
 /* Runs one statement. With nparams > 0 it is prepared once per connection
  * and cached by its SQL text; with no parameters it goes through the simple
  * protocol, so several ';'-separated statements are allowed. On PGS_OK,
- * *res (if res is not NULL) is a result the caller must PQclear(). */
-pgs_status_t pgs_exec(pgs_conn_t *conn, const char *sql, int nparams,
-                      const pgs_param_t *params, PGresult **res, pgs_error_t *err);
+ * *rows (when rows is not NULL) is the caller's: pgs_rows_free() it. */
+pgs_status_t pgs_query(pgs_conn_t *conn, const char *sql, int nparams,
+                       const pgs_param_t *params, pgs_rows_t **rows, pgs_error_t *err);
 
 /* Like pgs_exec for a statement with no parameters that returns no rows
  * that matter (BEGIN, SET …). */
 pgs_status_t pgs_exec_command(pgs_conn_t *conn, const char *sql, pgs_error_t *err);
 
-/* Rows affected by a command result (0 when not applicable). */
-int64_t pgs_result_affected(const PGresult *res);
 
 /* ---- the pool ---------------------------------------------------------- */
 
@@ -227,9 +276,11 @@ pgs_status_t pgs_pipeline_add(pgs_pipeline_t *p, const char *sql, int nparams,
  * the first failing statement (its index in err->message) and nothing is
  * returned. Outside an explicit transaction the statements of one run form
  * one implicit transaction: a failure rolls them all back. */
-pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, PGresult ***results, int *count, pgs_error_t *err);
+pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, pgs_rows_t ***results, int *count,
+                              pgs_error_t *err);
 void pgs_pipeline_abort(pgs_pipeline_t *p);
-void pgs_results_free(PGresult **results, int count);
+/* Frees an array of results and the array. NULL-tolerant. */
+void pgs_results_free(pgs_rows_t **results, int count);
 
 /* ---- identifiers ------------------------------------------------------- */
 
@@ -247,17 +298,9 @@ pgs_status_t pgs_ident_quote_suffix(const char *name, const char *suffix, char *
 
 /* ---- values ------------------------------------------------------------ */
 
-/* How a column's text value maps to a host value. */
-typedef enum pgs_kind {
-    PGS_KIND_TEXT = 0, /* text, varchar, numeric, json, uuid, …: as is   */
-    PGS_KIND_INT,      /* int2, int4, int8, oid                          */
-    PGS_KIND_FLOAT,    /* float4, float8                                 */
-    PGS_KIND_BOOL,     /* bool: "t" / "f"                                */
-    PGS_KIND_BYTEA,    /* bytea: hex text, decode with pgs_bytea_decode  */
-    PGS_KIND_TIMESTAMP /* timestamptz / timestamp: normalise to ISO 8601 */
-} pgs_kind_t;
 
-pgs_kind_t pgs_kind_of(Oid type);
+/* The kind of a column of the given type OID. */
+pgs_kind_t pgs_kind_of(unsigned int type_oid);
 
 /* Decodes bytea hex output ("\x…") into out (room for (len-2)/2 bytes;
  * out may be in). Returns the decoded length, or -1 on malformed input,
@@ -277,16 +320,15 @@ size_t pgs_timestamp_iso(const char *in, size_t len, char *out);
  * <table>_import. Schema: core/events_schema.c. */
 typedef struct pgs_events pgs_events_t;
 
-#define PGS_EXPECT_ANY (-1)       /* append whatever the version           */
-#define PGS_EXPECT_NO_STREAM (-2) /* the stream must have no events        */
-#define PGS_EXPECT_EXISTS (-3)    /* the stream must have at least one     */
 
 typedef struct pgs_events_opts {
     const char *table;         /* NULL → "events"                          */
-    const char *notify;        /* channel woken after appends; NULL: none   */
+    const char *notify;        /* channel woken after appends; NULL →
+                                  "pgstore_events"; "": no NOTIFY           */
     int notify_in_tx;          /* NOTIFY inside the append's transaction    */
     double notify_interval;    /* coalescing window in seconds; 0 → 0.002   */
-    int migrate;               /* run the schema migration on open          */
+    int skip_schema_init;      /* do not create or upgrade the schema on
+                                  open (roles without DDL rights)           */
     size_t max_event_size;     /* bytes of data + metadata; 0 → 1 MiB       */
 } pgs_events_opts_t;
 
@@ -312,8 +354,18 @@ typedef struct pgs_event {
     int schema_version;        /* 0 → 1                                      */
 } pgs_event_t;
 
+/* What the stream's version must be for an append to go ahead. */
+typedef enum pgs_expect {
+    PGS_EXPECT_ANY = 0,        /* whatever the version (the default)         */
+    PGS_EXPECT_VERSION,        /* exactly `version` (0: no events yet)       */
+    PGS_EXPECT_NO_STREAM,      /* the stream must have no events             */
+    PGS_EXPECT_EXISTS          /* the stream must have at least one          */
+} pgs_expect_t;
+
+/* Zero-initialised: expect any version, no key, the server's time. */
 typedef struct pgs_append_opts {
-    int64_t expected;          /* >= 0, or PGS_EXPECT_*                      */
+    pgs_expect_t expect;
+    int64_t version;           /* with PGS_EXPECT_VERSION, >= 0              */
     const char *idempotency_key; /* NULL: none                               */
     double time;               /* unix seconds for the events; 0: now()      */
 } pgs_append_opts_t;
@@ -355,12 +407,12 @@ typedef struct pgs_read_opts {
 } pgs_read_opts_t;
 
 /* Reads a stream through `via` (a replica pool) or, when NULL, the store's
- * pool. *res (the caller PQclear()s it) has columns id, stream, version,
+ * pool. *rows (the caller's: pgs_rows_free() it) has columns id, stream, version,
  * position, type, schema_version, data, metadata, time. A tombstoned
  * stream is PGS_EDELETED; one archived to another store, PGS_EARCHIVED;
  * an unknown stream is an empty result. */
 pgs_status_t pgs_events_read(pgs_events_t *es, pgs_pool_t *via, const char *stream,
-                             const pgs_read_opts_t *opts, PGresult **res, pgs_error_t *err);
+                             const pgs_read_opts_t *opts, pgs_rows_t **rows, pgs_error_t *err);
 
 typedef struct pgs_read_all_opts {
     int64_t after;             /* cursor: events with position > after      */
@@ -372,10 +424,10 @@ typedef struct pgs_read_all_opts {
 
 /* Reads all streams in position order, never skipping an event that commits
  * later with a lower position (see core/events_schema.c). Always on the
- * primary. *res holds *nrows event rows (columns as pgs_events_read, plus a
- * last column "horizon") followed by one marker row; the caller PQclear()s
- * it. *cursor is where the next call continues. */
-pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *opts, PGresult **res,
+ * primary. *rows holds *nrows event rows (columns as pgs_events_read, plus a
+ * last column "horizon") followed by one marker row; the caller
+ * pgs_rows_free()s it. *cursor is where the next call continues. */
+pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *opts, pgs_rows_t **rows,
                                  int *nrows, int64_t *cursor, pgs_error_t *err);
 
 /* The stream's version (0 when it has no events), via a heads lookup. */
@@ -446,11 +498,11 @@ pgs_status_t pgs_snapshots_migrate(pgs_snapshots_t *ss, pgs_error_t *err);
 pgs_status_t pgs_snapshots_save(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
                                 int64_t version, const char *state_json, int schema_version,
                                 int *written, pgs_error_t *err);
-/* PGS_ENOTFOUND when the stream has no snapshot. On PGS_OK *res holds one
+/* PGS_ENOTFOUND when the stream has no snapshot. On PGS_OK *rows holds one
  * row — stream text, version int8, state jsonb (text), schema_version
- * int4, time timestamptz — and is owned by the caller: PQclear() it. */
+ * int4, time timestamptz — and is owned by the caller: pgs_rows_free() it. */
 pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
-                                PGresult **res, pgs_error_t *err);
+                                pgs_rows_t **rows, pgs_error_t *err);
 /* Deletes the stream's snapshot; absent is not an error. *removed (may be
  * NULL) is the number of rows deleted, here and below. */
 pgs_status_t pgs_snapshots_invalidate(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
@@ -496,8 +548,8 @@ pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const c
 pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
                                     int64_t *removed, pgs_error_t *err);
 /* Every checkpoint, ordered by consumer: rows of consumer text, cursor
- * int8, time timestamptz. *res is owned by the caller: PQclear() it. */
-pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, PGresult **res,
+ * int8, time timestamptz. *rows is owned by the caller: pgs_rows_free() it. */
+pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, pgs_rows_t **rows,
                                   pgs_error_t *err);
 
 /* ---- execution checkpoints ----------------------------------------------- */
@@ -524,13 +576,13 @@ pgs_status_t pgs_exec_checkpoints_migrate(pgs_exec_checkpoints_t *xs, pgs_error_
 pgs_status_t pgs_exec_checkpoints_save(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
                                        const char *exec_id, const char *checkpoint_json,
                                        pgs_error_t *err);
-/* PGS_ENOTFOUND for an unknown id. On PGS_OK *res holds one row —
+/* PGS_ENOTFOUND for an unknown id. On PGS_OK *rows holds one row —
  * checkpoint jsonb (text), time timestamptz — owned by the caller. */
 pgs_status_t pgs_exec_checkpoints_load(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       const char *exec_id, PGresult **res, pgs_error_t *err);
-/* Rows of exec_id text, ordered; *res is owned by the caller. */
+                                       const char *exec_id, pgs_rows_t **rows, pgs_error_t *err);
+/* Rows of exec_id text, ordered; *rows is owned by the caller. */
 pgs_status_t pgs_exec_checkpoints_list(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       PGresult **res, pgs_error_t *err);
+                                       pgs_rows_t **rows, pgs_error_t *err);
 /* Absent is not an error. */
 pgs_status_t pgs_exec_checkpoints_delete(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
                                          const char *exec_id, int64_t *removed, pgs_error_t *err);
@@ -564,11 +616,11 @@ pgs_status_t pgs_sessions_migrate(pgs_sessions_t *s, pgs_error_t *err);
 pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
                                int64_t version, const char *state_json,
                                const char *history_json, pgs_error_t *err);
-/* PGS_ENOTFOUND for an unknown id. On PGS_OK *res holds one row —
+/* PGS_ENOTFOUND for an unknown id. On PGS_OK *rows holds one row —
  * version int8, state jsonb, history jsonb, time timestamptz — owned by
- * the caller: PQclear() it. */
+ * the caller: pgs_rows_free() it. */
 pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
-                               PGresult **res, pgs_error_t *err);
+                               pgs_rows_t **rows, pgs_error_t *err);
 /* Absent is not an error. */
 pgs_status_t pgs_sessions_delete(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
                                  int64_t *removed, pgs_error_t *err);
@@ -652,8 +704,8 @@ void pgs_kv_init_free(pgs_kv_init_t *it);
 pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const char *value,
                         size_t len, double ttl, pgs_error_t *err);
 /* PGS_ENOTFOUND when absent or expired. On PGS_OK *value and *len point
- * into *res (decoded in place), which the caller owns: PQclear() it. */
-pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, PGresult **res,
+ * into *rows (decoded in place), which the caller owns: pgs_rows_free() it. */
+pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, pgs_rows_t **rows,
                         const char **value, size_t *len, pgs_error_t *err);
 /* Absent is not an error. */
 pgs_status_t pgs_kv_delete(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, int64_t *removed,

@@ -71,18 +71,9 @@ done:
     return st;
 }
 
-void pgs_results_free(PGresult **results, int count)
-{
-    if (!results)
-        return;
-    for (int i = 0; i < count; i++)
-        PQclear(results[i]);
-    free(results);
-}
-
 /* Reads until the sync's PGRES_PIPELINE_SYNC so the connection is usable
  * again, keeping per-statement results in `results` when given. */
-static pgs_status_t collect(pgs_pipeline_t *p, PGresult **results, pgs_error_t *err)
+static pgs_status_t collect(pgs_pipeline_t *p, pgs_rows_t **results, pgs_error_t *err)
 {
     PGconn *pg = p->conn->pg;
     pgs_status_t st = PGS_OK;
@@ -104,7 +95,7 @@ static pgs_status_t collect(pgs_pipeline_t *p, PGresult **results, pgs_error_t *
         }
         if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
             if (results && index < p->count)
-                results[index] = r;
+                results[index] = pgs_rows_wrap(r);
             else
                 PQclear(r);
         } else {
@@ -122,10 +113,11 @@ static pgs_status_t collect(pgs_pipeline_t *p, PGresult **results, pgs_error_t *
     }
 }
 
-pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, PGresult ***results, int *count, pgs_error_t *err)
+pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, pgs_rows_t ***results, int *count,
+                              pgs_error_t *err)
 {
     PGconn *pg = p->conn->pg;
-    PGresult **rs = NULL;
+    pgs_rows_t **rs = NULL;
     pgs_status_t st = PGS_OK;
     if (results) {
         *results = NULL;

@@ -144,9 +144,9 @@ pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id
 }
 
 pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
-                               PGresult **res, pgs_error_t *err)
+                               pgs_rows_t **rows, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("session id", id, err);
     if (st != PGS_OK)
         return st;
@@ -159,7 +159,7 @@ pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id
         PQclear(r);
         return pgs_error_set(err, PGS_ENOTFOUND, "no session '%.200s'", id);
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     return PGS_OK;
 }
 

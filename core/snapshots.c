@@ -117,9 +117,9 @@ pgs_status_t pgs_snapshots_save(pgs_snapshots_t *ss, pgs_conn_t *tx, const char 
 }
 
 pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
-                                PGresult **res, pgs_error_t *err)
+                                pgs_rows_t **rows, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("stream", stream, err);
     if (st != PGS_OK)
         return st;
@@ -132,7 +132,7 @@ pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char 
         PQclear(r);
         return pgs_error_set(err, PGS_ENOTFOUND, "no snapshot of stream '%.200s'", stream);
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     return PGS_OK;
 }
 

@@ -6,7 +6,7 @@
  */
 #ifndef PGS_STORE_H
 #define PGS_STORE_H
-#include "pgstore.h"
+#include "pq.h"
 
 typedef struct pgs_store_base {
     pgs_pool_t *pool;              /* referenced; unref'd by fini */

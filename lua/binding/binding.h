@@ -55,9 +55,9 @@ int64_t pgs_l_optint64(lua_State *L, int idx, int64_t dflt);
 
 /* Pushes an array of row tables keyed by column name, then frees res.
  * res is owned by a box on the stack while converting. */
-void pgs_l_push_rows(lua_State *L, PGresult *res);
+void pgs_l_push_rows(lua_State *L, pgs_rows_t *res);
 /* The same for the first max_rows rows and max_cols columns (-1: all). */
-void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols);
+void pgs_l_push_rows_n(lua_State *L, pgs_rows_t *res, int max_rows, int max_cols);
 void pgs_l_convert_open(lua_State *L);
 
 void pgs_l_pool_open(lua_State *L);

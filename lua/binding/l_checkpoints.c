@@ -103,7 +103,7 @@ static int l_checkpoints_list(lua_State *L)
     pgs_checkpoints_t *cp = check(L);
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_error_t err;
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_checkpoints_list(cp, tx, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_rows(L, res);

@@ -117,7 +117,7 @@ int pgs_l_opt_bool(lua_State *L, int idx, const char *k)
     return b;
 }
 
-void pgs_l_push_first_row(lua_State *L, PGresult *res)
+void pgs_l_push_first_row(lua_State *L, pgs_rows_t *res)
 {
     pgs_l_push_rows(L, res); /* frees res */
     lua_rawgeti(L, -1, 1);

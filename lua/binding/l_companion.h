@@ -38,7 +38,7 @@ size_t pgs_l_opt_size(lua_State *L, int idx, const char *k);
 
 /* Pushes the first row of res as a table (columns by name, converted like
  * query results), then frees res. */
-void pgs_l_push_first_row(lua_State *L, PGresult *res);
+void pgs_l_push_first_row(lua_State *L, pgs_rows_t *res);
 /* Pushes `true` for PGS_OK, else nil, err; returns the count pushed. */
 int pgs_l_push_status(lua_State *L, pgs_status_t st, const pgs_error_t *err);
 /* Pushes a row count (PGS_OK) or nil, err. */

@@ -101,14 +101,15 @@ static int l_events_new(lua_State *L)
     memset(&o, 0, sizeof o);
     lua_getfield(L, 2, "table");
     o.table = pgs_l_checkcstr(L, -1, "table");
+    /* pgstore.events has resolved the default channel: nil means none. */
     lua_getfield(L, 2, "notify");
-    o.notify = pgs_l_checkcstr(L, -1, "notify");
+    o.notify = lua_isnil(L, -1) ? "" : pgs_l_checkcstr(L, -1, "notify");
     lua_getfield(L, 2, "notify_in_tx");
     o.notify_in_tx = lua_toboolean(L, -1);
     lua_getfield(L, 2, "notify_interval");
     o.notify_interval = lua_tonumber(L, -1);
     lua_getfield(L, 2, "migrate");
-    o.migrate = lua_toboolean(L, -1);
+    o.skip_schema_init = !lua_toboolean(L, -1);
     lua_getfield(L, 2, "max_event_size");
     lua_Number max = lua_tonumber(L, -1);
     if (max != max || max < 0 || max > 1073741824.0 || max != (lua_Number)(size_t)max)
@@ -159,6 +160,23 @@ static int l_events_migrate(lua_State *L)
     return status_result(L, pgs_events_migrate(check_es(L), &err), &err);
 }
 
+/* pgstore.events passes the expected version as a number: >= 0 exact,
+ * -1 any, -2 no stream, -3 exists; anything else reaches the core as an
+ * invalid one. */
+static void expect_from(int64_t code, pgs_append_opts_t *o)
+{
+    static const pgs_expect_t codes[] = {PGS_EXPECT_ANY, PGS_EXPECT_NO_STREAM, PGS_EXPECT_EXISTS};
+    if (code >= 0) {
+        o->expect = PGS_EXPECT_VERSION;
+        o->version = code;
+    } else if (code >= -3) {
+        o->expect = codes[-code - 1];
+    } else {
+        o->expect = PGS_EXPECT_VERSION;
+        o->version = code;
+    }
+}
+
 static int l_events_append(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
@@ -168,10 +186,11 @@ static int l_events_append(lua_State *L)
     int n;
     pgs_event_t *ev = check_events(L, 3, &n);
     pgs_append_opts_t o = {
-        .expected = pgs_l_optint64(L, 4, PGS_EXPECT_ANY),
+        .expect = PGS_EXPECT_ANY,
         .idempotency_key = pgs_l_opt_text(L, 5, "idempotency key", &err, &ok),
         .time = luaL_optnumber(L, 6, 0),
     };
+    expect_from(pgs_l_optint64(L, 4, -1), &o);
     pgs_conn_t *tx = pgs_l_optconn(L, 7);
     if (!stream || !ok)
         return pgs_l_push_error(L, &err);
@@ -209,8 +228,7 @@ static int l_events_append_many(lua_State *L)
         lua_rawseti(L, holder, i + 1); /* the pgs_event_t array */
         lua_pop(L, 1);                 /* events table (held by the batch) */
         lua_getfield(L, t, "expected");
-        b[i].opts.expected =
-            lua_type(L, -1) == LUA_TNUMBER ? pgs_l_optint64(L, -1, 0) : PGS_EXPECT_ANY;
+        expect_from(lua_type(L, -1) == LUA_TNUMBER ? pgs_l_optint64(L, -1, 0) : -1, &b[i].opts);
         lua_getfield(L, t, "idempotency_key");
         if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "bad batch #%d (idempotency_key must be a string)", i + 1);
@@ -293,7 +311,7 @@ static int l_events_read(lua_State *L)
     pgs_pool_t *via = opt_via(L, 8);
     if (!stream || !ok)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_events_read(es, via, stream, &o, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_rows(L, res);
@@ -313,12 +331,12 @@ static int l_events_read_all(lua_State *L)
     o.prefix = pgs_l_opt_text(L, 5, "prefix", &err, &ok);
     if (!ok)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     int nrows;
     int64_t cursor;
     if (pgs_events_read_all(es, &o, &res, &nrows, &cursor, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
-    pgs_l_push_rows_n(L, res, nrows, PQnfields(res) - 1);
+    pgs_l_push_rows_n(L, res, nrows, pgs_rows_columns(res) - 1);
     lua_pushnumber(L, (lua_Number)cursor);
     return 2;
 }

@@ -64,7 +64,7 @@ static int l_exec_checkpoints_load(lua_State *L)
     pgs_conn_t *tx = pgs_l_optconn(L, 3);
     if (!id)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_exec_checkpoints_load(xs, tx, id, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_first_row(L, res);
@@ -76,10 +76,10 @@ static int l_exec_checkpoints_list(lua_State *L)
     pgs_exec_checkpoints_t *xs = check(L);
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_error_t err;
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_exec_checkpoints_list(xs, tx, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
-    int n = PQntuples(res);
+    int n = pgs_rows_count(res);
     pgs_l_push_rows(L, res); /* frees res, even if converting raises */
     lua_createtable(L, n, 0);
     for (int i = 1; i <= n; i++) {

@@ -73,7 +73,7 @@ static int l_kv_get(lua_State *L)
         return pgs_l_push_error(L, &err);
     /* The result lives in a box (query results' own __gc) while the value
      * is copied out, in case the copy raises. */
-    PGresult **box = lua_newuserdata(L, sizeof *box);
+    pgs_rows_t **box = lua_newuserdata(L, sizeof *box);
     *box = NULL;
     luaL_getmetatable(L, PGS_RESULT_MT);
     lua_setmetatable(L, -2);
@@ -87,7 +87,7 @@ static int l_kv_get(lua_State *L)
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushlstring(L, value, len);
-    PQclear(*box);
+    pgs_rows_free(*box);
     *box = NULL;
     return 1;
 }

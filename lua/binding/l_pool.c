@@ -126,23 +126,23 @@ static int run(lua_State *L, pgs_conn_t *c, int sqlidx, int want_rows, const cha
     luaL_checkstring(L, sqlidx);
     int top = lua_gettop(L), n = top - sqlidx;
     pgs_param_t *params = pgs_l_params(L, sqlidx + 1, top, sqlidx - 1, fname);
-    PGresult *res;
+    pgs_rows_t *res;
     pgs_error_t err;
     /* A NUL would cut the statement short: "DELETE FROM t\0 WHERE …". */
     const char *sql = pgs_l_text(L, sqlidx, "SQL text", &err);
     if (!sql)
         return pgs_l_push_error(L, &err);
-    pgs_status_t st = pgs_exec(c, sql, n, n > 0 ? params : NULL, &res, &err);
+    pgs_status_t st = pgs_query(c, sql, n, n > 0 ? params : NULL, &res, &err);
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
-    if (want_rows && PQresultStatus(res) == PGRES_TUPLES_OK) {
+    if (want_rows && !pgs_rows_is_command(res)) {
         pgs_l_push_rows(L, res);
     } else if (want_rows) {
-        PQclear(res);
+        pgs_rows_free(res);
         lua_newtable(L); /* a command has no rows */
     } else {
-        lua_pushnumber(L, (lua_Number)pgs_result_affected(res));
-        PQclear(res);
+        lua_pushnumber(L, (lua_Number)pgs_rows_affected(res));
+        pgs_rows_free(res);
     }
     return 1;
 }
@@ -309,15 +309,15 @@ static int l_conn_release_savepoint(lua_State *L)
 /* "idle" | "active" | "intrans" | "inerror" | "unknown" */
 static int l_conn_tx_status(lua_State *L)
 {
+    /* Keep in the same order as pgs_tx_state_t. */
     static const char *const names[] = {"idle", "active", "intrans", "inerror", "unknown"};
-    PGTransactionStatusType s = PQtransactionStatus(pgs_conn_pg(check_conn(L)));
-    lua_pushstring(L, names[s <= PQTRANS_UNKNOWN ? s : PQTRANS_UNKNOWN]);
+    lua_pushstring(L, names[pgs_conn_tx_state(check_conn(L))]);
     return 1;
 }
 
 static int l_conn_backend_pid(lua_State *L)
 {
-    lua_pushinteger(L, PQbackendPID(pgs_conn_pg(check_conn(L))));
+    lua_pushinteger(L, pgs_conn_backend_pid(check_conn(L)));
     return 1;
 }
 

@@ -70,7 +70,7 @@ static int l_sessions_load(lua_State *L)
     pgs_conn_t *tx = pgs_l_optconn(L, 3);
     if (!id)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     pgs_status_t st = pgs_sessions_load(s, tx, id, &res, &err);
     if (st == PGS_ENOTFOUND) {
         lua_pushnil(L);

@@ -75,7 +75,7 @@ static int l_snapshots_load(lua_State *L)
     pgs_conn_t *tx = pgs_l_optconn(L, 3);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     pgs_status_t st = pgs_snapshots_load(ss, tx, stream, &res, &err);
     if (st == PGS_ENOTFOUND) {
         lua_pushnil(L);

@@ -19,14 +19,15 @@ static void test_append_and_conflict(void)
     pgs_event_t two[] = {EV("Placed"), EV("Paid")};
     two[0].data = "{\"total\": 5}";
     two[0].data_len = strlen(two[0].data);
-    pgs_append_opts_t o = {.expected = PGS_EXPECT_NO_STREAM};
+    pgs_append_opts_t o = {.expect = PGS_EXPECT_NO_STREAM};
     CHECK_OK(pgs_events_append(es, NULL, "c-1", two, 2, &o, &r, &err), err);
     CHECK(r.first_version == 1 && r.last_version == 2 && r.count == 2 && !r.replayed);
     CHECK(r.last_position == r.first_position + 1);
-    o.expected = 7;
+    o.expect = PGS_EXPECT_VERSION;
+    o.version = 7;
     CHECK(pgs_events_append(es, NULL, "c-1", two, 1, &o, &r, &err) == PGS_ECONFLICT);
     CHECK(err.has_versions && err.expected == 7 && err.actual == 2);
-    o.expected = PGS_EXPECT_EXISTS;
+    o.expect = PGS_EXPECT_EXISTS;
     CHECK_OK(pgs_events_append(es, NULL, "c-1", two, 1, &o, &r, &err), err);
     int64_t v = 0;
     CHECK_OK(pgs_events_version(es, NULL, "c-1", &v, &err), err);
@@ -35,7 +36,8 @@ static void test_append_and_conflict(void)
     CHECK(pgs_events_append(es, NULL, "c-1", two, 0, &o, &r, &err) == PGS_EINVALID);
     pgs_event_t notype = {0};
     CHECK(pgs_events_append(es, NULL, "c-1", &notype, 1, NULL, &r, &err) == PGS_EINVALID);
-    o.expected = -9;
+    o.expect = PGS_EXPECT_VERSION;
+    o.version = -9;
     CHECK(pgs_events_append(es, NULL, "c-1", two, 1, &o, &r, &err) == PGS_EINVALID);
     CHECK(pgs_events_append(es, NULL, "", two, 1, NULL, &r, &err) == PGS_EINVALID);
 }
@@ -45,7 +47,7 @@ static void test_idempotency(void)
     pgs_error_t err;
     pgs_append_result_t a, b;
     pgs_event_t e[] = {EV("A")};
-    pgs_append_opts_t o = {.expected = PGS_EXPECT_ANY, .idempotency_key = "c-key"};
+    pgs_append_opts_t o = {.idempotency_key = "c-key"};
     CHECK_OK(pgs_events_append(es, NULL, "idem", e, 1, &o, &a, &err), err);
     CHECK_OK(pgs_events_append(es, NULL, "idem", e, 1, &o, &b, &err), err);
     CHECK(b.replayed && b.first_position == a.first_position);
@@ -57,30 +59,30 @@ static void test_idempotency(void)
 static void test_read_and_read_all(void)
 {
     pgs_error_t err;
-    PGresult *res;
+    pgs_rows_t *res;
     pgs_read_opts_t ro = {.from = 2, .limit = 1};
     CHECK_OK(pgs_events_read(es, NULL, "c-1", &ro, &res, &err), err);
-    CHECK(PQntuples(res) == 1);
-    CHECK_STR(PQgetvalue(res, 0, PQfnumber(res, "version")), "2");
-    CHECK_STR(PQgetvalue(res, 0, PQfnumber(res, "type")), "Paid");
-    PQclear(res);
+    CHECK(pgs_rows_count(res) == 1);
+    CHECK_STR(pgs_rows_value(res, 0, pgs_rows_column(res, "version"), NULL), "2");
+    CHECK_STR(pgs_rows_value(res, 0, pgs_rows_column(res, "type"), NULL), "Paid");
+    pgs_rows_free(res);
     const char *types[] = {"Placed"};
     pgs_read_opts_t byType = {.types = types, .ntypes = 1};
     CHECK_OK(pgs_events_read(es, NULL, "c-1", &byType, &res, &err), err);
-    CHECK(PQntuples(res) == 2); /* versions 1 and 3 */
-    PQclear(res);
+    CHECK(pgs_rows_count(res) == 2); /* versions 1 and 3 */
+    pgs_rows_free(res);
 
     int n;
     int64_t cursor;
     pgs_read_all_opts_t ao = {.after = 0, .limit = 2};
     CHECK_OK(pgs_events_read_all(es, &ao, &res, &n, &cursor, &err), err);
     CHECK(n == 2 && cursor == 2);
-    PQclear(res);
+    pgs_rows_free(res);
     ao.after = cursor;
     ao.limit = 100;
     CHECK_OK(pgs_events_read_all(es, &ao, &res, &n, &cursor, &err), err);
     CHECK(n == 2 && cursor == 4); /* c-1 v3 and idem v1 */
-    PQclear(res);
+    pgs_rows_free(res);
     ao.after = -1;
     CHECK(pgs_events_read_all(es, &ao, &res, &n, &cursor, &err) == PGS_EINVALID);
 }
@@ -98,7 +100,7 @@ static void test_lifecycle_and_move(void)
     CHECK_STR(status, "tombstoned");
     CHECK(pgs_events_delete(es, "nope", &err) == PGS_ENOTFOUND);
 
-    pgs_events_opts_t co = {.table = "c_events_cold", .migrate = 1};
+    pgs_events_opts_t co = {.table = "c_events_cold"};
     pgs_events_t *cold;
     CHECK_OK(pgs_events_open(pool, &co, &cold, &err), err);
     CHECK_OK(pgs_events_truncate(cold, &err), err);
@@ -117,7 +119,7 @@ static void test_lifecycle_and_move(void)
 int main(void)
 {
     pgs_pool_opts_t po = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 2};
-    pgs_events_opts_t eo = {.table = "c_events", .migrate = 1};
+    pgs_events_opts_t eo = {.table = "c_events"};
     pgs_error_t err;
     if (pgs_pool_open(&po, &pool, &err) != PGS_OK || pgs_events_open(pool, &eo, &es, &err) != PGS_OK ||
         pgs_events_truncate(es, &err) != PGS_OK) {

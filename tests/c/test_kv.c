@@ -42,13 +42,13 @@ static int64_t query_int(const char *sql)
 {
     pgs_conn_t *c;
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     int64_t n = -1;
     if (pgs_pool_acquire(pool, -1, &c, &err) != PGS_OK)
         return -1;
-    if (pgs_exec(c, sql, 0, NULL, &r, &err) == PGS_OK) {
-        n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        PQclear(r);
+    if (pgs_query(c, sql, 0, NULL, &r, &err) == PGS_OK) {
+        n = strtoll(pgs_rows_value(r, 0, 0, NULL), NULL, 10);
+        pgs_rows_free(r);
     }
     pgs_pool_release(pool, c);
     return n;
@@ -193,12 +193,12 @@ static void test_values_ttl_prefix(void)
 
     const char bin[] = {'a', 0, 'b', 0, (char)0xff};
     CHECK_OK(pgs_kv_set(kv, NULL, "bin", bin, sizeof bin, 0, &err), err);
-    PGresult *r;
+    pgs_rows_t *r;
     const char *v;
     size_t len;
     CHECK_OK(pgs_kv_get(kv, NULL, "bin", &r, &v, &len, &err), err);
     CHECK(len == sizeof bin && memcmp(v, bin, len) == 0);
-    PQclear(r);
+    pgs_rows_free(r);
     CHECK(pgs_kv_get(kv, NULL, "none", &r, &v, &len, &err) == PGS_ENOTFOUND);
     CHECK(r == NULL);
 

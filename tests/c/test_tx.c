@@ -12,13 +12,13 @@ static int64_t count_rows(const char *sql)
 {
     pgs_conn_t *c;
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     int64_t n = -1;
     if (pgs_pool_acquire(pool, -1, &c, &err) != PGS_OK)
         return -1;
-    if (pgs_exec(c, sql, 0, NULL, &r, &err) == PGS_OK) {
-        n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        PQclear(r);
+    if (pgs_query(c, sql, 0, NULL, &r, &err) == PGS_OK) {
+        n = strtoll(pgs_rows_value(r, 0, 0, NULL), NULL, 10);
+        pgs_rows_free(r);
     }
     pgs_pool_release(pool, c);
     return n;
@@ -59,18 +59,18 @@ static pgs_status_t read_then_write(pgs_conn_t *c, void *ud, pgs_error_t *err)
 {
     tx_ud_t *u = ud;
     u->attempts++;
-    PGresult *r;
-    pgs_status_t st = pgs_exec(c, "select coalesce(sum(v), 0) from ser_t", 0, NULL, &r, err);
+    pgs_rows_t *r;
+    pgs_status_t st = pgs_query(c, "select coalesce(sum(v), 0) from ser_t", 0, NULL, &r, err);
     if (st != PGS_OK)
         return st;
     char sum[32];
-    snprintf(sum, sizeof sum, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
+    snprintf(sum, sizeof sum, "%s", pgs_rows_value(r, 0, 0, NULL));
+    pgs_rows_free(r);
     if (u->hold && u->attempts == 1)
         for (int i = 0; i < 8; i++)
             pgs_backoff_sleep(3); /* ~160 ms */
     pgs_param_t p = {sum, -1};
-    return pgs_exec(c, "insert into ser_t values ($1::int + 1)", 1, &p, NULL, err);
+    return pgs_query(c, "insert into ser_t values ($1::int + 1)", 1, &p, NULL, err);
 }
 
 static void *other_tx(void *arg)
@@ -116,11 +116,11 @@ static void test_pipeline(void)
         pgs_param_t prm = {v[i], -1};
         CHECK_OK(pgs_pipeline_add(p, "insert into pipe_t values ($1) returning a", 1, &prm, &err), err);
     }
-    PGresult **rs;
+    pgs_rows_t **rs;
     int n;
     CHECK_OK(pgs_pipeline_run(p, &rs, &n, &err), err);
     CHECK(n == 100);
-    CHECK_STR(PQgetvalue(rs[99], 0, 0), "99");
+    CHECK_STR(pgs_rows_value(rs[99], 0, 0, NULL), "99");
     pgs_results_free(rs, n);
     /* An error aborts the batch and names the statement; the statements
      * between two syncs form one implicit transaction, so none of them
