@@ -225,6 +225,7 @@ pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error
 
 pgs_status_t pgs_conn_open(const pgs_conn_opts_t *opts, pgs_conn_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     pgs_dsn_t *dsn;
     pgs_status_t st = pgs_dsn_build(opts, &dsn, err);
     if (st != PGS_OK)
@@ -618,6 +619,8 @@ pgs_status_t pgs_exec(pgs_conn_t *c, const char *sql, int nparams, const pgs_par
     if (c->abandoned)
         return pgs_error_set(err, PGS_ECONNECTION,
                              "the connection was given up after a statement ran out of query_timeout");
+    if (nparams < 0 || (nparams > 0 && !params))
+        return pgs_error_set(err, PGS_EINVALID, "%d parameters announced, none given", nparams);
     if (nparams > 0 || params)
         return exec_prepared(c, sql, nparams, params, res, err);
     PGresult *r = run_simple(c, sql);

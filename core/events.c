@@ -125,6 +125,7 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
 pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pgs_events_t **out,
                              pgs_error_t *err)
 {
+    *out = NULL;
     pgs_events_t *es = calloc(1, sizeof *es);
     if (!es)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
@@ -215,7 +216,7 @@ const char *pgs_events_table(const pgs_events_t *es)
 static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n, pgs_strbuf_t *b,
                                   pgs_error_t *err)
 {
-    if (n < 1)
+    if (n < 1 || !ev)
         return pgs_error_set(err, PGS_EINVALID, "no events given: append at least one");
     pgs_strbuf_add(b, "[", 1);
     for (int i = 0; i < n; i++) {
@@ -286,8 +287,13 @@ static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_
         return pgs_error_set(err, PGS_EINVALID, "stream name is longer than 1024 bytes");
     if (o && ((unsigned)o->expect > PGS_EXPECT_EXISTS ||
               (o->expect == PGS_EXPECT_VERSION && o->version < 0)))
-        return pgs_error_set(err, PGS_EINVALID, "invalid expected version %lld",
-                             (long long)(o->expect == PGS_EXPECT_VERSION ? o->version : o->expect));
+        return o->expect == PGS_EXPECT_VERSION
+                   ? pgs_error_set(err, PGS_EINVALID, "invalid expected version %lld",
+                                   (long long)o->version)
+                   : pgs_error_set(err, PGS_EINVALID, "invalid expectation %d", (int)o->expect);
+    /* 0 means now; other times are seconds since 1970 a timestamp can hold. */
+    if (o && (!(o->time >= 0) || o->time > 9.2e12))
+        return pgs_error_set(err, PGS_EINVALID, "time must be a finite number of seconds since 1970");
     if (o && o->idempotency_key && (!*o->idempotency_key || strlen(o->idempotency_key) > 1024))
         return pgs_error_set(err, PGS_EINVALID, "idempotency key must be 1 to 1024 bytes");
     return PGS_OK;
@@ -338,6 +344,9 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
                                const pgs_event_t *events, int n, const pgs_append_opts_t *opts,
                                pgs_append_result_t *res, pgs_error_t *err)
 {
+    pgs_append_result_t ignored;
+    if (!res)
+        res = &ignored;
     pgs_status_t st = check_append_args(stream, opts, err);
     if (st != PGS_OK)
         return st;
@@ -411,8 +420,10 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
     pgs_error_t local;
     if (!err)
         err = &local;
-    if (nb < 1)
+    if (nb < 1 || !batches)
         return pgs_error_set(err, PGS_EINVALID, "no batches given");
+    if (!results)
+        return pgs_error_set(err, PGS_EINVALID, "no room for the results given");
     pgs_strbuf_t *json = calloc((size_t)nb, sizeof *json);
     append_params_t *ap = calloc((size_t)nb, sizeof *ap);
     pgs_status_t st = json && ap ? PGS_OK : pgs_error_set(err, PGS_ENOMEM, "out of memory");

@@ -361,12 +361,14 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
 pgs_status_t pgs_lock_acquire(pgs_pool_t *pool, const char *key, size_t len,
                               const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     return take(pool, key, len, opts, 0, out, err);
 }
 
 pgs_status_t pgs_lock_try(pgs_pool_t *pool, const char *key, size_t len,
                           const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     return take(pool, key, len, opts, 1, out, err);
 }
 

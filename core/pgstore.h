@@ -3,6 +3,8 @@
  * queries with bound parameters, transactions, pipelines, and the stores.
  * Plain C over libpq; no Lua here. Every function that can fail returns a
  * pgs_status_t and fills a caller-supplied pgs_error_t (which may be NULL).
+ * A function that hands back a new object through `**out` sets *out to
+ * NULL when it fails, so closing it afterwards is harmless.
  */
 #ifndef PGSTORE_H
 #define PGSTORE_H
@@ -150,7 +152,8 @@ int pgs_rows_count(const pgs_rows_t *rows);
 int pgs_rows_columns(const pgs_rows_t *rows);
 /* The column's name (owned by rows), or NULL when col is out of range. */
 const char *pgs_rows_name(const pgs_rows_t *rows, int col);
-/* The index of the column called name, or -1. */
+/* The index of the column called name, or -1. Names match as in SQL:
+ * unquoted, case-insensitively; in double quotes ("Name"), exactly. */
 int pgs_rows_column(const pgs_rows_t *rows, const char *name);
 /* How the column's text maps to a host value (see pgs_kind_t). */
 pgs_kind_t pgs_rows_kind(const pgs_rows_t *rows, int col);
@@ -158,13 +161,14 @@ int pgs_rows_is_null(const pgs_rows_t *rows, int row, int col);
 /* The value's text, NUL-terminated, owned by rows ("" for NULL or out of
  * range); *len (when len is not NULL) gets its length in bytes. */
 const char *pgs_rows_value(const pgs_rows_t *rows, int row, int col, size_t *len);
-/* The value as a whole number; fallback when NULL, out of range or not a
- * whole number. */
+/* The value as a whole number; fallback when NULL, out of range or not
+ * exactly a whole number in decimal ("-12", not " 12" or "+12"). */
 int64_t pgs_rows_int(const pgs_rows_t *rows, int row, int col, int64_t fallback);
 /* 1 when the statement was a command that returns no rows (INSERT without
  * RETURNING, CREATE, SET …), 0 when it returned a row set (even empty). */
 int pgs_rows_is_command(const pgs_rows_t *rows);
-/* Rows affected by a command (INSERT, UPDATE, DELETE …; 0 otherwise). */
+/* The count in the statement's command tag: rows a command inserted,
+ * updated or deleted, or a SELECT returned; 0 for commands without one. */
 int64_t pgs_rows_affected(const pgs_rows_t *rows);
 /* Frees rows. NULL-tolerant. */
 void pgs_rows_free(pgs_rows_t *rows);

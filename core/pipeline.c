@@ -22,6 +22,7 @@ struct pgs_pipeline {
 
 pgs_status_t pgs_pipeline_begin(pgs_conn_t *c, pgs_pipeline_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     pgs_pipeline_t *p = calloc(1, sizeof *p);
     if (!p)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");

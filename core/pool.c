@@ -68,6 +68,7 @@ static int unref_locked(pgs_pool_t *p)
 
 pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     pgs_pool_t *p = calloc(1, sizeof *p);
     if (!p)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
@@ -131,6 +132,7 @@ static int serve(pgs_pool_t *p, pgs_conn_t *c)
 
 pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     if (!(timeout >= 0)) /* negative or NaN */
         timeout = p->acquire_timeout;
     pgs_conn_t *c = NULL;
@@ -316,6 +318,7 @@ static pgs_pool_t *shared_pools;
 pgs_status_t pgs_pool_shared(const char *key, const pgs_pool_opts_t *opts, pgs_pool_t **out,
                              pgs_error_t *err)
 {
+    *out = NULL;
     pthread_mutex_lock(&shared_mu);
     for (pgs_pool_t *p = shared_pools; p; p = p->shared_next)
         if (strcmp(p->shared_key, key) == 0) {

@@ -63,6 +63,8 @@ int64_t pgs_rows_int(const pgs_rows_t *rows, int row, int col, int64_t fallback)
     if (pgs_rows_is_null(rows, row, col))
         return fallback;
     const char *v = pgs_rows_value(rows, row, col, NULL);
+    if (!(*v == '-' || (*v >= '0' && *v <= '9')))
+        return fallback;
     char *end;
     errno = 0;
     long long n = strtoll(v, &end, 10);

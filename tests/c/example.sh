@@ -37,4 +37,10 @@ for bin in dynamic static; do
         exit 1
     fi
 done
+# A server that cannot be reached is an error with exit status 1, not a crash.
+for bin in dynamic static; do
+    rc=0
+    "$tmp/$bin" "host=127.0.0.1 port=1 connect_timeout=2" x >/dev/null 2>&1 || rc=$?
+    [[ $rc -eq 1 ]] || { echo "$bin against no server: exit status $rc, wanted 1" >&2; exit 1; }
+done
 echo "the README's C example builds from the installed pgstore.pc and runs (dynamic and static)"
