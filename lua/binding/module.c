@@ -5,8 +5,7 @@
  * in luajit, in nginx's VMs and in the host.
  */
 #include "binding.h"
-
-#include <time.h>
+#include "clock.h"
 
 static int l_backoff(lua_State *L)
 {
@@ -17,19 +16,13 @@ static int l_backoff(lua_State *L)
 
 static int l_sleep(lua_State *L)
 {
-    double s = luaL_checknumber(L, 1);
-    if (s > 0) {
-        struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
+    pgs_clock_sleep(luaL_checknumber(L, 1));
     return 0;
 }
 
 static int l_now(lua_State *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    lua_pushnumber(L, pgs_clock_now());
     return 1;
 }
 
