@@ -325,7 +325,7 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
         double ttl = opts->ttl > 0 ? opts->ttl : 30;
         snprintf(l->ttl_ms, sizeof l->ttl_ms, "%.0f", ttl * 1000);
         make_owner(l);
-        st = pgs_ident_quote(opts->table && *opts->table ? opts->table : "pgstore_locks",
+        st = pgs_ident_quote(opts->table ? opts->table : "pgstore_locks",
                              l->table, sizeof l->table, err);
         if (st == PGS_OK)
             st = table_take(l, timeout, try_only, &got, err);

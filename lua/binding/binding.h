@@ -61,6 +61,9 @@ void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols);
 void pgs_l_convert_open(lua_State *L);
 
 void pgs_l_pool_open(lua_State *L);
+/* core.limits, core.check_table/check_channel/check_notify, core.quote_ident
+ * (l_names.c): the core's name rules, set on the module table at the top. */
+void pgs_l_names_open(lua_State *L);
 void pgs_l_events_open(lua_State *L);
 
 /* The companion stores: each sets its constructor on the module table at

@@ -26,22 +26,10 @@ static int l_now(lua_State *L)
     return 1;
 }
 
-static int l_quote_ident(lua_State *L)
-{
-    char out[PGS_IDENT_MAX];
-    pgs_error_t err;
-    const char *name = pgs_l_text(L, 1, "name", &err);
-    if (!name || pgs_ident_quote(name, out, sizeof out, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushstring(L, out);
-    return 1;
-}
-
 __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        {"backoff", l_backoff}, {"sleep", l_sleep}, {"now", l_now},
-        {"quote_ident", l_quote_ident}, {NULL, NULL}};
+        {"backoff", l_backoff}, {"sleep", l_sleep}, {"now", l_now}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, funcs, 0);
     lua_pushliteral(L, PGSTORE_VERSION);
@@ -51,6 +39,7 @@ __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
     pgs_l_error_open(L);
     lua_setfield(L, -2, "error_mt");
     pgs_l_convert_open(L);
+    pgs_l_names_open(L);
     pgs_l_pool_open(L);
     pgs_l_events_open(L);
     pgs_l_snapshots_open(L);
