@@ -17,20 +17,15 @@ static int l_check_table(lua_State *L)
     pgs_error_t err;
     const char *name = pgs_l_text(L, 1, "table name", &err);
     const char *suffix = luaL_optstring(L, 2, "");
-    if (!name || pgs_ident_quote_suffix(name, suffix, out, sizeof out, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(
+        L, name ? pgs_ident_quote_suffix(name, suffix, out, sizeof out, &err) : PGS_EINVALID, &err);
 }
 
 static int l_check_channel(lua_State *L)
 {
     pgs_error_t err;
     const char *name = pgs_l_text(L, 1, "channel name", &err);
-    if (!name || pgs_channel_check(name, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, name ? pgs_channel_check(name, &err) : PGS_EINVALID, &err);
 }
 
 static int l_check_notify(lua_State *L)
@@ -39,10 +34,8 @@ static int l_check_notify(lua_State *L)
     const char *channel = pgs_l_text(L, 1, "channel name", &err);
     size_t len;
     const char *payload = luaL_optlstring(L, 2, "", &len);
-    if (!channel || pgs_notify_check(channel, payload, len, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(
+        L, channel ? pgs_notify_check(channel, payload, len, &err) : PGS_EINVALID, &err);
 }
 
 static int l_quote_ident(lua_State *L)

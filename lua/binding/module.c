@@ -36,6 +36,7 @@ __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
     lua_setfield(L, -2, "_VERSION");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
+    pgs_l_util_open(L);
     pgs_l_error_open(L);
     lua_setfield(L, -2, "error_mt");
     pgs_l_convert_open(L);
