@@ -139,20 +139,13 @@ static int l_kv_cleaner_stats(lua_State *L)
     pgs_kv_cleaner_stats_t s;
     pgs_kv_cleaner_stats(check(L), &s);
     lua_createtable(L, 0, 6);
-    lua_pushnumber(L, s.interval);
-    lua_setfield(L, -2, "interval");
-    lua_pushboolean(L, s.running);
-    lua_setfield(L, -2, "running");
-    lua_pushnumber(L, (lua_Number)s.runs);
-    lua_setfield(L, -2, "runs");
-    lua_pushnumber(L, (lua_Number)s.removed);
-    lua_setfield(L, -2, "removed");
-    lua_pushnumber(L, (lua_Number)s.failures);
-    lua_setfield(L, -2, "failures");
-    if (s.last_error[0]) {
-        lua_pushstring(L, s.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_number(L, "interval", s.interval);
+    pgs_l_set_bool(L, "running", s.running);
+    pgs_l_set_number(L, "runs", (lua_Number)s.runs);
+    pgs_l_set_number(L, "removed", (lua_Number)s.removed);
+    pgs_l_set_number(L, "failures", (lua_Number)s.failures);
+    if (s.last_error[0])
+        pgs_l_set_string(L, "last_error", s.last_error);
     return 1;
 }
 

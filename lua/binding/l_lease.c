@@ -211,28 +211,16 @@ static int l_lease_info(lua_State *L)
     pgs_lease_info_t info;
     pgs_lease_info(check_lease(L), &info);
     lua_createtable(L, 0, 10);
-    lua_pushstring(L, info.name);
-    lua_setfield(L, -2, "name");
-    lua_pushstring(L, info.owner);
-    lua_setfield(L, -2, "owner");
-    lua_pushstring(L, info.table);
-    lua_setfield(L, -2, "table");
-    lua_pushinteger(L, info.count);
-    lua_setfield(L, -2, "count");
-    lua_pushnumber(L, info.lease);
-    lua_setfield(L, -2, "lease");
-    lua_pushnumber(L, info.renew);
-    lua_setfield(L, -2, "renew");
-    lua_pushnumber(L, (lua_Number)info.ticks);
-    lua_setfield(L, -2, "ticks");
-    lua_pushnumber(L, (lua_Number)info.failures);
-    lua_setfield(L, -2, "failures");
-    lua_pushboolean(L, info.background);
-    lua_setfield(L, -2, "background");
-    if (info.last_error.code != PGS_OK) {
-        pgs_l_error_table(L, &info.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_string(L, "name", info.name);
+    pgs_l_set_string(L, "owner", info.owner);
+    pgs_l_set_string(L, "table", info.table);
+    pgs_l_set_number(L, "count", info.count);
+    pgs_l_set_number(L, "lease", info.lease);
+    pgs_l_set_number(L, "renew", info.renew);
+    pgs_l_set_number(L, "ticks", (lua_Number)info.ticks);
+    pgs_l_set_number(L, "failures", (lua_Number)info.failures);
+    pgs_l_set_bool(L, "background", info.background);
+    pgs_l_set_error(L, "last_error", &info.last_error);
     return 1;
 }
 

@@ -187,24 +187,14 @@ static int l_listener_stats(lua_State *L)
     pgs_listener_stats_t s;
     pgs_listener_stats(check_listener(L), &s);
     lua_createtable(L, 0, 7);
-    lua_pushboolean(L, s.connected);
-    lua_setfield(L, -2, "connected");
-    if (s.pid) {
-        lua_pushinteger(L, s.pid);
-        lua_setfield(L, -2, "pid");
-    }
-    lua_pushnumber(L, (lua_Number)s.reconnects);
-    lua_setfield(L, -2, "reconnects");
-    lua_pushnumber(L, (lua_Number)s.dropped);
-    lua_setfield(L, -2, "dropped");
-    lua_pushinteger(L, s.queued);
-    lua_setfield(L, -2, "queued");
-    lua_pushinteger(L, s.channels);
-    lua_setfield(L, -2, "channels");
-    if (s.last_error.code != PGS_OK) {
-        pgs_l_error_table(L, &s.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_bool(L, "connected", s.connected);
+    if (s.pid)
+        pgs_l_set_number(L, "pid", s.pid);
+    pgs_l_set_number(L, "reconnects", (lua_Number)s.reconnects);
+    pgs_l_set_number(L, "dropped", (lua_Number)s.dropped);
+    pgs_l_set_number(L, "queued", s.queued);
+    pgs_l_set_number(L, "channels", s.channels);
+    pgs_l_set_error(L, "last_error", &s.last_error);
     return 1;
 }
 

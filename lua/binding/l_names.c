@@ -49,12 +49,6 @@ static int l_quote_ident(lua_State *L)
     return 1;
 }
 
-static void set_limit(lua_State *L, const char *k, lua_Number v)
-{
-    lua_pushnumber(L, v);
-    lua_setfield(L, -2, k);
-}
-
 void pgs_l_names_open(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -63,10 +57,10 @@ void pgs_l_names_open(lua_State *L)
         {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
     lua_createtable(L, 0, 5);
-    set_limit(L, "name", PGS_NAME_MAX);
-    set_limit(L, "channel", PGS_CHANNEL_MAX);
-    set_limit(L, "notify_payload", PGS_NOTIFY_PAYLOAD_MAX);
-    set_limit(L, "event_size", PGS_EVENT_SIZE_DEFAULT);
-    set_limit(L, "lock_key", PGS_LOCK_KEY_MAX);
+    pgs_l_set_number(L, "name", PGS_NAME_MAX);
+    pgs_l_set_number(L, "channel", PGS_CHANNEL_MAX);
+    pgs_l_set_number(L, "notify_payload", PGS_NOTIFY_PAYLOAD_MAX);
+    pgs_l_set_number(L, "event_size", PGS_EVENT_SIZE_DEFAULT);
+    pgs_l_set_number(L, "lock_key", PGS_LOCK_KEY_MAX);
     lua_setfield(L, -2, "limits");
 }

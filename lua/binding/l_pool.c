@@ -191,11 +191,11 @@ static int l_pool_stats(lua_State *L)
     pgs_pool_stats_t s;
     pgs_pool_stats(pool, &s);
     lua_createtable(L, 0, 5);
-    lua_pushinteger(L, s.max_size); lua_setfield(L, -2, "max_size");
-    lua_pushinteger(L, s.open); lua_setfield(L, -2, "open");
-    lua_pushinteger(L, s.idle); lua_setfield(L, -2, "idle");
-    lua_pushinteger(L, s.borrowed); lua_setfield(L, -2, "borrowed");
-    lua_pushinteger(L, s.waiting); lua_setfield(L, -2, "waiting");
+    pgs_l_set_number(L, "max_size", s.max_size);
+    pgs_l_set_number(L, "open", s.open);
+    pgs_l_set_number(L, "idle", s.idle);
+    pgs_l_set_number(L, "borrowed", s.borrowed);
+    pgs_l_set_number(L, "waiting", s.waiting);
     return 1;
 }
 

@@ -89,6 +89,32 @@ int pgs_l_push_count(lua_State *L, pgs_status_t st, int64_t n, const pgs_error_t
     return 1;
 }
 
+void pgs_l_set_number(lua_State *L, const char *k, lua_Number v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+void pgs_l_set_bool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+void pgs_l_set_string(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+void pgs_l_set_error(lua_State *L, const char *k, const pgs_error_t *err)
+{
+    if (err->code == PGS_OK)
+        return;
+    pgs_l_error_table(L, err);
+    lua_setfield(L, -2, k);
+}
+
 /* ---- owned buffers ------------------------------------------------------------- */
 
 static int owned_gc(lua_State *L)

@@ -61,6 +61,14 @@ int pgs_l_push_status(lua_State *L, pgs_status_t st, const pgs_error_t *err);
 /* Pushes a row count (PGS_OK) or nil, err. */
 int pgs_l_push_count(lua_State *L, pgs_status_t st, int64_t n, const pgs_error_t *err);
 
+/* Fields of the table at the top of the stack, for info and stats tables:
+ * t[k] = v. pgs_l_set_error sets an error table, and nothing when err's
+ * code is PGS_OK. */
+void pgs_l_set_number(lua_State *L, const char *k, lua_Number v);
+void pgs_l_set_bool(lua_State *L, const char *k, int v);
+void pgs_l_set_string(lua_State *L, const char *k, const char *v);
+void pgs_l_set_error(lua_State *L, const char *k, const pgs_error_t *err);
+
 /* ---- owned buffers ----------------------------------------------------------------
  * Pushes a box that free()s p when collected, so a malloc'd C buffer
  * survives Lua calls that may raise; pgs_l_free_owned(L, idx) frees it now
