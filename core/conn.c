@@ -5,7 +5,9 @@
  * wire format (bytea goes binary, so every byte survives).
  */
 #include "conn.h"
+#include "clock.h"
 #include "error.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <math.h>
@@ -178,17 +180,6 @@ void pgs_dsn_free(pgs_dsn_t *d)
 
 /* ---- connecting ---------------------------------------------------------- */
 
-/* The core never prints: server notices are dropped here. One kind is
- * remembered: a FATAL arriving while the connection sits idle means the
- * server is closing it (pg_terminate_backend, shutdown), even if the EOF
- * behind it has not arrived yet. */
-static void on_notice(void *arg, const PGresult *res)
-{
-    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
-        ((pgs_conn_t *)arg)->doomed = 1;
-}
-
 static pgs_status_t connect_pg(const pgs_dsn_t *dsn, PGconn **out, pgs_error_t *err)
 {
     PGconn *pg = PQconnectdbParams(dsn->keys, dsn->vals, 0);
@@ -218,7 +209,7 @@ pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error
     }
     pthread_mutex_init(&c->run_mu, NULL);
     c->cancel = PQgetCancel(c->pg);
-    PQsetNoticeReceiver(c->pg, on_notice, c);
+    pgs_notice_watch(c->pg, &c->fatal);
     *out = c;
     return PGS_OK;
 }
@@ -274,7 +265,7 @@ int pgs_conn_backend_pid(pgs_conn_t *c)
 
 int pgs_conn_alive(pgs_conn_t *c)
 {
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->doomed || c->abandoned)
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->fatal.seen || c->abandoned)
         return 0;
     /* An idle connection has nothing to read. Something readable is either
      * a notification, or the server saying goodbye (FATAL, then EOF):
@@ -287,11 +278,11 @@ int pgs_conn_alive(pgs_conn_t *c)
         if (r < 0 || (p.revents & (POLLERR | POLLNVAL)))
             return 0;
         /* PQconsumeInput only reads; PQisBusy parses, which hands an
-         * idle-time FATAL to on_notice. */
+         * idle-time FATAL to the notice receiver. */
         if (!PQconsumeInput(c->pg))
             return 0;
         (void)PQisBusy(c->pg);
-        if (PQstatus(c->pg) != CONNECTION_OK || c->doomed)
+        if (PQstatus(c->pg) != CONNECTION_OK || c->fatal.seen)
             return 0;
     }
     return 0;
@@ -310,9 +301,8 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
     pthread_mutex_unlock(&c->run_mu);
     PQfinish(c->pg);
     c->pg = fresh;
-    c->doomed = 0;
     c->abandoned = 0;
-    PQsetNoticeReceiver(c->pg, on_notice, c);
+    pgs_notice_watch(c->pg, &c->fatal);
     pgs_stmtcache_clear(&c->stmts);
     return PGS_OK;
 }
@@ -332,13 +322,6 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
  * statement and start the next meanwhile: a cancel lands on the statement
  * it was meant for or on an idle backend (which ignores it), never on a
  * later one. */
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void set_running(pgs_conn_t *c, int on)
 {
@@ -374,23 +357,15 @@ static void abandon(pgs_conn_t *c)
 {
     c->abandoned = 1;
     PGcancel *cancel = PQgetCancel(c->pg);
-    pthread_attr_t a;
-    pthread_t t;
-    if (!cancel || pthread_attr_init(&a) != 0) {
+    if (cancel && pgs_thread_start_detached(cancel_thread, cancel) != 0)
         PQfreeCancel(cancel);
-        return;
-    }
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &a, cancel_thread, cancel) != 0)
-        PQfreeCancel(cancel);
-    pthread_attr_destroy(&a);
 }
 
 /* Waits until a whole result can be read; 0 when the deadline passed. */
 static int wait_input(pgs_conn_t *c, double deadline)
 {
     while (PQisBusy(c->pg)) {
-        double left = deadline - mono();
+        double left = deadline - pgs_clock_now();
         if (left <= 0)
             return 0;
         struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
@@ -410,7 +385,7 @@ static PGresult *collect(pgs_conn_t *c, int sent)
 {
     PGresult *last = NULL, *r;
     double timeout = c->dsn->query_timeout;
-    double deadline = timeout > 0 ? mono() + timeout : 0;
+    double deadline = timeout > 0 ? pgs_clock_now() + timeout : 0;
     while (sent) {
         if (timeout > 0 && !wait_input(c, deadline)) {
             PQclear(last);

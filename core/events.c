@@ -16,7 +16,6 @@
 #include <string.h>
 
 #define MAX_TYPE_LEN 255
-#define DEFAULT_MAX_EVENT_SIZE (1024 * 1024)
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -150,7 +149,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     }
     snprintf(es->tag, sizeof es->tag, "%u", (unsigned)order_tag(es->base.table));
     es->notify_in_tx = opts && opts->notify_in_tx;
-    es->max_event_size = opts && opts->max_event_size ? opts->max_event_size : DEFAULT_MAX_EVENT_SIZE;
+    es->max_event_size = opts && opts->max_event_size ? opts->max_event_size : PGS_EVENT_SIZE_DEFAULT;
     if (es->notify && !es->notify_in_tx) {
         es->notifier = pgs_notifier_new(pgs_pool_dsn(pool), es->notify,
                                         opts ? opts->notify_interval : 0);

@@ -24,12 +24,13 @@
  */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "companion.h"
+#include "clock.h"
 #include "conn.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,16 +109,6 @@ const char *pgs_kv_phase_name(pgs_kv_phase_t phase)
 
 /* ---- the background cleaner -------------------------------------------------- */
 
-static void deadline_after(struct timespec *ts, double seconds)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    if (!(seconds <= 1e9))
-        seconds = 1e9;
-    long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
-}
-
 static void cleaner_run(pgs_kv_t *kv)
 {
     pgs_error_t err;
@@ -172,7 +163,7 @@ static void *cleaner_main(void *arg)
     pthread_mutex_lock(&kv->mu);
     while (!kv->stop) {
         struct timespec deadline;
-        deadline_after(&deadline, kv->interval);
+        pgs_clock_after(CLOCK_MONOTONIC, kv->interval, &deadline);
         while (!kv->stop && pthread_cond_timedwait(&kv->cv, &kv->mu, &deadline) != ETIMEDOUT)
             ;
         if (kv->stop)
@@ -187,13 +178,7 @@ static void *cleaner_main(void *arg)
 
 static pgs_status_t cleaner_start(pgs_kv_t *kv, pgs_error_t *err)
 {
-    /* Signals belong to the host's threads (nginx's master/worker control,
-     * the REPL's ^C): the cleaner inherits a full mask. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&kv->thread, NULL, cleaner_main, kv);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = pgs_thread_start(&kv->thread, cleaner_main, kv);
     if (rc != 0)
         return pgs_error_set(err, PGS_ENOMEM, "could not start the kv cleaner thread: %s",
                              strerror(rc));
@@ -228,12 +213,7 @@ static int cleaner_stop(pgs_kv_t *kv)
         }
         pthread_mutex_unlock(&kv->mu);
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        pgs_clock_after(CLOCK_REALTIME, 0.1, &until);
         if (pthread_timedjoin_np(kv->thread, NULL, &until) == 0)
             break;
     }
@@ -274,11 +254,7 @@ pgs_status_t pgs_kv_open(pgs_pool_t *pool, const pgs_kv_opts_t *opts, pgs_kv_t *
         free(kv);
         return st;
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&kv->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pgs_thread_cond_init(&kv->cv);
     pthread_mutex_init(&kv->mu, NULL);
     kv->max_value = opts && opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
     kv->lock_timeout = lock_timeout;

@@ -22,8 +22,10 @@
  * server's expiry.
  */
 #include "store.h"
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -57,13 +59,6 @@ struct pgs_lease {
     pthread_t thread;
     int running, stopping;
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ---- SQL --------------------------------------------------------------------
  * Templates take the quoted names: %1$s leases, %2$s members, %3$s guard
@@ -230,11 +225,7 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->tick_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pgs_thread_cond_init(&l->cv);
 
     char members[PGS_IDENT_MAX], guard[PGS_IDENT_MAX];
     pgs_status_t st = pgs_store_init(&l->base, pool, opts->table, "pgstore_leases", err);
@@ -363,10 +354,10 @@ static pgs_status_t run_round(pgs_lease_t *l, int release, pgs_error_t *err)
     pgs_param_t release_params[3] = {{l->name, -1}, {l->owner, -1}, {l->lock_timeout_ms, -1}};
     pgs_conn_t *c;
     PGresult *r = NULL;
-    double sent = mono();
+    double sent = pgs_clock_now();
     pgs_status_t st = pgs_pool_acquire(l->base.pool, -1, &c, err);
     if (st == PGS_OK) {
-        sent = mono();
+        sent = pgs_clock_now();
         st = release ? pgs_exec(c, l->release_sql, 3, release_params, &r, err)
                      : pgs_exec(c, l->tick_sql, 5, tick_params, &r, err);
         pgs_pool_release(l->base.pool, c);
@@ -439,7 +430,7 @@ int64_t pgs_lease_token(pgs_lease_t *l, int32_t partition)
     if (partition < 0 || partition >= l->count)
         return 0;
     pthread_mutex_lock(&l->mu);
-    int64_t t = mono() < l->valid_until ? l->tokens[partition] : 0;
+    int64_t t = pgs_clock_now() < l->valid_until ? l->tokens[partition] : 0;
     pthread_mutex_unlock(&l->mu);
     return t;
 }
@@ -448,7 +439,7 @@ int pgs_lease_owned(pgs_lease_t *l, int64_t *tokens)
 {
     int n = 0;
     pthread_mutex_lock(&l->mu);
-    int valid = mono() < l->valid_until;
+    int valid = pgs_clock_now() < l->valid_until;
     for (int32_t p = 0; p < l->count; p++) {
         tokens[p] = valid ? l->tokens[p] : 0;
         n += tokens[p] != 0;
@@ -510,10 +501,7 @@ static void *renewer(void *arg)
         (void)run_round(l, 0, &e); /* failures are counted in the state */
         pthread_mutex_lock(&l->mu);
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        long long ns = ts.tv_nsec + (long long)((l->renew < 1e9 ? l->renew : 1e9) * 1e9);
-        ts.tv_sec += (time_t)(ns / 1000000000LL);
-        ts.tv_nsec = (long)(ns % 1000000000LL);
+        pgs_clock_after(CLOCK_MONOTONIC, l->renew, &ts);
         while (!l->stopping && pthread_cond_timedwait(&l->cv, &l->mu, &ts) != ETIMEDOUT)
             ;
     }
@@ -529,7 +517,7 @@ pgs_status_t pgs_lease_start(pgs_lease_t *l, pgs_error_t *err)
         return PGS_OK;
     }
     l->stopping = 0;
-    int rc = pthread_create(&l->thread, NULL, renewer, l);
+    int rc = pgs_thread_start(&l->thread, renewer, l);
     l->running = rc == 0;
     pthread_mutex_unlock(&l->mu);
     if (rc != 0)

@@ -11,6 +11,7 @@
  * renews, with a token that grows on every acquisition.
  */
 #include "store.h"
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
 
@@ -31,23 +32,6 @@ struct pgs_lock {
     int64_t token;
     char ttl_ms[32];
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_for(double s)
-{
-    if (!(s > 0))
-        return;
-    if (s > 1e9)
-        s = 1e9;
-    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- keys ------------------------------------------------------------------- */
 
@@ -194,7 +178,7 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
                                   pgs_error_t *err)
 {
     *got = 0;
-    double deadline = timeout > 0 ? mono() + timeout : -1;
+    double deadline = timeout > 0 ? pgs_clock_now() + timeout : -1;
     pgs_status_t st = pgs_pool_acquire(l->pool, timeout > 0 ? timeout : -1, &l->conn, err);
     if (st != PGS_OK)
         return st;
@@ -209,7 +193,7 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
     } else {
         char ms[32] = "0";
         if (deadline >= 0) {
-            double left = (deadline - mono()) * 1000;
+            double left = (deadline - pgs_clock_now()) * 1000;
             snprintf(ms, sizeof ms, "%.0f", left < 1 ? 1 : left + 0.5);
         }
         pgs_param_t p[2] = {{key, -1}, {ms, -1}};
@@ -301,13 +285,13 @@ static pgs_status_t table_try(pgs_lock_t *l, int *got, pgs_error_t *err)
 static pgs_status_t table_take(pgs_lock_t *l, double timeout, int try_only, int *got,
                                pgs_error_t *err)
 {
-    double deadline = timeout >= 0 ? mono() + timeout : -1;
+    double deadline = timeout >= 0 ? pgs_clock_now() + timeout : -1;
     double pause = 0.01;
     for (;;) {
         pgs_status_t st = table_try(l, got, err);
         if (st != PGS_OK || *got || try_only)
             return st;
-        double now = mono();
+        double now = pgs_clock_now();
         if (deadline >= 0 && now >= deadline)
             return pgs_error_set(err, PGS_ETIMEOUT, "lock '%.200s' not acquired within %gs",
                                  l->name, timeout);
@@ -315,7 +299,7 @@ static pgs_status_t table_take(pgs_lock_t *l, double timeout, int try_only, int 
         double s = pause * (0.5 + (double)rand() / RAND_MAX);
         if (deadline >= 0 && now + s > deadline)
             s = deadline - now;
-        sleep_for(s);
+        pgs_clock_sleep(s);
         pause = pause * 2 > 0.25 ? 0.25 : pause * 2;
     }
 }
@@ -341,7 +325,7 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
         double ttl = opts->ttl > 0 ? opts->ttl : 30;
         snprintf(l->ttl_ms, sizeof l->ttl_ms, "%.0f", ttl * 1000);
         make_owner(l);
-        st = pgs_ident_quote(opts->table && *opts->table ? opts->table : "pgstore_locks",
+        st = pgs_ident_quote(opts->table ? opts->table : "pgstore_locks",
                              l->table, sizeof l->table, err);
         if (st == PGS_OK)
             st = table_take(l, timeout, try_only, &got, err);

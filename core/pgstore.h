@@ -299,6 +299,7 @@ pgs_status_t pgs_ident_quote_suffix(const char *name, const char *suffix, char *
                                     pgs_error_t *err);
 
 #define PGS_IDENT_MAX 140 /* room for "schema"."table" with quotes */
+#define PGS_NAME_MAX 63   /* bytes in one part of a table name (the server's NAMEDATALEN - 1) */
 
 /* ---- values ------------------------------------------------------------ */
 
@@ -325,6 +326,9 @@ size_t pgs_timestamp_iso(const char *in, size_t len, char *out);
 typedef struct pgs_events pgs_events_t;
 
 
+/* The largest event (data + metadata bytes) a store takes by default. */
+#define PGS_EVENT_SIZE_DEFAULT (1024 * 1024)
+
 typedef struct pgs_events_opts {
     const char *table;         /* NULL → "events"                          */
     const char *notify;        /* channel woken after appends; NULL →
@@ -333,7 +337,7 @@ typedef struct pgs_events_opts {
     double notify_interval;    /* coalescing window in seconds; 0 → 0.002   */
     int skip_schema_init;      /* do not create or upgrade the schema on
                                   open (roles without DDL rights)           */
-    size_t max_event_size;     /* bytes of data + metadata; 0 → 1 MiB       */
+    size_t max_event_size;     /* bytes of data + metadata; 0 → PGS_EVENT_SIZE_DEFAULT */
 } pgs_events_opts_t;
 
 /* Opens a store on pool (referenced, not owned). *out is the caller's:
@@ -741,6 +745,9 @@ void pgs_kv_cleaner_stats(pgs_kv_t *kv, pgs_kv_cleaner_stats_t *out);
 pgs_status_t pgs_channel_check(const char *channel, pgs_error_t *err);
 /* PGS_EINVALID when the payload is too long or contains a NUL byte. */
 pgs_status_t pgs_notify_payload_check(const char *payload, size_t len, pgs_error_t *err);
+/* Both checks, as pgs_notify makes them before sending (payload NULL: ""). */
+pgs_status_t pgs_notify_check(const char *channel, const char *payload, size_t len,
+                              pgs_error_t *err);
 
 /* pg_notify(channel, payload) on conn, both bound parameters, checked
  * first (PGS_EINVALID before anything is sent). Inside a transaction the

@@ -12,8 +12,10 @@
  * connection, so closing it while connections are out is safe; the last
  * release frees it.
  */
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -85,16 +87,6 @@ pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_er
     return PGS_OK;
 }
 
-static void deadline_after(struct timespec *ts, double seconds)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    if (!(seconds <= 1e9))
-        seconds = 1e9; /* some 30 years: "forever", in range of the arithmetic */
-    long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
-}
-
 static void remove_waiter(pgs_pool_t *p, waiter_t *w)
 {
     waiter_t **pp = &p->head, *prev = NULL;
@@ -154,11 +146,7 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
         p->refs++;
     } else {
         waiter_t w = {.served = 0, .conn = NULL, .next = NULL};
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&w.cv, &ca);
-        pthread_condattr_destroy(&ca);
+        pgs_thread_cond_init(&w.cv);
         if (p->tail)
             p->tail->next = &w;
         else
@@ -167,7 +155,7 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
         p->waiting++;
         p->refs++; /* the pool must outlive the wait, even if closed meanwhile */
         struct timespec deadline;
-        deadline_after(&deadline, timeout);
+        pgs_clock_after(CLOCK_MONOTONIC, timeout, &deadline);
         int rc = 0;
         while (!w.served && !p->closed && rc != ETIMEDOUT)
             rc = pthread_cond_timedwait(&w.cv, &p->mu, &deadline);

@@ -21,7 +21,7 @@ pgs_status_t pgs_store_init(pgs_store_base_t *b, pgs_pool_t *pool, const char *t
                             const char *dflt, pgs_error_t *err)
 {
     memset(b, 0, sizeof *b);
-    if (!table || !*table)
+    if (!table) /* "" is a name, and an invalid one */
         table = dflt;
     if (!pool)
         return pgs_error_set(err, PGS_EINVALID, "no pool given");

@@ -14,7 +14,7 @@ typedef struct pgs_store_base {
     char table[PGS_IDENT_MAX];     /* quoted: "schema"."table" */
 } pgs_store_base_t;
 
-/* Validates `table` (or `dflt` when NULL/empty), quotes it, refs the pool. */
+/* Validates `table` (or `dflt` when NULL), quotes it, refs the pool. */
 pgs_status_t pgs_store_init(pgs_store_base_t *b, pgs_pool_t *pool, const char *table,
                             const char *dflt, pgs_error_t *err);
 void pgs_store_fini(pgs_store_base_t *b);

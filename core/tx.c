@@ -3,6 +3,7 @@
  * commit, rollback, savepoints, and a retrying runner for C callers
  * (serialization failures and deadlocks re-run the whole transaction).
  */
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
 
@@ -81,9 +82,7 @@ void pgs_backoff_sleep(int attempt)
     int shift = attempt < 1 ? 0 : attempt > 7 ? 7 : attempt - 1;
     double base = 0.005 * (double)(1 << shift);
     double jitter = base * (0.5 + (double)rand() / RAND_MAX);
-    struct timespec ts = {.tv_sec = (time_t)jitter,
-                          .tv_nsec = (long)((jitter - (double)(time_t)jitter) * 1e9)};
-    nanosleep(&ts, NULL);
+    pgs_clock_sleep(jitter);
 }
 
 pgs_status_t pgs_transaction(pgs_pool_t *pool, pgs_isolation_t iso, int retries, pgs_tx_fn fn,

@@ -16,18 +16,11 @@
 #include <limits.h>
 #include <string.h>
 
-#define PGS_EVENTS_MT "pgstore.events"
-
-typedef struct {
-    pgs_events_t *es;
-} levents_t;
+#define CLOSED "attempt to use a closed event store"
 
 static pgs_events_t *check_es(lua_State *L)
 {
-    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
-    if (!u->es)
-        luaL_error(L, "attempt to use a closed event store");
-    return u->es;
+    return pgs_l_handle_check(L, 1, PGS_EVENTS_MT, CLOSED);
 }
 
 static const char *field_string(lua_State *L, int t, const char *k, size_t *len, int required,
@@ -117,47 +110,33 @@ static int l_events_new(lua_State *L)
     o.max_event_size = (size_t)max;
     /* the option strings stay on the stack until we return */
 
-    levents_t *u = lua_newuserdata(L, sizeof *u);
-    u->es = NULL;
-    luaL_getmetatable(L, PGS_EVENTS_MT);
-    lua_setmetatable(L, -2);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_EVENTS_MT);
     pgs_error_t err;
-    if (pgs_events_open(pool, &o, &u->es, &err) != PGS_OK)
+    if (pgs_events_open(pool, &o, (pgs_events_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_events_close(lua_State *L)
 {
-    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
-    pgs_events_t *es = u->es;
-    u->es = NULL;
-    pgs_events_close(es);
+    pgs_events_close(pgs_l_handle_take(L, 1, PGS_EVENTS_MT));
     return 0;
 }
 
 static int l_events_tostring(lua_State *L)
 {
-    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
-    if (u->es)
-        lua_pushfstring(L, "pgstore.events (%s)", pgs_events_table(u->es));
+    pgs_events_t *es = pgs_l_handle_get(L, 1, PGS_EVENTS_MT);
+    if (es)
+        lua_pushfstring(L, "pgstore.events (%s)", pgs_events_table(es));
     else
         lua_pushliteral(L, "pgstore.events (closed)");
-    return 1;
-}
-
-static int status_result(lua_State *L, pgs_status_t st, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushboolean(L, 1);
     return 1;
 }
 
 static int l_events_migrate(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_events_migrate(check_es(L), &err), &err);
+    return pgs_l_push_status(L, pgs_events_migrate(check_es(L), &err), &err);
 }
 
 /* pgstore.events passes the expected version as a number: >= 0 exact,
@@ -385,7 +364,7 @@ static int l_events_tombstone(lua_State *L)
     const char *reason = pgs_l_opt_text(L, 3, "reason", &err, &ok);
     if (!stream || !ok)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_tombstone(es, stream, reason, &err), &err);
+    return pgs_l_push_status(L, pgs_events_tombstone(es, stream, reason, &err), &err);
 }
 
 static int l_events_archive(lua_State *L)
@@ -395,7 +374,7 @@ static int l_events_archive(lua_State *L)
     const char *stream = pgs_l_text(L, 2, "stream name", &err);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_archive(es, stream, &err), &err);
+    return pgs_l_push_status(L, pgs_events_archive(es, stream, &err), &err);
 }
 
 static int l_events_restore(lua_State *L)
@@ -405,7 +384,7 @@ static int l_events_restore(lua_State *L)
     const char *stream = pgs_l_text(L, 2, "stream name", &err);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_restore(es, stream, &err), &err);
+    return pgs_l_push_status(L, pgs_events_restore(es, stream, &err), &err);
 }
 
 static int l_events_delete(lua_State *L)
@@ -415,26 +394,24 @@ static int l_events_delete(lua_State *L)
     const char *stream = pgs_l_text(L, 2, "stream name", &err);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_delete(es, stream, &err), &err);
+    return pgs_l_push_status(L, pgs_events_delete(es, stream, &err), &err);
 }
 
 static int l_events_truncate(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_events_truncate(check_es(L), &err), &err);
+    return pgs_l_push_status(L, pgs_events_truncate(check_es(L), &err), &err);
 }
 
 static int l_events_move(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
-    levents_t *dst = luaL_checkudata(L, 2, PGS_EVENTS_MT);
-    if (!dst->es)
-        luaL_error(L, "attempt to use a closed event store");
+    pgs_events_t *dst = pgs_l_handle_check(L, 2, PGS_EVENTS_MT, CLOSED);
     int64_t moved;
     pgs_error_t err;
     const char *stream = pgs_l_text(L, 3, "stream name", &err);
     const char *status = luaL_optstring(L, 4, NULL); /* set by the Lua side */
-    if (!stream || pgs_events_move(es, dst->es, stream, status, &moved, &err) != PGS_OK)
+    if (!stream || pgs_events_move(es, dst, stream, status, &moved, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushnumber(L, (lua_Number)moved);
     return 1;
@@ -459,15 +436,7 @@ void pgs_l_events_open(lua_State *L)
         {"move", l_events_move},
         {"close", l_events_close},
         {NULL, NULL}};
-    luaL_newmetatable(L, PGS_EVENTS_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_events_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_events_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_EVENTS_MT, methods, l_events_close, l_events_tostring);
     lua_pushcfunction(L, l_events_new);
     lua_setfield(L, -2, "events");
 }

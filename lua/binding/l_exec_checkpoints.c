@@ -25,16 +25,16 @@ static int l_exec_checkpoints_new(lua_State *L)
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_lstore_t *u = pgs_l_store_new(L, PGS_EXEC_CHECKPOINTS_MT);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_EXEC_CHECKPOINTS_MT);
     pgs_error_t err;
-    if (pgs_exec_checkpoints_open(pool, &o, (pgs_exec_checkpoints_t **)&u->store, &err) != PGS_OK)
+    if (pgs_exec_checkpoints_open(pool, &o, (pgs_exec_checkpoints_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_exec_checkpoints_close(lua_State *L)
 {
-    pgs_exec_checkpoints_close(pgs_l_store_take(L, 1, PGS_EXEC_CHECKPOINTS_MT));
+    pgs_exec_checkpoints_close(pgs_l_handle_take(L, 1, PGS_EXEC_CHECKPOINTS_MT));
     return 0;
 }
 
@@ -114,7 +114,7 @@ void pgs_l_exec_checkpoints_open(lua_State *L)
         {"delete", l_exec_checkpoints_delete},
         {"close", l_exec_checkpoints_close},
         {NULL, NULL}};
-    pgs_l_store_register(L, PGS_EXEC_CHECKPOINTS_MT, methods, l_exec_checkpoints_close);
+    pgs_l_class_register(L, PGS_EXEC_CHECKPOINTS_MT, methods, l_exec_checkpoints_close, NULL);
     lua_pushcfunction(L, l_exec_checkpoints_new);
     lua_setfield(L, -2, "exec_checkpoints");
 }

@@ -18,16 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    pgs_lease_t *l;
-} llease_t;
-
 static pgs_lease_t *check_lease(lua_State *L)
 {
-    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
-    if (!h->l)
-        luaL_error(L, "attempt to use a closed partition set");
-    return h->l;
+    return pgs_l_handle_check(L, 1, PGS_LEASE_MT, "attempt to use a closed partition set");
 }
 
 static const char *field_string(lua_State *L, int t, const char *k)
@@ -61,34 +54,28 @@ static int l_lease_new(lua_State *L)
     o.lease = field_number(L, 2, "lease");
     o.renew = field_number(L, 2, "renew");
 
-    llease_t *h = lua_newuserdata(L, sizeof *h);
-    h->l = NULL;
-    luaL_getmetatable(L, PGS_LEASE_MT);
-    lua_setmetatable(L, -2);
+    pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LEASE_MT);
     pgs_error_t err;
-    if (pgs_lease_open(pool, &o, &h->l, &err) != PGS_OK)
+    if (pgs_lease_open(pool, &o, (pgs_lease_t **)&h->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_lease_close(lua_State *L)
 {
-    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
-    pgs_lease_t *l = h->l;
-    h->l = NULL;
-    pgs_lease_close(l);
+    pgs_lease_close(pgs_l_handle_take(L, 1, PGS_LEASE_MT));
     return 0;
 }
 
 static int l_lease_tostring(lua_State *L)
 {
-    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
-    if (!h->l) {
+    pgs_lease_t *l = pgs_l_handle_get(L, 1, PGS_LEASE_MT);
+    if (!l) {
         lua_pushliteral(L, "pgstore.lease (closed)");
         return 1;
     }
     pgs_lease_info_t info;
-    pgs_lease_info(h->l, &info);
+    pgs_lease_info(l, &info);
     lua_pushfstring(L, "pgstore.lease (%s as %s)", info.name, info.owner);
     return 1;
 }
@@ -204,19 +191,13 @@ static int l_lease_guard(lua_State *L)
     int32_t p = check_partition(L, l, 3);
     int64_t token = pgs_l_optint64(L, 4, 0);
     pgs_error_t err;
-    if (pgs_lease_guard(l, tx, p, token, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lease_guard(l, tx, p, token, &err), &err);
 }
 
 static int l_lease_start(lua_State *L)
 {
     pgs_error_t err;
-    if (pgs_lease_start(check_lease(L), &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lease_start(check_lease(L), &err), &err);
 }
 
 static int l_lease_stop(lua_State *L)
@@ -230,28 +211,16 @@ static int l_lease_info(lua_State *L)
     pgs_lease_info_t info;
     pgs_lease_info(check_lease(L), &info);
     lua_createtable(L, 0, 10);
-    lua_pushstring(L, info.name);
-    lua_setfield(L, -2, "name");
-    lua_pushstring(L, info.owner);
-    lua_setfield(L, -2, "owner");
-    lua_pushstring(L, info.table);
-    lua_setfield(L, -2, "table");
-    lua_pushinteger(L, info.count);
-    lua_setfield(L, -2, "count");
-    lua_pushnumber(L, info.lease);
-    lua_setfield(L, -2, "lease");
-    lua_pushnumber(L, info.renew);
-    lua_setfield(L, -2, "renew");
-    lua_pushnumber(L, (lua_Number)info.ticks);
-    lua_setfield(L, -2, "ticks");
-    lua_pushnumber(L, (lua_Number)info.failures);
-    lua_setfield(L, -2, "failures");
-    lua_pushboolean(L, info.background);
-    lua_setfield(L, -2, "background");
-    if (info.last_error.code != PGS_OK) {
-        pgs_l_error_table(L, &info.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_string(L, "name", info.name);
+    pgs_l_set_string(L, "owner", info.owner);
+    pgs_l_set_string(L, "table", info.table);
+    pgs_l_set_number(L, "count", info.count);
+    pgs_l_set_number(L, "lease", info.lease);
+    pgs_l_set_number(L, "renew", info.renew);
+    pgs_l_set_number(L, "ticks", (lua_Number)info.ticks);
+    pgs_l_set_number(L, "failures", (lua_Number)info.failures);
+    pgs_l_set_bool(L, "background", info.background);
+    pgs_l_set_error(L, "last_error", &info.last_error);
     return 1;
 }
 
@@ -295,15 +264,7 @@ void pgs_l_lease_open(lua_State *L)
         {"owned", l_lease_owned},   {"token", l_lease_token},     {"guard", l_lease_guard},
         {"start", l_lease_start},   {"stop", l_lease_stop},       {"info", l_lease_info},
         {"close", l_lease_close},   {NULL, NULL}};
-    luaL_newmetatable(L, PGS_LEASE_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_lease_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_lease_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_LEASE_MT, methods, l_lease_close, l_lease_tostring);
 
     lua_pushcfunction(L, l_lease_new);
     lua_setfield(L, -2, "lease");

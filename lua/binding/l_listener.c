@@ -12,44 +12,10 @@
  *   core.notify(pool | nil, conn | nil, channel, payload) → true
  *
  * Pulled, never calling back into Lua. Runtime failures return nil, err.
- * Also here: a box that owns a malloc'd C buffer while Lua values are made
- * from it (pgs_l_own), so a memory error cannot leak it.
  */
 #include "binding.h"
 
-#include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    pgs_listener_t *l;
-} llistener_t;
-
-/* ---- owned buffers ----------------------------------------------------------- */
-
-#define PGS_OWNED_MT "pgstore.owned"
-
-static int owned_gc(lua_State *L)
-{
-    void **box = luaL_checkudata(L, 1, PGS_OWNED_MT);
-    free(*box);
-    *box = NULL;
-    return 0;
-}
-
-void pgs_l_own(lua_State *L, void *p)
-{
-    void **box = lua_newuserdata(L, sizeof *box);
-    *box = p;
-    luaL_getmetatable(L, PGS_OWNED_MT);
-    lua_setmetatable(L, -2);
-}
-
-void pgs_l_free_owned(lua_State *L, int idx)
-{
-    void **box = luaL_checkudata(L, idx, PGS_OWNED_MT);
-    free(*box);
-    *box = NULL;
-}
 
 /* ---- options ------------------------------------------------------------------ */
 
@@ -74,10 +40,7 @@ static double field_number(lua_State *L, int t, const char *k)
 
 static pgs_listener_t *check_listener(lua_State *L)
 {
-    llistener_t *h = luaL_checkudata(L, 1, PGS_LISTENER_MT);
-    if (!h->l)
-        luaL_error(L, "attempt to use a closed listener");
-    return h->l;
+    return pgs_l_handle_check(L, 1, PGS_LISTENER_MT, "attempt to use a closed listener");
 }
 
 static int l_listener_new(lua_State *L)
@@ -116,40 +79,16 @@ static int l_listener_new(lua_State *L)
         return pgs_l_push_error(L, &err);
     }
 
-    llistener_t *h = lua_newuserdata(L, sizeof *h);
-    h->l = NULL;
-    luaL_getmetatable(L, PGS_LISTENER_MT);
-    lua_setmetatable(L, -2);
-    if (pgs_listener_open(&o, channels, n, &h->l, &err) != PGS_OK)
+    pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LISTENER_MT);
+    if (pgs_listener_open(&o, channels, n, (pgs_listener_t **)&h->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_listener_close(lua_State *L)
 {
-    llistener_t *h = luaL_checkudata(L, 1, PGS_LISTENER_MT);
-    pgs_listener_t *l = h->l;
-    h->l = NULL;
-    pgs_listener_close(l);
+    pgs_listener_close(pgs_l_handle_take(L, 1, PGS_LISTENER_MT));
     return 0;
-}
-
-static int l_listener_tostring(lua_State *L)
-{
-    llistener_t *h = luaL_checkudata(L, 1, PGS_LISTENER_MT);
-    if (h->l)
-        lua_pushfstring(L, "pgstore.listener (%p)", (void *)h->l);
-    else
-        lua_pushliteral(L, "pgstore.listener (closed)");
-    return 1;
-}
-
-static int ok_or_error(lua_State *L, pgs_status_t st, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushboolean(L, 1);
-    return 1;
 }
 
 static int l_listener_add(lua_State *L)
@@ -157,7 +96,7 @@ static int l_listener_add(lua_State *L)
     pgs_listener_t *l = check_listener(L);
     pgs_error_t err;
     const char *channel = pgs_l_text(L, 2, "channel name", &err);
-    return ok_or_error(L, channel ? pgs_listener_add(l, channel, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, channel ? pgs_listener_add(l, channel, &err) : PGS_EINVALID, &err);
 }
 
 static int l_listener_remove(lua_State *L)
@@ -165,7 +104,7 @@ static int l_listener_remove(lua_State *L)
     pgs_listener_t *l = check_listener(L);
     pgs_error_t err;
     const char *channel = pgs_l_text(L, 2, "channel name", &err);
-    return ok_or_error(L, channel ? pgs_listener_remove(l, channel, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, channel ? pgs_listener_remove(l, channel, &err) : PGS_EINVALID, &err);
 }
 
 static double opt_timeout(lua_State *L, int idx, double dflt, const char *fname)
@@ -224,7 +163,7 @@ static int l_listener_notify(lua_State *L)
     double timeout = opt_timeout(L, 4, 0, "notify");
     if (!channel)
         return pgs_l_push_error(L, &err);
-    return ok_or_error(L, pgs_listener_notify(l, channel, payload, len, timeout, &err), &err);
+    return pgs_l_push_status(L, pgs_listener_notify(l, channel, payload, len, timeout, &err), &err);
 }
 
 static int l_listener_fd(lua_State *L)
@@ -248,24 +187,14 @@ static int l_listener_stats(lua_State *L)
     pgs_listener_stats_t s;
     pgs_listener_stats(check_listener(L), &s);
     lua_createtable(L, 0, 7);
-    lua_pushboolean(L, s.connected);
-    lua_setfield(L, -2, "connected");
-    if (s.pid) {
-        lua_pushinteger(L, s.pid);
-        lua_setfield(L, -2, "pid");
-    }
-    lua_pushnumber(L, (lua_Number)s.reconnects);
-    lua_setfield(L, -2, "reconnects");
-    lua_pushnumber(L, (lua_Number)s.dropped);
-    lua_setfield(L, -2, "dropped");
-    lua_pushinteger(L, s.queued);
-    lua_setfield(L, -2, "queued");
-    lua_pushinteger(L, s.channels);
-    lua_setfield(L, -2, "channels");
-    if (s.last_error.code != PGS_OK) {
-        pgs_l_error_table(L, &s.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_bool(L, "connected", s.connected);
+    if (s.pid)
+        pgs_l_set_number(L, "pid", s.pid);
+    pgs_l_set_number(L, "reconnects", (lua_Number)s.reconnects);
+    pgs_l_set_number(L, "dropped", (lua_Number)s.dropped);
+    pgs_l_set_number(L, "queued", s.queued);
+    pgs_l_set_number(L, "channels", s.channels);
+    pgs_l_set_error(L, "last_error", &s.last_error);
     return 1;
 }
 
@@ -293,20 +222,18 @@ static int l_notify(lua_State *L)
     const char *payload = luaL_optlstring(L, 4, "", &len);
     if (!channel)
         return pgs_l_push_error(L, &err);
-    pgs_status_t st = pgs_channel_check(channel, &err);
-    if (st == PGS_OK)
-        st = pgs_notify_payload_check(payload, len, &err);
+    pgs_status_t st = pgs_notify_check(channel, payload, len, &err);
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
     if (tx)
-        return ok_or_error(L, pgs_notify(tx, channel, payload, len, &err), &err);
+        return pgs_l_push_status(L, pgs_notify(tx, channel, payload, len, &err), &err);
     pgs_conn_t *c;
     st = pgs_pool_acquire(pool, -1, &c, &err);
     if (st == PGS_OK) {
         st = pgs_notify(c, channel, payload, len, &err);
         pgs_pool_release(pool, c);
     }
-    return ok_or_error(L, st, &err);
+    return pgs_l_push_status(L, st, &err);
 }
 
 void pgs_l_listener_open(lua_State *L)
@@ -318,20 +245,7 @@ void pgs_l_listener_open(lua_State *L)
         {"stats", l_listener_stats},       {"channels", l_listener_channels},
         {"close", l_listener_close},       {NULL, NULL}};
 
-    luaL_newmetatable(L, PGS_OWNED_MT);
-    lua_pushcfunction(L, owned_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, PGS_LISTENER_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_listener_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_listener_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_LISTENER_MT, methods, l_listener_close, NULL);
 
     lua_pushcfunction(L, l_listener_new);
     lua_setfield(L, -2, "listener");

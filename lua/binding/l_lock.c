@@ -16,10 +16,6 @@
 
 #include <string.h>
 
-typedef struct {
-    pgs_lock_t *lock;
-} llock_t;
-
 static const char *const mode_names[] = {"advisory", "table", NULL}; /* as pgs_lock_mode */
 
 static int l_lock_new(lua_State *L)
@@ -45,16 +41,14 @@ static int l_lock_new(lua_State *L)
     }
     int try_only = lua_toboolean(L, 4);
 
-    llock_t *h = lua_newuserdata(L, sizeof *h);
-    h->lock = NULL;
-    luaL_getmetatable(L, PGS_LOCK_MT);
-    lua_setmetatable(L, -2);
+    pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LOCK_MT);
+    pgs_lock_t **lock = (pgs_lock_t **)&h->ptr;
     pgs_error_t err;
-    pgs_status_t st = try_only ? pgs_lock_try(pool, key, len, &o, &h->lock, &err)
-                               : pgs_lock_acquire(pool, key, len, &o, &h->lock, &err);
+    pgs_status_t st = try_only ? pgs_lock_try(pool, key, len, &o, lock, &err)
+                               : pgs_lock_acquire(pool, key, len, &o, lock, &err);
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
-    if (!h->lock) {
+    if (!*lock) {
         lua_pushnil(L); /* try: held elsewhere */
         return 1;
     }
@@ -63,30 +57,20 @@ static int l_lock_new(lua_State *L)
 
 static pgs_lock_t *check_lock(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    if (!h->lock)
-        luaL_error(L, "attempt to use a released lock");
-    return h->lock;
+    return pgs_l_handle_check(L, 1, PGS_LOCK_MT, "attempt to use a released lock");
 }
 
 /* Releasing twice is harmless: the second call returns true. */
 static int l_lock_release(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    pgs_lock_t *lock = h->lock;
-    h->lock = NULL;
+    pgs_lock_t *lock = pgs_l_handle_take(L, 1, PGS_LOCK_MT);
     pgs_error_t err;
-    if (lock && pgs_lock_release(lock, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, lock ? pgs_lock_release(lock, &err) : PGS_OK, &err);
 }
 
 static int l_lock_gc(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    pgs_lock_t *lock = h->lock;
-    h->lock = NULL;
+    pgs_lock_t *lock = pgs_l_handle_take(L, 1, PGS_LOCK_MT);
     if (lock) {
         pgs_error_t err;
         (void)pgs_lock_release(lock, &err);
@@ -97,10 +81,7 @@ static int l_lock_gc(lua_State *L)
 static int l_lock_renew(lua_State *L)
 {
     pgs_error_t err;
-    if (pgs_lock_renew(check_lock(L), &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lock_renew(check_lock(L), &err), &err);
 }
 
 static int l_lock_token(lua_State *L)
@@ -121,17 +102,16 @@ static int l_lock_key(lua_State *L)
 
 static int l_lock_held(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    lua_pushboolean(L, h->lock != NULL);
+    lua_pushboolean(L, pgs_l_handle_get(L, 1, PGS_LOCK_MT) != NULL);
     return 1;
 }
 
 static int l_lock_tostring(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    if (h->lock)
-        lua_pushfstring(L, "pgstore.lock (%s, %s)", mode_names[pgs_lock_mode(h->lock)],
-                        pgs_lock_name(h->lock));
+    pgs_lock_t *lock = pgs_l_handle_get(L, 1, PGS_LOCK_MT);
+    if (lock)
+        lua_pushfstring(L, "pgstore.lock (%s, %s)", mode_names[pgs_lock_mode(lock)],
+                        pgs_lock_name(lock));
     else
         lua_pushliteral(L, "pgstore.lock (closed)");
     return 1;
@@ -146,10 +126,7 @@ static int l_xact_lock(lua_State *L)
     const char *key = luaL_checklstring(L, 2, &len);
     double timeout = luaL_optnumber(L, 3, -1);
     pgs_error_t err;
-    if (pgs_lock_xact(tx, key, len, timeout, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lock_xact(tx, key, len, timeout, &err), &err);
 }
 
 static int l_xact_try_lock(lua_State *L)
@@ -172,16 +149,10 @@ void pgs_l_lock_open(lua_State *L)
     static const luaL_Reg methods[] = {
         {"release", l_lock_release}, {"renew", l_lock_renew}, {"token", l_lock_token},
         {"key", l_lock_key},         {"held", l_lock_held},   {NULL, NULL}};
-    luaL_newmetatable(L, PGS_LOCK_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
+    pgs_l_class_register(L, PGS_LOCK_MT, methods, l_lock_gc, l_lock_tostring);
+    luaL_getmetatable(L, PGS_LOCK_MT);
     lua_pushcfunction(L, l_lock_release);
     lua_setfield(L, -2, "__call");
-    lua_pushcfunction(L, l_lock_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_lock_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
     lua_pushcfunction(L, l_lock_new);

@@ -30,10 +30,7 @@ typedef struct {
 
 static pgs_pool_t *check_pool(lua_State *L)
 {
-    lpool_t *p = luaL_checkudata(L, 1, PGS_POOL_MT);
-    if (!p->pool)
-        luaL_error(L, "attempt to use a closed connection");
-    return p->pool;
+    return pgs_l_checkpool(L, 1);
 }
 
 static const char *opt_string(lua_State *L, int t, const char *k)
@@ -194,11 +191,11 @@ static int l_pool_stats(lua_State *L)
     pgs_pool_stats_t s;
     pgs_pool_stats(pool, &s);
     lua_createtable(L, 0, 5);
-    lua_pushinteger(L, s.max_size); lua_setfield(L, -2, "max_size");
-    lua_pushinteger(L, s.open); lua_setfield(L, -2, "open");
-    lua_pushinteger(L, s.idle); lua_setfield(L, -2, "idle");
-    lua_pushinteger(L, s.borrowed); lua_setfield(L, -2, "borrowed");
-    lua_pushinteger(L, s.waiting); lua_setfield(L, -2, "waiting");
+    pgs_l_set_number(L, "max_size", s.max_size);
+    pgs_l_set_number(L, "open", s.open);
+    pgs_l_set_number(L, "idle", s.idle);
+    pgs_l_set_number(L, "borrowed", s.borrowed);
+    pgs_l_set_number(L, "waiting", s.waiting);
     return 1;
 }
 
@@ -253,33 +250,25 @@ static int l_conn_tostring(lua_State *L)
 static int l_conn_query(lua_State *L) { return run(L, check_conn(L), 2, 1, "query"); }
 static int l_conn_exec(lua_State *L) { return run(L, check_conn(L), 2, 0, "exec"); }
 
-static int status_result(lua_State *L, pgs_status_t st, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 static int l_conn_begin(lua_State *L)
 {
     static const char *const names[] = {"read committed", "repeatable read", "serializable", NULL};
     pgs_conn_t *c = check_conn(L);
     int iso = luaL_checkoption(L, 2, "read committed", names);
     pgs_error_t err;
-    return status_result(L, pgs_tx_begin(c, (pgs_isolation_t)iso, &err), &err);
+    return pgs_l_push_status(L, pgs_tx_begin(c, (pgs_isolation_t)iso, &err), &err);
 }
 
 static int l_conn_commit(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_tx_commit(check_conn(L), &err), &err);
+    return pgs_l_push_status(L, pgs_tx_commit(check_conn(L), &err), &err);
 }
 
 static int l_conn_rollback(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_tx_rollback(check_conn(L), &err), &err);
+    return pgs_l_push_status(L, pgs_tx_rollback(check_conn(L), &err), &err);
 }
 
 static int l_conn_savepoint(lua_State *L)
@@ -287,7 +276,7 @@ static int l_conn_savepoint(lua_State *L)
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
     const char *name = pgs_l_text(L, 2, "savepoint name", &err);
-    return status_result(L, name ? pgs_tx_savepoint(c, name, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, name ? pgs_tx_savepoint(c, name, &err) : PGS_EINVALID, &err);
 }
 
 static int l_conn_rollback_to(lua_State *L)
@@ -295,7 +284,7 @@ static int l_conn_rollback_to(lua_State *L)
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
     const char *name = pgs_l_text(L, 2, "savepoint name", &err);
-    return status_result(L, name ? pgs_tx_rollback_to(c, name, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, name ? pgs_tx_rollback_to(c, name, &err) : PGS_EINVALID, &err);
 }
 
 static int l_conn_release_savepoint(lua_State *L)
@@ -303,7 +292,7 @@ static int l_conn_release_savepoint(lua_State *L)
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
     const char *name = pgs_l_text(L, 2, "savepoint name", &err);
-    return status_result(L, name ? pgs_tx_release(c, name, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, name ? pgs_tx_release(c, name, &err) : PGS_EINVALID, &err);
 }
 
 /* "idle" | "active" | "intrans" | "inerror" | "unknown" */
@@ -340,25 +329,8 @@ void pgs_l_pool_open(lua_State *L)
         {"release", l_conn_release},
         {NULL, NULL}};
 
-    luaL_newmetatable(L, PGS_POOL_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, pool_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_pool_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_pool_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, PGS_CONN_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, conn_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_conn_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_POOL_MT, pool_methods, l_pool_close, l_pool_tostring);
+    pgs_l_class_register(L, PGS_CONN_MT, conn_methods, l_conn_release, l_conn_tostring);
 
     lua_pushcfunction(L, l_pool_new);
     lua_setfield(L, -2, "pool");

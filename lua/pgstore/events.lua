@@ -47,9 +47,12 @@ _M.check_options = check_options
 --            codec = "json" | "raw" | { encode, decode }, migrate = true } → es | nil, err
 function _M.new(db, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
-  if opts.table == "" then return nil, errors.new("invalid", "invalid table name '': it must not be empty") end
   local bad = errors.nul(opts, "table", "notify")
   if bad then return nil, bad end
+  if opts.table then
+    local ok, terr = core.check_table(opts.table)
+    if not ok then return nil, terr end
+  end
   local codec, cerr = codecs.resolve(opts.codec)
   if not codec then errors.arg(1, "events", cerr) end
   local notify = opts.notify

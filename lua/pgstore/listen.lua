@@ -17,9 +17,10 @@
 -- l:wait(0) must run anyway (heartbeat, reconnect). Drain with l:wait(0)
 -- until it returns nil before watching the fd again.
 --
--- Channel names: 1..63 bytes of A-Z a-z 0-9 _ . : -  (else nil, err
--- "invalid"). Payloads: at most 7999 bytes without NUL (the server refuses
--- 8000 and more), checked before anything is sent.
+-- Channel names and payloads follow the core's rules (core.check_channel,
+-- core.check_notify; the limits are core.limits.channel and
+-- core.limits.notify_payload): a bad one is nil, err "invalid", found
+-- before anything is sent.
 --
 -- This module also adds db:notify(channel, payload) → true | nil, err.
 local core = require "pgstore.core"
@@ -33,8 +34,8 @@ local format = string.format
 
 local _M = {
   _VERSION = core._VERSION,
-  CHANNEL_MAX = 63,
-  PAYLOAD_MAX = 7999,
+  CHANNEL_MAX = core.limits.channel,
+  PAYLOAD_MAX = core.limits.notify_payload,
 }
 
 -- Options a listener takes (all optional), besides the db's connection

@@ -42,7 +42,7 @@ local type, pcall, error, pairs, tostring, unpack = type, pcall, error, pairs, t
 local maxn = table.maxn
 local format = string.format
 
-local _M = { _VERSION = core._VERSION, KEY_MAX = 512 }
+local _M = { _VERSION = core._VERSION, KEY_MAX = core.limits.lock_key }
 
 local MODES = { advisory = true, table = true }
 local OPTIONS = { timeout = "number", mode = "string", ttl = "number", table = "string" }

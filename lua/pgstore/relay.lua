@@ -31,7 +31,7 @@ local pairs, error, tostring = pairs, error, tostring
 local now = core.now
 local format = string.format
 
-local _M = { _VERSION = core._VERSION, PAYLOAD_MAX = listen.PAYLOAD_MAX }
+local _M = { _VERSION = core._VERSION, PAYLOAD_MAX = core.limits.notify_payload }
 local Relay = {}
 local mt = { __index = Relay, __name = "pgstore.relay" }
 

@@ -22,6 +22,7 @@
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
 local errors = require "pgstore.errors"
+local core = require "pgstore.core"
 local semaphore = require "ngx.semaphore"
 local call_mod = require "resty.pgstore.call"
 
@@ -38,7 +39,7 @@ local _M = {}
 
 local MIN_DELAY, MAX_DELAY = 0.001, 0.05
 local DRAIN_MAX = 1000
-local CHANNEL_MAX, PAYLOAD_MAX = 63, 7999
+local PAYLOAD_MAX, check_channel = core.limits.notify_payload, core.check_channel
 
 -- ---- poll(2) on the listener's socket ------------------------------------------------
 
@@ -73,12 +74,11 @@ local hubs = {} -- db key → hub
 local Hub = {}
 local hub_mt = { __index = Hub }
 
+-- The core's rule (no I/O, safe on the event loop).
 local function channel_error(ch)
   if type(ch) ~= "string" then return nil end
-  if #ch < 1 or #ch > CHANNEL_MAX or ch:find("[^%w_.:%-]") then
-    return errors.new("invalid", format("invalid channel name '%s': use 1..%d of the characters "
-      .. "A-Z a-z 0-9 _ . : -", ch:sub(1, 80), CHANNEL_MAX))
-  end
+  local ok, err = check_channel(ch)
+  if not ok then return err end
 end
 _M.channel_error = channel_error
 
