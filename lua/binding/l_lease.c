@@ -60,6 +60,9 @@ static int l_lease_new(lua_State *L)
     o.count = count >= 0 && count <= 1e6 ? (int32_t)count : -1;
     o.lease = field_number(L, 2, "lease");
     o.renew = field_number(L, 2, "renew");
+    lua_getfield(L, 2, "skip_schema_init");
+    o.skip_schema_init = lua_toboolean(L, -1);
+    lua_pop(L, 1);
 
     llease_t *h = lua_newuserdata(L, sizeof *h);
     h->l = NULL;

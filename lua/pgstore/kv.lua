@@ -86,6 +86,8 @@ function _M.new(db, opts)
   local ud, err = core.kv(db.pool, {
     table = opts.table, cleanup_interval = interval, lock_timeout = opts.lock_timeout,
     max_value_size = opts.max_value_size, skip_schema_init = true,
+    -- without it, the schema is ours to init, with the hook (below)
+    schema_init_by_caller = not opts.skip_schema_init,
   })
   if not ud then return nil, err end
   if not opts.skip_schema_init then
