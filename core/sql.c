@@ -35,8 +35,9 @@ static int is_name_char(char c)
     return (c >= 'a' && c <= 'z') || c == '_';
 }
 
-/* "x" or "x"."y": quoted parts of name characters, as pgs_ident_quote
- * makes them. */
+/* "x" or "x"."y": one or two double-quoted parts of 1..63 printable
+ * bytes with no quote inside (pgs_ident_quote's names, channel names), so
+ * nothing in a value can end the quoting early. */
 static int quoted_ident(const char *v)
 {
     int parts = 0;
@@ -47,11 +48,10 @@ static int quoted_ident(const char *v)
         const char *start = p;
         while (*p && *p != '"') {
             unsigned char c = (unsigned char)*p++;
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '$'))
+            if (c < 0x20 || c == 0x7f)
                 return 0;
         }
-        if (*p++ != '"' || p - start - 1 == 0)
+        if (*p++ != '"' || p - start - 1 == 0 || p - start - 1 > 63)
             return 0;
         parts++;
         if (*p == '\0')

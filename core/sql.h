@@ -28,7 +28,8 @@ int pgs_sql_latest(const char *series);
 
 /* Fills `tmpl`: every @name@ becomes values[i] where names[i] is name.
  * names are [a-z_]+; values must be quoted identifiers as pgs_ident_quote
- * makes them ("t" or "s"."t", no quote inside a part). An @ followed by a
+ * makes them ("t" or "s"."t": 1..63 printable bytes per part, no quote
+ * inside). An @ followed by a
  * name but no closing @, a name not in names, or a value of another shape
  * is PGS_EINVALID: no placeholder is ever left in the SQL. An @ not
  * followed by a letter or _ is left as it is (an operator).
