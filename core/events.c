@@ -78,12 +78,14 @@ static uint16_t order_tag(const char *quoted)
     return (uint16_t)(h ^ (h >> 16));
 }
 
-#define COLS "id, stream::text AS stream, version, position, type, schema_version, data, metadata, time"
+#define COLS \
+    "id, stream::text AS stream, version, position, type, schema_version, data, metadata, time"
 /* $4: types as a JSON array or NULL; $5: limit or NULL */
-#define READ_SQL(order)                                                                          \
-    "SELECT " COLS " FROM @events@ WHERE stream = $1 AND version >= $2 AND version <= $3"       \
-    " AND ($4::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text($4::jsonb)))"          \
-    " AND NOT EXISTS (SELECT 1 FROM @heads@ h WHERE h.stream = $1 AND h.status = 'tombstoned')"  \
+#define READ_SQL(order) \
+    "SELECT " COLS " FROM @events@ WHERE stream = $1 AND version >= $2 AND version <= $3" \
+    " AND ($4::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text($4::jsonb)))" \
+    " AND NOT EXISTS (SELECT 1 FROM @heads@ h" \
+    "   WHERE h.stream = $1 AND h.status = 'tombstoned')" \
     " ORDER BY version " order " LIMIT $5::bigint"
 
 /* Every statement of the store, filled once at open (the schema itself is
@@ -101,7 +103,8 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          " r_type AS type, r_schema_version AS schema_version, r_data AS data,"
          " r_metadata AS metadata, r_time AS time, r_horizon AS horizon"
          " FROM @read_all@($1::bigint, $2::int,"
-         " CASE WHEN $3::jsonb IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
+         " CASE WHEN $3::jsonb IS NULL THEN NULL"
+         "  ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
          " $4, $5::int)"},
         {&es->sql_status,
          "SELECT status, (EXISTS (SELECT 1 FROM @events@ e WHERE e.stream = $1))::int AS events,"
@@ -130,7 +133,8 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
          " UPDATE @heads@ SET status = $2, updated_at = now() WHERE stream = $1"},
         {&es->sql_forget,
-         "WITH e AS (DELETE FROM @events@ WHERE stream = $1) DELETE FROM @heads@ WHERE stream = $1"},
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
+         " DELETE FROM @heads@ WHERE stream = $1"},
     };
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         pgs_status_t st = pgs_sql_fill(s[i].tmpl, es->schema.names, es->schema.values,
@@ -189,7 +193,8 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
             return pgs_error_set(err, PGS_ENOMEM, "out of memory");
         }
     }
-    if ((st = pgs_migrate_open(es->base.pool, &es->schema, opts && opts->migrate, err)) != PGS_OK) {
+    st = pgs_migrate_open(es->base.pool, &es->schema, opts && opts->migrate, err);
+    if (st != PGS_OK) {
         pgs_events_close(es);
         return st;
     }

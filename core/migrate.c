@@ -251,7 +251,8 @@ static pgs_status_t check_tables(pgs_migrate_run_t *run, pgs_kv_phase_t *next, p
     }
     const char *missing = NULL;
     if (st == PGS_OK)
-        st = first_missing(run->conn, (const char *const *)run->tables, run->ntables, &missing, err);
+        st = first_missing(run->conn, (const char *const *)run->tables, run->ntables, &missing,
+                           err);
     if (st != PGS_OK)
         return st;
     if (book == 2 && !missing)
@@ -325,7 +326,8 @@ static pgs_status_t run_phase(pgs_migrate_run_t *run, pgs_kv_phase_t *next, pgs_
         *next = PGS_KV_CHECK_INDEX;
         break;
     case PGS_KV_CHECK_INDEX:
-        st = first_missing(run->conn, (const char *const *)run->indexes, run->nindexes, &missing, err);
+        st = first_missing(run->conn, (const char *const *)run->indexes, run->nindexes,
+                           &missing, err);
         *next = missing ? PGS_KV_CREATE_INDEX : PGS_KV_COMMIT;
         break;
     case PGS_KV_CREATE_INDEX:
