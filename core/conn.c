@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "error.h"
 #include "thread.h"
+#include "sql.h"
 
 #include <errno.h>
 #include <math.h>
@@ -458,9 +459,13 @@ static void deallocate(pgs_conn_t *c, pgs_stmt_t *s)
 {
     /* Best effort: inside a failed transaction the server refuses, and the
      * unused statement then lives until the connection closes. */
-    char sql[64];
-    snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
-    PQclear(run_simple(c, sql));
+    char quoted[sizeof s->name + 2], *sql;
+    snprintf(quoted, sizeof quoted, "\"%s\"", s->name);
+    const char *names[] = {"statement"}, *values[] = {quoted};
+    if (pgs_sql_fill("DEALLOCATE @statement@", names, values, 1, &sql, NULL) == PGS_OK) {
+        PQclear(run_simple(c, sql));
+        free(sql);
+    }
     pgs_stmt_free(s);
 }
 

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT
  * events.c — the event store's write side: opening and migrating a store,
  * appends (one round trip through the <table>_append function, which holds
- * the whole algorithm — see events_schema.c), batches across streams in one
+ * the whole algorithm — see core/sql/events--*.sql), batches across streams in one
  * pipeline, after-commit NOTIFY, and stream lifecycle.
  */
 #include "events.h"
 #include "conn.h"
 #include "error.h"
-#include "events_schema.h"
+#include "sql.h"
 #include "json.h"
 #include "strbuf.h"
 
@@ -77,47 +77,70 @@ static uint16_t order_tag(const char *quoted)
     return (uint16_t)(h ^ (h >> 16));
 }
 
-static const char cols[] = "id, stream::text AS stream, version, position, type, schema_version, "
-                           "data, metadata, time";
+#define COLS \
+    "id, stream::text AS stream, version, position, type, schema_version, data, metadata, time"
+/* $4: types as a JSON array or NULL; $5: limit or NULL */
+#define READ_SQL(order) \
+    "SELECT " COLS " FROM @events@ WHERE stream = $1 AND version >= $2 AND version <= $3" \
+    " AND ($4::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text($4::jsonb)))" \
+    " AND NOT EXISTS (SELECT 1 FROM @heads@ h" \
+    "   WHERE h.stream = $1 AND h.status = 'tombstoned')" \
+    " ORDER BY version " order " LIMIT $5::bigint"
 
+/* Every statement of the store, filled once at open (the schema itself is
+ * core/sql/events--*.sql). */
 static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
 {
-    const char *T = es->base.table, *H = es->heads;
-    /* $4: types as a JSON array or NULL; $5: limit or NULL */
-    const char *read_tmpl =
-        "SELECT %s FROM %s WHERE stream = $1 AND version >= $2 AND version <= $3"
-        " AND ($4::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text($4::jsonb)))"
-        " AND NOT EXISTS (SELECT 1 FROM %s h WHERE h.stream = $1 AND h.status = 'tombstoned')"
-        " ORDER BY version %s LIMIT $5::bigint";
-    es->sql_append = pgs_sql_printf(
-        "SELECT r_first_version, r_last_version, r_first_position, r_last_position, r_count,"
-        " r_replayed FROM %s($1, $2::bigint, $3::jsonb, $4, $5::float8, $6::int, $7)",
-        es->fn_append);
-    es->sql_read_fwd = pgs_sql_printf(read_tmpl, cols, T, H, "ASC");
-    es->sql_read_back = pgs_sql_printf(read_tmpl, cols, T, H, "DESC");
-    es->sql_read_all = pgs_sql_printf(
-        "SELECT r_id AS id, r_stream AS stream, r_version AS version, r_position AS position,"
-        " r_type AS type, r_schema_version AS schema_version, r_data AS data,"
-        " r_metadata AS metadata, r_time AS time, r_horizon AS horizon"
-        " FROM %s($1::bigint, $2::int,"
-        " CASE WHEN $3::jsonb IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
-        " $4, $5::int)",
-        es->fn_read_all);
-    es->sql_status = pgs_sql_printf(
-        "SELECT status, (EXISTS (SELECT 1 FROM %s e WHERE e.stream = $1))::int AS events, version"
-        " FROM %s WHERE stream = $1",
-        T, H);
-    es->sql_version = pgs_sql_printf("SELECT version FROM %s WHERE stream = $1", H);
-    es->sql_latest = pgs_sql_printf("SELECT coalesce(max(position), 0) FROM %s", T);
-    es->sql_import = pgs_sql_printf("SELECT r_count FROM %s($1, $2::jsonb, $3::int)", es->fn_import);
-    es->sql_export = pgs_sql_printf(
-        "SELECT coalesce(json_agg(json_build_object('id', id, 'version', version, 'type', type,"
-        " 'schema_version', schema_version, 'data', data, 'metadata', metadata, 'time', time)"
-        " ORDER BY version), '[]')::text, count(*) FROM %s WHERE stream = $1",
-        T);
-    if (!es->sql_append || !es->sql_read_fwd || !es->sql_read_back || !es->sql_read_all ||
-        !es->sql_status || !es->sql_version || !es->sql_latest || !es->sql_import || !es->sql_export)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    struct { char **dst; const char *tmpl; } s[] = {
+        {&es->sql_append,
+         "SELECT r_first_version, r_last_version, r_first_position, r_last_position, r_count,"
+         " r_replayed FROM @append@($1, $2::bigint, $3::jsonb, $4, $5::float8, $6::int, $7)"},
+        {&es->sql_read_fwd, READ_SQL("ASC")},
+        {&es->sql_read_back, READ_SQL("DESC")},
+        {&es->sql_read_all,
+         "SELECT r_id AS id, r_stream AS stream, r_version AS version, r_position AS position,"
+         " r_type AS type, r_schema_version AS schema_version, r_data AS data,"
+         " r_metadata AS metadata, r_time AS time, r_horizon AS horizon"
+         " FROM @read_all@($1::bigint, $2::int,"
+         " CASE WHEN $3::jsonb IS NULL THEN NULL"
+         "  ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
+         " $4, $5::int)"},
+        {&es->sql_status,
+         "SELECT status, (EXISTS (SELECT 1 FROM @events@ e WHERE e.stream = $1))::int AS events,"
+         " version FROM @heads@ WHERE stream = $1"},
+        {&es->sql_version, "SELECT version FROM @heads@ WHERE stream = $1"},
+        {&es->sql_latest, "SELECT coalesce(max(position), 0) FROM @events@"},
+        {&es->sql_import, "SELECT r_count FROM @import@($1, $2::jsonb, $3::int)"},
+        {&es->sql_export,
+         "SELECT coalesce(json_agg(json_build_object('id', id, 'version', version, 'type', type,"
+         " 'schema_version', schema_version, 'data', data, 'metadata', metadata, 'time', time)"
+         " ORDER BY version), '[]')::text, count(*) FROM @events@ WHERE stream = $1"},
+        {&es->sql_tombstone,
+         "INSERT INTO @heads@ AS h (stream, status, reason) VALUES ($1, 'tombstoned', $2)"
+         " ON CONFLICT (stream) DO UPDATE SET status = 'tombstoned', reason = EXCLUDED.reason,"
+         " updated_at = now()"},
+        {&es->sql_set_status,
+         "UPDATE @heads@ SET status = $2, reason = NULL, updated_at = now()"
+         " WHERE stream = $1 AND status <> 'tombstoned' RETURNING stream"},
+        {&es->sql_delete,
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
+         " DELETE FROM @heads@ WHERE stream = $1 RETURNING stream"},
+        {&es->sql_truncate,
+         "TRUNCATE @events@, @heads@, @idempotency@; ALTER SEQUENCE @seq@ RESTART"},
+        {&es->sql_lock_head, "SELECT 1 FROM @heads@ WHERE stream = $1 FOR UPDATE"},
+        {&es->sql_forget_status,
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
+         " UPDATE @heads@ SET status = $2, updated_at = now() WHERE stream = $1"},
+        {&es->sql_forget,
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
+         " DELETE FROM @heads@ WHERE stream = $1"},
+    };
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        pgs_status_t st = pgs_sql_fill(s[i].tmpl, es->schema.names, es->schema.values,
+                                       es->schema.nnames, s[i].dst, err);
+        if (st != PGS_OK)
+            return st;
+    }
     return PGS_OK;
 }
 
@@ -129,13 +152,26 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     if (!es)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pgs_status_t st = pgs_store_init(&es->base, pool, opts ? opts->table : NULL, "events", err);
-    struct { char *dst; const char *suffix; } names[] = {
-        {es->heads, "_heads"},      {es->idem, "_idempotency"}, {es->seq, "_position_seq"},
-        {es->fn_append, "_append"}, {es->fn_read_all, "_read_all"}, {es->fn_import, "_import"},
-        {es->fn_replay, "_replay"},
+    struct { char *dst; const char *suffix, *placeholder; } names[] = {
+        {es->heads, "_heads", "heads"},          {es->idem, "_idempotency", "idempotency"},
+        {es->seq, "_position_seq", "seq"},       {es->fn_append, "_append", "append"},
+        {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
+        {es->fn_replay, "_replay", "replay"},
     };
-    for (size_t i = 0; st == PGS_OK && i < sizeof names / sizeof names[0]; i++)
+    pgs_schema_t *sc = &es->schema;
+    pgs_store_schema(&es->base, "events", NULL, sc);
+    sc->names[0] = "events";
+    for (size_t i = 0; st == PGS_OK && i < sizeof names / sizeof names[0]; i++) {
         st = pgs_store_companion(&es->base, names[i].suffix, names[i].dst, PGS_IDENT_MAX, err);
+        sc->names[sc->nnames] = names[i].placeholder;
+        sc->values[sc->nnames++] = names[i].dst;
+    }
+    sc->tables[sc->ntables++] = es->heads;
+    sc->tables[sc->ntables++] = es->idem;
+    sc->tables[sc->ntables++] = es->seq;
+    /* Older code keyed this store "events:<quoted table>". */
+    snprintf(es->base.legacy_key, sizeof es->base.legacy_key, "events:%s", es->base.table);
+    sc->legacy[sc->nlegacy++] = es->base.legacy_key;
     if (st == PGS_OK)
         st = build_sql(es, err);
     /* The channel follows the listener's rules, or nobody could LISTEN to it. */
@@ -158,7 +194,8 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
             return pgs_error_set(err, PGS_ENOMEM, "out of memory");
         }
     }
-    if (!(opts && opts->skip_schema_init) && (st = pgs_events_migrate(es, err)) != PGS_OK) {
+    st = pgs_migrate_open(es->base.pool, &es->schema, !(opts && opts->skip_schema_init), err);
+    if (st != PGS_OK) {
         pgs_events_close(es);
         return st;
     }
@@ -168,23 +205,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
 
 pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err)
 {
-#define SCHEMA_ARGS es->base.table, es->heads, es->idem, es->seq, es->fn_append, es->fn_read_all, \
-                    es->fn_import, es->fn_replay
-    char *v1 = pgs_sql_printf(pgs_events_schema_v1, SCHEMA_ARGS);
-    char *v2 = pgs_sql_printf(pgs_events_schema_v2, SCHEMA_ARGS);
-#undef SCHEMA_ARGS
-    pgs_status_t st = PGS_OK;
-    if (!v1 || !v2)
-        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    if (st == PGS_OK) {
-        pgs_migration_t steps[] = {{1, v1}, {2, v2}};
-        char target[PGS_IDENT_MAX + 16];
-        snprintf(target, sizeof target, "events:%s", es->base.table);
-        st = pgs_migrate(es->base.pool, target, steps, 2, err);
-    }
-    free(v1);
-    free(v2);
-    return st;
+    return pgs_migrate_run(es->base.pool, &es->schema, NULL, NULL, err);
 }
 
 void pgs_events_close(pgs_events_t *es)
@@ -192,9 +213,12 @@ void pgs_events_close(pgs_events_t *es)
     if (!es)
         return;
     pgs_notifier_free(es->notifier);
-    char **sql[] = {&es->sql_append, &es->sql_read_fwd, &es->sql_read_back, &es->sql_read_all,
-                    &es->sql_status, &es->sql_version, &es->sql_latest, &es->sql_import,
-                    &es->sql_export};
+    char **sql[] = {&es->sql_append,     &es->sql_read_fwd,   &es->sql_read_back,
+                    &es->sql_read_all,   &es->sql_status,     &es->sql_version,
+                    &es->sql_latest,     &es->sql_import,     &es->sql_export,
+                    &es->sql_tombstone,  &es->sql_set_status, &es->sql_delete,
+                    &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,
+                    &es->sql_forget};
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)
         free(*sql[i]);
     free(es->notify);

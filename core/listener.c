@@ -11,6 +11,8 @@
 #include "conn.h"
 #include "error.h"
 #include "notify.h"
+#include "sql.h"
+#include "strbuf.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -290,21 +292,32 @@ static void connect_failed(pgs_listener_t *l, const char *why, const PGresult *r
     l->next_attempt = pgs_clock_now() + backoff(l);
 }
 
+/* tmpl with @channel@ filled by the quoted channel (checked by
+ * pgs_channel_check: no quote in it); malloc'd, NULL when out of memory. */
+static char *channel_sql(const char *tmpl, const char *channel)
+{
+    char quoted[PGS_CHANNEL_MAX + 3], *sql = NULL;
+    snprintf(quoted, sizeof quoted, "\"%s\"", channel);
+    const char *names[] = {"channel"}, *values[] = {quoted};
+    return pgs_sql_fill(tmpl, names, values, 1, &sql, NULL) == PGS_OK ? sql : NULL;
+}
+
 /* UNLISTEN * then LISTEN every channel, in one implicit transaction: the
  * switch is atomic and repeats safely. */
 static int send_sync(pgs_listener_t *l)
 {
-    size_t need = 16;
-    for (int i = 0; i < l->nchannels; i++)
-        need += strlen(l->channels[i]) + 12;
-    char *sql = malloc(need);
-    if (!sql)
-        return 0;
-    size_t n = (size_t)snprintf(sql, need, "UNLISTEN *");
-    for (int i = 0; i < l->nchannels; i++)
-        n += (size_t)snprintf(sql + n, need - n, "; LISTEN \"%s\"", l->channels[i]);
-    int ok = PQsendQuery(l->pg, sql);
-    free(sql);
+    pgs_strbuf_t b;
+    pgs_strbuf_init(&b);
+    pgs_strbuf_adds(&b, "UNLISTEN *");
+    for (int i = 0; i < l->nchannels; i++) {
+        char *one = channel_sql("; LISTEN @channel@", l->channels[i]);
+        if (one)
+            pgs_strbuf_adds(&b, one);
+        b.failed |= !one;
+        free(one);
+    }
+    int ok = !b.failed && PQsendQuery(l->pg, b.data);
+    pgs_strbuf_free(&b);
     if (ok) {
         l->busy = B_SYNC;
         l->busy_since = pgs_clock_now();
@@ -621,10 +634,12 @@ pgs_status_t pgs_listener_add(pgs_listener_t *l, const char *channel, pgs_error_
     /* Down or connecting: the sync after connecting includes it. */
     if (l->state != L_READY)
         return PGS_OK;
-    char sql[PGS_CHANNEL_MAX + 16];
-    snprintf(sql, sizeof sql, "LISTEN \"%s\"", channel);
+    char *sql = channel_sql("LISTEN @channel@", channel);
+    if (!sql)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pgs_error_t e;
     st = command(l, sql, 0, NULL, NULL, pgs_clock_now() + l->connect_timeout, &e);
+    free(sql);
     if (st == PGS_ESQL) {
         drop_channel(l, find_channel(l, channel));
         if (err)
@@ -660,10 +675,11 @@ pgs_status_t pgs_listener_remove(pgs_listener_t *l, const char *channel, pgs_err
     }
     if (l->state != L_READY)
         return PGS_OK;
-    char sql[PGS_CHANNEL_MAX + 16];
-    snprintf(sql, sizeof sql, "UNLISTEN \"%s\"", channel);
+    char *sql = channel_sql("UNLISTEN @channel@", channel);
     pgs_error_t e;
-    (void)command(l, sql, 0, NULL, NULL, pgs_clock_now() + l->connect_timeout, &e);
+    if (sql)
+        (void)command(l, sql, 0, NULL, NULL, pgs_clock_now() + l->connect_timeout, &e);
+    free(sql);
     return PGS_OK;
 }
 

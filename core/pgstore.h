@@ -322,7 +322,7 @@ size_t pgs_timestamp_iso(const char *in, size_t len, char *out);
 /* An event store over a base table (default "events") and its companions:
  * <table>_heads (one row per stream), <table>_idempotency, the sequence
  * <table>_position_seq, and the functions <table>_append, <table>_read_all,
- * <table>_import. Schema: core/events_schema.c. */
+ * <table>_import. Schema: core/sql/events--*.sql. */
 typedef struct pgs_events pgs_events_t;
 
 
@@ -431,7 +431,7 @@ typedef struct pgs_read_all_opts {
 } pgs_read_all_opts_t;
 
 /* Reads all streams in position order, never skipping an event that commits
- * later with a lower position (see core/events_schema.c). Always on the
+ * later with a lower position (see core/sql/events--1.sql). Always on the
  * primary. *rows holds *nrows event rows (columns as pgs_events_read, plus a
  * last column "horizon") followed by one marker row; the caller
  * pgs_rows_free()s it. *cursor is where the next call continues. */
@@ -667,10 +667,15 @@ const char *pgs_kv_phase_name(pgs_kv_phase_t phase);
  * filling err) stops the init there; the transaction is rolled back. */
 typedef pgs_status_t (*pgs_kv_hook_fn)(pgs_kv_phase_t phase, void *ud, pgs_error_t *err);
 
+#define PGS_KV_SCHEMA_BY_CALLER 2
+
 typedef struct pgs_kv_opts {
     const char *table;        /* NULL or "" → "pgstore_kv"; the name plus
                                  "_expires_idx" must fit in 63 bytes       */
-    int skip_schema_init;     /* nonzero: no init on open (no DDL rights)  */
+    int skip_schema_init;     /* nonzero: no init on open (no DDL rights);
+                                 the table must exist (else PGS_ENOTFOUND).
+                                 PGS_KV_SCHEMA_BY_CALLER: not even that,
+                                 the caller runs pgs_kv_init_* itself      */
     double cleanup_interval;  /* seconds between background cleanups;
                                  0 → no cleaner thread                     */
     double lock_timeout;      /* seconds schema init waits for its locks;
@@ -879,6 +884,10 @@ int64_t pgs_lock_key(const char *key, size_t len);
  * renewer (pgs_lease_start) may tick while other threads read and guard. */
 typedef struct pgs_lease pgs_lease_t;
 
+/* Creates or upgrades the lease tables (NULL → "pgstore_leases") through
+ * the migration runner, as pgs_lease_open does unless skip_schema_init. */
+pgs_status_t pgs_lease_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err);
+
 typedef struct pgs_lease_opts {
     const char *table;         /* NULL → "pgstore_leases"                   */
     const char *name;          /* the partition set (required)              */
@@ -888,6 +897,8 @@ typedef struct pgs_lease_opts {
     const char *owner;         /* unique per live worker; NULL →
                                   "hostname:pid" (":n" for the n-th set
                                   opened in the process)                   */
+    int skip_schema_init;      /* nonzero: no migration on open; the tables
+                                  must exist (else PGS_ENOTFOUND)           */
 } pgs_lease_opts_t;
 
 /* Keep in the same order as the names in the Lua binding. */
@@ -994,11 +1005,23 @@ typedef struct pgs_lock_opts {
     double timeout;            /* acquire: seconds to wait; < 0 without
                                   limit; 0 a single attempt                 */
     const char *table;         /* table mode: NULL → "pgstore_locks",
-                                  created on first use                     */
+                                  migrated on first use in the process     */
     double ttl;                /* table mode: seconds; 0 → 30               */
+    int skip_schema_init;      /* table mode: never create the table; a
+                                  missing one is PGS_ENOTFOUND              */
 } pgs_lock_opts_t;
 
 typedef struct pgs_lock pgs_lock_t;
+
+/* The projections' dead-letter table (NULL → "pgstore_parked"): migrated
+ * when migrate, else checked (PGS_ENOTFOUND when missing). */
+pgs_status_t pgs_parked_migrate(pgs_pool_t *pool, const char *table, int migrate,
+                                pgs_error_t *err);
+
+/* Creates or upgrades the lock table (NULL → "pgstore_locks") through the
+ * migration runner; table-mode acquires do it on first use unless
+ * skip_schema_init. */
+pgs_status_t pgs_lock_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err);
 
 pgs_status_t pgs_lock_key_check(const char *key, size_t len, pgs_error_t *err);
 

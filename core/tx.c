@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "sql.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -47,32 +48,36 @@ pgs_status_t pgs_tx_rollback(pgs_conn_t *c, pgs_error_t *err)
     return pgs_exec_command(c, "ROLLBACK", err);
 }
 
-static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *verb, const char *name,
+static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *tmpl, const char *name,
                                   pgs_error_t *err)
 {
-    char quoted[PGS_IDENT_MAX], sql[PGS_IDENT_MAX + 32];
+    char quoted[PGS_IDENT_MAX], *sql;
     pgs_status_t st = pgs_ident_quote(name, quoted, sizeof quoted, err);
     if (st != PGS_OK)
         return st;
     if (strchr(name, '.'))
         return pgs_error_set(err, PGS_EINVALID, "invalid savepoint name '%s'", name);
-    snprintf(sql, sizeof sql, "%s %s", verb, quoted);
-    return pgs_exec_command(c, sql, err);
+    const char *names[] = {"name"}, *values[] = {quoted};
+    if ((st = pgs_sql_fill(tmpl, names, values, 1, &sql, err)) != PGS_OK)
+        return st;
+    st = pgs_exec_command(c, sql, err);
+    free(sql);
+    return st;
 }
 
 pgs_status_t pgs_tx_savepoint(pgs_conn_t *c, const char *name, pgs_error_t *err)
 {
-    return savepoint_cmd(c, "SAVEPOINT", name, err);
+    return savepoint_cmd(c, "SAVEPOINT @name@", name, err);
 }
 
 pgs_status_t pgs_tx_rollback_to(pgs_conn_t *c, const char *name, pgs_error_t *err)
 {
-    return savepoint_cmd(c, "ROLLBACK TO SAVEPOINT", name, err);
+    return savepoint_cmd(c, "ROLLBACK TO SAVEPOINT @name@", name, err);
 }
 
 pgs_status_t pgs_tx_release(pgs_conn_t *c, const char *name, pgs_error_t *err)
 {
-    return savepoint_cmd(c, "RELEASE SAVEPOINT", name, err);
+    return savepoint_cmd(c, "RELEASE SAVEPOINT @name@", name, err);
 }
 
 void pgs_backoff_sleep(int attempt)

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  * l_kv.c — the key-value store as pgstore.core userdata.
  *
- *   core.kv(pool, { table=, skip_schema_init=, cleanup_interval=,
- *                   lock_timeout=, max_value_size= }) → kv | nil, err
+ *   core.kv(pool, { table=, skip_schema_init=, schema_init_by_caller=,
+ *                   cleanup_interval=, lock_timeout=, max_value_size= })
+ *       → kv | nil, err        (schema_init_by_caller: neither migrate nor
+ *                               check; the caller steps schema_init)
  *   kv:set(key, value, ttl|nil, [conn]) → true
  *   kv:get(key, [conn]) → value | nil
  *   kv:delete(key, [conn]) → removed
@@ -30,7 +32,8 @@ static int l_kv_new(lua_State *L)
     pgs_pool_t *pool = pgs_l_checkpool(L, 1);
     pgs_kv_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
-        .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
+        .skip_schema_init = pgs_l_opt_bool(L, 2, "schema_init_by_caller") ? PGS_KV_SCHEMA_BY_CALLER
+                          : pgs_l_opt_bool(L, 2, "skip_schema_init"),
         .cleanup_interval = pgs_l_opt_number(L, 2, "cleanup_interval", 0),
         .lock_timeout = pgs_l_opt_number(L, 2, "lock_timeout", 0),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),

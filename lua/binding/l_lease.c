@@ -53,6 +53,9 @@ static int l_lease_new(lua_State *L)
     o.count = count >= 0 && count <= 1e6 ? (int32_t)count : -1;
     o.lease = field_number(L, 2, "lease");
     o.renew = field_number(L, 2, "renew");
+    lua_getfield(L, 2, "skip_schema_init");
+    o.skip_schema_init = lua_toboolean(L, -1);
+    lua_pop(L, 1);
 
     pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LEASE_MT);
     pgs_error_t err;

@@ -12,7 +12,7 @@
  * A lock userdata is callable, so `local release = db:lock(k)` … `release()`
  * reads naturally. __gc releases a lock still held.
  */
-#include "binding.h"
+#include "l_companion.h"
 
 #include <string.h>
 
@@ -37,7 +37,9 @@ static int l_lock_new(lua_State *L)
         o.ttl = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
         lua_getfield(L, 3, "table");
         o.table = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, "table") : NULL;
-        lua_pop(L, 4); /* the table string stays referenced by the options */
+        lua_getfield(L, 3, "skip_schema_init");
+        o.skip_schema_init = lua_toboolean(L, -1);
+        lua_pop(L, 5); /* the table string stays referenced by the options */
     }
     int try_only = lua_toboolean(L, 4);
 
@@ -144,6 +146,35 @@ static int l_xact_try_lock(lua_State *L)
     return 1;
 }
 
+/* core.lock_migrate(pool[, table]) → true | nil, err: the lock table. */
+static int l_lock_migrate(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    const char *table = lua_isnoneornil(L, 2) ? NULL : pgs_l_checkcstr(L, 2, "table");
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_lock_migrate(pool, table, &err), &err);
+}
+
+/* core.lease_migrate(pool[, table]) → true | nil, err: the lease tables. */
+static int l_lease_migrate(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    const char *table = lua_isnoneornil(L, 2) ? NULL : pgs_l_checkcstr(L, 2, "table");
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_lease_migrate(pool, table, &err), &err);
+}
+
+/* core.parked_migrate(pool, table|nil, migrate) → true | nil, err: the
+ * projections' dead-letter table (migrate false: only checked). */
+static int l_parked_migrate(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    const char *table = lua_isnoneornil(L, 2) ? NULL : pgs_l_checkcstr(L, 2, "table");
+    int migrate = lua_toboolean(L, 3);
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_parked_migrate(pool, table, migrate, &err), &err);
+}
+
 void pgs_l_lock_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -161,4 +192,10 @@ void pgs_l_lock_open(lua_State *L)
     lua_setfield(L, -2, "xact_lock");
     lua_pushcfunction(L, l_xact_try_lock);
     lua_setfield(L, -2, "xact_try_lock");
+    lua_pushcfunction(L, l_lock_migrate);
+    lua_setfield(L, -2, "lock_migrate");
+    lua_pushcfunction(L, l_lease_migrate);
+    lua_setfield(L, -2, "lease_migrate");
+    lua_pushcfunction(L, l_parked_migrate);
+    lua_setfield(L, -2, "parked_migrate");
 }

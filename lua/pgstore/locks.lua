@@ -27,8 +27,8 @@
 -- taken by compare-and-set (INSERT … ON CONFLICT … WHERE expired), held for
 -- `ttl` seconds; call lock:renew() more often than that. A dead holder's
 -- lock frees itself when the TTL runs out. lock:token() grows with every
--- acquisition of the key (a fencing token). The table is created on first
--- use.
+-- acquisition of the key (a fencing token). The table is migrated on first
+-- use, unless skip_schema_init = true (then a missing table is "not_found").
 --
 -- The lock handle: lock() or lock:release() → true | nil, err (err
 -- "lease_lost" when the lock had already been lost: connection dropped or
@@ -45,7 +45,9 @@ local format = string.format
 local _M = { _VERSION = core._VERSION, KEY_MAX = core.limits.lock_key }
 
 local MODES = { advisory = true, table = true }
-local OPTIONS = { timeout = "number", mode = "string", ttl = "number", table = "string" }
+local OPTIONS = {
+  timeout = "number", mode = "string", ttl = "number", table = "string", skip_schema_init = "boolean",
+}
 
 -- Checks an options table; raises at the caller of the db method
 -- (level 3: lock_options ← Db:lock ← caller).

@@ -13,8 +13,10 @@
 -- Options: name (required), count = 8, lease = 30, renew = 10 (seconds,
 -- renew < lease), owner = "hostname:pid" (unique per live worker), table =
 -- "pgstore_leases", background = false (a C thread ticks every `renew`
--- seconds; collect its changes with pm:changes()). All workers of a set
--- must use the same count. Nothing is held until the first tick.
+-- seconds; collect its changes with pm:changes()), skip_schema_init = false
+-- (true: create nothing; missing tables are a "not_found" error). All
+-- workers of a set must use the same count. Nothing is held until the
+-- first tick.
 --
 -- Balancing: with W live workers each ends up with ⌊P/W⌋ or ⌈P/W⌉
 -- partitions (the first P mod W workers by owner, in byte order, take one
@@ -50,7 +52,7 @@ local mt = { __index = Partitions, __name = "pgstore.partitions" }
 
 local OPTIONS = {
   name = "string", count = "number", lease = "number", renew = "number",
-  owner = "string", table = "string", background = "boolean",
+  owner = "string", table = "string", background = "boolean", skip_schema_init = "boolean",
 }
 
 -- Raises at the user's call of db:partitions.
@@ -80,7 +82,7 @@ function _M.new(db, opts)
   if bad then return nil, bad end
   local lease_handle, err = core.lease(db.pool, {
     name = opts.name, count = count, lease = lease, renew = renew,
-    owner = opts.owner, table = opts.table,
+    owner = opts.owner, table = opts.table, skip_schema_init = opts.skip_schema_init,
   })
   if not lease_handle then return nil, err end
   if opts.background then

@@ -14,7 +14,8 @@
 -- "stop" rolls the batch back and stops; "skip" and "park" roll it back and
 -- run it again with a savepoint per event, skipping the failing event or
 -- parking it (event, error, traceback) in the dead-letter table
--- pgstore_parked, in the same transaction as the checkpoint.
+-- pgstore_parked (its schema is the core's, migrated when the runner
+-- starts), in the same transaction as the checkpoint.
 --
 -- partitioned = true: streams are spread over `partitions` partitions by
 -- pm:partition_for(stream); each host process works only on the partitions
@@ -28,11 +29,6 @@ local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, str
 local now = core.now
 
 local _M = {}
-
-local PARKED = [[create table if not exists pgstore_parked (
-  projection text not null, position bigint not null, stream text not null, type text not null,
-  event jsonb not null, error text not null, traceback text, parked_at timestamptz not null default now(),
-  primary key (projection, position))]]
 
 -- ---- loading -----------------------------------------------------------------
 
@@ -199,7 +195,8 @@ Runner.__index = Runner
 function _M.runner(db, defs, opts)
   local self = setmetatable({ db = db, defs = defs, opts = opts, units = {}, say = opts.say or print }, Runner)
   self.es = opts.events
-  local ok, err = db:exec(PARKED)
+  -- The dead-letter table is the core's (core/sql/parked--*.sql).
+  local ok, err = core.parked_migrate(db.pool, nil, true)
   if not ok then return nil, err end
   self.cp, err = db:checkpoints()
   if not self.cp then return nil, err end

@@ -317,7 +317,10 @@ end
 local Lock = {}
 local lock_mt = { __index = Lock, __name = "resty.pgstore.lock" }
 
-local LOCK_OPTIONS = { timeout = "number", mode = "string", ttl = "number", table = "string", hold = "number" }
+local LOCK_OPTIONS = {
+  timeout = "number", mode = "string", ttl = "number", table = "string", hold = "number",
+  skip_schema_init = "boolean",
+}
 
 local function lock_options(opts, n, fname)
   if opts == nil then return nil, nil end

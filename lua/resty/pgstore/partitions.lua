@@ -27,7 +27,7 @@ local mt = { __index = Partitions, __name = "resty.pgstore.partitions" }
 
 local OPTIONS = {
   name = "string", count = "number", lease = "number", renew = "number",
-  owner = "string", table = "string",
+  owner = "string", table = "string", skip_schema_init = "boolean",
 }
 
 local function check(self, fname)
@@ -89,6 +89,7 @@ function _M.new(db, _, opts)
   end
   local id, state = call(db.cfg, "lease_open", db.spec, {
     name = opts.name, count = count, lease = lease, renew = renew, owner = opts.owner, table = opts.table,
+    skip_schema_init = opts.skip_schema_init,
   })
   if not id then return nil, state end
   local self = setmetatable({
