@@ -21,9 +21,12 @@ local TABLES = {
 -- The verdict of a call that returns value | nil, err: true, or the message.
 -- A NUL byte is caught where a Lua string becomes a C string, before the
 -- core's rules, each entry point naming its argument: only "refused" counts.
+-- A store opened without migrations over tables that do not exist has
+-- accepted the name: it says `not_found`, naming the table.
 local function verdict(res, err)
   if res then return true end
   assert.is_table(err)
+  if err.code == "not_found" then return true end
   assert.equal("invalid", err.code)
   if err.message:find("NUL byte", 1, true) then return "refused: a NUL byte" end
   return err.message
