@@ -106,20 +106,22 @@ function _M.merge(...)
   return out
 end
 
--- fields(def, spec, what) → def: a definition table (a projection, a
--- policy, an upcaster) checked like options, but the message names the
--- definition: "projection 'orders': unknown field 'on_eror'". Positional
--- entries (def[1], …) are allowed when spec[1] says their type.
-function _M.fields(def, spec, what)
+-- problem(def, spec) → nil, or what is wrong with a definition table (a
+-- projection, a policy, an upcaster) as text: "unknown field 'on_eror'",
+-- "field 'batch' must be number, got string". Positional entries (def[1],
+-- …) are allowed when spec[1] says their type. `expected` ends the
+-- unknown-field message with the fields there are.
+function _M.problem(def, spec, expected)
   for k, v in pairs(def) do
     local want = spec[k]
     if want == nil and type(k) == "number" then want = spec[1] end
-    if not want then _M.raise(format("%s: unknown field '%s'", what, tostring(k))) end
+    if not want then
+      return format("unknown field '%s'%s", tostring(k), expected and " (expected " .. expected .. ")" or "")
+    end
     if not type_ok(v, want) then
-      _M.raise(format("%s: field '%s' must be %s, got %s", what, tostring(k), spell(want), type(v)))
+      return format("field '%s' must be %s, got %s", tostring(k), spell(want), type(v))
     end
   end
-  return def
 end
 
 -- ---- values of the right type that are out of range: nil, err --------------------

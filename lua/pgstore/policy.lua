@@ -14,6 +14,7 @@
 -- pgstore.policies raises with the file (or entry) and what is wrong.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local glob = require "pgstore.glob"
 local script = require "pgstore.script"
 
@@ -59,9 +60,11 @@ end
 
 -- ---- one policy -----------------------------------------------------------------
 
+-- Each field and the Lua types it may hold; the values are checked below.
 local FIELDS = {
-  name = true, description = true, streams = true, max_age = true, max_count = true,
-  truncate_before = true, archive_after = true, archive_to = true, snapshot_every = true, guard = true,
+  name = "string", description = "string", streams = "string|table", max_age = "string|number",
+  max_count = "number", truncate_before = "string|number", archive_after = "string|number",
+  archive_to = "string|table", snapshot_every = "number", guard = "function",
 }
 
 local function fail(msg)
@@ -80,12 +83,9 @@ end
 -- Checks one policy table; returns the normalised policy.
 local function validate(p, where)
   if type(p) ~= "table" then fail(format("%s: a policy must be a table, got %s", where, type(p))) end
-  for k in pairs(p) do
-    if not FIELDS[k] then
-      fail(format("%s: unknown field '%s' (expected name, streams, max_age, max_count, truncate_before, "
-        .. "archive_after, archive_to, snapshot_every, guard, description)", where, tostring(k)))
-    end
-  end
+  local problem = options.problem(p, FIELDS, "name, streams, max_age, max_count, truncate_before, "
+    .. "archive_after, archive_to, snapshot_every, guard, description")
+  if problem then fail(format("%s: %s", where, problem)) end
   local name = p.name
   if name ~= nil and (type(name) ~= "string" or name == "") then
     fail(format("%s: field 'name' must be a non-empty string", where))

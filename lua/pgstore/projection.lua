@@ -22,6 +22,7 @@
 -- commits only if its lease's fencing token is still current.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local script = require "pgstore.script"
 
 local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
@@ -38,10 +39,20 @@ local PARKED = [[create table if not exists pgstore_parked (
 
 local function fail(path, msg) return nil, ("%s: %s"):format(path, msg) end
 
+-- A projection script's fields and their Lua types; the values are checked in load.
+local FIELDS = {
+  name = "string", description = "string", types = "table", setup = "string|function",
+  teardown = "string|function", handlers = "table", batch = "number", on_error = "string",
+  partitioned = "boolean", partitions = "number",
+}
+
 -- Loads and checks a projection script: def | nil, message.
 function _M.load(path, unsafe)
   local def, err = script.load(path, nil, unsafe)
   if not def then return nil, err end
+  local problem = options.problem(def, FIELDS, "name, handlers, types, setup, teardown, batch, on_error, "
+    .. "partitioned, partitions, description")
+  if problem then return fail(path, problem) end
   if type(def.name) ~= "string" or not def.name:match("^[%w_%-%.:]+$") then
     return fail(path, "name must be a string of letters, digits, _ - . :")
   end
