@@ -50,7 +50,6 @@ local OPTIONS = {
 }
 
 local check_options = options.check
-end
 
 -- Numbered parameters for SQL assembled from fixed fragments: the values
 -- are always bound, only the shape of the statement varies.
