@@ -97,7 +97,7 @@ describe("options", function()
     { "save (snapshots)", function(o) return ss:save("s", 1, {}, o) end, arg = 4, wrong = { schema_version = "1" },
       bad = { schema_version = -1 } },
     { "save (checkpoints)", function(o) return cp:save("c", 1, o) end, arg = 3, wrong = { expected = "1" },
-      bad = { expected = true } },
+      bad = { expected = -1 } },
     { "set", function(o) return kv:set("k", "v", nil, o) end, arg = 4, wrong = { tx = 1 } },
     { "apply", function(o) return policies:apply(es, o) end, arg = 2, wrong = { batch = "1" },
       bad = { batch = 0 } },

@@ -58,7 +58,7 @@ function _M:save(consumer, cursor, opts)
   local expected = o.expected
   if expected == null then expected = false end
   if expected == true or type(expected) == "userdata" then
-    return nil, errors.new("invalid", "expected must be a number, false or pgstore.null, got " .. tostring(expected))
+    C.bad(3, "save", "option 'expected' must be a number, false or pgstore.null")
   end
   local ok, err = C.count(cursor, "cursor")
   if not ok then return nil, err end

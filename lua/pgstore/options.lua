@@ -86,7 +86,7 @@ end
 -- unknown options and wrong types raise, naming the option.
 function _M.check(opts, spec, n, fname)
   if opts == nil then return {} end
-  if type(opts) ~= "table" then argerror(n, fname, "options table expected, got " .. type(opts)) end
+  if type(opts) ~= "table" then argerror(n, fname, "table expected, got " .. type(opts)) end
   for k, v in pairs(opts) do
     local want = spec[k]
     if not want then argerror(n, fname, "unknown option '" .. tostring(k) .. "'") end
@@ -95,6 +95,14 @@ function _M.check(opts, spec, n, fname)
     end
   end
   return opts
+end
+
+-- required(opts, k, n, fname) → opts[k]: a missing option raises
+-- "option 'k' is required" (check() has already checked its type).
+function _M.required(opts, k, n, fname)
+  local v = opts[k]
+  if v == nil then argerror(n, fname, format("option '%s' is required", k)) end
+  return v
 end
 
 -- merge(spec, …) → one spec holding every option of the given specs.
@@ -109,7 +117,8 @@ end
 -- problem(def, spec) → nil, or what is wrong with a definition table (a
 -- projection, a policy, an upcaster) as text: "unknown field 'on_eror'",
 -- "field 'batch' must be number, got string". Positional entries (def[1],
--- …) are allowed when spec[1] says their type. `expected` ends the
+-- …) are allowed when spec[1] says their type; `true` allows any type (the
+-- caller checks the value with a message of its own). `expected` ends the
 -- unknown-field message with the fields there are.
 function _M.problem(def, spec, expected)
   for k, v in pairs(def) do
@@ -118,7 +127,7 @@ function _M.problem(def, spec, expected)
     if not want then
       return format("unknown field '%s'%s", tostring(k), expected and " (expected " .. expected .. ")" or "")
     end
-    if not type_ok(v, want) then
+    if want ~= true and not type_ok(v, want) then
       return format("field '%s' must be %s, got %s", tostring(k), spell(want), type(v))
     end
   end

@@ -58,7 +58,7 @@ local OPTIONS = {
 function _M.new(db, opts)
   options.arg(opts, 1, "partitions", "table", "options table")
   options.check(opts, OPTIONS, 1, "partitions")
-  options.arg(opts.name, 1, "partitions", "string", "option 'name' (a string)")
+  options.required(opts, "name", 1, "partitions")
   local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
   local bad = (opts.name == "" and errors.new("invalid", "name must not be empty"))
     or options.int(count, "count", 1, 65536)

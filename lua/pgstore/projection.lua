@@ -39,11 +39,11 @@ local PARKED = [[create table if not exists pgstore_parked (
 
 local function fail(path, msg) return nil, ("%s: %s"):format(path, msg) end
 
--- A projection script's fields and their Lua types; the values are checked in load.
+-- A projection script's fields: their Lua types, or true where load checks
+-- the value with a message of its own.
 local FIELDS = {
-  name = "string", description = "string", types = "table", setup = "string|function",
-  teardown = "string|function", handlers = "table", batch = "number", on_error = "string",
-  partitioned = "boolean", partitions = "number",
+  name = true, description = "string", types = true, setup = true, teardown = true, handlers = true,
+  batch = true, on_error = true, partitioned = "boolean", partitions = "number",
 }
 
 -- Loads and checks a projection script: def | nil, message.

@@ -41,7 +41,8 @@ local OPTIONS = {
 function _M.new(db, opts)
   options.arg(opts, 1, "subscribe", "table", "options table")
   options.check(opts, OPTIONS, 1, "subscribe")
-  options.arg(opts.name, 1, "subscribe", "string", "option 'name' (the consumer, a string)")
+  options.required(opts, "name", 1, "subscribe")
+  options.required(opts, "events", 1, "subscribe")
   local es = opts.events
   if type(es.read_all) ~= "function" then
     options.argerror(1, "subscribe", "option 'events' must be an event store (db:events())")

@@ -23,7 +23,8 @@ local _M = {}
 local Registry = {}
 local mt = { __index = Registry, __name = "pgstore.upcasters" }
 
-local FIELDS = { type = "string", from = "number", to = "number", upcast = "function", description = "string" }
+-- The fields an upcaster may have; validate() checks each value.
+local FIELDS = { type = true, from = true, to = true, upcast = true, description = "string" }
 local MAX_SCHEMA_VERSION = 2147483647 -- the events table's schema_version is an int
 
 local function whole(v)
