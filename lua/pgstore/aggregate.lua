@@ -52,19 +52,19 @@ function _M.new(opts)
   options.arg(opts, 1, "aggregate", "table", "options table")
   check_options(opts, OPTIONS, 1, "aggregate")
   if not named(opts.events, "pgstore.events") then
-    errors.arg(1, "aggregate", "option 'events' must be an event store (db:events())")
+    options.argerror(1, "aggregate", "option 'events' must be an event store (db:events())")
   end
   if opts.snapshots ~= nil and not named(opts.snapshots, "pgstore.snapshots") then
-    errors.arg(1, "aggregate", "option 'snapshots' must be a snapshot store (db:snapshots())")
+    options.argerror(1, "aggregate", "option 'snapshots' must be a snapshot store (db:snapshots())")
   end
   if opts.policy ~= nil and not named(opts.policy, "pgstore.policies") then
-    errors.arg(1, "aggregate", "option 'policy' must be a policy set (pgstore.policies{ … })")
+    options.argerror(1, "aggregate", "option 'policy' must be a policy set (pgstore.policies{ … })")
   end
-  if not opts.initial then errors.arg(1, "aggregate", "option 'initial' (function() → state) is required") end
-  if not opts.apply then errors.arg(1, "aggregate", "option 'apply' ({ EventType = function(state, event) }) is required") end
+  if not opts.initial then options.argerror(1, "aggregate", "option 'initial' (function() → state) is required") end
+  if not opts.apply then options.argerror(1, "aggregate", "option 'apply' ({ EventType = function(state, event) }) is required") end
   for k, v in pairs(opts.apply) do
     if type(k) ~= "string" or type(v) ~= "function" then
-      errors.arg(1, "aggregate", format("option 'apply' must map event types to functions (%s = %s)",
+      options.argerror(1, "aggregate", format("option 'apply' must map event types to functions (%s = %s)",
         tostring(k), type(v)))
     end
   end
@@ -73,7 +73,7 @@ function _M.new(opts)
     or options.int(opts.page, "page", 1, 2 ^ 31)
   if bad then return nil, bad end
   if opts.snapshot_every and not opts.snapshots then
-    errors.arg(1, "aggregate", "option 'snapshot_every' needs a snapshot store (option 'snapshots')")
+    options.argerror(1, "aggregate", "option 'snapshot_every' needs a snapshot store (option 'snapshots')")
   end
   return setmetatable({
     events = opts.events, snapshots = opts.snapshots, initial = opts.initial, handlers = opts.apply,
@@ -176,7 +176,7 @@ end
 -- After `retries` conflicts in a row: nil, err with err.code = "conflict".
 function Agg:execute(stream, fn, opts)
   check(self, "execute", stream)
-  if type(fn) ~= "function" then errors.arg(2, "execute", "command function expected, got " .. type(fn)) end
+  if type(fn) ~= "function" then options.argerror(2, "execute", "command function expected, got " .. type(fn)) end
   opts = check_options(opts, EXECUTE_OPTIONS, 3, "execute")
   local bad = options.int(opts.retries, "retries", 0, 2 ^ 31)
   if bad then return nil, bad end

@@ -173,7 +173,7 @@ end
 
 -- Closes the pools this db owns; closing twice is harmless.
 function Db:close()
-  if getmetatable(self) ~= mt then errors.arg(1, "close", "pgstore.db expected; use db:close()") end
+  if getmetatable(self) ~= mt then options.argerror(1, "close", "pgstore.db expected; use db:close()") end
   if self.pool then self.pool:close() end
   for _, rp in ipairs(self.readers) do rp:close() end
   self.pool, self.readers = nil, {}

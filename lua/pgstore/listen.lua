@@ -23,7 +23,6 @@
 --
 -- This module also adds db:notify(channel, payload) → true | nil, err.
 local core = require "pgstore.core"
-local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local Db = require "pgstore.db"
 

@@ -41,7 +41,6 @@ local Db = require "pgstore.db"
 
 local type, pcall, error, pairs, tostring, unpack = type, pcall, error, pairs, tostring, unpack
 local maxn = table.maxn
-local format = string.format
 
 local _M = { _VERSION = core._VERSION, KEY_MAX = 512 }
 

@@ -15,10 +15,13 @@ local _M = {}
 -- ---- where the caller is ------------------------------------------------------
 
 -- The library's own files: this file's directory (…/pgstore/) and
--- resty.pgstore beside it (…/resty/pgstore.lua, …/resty/pgstore/).
+-- resty.pgstore (…/resty/pgstore.lua, …/resty/pgstore/), which nginx may
+-- load from a directory of its own.
 local here = getinfo(1, "S").source
 local root = here:match("^@(.*)pgstore[/\\]options%.lua$") or ""
 local LIBRARY = { "@" .. root .. "pgstore/", "@" .. root .. "resty/pgstore" }
+local resty = package.searchpath and package.searchpath("resty.pgstore", package.path)
+if resty then LIBRARY[3] = "@" .. resty:gsub("%.lua$", "") end
 
 local function in_library(source)
   for i = 1, #LIBRARY do

@@ -43,7 +43,6 @@ local listen = require "pgstore.listen"
 local type, error, setmetatable, getmetatable = type, error, setmetatable, getmetatable
 local pairs, tostring = pairs, tostring
 local format = string.format
-local floor = math.floor
 
 local _M = { _VERSION = core._VERSION }
 local Partitions = {}

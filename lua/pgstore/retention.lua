@@ -39,7 +39,7 @@ local options = require "pgstore.options"
 local glob = require "pgstore.glob"
 local cjson = require "cjson"
 
-local type, pairs, ipairs, tostring, error, unpack, floor = type, pairs, ipairs, tostring, error, unpack, math.floor
+local type, pairs, ipairs, tostring, error, unpack = type, pairs, ipairs, tostring, error, unpack
 local format, concat = string.format, table.concat
 
 local _M = {}
