@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT
  * l_companion.h — what the companion store bindings (l_snapshots.c,
  * l_checkpoints.c, l_exec_checkpoints.c, l_sessions.c, l_kv.c) share: the
- * store userdata, argument and option readers, and result pushers.
+ * store userdata, argument readers and result pushers (options: opts.h).
  */
 #ifndef PGS_L_COMPANION_H
 #define PGS_L_COMPANION_H
 #include "binding.h"
+#include "opts.h"
 
 /* A store userdata holds the C store, NULL until opened and after close. */
 typedef struct {
@@ -27,14 +28,6 @@ void pgs_l_store_register(lua_State *L, const char *mt, const luaL_Reg *methods,
 /* An integral number argument within int64; raises otherwise. */
 int64_t pgs_l_int64(lua_State *L, int idx);
 
-/* Fields of an options table at idx (absent → default; a wrong type
- * raises naming the option). */
-const char *pgs_l_opt_string(lua_State *L, int idx, const char *k);
-double pgs_l_opt_number(lua_State *L, int idx, const char *k, double dflt);
-int pgs_l_opt_bool(lua_State *L, int idx, const char *k);
-/* A byte count option: a whole number from 0 to PGS_L_MAX_SIZE. */
-#define PGS_L_MAX_SIZE (1024.0 * 1024 * 1024)
-size_t pgs_l_opt_size(lua_State *L, int idx, const char *k);
 
 /* Pushes the first row of res as a table (columns by name, converted like
  * query results), then frees res. */

@@ -12,6 +12,7 @@
  *   es:version / status / latest_position, lifecycle, es:move(dst, stream, status)
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <limits.h>
 #include <string.h>
@@ -99,22 +100,12 @@ static int l_events_new(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     pgs_events_opts_t o;
     memset(&o, 0, sizeof o);
-    lua_getfield(L, 2, "table");
-    o.table = pgs_l_checkcstr(L, -1, "table");
-    lua_getfield(L, 2, "notify");
-    o.notify = pgs_l_checkcstr(L, -1, "notify");
-    lua_getfield(L, 2, "notify_in_tx");
-    o.notify_in_tx = lua_toboolean(L, -1);
-    lua_getfield(L, 2, "notify_interval");
-    o.notify_interval = lua_tonumber(L, -1);
-    lua_getfield(L, 2, "migrate");
-    o.migrate = lua_toboolean(L, -1);
-    lua_getfield(L, 2, "max_event_size");
-    lua_Number max = lua_tonumber(L, -1);
-    if (max != max || max < 0 || max > 1073741824.0 || max != (lua_Number)(size_t)max)
-        return luaL_error(L, "bad option 'max_event_size' (a whole number of bytes up to 1 GiB expected)");
-    o.max_event_size = (size_t)max;
-    /* the option strings stay on the stack until we return */
+    o.table = pgs_l_opt_string(L, 2, "table");
+    o.notify = pgs_l_opt_string(L, 2, "notify");
+    o.notify_in_tx = pgs_l_opt_bool(L, 2, "notify_in_tx");
+    o.notify_interval = pgs_l_opt_number(L, 2, "notify_interval", 0);
+    o.migrate = pgs_l_opt_bool(L, 2, "migrate");
+    o.max_event_size = pgs_l_opt_size(L, 2, "max_event_size");
 
     levents_t *u = lua_newuserdata(L, sizeof *u);
     u->es = NULL;

@@ -31,8 +31,8 @@ static int l_kv_new(lua_State *L)
     pgs_kv_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
-        .cleanup_interval = pgs_l_opt_number(L, 2, "cleanup_interval", 0),
-        .lock_timeout = pgs_l_opt_number(L, 2, "lock_timeout", 0),
+        .cleanup_interval = pgs_l_opt_nonneg(L, 2, "cleanup_interval", 0),
+        .lock_timeout = pgs_l_opt_nonneg(L, 2, "lock_timeout", 0),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
     pgs_lstore_t *u = pgs_l_store_new(L, PGS_KV_MT);
