@@ -82,6 +82,8 @@ describe("options", function()
       wrong = { mode = 1 }, bad = { timeout = -1 } },
     { "transaction", function(o) return db:transaction(function() return true end, o) end, arg = 2,
       wrong = { isolation = 1 }, bad = { isolation = "bogus" } },
+    { "lock (tx)", function(o) return db:transaction(function(tx) return tx:lock("options_lock", o) end) end,
+      arg = 2, wrong = { timeout = "1" }, bad = { timeout = -1 } },
     { "subscribe", function(o) return db:subscribe(o) end,
       base = function() return { name = "options_sub", events = es, listen = false } end,
       wrong = { batch = "1" }, bad = { from = "middle" } },

@@ -27,6 +27,7 @@ local OPTIONS = {
 }
 
 local check_options = options.check
+_M.check_options = check_options
 
 -- db:events{ table = "events", notify = "pgstore_events" | false, notify_in_tx = false,
 --            codec = "json" | "raw" | { encode, decode }, migrate = true } → es | nil, err

@@ -8,7 +8,8 @@ local errors = require "pgstore.errors"
 
 local type, pairs, tostring, error, select = type, pairs, tostring, error, select
 local getinfo = debug.getinfo
-local format, sub, gsub, find, gmatch = string.format, string.sub, string.gsub, string.find, string.gmatch
+local format, sub, gsub, gmatch = string.format, string.sub, string.gsub, string.gmatch
+local sort, concat = table.sort, table.concat
 
 local _M = {}
 
@@ -47,7 +48,6 @@ local function level()
     l = l + 1
   end
 end
-_M.level = level
 
 -- Raises msg (a string) at the user's line.
 function _M.raise(msg)
@@ -70,7 +70,6 @@ local function type_ok(v, want)
   end
   return false
 end
-_M.type_ok = type_ok
 
 local function spell(want)
   return (gsub(want, "|", " or "))
@@ -138,18 +137,13 @@ end
 
 -- ---- values of the right type that are out of range: nil, err --------------------
 
--- invalid("fmt", …) → nil, err (code "invalid").
-function _M.invalid(fmt, ...)
-  return nil, errors.new("invalid", format(fmt, ...))
-end
-
 -- The checks below return an error value (code "invalid") or nil when the
 -- option is absent or fine; chain them with `or` and return the first.
 
--- A number that is >= 0 (positive = true: > 0), not NaN, not infinite.
+-- A number that is >= 0 (positive = true: > 0) and not NaN.
 function _M.nonneg(v, name, positive)
   if v == nil then return nil end
-  if v ~= v or v < 0 or v == math.huge or (positive and v == 0) then
+  if v ~= v or v < 0 or (positive and v == 0) then
     return errors.new("invalid", format("%s must be %s, got %s", name,
       positive and "positive" or "zero or positive", tostring(v)))
   end
@@ -169,16 +163,8 @@ function _M.one_of(v, name, set)
   if v == nil or set[v] then return nil end
   local names = {}
   for k in pairs(set) do names[#names + 1] = "'" .. k .. "'" end
-  table.sort(names)
-  return errors.new("invalid", format("%s must be %s, got '%s'", name,
-    table.concat(names, ", "), sub(tostring(v), 1, 40)))
-end
-
--- For names and keys that reach C as strings: a NUL byte would cut them.
-function _M.no_nul(v, name)
-  if type(v) == "string" and find(v, "\0", 1, true) then
-    return errors.new("invalid", format("invalid %s: it contains a NUL byte", name))
-  end
+  sort(names)
+  return errors.new("invalid", format("%s must be %s, got '%s'", name, concat(names, ", "), sub(tostring(v), 1, 40)))
 end
 
 return _M

@@ -84,6 +84,8 @@ function Tx:nested(fn)
   return unpack(res, 2, table.maxn(res))
 end
 
+local LOCK_OPTIONS = { timeout = "number" }
+
 -- A transaction-scoped advisory lock on `key` (hashed as for db:lock),
 -- released at commit or rollback. opts.timeout (seconds) bounds the wait;
 -- running out is "timeout" and, like any failed statement, aborts the
@@ -91,11 +93,9 @@ end
 function Tx:lock(key, opts)
   check(self)
   options.arg(key, 1, "lock", "string")
-  options.arg(opts, 2, "lock", "table|nil")
-  local timeout = opts and opts.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
-    options.argerror(2, "lock", "timeout must be a non-negative number")
-  end
+  local timeout = options.check(opts, LOCK_OPTIONS, 2, "lock").timeout
+  local bad = options.nonneg(timeout, "timeout")
+  if bad then return nil, bad end
   return note(self, core.xact_lock(self.conn, key, timeout))
 end
 
