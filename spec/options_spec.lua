@@ -60,6 +60,8 @@ describe("options", function()
       wrong = { pool_size = "4" }, bad = { pool_size = 0 } },
     { "events", function(o) return db:events(o) end, base = { table = "options_ev", notify = false },
       wrong = { migrate = "yes" }, bad = { table = "" } },
+    { "events (codec)", function(o) return db:events(o) end, base = { table = "options_ev", notify = false },
+      wrong = { codec = 1 }, bad = { codec = "bogus" } },
     { "snapshots", function(o) return db:snapshots(o) end, wrong = { table = 1 }, bad = { max_value_size = 0 } },
     { "checkpoints", function(o) return db:checkpoints(o) end, wrong = { skip_schema_init = 1 },
       bad = { table = "a b" } },

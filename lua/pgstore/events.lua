@@ -37,7 +37,7 @@ function _M.new(db, opts)
   local bad = errors.nul(opts, "table", "notify")
   if bad then return nil, bad end
   local codec, cerr = codecs.resolve(opts.codec)
-  if not codec then options.argerror(1, "events", cerr) end
+  if not codec then return nil, errors.new("invalid", cerr) end
   local notify = opts.notify
   if notify == nil or notify == true then notify = "pgstore_events" end
   local handle, err = core.events(db.pool, {

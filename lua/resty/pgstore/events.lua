@@ -42,7 +42,7 @@ local check_options = options.check
 function _M.new(db, _, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
   local codec, cerr = codecs.resolve(opts.codec)
-  if not codec then argerr(1, "events", cerr) end
+  if not codec then return nil, errors.new("invalid", cerr) end
   local channel = opts.notify
   if channel == nil or channel == true then channel = "pgstore_events" end
   local sopts = {
