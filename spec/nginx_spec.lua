@@ -324,7 +324,7 @@ describe("nginx with resty.pgstore", function()
   end)
 
   describe("the API inside nginx", function()
-    for _, name in ipairs{ "query", "query_error", "misuse", "run", "tx_commit", "tx_rollback",
+    for _, name in ipairs{ "query", "query_error", "misuse", "options", "run", "tx_commit", "tx_rollback",
                            "tx_retry", "tx_nested", "tx_timeout", "tx_stores", "acquire",
                            "events", "stores", "kv_cleanup", "locks", "listen", "relay", "partitions",
                            "subscribe" } do

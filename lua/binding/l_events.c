@@ -12,6 +12,7 @@
  *   es:version / status / latest_position, lifecycle, es:move(dst, stream, status)
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <limits.h>
 #include <string.h>
@@ -92,23 +93,20 @@ static int l_events_new(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     pgs_events_opts_t o;
     memset(&o, 0, sizeof o);
-    lua_getfield(L, 2, "table");
-    o.table = pgs_l_checkcstr(L, -1, "table");
-    /* pgstore.events has resolved the default channel: nil means none. */
-    lua_getfield(L, 2, "notify");
-    o.notify = lua_isnil(L, -1) ? "" : pgs_l_checkcstr(L, -1, "notify");
-    lua_getfield(L, 2, "notify_in_tx");
-    o.notify_in_tx = lua_toboolean(L, -1);
-    lua_getfield(L, 2, "notify_interval");
-    o.notify_interval = lua_tonumber(L, -1);
-    lua_getfield(L, 2, "migrate");
-    o.skip_schema_init = !lua_toboolean(L, -1);
-    lua_getfield(L, 2, "max_event_size");
-    lua_Number max = lua_tonumber(L, -1);
-    if (max != max || max < 0 || max > 1073741824.0 || max != (lua_Number)(size_t)max)
-        return luaL_error(L, "bad option 'max_event_size' (a whole number of bytes up to 1 GiB expected)");
-    o.max_event_size = (size_t)max;
-    /* the option strings stay on the stack until we return */
+    o.table = pgs_l_opt_string(L, 2, "table");
+    /* pgstore.events has resolved the default channel: absent means none;
+     * an empty name is a bad channel, not "none". */
+    const char *notify = pgs_l_opt_string(L, 2, "notify");
+    if (notify && !*notify) {
+        pgs_error_t e;
+        pgs_channel_check(notify, &e);
+        return pgs_l_push_error(L, &e);
+    }
+    o.notify = notify ? notify : "";
+    o.notify_in_tx = pgs_l_opt_bool(L, 2, "notify_in_tx");
+    o.notify_interval = pgs_l_opt_number(L, 2, "notify_interval", 0);
+    o.skip_schema_init = !pgs_l_opt_bool(L, 2, "migrate");
+    o.max_event_size = pgs_l_opt_size(L, 2, "max_event_size");
 
     pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_EVENTS_MT);
     pgs_error_t err;

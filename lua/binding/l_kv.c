@@ -34,8 +34,8 @@ static int l_kv_new(lua_State *L)
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "schema_init_by_caller") ? PGS_KV_SCHEMA_BY_CALLER
                           : pgs_l_opt_bool(L, 2, "skip_schema_init"),
-        .cleanup_interval = pgs_l_opt_number(L, 2, "cleanup_interval", 0),
-        .lock_timeout = pgs_l_opt_number(L, 2, "lock_timeout", 0),
+        .cleanup_interval = pgs_l_opt_nonneg(L, 2, "cleanup_interval", 0),
+        .lock_timeout = pgs_l_opt_nonneg(L, 2, "lock_timeout", 0),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
     pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_KV_MT);

@@ -12,6 +12,7 @@
  *   core.fnv1a64(s) → "16 hex digits"
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,39 +24,21 @@ static pgs_lease_t *check_lease(lua_State *L)
     return pgs_l_handle_check(L, 1, PGS_LEASE_MT, "attempt to use a closed partition set");
 }
 
-static const char *field_string(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, k) : NULL;
-    lua_pop(L, 1);
-    return s;
-}
-
-static double field_number(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
-    lua_pop(L, 1);
-    return d;
-}
-
 static int l_lease_new(lua_State *L)
 {
     pgs_pool_t *pool = pgs_l_checkpool(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     pgs_lease_opts_t o;
     memset(&o, 0, sizeof o);
-    o.table = field_string(L, 2, "table");
-    o.name = field_string(L, 2, "name");
-    o.owner = field_string(L, 2, "owner");
-    double count = field_number(L, 2, "count");
+    o.table = pgs_l_opt_string(L, 2, "table");
+    o.name = pgs_l_opt_string(L, 2, "name");
+    o.owner = pgs_l_opt_string(L, 2, "owner");
+    double count = pgs_l_opt_number(L, 2, "count", 0);
     /* Out of range (the Lua side refuses it first): -1, which the core does. */
     o.count = count >= 0 && count <= 1e6 ? (int32_t)count : -1;
-    o.lease = field_number(L, 2, "lease");
-    o.renew = field_number(L, 2, "renew");
-    lua_getfield(L, 2, "skip_schema_init");
-    o.skip_schema_init = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    o.lease = pgs_l_opt_number(L, 2, "lease", 0);
+    o.renew = pgs_l_opt_number(L, 2, "renew", 0);
+    o.skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init");
 
     pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LEASE_MT);
     pgs_error_t err;

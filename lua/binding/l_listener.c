@@ -14,27 +14,11 @@
  * Pulled, never calling back into Lua. Runtime failures return nil, err.
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <string.h>
 
 /* ---- options ------------------------------------------------------------------ */
-
-/* Option types are checked on the Lua side; here they are only read. */
-static const char *field_string(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, k) : NULL;
-    lua_pop(L, 1); /* still referenced by the table */
-    return s;
-}
-
-static double field_number(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
-    lua_pop(L, 1);
-    return d;
-}
 
 /* ---- the listener ---------------------------------------------------------------- */
 
@@ -49,17 +33,15 @@ static int l_listener_new(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     pgs_listener_opts_t o;
     memset(&o, 0, sizeof o);
-    o.conn.conninfo = field_string(L, 1, "dsn");
-    o.conn.application_name = field_string(L, 1, "application_name");
-    o.conn.connect_timeout = field_number(L, 1, "connect_timeout");
-    o.heartbeat = field_number(L, 1, "heartbeat");
-    o.heartbeat_timeout = field_number(L, 1, "heartbeat_timeout");
-    o.reconnect_min = field_number(L, 1, "reconnect_min");
-    o.reconnect_max = field_number(L, 1, "reconnect_max");
-    o.max_queue = (int)field_number(L, 1, "max_queue");
-    lua_getfield(L, 1, "ignore_self");
-    o.ignore_self = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    o.conn.conninfo = pgs_l_opt_string(L, 1, "dsn");
+    o.conn.application_name = pgs_l_opt_string(L, 1, "application_name");
+    o.conn.connect_timeout = pgs_l_opt_number(L, 1, "connect_timeout", 0);
+    o.heartbeat = pgs_l_opt_number(L, 1, "heartbeat", 0);
+    o.heartbeat_timeout = pgs_l_opt_number(L, 1, "heartbeat_timeout", 0);
+    o.reconnect_min = pgs_l_opt_number(L, 1, "reconnect_min", 0);
+    o.reconnect_max = pgs_l_opt_number(L, 1, "reconnect_max", 0);
+    o.max_queue = (int)pgs_l_opt_number(L, 1, "max_queue", 0);
+    o.ignore_self = pgs_l_opt_bool(L, 1, "ignore_self");
 
     int n = (int)lua_objlen(L, 2), nul = 0;
     const char **channels = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *channels);

@@ -25,22 +25,11 @@ static int l_lock_new(lua_State *L)
     const char *key = luaL_checklstring(L, 2, &len);
     pgs_lock_opts_t o;
     memset(&o, 0, sizeof o);
-    o.timeout = -1;
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        lua_getfield(L, 3, "mode");
-        o.mode = (pgs_lock_mode_t)luaL_checkoption(L, -1, "advisory", mode_names);
-        lua_getfield(L, 3, "timeout");
-        if (lua_type(L, -1) == LUA_TNUMBER)
-            o.timeout = lua_tonumber(L, -1);
-        lua_getfield(L, 3, "ttl");
-        o.ttl = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
-        lua_getfield(L, 3, "table");
-        o.table = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, "table") : NULL;
-        lua_getfield(L, 3, "skip_schema_init");
-        o.skip_schema_init = lua_toboolean(L, -1);
-        lua_pop(L, 5); /* the table string stays referenced by the options */
-    }
+    o.mode = (pgs_lock_mode_t)pgs_l_opt_enum(L, 3, "mode", "advisory", mode_names);
+    o.timeout = pgs_l_opt_number(L, 3, "timeout", -1);
+    o.ttl = pgs_l_opt_number(L, 3, "ttl", 0);
+    o.table = pgs_l_opt_string(L, 3, "table");
+    o.skip_schema_init = pgs_l_opt_bool(L, 3, "skip_schema_init");
     int try_only = lua_toboolean(L, 4);
 
     pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LOCK_MT);

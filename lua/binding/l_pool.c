@@ -12,6 +12,7 @@
  * (liolib's pattern), so __gc never sees a half-made handle.
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <limits.h>
 #include <string.h>
@@ -33,49 +34,23 @@ static pgs_pool_t *check_pool(lua_State *L)
     return pgs_l_checkpool(L, 1);
 }
 
-static const char *opt_string(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = NULL;
-    if (lua_isstring(L, -1))
-        s = pgs_l_checkcstr(L, -1, k);
-    else if (!lua_isnil(L, -1))
-        luaL_error(L, "bad option '%s' (string expected, got %s)", k, luaL_typename(L, -1));
-    lua_pop(L, 1); /* the string stays reachable through the options table */
-    return s;
-}
-
-static double opt_number(lua_State *L, int t, const char *k, double dflt)
-{
-    lua_getfield(L, t, k);
-    double d = dflt;
-    if (lua_type(L, -1) == LUA_TNUMBER)
-        d = lua_tonumber(L, -1);
-    else if (!lua_isnil(L, -1))
-        luaL_error(L, "bad option '%s' (number expected, got %s)", k, luaL_typename(L, -1));
-    lua_pop(L, 1);
-    if (d < 0 || d != d)
-        luaL_error(L, "bad option '%s' (must not be negative)", k);
-    return d;
-}
-
 static int l_pool_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     pgs_pool_opts_t o;
     memset(&o, 0, sizeof o);
-    o.conn.conninfo = opt_string(L, 1, "dsn");
-    o.conn.application_name = opt_string(L, 1, "application_name");
-    o.conn.connect_timeout = opt_number(L, 1, "connect_timeout", 5);
-    double statement_timeout = opt_number(L, 1, "statement_timeout", 0);
+    o.conn.conninfo = pgs_l_opt_string(L, 1, "dsn");
+    o.conn.application_name = pgs_l_opt_string(L, 1, "application_name");
+    o.conn.connect_timeout = pgs_l_opt_nonneg(L, 1, "connect_timeout", 5);
+    double statement_timeout = pgs_l_opt_nonneg(L, 1, "statement_timeout", 0);
     o.conn.statement_timeout_ms = statement_timeout > INT_MAX ? INT_MAX : (int)statement_timeout;
-    o.conn.query_timeout = opt_number(L, 1, "query_timeout", 0);
-    double size = opt_number(L, 1, "pool_size", 4);
+    o.conn.query_timeout = pgs_l_opt_nonneg(L, 1, "query_timeout", 0);
+    double size = pgs_l_opt_nonneg(L, 1, "pool_size", 4);
     if (size > 10000)
         return luaL_error(L, "bad option 'pool_size' (at most 10000)");
     o.max_size = (int)size;
-    o.acquire_timeout = opt_number(L, 1, "acquire_timeout", 5);
-    const char *shared_key = opt_string(L, 1, "shared");
+    o.acquire_timeout = pgs_l_opt_nonneg(L, 1, "acquire_timeout", 5);
+    const char *shared_key = pgs_l_opt_string(L, 1, "shared");
 
     lpool_t *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;

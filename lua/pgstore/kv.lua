@@ -29,6 +29,7 @@
 --   local blob = kv:get("session:42")      -- nil when absent or expired
 local core = require "pgstore.core"
 local C = require "pgstore.companion"
+local options = require "pgstore.options"
 local errors = require "pgstore.errors"
 
 local pcall, error = pcall, error
@@ -76,12 +77,11 @@ end
 -- max_value_size (bytes per value, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "kv")
-  C.nonneg(opts, "cleanup_interval", 1, "kv")
-  C.nonneg(opts, "lock_timeout", 1, "kv", true)
-  C.size(opts, "max_value_size", 1, "kv")
+  local bad = options.nonneg(opts.cleanup_interval, "cleanup_interval")
+    or options.nonneg(opts.lock_timeout, "lock_timeout", true)
+    or C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
   local interval = opts.cleanup_interval
   if interval == nil then interval = DEFAULT_CLEANUP_INTERVAL end
-  local bad = errors.nul(opts, "table")
   if bad then return nil, bad end
   local function open(cleanup_interval, by_caller)
     return core.kv(db.pool, {

@@ -23,6 +23,7 @@
 -- commits only if its lease's fencing token is still current.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local script = require "pgstore.script"
 
 local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
@@ -34,10 +35,20 @@ local _M = {}
 
 local function fail(path, msg) return nil, ("%s: %s"):format(path, msg) end
 
+-- A projection script's fields: their Lua types, or true where load checks
+-- the value with a message of its own.
+local FIELDS = {
+  name = true, description = "string", types = true, setup = true, teardown = true, handlers = true,
+  batch = true, on_error = true, partitioned = "boolean", partitions = "number",
+}
+
 -- Loads and checks a projection script: def | nil, message.
 function _M.load(path, unsafe)
   local def, err = script.load(path, nil, unsafe)
   if not def then return nil, err end
+  local problem = options.problem(def, FIELDS, "name, handlers, types, setup, teardown, batch, on_error, "
+    .. "partitioned, partitions, description")
+  if problem then return fail(path, problem) end
   if type(def.name) ~= "string" or not def.name:match("^[%w_%-%.:]+$") then
     return fail(path, "name must be a string of letters, digits, _ - . :")
   end

@@ -19,6 +19,7 @@
 -- sub:ack(cursor, tx) in the same transaction.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local events = require "pgstore.events"
 local state = require "pgstore.subscription_state"
 
@@ -39,19 +40,20 @@ local OPTIONS = {
 -- listen: false polls only; a table is the listener's options (heartbeat,
 -- heartbeat_timeout, reconnect_min, reconnect_max: see pgstore.listen).
 function _M.new(db, opts)
-  if type(opts) ~= "table" then errors.arg(1, "subscribe", "options table expected, got " .. type(opts)) end
-  events.check_options(opts, OPTIONS, 1, "subscribe")
-  if not opts.name or opts.name == "" then errors.arg(1, "subscribe", "option 'name' (the consumer) is required") end
+  options.arg(opts, 1, "subscribe", "table", "options table")
+  options.check(opts, OPTIONS, 1, "subscribe")
+  options.required(opts, "name", 1, "subscribe")
+  options.required(opts, "events", 1, "subscribe")
   local es = opts.events
-  if type(es) ~= "table" or type(es.read_all) ~= "function" then
-    errors.arg(1, "subscribe", "option 'events' must be an event store (db:events())")
+  if type(es.read_all) ~= "function" then
+    options.argerror(1, "subscribe", "option 'events' must be an event store (db:events())")
   end
   local from = opts.from or "start"
-  if type(from) == "string" and from ~= "start" and from ~= "end" then
-    errors.arg(1, "subscribe", "option 'from' must be 'start', 'end' or a cursor")
-  end
   local batch = opts.batch or 500
-  if batch < 1 or batch % 1 ~= 0 then errors.arg(1, "subscribe", "option 'batch' must be a positive integer") end
+  local bad = (opts.name == "" and errors.new("invalid", "name (the consumer) must not be empty"))
+    or (type(from) == "string" and options.one_of(from, "from", { start = true, ["end"] = true }))
+    or options.int(batch, "batch", 1, 2 ^ 31) or options.nonneg(opts.poll, "poll")
+  if bad then return nil, bad end
 
   local cp, err = opts.checkpoints
   if not cp then

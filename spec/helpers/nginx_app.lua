@@ -71,6 +71,52 @@ function CASES.misuse(db)
   ok(err:find("cross into a worker thread", 1, true), "says why: " .. err)
 end
 
+-- The raise-or-return rule (README, "Errors"): an unknown option and a
+-- wrong type raise at this file's line; a right-typed value out of range is
+-- nil, err ("invalid").
+function CASES.options(db)
+  local es = db:events{ table = unique("spec_opt"), notify = false }
+  local calls = {
+    { "connect", function(o) return pgstore.connect(o) end, { dsn = ngx.var.pgstore_dsn },
+      { pool_size = "4" }, { pool_size = 0 } },
+    { "events", function(o) return db:events(o) end, nil, { migrate = "yes" }, nil },
+    { "kv", function(o) return db:kv(o) end, nil, { table = 1 }, { cleanup_interval = -1 } },
+    { "partitions", function(o) return db:partitions(o) end, { name = unique("spec_opt") },
+      { count = "8" }, { count = 0 } },
+    { "transaction", function(o) return db:transaction(function() return true end, o) end, nil,
+      { isolation = 1 }, { isolation = "chaos" } },
+    { "try_lock", function(o) return db:try_lock("spec_opt", o) end, nil, { ttl = true }, { mode = "chaos" } },
+    { "listen", function(o) return db:listen("spec_opt", o) end, nil, { max_queue = "1" }, { max_queue = 0 } },
+    { "append", function(o) return es:append("s", { { type = "E" } }, o) end, nil,
+      { expected = true }, { expected = "bogus" } },
+  }
+  local function with(base, extra)
+    local o = {}
+    for k, v in pairs(base or {}) do o[k] = v end
+    for k, v in pairs(extra) do o[k] = v end
+    return o
+  end
+  for _, c in ipairs(calls) do
+    local name, fn, base, wrong, bad = c[1], c[2], c[3], c[4], c[5]
+    local okc, err = pcall(function() fn(with(base, { bogus_option = 1 })) end)
+    eq(okc, false, name .. ": unknown option raised")
+    ok(err:find("^[^\n]*nginx_app%.lua:%d+: bad argument #%d to '" .. name .. "' %(unknown option 'bogus_option'"),
+      name .. ": " .. err)
+    okc, err = pcall(function() fn(with(base, wrong)) end)
+    eq(okc, false, name .. ": wrong type raised")
+    ok(err:find("^[^\n]*nginx_app%.lua:%d+: bad argument"), name .. ": " .. err)
+    if bad then
+      local res, e = fn(with(base, bad))
+      eq(res, nil, name .. ": out of range accepted")
+      eq(type(e) == "table" and e.code, "invalid", name .. ": " .. tostring(e))
+    end
+  end
+  local okc, err = pcall(function() es:append("s", "x") end)
+  eq(okc, false, "events of the wrong type raised")
+  ok(err:find("nginx_app.lua:", 1, true), "at the caller: " .. err)
+  eq(assert(db:query("select 1 as n"))[1].n, 1, "still works")
+end
+
 function CASES.run(db)
   local n, s = db:run("nginx_app_thread", "sum", { 1, 2, 3 }, "x")
   eq(n, 6, "sum"); eq(s, "x", "second result")

@@ -26,6 +26,7 @@
 -- stored checkpoint) is built on the same feed.
 local errors = require "pgstore.errors"
 local state = require "pgstore.subscription_state"
+local options = require "pgstore.options"
 local semaphore = require "ngx.semaphore"
 local call_mod = require "resty.pgstore.call"
 local hub_mod = require "resty.pgstore.hub"
@@ -230,12 +231,10 @@ local FEED_OPTIONS = { events = "table", buffer = "number", batch = "number", po
 -- The worker's feed for that store (the first call's options stand).
 local function new_feed(db, opts)
   check_arg(opts, 1, "feed", "table")
-  for k, v in pairs(opts) do
-    if not FEED_OPTIONS[k] then argerr(1, "feed", "unknown option '" .. tostring(k) .. "'") end
-    if type(v) ~= FEED_OPTIONS[k] then
-      argerr(1, "feed", format("option '%s' must be a %s, got %s", k, FEED_OPTIONS[k], type(v)))
-    end
-  end
+  options.check(opts, FEED_OPTIONS, 1, "feed")
+  local bad = options.int(opts.buffer, "buffer", 1, 2 ^ 31) or options.int(opts.batch, "batch", 1, 2 ^ 31)
+    or options.nonneg(opts.poll, "poll", true) or options.nonneg(opts.interval, "interval")
+  if bad then return nil, bad end
   local es = opts.events
   if not (es and es.skey and es.read_all) then argerr(1, "feed", "option 'events' must be an event store (db:events())") end
   local key = db.key .. "|" .. es.skey
@@ -243,9 +242,6 @@ local function new_feed(db, opts)
   if not self then
     local size, batch, poll, interval = opts.buffer or 1000, opts.batch or 500, opts.poll or 1,
                                         opts.interval or 0.01
-    if size < 1 or batch < 1 or not (poll > 0) or not (interval >= 0) then
-      argerr(1, "feed", "buffer, batch and poll must be positive, interval not negative")
-    end
     self = setmetatable({
       db = db, es = es, size = size, batch = batch, poll = poll, interval = interval, last_read = 0,
       ring = {}, head = 1, tail = 0, base = 0, cursor = 0, started = false,
@@ -288,20 +284,14 @@ local SUB_OPTIONS = {
 --               batch = 500, checkpoints = cp } → sub | nil, err
 local function new_sub(db, opts)
   check_arg(opts, 1, "subscribe", "table")
-  for k, v in pairs(opts) do
-    local want = SUB_OPTIONS[k]
-    if not want then argerr(1, "subscribe", "unknown option '" .. tostring(k) .. "'") end
-    local ok = false
-    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
-    if not ok then argerr(1, "subscribe", format("option '%s' must be %s, got %s", k, want, type(v))) end
-  end
-  if not opts.name or opts.name == "" then argerr(1, "subscribe", "option 'name' (the consumer) is required") end
+  options.check(opts, SUB_OPTIONS, 1, "subscribe")
+  options.required(opts, "name", 1, "subscribe")
   local from = opts.from or "start"
-  if type(from) == "string" and from ~= "start" and from ~= "end" then
-    argerr(1, "subscribe", "option 'from' must be 'start', 'end' or a cursor")
-  end
   local batch = opts.batch or 500
-  if batch < 1 or batch % 1 ~= 0 then argerr(1, "subscribe", "option 'batch' must be a positive integer") end
+  local bad = (opts.name == "" and errors.new("invalid", "name (the consumer) must not be empty"))
+    or (type(from) == "string" and options.one_of(from, "from", { start = true, ["end"] = true }))
+    or options.int(batch, "batch", 1, 2 ^ 31)
+  if bad then return nil, bad end
   local feed, err = new_feed(db, { events = opts.events })
   if not feed then return nil, err end
   local cp = opts.checkpoints or db:checkpoints()
