@@ -441,12 +441,8 @@ pgs_status_t pgs_kv_init_step(pgs_kv_init_t *it, pgs_error_t *err)
         it->phase = next;
         return PGS_OK;
     }
-    if (err && it->phase < PGS_KV_PHASE_END) {
-        char msg[PGS_ERROR_MESSAGE_MAX];
-        snprintf(msg, sizeof msg, "kv schema init failed at %s: %.960s", phase_names[it->phase],
-                 err->message);
-        memcpy(err->message, msg, sizeof msg);
-    }
+    if (err && it->phase < PGS_KV_PHASE_END)
+        err->phase = phase_names[it->phase];
     if (it->conn) {
         pgs_pool_release(it->pool, it->conn); /* rolls the transaction back */
         it->conn = NULL;
@@ -479,6 +475,8 @@ pgs_status_t pgs_kv_migrate(pgs_kv_t *kv, pgs_kv_hook_fn hook, void *ud, pgs_err
                 if (err && !err->message[0])
                     pgs_error_set(err, st, "kv schema init stopped by the phase hook at %s",
                                   phase_names[it->phase]);
+                if (err)
+                    err->phase = phase_names[it->phase];
                 break;
             }
         }

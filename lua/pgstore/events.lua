@@ -207,24 +207,27 @@ function Events:append_many(batches)
   local out = {}
   for i, b in ipairs(batches) do
     if type(b) ~= "table" or type(b.stream) ~= "string" then
-      return nil, errors.new("invalid", ("batch %d needs a stream (string)"):format(i))
+      return nil, errors.new("invalid", ("batch %d needs a stream (string)"):format(i), { batch = i })
     end
     local expected, err = expected_number(b.expected)
-    if not expected then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    if not expected then err.batch = i; return nil, err end
     local key, time = b.idempotency_key, b.time
     if key ~= nil and type(key) ~= "string" then
-      return nil, errors.new("invalid", ("batch %d: idempotency_key must be a string"):format(i))
+      return nil, errors.new("invalid", ("batch %d: idempotency_key must be a string"):format(i), { batch = i })
     end
     if time ~= nil and (type(time) ~= "number" or time ~= time or time <= 0 or time == huge) then
-      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i))
+      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i), { batch = i })
     end
     local encoded
     encoded, err = encode_events(self, b.events)
-    if not encoded then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    if not encoded then err.batch = i; return nil, err end
     if self.guard then
       local ok, gerr = self.guard(b.stream, b.events, { es = self, expected = b.expected,
         idempotency_key = b.idempotency_key, time = b.time, batch = i })
-      if not ok then return nil, gerr end
+      if not ok then
+        if type(gerr) == "table" then gerr.batch = i end
+        return nil, gerr
+      end
     end
     out[i] = { stream = b.stream, events = encoded, expected = expected,
                idempotency_key = b.idempotency_key, time = b.time }
