@@ -128,6 +128,19 @@ describe("errors", function()
       assert.is_nil(res)
       assert.equal("invalid", err.code)
       assert.equal(2, err.batch)
+      -- a guard's refusal of one batch
+      es.guard = function(stream)
+        if stream == "b2" then return nil, pgstore.errors.new("rejected", "not b2") end
+        return true
+      end
+      res, err = es:append_many{
+        { stream = "b1", events = { { type = "A" } } },
+        { stream = "b2", events = { { type = "A" } } },
+      }
+      es.guard = nil
+      assert.is_nil(res)
+      assert.equal("rejected", err.code)
+      assert.equal(2, err.batch)
       assert.same({ { one = 1 } }, db:query("select 1 as one"))
       assert(es:append("b2", { { type = "A" } }, { expected = "no_stream" }))
     end)
