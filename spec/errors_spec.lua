@@ -145,6 +145,28 @@ describe("errors", function()
       assert(es:append("b2", { { type = "A" } }, { expected = "no_stream" }))
     end)
 
+    it("takes a racing retry's result from PGS00's DETAIL (an append function of schema v1)", function()
+      local schema = T.unique("err_replay")
+      assert(db:exec("create schema " .. schema))
+      local old = assert(db:events{ table = schema .. ".ev", notify = false })
+      -- what a v1 append function did when a retry raced its first attempt
+      assert(db:exec(("drop function %s.ev_append"):format(schema)))
+      assert(db:exec(([[create function %s.ev_append(p_stream text, p_expected bigint,
+          p_events jsonb, p_key text, p_time double precision, p_tag int, p_notify text,
+          out r_first_version bigint, out r_last_version bigint, out r_first_position bigint,
+          out r_last_position bigint, out r_count int, out r_replayed boolean)
+        language plpgsql as $$ begin
+          raise exception using errcode = 'PGS00', message = 'replayed ' || p_stream,
+            detail = '11 12 101 102 2';
+        end $$]]):format(schema)))
+      local r = assert(old:append("s (1 2 3 4 5)", { { type = "A" }, { type = "B" } },
+                                  { idempotency_key = "k" }))
+      assert.same({ stream = "s (1 2 3 4 5)", first_version = 11, last_version = 12,
+                    first_position = 101, last_position = 102, count = 2, replayed = true }, r)
+      old:close()
+      assert(db:exec(("drop schema %s cascade"):format(schema)))
+    end)
+
     it("names the failing kv schema init phase in err.phase", function()
       local t = T.unique("kvphase")
       assert(db:exec(("create table %s (key text primary key)"):format(t)))
