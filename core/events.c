@@ -11,6 +11,7 @@
 #include "json.h"
 #include "strbuf.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,17 +20,60 @@
 
 /* ---- errors ------------------------------------------------------------- */
 
-/* PGS00: a retry that raced its first attempt; DETAIL holds the result. */
-static int replay_from_error(const pgs_error_t *err, pgs_append_result_t *res)
+/* Reads the integers of a DETAIL this store's functions wrote: `count`
+ * numbers, each after its label ("expected=", or "" for none), separated by
+ * single spaces and nothing else. Only numbers go there: names stay in the
+ * message, which is never read. 1 when the DETAIL has exactly that form. */
+static int detail_ints(const char *detail, const char *const labels[], int64_t out[], int count)
 {
-    long long fv, lv, fp, lp;
-    int n;
-    const char *d = err ? strstr(err->message, "(") : NULL;
-    if (!err || strcmp(err->sqlstate, "PGS00") != 0 || !d ||
-        sscanf(d, "(%lld %lld %lld %lld %d)", &fv, &lv, &fp, &lp, &n) != 5)
+    const char *p = detail;
+    for (int i = 0; i < count; i++) {
+        if (i > 0 && *p++ != ' ')
+            return 0;
+        size_t n = strlen(labels[i]);
+        if (strncmp(p, labels[i], n) != 0)
+            return 0;
+        p += n;
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno != 0)
+            return 0;
+        out[i] = v;
+        p = end;
+    }
+    return *p == '\0';
+}
+
+/* PGS00: a retry that raced its first attempt; DETAIL holds the result
+ * ("fv lv fp lp n"), which becomes err->replay and the append's result. */
+static int replay_from_error(pgs_error_t *err, pgs_append_result_t *res)
+{
+    static const char *const labels[] = {"", "", "", "", ""};
+    int64_t v[5];
+    if (!err || strcmp(err->sqlstate, "PGS00") != 0 || !detail_ints(err->detail, labels, v, 5) ||
+        v[4] < 0 || v[4] > INT32_MAX)
         return 0;
-    *res = (pgs_append_result_t){fv, lv, fp, lp, n, 1};
+    err->replay.set = 1;
+    err->replay.first_version = v[0];
+    err->replay.last_version = v[1];
+    err->replay.first_position = v[2];
+    err->replay.last_position = v[3];
+    err->replay.count = (int)v[4];
+    *res = (pgs_append_result_t){v[0], v[1], v[2], v[3], (int)v[4], 1};
     return 1;
+}
+
+/* PGS03: DETAIL "expected=E actual=A" becomes err->expected/actual. */
+static void versions_from_error(pgs_error_t *err)
+{
+    static const char *const labels[] = {"expected=", "actual="};
+    int64_t v[2];
+    if (!detail_ints(err->detail, labels, v, 2))
+        return;
+    err->has_versions = 1;
+    err->expected = v[0];
+    err->actual = v[1];
 }
 
 pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st)
@@ -48,15 +92,7 @@ pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st)
         err->code = PGS_EINVALID;
     else if (strcmp(s, "PGS03") == 0) {
         err->code = PGS_ECONFLICT;
-        /* "… (expected=E actual=A)": keep the numbers, drop the detail. */
-        char *d = strstr(err->message, " (expected=");
-        long long e, a;
-        if (d && sscanf(d, " (expected=%lld actual=%lld)", &e, &a) == 2) {
-            err->has_versions = 1;
-            err->expected = e;
-            err->actual = a;
-            *d = '\0';
-        }
+        versions_from_error(err);
     } else if (strcmp(s, "23505") == 0)
         err->code = PGS_EDUPLICATE;
     return err->code;
@@ -427,13 +463,7 @@ static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
         pgs_results_free(rs, count);
     }
     pgs_pool_release(es->base.pool, c);
-    /* The pipeline says "statement N: …"; here statement N is batch N. */
-    int index;
-    if (err && st != PGS_OK && sscanf(err->message, "statement %d:", &index) == 1) {
-        char msg[PGS_ERROR_MESSAGE_MAX];
-        snprintf(msg, sizeof msg, "batch %d%.1000s", index, strchr(err->message, ':'));
-        memcpy(err->message, msg, sizeof msg);
-    }
+    /* err->batch is the pipeline's statement index: statement N is batch N. */
     return st;
 }
 
@@ -456,11 +486,8 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
             st = encode_events(es, batches[i].events, batches[i].n, &json[i], err);
         if (st == PGS_OK)
             fill_params(es, &ap[i], batches[i].stream, &json[i], &batches[i].opts);
-        else if (err) {
-            char msg[PGS_ERROR_MESSAGE_MAX];
-            snprintf(msg, sizeof msg, "batch %d: %.990s", i + 1, err->message);
-            memcpy(err->message, msg, sizeof msg);
-        }
+        else
+            err->batch = i + 1;
     }
     /* A batch that raced its own earlier attempt (PGS00) means that attempt
      * committed, all of it: run again, and every batch replays. */

@@ -362,12 +362,8 @@ pgs_status_t pgs_migrate_step(pgs_migrate_run_t *run, pgs_error_t *err)
         run->phase = next;
         return PGS_OK;
     }
-    if (err && run->phase < PGS_KV_PHASE_END) {
-        char msg[PGS_ERROR_MESSAGE_MAX];
-        snprintf(msg, sizeof msg, "%s schema init failed at %s: %.900s", run->series,
-                 phase_names[run->phase], err->message);
-        memcpy(err->message, msg, sizeof msg);
-    }
+    if (err && run->phase < PGS_KV_PHASE_END)
+        err->phase = phase_names[run->phase]; /* a field: the message stays the server's */
     if (run->conn) {
         pgs_pool_release(run->pool, run->conn); /* rolls the transaction back */
         run->conn = NULL;
@@ -388,6 +384,8 @@ pgs_status_t pgs_migrate_run(pgs_pool_t *pool, const pgs_schema_t *s, pgs_kv_hoo
                 if (err && !err->message[0])
                     pgs_error_set(err, st, "%s schema init stopped by the phase hook at %s",
                                   s->series, phase_names[run->phase]);
+                if (err)
+                    err->phase = phase_names[run->phase];
                 break;
             }
         }

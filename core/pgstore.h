@@ -39,15 +39,44 @@ typedef enum pgs_status {
 } pgs_status_t;
 
 #define PGS_ERROR_MESSAGE_MAX 1024
+#define PGS_ERROR_NAME_MAX 64 /* the server's identifiers: NAMEDATALEN */
 
+/* What went wrong, each part in its own field: code reads the fields, and
+ * the message is for people (it is never parsed). Text fields are "" and
+ * numbers 0 when unset; the struct holds no pointers to free. */
 typedef struct pgs_error {
     pgs_status_t code;
     char sqlstate[6];                     /* "" when not from the server      */
-    char message[PGS_ERROR_MESSAGE_MAX];  /* never contains the DSN password  */
-    /* PGS_ECONFLICT on versions: what was expected and what was found. */
+    /* The server's primary message, or pgstore's own; one line, never the
+     * DSN password. DETAIL and HINT are not folded into it. */
+    char message[PGS_ERROR_MESSAGE_MAX];
+    /* The server's own fields, as it sent them (PQresultErrorField). */
+    char detail[PGS_ERROR_MESSAGE_MAX];   /* DETAIL                           */
+    char hint[PGS_ERROR_MESSAGE_MAX];     /* HINT                             */
+    char constraint[PGS_ERROR_NAME_MAX];  /* the violated constraint          */
+    char schema[PGS_ERROR_NAME_MAX];      /* the schema, table, column and    */
+    char table[PGS_ERROR_NAME_MAX];       /* data type the error is about,    */
+    char column[PGS_ERROR_NAME_MAX];      /* where the server names them      */
+    char datatype[PGS_ERROR_NAME_MAX];
+    /* PGS_ECONFLICT on versions: what was expected and what was found
+     * (for an append, expected may be PGS_EXPECT_NO_STREAM or _EXISTS). */
     int has_versions;
     int64_t expected;
     int64_t actual;
+    /* 1-based: the statement of a pipeline run that failed, which for
+     * pgs_events_append_many is the failing batch; 0 when not such a call. */
+    int batch;
+    /* The kv schema init phase that failed (pgs_kv_phase_name's static
+     * string); NULL otherwise. */
+    const char *phase;
+    /* An append retry that raced its first attempt (SQLSTATE PGS00, from a
+     * store whose append function predates the in-function replay): the
+     * first attempt's result, which the append returns as a success. */
+    struct {
+        int set;
+        int64_t first_version, last_version, first_position, last_position;
+        int count;
+    } replay;
 } pgs_error_t;
 
 /* The short, stable name of a status ("ok", "sql", "connection", …).
@@ -276,9 +305,9 @@ pgs_status_t pgs_pipeline_add(pgs_pipeline_t *p, const char *sql, int nparams,
 
 /* Sends everything with one sync, collects the results in order, leaves
  * pipeline mode and frees p. On PGS_OK *results is an array of `count`
- * results owned by the caller (pgs_results_free()). On failure err tells
- * the first failing statement (its index in err->message) and nothing is
- * returned. Outside an explicit transaction the statements of one run form
+ * results owned by the caller (pgs_results_free()). On failure err is the
+ * first failing statement's error, err->batch its 1-based index, and
+ * nothing is returned. Outside an explicit transaction the statements of one run form
  * one implicit transaction: a failure rolls them all back. */
 pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, pgs_rows_t ***results, int *count,
                               pgs_error_t *err);
@@ -401,7 +430,7 @@ typedef struct pgs_append_batch {
 } pgs_append_batch_t;
 
 /* Appends to several streams all-or-nothing, in one round trip. results has
- * nb entries. On failure err->message names the failing batch (1-based). */
+ * nb entries. On failure err->batch is the failing batch (1-based). */
 pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *batches, int nb,
                                     pgs_append_result_t *results, pgs_error_t *err);
 
@@ -697,7 +726,7 @@ void pgs_kv_close(pgs_kv_t *kv);
 
 /* Schema init, all phases, in one transaction under
  * pg_advisory_xact_lock with the store's lock_timeout. A failing phase is
- * named in err->message ("kv schema init failed at acquire_lock: …"). */
+ * named in err->phase ("acquire_lock", …). */
 pgs_status_t pgs_kv_migrate(pgs_kv_t *kv, pgs_kv_hook_fn hook, void *ud, pgs_error_t *err);
 
 /* The same, one phase at a time, for drivers that call their hook

@@ -10,7 +10,6 @@
 #include "conn.h"
 #include "error.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,11 +101,8 @@ static pgs_status_t collect(pgs_pipeline_t *p, pgs_rows_t **results, pgs_error_t
         } else {
             if (st == PGS_OK && s != PGRES_PIPELINE_ABORTED) {
                 st = pgs_error_from_result(err, pg, r);
-                if (err) {
-                    char msg[PGS_ERROR_MESSAGE_MAX];
-                    snprintf(msg, sizeof msg, "statement %d: %.990s", index + 1, err->message);
-                    memcpy(err->message, msg, sizeof msg);
-                }
+                if (err)
+                    err->batch = index + 1;
             }
             PQclear(r);
         }

@@ -115,7 +115,7 @@ describe("events", function()
         { stream = "b", events = { { type = "B3" } }, expected = 7 },
       }
       assert.equal("conflict", err.code)
-      assert.matches("batch 2", err.message)
+      assert.equal(2, err.batch)
       assert.equal(1, count("a"))
       assert.equal(2, count("b"))
     end)

@@ -91,7 +91,7 @@ describe("db:partitions", function()
       return a:guard(tx, 3, token)
     end)
     assert.equal("lease_lost", err.code)
-    assert.matches("now held by b", err.message)
+    assert.matches("now held by b", err.detail)
     assert.same({ 0, 1, 2, 3, 4, 5, 6, 7 }, assert(a:tick()).lost)
     assert.same({ { n = 1 } }, db:query(("select count(*) as n from %s"):format(t)))
     -- misuse

@@ -218,8 +218,9 @@ static int l_events_append_many(lua_State *L)
     }
     pgs_error_t err;
     if (nul) {
-        pgs_error_set(&err, PGS_EINVALID, "batch %d: stream name or idempotency key contains a NUL byte",
-                      nul);
+        pgs_error_set(&err, PGS_EINVALID,
+                      "the stream name or idempotency key of batch %d contains a NUL byte", nul);
+        err.batch = nul;
         return pgs_l_push_error(L, &err);
     }
     if (pgs_events_append_many(es, b, nb, r, &err) != PGS_OK)

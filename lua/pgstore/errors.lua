@@ -1,8 +1,9 @@
 -- SPDX-License-Identifier: MIT
 -- pgstore.errors — the error contract on the Lua side. Runtime failures are
--- `nil, err` with err = { code, message, sqlstate?, … } (the same metatable
--- the C core uses, so tostring(err) is the message); misuse raises with the
--- argument number, pointing at the caller.
+-- `nil, err` with err = { code, message, and the structured fields that are
+-- set: sqlstate, detail, hint, constraint, expected, actual, batch, phase, …
+-- (README, "Errors") } with the metatable the C core uses, so tostring(err)
+-- is the message; misuse raises with the argument number, at the caller.
 local core = require "pgstore.core"
 
 local type, error, setmetatable, select = type, error, setmetatable, select

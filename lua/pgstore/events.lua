@@ -198,18 +198,21 @@ function Events:append_many(batches)
     options.arg(b.stream, 1, "append_many", "string", ("batch %d: stream (string)"):format(i))
     options.arg(b.events, 1, "append_many", "table", ("batch %d: events (table)"):format(i))
     local expected, err = expected_number(b.expected)
-    if not expected then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    if not expected then err.message = ("batch %d: %s"):format(i, err.message); err.batch = i; return nil, err end
     local time = b.time
     if time ~= nil and (time ~= time or time <= 0 or time == huge) then
-      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i))
+      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i), { batch = i })
     end
     local encoded
     encoded, err = encode_events(self, b.events)
-    if not encoded then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    if not encoded then err.batch = i; return nil, err end
     if self.guard then
       local ok, gerr = self.guard(b.stream, b.events, { es = self, expected = b.expected,
         idempotency_key = b.idempotency_key, time = b.time, batch = i })
-      if not ok then return nil, gerr end
+      if not ok then
+        if type(gerr) == "table" then gerr.batch = i end
+        return nil, gerr
+      end
     end
     out[i] = { stream = b.stream, events = encoded, expected = expected,
                idempotency_key = b.idempotency_key, time = b.time }

@@ -62,8 +62,7 @@ local function init_schema(ud, hook)
     local ok, serr = it:step()
     if not ok then
       it:close()
-      serr.phase = phase
-      return nil, serr
+      return nil, serr -- serr.phase names the step
     end
   end
   it:close()

@@ -56,6 +56,15 @@ function CASES.query_error(db)
   eq(err.code, "sql", "code"); eq(err.sqlstate, "42P01", "sqlstate")
   ok(tostring(err):find("no_such_table_here", 1, true), "tostring is the message")
   eq(assert(db:query("select 2 as n"))[1].n, 2, "still works")
+  -- the server's fields travel from the thread VM with the error
+  local t = unique("spec_uq")
+  assert(db:exec("create table " .. t .. " (id int primary key)"))
+  assert(db:exec("insert into " .. t .. " values (1)"))
+  local n, uerr = db:exec("insert into " .. t .. " values (1)")
+  eq(n, nil, "duplicate")
+  eq(uerr.constraint, t .. "_pkey", "constraint"); eq(uerr.table, t, "table")
+  eq(uerr.detail, "Key (id)=(1) already exists.", "detail")
+  assert(db:exec("drop table " .. t))
 end
 
 function CASES.misuse(db)
@@ -271,6 +280,10 @@ function CASES.events(db)
   local many = assert(es:append_many{ { stream = "m1", events = { { type = "X" } } },
                                       { stream = "m2", events = { { type = "Y" } } } })
   eq(#many, 2, "append_many")
+  _, err = es:append_many{ { stream = "m1", events = { { type = "X" } } },
+                           { stream = "m2", events = { { type = "Y" } }, expected = 5 } }
+  eq(err.code, "conflict", "append_many conflict"); eq(err.batch, 2, "batch")
+  eq(err.expected, 5, "batch expected"); eq(err.actual, 1, "batch actual")
   local codec = db:events{ table = es.table_name, codec = {
     encode = function(v) return cjson.encode({ wrapped = v }) end,
     decode = function(s) return cjson.decode(s).wrapped end } }

@@ -42,6 +42,50 @@ static void test_append_and_conflict(void)
     CHECK(pgs_events_append(es, NULL, "", two, 1, NULL, &r, &err) == PGS_EINVALID);
 }
 
+/* Structured parts are fields: nothing is read back out of the message. */
+static void test_error_fields(void)
+{
+    pgs_error_t err;
+    pgs_append_result_t r;
+    pgs_event_t one[] = {EV("A")};
+    const char *tricky = "x (expected=1 actual=2)";
+    CHECK_OK(pgs_events_append(es, NULL, tricky, one, 1, NULL, &r, &err), err);
+    CHECK_OK(pgs_events_append(es, NULL, tricky, one, 1, NULL, &r, &err), err);
+    pgs_append_opts_t o = {.expect = PGS_EXPECT_VERSION, .version = 5};
+    CHECK(pgs_events_append(es, NULL, tricky, one, 1, &o, &r, &err) == PGS_ECONFLICT);
+    CHECK_STR(err.sqlstate, "PGS03");
+    CHECK(err.has_versions && err.expected == 5 && err.actual == 2);
+    CHECK(err.batch == 0 && err.phase == NULL);
+
+    char lng[1001];
+    memset(lng, 'n', 1000);
+    lng[1000] = '\0';
+    CHECK_OK(pgs_events_append(es, NULL, lng, one, 1, NULL, &r, &err), err);
+    o.version = 9;
+    CHECK(pgs_events_append(es, NULL, lng, one, 1, &o, &r, &err) == PGS_ECONFLICT);
+    CHECK(err.has_versions && err.expected == 9 && err.actual == 1);
+
+    /* append_many: the failing batch is a field, the message the server's. */
+    pgs_append_batch_t b[3] = {
+        {.stream = "m-1", .events = one, .n = 1, .opts = {.expect = PGS_EXPECT_ANY}},
+        {.stream = "m-2", .events = one, .n = 1,
+         .opts = {.expect = PGS_EXPECT_VERSION, .version = 3}},
+        {.stream = "m-3", .events = one, .n = 1, .opts = {.expect = PGS_EXPECT_ANY}},
+    };
+    pgs_append_result_t rs[3];
+    CHECK(pgs_events_append_many(es, b, 3, rs, &err) == PGS_ECONFLICT);
+    CHECK(err.batch == 2);
+    CHECK(err.has_versions && err.expected == 3 && err.actual == 0);
+    CHECK(strncmp(err.message, "version conflict", 16) == 0);
+    b[1].opts.expect = PGS_EXPECT_ANY;
+    b[2].n = 0;
+    CHECK(pgs_events_append_many(es, b, 3, rs, &err) == PGS_EINVALID);
+    CHECK(err.batch == 3);
+    b[2].n = 1;
+    CHECK_OK(pgs_events_append_many(es, b, 3, rs, &err), err);
+    CHECK(rs[2].first_version == 1);
+}
+
 static void test_idempotency(void)
 {
     pgs_error_t err;
@@ -130,6 +174,7 @@ int main(void)
                                        {"idempotency", test_idempotency},
                                        {"read and read_all", test_read_and_read_all},
                                        {"lifecycle and move", test_lifecycle_and_move},
+                                       {"error fields", test_error_fields},
                                        {NULL, NULL}};
     int rc = pgs_test_run(tests);
     pgs_events_close(es);

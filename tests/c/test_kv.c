@@ -106,6 +106,7 @@ static void test_phases(void)
     CHECK(pgs_kv_open(pool, &o, &kv, &err) == PGS_EREJECTED);
     CHECK(kv == NULL);
     CHECK_STR(err.message, "refused at commit");
+    CHECK_STR(err.phase, "commit");
     char sql[128];
     snprintf(sql, sizeof sql, "select count(*) from pg_class where relname = '%s'", t);
     CHECK(query_int(sql) == 0);

@@ -131,7 +131,9 @@ static void test_pipeline(void)
     pgs_pipeline_add(p, "insert into pipe_t values ($1)", 1, &dup, &err);
     pgs_pipeline_add(p, "insert into pipe_t values ($1)", 1, &two, &err);
     CHECK(pgs_pipeline_run(p, &rs, &n, &err) == PGS_ESQL);
-    CHECK(strstr(err.message, "statement 2") != NULL);
+    CHECK(err.batch == 2);
+    CHECK_STR(err.constraint, "pipe_t_pkey");
+    CHECK(strncmp(err.message, "duplicate key value", 19) == 0);
     CHECK_OK(pgs_exec_command(c, "select 1", &err), err);
     pgs_pool_release(pool, c);
     CHECK(count_rows("select count(*) from pipe_t") == 100);

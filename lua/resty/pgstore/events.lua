@@ -140,7 +140,7 @@ function Events:append_many(batches)
     if type(b) == "table" then
       local encoded, err = encode_events(self, b.events)
       if not encoded then
-        err.message = format("batch %d: %s", i, err.message)
+        err.batch = i
         return nil, err
       end
       out[i] = { stream = b.stream, events = encoded, expected = b.expected,
