@@ -58,10 +58,11 @@ end
 
 -- state.open{ load, save, latest, from = "start" | "end" | cursor } → state | nil, err
 -- The cursor starts at the stored checkpoint; without one, at `from`.
--- A cursor `from` that is no position is `invalid`, stored checkpoint or not.
+-- A `from` that is no position (nor "start", "end") is `invalid`, stored
+-- checkpoint or not.
 function _M.open(o)
   local from = o.from or "start"
-  if type(from) == "number" and not is_position(from) then
+  if from ~= "start" and from ~= "end" and not is_position(from) then
     return errors.fail("invalid", format("invalid from: a cursor is a whole number >= 0, got %s", tostring(from)))
   end
   local cursor, err = o.load()
