@@ -87,11 +87,19 @@ end
 
 -- ---- one unit of work: a projection, or one partition of it --------------------
 
--- What handlers see: the transaction's query and exec, nothing else.
-local function handler_tx(tx)
+-- What handlers see: the transaction's query and exec, nothing else. A
+-- statement that lost the connection is noted in seen.lost: whatever the
+-- handler makes of it, the whole transaction is gone, so the handler did
+-- not fail (see apply).
+local function handler_tx(tx, seen)
+  local function watch(...)
+    local res, err = ...
+    if res == nil and seen and errors.is(err, "connection") then seen.lost = err end
+    return ...
+  end
   return {
-    query = function(_, ...) return tx:query(...) end,
-    exec = function(_, ...) return tx:exec(...) end,
+    query = function(_, ...) return watch(tx:query(...)) end,
+    exec = function(_, ...) return watch(tx:exec(...)) end,
   }
 end
 
@@ -124,10 +132,14 @@ local function park(tx, def, e, msg, tb)
     def.name, e.position, e.stream, e.type, event, msg, tb)
 end
 
--- Applies rows inside tx. careful = savepoint per event (skip/park).
+-- Applies rows inside tx. careful = savepoint per event (skip/park), with
+-- what was skipped or parked added to `skipped`, to be told once the batch
+-- committed. A handler whose statement lost the connection did not fail:
+-- the batch's transaction is lost with it (err.code `connection`).
 -- Returns true | nil, err (err.message "file:line: msg (event …)").
-local function apply(unit, tx, rows, careful)
-  local def, htx = unit.def, handler_tx(tx)
+local function apply(unit, tx, rows, careful, skipped)
+  local def, seen = unit.def, {}
+  local htx = handler_tx(tx, seen)
   for _, e in ipairs(rows) do
     if not unit.wanted or unit.wanted(e) then
       local fn = def.handlers[e.type]
@@ -139,18 +151,19 @@ local function apply(unit, tx, rows, careful)
             if not ok then return nil, msg end
             return true
           end)
+          if seen.lost then return nil, seen.lost end
           if not res and ok ~= false then return nil, err end -- the savepoint itself failed
           if not res then
-            unit.failed = unit.failed + 1
             if def.on_error == "park" then
               local pok, perr = park(tx, def, e, msg, tb)
               if not pok then return nil, perr end
             end
-            unit.say(("%s: %s %s at position %d: %s"):format(def.name,
-              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg))
+            skipped[#skipped + 1] = ("%s: %s %s at position %d: %s"):format(def.name,
+              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg)
           end
         else
           local ok, msg = script.call(fn, e, htx)
+          if seen.lost then return nil, seen.lost end
           if not ok then
             return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
               :format(msg, e.type, e.position, e.stream), { handler_failed = true })
@@ -165,9 +178,11 @@ end
 -- Processes one batch: read-model writes + checkpoint in one transaction.
 local function process(unit, rows, cursor)
   local db, def = unit.runner.db, unit.def
+  local skipped, committing
   local function body(careful)
     return db:transaction(function(tx)
-      local ok, err = apply(unit, tx, rows, careful)
+      skipped, committing = {}, false
+      local ok, err = apply(unit, tx, rows, careful, skipped)
       if not ok then return nil, err end
       ok, err = unit.sub:ack(cursor, tx)
       if not ok then return nil, err end
@@ -175,6 +190,7 @@ local function process(unit, rows, cursor)
         ok, err = unit.pm:guard(tx, unit.partition, unit.token)
         if not ok then return nil, err end
       end
+      committing = true
       return true
     end)
   end
@@ -187,12 +203,21 @@ local function process(unit, rows, cursor)
     -- checkpoint says where to go on from.
     local cursor, rerr = unit.sub:rolled_back(err)
     if not cursor then return nil, rerr end
-    unit.say(("%s: %s; continuing from %d"):format(def.name, err.code == "conflict"
-      and "checkpoint moved by another runner" or "commit outcome unknown (" .. err.code .. ")", cursor))
+    local why
+    if err.code == "conflict" then
+      why = "checkpoint moved by another runner"
+    elseif committing then
+      why = ("commit outcome unknown (%s)"):format(err.code)
+    else
+      why = ("connection lost before the commit, the batch rolled back (%s)"):format(tostring(err))
+    end
+    unit.say(("%s: %s; continuing from %d"):format(def.name, why, cursor))
     return true
   end
   unit.sub:committed()
   unit.processed = unit.processed + #rows
+  unit.failed = unit.failed + #skipped
+  for _, note in ipairs(skipped) do unit.say(note) end
   return true
 end
 

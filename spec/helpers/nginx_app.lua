@@ -399,7 +399,15 @@ function CASES.subscribe(db)
   local sub = assert(db:subscribe{ name = unique("consumer"), events = es, from = "start" })
   local batch = assert(sub:next(3))
   eq(#batch, 2, "caught up"); eq(batch[2].data, 2, "decoded")
+  -- the one state machine: an ack it cannot cover is refused, as in pgstore
+  local acked, err = sub:ack(batch[2].position + 1000)
+  eq(acked, nil, "an ack past the delivered cursor"); eq(err.code, "invalid", "its code")
   assert(sub:ack(batch[2].position))
+  acked, err = sub:ack(batch[1].position)
+  eq(acked, nil, "an ack behind the last one"); eq(err.code, "invalid", "its code")
+  local bad
+  bad, err = db:subscribe{ name = unique("consumer"), events = es, from = -7 }
+  eq(bad, nil, "from = -7"); eq(err.code, "invalid", "its code")
   assert(es:append("x", { { type = "C", data = 3 } }))
   batch = assert(sub:next(3))
   eq(#batch, 1, "live"); eq(batch[1].type, "C", "type")
