@@ -52,11 +52,11 @@ static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *tmpl, const char *n
                                   pgs_error_t *err)
 {
     char quoted[PGS_IDENT_MAX], *sql;
-    pgs_status_t st = pgs_ident_quote(name, quoted, sizeof quoted, err);
+    /* A savepoint is one identifier: no schema part. */
+    pgs_status_t st = strchr(name, '.') ? PGS_EINVALID : pgs_ident_quote(name, quoted, sizeof quoted, err);
     if (st != PGS_OK)
-        return st;
-    if (strchr(name, '.'))
-        return pgs_error_set(err, PGS_EINVALID, "invalid savepoint name '%s'", name);
+        return pgs_error_set(err, PGS_EINVALID,
+                             "invalid savepoint name '%.80s': use letters, digits and _, at most 63 bytes", name);
     const char *names[] = {"name"}, *values[] = {quoted};
     if ((st = pgs_sql_fill(tmpl, names, values, 1, &sql, err)) != PGS_OK)
         return st;

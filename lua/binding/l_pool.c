@@ -91,13 +91,22 @@ static int l_pool_tostring(lua_State *L)
     return 1;
 }
 
-/* Runs the SQL at stack index sqlidx with the parameters above it on c,
- * pushing rows (or, for commands, the number of rows affected). */
-static int run(lua_State *L, pgs_conn_t *c, int sqlidx, int want_rows, const char *fname)
+/* Checks the SQL at stack index sqlidx and converts the parameters above
+ * it; raises for a parameter of the wrong type, so it runs before any
+ * connection is borrowed. */
+static pgs_param_t *prepare(lua_State *L, int sqlidx, const char *fname, int *n)
 {
     luaL_checkstring(L, sqlidx);
-    int top = lua_gettop(L), n = top - sqlidx;
-    pgs_param_t *params = pgs_l_params(L, sqlidx + 1, top, sqlidx - 1, fname);
+    int top = lua_gettop(L);
+    *n = top - sqlidx;
+    return pgs_l_params(L, sqlidx + 1, top, sqlidx - 1, fname);
+}
+
+/* Runs the SQL at stack index sqlidx with the n converted parameters on c,
+ * pushing rows (or, for commands, the number of rows affected). Raises
+ * nothing. */
+static int execute(lua_State *L, pgs_conn_t *c, int sqlidx, pgs_param_t *params, int n, int want_rows)
+{
     pgs_rows_t *res;
     pgs_error_t err;
     /* A NUL would cut the statement short: "DELETE FROM t\0 WHERE …". */
@@ -119,26 +128,28 @@ static int run(lua_State *L, pgs_conn_t *c, int sqlidx, int want_rows, const cha
     return 1;
 }
 
+static int run(lua_State *L, pgs_conn_t *c, int sqlidx, int want_rows, const char *fname)
+{
+    int n;
+    pgs_param_t *params = prepare(L, sqlidx, fname, &n);
+    return execute(L, c, sqlidx, params, n, want_rows);
+}
+
+/* Converts the parameters first: a wrong type raises while nothing is
+ * borrowed, and nothing after the borrow raises, so the connection always
+ * goes back. */
 static int pool_run(lua_State *L, int want_rows, const char *fname)
 {
     pgs_pool_t *pool = check_pool(L);
-    luaL_checkstring(L, 2);
-    /* Parameter conversion may raise: the connection sits in a pinned
-     * handle first, so __gc gives it back if that happens. */
-    lconn_t *h = lua_newuserdata(L, sizeof *h);
-    h->conn = NULL;
-    h->pool = pool;
-    luaL_getmetatable(L, PGS_CONN_MT);
-    lua_setmetatable(L, -2);
-    lua_insert(L, 1); /* handle, pool, sql, params… */
+    int n;
+    pgs_param_t *params = prepare(L, 2, fname, &n);
+    pgs_conn_t *c;
     pgs_error_t err;
-    if (pgs_pool_acquire(pool, -1, &h->conn, &err) != PGS_OK)
+    if (pgs_pool_acquire(pool, -1, &c, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
-    int n = run(L, h->conn, 3, want_rows, fname);
-    pgs_conn_t *c = h->conn;
-    h->conn = NULL;
+    int nret = execute(L, c, 2, params, n, want_rows);
     pgs_pool_release(pool, c);
-    return n;
+    return nret;
 }
 
 static int l_pool_query(lua_State *L) { return pool_run(L, 1, "query"); }
@@ -229,9 +240,15 @@ static int l_conn_begin(lua_State *L)
 {
     static const char *const names[] = {"read committed", "repeatable read", "serializable", NULL};
     pgs_conn_t *c = check_conn(L);
-    int iso = luaL_checkoption(L, 2, "read committed", names);
+    const char *name = luaL_optstring(L, 2, "read committed");
     pgs_error_t err;
-    return pgs_l_push_status(L, pgs_tx_begin(c, (pgs_isolation_t)iso, &err), &err);
+    /* A string that names no level is a bad value, not misuse: nil, err. */
+    for (int iso = 0; names[iso]; iso++) {
+        if (strcmp(names[iso], name) == 0)
+            return pgs_l_push_status(L, pgs_tx_begin(c, (pgs_isolation_t)iso, &err), &err);
+    }
+    pgs_error_set(&err, PGS_EINVALID, "isolation must be 'read committed', 'repeatable read' or 'serializable', got '%.40s'", name);
+    return pgs_l_push_error(L, &err);
 }
 
 static int l_conn_commit(lua_State *L)

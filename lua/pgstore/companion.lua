@@ -71,14 +71,7 @@ end
 
 -- ---- per-call options and the caller's transaction ------------------------------
 
-local function tx_conn(tx, n, fname)
-  local m = type(tx) == "table" and getmetatable(tx)
-  if not m or m.__name ~= "pgstore.tx" then
-    argerror(n, fname, "option 'tx' must be the transaction given by db:transaction, got " .. type(tx))
-  end
-  if not tx.active then options.raise("attempt to use a finished transaction") end
-  return tx.conn
-end
+local tx_conn = require("pgstore.tx").conn_of
 
 -- Checks a method's trailing options table (spec as for options.check, `tx`
 -- always allowed). Returns the options (never nil), the transaction's

@@ -77,12 +77,14 @@ Db._check = check
 function Db:query(sql, ...)
   check(self, "query")
   options.arg(sql, 1, "query", "string")
+  options.params(2, "query", ...)
   return self.pool:query(sql, ...)
 end
 
 function Db:exec(sql, ...)
   check(self, "exec")
   options.arg(sql, 1, "exec", "string")
+  options.params(2, "exec", ...)
   return self.pool:exec(sql, ...)
 end
 
@@ -99,6 +101,8 @@ end
 function Db:acquire(timeout)
   check(self, "acquire")
   options.arg(timeout, 1, "acquire", "number|nil")
+  local bad = options.nonneg(timeout, "timeout")
+  if bad then return nil, bad end
   return self.pool:acquire(timeout)
 end
 

@@ -7,6 +7,7 @@ local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local codecs = require "pgstore.codec"
+local Tx = require "pgstore.tx"
 
 local type, ipairs, pairs, tostring, select = type, ipairs, pairs, tostring, select
 local floor, huge = math.floor, math.huge
@@ -34,6 +35,8 @@ _M.check_options = check_options
 function _M.new(db, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
   local bad = errors.nul(opts, "table", "notify")
+    or options.int(opts.max_event_size, "max_event_size", 1, 1073741824)
+    or options.nonneg(opts.notify_interval, "notify_interval")
   if bad then return nil, bad end
   if opts.table then
     local ok, terr = core.check_table(opts.table)
@@ -88,9 +91,14 @@ local function expected_number(v)
   return v
 end
 
+-- An event's fields and their Lua types; data and metadata go through the codec.
+local EVENT_FIELDS = { type = "string", data = true, metadata = true, id = "string", schema_version = "number" }
+
 -- events → array of { type, data = json, metadata = json, id, schema_version }
--- for C, or nil, err (invalid) without anything sent.
-local function encode_events(self, events)
+-- for C, or nil, err (invalid) without anything sent. An unknown field or a
+-- field of the wrong Lua type raises (argument n of fname), naming it: a
+-- misspelt `dat` would otherwise write an event without its data.
+local function encode_events(self, events, n_arg, fname)
   local n = #events
   if n == 0 then return nil, errors.new("invalid", "no events given: append at least one") end
   local out = {}
@@ -99,13 +107,15 @@ local function encode_events(self, events)
     if type(e) ~= "table" then
       return nil, errors.new("invalid", ("event %d must be a table, got %s"):format(i, type(e)))
     end
-    if type(e.type) ~= "string" or e.type == "" then
+    local problem = options.problem(e, EVENT_FIELDS)
+    if problem then options.argerror(n_arg, fname, ("event %d: %s"):format(i, problem)) end
+    if e.type == nil or e.type == "" then
       return nil, errors.new("invalid", ("event %d needs a type (a non-empty string)"):format(i))
     end
     if e.type:find("\0", 1, true) then
       return nil, errors.new("invalid", ("event %d: type contains a NUL byte"):format(i))
     end
-    if e.id ~= nil and (type(e.id) ~= "string" or e.id:find("\0", 1, true)) then
+    if e.id ~= nil and e.id:find("\0", 1, true) then
       return nil, errors.new("invalid", ("event %d: id must be a UUID string"):format(i))
     end
     local sv = e.schema_version
@@ -115,7 +125,7 @@ local function encode_events(self, events)
       local latest = self.upcasters:latest(e.type)
       if latest > 1 then sv = latest end
     end
-    if sv ~= nil and (type(sv) ~= "number" or sv < 1 or sv ~= floor(sv) or sv > 2147483647) then
+    if sv ~= nil and (sv ~= sv or sv < 1 or sv ~= floor(sv) or sv > 2147483647) then
       return nil, errors.new("invalid", ("event %d: schema_version must be a whole number >= 1"):format(i))
     end
     local data, derr = codecs.encode(self.codec, e.data == nil and null or e.data)
@@ -156,13 +166,14 @@ function Events:append(stream, events, opts)
   check_stream(stream, "append")
   options.arg(events, 2, "append", "table", "array of event tables")
   opts = check_options(opts, APPEND_OPTIONS, 3, "append")
+  local conn = opts.tx ~= nil and Tx.conn_of(opts.tx, 3, "append") or nil
   local expected, err = expected_number(opts.expected)
   if not expected then return nil, err end
   if opts.time ~= nil and (opts.time ~= opts.time or opts.time <= 0 or opts.time == huge) then
     return nil, errors.new("invalid", "time must be positive unix seconds")
   end
   local encoded
-  encoded, err = encode_events(self, events)
+  encoded, err = encode_events(self, events, 2, "append")
   if not encoded then return nil, err end
   if self.guard then
     local ok, gerr = self.guard(stream, events, { es = self, expected = opts.expected,
@@ -170,8 +181,7 @@ function Events:append(stream, events, opts)
     if not ok then return nil, gerr end
   end
   local res
-  res, err = self.handle:append(stream, encoded, expected, opts.idempotency_key, opts.time,
-    opts.tx and opts.tx.conn or nil)
+  res, err = self.handle:append(stream, encoded, expected, opts.idempotency_key, opts.time, conn)
   if not res then
     if err.code == "connection" and opts.idempotency_key then
       err.idempotency_key = opts.idempotency_key
@@ -186,10 +196,29 @@ end
 local BATCH_FIELDS = { stream = "string", events = "table", expected = "number|string",
                        idempotency_key = "string", time = "number" }
 
--- es:append_many({ { stream =, events =, expected =, idempotency_key = }, … }) → results
-function Events:append_many(batches)
+local APPEND_MANY_OPTIONS = { tx = "table" }
+
+-- Inside the caller's transaction: the batches one after another on its
+-- connection (its commit or rollback makes them all or nothing).
+local function append_in_tx(self, out, conn)
+  local results = {}
+  for i, b in ipairs(out) do
+    local res, err = self.handle:append(b.stream, b.events, b.expected, b.idempotency_key, b.time, conn)
+    if not res then
+      if type(err) == "table" then err.batch = i end
+      return nil, name_expected(err)
+    end
+    results[i] = res
+  end
+  return results
+end
+
+-- es:append_many({ { stream =, events =, expected =, idempotency_key = }, … }[, { tx }]) → results
+function Events:append_many(batches, opts)
   check(self, "append_many")
   options.arg(batches, 1, "append_many", "table", "array of batches")
+  opts = check_options(opts, APPEND_MANY_OPTIONS, 2, "append_many")
+  local conn = opts.tx ~= nil and Tx.conn_of(opts.tx, 2, "append_many") or nil
   if #batches == 0 then return nil, errors.new("invalid", "no batches given") end
   local out = {}
   for i, b in ipairs(batches) do
@@ -204,7 +233,7 @@ function Events:append_many(batches)
       return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i), { batch = i })
     end
     local encoded
-    encoded, err = encode_events(self, b.events)
+    encoded, err = encode_events(self, b.events, 1, "append_many")
     if not encoded then err.batch = i; return nil, err end
     if self.guard then
       local ok, gerr = self.guard(b.stream, b.events, { es = self, expected = b.expected,
@@ -217,6 +246,7 @@ function Events:append_many(batches)
     out[i] = { stream = b.stream, events = encoded, expected = expected,
                idempotency_key = b.idempotency_key, time = b.time }
   end
+  if conn then return append_in_tx(self, out, conn) end
   local res, err = self.handle:append_many(out)
   if not res then
     if err.code == "connection" then
@@ -303,6 +333,7 @@ function Events:read(stream, opts)
   check(self, "read")
   check_stream(stream, "read")
   opts = check_options(opts, READ_OPTIONS, 2, "read")
+  options.list(opts, "types", "string", 2, "read")
   local bad = check_count(opts.from, "from") or check_count(opts.to, "to") or check_count(opts.limit, "limit")
   if bad then return nil, bad end
   local rows, err = self.handle:read(stream, opts.from, opts.to, opts.limit, opts.types,
@@ -317,6 +348,7 @@ local READ_ALL_OPTIONS = { after = "number|string", limit = "number", types = "t
 function Events:read_all(opts)
   check(self, "read_all")
   opts = check_options(opts, READ_ALL_OPTIONS, 1, "read_all")
+  options.list(opts, "types", "string", 1, "read_all")
   local after = opts.after or 0
   if type(after) == "string" then
     local n = tonumber(after)

@@ -36,6 +36,7 @@ function _M.connect(opts)
     options.argerror(1, "connect", "string or table expected, got " .. type(opts))
   end
   options.check(opts, OPTION_TYPES, 1, "connect")
+  options.list(opts, "read_dsn", "string", 1, "connect")
   local bad = options.int(opts.pool_size, "pool_size", 1, 10000)
     or options.nonneg(opts.connect_timeout, "connect_timeout") or options.nonneg(opts.acquire_timeout, "acquire_timeout")
     or options.nonneg(opts.statement_timeout, "statement_timeout")

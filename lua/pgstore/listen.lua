@@ -25,6 +25,7 @@
 -- This module also adds db:notify(channel, payload) → true | nil, err.
 local core = require "pgstore.core"
 local options = require "pgstore.options"
+local errors = require "pgstore.errors"
 local Db = require "pgstore.db"
 
 local type, ipairs, pairs, error, tostring = type, ipairs, pairs, error, tostring
@@ -56,6 +57,13 @@ function _M.check_options(opts, spec, n, fname)
     local bad = spec[k] == "number" and options.nonneg(v, k, true)
     if bad then return nil, bad end
   end
+  local bad = options.int(opts.max_queue, "max_queue", 1, 2147483647)
+  if bad then return nil, bad end
+  local lo, hi = opts.reconnect_min or 0.1, opts.reconnect_max or 10
+  if lo > hi then
+    return nil, errors.new("invalid", format("reconnect_min (%s s) must not be over reconnect_max (%s s)",
+      tostring(lo), tostring(hi)))
+  end
   return opts
 end
 
@@ -82,10 +90,25 @@ local function check(self)
 end
 
 -- l:wait([timeout]) → notification | nil, err. Without timeout: until one comes.
-function Listener:wait(timeout) return check(self):wait(timeout) end
+-- A negative or NaN timeout is nil, err "invalid".
+function Listener:wait(timeout)
+  local l = check(self)
+  options.arg(timeout, 1, "wait", "number|nil")
+  local bad = options.nonneg(timeout, "timeout")
+  if bad then return nil, bad end
+  return l:wait(timeout)
+end
 -- l:add(channel), l:remove(channel) → true | nil, err
-function Listener:add(channel) return check(self):add(channel) end
-function Listener:remove(channel) return check(self):remove(channel) end
+function Listener:add(channel)
+  local l = check(self)
+  options.arg(channel, 1, "add", "string")
+  return l:add(channel)
+end
+function Listener:remove(channel)
+  local l = check(self)
+  options.arg(channel, 1, "remove", "string")
+  return l:remove(channel)
+end
 -- l:notify(channel, payload[, timeout]) → true | nil, err: on the listener's
 -- own connection, confirmed by the server within timeout (default: the
 -- connect timeout) — what pgstore.relay broadcasts with.

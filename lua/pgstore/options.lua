@@ -5,6 +5,7 @@
 -- misuse and raises, positioned at the caller's line; a value of the right
 -- type that is out of range or malformed is `nil, err` with code "invalid".
 local errors = require "pgstore.errors"
+local null = require("pgstore.core").null
 
 local type, pairs, tostring, error, select = type, pairs, tostring, error, select
 local getinfo = debug.getinfo
@@ -83,6 +84,20 @@ function _M.arg(value, n, fname, expected, what)
   argerror(n, fname, format("%s expected, got %s", what or spell(expected), type(value)))
 end
 
+-- params(n, fname, …) raises, at the user's line, for a query parameter
+-- that cannot be bound (a table, a function): "bad argument #n to 'fname'",
+-- n counting from the first parameter. Checked before the binding borrows
+-- a connection.
+function _M.params(n, fname, ...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    local t = type(v)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" and t ~= "nil" and v ~= null then
+      argerror(n + i - 1, fname, "string, number, boolean or null expected, got " .. t)
+    end
+  end
+end
+
 -- check(opts, spec, n, fname) → opts (an empty table for nil). spec maps
 -- each option to its Lua types, { table = "string", notify = "string|boolean" };
 -- unknown options and wrong types raise, naming the option.
@@ -97,6 +112,19 @@ function _M.check(opts, spec, n, fname)
     end
   end
   return opts
+end
+
+-- list(opts, k, want, n, fname) raises unless every entry of the list
+-- option opts[k] (a table, or nil) is of the Lua type `want`, naming it:
+-- "option 'types' entry 1 must be string, got number".
+function _M.list(opts, k, want, n, fname)
+  local v = opts[k]
+  if type(v) ~= "table" then return end
+  for i, x in pairs(v) do
+    if not type_ok(x, want) then
+      argerror(n, fname, format("option '%s' entry %s must be %s, got %s", k, tostring(i), spell(want), type(x)))
+    end
+  end
 end
 
 -- required(opts, k, n, fname) → opts[k]: a missing option raises

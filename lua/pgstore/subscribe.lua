@@ -22,6 +22,7 @@ local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local events = require "pgstore.events"
 local state = require "pgstore.subscription_state"
+local Tx = require "pgstore.tx"
 
 local type, getmetatable, setmetatable = type, getmetatable, setmetatable
 local now, min = core.now, math.min
@@ -149,7 +150,7 @@ end
 function Sub:ack(cursor, tx)
   check(self, "ack")
   errors.check(cursor, 1, "ack", "number")
-  errors.check(tx, 2, "ack", "table|nil")
+  if tx ~= nil then Tx.conn_of(tx, 2, "ack", "tx") end
   return self.state:ack(cursor, tx)
 end
 

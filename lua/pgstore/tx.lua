@@ -23,6 +23,20 @@ local function check(self)
   if not self.active then options.raise("attempt to use a finished transaction") end
 end
 
+-- Tx.conn_of(tx, n, fname[, what]) → the connection of a `tx` option: the one
+-- check of every method that takes { tx = tx }. Anything but the
+-- transaction handed out by db:transaction raises, at the caller's line:
+-- a look-alike table would let the write commit outside the transaction.
+-- `what` names the value when it is an argument of its own ("tx").
+function Tx.conn_of(tx, n, fname, what)
+  if getmetatable(tx) ~= mt then
+    options.argerror(n, fname, (what or "option 'tx'") .. " must be the transaction given by db:transaction, got "
+      .. type(tx))
+  end
+  if not tx.active then options.raise("attempt to use a finished transaction") end
+  return tx.conn
+end
+
 local function note(self, res, err)
   if res == nil and type(err) == "table"
      and (err.sqlstate == "40001" or err.sqlstate == "40P01") then
@@ -34,12 +48,14 @@ end
 function Tx:query(sql, ...)
   check(self)
   options.arg(sql, 1, "query", "string")
+  options.params(2, "query", ...)
   return note(self, self.conn:query(sql, ...))
 end
 
 function Tx:exec(sql, ...)
   check(self)
   options.arg(sql, 1, "exec", "string")
+  options.params(2, "exec", ...)
   return note(self, self.conn:exec(sql, ...))
 end
 
