@@ -107,17 +107,22 @@ static pgs_status_t conflict(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *
             *err = lerr;
         return st;
     }
-    if (expect == PGS_CHECKPOINT_NONE)
-        return pgs_error_set(err, PGS_ECONFLICT,
-                             "checkpoint of consumer '%.200s' is already at %lld (expected none)",
-                             consumer, (long long)actual);
-    if (st == PGS_ENOTFOUND)
-        return pgs_error_set(err, PGS_ECONFLICT,
-                             "no checkpoint stored for consumer '%.200s' (expected %lld)",
-                             consumer, (long long)expected);
-    pgs_error_set(err, PGS_ECONFLICT,
-                  "checkpoint of consumer '%.200s' moved: expected %lld, found %lld", consumer,
-                  (long long)expected, (long long)actual);
+    /* PGS_CHECKPOINT_NONE_STORED stands for "no checkpoint" on either side. */
+    if (expect == PGS_CHECKPOINT_NONE) {
+        pgs_error_set(err, PGS_ECONFLICT,
+                      "checkpoint of consumer '%.200s' is already at %lld (expected none)",
+                      consumer, (long long)actual);
+        expected = PGS_CHECKPOINT_NONE_STORED;
+    } else if (st == PGS_ENOTFOUND) {
+        pgs_error_set(err, PGS_ECONFLICT,
+                      "no checkpoint stored for consumer '%.200s' (expected %lld)",
+                      consumer, (long long)expected);
+        actual = PGS_CHECKPOINT_NONE_STORED;
+    } else {
+        pgs_error_set(err, PGS_ECONFLICT,
+                      "checkpoint of consumer '%.200s' moved: expected %lld, found %lld", consumer,
+                      (long long)expected, (long long)actual);
+    }
     if (err) {
         err->has_versions = 1;
         err->expected = expected;

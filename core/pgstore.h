@@ -576,8 +576,10 @@ pgs_status_t pgs_checkpoints_migrate(pgs_checkpoints_t *cp, pgs_error_t *err);
 pgs_status_t pgs_checkpoints_load(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
                                   int64_t *position, pgs_error_t *err);
 /* Upserts the position (>= 0) in one statement. With EXACT or NONE a
- * checkpoint moved by someone else is PGS_ECONFLICT; with EXACT and a
- * stored row, err->has_versions is set (expected, actual = stored). */
+ * checkpoint moved by someone else is PGS_ECONFLICT with err->has_versions
+ * set (expected, actual = stored); PGS_CHECKPOINT_NONE_STORED on a side
+ * means "no checkpoint" (expected none, or none stored). */
+#define PGS_CHECKPOINT_NONE_STORED (-1)
 pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
                                   int64_t position, pgs_checkpoints_expect_t expect,
                                   int64_t expected, pgs_error_t *err);

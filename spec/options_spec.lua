@@ -103,6 +103,30 @@ describe("options", function()
     { "save (checkpoints)", function(o) return cp:save("c", 1, o) end, arg = 3, wrong = { expected = "1" },
       bad = { expected = -1 } },
     { "set", function(o) return kv:set("k", "v", nil, o) end, arg = 4, wrong = { tx = 1 } },
+    { "events (max_event_size)", function(o) return db:events(o) end, base = { table = "options_ev", notify = false },
+      wrong = { max_event_size = "1" }, bad = { max_event_size = -1 } },
+    { "events (max_event_size fraction)", function(o) return db:events(o) end,
+      base = { table = "options_ev", notify = false }, wrong = { notify_interval = "1" },
+      bad = { max_event_size = 1.5 } },
+    { "events (max_event_size huge)", function(o) return db:events(o) end,
+      base = { table = "options_ev", notify = false }, wrong = { notify_in_tx = 1 }, bad = { max_event_size = 2 ^ 40 } },
+    { "events (notify_interval)", function(o) return db:events(o) end, base = { table = "options_ev", notify = false },
+      wrong = { notify_interval = true }, bad = { notify_interval = -1 } },
+    { "events (notify_interval NaN)", function(o) return db:events(o) end,
+      base = { table = "options_ev", notify = false }, wrong = { notify_interval = {} }, bad = { notify_interval = 0 / 0 } },
+    { "listen (max_queue)", function(o) return db:listen("options_ch", o) end, arg = 2, wrong = { max_queue = "1" },
+      bad = { max_queue = 1.5 } },
+    { "listen (reconnect)", function(o) return db:listen("options_ch", o) end, arg = 2,
+      wrong = { reconnect_min = "1" }, bad = { reconnect_min = 5, reconnect_max = 1 } },
+    { "append (tx)", function(o) return es:append("s", { { type = "E" } }, o) end, arg = 3, wrong = { tx = 1 } },
+    { "append_many", function(o) return es:append_many({ { stream = "s", events = { { type = "E" } } } }, o) end,
+      arg = 2, wrong = { tx = "tx" } },
+    { "read (types)", function(o) return es:read("s", o) end, arg = 2, wrong = { types = { 1 } },
+      bad = { from = -1 } },
+    { "read_all (types)", function(o) return es:read_all(o) end, wrong = { types = { "E", true } },
+      bad = { limit = -1 } },
+    { "connect (read_dsn)", function(o) return pgstore.connect(o) end,
+      base = function() return { dsn = T.dsn() } end, wrong = { read_dsn = { 5 } }, bad = { query_timeout = -1 } },
     { "apply", function(o) return policies:apply(es, o) end, arg = 2, wrong = { batch = "1" },
       bad = { batch = 0 } },
   }
@@ -164,12 +188,71 @@ describe("options", function()
     raises(function() db:events("t") end, "bad argument #1 to 'events'", "options")
     raises(function() db:partitions{} end, "option 'name'", "partitions name")
     raises(function() db:subscribe{ events = es } end, "option 'name'", "subscribe name")
+    raises(function() db:query("select $1::text", {}) end, "bad argument #2 to 'query' (string, number, boolean or null expected, got table)", "query parameter")
+    raises(function() db:exec("select $1::text", "a", function() end) end, "bad argument #3 to 'exec'", "exec parameter")
+    raises(function() db:transaction(function(tx) tx:query("select $1::text", {}) end) end, "bad argument #2 to 'query'", "tx:query parameter")
+    raises(function() es:append("s", { { type = 5 } }) end, "bad argument #2 to 'append' (event 1: field 'type' must be string, got number)", "event type")
+    raises(function() es:append("s", { { type = "E", schema_version = "1" } }) end, "field 'schema_version' must be number", "schema_version")
+    raises(function() es:append("s", { { type = "E", dat = {} } }) end, "bad argument #2 to 'append' (event 1: unknown field 'dat')", "event field")
+    raises(function() es:append("s", { { type = "E", id = 5 } }) end, "field 'id' must be string", "event id")
+    raises(function() es:append_many{ { stream = "s", events = { { type = "E", dat = 1 } } } } end, "bad argument #1 to 'append_many' (event 1: unknown field 'dat')", "append_many event field")
     -- called through pcall, a C function: still the line that called pcall
     local line, ok, msg = debug.getinfo(1, "l").currentline, pcall(es.append, es, 42)
     assert.is_false(ok)
     local where = ("%s:%d: "):format(HERE, line)
     assert.equal(where, msg:sub(1, #where))
     S.alive(db)
+  end)
+
+  it("a query parameter of the wrong type borrows no connection", function()
+    local small = assert(pgstore.connect{ dsn = T.dsn(), pool_size = 2, acquire_timeout = 1 })
+    for _ = 1, 5 do
+      raises(function() small:query("select $1::text", {}) end, "bad argument #2 to 'query'", "query")
+      raises(function() small:exec("select $1::text", function() end) end, "bad argument #2 to 'exec'", "exec")
+      assert.equal(0, small:pool_stats().borrowed)
+    end
+    -- straight to the binding (no Lua check in front): still nothing borrowed
+    for _ = 1, 5 do
+      assert.is_false((pcall(small.pool.query, small.pool, "select $1::text", {})))
+      assert.equal(0, small:pool_stats().borrowed)
+    end
+    assert.equal("x", small:query("select $1::text as v", "x")[1].v)
+    small:close()
+  end)
+
+  it("a tx option must be the transaction db:transaction handed out", function()
+    local n0 = events()
+    for _, fake in ipairs{ {}, db, { conn = false, active = true } } do
+      local res, err = db:transaction(function(tx)
+        raises(function() es:append("s", { { type = "E" } }, { tx = fake }) end, "option 'tx' must be the transaction given by db:transaction", "append")
+        raises(function() es:append_many({ { stream = "s", events = { { type = "E" } } } }, { tx = fake }) end, "bad argument #2 to 'append_many' (option 'tx' must be the transaction given by db:transaction", "append_many")
+        return nil, "roll back"
+      end)
+      assert.is_nil(res)
+      assert.equal("roll back", err)
+    end
+    assert.equal(n0, events())
+    -- the real transaction: append_many writes inside it, and goes with its rollback
+    local res, err = db:transaction(function(tx)
+      local r = assert(es:append_many({ { stream = "tx-a", events = { { type = "E" } } },
+                                        { stream = "tx-b", events = { { type = "E" }, { type = "E" } } } }, { tx = tx }))
+      assert.equal(2, #r)
+      assert.equal(2, r[2].last_version)
+      assert.equal(3, tx:query("select count(*)::int as n from options_ev")[1].n)
+      return nil, "roll back"
+    end)
+    assert.is_nil(res)
+    assert.equal("roll back", err)
+    assert.equal(n0, events())
+    -- a conflict inside names its batch
+    res, err = db:transaction(function(tx)
+      return es:append_many({ { stream = "tx-a", events = { { type = "E" } } },
+                              { stream = "tx-b", events = { { type = "E" } }, expected = 5 } }, { tx = tx })
+    end)
+    assert.is_nil(res)
+    assert.equal("conflict", err.code)
+    assert.equal(2, err.batch)
+    assert.equal(n0, events())
   end)
 
   it("returns invalid for arguments of the right type out of range", function()
@@ -184,6 +267,30 @@ describe("options", function()
     assert.is_nil(res)
     assert.equal("invalid", err.code)
     pm:close()
+    local conn = assert(db:acquire())
+    res, err = conn:begin("chaos")
+    assert.is_nil(res)
+    assert.equal("invalid", err.code)
+    assert.equal("idle", conn:tx_status())
+    conn:release()
+    for _, t in ipairs{ -1, 0 / 0 } do
+      res, err = db:acquire(t)
+      assert.is_nil(res)
+      assert.equal("invalid", err.code)
+    end
+    assert.equal(0, db:pool_stats().borrowed)
+    res, err = db:transaction(function(tx) return tx:savepoint("a; drop table x") end)
+    assert.is_nil(res)
+    assert.equal("invalid", err.code)
+    assert.matches("invalid savepoint name", err.message, 1, true)
+    local l = assert(db:listen("options_ch"))
+    res, err = l:wait(-1)
+    assert.is_nil(res)
+    assert.equal("invalid", err.code)
+    raises(function() l:wait("1") end, "bad argument #1 to 'wait' (number or nil expected, got string)", "wait")
+    raises(function() l:add(1) end, "bad argument #1 to 'add' (string expected, got number)", "add")
+    raises(function() l:remove(1) end, "bad argument #1 to 'remove' (string expected, got number)", "remove")
+    l:close()
     res, err = es:append("s", {})
     assert.is_nil(res)
     assert.equal("invalid", err.code)
@@ -192,7 +299,61 @@ describe("options", function()
   end)
 end)
 
+describe("checkpoint conflicts", function()
+  it("name what was expected and what is stored, false for none", function()
+    local db = T.connect()
+    local cp = assert(db:checkpoints{ table = "options_cpc" })
+    cp:delete("c"); cp:delete("new")
+    assert(cp:save("c", 10))
+    local res, err = cp:save("c", 11, { expected = false })
+    assert.is_nil(res)
+    assert.equal("conflict", err.code)
+    assert.equal(false, err.expected)
+    assert.equal(10, err.actual)
+    res, err = cp:save("new", 1, { expected = 5 })
+    assert.is_nil(res)
+    assert.equal("conflict", err.code)
+    assert.equal(5, err.expected)
+    assert.equal(false, err.actual)
+    res, err = cp:save("c", 11, { expected = 5 })
+    assert.equal(5, err.expected)
+    assert.equal(10, err.actual)
+    cp:close()
+    db:close()
+  end)
+end)
+
+describe("subscriptions", function()
+  it("sub:ack with something else than the transaction raises, naming ack", function()
+    local db = T.connect()
+    local es = assert(db:events{ table = "options_ev", notify = false })
+    local sub = assert(db:subscribe{ name = T.unique("options_ack"), events = es, listen = false })
+    raises(function() sub:ack(0, {}) end, "bad argument #2 to 'ack' (tx must be the transaction given by db:transaction, got table)", "ack")
+    sub:close()
+    es:close()
+    db:close()
+  end)
+end)
+
 describe("definitions", function()
+  it("policy and upcaster definition errors raise at the caller's line", function()
+    raises(function() pgstore.policy{ name = "p", streams = "*", max_coutn = 1 } end, "bad argument #1 to 'policy' (policy: ", "policy")
+    raises(function() pgstore.policies{ { name = "p", streams = "*", max_count = -1 } } end, "bad argument #1 to 'policies' (policy: ", "policies")
+    raises(function() pgstore.upcasters{ { type = "E", from = 1, to = 3, upcast = function(d) return d end } } end, "bad argument #1 to 'upcasters' (upcasters: ", "upcasters")
+  end)
+
+  it("a projection script with partitions = 0 is refused, naming the script and the field", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[return { name = "p", handlers = { E = function() end }, partitioned = true, partitions = 0 }]])
+    f:close()
+    local def, msg = projection.load(path)
+    os.remove(path)
+    assert.is_nil(def)
+    assert.matches(path .. ": partitions must be a whole number", msg, 1, true)
+  end)
+
+
   it("a policy with an unknown field raises, naming the field", function()
     local ok, msg = pcall(pgstore.policy, { name = "p", streams = "*", max_coutn = 1 })
     assert.is_false(ok)

@@ -53,9 +53,11 @@ describe("upcasters", function()
     }
     for _, case in ipairs(refused) do
       it("refuses " .. case[1], function()
-        local ok, err = pcall(pgstore.upcasters, case[2])
+        local line, ok, err = debug.getinfo(1, "l").currentline, pcall(pgstore.upcasters, case[2])
         assert.is_false(ok)
-        assert.matches("^upcasters: ", err)
+        -- at the caller's line, a bad argument to pgstore.upcasters
+        assert.equal(("%s:%d: bad argument #1 to 'upcasters' (upcasters: "):format(debug.getinfo(1, "S").short_src, line),
+          err:match("^.-%(upcasters: "))
         assert.matches(case[3], err)
       end)
     end

@@ -49,7 +49,7 @@ end
 -- cp:save(consumer, cursor [, { tx = tx, expected = n | false }]) → true | nil, err
 -- expected = n: only if the stored cursor is n; expected = false (or
 -- pgstore.null): only if none is stored yet. Otherwise err.code is
--- "conflict" (with err.expected / err.actual when both are numbers).
+-- "conflict" with err.expected and err.actual (false: no checkpoint).
 function _M:save(consumer, cursor, opts)
   C.check(self, mt, "save")
   C.arg(consumer, 1, "save", "string")
@@ -66,7 +66,13 @@ function _M:save(consumer, cursor, opts)
     ok, err = C.count(expected, "expected cursor")
     if not ok then return nil, err end
   end
-  return C.note(tx, self.core:save(consumer, cursor, expected, conn))
+  local res, serr = self.core:save(consumer, cursor, expected, conn)
+  -- the core's -1 on a side of a conflict is "no checkpoint": false, as in opts.expected
+  if serr and serr.code == "conflict" then
+    if serr.expected == -1 then serr.expected = false end
+    if serr.actual == -1 then serr.actual = false end
+  end
+  return C.note(tx, res, serr)
 end
 
 -- cp:delete(consumer [, { tx = tx }]) → true | nil, err (absent: true)

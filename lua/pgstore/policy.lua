@@ -66,8 +66,12 @@ local FIELDS = {
   truncate_before = true, archive_after = true, archive_to = true, snapshot_every = true, guard = true,
 }
 
+-- The function being called (pgstore.policy or pgstore.policies): a bad
+-- definition is a bad argument #1 to it, raised at the caller's line.
+local defining = "policies"
+
 local function fail(msg)
-  error("policy: " .. msg, 0)
+  options.argerror(1, defining, "policy: " .. msg)
 end
 
 local function whole(v)
@@ -178,6 +182,7 @@ end
 -- pgstore.policies{ policy | "file.lua" | { … }, … } → set (raises when invalid)
 function _M.new(list, fname)
   fname = fname or "policies"
+  defining = fname
   if type(list) ~= "table" then
     options.argerror(1, fname, "list of policies or script paths expected, got " .. type(list))
   end

@@ -81,6 +81,9 @@ function _M.load(path, unsafe)
     return fail(path, "on_error must be 'stop', 'skip' or 'park'")
   end
   def.partitions = def.partitions or 8
+  if def.partitions ~= def.partitions or def.partitions < 1 or def.partitions > 65536 or def.partitions % 1 ~= 0 then
+    return fail(path, ("partitions must be a whole number from 1 to 65536, got %s"):format(tostring(def.partitions)))
+  end
   def.path = path
   return def
 end

@@ -37,8 +37,10 @@ local function origin(src, i)
   return i and format("%s (upcaster %d)", src, i) or src
 end
 
+-- A bad definition is a bad argument #1 to pgstore.upcasters, raised at
+-- the caller's line.
 local function fail(msg)
-  error("upcasters: " .. msg, 0)
+  options.argerror(1, "upcasters", "upcasters: " .. msg)
 end
 
 -- Checks one upcaster table; returns a normalised copy.
