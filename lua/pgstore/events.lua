@@ -94,6 +94,13 @@ end
 -- An event's fields and their Lua types; data and metadata go through the codec.
 local EVENT_FIELDS = { type = "string", data = true, metadata = true, id = "string", schema_version = "number" }
 
+-- Raises (argument n of fname) for event i with an unknown field or a field
+-- of the wrong Lua type, naming it. Shared with resty.pgstore.
+function _M.check_event_fields(e, i, n, fname)
+  local problem = options.problem(e, EVENT_FIELDS)
+  if problem then options.argerror(n, fname, ("event %d: %s"):format(i, problem)) end
+end
+
 -- events → array of { type, data = json, metadata = json, id, schema_version }
 -- for C, or nil, err (invalid) without anything sent. An unknown field or a
 -- field of the wrong Lua type raises (argument n of fname), naming it: a
@@ -107,8 +114,7 @@ local function encode_events(self, events, n_arg, fname)
     if type(e) ~= "table" then
       return nil, errors.new("invalid", ("event %d must be a table, got %s"):format(i, type(e)))
     end
-    local problem = options.problem(e, EVENT_FIELDS)
-    if problem then options.argerror(n_arg, fname, ("event %d: %s"):format(i, problem)) end
+    _M.check_event_fields(e, i, n_arg, fname)
     if e.type == nil or e.type == "" then
       return nil, errors.new("invalid", ("event %d needs a type (a non-empty string)"):format(i))
     end

@@ -76,13 +76,14 @@ end
 -- Events with data and metadata encoded by the codec (JSON text for the
 -- thread's raw store) | nil, err (invalid). Anything malformed goes on
 -- as it is, for pgstore's own checks to report.
-local function encode_events(self, events)
+local function encode_events(self, events, n, fname)
   if type(events) ~= "table" then return events end
   local out = {}
   for i, e in ipairs(events) do
     if type(e) ~= "table" then
       out[i] = e
     else
+      pg_events.check_event_fields(e, i, n, fname)
       local data, derr = codecs.encode(self.codec, e.data == nil and null or e.data)
       if not data then
         return nil, errors.new("invalid", format("event %d: cannot encode data: %s", i, derr))
@@ -119,7 +120,7 @@ function Events:append(stream, events, opts)
   check_arg(opts, 3, "append", "table|nil")
   local tx
   opts, tx = stores.split_tx(self.db, opts, 3, "append")
-  local encoded, err = encode_events(self, events)
+  local encoded, err = encode_events(self, events, 2, "append")
   if not encoded then return nil, err end
   local res
   res, err = run(self, "append", tx and tx.id or nil, 3, 3, stream, encoded, opts)
@@ -131,14 +132,17 @@ function Events:append(stream, events, opts)
   return res
 end
 
--- es:append_many({ { stream, events, expected, idempotency_key }, … }) → results | nil, err
-function Events:append_many(batches)
+-- es:append_many({ { stream, events, expected, idempotency_key }, … }[, { tx }]) → results | nil, err
+function Events:append_many(batches, opts)
   check(self, "append_many")
   check_arg(batches, 1, "append_many", "table")
+  check_arg(opts, 2, "append_many", "table|nil")
+  local tx
+  opts, tx = stores.split_tx(self.db, opts, 2, "append_many")
   local out = {}
   for i, b in ipairs(batches) do
     if type(b) == "table" then
-      local encoded, err = encode_events(self, b.events)
+      local encoded, err = encode_events(self, b.events, 1, "append_many")
       if not encoded then
         err.batch = i
         return nil, err
@@ -149,13 +153,16 @@ function Events:append_many(batches)
       out[i] = b
     end
   end
-  local res, err = run(self, "append_many", nil, 0, 1, out)
-  if not res then return nil, err end
+  local res, err = run(self, "append_many", tx and tx.id or nil, 2, 2, out, opts)
+  if not res then
+    if tx then tx._note(tx, res, err) end
+    return nil, err
+  end
   local last
   for _, r in ipairs(res) do
     if not r.replayed and (not last or r.last_position > last) then last = r.last_position end
   end
-  if last then notify(self, last) end
+  if last then notify(self, last, tx) end
   return res
 end
 
