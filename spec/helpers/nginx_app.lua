@@ -284,6 +284,21 @@ function CASES.events(db)
                            { stream = "m2", events = { { type = "Y" } }, expected = 5 } }
   eq(err.code, "conflict", "append_many conflict"); eq(err.batch, 2, "batch")
   eq(err.expected, 5, "batch expected"); eq(err.actual, 1, "batch actual")
+  -- inside the caller's transaction: rolled back with it; a look-alike tx raises
+  local r, rerr = db:transaction(function(tx)
+    local in_tx = assert(es:append_many({ { stream = "m3", events = { { type = "X" } } } }, { tx = tx }))
+    eq(#in_tx, 1, "append_many in tx")
+    return nil, "roll back"
+  end)
+  eq(r, nil, "rolled back"); eq(rerr, "roll back", "rolled back error")
+  eq(es:version("m3"), 0, "append_many in a rolled back tx wrote nothing")
+  local okc, merr = pcall(function() es:append_many({ { stream = "m3", events = { { type = "X" } } } }, { tx = {} }) end)
+  eq(okc, false, "fake tx raises")
+  ok(tostring(merr):find("option 'tx' must be the transaction given by db:transaction", 1, true), merr)
+  okc, merr = pcall(function() es:append("m3", { { type = "X", dat = 1 } }) end)
+  eq(okc, false, "unknown event field raises")
+  ok(tostring(merr):find("unknown field 'dat'", 1, true), merr)
+  eq(es:version("m3"), 0, "nothing written")
   local codec = db:events{ table = es.table_name, codec = {
     encode = function(v) return cjson.encode({ wrapped = v }) end,
     decode = function(s) return cjson.decode(s).wrapped end } }

@@ -49,12 +49,13 @@ static void test_guarded(void)
     pgs_error_t err;
     CHECK_OK(pgs_checkpoints_save(cp, NULL, "g", 1, PGS_CHECKPOINT_NONE, 0, &err), err);
     CHECK(pgs_checkpoints_save(cp, NULL, "g", 2, PGS_CHECKPOINT_NONE, 0, &err) == PGS_ECONFLICT);
+    CHECK(err.has_versions && err.expected == PGS_CHECKPOINT_NONE_STORED && err.actual == 1);
     CHECK_OK(pgs_checkpoints_save(cp, NULL, "g", 5, PGS_CHECKPOINT_EXACT, 1, &err), err);
     CHECK(pgs_checkpoints_save(cp, NULL, "g", 6, PGS_CHECKPOINT_EXACT, 1, &err) == PGS_ECONFLICT);
     CHECK(err.has_versions && err.expected == 1 && err.actual == 5);
     CHECK(pgs_checkpoints_save(cp, NULL, "nobody", 6, PGS_CHECKPOINT_EXACT, 1, &err) ==
           PGS_ECONFLICT);
-    CHECK(!err.has_versions);
+    CHECK(err.has_versions && err.expected == 1 && err.actual == PGS_CHECKPOINT_NONE_STORED);
     pgs_checkpoints_close(cp);
 }
 
