@@ -22,7 +22,7 @@ end
 
 local function listeners()
   return T.admin():query([[select count(*) as n from pg_stat_activity
-    where application_name = 'psql' and query like 'select pg_sleep%' and state = 'active']])[1].n
+    where datname = current_database() and application_name = 'psql' and query like 'select pg_sleep%' and state = 'active']])[1].n
 end
 
 describe("events NOTIFY", function()

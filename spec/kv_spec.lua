@@ -241,7 +241,7 @@ describe("kv: background cleaner", function()
     assert(holder:exec(("lock table %s in access exclusive mode"):format(t)))
     local blocked = T.eventually(function()
       return T.admin():query([[select count(*) as n from pg_stat_activity
-        where query like 'DELETE FROM%expires_at <=%' and wait_event_type = 'Lock']])[1].n == 1
+        where datname = current_database() and query like 'DELETE FROM%expires_at <=%' and wait_event_type = 'Lock']])[1].n == 1
     end, 3)
     assert.truthy(blocked, "the cleaner never blocked")
     local t0 = core.now()

@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: MIT
 -- testenv — what every spec needs: the test cluster's DSN (started by
--- tools/test.sh), connections tagged with an application_name so leaks can
--- be counted, an admin connection, and shell helpers for the cluster.
+-- tools/test.sh, which gives each spec file a database of its own),
+-- connections tagged with an application_name so leaks can be counted in
+-- that database, an admin connection, and shell helpers for the cluster.
 local pgstore = require "pgstore"
 
 local T = {}
@@ -13,6 +14,11 @@ function T.dsn()
 end
 
 function T.replica_dsn() return os.getenv("PGSTORE_TEST_REPLICA_DSN") end
+
+-- The spec file's own database, named in the DSN.
+function T.dbname()
+  return assert(T.dsn():match("dbname=([%w_]+)"), "the test DSN names no database")
+end
 
 -- A db tagged with a spec-specific application_name.
 function T.connect(opts)
@@ -30,10 +36,11 @@ function T.admin()
   return admin
 end
 
--- Backends currently connected with this application_name.
+-- Backends of this spec's database connected with this application_name
+-- (other spec files run beside it, in databases of their own).
 function T.backends(appname)
-  local rows = assert(T.admin():query(
-    "select count(*) as n from pg_stat_activity where application_name = $1 and pid <> pg_backend_pid()",
+  local rows = assert(T.admin():query([[select count(*) as n from pg_stat_activity
+    where application_name = $1 and datname = current_database() and pid <> pg_backend_pid()]],
     appname or "pgstore-spec"))
   return rows[1].n
 end
