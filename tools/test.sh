@@ -14,9 +14,11 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tools/lib.sh
 
-# Specs that restart or stop the cluster, change its configuration, or load
-# the whole machine: each runs alone, after the parallel batch.
-ALONE=(fault_crash fault_listen listen pool relay security soak)
+# Specs that restart or stop the cluster, change its settings, kill
+# backends, or load the machine and time themselves (the soak, lease
+# timeouts, nginx's latency and load test): each runs alone, after the
+# parallel batch.
+ALONE=(fault_crash fault_lease fault_listen listen nginx pool relay security soak)
 
 passed=0 failed=0 cluster_env="" san_preload="" out=$(mktemp) all=$(mktemp) work=$(mktemp -d)
 finish() {
