@@ -24,7 +24,7 @@ describe("a lease holder whose connection is cut", function()
     local name, work = T.unique("fault_lease"), T.unique("fault_lease_work")
     assert(db:exec(("create table %s (p int, token bigint, owner text)"):format(work)))
     P = proxy.start{ lifetime = 120 }
-    local dir = (T.sh("mktemp -d /tmp/pgstore-flease.XXXXXX")):gsub("%s+$", "")
+    local dir = T.tmpdir("flease")
     local go = dir .. "/go"
     local holder = T.spawn(([[
       local core = require "pgstore.core"

@@ -9,13 +9,7 @@ local policy = require "pgstore.policy"
 local T = require "testenv"
 
 local tmp
-local function write(name, text)
-  local path = tmp .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return T.write(tmp .. "/" .. name, text) end
 
 -- { glob, name, matches }
 local GLOBS = {
@@ -48,7 +42,7 @@ local BAD_GLOBS = {
 }
 
 describe("policies", function()
-  setup(function() tmp = (T.sh("mktemp -d /tmp/pgstore-pol.XXXXXX")):gsub("%s+$", "") end)
+  setup(function() tmp = T.tmpdir("pol") end)
   teardown(function() T.sh("rm -rf " .. tmp) end)
 
   describe("globs", function()

@@ -85,7 +85,7 @@ describe("pgstore repl on a terminal", function()
   end
 
   setup(function()
-    dir = (T.sh("mktemp -d /tmp/pgstore-repl.XXXXXX")):gsub("%s+$", "")
+    dir = T.tmpdir("repl")
   end)
   after_each(function()
     if s then s:close() end

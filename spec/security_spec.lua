@@ -72,7 +72,7 @@ describe("the password", function()
   end)
 
   it("never appears in the host's output: status, run, tail, append, errors, tracebacks, the REPL", function()
-    local dir = (T.sh("mktemp -d /tmp/pgstore-secret.XXXXXX")):gsub("%s+$", "")
+    local dir = T.tmpdir("secret")
     local f = assert(io.open(dir .. "/fail.lua", "w"))
     f:write([[print(db, db.opts, db.pool); print(require("pgstore.host").dsn); error("script failed on purpose")]])
     f:close()
@@ -112,7 +112,7 @@ describe("TLS", function()
 
   setup(function()
     admin = T.connect{ application_name = "pgstore-spec" }
-    dir = (T.sh("mktemp -d /tmp/pgstore-tls.XXXXXX")):gsub("%s+$", "")
+    dir = T.tmpdir("tls")
     local out, rc = T.sh(([[
       exec 2>&1; set -e; cd %s
       openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pgstore test CA" -keyout ca.key -out ca.crt
@@ -330,7 +330,7 @@ return {
 ]=]
 
   local function run(unsafe)
-    local dir = (T.sh("mktemp -d /tmp/pgstore-sandbox.XXXXXX")):gsub("%s+$", "")
+    local dir = T.tmpdir("sandbox")
     local f = assert(io.open(dir .. "/probe.lua", "w"))
     f:write(PROBES)
     f:close()

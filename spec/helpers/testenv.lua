@@ -83,6 +83,28 @@ function T.testdb(cmd)
   return out
 end
 
+-- A file's contents; "" when it does not exist (yet).
+function T.read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Writes text ("" when nil) to path, replacing it; returns path.
+function T.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text or "")
+  f:close()
+  return path
+end
+
+-- A new private directory, /tmp/pgstore-<name>.XXXXXX.
+function T.tmpdir(name)
+  return ((T.sh(("mktemp -d /tmp/pgstore-%s.XXXXXX"):format(name))):gsub("%s+$", ""))
+end
+
 -- The host binary under test.
 function T.host()
   return os.getenv("PGSTORE_HOST_BIN") or (T.root() .. "/build/pgstore")
@@ -101,10 +123,8 @@ end
 -- Returns an array of { out = stdout+stderr, rc = exit code } in index
 -- order. Real processes: this is how concurrency claims are tested.
 function T.run_parallel(n, code, extra)
-  local dir = (T.sh("mktemp -d /tmp/pgstore-par.XXXXXX")):gsub("%s+$", "")
-  local f = assert(io.open(dir .. "/script.lua", "w"))
-  f:write(code)
-  f:close()
+  local dir = T.tmpdir("par")
+  T.write(dir .. "/script.lua", code)
   local cmds = {}
   for i = 1, n do
     cmds[#cmds + 1] = ("(%s --dsn %q run %s/script.lua %d %s >%s/out.%d 2>&1; echo $? >%s/rc.%d) &")
@@ -113,11 +133,7 @@ function T.run_parallel(n, code, extra)
   T.sh(table.concat(cmds, "\n") .. "\nwait")
   local results = {}
   for i = 1, n do
-    local fo = io.open(dir .. "/out." .. i)
-    local fr = io.open(dir .. "/rc." .. i)
-    results[i] = { out = fo and fo:read("*a") or "", rc = fr and tonumber(fr:read("*l")) or -1 }
-    if fo then fo:close() end
-    if fr then fr:close() end
+    results[i] = { out = T.read(dir .. "/out." .. i), rc = tonumber(T.read(dir .. "/rc." .. i):match("%d+")) or -1 }
   end
   T.sh("rm -rf " .. dir)
   return results
@@ -127,10 +143,8 @@ end
 -- `code` (with `db` connected, arg = { ... }). Returns a handle with the
 -- process id and its output file; see T.wait and T.signal.
 function T.spawn(code, ...)
-  local dir = (T.sh("mktemp -d /tmp/pgstore-bg.XXXXXX")):gsub("%s+$", "")
-  local f = assert(io.open(dir .. "/script.lua", "w"))
-  f:write(code)
-  f:close()
+  local dir = T.tmpdir("bg")
+  T.write(dir .. "/script.lua", code)
   local args = {}
   for i, a in ipairs{ ... } do args[i] = ("%q"):format(tostring(a)) end
   local out = T.sh(("%s --dsn %q run %s/script.lua %s >%s/out 2>&1 & echo $!")
@@ -146,10 +160,7 @@ end
 -- Waits (bounded) for a spawned process to end; returns its output.
 function T.wait(proc, timeout)
   T.eventually(function() return not T.alive(proc) end, timeout or 30)
-  local f = io.open(proc.out)
-  local out = f and f:read("*a") or ""
-  if f then f:close() end
-  return out, not T.alive(proc)
+  return T.read(proc.out), not T.alive(proc)
 end
 
 function T.signal(proc, sig)
@@ -157,10 +168,7 @@ function T.signal(proc, sig)
 end
 
 function T.output(proc)
-  local f = io.open(proc.out)
-  local out = f and f:read("*a") or ""
-  if f then f:close() end
-  return out
+  return T.read(proc.out)
 end
 
 -- A unique name for tables and streams of one test.
