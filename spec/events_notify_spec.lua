@@ -33,11 +33,7 @@ end
 
 describe("events NOTIFY", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("coalesces notifications after commit and always sends the last position", function()
     local es = assert(db:events{ table = "ev_notify", notify = "ev_chan" })

@@ -18,11 +18,7 @@ end
 
 describe("a server crash", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("never lets read_all pass a position the restarted server hands out again", function()
     local name = "fault_crash_seq"

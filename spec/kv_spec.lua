@@ -152,11 +152,7 @@ end)
 
 describe("kv: background cleaner", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("removes expired rows on its own, on its own connection", function()
     local t = T.unique("kvclean")
@@ -243,11 +239,7 @@ end)
 
 describe("kv: schema init and the phase hook", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   local ALL = { "begin_tx", "set_lock_timeout", "acquire_lock", "lock_acquired", "check_table",
                 "create_table", "check_index", "create_index", "commit", "done" }

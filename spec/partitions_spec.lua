@@ -22,11 +22,7 @@ end
 
 describe("db:partitions", function()
   local db
-  setup(function() db = T.connect{ pool_size = 4 } end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end, { pool_size = 4 })
 
   it("has the documented defaults and holds nothing before the first tick", function()
     local pm = assert(db:partitions{ name = T.unique("pm") })

@@ -47,11 +47,7 @@ describe("policies", function()
 
   describe("globs", function()
     local db
-    setup(function() db = T.connect{ pool_size = 1 } end)
-    teardown(function()
-      db:close()
-      T.assert_no_leaks()
-    end)
+    T.block_db(setup, teardown, function(d) db = d end, { pool_size = 1 })
 
     for _, case in ipairs(GLOBS) do
       it(("'%s' %s '%s' in Lua and in SQL"):format(case[1], case[3] and "matches" or "does not match", case[2]), function()

@@ -131,8 +131,7 @@ end)
 
 describe("snapshots: schema", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function() db:close(); T.assert_no_leaks() end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("creates its table on open, and migrate() is idempotent", function()
     local t = T.unique("snapmig")

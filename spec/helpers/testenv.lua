@@ -36,6 +36,21 @@ function T.admin()
   return admin
 end
 
+-- A db for a whole describe block, given busted's setup and teardown:
+-- connected in setup (T.connect(opts)) and handed to `bind`; closed in
+-- teardown, which then checks that no connection leaked.
+function T.block_db(setup, teardown, bind, opts)
+  local db
+  setup(function()
+    db = T.connect(opts)
+    bind(db)
+  end)
+  teardown(function()
+    db:close()
+    T.assert_no_leaks()
+  end)
+end
+
 -- Backends of this spec's database connected with this application_name
 -- (other spec files run beside it, in databases of their own).
 function T.backends(appname)
