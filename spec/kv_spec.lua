@@ -160,6 +160,8 @@ describe("kv: background cleaner", function()
     assert(kv:set("old", "v", 0.05))
     assert(kv:set("live", "v"))
     assert.truthy(T.eventually(function() return S.count(db, t) == 1 end, 3), "expired row not removed")
+    -- the cleaner counts the rows just after its DELETE commits
+    assert.truthy(T.eventually(function() return kv:cleaner_stats().removed == 1 end, 3))
     local st = kv:cleaner_stats()
     assert.is_true(st.running)
     assert.equal(0.1, st.interval)
