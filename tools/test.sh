@@ -89,6 +89,13 @@ run_busted() {
             batch+=("$file")
         fi
     done
+    # Longest first, by the times of the last run (build/spec-times; files
+    # it does not know first), so that no long file starts last.
+    if [[ -f $spec_times ]]; then
+        mapfile -t batch < <(for file in "${batch[@]}"; do
+            awk -v f="$file" '$1 == f { t = $2 } END { print (t == "" ? 999999 : t), f }' "$spec_times"
+        done | sort -s -k1,1nr | cut -d' ' -f2-)
+    fi
     local dbs=()
     for file in "${specs[@]}"; do dbs+=("$(spec_db "$file")"); done
     if ! bash tools/testdb.sh createdb "${dbs[@]}"; then
@@ -107,6 +114,7 @@ run_busted() {
         fi
         tally "busted $1 ($dir)" "$rc" "$s" "$f"
         cat "$res" >>"$all"
+        echo "$1 $secs" >>"$work/spec-times"
     }
     # A job is done when its .rc file appears (written last, by rename).
     local running=() next=0
@@ -135,6 +143,11 @@ run_busted() {
         busted_file "$dir" "${alone[$k]}" "$work/$dir.alone$k"
         report "${alone[$k]}" "alone$k"
     done
+    if [[ -f $work/spec-times ]]; then
+        cat "$work/spec-times" "$spec_times" 2>/dev/null | awk '!seen[$1]++' >"$work/spec-times.all" &&
+            mv "$work/spec-times.all" "$spec_times"
+        rm -f "$work/spec-times"
+    fi
 }
 
 # run_fuzz: tools/fuzz.sh prints "fuzz: P passed, F failed".
@@ -181,6 +194,8 @@ done
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || die "-j needs a positive number of jobs"
 partial=$(( ${#specs[@]} + ${#busted_args[@]} > 0 ))
 [[ ${#specs[@]} -gt 0 ]] || specs=(spec/*_spec.lua)
+
+spec_times=$PWD/build/spec-times
 
 bash tools/deps.sh || { failed=1; die "tools/deps.sh failed"; }
 bash tools/build.sh || { failed=1; die "build failed"; }
