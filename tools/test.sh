@@ -64,6 +64,7 @@ spec_db() {
 busted_file() {
     local dir=$1 file=$2 res=$3 db p=$PWD t0=$SECONDS
     db=$(spec_db "$file")
+    [[ $jobs -eq 1 ]] && log "$file"
     local tcp="host=127.0.0.1 user=postgres dbname=$db"
     env PGSTORE_BUILD_DIR="$p/$dir" PGSTORE_HOST_BIN="$p/$dir/pgstore" LUA_CPATH="$p/$dir/lua/?.so;;" \
         LUA_PATH="$p/lua/?.lua;$p/lua/?/init.lua;$p/spec/?.lua;$p/spec/helpers/?.lua;;" \
@@ -139,7 +140,7 @@ run_busted() {
     done
     local k
     for k in "${!alone[@]}"; do
-        [[ $jobs -eq 1 ]] || log "${alone[$k]} runs alone"
+        log "${alone[$k]} runs alone"
         busted_file "$dir" "${alone[$k]}" "$work/$dir.alone$k"
         report "${alone[$k]}" "alone$k"
     done
