@@ -11,33 +11,25 @@
 
 #include <stdlib.h>
 
-enum {
-    SQL_CREATE, SQL_SAVE_ANY, SQL_SAVE_EXACT, SQL_SAVE_NONE, SQL_LOAD, SQL_DELETE, SQL_LIST,
-    SQL_COUNT
-};
+enum { SQL_SAVE_ANY, SQL_SAVE_EXACT, SQL_SAVE_NONE, SQL_LOAD, SQL_DELETE, SQL_LIST, SQL_COUNT };
 
 /* Keep in the same order as the enum above. */
 static const char *const templates[SQL_COUNT] = {
-    "CREATE TABLE IF NOT EXISTS %1$s ("
-    " consumer text PRIMARY KEY,"
-    " position bigint NOT NULL CHECK (position >= 0),"
-    " updated_at timestamptz NOT NULL DEFAULT now())",
-
-    "INSERT INTO %1$s (consumer, position, updated_at) VALUES ($1, $2::bigint, now())"
+    "INSERT INTO @table@ (consumer, position, updated_at) VALUES ($1, $2::bigint, now())"
     " ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position,"
     " updated_at = EXCLUDED.updated_at",
 
-    "UPDATE %1$s SET position = $2::bigint, updated_at = now()"
+    "UPDATE @table@ SET position = $2::bigint, updated_at = now()"
     " WHERE consumer = $1 AND position = $3::bigint",
 
-    "INSERT INTO %1$s (consumer, position, updated_at) VALUES ($1, $2::bigint, now())"
+    "INSERT INTO @table@ (consumer, position, updated_at) VALUES ($1, $2::bigint, now())"
     " ON CONFLICT (consumer) DO NOTHING",
 
-    "SELECT position FROM %1$s WHERE consumer = $1",
+    "SELECT position FROM @table@ WHERE consumer = $1",
 
-    "DELETE FROM %1$s WHERE consumer = $1",
+    "DELETE FROM @table@ WHERE consumer = $1",
 
-    "SELECT consumer, position AS cursor, updated_at AS time FROM %1$s ORDER BY consumer",
+    "SELECT consumer, position AS cursor, updated_at AS time FROM @table@ ORDER BY consumer",
 };
 
 struct pgs_checkpoints {
@@ -58,10 +50,10 @@ pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t
         free(cp);
         return st;
     }
-    if (pgs_companion_build_sql(cp->sql, templates, SQL_COUNT, cp->base.table, NULL) != 0)
-        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    else if (!(opts && opts->skip_schema_init))
-        st = pgs_checkpoints_migrate(cp, err);
+    st = pgs_companion_build_sql(&cp->base, cp->sql, templates, SQL_COUNT, err);
+    if (st == PGS_OK)
+        st = pgs_companion_migrate(&cp->base, "checkpoints", !(opts && opts->skip_schema_init),
+                                   err);
     if (st != PGS_OK) {
         pgs_checkpoints_close(cp);
         return st;
@@ -81,8 +73,7 @@ void pgs_checkpoints_close(pgs_checkpoints_t *cp)
 
 pgs_status_t pgs_checkpoints_migrate(pgs_checkpoints_t *cp, pgs_error_t *err)
 {
-    const pgs_migration_t steps[] = {{1, cp->sql[SQL_CREATE]}};
-    return pgs_companion_migrate(&cp->base, "checkpoints", steps, 1, err);
+    return pgs_companion_migrate(&cp->base, "checkpoints", 1, err);
 }
 
 pgs_status_t pgs_checkpoints_load(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
@@ -184,8 +175,11 @@ pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const
     return PGS_OK;
 }
 
-pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, PGresult **res,
+pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, pgs_rows_t **rows,
                                   pgs_error_t *err)
 {
-    return pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LIST], 0, NULL, res, err);
+    PGresult *r = NULL;
+    pgs_status_t st = pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LIST], 0, NULL, &r, err);
+    *rows = pgs_rows_wrap(r);
+    return st;
 }

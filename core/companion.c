@@ -2,6 +2,7 @@
  * companion.c — the plumbing the companion stores share (see companion.h).
  */
 #include "companion.h"
+#include "sql.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -67,41 +68,22 @@ pgs_status_t pgs_companion_exec(pgs_store_base_t *b, pgs_conn_t *tx, const char 
     return pgs_companion_input_error(st, err);
 }
 
-int pgs_companion_build_sql(char **out, const char *const *tmpl, int n, const char *a,
-                            const char *b)
+pgs_status_t pgs_companion_build_sql(const pgs_store_base_t *b, char **out,
+                                     const char *const *tmpl, int n, pgs_error_t *err)
 {
-    int ok = 1;
-    for (int i = 0; i < n; i++)
-        ok &= (out[i] = pgs_sql_printf(tmpl[i], a, b ? b : "")) != NULL;
-    return ok ? 0 : -1;
+    const char *names[] = {"table"}, *values[] = {b->table};
+    return pgs_sql_fill_all(tmpl, n, names, values, 1, out, err);
 }
 
 void pgs_companion_free_sql(char **sql, int n)
 {
-    for (int i = 0; i < n; i++) {
-        free(sql[i]);
-        sql[i] = NULL;
-    }
+    pgs_sql_free_all(sql, n);
 }
 
-static const char probe_sql[] =
-    "SELECT to_regclass($1) IS NULL AS missing,"
-    " to_regclass('pgstore_migrations') IS NOT NULL AS logged";
-static const char forget_sql[] = "DELETE FROM pgstore_migrations WHERE target = $1";
-
-pgs_status_t pgs_companion_migrate(pgs_store_base_t *b, const char *kind,
-                                   const pgs_migration_t *steps, int nsteps, pgs_error_t *err)
+pgs_status_t pgs_companion_migrate(pgs_store_base_t *b, const char *series, int migrate,
+                                   pgs_error_t *err)
 {
-    char target[sizeof b->raw + 32];
-    snprintf(target, sizeof target, "%s:%s", kind, b->raw);
-    pgs_param_t table = {b->table, -1}, key = {target, -1};
-    PGresult *r;
-    pgs_status_t st = pgs_companion_exec(b, NULL, probe_sql, 1, &table, &r, err);
-    if (st != PGS_OK)
-        return st;
-    int forget = PQgetvalue(r, 0, 0)[0] == 't' && PQgetvalue(r, 0, 1)[0] == 't';
-    PQclear(r);
-    if (forget && (st = pgs_companion_exec(b, NULL, forget_sql, 1, &key, NULL, err)) != PGS_OK)
-        return st;
-    return pgs_migrate(b->pool, target, steps, nsteps, err);
+    pgs_schema_t s;
+    pgs_store_schema(b, series, series, &s);
+    return pgs_migrate_open(b->pool, &s, migrate, err);
 }

@@ -2,8 +2,9 @@
  * companion.h — what the companion stores (snapshots, checkpoints,
  * execution checkpoints, sessions, kv) share beyond store.h: one-statement
  * execution on the caller's transaction or a pooled connection, bad input
- * reported as PGS_EINVALID whether caught here or by the server, and
- * schema migration that notices a table dropped by hand. Internal.
+ * reported as PGS_EINVALID whether caught here or by the server, SQL
+ * built once from @table@ templates, and the schema through the one
+ * migration runner. Internal.
  */
 #ifndef PGS_COMPANION_H
 #define PGS_COMPANION_H
@@ -41,18 +42,15 @@ pgs_status_t pgs_companion_exec(pgs_store_base_t *b, pgs_conn_t *tx, const char 
                                 int nparams, const pgs_param_t *params, PGresult **res,
                                 pgs_error_t *err);
 
-/* Builds a store's SQL from templates, once: out[i] = tmpl[i] with the
- * quoted identifiers a and b put in as %1$s and %2$s. Returns 0, or -1
- * when out of memory (whatever was built is still in out: free it with
- * pgs_companion_free_sql). */
-int pgs_companion_build_sql(char **out, const char *const *tmpl, int n, const char *a,
-                            const char *b);
+/* Builds a store's SQL once: out[i] = tmpl[i] with its @table@ filled
+ * (sql.h). On failure every out[i] is NULL. */
+pgs_status_t pgs_companion_build_sql(const pgs_store_base_t *b, char **out,
+                                     const char *const *tmpl, int n, pgs_error_t *err);
 void pgs_companion_free_sql(char **sql, int n);
 
-/* pgs_migrate for one store's table, recorded under "<kind>:<table>".
- * When the table is missing but its steps are recorded (someone dropped
- * it), the record is forgotten first so the steps run again; every step is
- * written to be idempotent, so racing processes still all succeed. */
-pgs_status_t pgs_companion_migrate(pgs_store_base_t *b, const char *kind,
-                                   const pgs_migration_t *steps, int nsteps, pgs_error_t *err);
+/* The store's schema on open or by hand: with migrate, the runner over
+ * core/sql/<series>--*.sql (which also re-creates a table dropped by
+ * hand); without, a check that the table exists (PGS_ENOTFOUND naming it). */
+pgs_status_t pgs_companion_migrate(pgs_store_base_t *b, const char *series, int migrate,
+                                   pgs_error_t *err);
 #endif

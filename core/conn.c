@@ -5,7 +5,10 @@
  * wire format (bytea goes binary, so every byte survives).
  */
 #include "conn.h"
+#include "clock.h"
 #include "error.h"
+#include "thread.h"
+#include "sql.h"
 
 #include <errno.h>
 #include <math.h>
@@ -178,17 +181,6 @@ void pgs_dsn_free(pgs_dsn_t *d)
 
 /* ---- connecting ---------------------------------------------------------- */
 
-/* The core never prints: server notices are dropped here. One kind is
- * remembered: a FATAL arriving while the connection sits idle means the
- * server is closing it (pg_terminate_backend, shutdown), even if the EOF
- * behind it has not arrived yet. */
-static void on_notice(void *arg, const PGresult *res)
-{
-    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
-        ((pgs_conn_t *)arg)->doomed = 1;
-}
-
 static pgs_status_t connect_pg(const pgs_dsn_t *dsn, PGconn **out, pgs_error_t *err)
 {
     PGconn *pg = PQconnectdbParams(dsn->keys, dsn->vals, 0);
@@ -218,13 +210,14 @@ pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error
     }
     pthread_mutex_init(&c->run_mu, NULL);
     c->cancel = PQgetCancel(c->pg);
-    PQsetNoticeReceiver(c->pg, on_notice, c);
+    pgs_notice_watch(c->pg, &c->fatal);
     *out = c;
     return PGS_OK;
 }
 
 pgs_status_t pgs_conn_open(const pgs_conn_opts_t *opts, pgs_conn_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     pgs_dsn_t *dsn;
     pgs_status_t st = pgs_dsn_build(opts, &dsn, err);
     if (st != PGS_OK)
@@ -255,9 +248,25 @@ PGconn *pgs_conn_pg(pgs_conn_t *c)
     return c->pg;
 }
 
+pgs_tx_state_t pgs_conn_tx_state(pgs_conn_t *c)
+{
+    switch (c && c->pg ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN) {
+    case PQTRANS_IDLE: return PGS_TX_IDLE;
+    case PQTRANS_ACTIVE: return PGS_TX_ACTIVE;
+    case PQTRANS_INTRANS: return PGS_TX_OPEN;
+    case PQTRANS_INERROR: return PGS_TX_FAILED;
+    default: return PGS_TX_UNKNOWN;
+    }
+}
+
+int pgs_conn_backend_pid(pgs_conn_t *c)
+{
+    return c && c->pg ? PQbackendPID(c->pg) : 0;
+}
+
 int pgs_conn_alive(pgs_conn_t *c)
 {
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->doomed || c->abandoned)
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->fatal.seen || c->abandoned)
         return 0;
     /* An idle connection has nothing to read. Something readable is either
      * a notification, or the server saying goodbye (FATAL, then EOF):
@@ -270,11 +279,11 @@ int pgs_conn_alive(pgs_conn_t *c)
         if (r < 0 || (p.revents & (POLLERR | POLLNVAL)))
             return 0;
         /* PQconsumeInput only reads; PQisBusy parses, which hands an
-         * idle-time FATAL to on_notice. */
+         * idle-time FATAL to the notice receiver. */
         if (!PQconsumeInput(c->pg))
             return 0;
         (void)PQisBusy(c->pg);
-        if (PQstatus(c->pg) != CONNECTION_OK || c->doomed)
+        if (PQstatus(c->pg) != CONNECTION_OK || c->fatal.seen)
             return 0;
     }
     return 0;
@@ -293,9 +302,8 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
     pthread_mutex_unlock(&c->run_mu);
     PQfinish(c->pg);
     c->pg = fresh;
-    c->doomed = 0;
     c->abandoned = 0;
-    PQsetNoticeReceiver(c->pg, on_notice, c);
+    pgs_notice_watch(c->pg, &c->fatal);
     pgs_stmtcache_clear(&c->stmts);
     return PGS_OK;
 }
@@ -315,13 +323,6 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
  * statement and start the next meanwhile: a cancel lands on the statement
  * it was meant for or on an idle backend (which ignores it), never on a
  * later one. */
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void set_running(pgs_conn_t *c, int on)
 {
@@ -357,23 +358,15 @@ static void abandon(pgs_conn_t *c)
 {
     c->abandoned = 1;
     PGcancel *cancel = PQgetCancel(c->pg);
-    pthread_attr_t a;
-    pthread_t t;
-    if (!cancel || pthread_attr_init(&a) != 0) {
+    if (cancel && pgs_thread_start_detached(cancel_thread, cancel) != 0)
         PQfreeCancel(cancel);
-        return;
-    }
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &a, cancel_thread, cancel) != 0)
-        PQfreeCancel(cancel);
-    pthread_attr_destroy(&a);
 }
 
 /* Waits until a whole result can be read; 0 when the deadline passed. */
 static int wait_input(pgs_conn_t *c, double deadline)
 {
     while (PQisBusy(c->pg)) {
-        double left = deadline - mono();
+        double left = deadline - pgs_clock_now();
         if (left <= 0)
             return 0;
         struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
@@ -393,7 +386,7 @@ static PGresult *collect(pgs_conn_t *c, int sent)
 {
     PGresult *last = NULL, *r;
     double timeout = c->dsn->query_timeout;
-    double deadline = timeout > 0 ? mono() + timeout : 0;
+    double deadline = timeout > 0 ? pgs_clock_now() + timeout : 0;
     while (sent) {
         if (timeout > 0 && !wait_input(c, deadline)) {
             PQclear(last);
@@ -466,9 +459,13 @@ static void deallocate(pgs_conn_t *c, pgs_stmt_t *s)
 {
     /* Best effort: inside a failed transaction the server refuses, and the
      * unused statement then lives until the connection closes. */
-    char sql[64];
-    snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
-    PQclear(run_simple(c, sql));
+    char quoted[sizeof s->name + 2], *sql;
+    snprintf(quoted, sizeof quoted, "\"%s\"", s->name);
+    const char *names[] = {"statement"}, *values[] = {quoted};
+    if (pgs_sql_fill("DEALLOCATE @statement@", names, values, 1, &sql, NULL) == PGS_OK) {
+        PQclear(run_simple(c, sql));
+        free(sql);
+    }
     pgs_stmt_free(s);
 }
 
@@ -602,6 +599,8 @@ pgs_status_t pgs_exec(pgs_conn_t *c, const char *sql, int nparams, const pgs_par
     if (c->abandoned)
         return pgs_error_set(err, PGS_ECONNECTION,
                              "the connection was given up after a statement ran out of query_timeout");
+    if (nparams < 0 || (nparams > 0 && !params))
+        return pgs_error_set(err, PGS_EINVALID, "%d parameters announced, none given", nparams);
     if (nparams > 0 || params)
         return exec_prepared(c, sql, nparams, params, res, err);
     PGresult *r = run_simple(c, sql);

@@ -4,7 +4,8 @@
  */
 #ifndef PGS_CONN_H
 #define PGS_CONN_H
-#include "pgstore.h"
+#include "pq.h"
+#include "notice.h"
 #include "stmtcache.h"
 
 #include <pthread.h>
@@ -29,7 +30,7 @@ struct pgs_conn {
     pgs_stmtcache_t stmts;
     struct pgs_pool *pool;    /* NULL when standalone */
     struct pgs_conn *next;    /* pool's idle list */
-    int doomed;               /* the server sent FATAL: reconnect before use */
+    pgs_fatal_t fatal;        /* the server sent FATAL: reconnect before use */
     int abandoned;            /* a statement ran out of query_timeout: unusable */
     pthread_mutex_t run_mu;   /* running and cancel, for pgs_conn_cancel */
     int running;              /* a statement is in flight */

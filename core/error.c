@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT
- * error.c — status names, filling pgs_error_t from messages and from libpq,
- * and scrubbing secrets out of messages before anyone sees them.
+ * error.c — status names, filling pgs_error_t from messages and from libpq
+ * (the server's primary message, DETAIL, HINT and names each in their own
+ * field), and scrubbing secrets out of them before anyone sees them.
  */
 #include "error.h"
 
@@ -46,8 +47,8 @@ int pgs_error_retryable(const pgs_error_t *err)
     return err && (strcmp(err->sqlstate, "40001") == 0 || strcmp(err->sqlstate, "40P01") == 0);
 }
 
-/* libpq messages end in newlines and sometimes carry a "DETAIL:" line;
- * keep the first line plus detail, joined, without trailing space. */
+/* libpq messages end in newlines and may span lines; fields are one line,
+ * without runs of blanks or trailing space. */
 static void copy_message(char *dst, size_t dstsz, const char *src)
 {
     size_t n = 0;
@@ -60,6 +61,14 @@ static void copy_message(char *dst, size_t dstsz, const char *src)
     while (n > 0 && dst[n - 1] == ' ')
         n--;
     dst[n] = '\0';
+}
+
+/* Copies one of the server's error fields, when it sent it. */
+static void copy_field(char *dst, size_t dstsz, const PGresult *res, int field)
+{
+    const char *v = res ? PQresultErrorField(res, field) : NULL;
+    if (v)
+        copy_message(dst, dstsz, v);
 }
 
 /* Statement timeouts, lock timeouts and cancels are "timeout"; lost
@@ -81,7 +90,6 @@ pgs_status_t pgs_error_from_result(pgs_error_t *err, PGconn *pg, const PGresult 
 {
     const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
     pgs_status_t code;
 
     if (pg && PQstatus(pg) == CONNECTION_BAD)
@@ -97,18 +105,20 @@ pgs_status_t pgs_error_from_result(pgs_error_t *err, PGconn *pg, const PGresult 
     if (st)
         snprintf(err->sqlstate, sizeof err->sqlstate, "%s", st);
     if (msg) {
-        char buf[PGS_ERROR_MESSAGE_MAX];
-        if (detail)
-            snprintf(buf, sizeof buf, "%s (%s)", msg, detail);
-        else
-            snprintf(buf, sizeof buf, "%s", msg);
-        copy_message(err->message, sizeof err->message, buf);
+        copy_message(err->message, sizeof err->message, msg);
     } else {
         const char *m = res ? PQresultErrorMessage(res) : "";
         if (!*m && pg)
             m = PQerrorMessage(pg);
         copy_message(err->message, sizeof err->message, *m ? m : "connection to server lost");
     }
+    copy_field(err->detail, sizeof err->detail, res, PG_DIAG_MESSAGE_DETAIL);
+    copy_field(err->hint, sizeof err->hint, res, PG_DIAG_MESSAGE_HINT);
+    copy_field(err->constraint, sizeof err->constraint, res, PG_DIAG_CONSTRAINT_NAME);
+    copy_field(err->schema, sizeof err->schema, res, PG_DIAG_SCHEMA_NAME);
+    copy_field(err->table, sizeof err->table, res, PG_DIAG_TABLE_NAME);
+    copy_field(err->column, sizeof err->column, res, PG_DIAG_COLUMN_NAME);
+    copy_field(err->datatype, sizeof err->datatype, res, PG_DIAG_DATATYPE_NAME);
     return code;
 }
 
@@ -125,13 +135,11 @@ pgs_status_t pgs_error_from_conn(pgs_error_t *err, pgs_status_t code, const char
     return code;
 }
 
-void pgs_error_scrub(pgs_error_t *err, const char *secret)
+/* Masks every occurrence of secret in one text field. */
+static void scrub_text(char *text, const char *secret, size_t n)
 {
-    if (!err || !secret || !*secret)
-        return;
-    size_t n = strlen(secret);
     char *hit;
-    while ((hit = strstr(err->message, secret)) != NULL) {
+    while ((hit = strstr(text, secret)) != NULL) {
         /* Replace in place with a fixed mask; shorter or equal length keeps
          * it simple: shift the tail when the mask is shorter. */
         const char mask[] = "********";
@@ -139,4 +147,14 @@ void pgs_error_scrub(pgs_error_t *err, const char *secret)
         memcpy(hit, mask, m);
         memmove(hit + m, hit + n, strlen(hit + n) + 1);
     }
+}
+
+void pgs_error_scrub(pgs_error_t *err, const char *secret)
+{
+    if (!err || !secret || !*secret)
+        return;
+    size_t n = strlen(secret);
+    scrub_text(err->message, secret, n);
+    scrub_text(err->detail, secret, n);
+    scrub_text(err->hint, secret, n);
 }

@@ -3,15 +3,17 @@
  */
 #ifndef PGS_ERROR_H
 #define PGS_ERROR_H
-#include "pgstore.h"
+#include "pq.h"
 
 /* Fills err from a failed result (or a NULL result and the connection's
- * message). Maps SQLSTATEs onto codes. Returns the code. */
+ * message): the primary message, SQLSTATE, DETAIL, HINT and the names the
+ * server gives, each in its own field. Maps SQLSTATEs onto codes. Returns
+ * the code. */
 pgs_status_t pgs_error_from_result(pgs_error_t *err, PGconn *pg, const PGresult *res);
 
 /* Fills err with `code`, `prefix` and the connection's current message. */
 pgs_status_t pgs_error_from_conn(pgs_error_t *err, pgs_status_t code, const char *prefix, PGconn *pg);
 
-/* Masks every occurrence of secret in err->message. */
+/* Masks every occurrence of secret in err's message, detail and hint. */
 void pgs_error_scrub(pgs_error_t *err, const char *secret);
 #endif

@@ -1,36 +1,79 @@
 /* SPDX-License-Identifier: MIT
  * events.c — the event store's write side: opening and migrating a store,
  * appends (one round trip through the <table>_append function, which holds
- * the whole algorithm — see events_schema.c), batches across streams in one
+ * the whole algorithm — see core/sql/events--*.sql), batches across streams in one
  * pipeline, after-commit NOTIFY, and stream lifecycle.
  */
 #include "events.h"
 #include "conn.h"
 #include "error.h"
-#include "events_schema.h"
+#include "sql.h"
 #include "json.h"
 #include "strbuf.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_TYPE_LEN 255
-#define DEFAULT_MAX_EVENT_SIZE (1024 * 1024)
 
 /* ---- errors ------------------------------------------------------------- */
 
-/* PGS00: a retry that raced its first attempt; DETAIL holds the result. */
-static int replay_from_error(const pgs_error_t *err, pgs_append_result_t *res)
+/* Reads the integers of a DETAIL this store's functions wrote: `count`
+ * numbers, each after its label ("expected=", or "" for none), separated by
+ * single spaces and nothing else. Only numbers go there: names stay in the
+ * message, which is never read. 1 when the DETAIL has exactly that form. */
+static int detail_ints(const char *detail, const char *const labels[], int64_t out[], int count)
 {
-    long long fv, lv, fp, lp;
-    int n;
-    const char *d = err ? strstr(err->message, "(") : NULL;
-    if (!err || strcmp(err->sqlstate, "PGS00") != 0 || !d ||
-        sscanf(d, "(%lld %lld %lld %lld %d)", &fv, &lv, &fp, &lp, &n) != 5)
+    const char *p = detail;
+    for (int i = 0; i < count; i++) {
+        if (i > 0 && *p++ != ' ')
+            return 0;
+        size_t n = strlen(labels[i]);
+        if (strncmp(p, labels[i], n) != 0)
+            return 0;
+        p += n;
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno != 0)
+            return 0;
+        out[i] = v;
+        p = end;
+    }
+    return *p == '\0';
+}
+
+/* PGS00: a retry that raced its first attempt; DETAIL holds the result
+ * ("fv lv fp lp n"), which becomes err->replay and the append's result. */
+static int replay_from_error(pgs_error_t *err, pgs_append_result_t *res)
+{
+    static const char *const labels[] = {"", "", "", "", ""};
+    int64_t v[5];
+    if (!err || strcmp(err->sqlstate, "PGS00") != 0 || !detail_ints(err->detail, labels, v, 5) ||
+        v[4] < 0 || v[4] > INT32_MAX)
         return 0;
-    *res = (pgs_append_result_t){fv, lv, fp, lp, n, 1};
+    err->replay.set = 1;
+    err->replay.first_version = v[0];
+    err->replay.last_version = v[1];
+    err->replay.first_position = v[2];
+    err->replay.last_position = v[3];
+    err->replay.count = (int)v[4];
+    *res = (pgs_append_result_t){v[0], v[1], v[2], v[3], (int)v[4], 1};
     return 1;
+}
+
+/* PGS03: DETAIL "expected=E actual=A" becomes err->expected/actual. */
+static void versions_from_error(pgs_error_t *err)
+{
+    static const char *const labels[] = {"expected=", "actual="};
+    int64_t v[2];
+    if (!detail_ints(err->detail, labels, v, 2))
+        return;
+    err->has_versions = 1;
+    err->expected = v[0];
+    err->actual = v[1];
 }
 
 pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st)
@@ -49,15 +92,7 @@ pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st)
         err->code = PGS_EINVALID;
     else if (strcmp(s, "PGS03") == 0) {
         err->code = PGS_ECONFLICT;
-        /* "… (expected=E actual=A)": keep the numbers, drop the detail. */
-        char *d = strstr(err->message, " (expected=");
-        long long e, a;
-        if (d && sscanf(d, " (expected=%lld actual=%lld)", &e, &a) == 2) {
-            err->has_versions = 1;
-            err->expected = e;
-            err->actual = a;
-            *d = '\0';
-        }
+        versions_from_error(err);
     } else if (strcmp(s, "23505") == 0)
         err->code = PGS_EDUPLICATE;
     return err->code;
@@ -78,69 +113,107 @@ static uint16_t order_tag(const char *quoted)
     return (uint16_t)(h ^ (h >> 16));
 }
 
-static const char cols[] = "id, stream::text AS stream, version, position, type, schema_version, "
-                           "data, metadata, time";
+#define COLS \
+    "id, stream::text AS stream, version, position, type, schema_version, data, metadata, time"
+/* $4: types as a JSON array or NULL; $5: limit or NULL */
+#define READ_SQL(order) \
+    "SELECT " COLS " FROM @events@ WHERE stream = $1 AND version >= $2 AND version <= $3" \
+    " AND ($4::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text($4::jsonb)))" \
+    " AND NOT EXISTS (SELECT 1 FROM @heads@ h" \
+    "   WHERE h.stream = $1 AND h.status = 'tombstoned')" \
+    " ORDER BY version " order " LIMIT $5::bigint"
 
+/* Every statement of the store, filled once at open (the schema itself is
+ * core/sql/events--*.sql). */
 static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
 {
-    const char *T = es->base.table, *H = es->heads;
-    /* $4: types as a JSON array or NULL; $5: limit or NULL */
-    const char *read_tmpl =
-        "SELECT %s FROM %s WHERE stream = $1 AND version >= $2 AND version <= $3"
-        " AND ($4::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text($4::jsonb)))"
-        " AND NOT EXISTS (SELECT 1 FROM %s h WHERE h.stream = $1 AND h.status = 'tombstoned')"
-        " ORDER BY version %s LIMIT $5::bigint";
-    es->sql_append = pgs_sql_printf(
-        "SELECT r_first_version, r_last_version, r_first_position, r_last_position, r_count,"
-        " r_replayed FROM %s($1, $2::bigint, $3::jsonb, $4, $5::float8, $6::int, $7)",
-        es->fn_append);
-    es->sql_read_fwd = pgs_sql_printf(read_tmpl, cols, T, H, "ASC");
-    es->sql_read_back = pgs_sql_printf(read_tmpl, cols, T, H, "DESC");
-    es->sql_read_all = pgs_sql_printf(
-        "SELECT r_id AS id, r_stream AS stream, r_version AS version, r_position AS position,"
-        " r_type AS type, r_schema_version AS schema_version, r_data AS data,"
-        " r_metadata AS metadata, r_time AS time, r_horizon AS horizon"
-        " FROM %s($1::bigint, $2::int,"
-        " CASE WHEN $3::jsonb IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
-        " $4, $5::int)",
-        es->fn_read_all);
-    es->sql_status = pgs_sql_printf(
-        "SELECT status, (EXISTS (SELECT 1 FROM %s e WHERE e.stream = $1))::int AS events, version"
-        " FROM %s WHERE stream = $1",
-        T, H);
-    es->sql_version = pgs_sql_printf("SELECT version FROM %s WHERE stream = $1", H);
-    es->sql_latest = pgs_sql_printf("SELECT coalesce(max(position), 0) FROM %s", T);
-    es->sql_import = pgs_sql_printf("SELECT r_count FROM %s($1, $2::jsonb, $3::int)", es->fn_import);
-    es->sql_export = pgs_sql_printf(
-        "SELECT coalesce(json_agg(json_build_object('id', id, 'version', version, 'type', type,"
-        " 'schema_version', schema_version, 'data', data, 'metadata', metadata, 'time', time)"
-        " ORDER BY version), '[]')::text, count(*) FROM %s WHERE stream = $1",
-        T);
-    if (!es->sql_append || !es->sql_read_fwd || !es->sql_read_back || !es->sql_read_all ||
-        !es->sql_status || !es->sql_version || !es->sql_latest || !es->sql_import || !es->sql_export)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    struct { char **dst; const char *tmpl; } s[] = {
+        {&es->sql_append,
+         "SELECT r_first_version, r_last_version, r_first_position, r_last_position, r_count,"
+         " r_replayed FROM @append@($1, $2::bigint, $3::jsonb, $4, $5::float8, $6::int, $7)"},
+        {&es->sql_read_fwd, READ_SQL("ASC")},
+        {&es->sql_read_back, READ_SQL("DESC")},
+        {&es->sql_read_all,
+         "SELECT r_id AS id, r_stream AS stream, r_version AS version, r_position AS position,"
+         " r_type AS type, r_schema_version AS schema_version, r_data AS data,"
+         " r_metadata AS metadata, r_time AS time, r_horizon AS horizon"
+         " FROM @read_all@($1::bigint, $2::int,"
+         " CASE WHEN $3::jsonb IS NULL THEN NULL"
+         "  ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
+         " $4, $5::int)"},
+        {&es->sql_status,
+         "SELECT status, (EXISTS (SELECT 1 FROM @events@ e WHERE e.stream = $1))::int AS events,"
+         " version FROM @heads@ WHERE stream = $1"},
+        {&es->sql_version, "SELECT version FROM @heads@ WHERE stream = $1"},
+        {&es->sql_latest, "SELECT coalesce(max(position), 0) FROM @events@"},
+        {&es->sql_import, "SELECT r_count FROM @import@($1, $2::jsonb, $3::int)"},
+        {&es->sql_export,
+         "SELECT coalesce(json_agg(json_build_object('id', id, 'version', version, 'type', type,"
+         " 'schema_version', schema_version, 'data', data, 'metadata', metadata, 'time', time)"
+         " ORDER BY version), '[]')::text, count(*) FROM @events@ WHERE stream = $1"},
+        {&es->sql_tombstone,
+         "INSERT INTO @heads@ AS h (stream, status, reason) VALUES ($1, 'tombstoned', $2)"
+         " ON CONFLICT (stream) DO UPDATE SET status = 'tombstoned', reason = EXCLUDED.reason,"
+         " updated_at = now()"},
+        {&es->sql_set_status,
+         "UPDATE @heads@ SET status = $2, reason = NULL, updated_at = now()"
+         " WHERE stream = $1 AND status <> 'tombstoned' RETURNING stream"},
+        {&es->sql_delete,
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
+         " DELETE FROM @heads@ WHERE stream = $1 RETURNING stream"},
+        {&es->sql_truncate,
+         "TRUNCATE @events@, @heads@, @idempotency@; ALTER SEQUENCE @seq@ RESTART"},
+        {&es->sql_lock_head, "SELECT 1 FROM @heads@ WHERE stream = $1 FOR UPDATE"},
+        {&es->sql_forget_status,
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
+         " UPDATE @heads@ SET status = $2, updated_at = now() WHERE stream = $1"},
+        {&es->sql_forget,
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
+         " DELETE FROM @heads@ WHERE stream = $1"},
+    };
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        pgs_status_t st = pgs_sql_fill(s[i].tmpl, es->schema.names, es->schema.values,
+                                       es->schema.nnames, s[i].dst, err);
+        if (st != PGS_OK)
+            return st;
+    }
     return PGS_OK;
 }
 
 pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pgs_events_t **out,
                              pgs_error_t *err)
 {
+    *out = NULL;
     pgs_events_t *es = calloc(1, sizeof *es);
     if (!es)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pgs_status_t st = pgs_store_init(&es->base, pool, opts ? opts->table : NULL, "events", err);
-    struct { char *dst; const char *suffix; } names[] = {
-        {es->heads, "_heads"},      {es->idem, "_idempotency"}, {es->seq, "_position_seq"},
-        {es->fn_append, "_append"}, {es->fn_read_all, "_read_all"}, {es->fn_import, "_import"},
-        {es->fn_replay, "_replay"},
+    struct { char *dst; const char *suffix, *placeholder; } names[] = {
+        {es->heads, "_heads", "heads"},          {es->idem, "_idempotency", "idempotency"},
+        {es->seq, "_position_seq", "seq"},       {es->fn_append, "_append", "append"},
+        {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
+        {es->fn_replay, "_replay", "replay"},
     };
-    for (size_t i = 0; st == PGS_OK && i < sizeof names / sizeof names[0]; i++)
+    pgs_schema_t *sc = &es->schema;
+    pgs_store_schema(&es->base, "events", NULL, sc);
+    sc->names[0] = "events";
+    for (size_t i = 0; st == PGS_OK && i < sizeof names / sizeof names[0]; i++) {
         st = pgs_store_companion(&es->base, names[i].suffix, names[i].dst, PGS_IDENT_MAX, err);
+        sc->names[sc->nnames] = names[i].placeholder;
+        sc->values[sc->nnames++] = names[i].dst;
+    }
+    sc->tables[sc->ntables++] = es->heads;
+    sc->tables[sc->ntables++] = es->idem;
+    sc->tables[sc->ntables++] = es->seq;
+    /* Older code keyed this store "events:<quoted table>". */
+    snprintf(es->base.legacy_key, sizeof es->base.legacy_key, "events:%s", es->base.table);
+    sc->legacy[sc->nlegacy++] = es->base.legacy_key;
     if (st == PGS_OK)
         st = build_sql(es, err);
     /* The channel follows the listener's rules, or nobody could LISTEN to it. */
-    if (st == PGS_OK && opts && opts->notify && (st = pgs_channel_check(opts->notify, err)) == PGS_OK &&
-        !(es->notify = strdup(opts->notify)))
+    const char *notify = opts && opts->notify ? opts->notify : "pgstore_events";
+    if (st == PGS_OK && *notify && (st = pgs_channel_check(notify, err)) == PGS_OK &&
+        !(es->notify = strdup(notify)))
         st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
     if (st != PGS_OK) {
         pgs_events_close(es);
@@ -148,7 +221,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     }
     snprintf(es->tag, sizeof es->tag, "%u", (unsigned)order_tag(es->base.table));
     es->notify_in_tx = opts && opts->notify_in_tx;
-    es->max_event_size = opts && opts->max_event_size ? opts->max_event_size : DEFAULT_MAX_EVENT_SIZE;
+    es->max_event_size = opts && opts->max_event_size ? opts->max_event_size : PGS_EVENT_SIZE_DEFAULT;
     if (es->notify && !es->notify_in_tx) {
         es->notifier = pgs_notifier_new(pgs_pool_dsn(pool), es->notify,
                                         opts ? opts->notify_interval : 0);
@@ -157,7 +230,8 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
             return pgs_error_set(err, PGS_ENOMEM, "out of memory");
         }
     }
-    if (opts && opts->migrate && (st = pgs_events_migrate(es, err)) != PGS_OK) {
+    st = pgs_migrate_open(es->base.pool, &es->schema, !(opts && opts->skip_schema_init), err);
+    if (st != PGS_OK) {
         pgs_events_close(es);
         return st;
     }
@@ -167,23 +241,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
 
 pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err)
 {
-#define SCHEMA_ARGS es->base.table, es->heads, es->idem, es->seq, es->fn_append, es->fn_read_all, \
-                    es->fn_import, es->fn_replay
-    char *v1 = pgs_sql_printf(pgs_events_schema_v1, SCHEMA_ARGS);
-    char *v2 = pgs_sql_printf(pgs_events_schema_v2, SCHEMA_ARGS);
-#undef SCHEMA_ARGS
-    pgs_status_t st = PGS_OK;
-    if (!v1 || !v2)
-        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    if (st == PGS_OK) {
-        pgs_migration_t steps[] = {{1, v1}, {2, v2}};
-        char target[PGS_IDENT_MAX + 16];
-        snprintf(target, sizeof target, "events:%s", es->base.table);
-        st = pgs_migrate(es->base.pool, target, steps, 2, err);
-    }
-    free(v1);
-    free(v2);
-    return st;
+    return pgs_migrate_run(es->base.pool, &es->schema, NULL, NULL, err);
 }
 
 void pgs_events_close(pgs_events_t *es)
@@ -191,9 +249,12 @@ void pgs_events_close(pgs_events_t *es)
     if (!es)
         return;
     pgs_notifier_free(es->notifier);
-    char **sql[] = {&es->sql_append, &es->sql_read_fwd, &es->sql_read_back, &es->sql_read_all,
-                    &es->sql_status, &es->sql_version, &es->sql_latest, &es->sql_import,
-                    &es->sql_export};
+    char **sql[] = {&es->sql_append,     &es->sql_read_fwd,   &es->sql_read_back,
+                    &es->sql_read_all,   &es->sql_status,     &es->sql_version,
+                    &es->sql_latest,     &es->sql_import,     &es->sql_export,
+                    &es->sql_tombstone,  &es->sql_set_status, &es->sql_delete,
+                    &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,
+                    &es->sql_forget};
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)
         free(*sql[i]);
     free(es->notify);
@@ -214,7 +275,7 @@ const char *pgs_events_table(const pgs_events_t *es)
 static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n, pgs_strbuf_t *b,
                                   pgs_error_t *err)
 {
-    if (n < 1)
+    if (n < 1 || !ev)
         return pgs_error_set(err, PGS_EINVALID, "no events given: append at least one");
     pgs_strbuf_add(b, "[", 1);
     for (int i = 0; i < n; i++) {
@@ -283,9 +344,15 @@ static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_
         return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
     if (strlen(stream) > 1024)
         return pgs_error_set(err, PGS_EINVALID, "stream name is longer than 1024 bytes");
-    if (o && o->expected < PGS_EXPECT_EXISTS)
-        return pgs_error_set(err, PGS_EINVALID, "invalid expected version %lld",
-                             (long long)o->expected);
+    if (o && ((unsigned)o->expect > PGS_EXPECT_EXISTS ||
+              (o->expect == PGS_EXPECT_VERSION && o->version < 0)))
+        return o->expect == PGS_EXPECT_VERSION
+                   ? pgs_error_set(err, PGS_EINVALID, "invalid expected version %lld",
+                                   (long long)o->version)
+                   : pgs_error_set(err, PGS_EINVALID, "invalid expectation %d", (int)o->expect);
+    /* 0 means now; other times are seconds since 1970 a timestamp can hold. */
+    if (o && (!(o->time >= 0) || o->time > 9.2e12))
+        return pgs_error_set(err, PGS_EINVALID, "time must be a finite number of seconds since 1970");
     if (o && o->idempotency_key && (!*o->idempotency_key || strlen(o->idempotency_key) > 1024))
         return pgs_error_set(err, PGS_EINVALID, "idempotency key must be 1 to 1024 bytes");
     return PGS_OK;
@@ -300,7 +367,16 @@ typedef struct {
 static void fill_params(pgs_events_t *es, append_params_t *ap, const char *stream,
                         const pgs_strbuf_t *json, const pgs_append_opts_t *o)
 {
-    snprintf(ap->expected, sizeof ap->expected, "%lld", (long long)(o ? o->expected : PGS_EXPECT_ANY));
+    /* The append function's encoding: >= 0 exact, -1 any, -2 no stream,
+     * -3 exists. */
+    long long expected = -1;
+    if (o && o->expect == PGS_EXPECT_VERSION)
+        expected = o->version;
+    else if (o && o->expect == PGS_EXPECT_NO_STREAM)
+        expected = -2;
+    else if (o && o->expect == PGS_EXPECT_EXISTS)
+        expected = -3;
+    snprintf(ap->expected, sizeof ap->expected, "%lld", expected);
     int has_time = o && o->time != 0;
     if (has_time)
         snprintf(ap->time, sizeof ap->time, "%.6f", o->time);
@@ -327,6 +403,9 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
                                const pgs_event_t *events, int n, const pgs_append_opts_t *opts,
                                pgs_append_result_t *res, pgs_error_t *err)
 {
+    pgs_append_result_t ignored;
+    if (!res)
+        res = &ignored;
     pgs_status_t st = check_append_args(stream, opts, err);
     if (st != PGS_OK)
         return st;
@@ -369,7 +448,7 @@ static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
     if (st != PGS_OK)
         return st;
     pgs_pipeline_t *p = NULL;
-    PGresult **rs = NULL;
+    pgs_rows_t **rs = NULL;
     int count = 0;
     st = pgs_pipeline_begin(c, &p, err);
     for (int i = 0; st == PGS_OK && i < nb; i++)
@@ -380,17 +459,11 @@ static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
         pgs_pipeline_abort(p);
     if (st == PGS_OK) {
         for (int i = 0; i < nb; i++)
-            read_result(rs[i], &results[i]);
+            read_result(pgs_rows_pg(rs[i]), &results[i]);
         pgs_results_free(rs, count);
     }
     pgs_pool_release(es->base.pool, c);
-    /* The pipeline says "statement N: …"; here statement N is batch N. */
-    int index;
-    if (err && st != PGS_OK && sscanf(err->message, "statement %d:", &index) == 1) {
-        char msg[PGS_ERROR_MESSAGE_MAX];
-        snprintf(msg, sizeof msg, "batch %d%.1000s", index, strchr(err->message, ':'));
-        memcpy(err->message, msg, sizeof msg);
-    }
+    /* err->batch is the pipeline's statement index: statement N is batch N. */
     return st;
 }
 
@@ -400,8 +473,10 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
     pgs_error_t local;
     if (!err)
         err = &local;
-    if (nb < 1)
+    if (nb < 1 || !batches)
         return pgs_error_set(err, PGS_EINVALID, "no batches given");
+    if (!results)
+        return pgs_error_set(err, PGS_EINVALID, "no room for the results given");
     pgs_strbuf_t *json = calloc((size_t)nb, sizeof *json);
     append_params_t *ap = calloc((size_t)nb, sizeof *ap);
     pgs_status_t st = json && ap ? PGS_OK : pgs_error_set(err, PGS_ENOMEM, "out of memory");
@@ -411,11 +486,8 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
             st = encode_events(es, batches[i].events, batches[i].n, &json[i], err);
         if (st == PGS_OK)
             fill_params(es, &ap[i], batches[i].stream, &json[i], &batches[i].opts);
-        else if (err) {
-            char msg[PGS_ERROR_MESSAGE_MAX];
-            snprintf(msg, sizeof msg, "batch %d: %.990s", i + 1, err->message);
-            memcpy(err->message, msg, sizeof msg);
-        }
+        else
+            err->batch = i + 1;
     }
     /* A batch that raced its own earlier attempt (PGS00) means that attempt
      * committed, all of it: run again, and every batch replays. */

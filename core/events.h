@@ -17,9 +17,11 @@ struct pgs_events {
     int notify_in_tx;
     size_t max_event_size;
     pgs_notifier_t *notifier;  /* after-commit NOTIFY, or NULL */
+    pgs_schema_t schema;       /* the names above, for the migration runner */
     /* SQL built once from the names above */
     char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_status, *sql_version,
-        *sql_latest, *sql_import, *sql_export;
+        *sql_latest, *sql_import, *sql_export, *sql_tombstone, *sql_set_status, *sql_delete,
+        *sql_truncate, *sql_lock_head, *sql_forget_status, *sql_forget;
 };
 
 /* Maps the schema's custom SQLSTATEs (PGS01…) and bad-input states onto

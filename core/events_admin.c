@@ -36,30 +36,15 @@ static pgs_status_t command(pgs_events_t *es, const char *sql, const char *strea
 pgs_status_t pgs_events_tombstone(pgs_events_t *es, const char *stream, const char *reason,
                                   pgs_error_t *err)
 {
-    char *sql = pgs_sql_printf(
-        "INSERT INTO %s AS h (stream, status, reason) VALUES ($1, 'tombstoned', $2)"
-        " ON CONFLICT (stream) DO UPDATE SET status = 'tombstoned', reason = EXCLUDED.reason,"
-        " updated_at = now()",
-        es->heads);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    pgs_status_t st = command(es, sql, stream, reason, NULL, err);
-    free(sql);
-    return st;
+    return command(es, es->sql_tombstone, stream, reason, NULL, err);
 }
 
 /* Sets the status of an existing stream; tombstoned streams stay so. */
 static pgs_status_t set_status(pgs_events_t *es, const char *stream, const char *status,
                                pgs_error_t *err)
 {
-    char *sql = pgs_sql_printf("UPDATE %s SET status = $2, reason = NULL, updated_at = now()"
-                               " WHERE stream = $1 AND status <> 'tombstoned' RETURNING stream",
-                               es->heads);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     int64_t n = 0;
-    pgs_status_t st = command(es, sql, stream, status, &n, err);
-    free(sql);
+    pgs_status_t st = command(es, es->sql_set_status, stream, status, &n, err);
     if (st == PGS_OK && n == 0) {
         const char *now;
         st = pgs_events_status(es, NULL, stream, &now, err);
@@ -83,14 +68,8 @@ pgs_status_t pgs_events_restore(pgs_events_t *es, const char *stream, pgs_error_
 
 pgs_status_t pgs_events_delete(pgs_events_t *es, const char *stream, pgs_error_t *err)
 {
-    char *sql = pgs_sql_printf("WITH e AS (DELETE FROM %s WHERE stream = $1)"
-                               " DELETE FROM %s WHERE stream = $1 RETURNING stream",
-                               es->base.table, es->heads);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     int64_t n = 0;
-    pgs_status_t st = command(es, sql, stream, NULL, &n, err);
-    free(sql);
+    pgs_status_t st = command(es, es->sql_delete, stream, NULL, &n, err);
     if (st == PGS_OK && n == 0)
         return pgs_error_set(err, PGS_ENOTFOUND, "stream %.200s does not exist", stream);
     return st;
@@ -98,17 +77,12 @@ pgs_status_t pgs_events_delete(pgs_events_t *es, const char *stream, pgs_error_t
 
 pgs_status_t pgs_events_truncate(pgs_events_t *es, pgs_error_t *err)
 {
-    char *sql = pgs_sql_printf("TRUNCATE %s, %s, %s; ALTER SEQUENCE %s RESTART", es->base.table,
-                               es->heads, es->idem, es->seq);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pgs_conn_t *c;
     pgs_status_t st = pgs_pool_acquire(es->base.pool, -1, &c, err);
     if (st == PGS_OK) {
-        st = pgs_exec_command(c, sql, err);
+        st = pgs_exec_command(c, es->sql_truncate, err);
         pgs_pool_release(es->base.pool, c);
     }
-    free(sql);
     return st;
 }
 
@@ -121,11 +95,7 @@ static pgs_status_t export_events(pgs_events_t *src, pgs_conn_t *c, const char *
                                   PGresult **json, pgs_error_t *err)
 {
     pgs_param_t p = {stream, -1};
-    char *lock = pgs_sql_printf("SELECT 1 FROM %s WHERE stream = $1 FOR UPDATE", src->heads);
-    if (!lock)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    pgs_status_t st = pgs_exec(c, lock, 1, &p, NULL, err);
-    free(lock);
+    pgs_status_t st = pgs_exec(c, src->sql_lock_head, 1, &p, NULL, err);
     if (st != PGS_OK)
         return st;
     return pgs_exec(c, src->sql_export, 1, &p, json, err);
@@ -159,19 +129,9 @@ static pgs_status_t import_events(pgs_events_t *dst, pgs_conn_t *c, const char *
 static pgs_status_t forget_events(pgs_events_t *src, pgs_conn_t *c, const char *stream,
                                   const char *src_status, pgs_error_t *err)
 {
-    char *sql = src_status
-        ? pgs_sql_printf("WITH e AS (DELETE FROM %s WHERE stream = $1)"
-                         " UPDATE %s SET status = $2, updated_at = now() WHERE stream = $1",
-                         src->base.table, src->heads)
-        : pgs_sql_printf("WITH e AS (DELETE FROM %s WHERE stream = $1)"
-                         " DELETE FROM %s WHERE stream = $1",
-                         src->base.table, src->heads);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pgs_param_t p[2] = {{stream, -1}, {src_status, -1}};
-    pgs_status_t st = pgs_exec(c, sql, src_status ? 2 : 1, p, NULL, err);
-    free(sql);
-    return st;
+    return pgs_exec(c, src_status ? src->sql_forget_status : src->sql_forget, src_status ? 2 : 1,
+                    p, NULL, err);
 }
 
 pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *stream,

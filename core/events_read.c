@@ -72,8 +72,10 @@ static pgs_status_t explain_empty(pgs_events_t *es, pgs_pool_t *pool, const char
 }
 
 pgs_status_t pgs_events_read(pgs_events_t *es, pgs_pool_t *via, const char *stream,
-                             const pgs_read_opts_t *o, PGresult **res, pgs_error_t *err)
+                             const pgs_read_opts_t *o, pgs_rows_t **rows, pgs_error_t *err)
 {
+    PGresult *r = NULL, **res = &r;
+    *rows = NULL;
     pgs_read_opts_t none = {0};
     if (!o)
         o = &none;
@@ -103,6 +105,7 @@ pgs_status_t pgs_events_read(pgs_events_t *es, pgs_pool_t *via, const char *stre
         }
     }
     pgs_strbuf_free(&types);
+    *rows = pgs_rows_wrap(r);
     return st;
 }
 
@@ -123,9 +126,11 @@ static char *like_prefix(const char *prefix)
     return out;
 }
 
-pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o, PGresult **res,
+pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o, pgs_rows_t **rows,
                                  int *nrows, int64_t *cursor, pgs_error_t *err)
 {
+    PGresult *r = NULL, **res = &r;
+    *rows = NULL;
     pgs_read_all_opts_t none = {0};
     if (!o)
         o = &none;
@@ -161,6 +166,7 @@ pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o,
     }
     pgs_strbuf_free(&types);
     free(pattern);
+    *rows = pgs_rows_wrap(r);
     return st;
 }
 

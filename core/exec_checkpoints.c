@@ -11,24 +11,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SQL_CREATE, SQL_SAVE, SQL_LOAD, SQL_LIST, SQL_DELETE, SQL_COUNT };
+enum { SQL_SAVE, SQL_LOAD, SQL_LIST, SQL_DELETE, SQL_COUNT };
 
 /* Keep in the same order as the enum above. */
 static const char *const templates[SQL_COUNT] = {
-    "CREATE TABLE IF NOT EXISTS %1$s ("
-    " exec_id text PRIMARY KEY,"
-    " checkpoint jsonb NOT NULL,"
-    " updated_at timestamptz NOT NULL DEFAULT now())",
-
-    "INSERT INTO %1$s (exec_id, checkpoint, updated_at) VALUES ($1, $2::jsonb, now())"
+    "INSERT INTO @table@ (exec_id, checkpoint, updated_at) VALUES ($1, $2::jsonb, now())"
     " ON CONFLICT (exec_id) DO UPDATE SET checkpoint = EXCLUDED.checkpoint,"
     " updated_at = EXCLUDED.updated_at",
 
-    "SELECT checkpoint, updated_at AS time FROM %1$s WHERE exec_id = $1",
+    "SELECT checkpoint, updated_at AS time FROM @table@ WHERE exec_id = $1",
 
-    "SELECT exec_id FROM %1$s ORDER BY exec_id",
+    "SELECT exec_id FROM @table@ ORDER BY exec_id",
 
-    "DELETE FROM %1$s WHERE exec_id = $1",
+    "DELETE FROM @table@ WHERE exec_id = $1",
 };
 
 struct pgs_exec_checkpoints {
@@ -51,10 +46,10 @@ pgs_status_t pgs_exec_checkpoints_open(pgs_pool_t *pool, const pgs_exec_checkpoi
         return st;
     }
     xs->max_value = opts && opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
-    if (pgs_companion_build_sql(xs->sql, templates, SQL_COUNT, xs->base.table, NULL) != 0)
-        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    else if (!(opts && opts->skip_schema_init))
-        st = pgs_exec_checkpoints_migrate(xs, err);
+    st = pgs_companion_build_sql(&xs->base, xs->sql, templates, SQL_COUNT, err);
+    if (st == PGS_OK)
+        st = pgs_companion_migrate(&xs->base, "exec_checkpoints", !(opts && opts->skip_schema_init),
+                                   err);
     if (st != PGS_OK) {
         pgs_exec_checkpoints_close(xs);
         return st;
@@ -74,8 +69,7 @@ void pgs_exec_checkpoints_close(pgs_exec_checkpoints_t *xs)
 
 pgs_status_t pgs_exec_checkpoints_migrate(pgs_exec_checkpoints_t *xs, pgs_error_t *err)
 {
-    const pgs_migration_t steps[] = {{1, xs->sql[SQL_CREATE]}};
-    return pgs_companion_migrate(&xs->base, "exec_checkpoints", steps, 1, err);
+    return pgs_companion_migrate(&xs->base, "exec_checkpoints", 1, err);
 }
 
 pgs_status_t pgs_exec_checkpoints_save(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
@@ -94,9 +88,9 @@ pgs_status_t pgs_exec_checkpoints_save(pgs_exec_checkpoints_t *xs, pgs_conn_t *t
 }
 
 pgs_status_t pgs_exec_checkpoints_load(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       const char *exec_id, PGresult **res, pgs_error_t *err)
+                                       const char *exec_id, pgs_rows_t **rows, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("execution id", exec_id, err);
     if (st != PGS_OK)
         return st;
@@ -109,14 +103,17 @@ pgs_status_t pgs_exec_checkpoints_load(pgs_exec_checkpoints_t *xs, pgs_conn_t *t
         PQclear(r);
         return pgs_error_set(err, PGS_ENOTFOUND, "no checkpoint for execution '%.200s'", exec_id);
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     return PGS_OK;
 }
 
 pgs_status_t pgs_exec_checkpoints_list(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       PGresult **res, pgs_error_t *err)
+                                       pgs_rows_t **rows, pgs_error_t *err)
 {
-    return pgs_companion_exec(&xs->base, tx, xs->sql[SQL_LIST], 0, NULL, res, err);
+    PGresult *r = NULL;
+    pgs_status_t st = pgs_companion_exec(&xs->base, tx, xs->sql[SQL_LIST], 0, NULL, &r, err);
+    *rows = pgs_rows_wrap(r);
+    return st;
 }
 
 pgs_status_t pgs_exec_checkpoints_delete(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,

@@ -4,13 +4,12 @@
  * once and physically removed by cleanup, run on demand or by a
  * background cleaner.
  *
- * Schema init is a small state machine (pgs_kv_init_*) so that a driver
- * — pgs_kv_migrate in C, or the Lua binding — can call a phase hook
- * before each step and learn exactly where a failure happened. All steps
- * run in one transaction under pg_advisory_xact_lock with a lock_timeout;
- * the table and the expiry index are created only when missing, so any
- * number of processes may initialise the same table at once, and a role
- * without DDL rights passes when the schema is already there.
+ * Schema init is the migration runner (migrate.c, core/sql/kv--*.sql),
+ * stepped through pgs_kv_init_* so that a driver — pgs_kv_migrate in C,
+ * or the Lua binding — can call a phase hook before each step and learn
+ * exactly where a failure happened. It waits for locks at most
+ * lock_timeout; a role without DDL rights passes when the schema is
+ * already there.
  *
  * The background cleaner is one thread per store. It sleeps on a
  * condition variable (so pgs_kv_close wakes and joins it at once), and
@@ -24,55 +23,37 @@
  */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "companion.h"
+#include "clock.h"
 #include "conn.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-enum {
-    SQL_CREATE_TABLE, SQL_CREATE_INDEX, SQL_SET, SQL_GET, SQL_DELETE, SQL_DELETE_PREFIX,
-    SQL_CLEAR, SQL_CLEANUP, SQL_COUNT
-};
+enum { SQL_SET, SQL_GET, SQL_DELETE, SQL_DELETE_PREFIX, SQL_CLEAR, SQL_CLEANUP, SQL_COUNT };
 
-/* %1$s is the table, %2$s the index (unqualified: it lives in the
- * table's schema). Keys collate "C" so that a prefix LIKE can use the
- * primary key's index whatever the database's collation. Keep in the same
- * order as the enum above. */
+/* The table is core/sql/kv--*.sql. Keep in the same order as the enum. */
 static const char *const templates[SQL_COUNT] = {
-    "CREATE TABLE IF NOT EXISTS %1$s ("
-    " key text COLLATE \"C\" PRIMARY KEY,"
-    " value bytea NOT NULL,"
-    " expires_at timestamptz)",
-
-    "CREATE INDEX IF NOT EXISTS %2$s ON %1$s (expires_at) WHERE expires_at IS NOT NULL",
-
-    "INSERT INTO %1$s (key, value, expires_at)"
+    "INSERT INTO @table@ (key, value, expires_at)"
     " VALUES ($1, $2::bytea, statement_timestamp() + make_interval(secs => $3::float8))"
     " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
 
-    "SELECT value FROM %1$s WHERE key = $1"
+    "SELECT value FROM @table@ WHERE key = $1"
     " AND (expires_at IS NULL OR expires_at > statement_timestamp())",
 
-    "DELETE FROM %1$s WHERE key = $1",
+    "DELETE FROM @table@ WHERE key = $1",
 
-    "DELETE FROM %1$s WHERE key LIKE $1 ESCAPE '\\'",
+    "DELETE FROM @table@ WHERE key LIKE $1 ESCAPE '\\'",
 
-    "DELETE FROM %1$s",
+    "DELETE FROM @table@",
 
-    "DELETE FROM %1$s WHERE expires_at <= statement_timestamp()",
-};
-
-/* Keep in the same order as enum pgs_kv_phase in pgstore.h. */
-static const char *const phase_names[PGS_KV_PHASE_END] = {
-    "begin_tx",    "set_lock_timeout", "acquire_lock", "lock_acquired", "check_table",
-    "create_table", "check_index",     "create_index", "commit",        "done",
+    "DELETE FROM @table@ WHERE expires_at <= statement_timestamp()",
 };
 
 #define INDEX_SUFFIX "_expires_idx"
@@ -85,6 +66,7 @@ struct pgs_kv {
     char index[PGS_IDENT_MAX];       /* quoted, schema-qualified like the table */
     char index_local[PGS_IDENT_MAX]; /* quoted, for CREATE INDEX */
     char *sql[SQL_COUNT];
+    pgs_schema_t schema;             /* for the migration runner */
 
     /* the background cleaner; everything below under mu */
     pthread_mutex_t mu;
@@ -101,22 +83,10 @@ struct pgs_kv {
 
 const char *pgs_kv_phase_name(pgs_kv_phase_t phase)
 {
-    if ((int)phase < 0 || phase >= PGS_KV_PHASE_END)
-        return NULL;
-    return phase_names[phase];
+    return pgs_migrate_phase_name(phase);
 }
 
 /* ---- the background cleaner -------------------------------------------------- */
-
-static void deadline_after(struct timespec *ts, double seconds)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    if (!(seconds <= 1e9))
-        seconds = 1e9;
-    long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
-}
 
 static void cleaner_run(pgs_kv_t *kv)
 {
@@ -172,7 +142,7 @@ static void *cleaner_main(void *arg)
     pthread_mutex_lock(&kv->mu);
     while (!kv->stop) {
         struct timespec deadline;
-        deadline_after(&deadline, kv->interval);
+        pgs_clock_after(CLOCK_MONOTONIC, kv->interval, &deadline);
         while (!kv->stop && pthread_cond_timedwait(&kv->cv, &kv->mu, &deadline) != ETIMEDOUT)
             ;
         if (kv->stop)
@@ -187,13 +157,7 @@ static void *cleaner_main(void *arg)
 
 static pgs_status_t cleaner_start(pgs_kv_t *kv, pgs_error_t *err)
 {
-    /* Signals belong to the host's threads (nginx's master/worker control,
-     * the REPL's ^C): the cleaner inherits a full mask. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&kv->thread, NULL, cleaner_main, kv);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = pgs_thread_start(&kv->thread, cleaner_main, kv);
     if (rc != 0)
         return pgs_error_set(err, PGS_ENOMEM, "could not start the kv cleaner thread: %s",
                              strerror(rc));
@@ -228,12 +192,7 @@ static int cleaner_stop(pgs_kv_t *kv)
         }
         pthread_mutex_unlock(&kv->mu);
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        pgs_clock_after(CLOCK_REALTIME, 0.1, &until);
         if (pthread_timedjoin_np(kv->thread, NULL, &until) == 0)
             break;
     }
@@ -274,11 +233,7 @@ pgs_status_t pgs_kv_open(pgs_pool_t *pool, const pgs_kv_opts_t *opts, pgs_kv_t *
         free(kv);
         return st;
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&kv->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pgs_thread_cond_init(&kv->cv);
     pthread_mutex_init(&kv->mu, NULL);
     kv->max_value = opts && opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
     kv->lock_timeout = lock_timeout;
@@ -290,11 +245,20 @@ pgs_status_t pgs_kv_open(pgs_pool_t *pool, const pgs_kv_opts_t *opts, pgs_kv_t *
     if (st == PGS_OK)
         st = pgs_ident_quote_suffix(dot ? dot + 1 : kv->base.raw, INDEX_SUFFIX, kv->index_local,
                                     sizeof kv->index_local, err);
-    if (st == PGS_OK &&
-        pgs_companion_build_sql(kv->sql, templates, SQL_COUNT, kv->base.table, kv->index_local) != 0)
-        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    if (st == PGS_OK && !(opts && opts->skip_schema_init))
+    if (st == PGS_OK)
+        st = pgs_companion_build_sql(&kv->base, kv->sql, templates, SQL_COUNT, err);
+    pgs_store_schema(&kv->base, "kv", NULL, &kv->schema);
+    kv->schema.names[1] = "index";
+    kv->schema.values[1] = kv->index_local;
+    kv->schema.nnames = 2;
+    kv->schema.indexes[0] = kv->index;
+    kv->schema.nindexes = 1;
+    kv->schema.lock_timeout = lock_timeout;
+    int skip = opts ? opts->skip_schema_init : 0;
+    if (st == PGS_OK && !skip)
         st = pgs_kv_migrate(kv, opts ? opts->phase_hook : NULL, opts ? opts->phase_ud : NULL, err);
+    else if (st == PGS_OK && skip != PGS_KV_SCHEMA_BY_CALLER)
+        st = pgs_migrate_check(kv->base.pool, &kv->schema, err);
     if (st == PGS_OK && interval > 0)
         st = cleaner_start(kv, err);
     if (st != PGS_OK) {
@@ -318,174 +282,31 @@ void pgs_kv_close(pgs_kv_t *kv)
     free(kv);
 }
 
-/* ---- schema init, one phase at a time ---------------------------------------------- */
-
-struct pgs_kv_init {
-    pgs_pool_t *pool; /* referenced */
-    pgs_conn_t *conn; /* borrowed from begin_tx until commit or failure */
-    pgs_kv_phase_t phase;
-    char lock_timeout[32];
-    char table[PGS_IDENT_MAX];
-    char index[PGS_IDENT_MAX];
-    char *create_table, *create_index;
-};
-
-static const char set_lock_timeout_sql[] = "SELECT set_config('lock_timeout', $1, true)";
-static const char lock_sql[] = "SELECT pg_advisory_xact_lock(hashtext('pgstore.kv'), hashtext($1))";
-static const char exists_sql[] = "SELECT to_regclass($1) IS NOT NULL";
+/* ---- schema init, one phase at a time: the migration runner's phases ---------------- */
 
 pgs_status_t pgs_kv_init_start(pgs_kv_t *kv, pgs_kv_init_t **out, pgs_error_t *err)
 {
-    *out = NULL;
-    pgs_kv_init_t *it = calloc(1, sizeof *it);
-    if (!it)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    it->create_table = strdup(kv->sql[SQL_CREATE_TABLE]);
-    it->create_index = strdup(kv->sql[SQL_CREATE_INDEX]);
-    if (!it->create_table || !it->create_index) {
-        pgs_kv_init_free(it);
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    }
-    /* The server takes at most INT_MAX milliseconds (24 days). */
-    double ms = kv->lock_timeout * 1000 + 0.999;
-    snprintf(it->lock_timeout, sizeof it->lock_timeout, "%lldms",
-             ms > 2147483647.0 ? 2147483647LL : (long long)ms);
-    memcpy(it->table, kv->base.table, sizeof it->table);
-    memcpy(it->index, kv->index, sizeof it->index);
-    pgs_pool_ref(kv->base.pool);
-    it->pool = kv->base.pool;
-    it->phase = PGS_KV_BEGIN_TX;
-    *out = it;
-    return PGS_OK;
+    return pgs_migrate_start(kv->base.pool, &kv->schema, out, err);
 }
 
 pgs_kv_phase_t pgs_kv_init_phase(const pgs_kv_init_t *it)
 {
-    return it->phase;
-}
-
-static pgs_status_t relation_exists(pgs_kv_init_t *it, const char *name, int *exists,
-                                    pgs_error_t *err)
-{
-    pgs_param_t p = {name, -1};
-    PGresult *r;
-    pgs_status_t st = pgs_exec(it->conn, exists_sql, 1, &p, &r, err);
-    if (st != PGS_OK)
-        return st;
-    *exists = PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    return PGS_OK;
-}
-
-static pgs_status_t run_phase(pgs_kv_init_t *it, pgs_kv_phase_t *next, pgs_error_t *err)
-{
-    pgs_status_t st = PGS_OK;
-    int exists = 0;
-    pgs_param_t p;
-    switch (it->phase) {
-    case PGS_KV_BEGIN_TX:
-        st = pgs_pool_acquire(it->pool, -1, &it->conn, err);
-        if (st == PGS_OK)
-            st = pgs_tx_begin(it->conn, PGS_READ_COMMITTED, err);
-        *next = PGS_KV_SET_LOCK_TIMEOUT;
-        break;
-    case PGS_KV_SET_LOCK_TIMEOUT:
-        p = (pgs_param_t){it->lock_timeout, -1};
-        st = pgs_exec(it->conn, set_lock_timeout_sql, 1, &p, NULL, err);
-        *next = PGS_KV_ACQUIRE_LOCK;
-        break;
-    case PGS_KV_ACQUIRE_LOCK:
-        p = (pgs_param_t){it->table, -1};
-        st = pgs_exec(it->conn, lock_sql, 1, &p, NULL, err);
-        *next = PGS_KV_LOCK_ACQUIRED;
-        break;
-    case PGS_KV_LOCK_ACQUIRED:
-        *next = PGS_KV_CHECK_TABLE;
-        break;
-    case PGS_KV_CHECK_TABLE:
-        st = relation_exists(it, it->table, &exists, err);
-        *next = exists ? PGS_KV_CHECK_INDEX : PGS_KV_CREATE_TABLE;
-        break;
-    case PGS_KV_CREATE_TABLE:
-        st = pgs_exec_command(it->conn, it->create_table, err);
-        *next = PGS_KV_CHECK_INDEX;
-        break;
-    case PGS_KV_CHECK_INDEX:
-        st = relation_exists(it, it->index, &exists, err);
-        *next = exists ? PGS_KV_COMMIT : PGS_KV_CREATE_INDEX;
-        break;
-    case PGS_KV_CREATE_INDEX:
-        st = pgs_exec_command(it->conn, it->create_index, err);
-        *next = PGS_KV_COMMIT;
-        break;
-    case PGS_KV_COMMIT:
-        st = pgs_tx_commit(it->conn, err);
-        pgs_pool_release(it->pool, it->conn);
-        it->conn = NULL;
-        *next = PGS_KV_DONE;
-        break;
-    case PGS_KV_DONE:
-        *next = PGS_KV_PHASE_END;
-        break;
-    default:
-        return pgs_error_set(err, PGS_EINVALID, "kv schema init has already finished");
-    }
-    return st;
+    return pgs_migrate_phase(it);
 }
 
 pgs_status_t pgs_kv_init_step(pgs_kv_init_t *it, pgs_error_t *err)
 {
-    pgs_kv_phase_t next = PGS_KV_PHASE_END;
-    pgs_status_t st = run_phase(it, &next, err);
-    if (st == PGS_OK) {
-        it->phase = next;
-        return PGS_OK;
-    }
-    if (err && it->phase < PGS_KV_PHASE_END) {
-        char msg[PGS_ERROR_MESSAGE_MAX];
-        snprintf(msg, sizeof msg, "kv schema init failed at %s: %.960s", phase_names[it->phase],
-                 err->message);
-        memcpy(err->message, msg, sizeof msg);
-    }
-    if (it->conn) {
-        pgs_pool_release(it->pool, it->conn); /* rolls the transaction back */
-        it->conn = NULL;
-    }
-    it->phase = PGS_KV_PHASE_END;
-    return st;
+    return pgs_migrate_step(it, err);
 }
 
 void pgs_kv_init_free(pgs_kv_init_t *it)
 {
-    if (!it)
-        return;
-    if (it->conn)
-        pgs_pool_release(it->pool, it->conn);
-    if (it->pool)
-        pgs_pool_unref(it->pool);
-    free(it->create_table);
-    free(it->create_index);
-    free(it);
+    pgs_migrate_free(it);
 }
 
 pgs_status_t pgs_kv_migrate(pgs_kv_t *kv, pgs_kv_hook_fn hook, void *ud, pgs_error_t *err)
 {
-    pgs_kv_init_t *it;
-    pgs_status_t st = pgs_kv_init_start(kv, &it, err);
-    while (st == PGS_OK && it->phase != PGS_KV_PHASE_END) {
-        if (hook) {
-            pgs_error_clear(err);
-            if ((st = hook(it->phase, ud, err)) != PGS_OK) {
-                if (err && !err->message[0])
-                    pgs_error_set(err, st, "kv schema init stopped by the phase hook at %s",
-                                  phase_names[it->phase]);
-                break;
-            }
-        }
-        st = pgs_kv_init_step(it, err);
-    }
-    pgs_kv_init_free(it);
-    return st;
+    return pgs_migrate_run(kv->base.pool, &kv->schema, hook, ud, err);
 }
 
 /* ---- operations ------------------------------------------------------------------- */
@@ -510,10 +331,10 @@ pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const cha
     return pgs_companion_exec(&kv->base, tx, kv->sql[SQL_SET], 3, p, NULL, err);
 }
 
-pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, PGresult **res,
+pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, pgs_rows_t **rows,
                         const char **value, size_t *len, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("key", key, err);
     if (st != PGS_OK)
         return st;
@@ -533,7 +354,7 @@ pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, PGresult 
         PQclear(r);
         return pgs_error_set(err, PGS_ESQL, "the server sent a malformed bytea value");
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     *value = v;
     *len = (size_t)n;
     return PGS_OK;

@@ -22,8 +22,11 @@
  * server's expiry.
  */
 #include "store.h"
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "thread.h"
+#include "sql.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -58,51 +61,12 @@ struct pgs_lease {
     int running, stopping;
 };
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- SQL --------------------------------------------------------------------
- * Templates take the quoted names: %1$s leases, %2$s members, %3$s guard
- * (positional, and each is given exactly the arguments it names). */
-
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS %1$s ("
-    " name text NOT NULL,"
-    " partition int NOT NULL CHECK (partition >= 0),"
-    " owner text,"
-    " token bigint NOT NULL DEFAULT 0,"
-    " expires_at timestamptz,"
-    " PRIMARY KEY (name, partition));"
-    "CREATE TABLE IF NOT EXISTS %2$s ("
-    " name text NOT NULL,"
-    " owner text NOT NULL,"
-    " expires_at timestamptz NOT NULL,"
-    " PRIMARY KEY (name, owner));"
-    "CREATE OR REPLACE FUNCTION %3$s(p_name text, p_partition int, p_owner text, p_token bigint)"
-    " RETURNS bigint LANGUAGE plpgsql AS '"
-    " DECLARE t bigint; cur_owner text; cur_token bigint;"
-    " BEGIN"
-    "  SELECT l.token INTO t FROM %1$s l"
-    "   WHERE l.name = p_name AND l.partition = p_partition AND l.owner = p_owner"
-    "     AND l.token = p_token AND l.expires_at > clock_timestamp()"
-    "   FOR SHARE OF l;"
-    "  IF NOT FOUND THEN"
-    "   SELECT l.owner, l.token INTO cur_owner, cur_token FROM %1$s l"
-    "    WHERE l.name = p_name AND l.partition = p_partition;"
-    "   RAISE EXCEPTION USING ERRCODE = ''" LEASE_LOST_SQLSTATE "'',"
-    "    MESSAGE = format(''lease lost: partition %%s of %%s is no longer held by %%s with token %%s'',"
-    "                     p_partition, p_name, p_owner, p_token),"
-    "    DETAIL = format(''now held by %%s with token %%s'', coalesce(cur_owner, ''nobody''), cur_token);"
-    "  END IF;"
-    "  RETURN t;"
-    " END'";
+ * The schema is core/sql/leases--*.sql. Templates name @table@ (leases),
+ * @members@ and @guard@, filled once when the set opens. */
 
 static const char seed_sql[] =
-    "INSERT INTO %1$s (name, partition)"
+    "INSERT INTO @table@ (name, partition)"
     " SELECT $1, g FROM generate_series(0, $2::int - 1) g ON CONFLICT DO NOTHING";
 
 /* $1 name, $2 owner, $3 count, $4 lease ms, $5 lock_timeout ms. The cfg CTE
@@ -114,41 +78,41 @@ static const char tick_sql[] =
     "WITH cfg AS MATERIALIZED ("
     "  SELECT clock_timestamp() AS now, set_config('lock_timeout', $5, true) AS lt"
     "), member AS ("
-    "  INSERT INTO %2$s AS m (name, owner, expires_at)"
+    "  INSERT INTO @members@ AS m (name, owner, expires_at)"
     "  SELECT $1, $2, cfg.now + $4::float8 * interval '1 millisecond' FROM cfg"
     "  ON CONFLICT (name, owner) DO UPDATE SET expires_at = EXCLUDED.expires_at"
     "  RETURNING 1"
     "), purge AS ("
-    "  DELETE FROM %2$s d WHERE (d.name, d.owner) IN ("
-    "    SELECT o.name, o.owner FROM %2$s o, cfg"
+    "  DELETE FROM @members@ d WHERE (d.name, d.owner) IN ("
+    "    SELECT o.name, o.owner FROM @members@ o, cfg"
     "    WHERE o.name = $1 AND o.owner <> $2"
     "      AND o.expires_at < cfg.now - 10 * $4::float8 * interval '1 millisecond'"
     "    FOR UPDATE OF o SKIP LOCKED)"
     "  RETURNING 1"
     "), live AS ("
-    "  SELECT o.owner FROM %2$s o, cfg"
+    "  SELECT o.owner FROM @members@ o, cfg"
     "  WHERE o.name = $1 AND o.owner <> $2 AND o.expires_at > cfg.now"
     "), quota AS ("
-    "  SELECT $3::int / (n + 1) + CASE WHEN ahead < $3::int %% (n + 1) THEN 1 ELSE 0 END AS q"
+    "  SELECT $3::int / (n + 1) + CASE WHEN ahead < $3::int % (n + 1) THEN 1 ELSE 0 END AS q"
     "  FROM (SELECT count(*)::int AS n,"
     "               (count(*) FILTER (WHERE owner COLLATE \"C\" < $2 COLLATE \"C\"))::int AS ahead"
     "        FROM live) s"
     "), mine AS MATERIALIZED ("
-    "  SELECT l.partition FROM %1$s l, cfg"
+    "  SELECT l.partition FROM @table@ l, cfg"
     "  WHERE l.name = $1 AND l.owner = $2 AND l.partition < $3::int"
     "  ORDER BY l.partition FOR UPDATE OF l"
     "), keep AS MATERIALIZED ("
     "  SELECT partition FROM mine ORDER BY partition LIMIT (SELECT q FROM quota)"
     "), renewed AS ("
-    "  UPDATE %1$s l SET expires_at = cfg.now + $4::float8 * interval '1 millisecond' FROM cfg"
+    "  UPDATE @table@ l SET expires_at = cfg.now + $4::float8 * interval '1 millisecond' FROM cfg"
     "  WHERE l.name = $1 AND l.partition IN (SELECT partition FROM keep)"
     "  RETURNING l.partition, l.token"
     "), released AS ("
-    "  UPDATE %1$s l SET owner = NULL, expires_at = NULL"
+    "  UPDATE @table@ l SET owner = NULL, expires_at = NULL"
     "  WHERE l.name = $1 AND l.owner = $2 AND l.partition NOT IN (SELECT partition FROM keep)"
     "  RETURNING l.partition, l.token"
     "), free AS MATERIALIZED ("
-    "  SELECT l.partition FROM %1$s l, cfg"
+    "  SELECT l.partition FROM @table@ l, cfg"
     "  WHERE l.name = $1 AND l.partition < $3::int"
     "    AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= cfg.now)"
     "    AND l.owner IS DISTINCT FROM $2"
@@ -156,7 +120,7 @@ static const char tick_sql[] =
     "  LIMIT greatest(0, (SELECT q FROM quota) - (SELECT count(*) FROM keep))"
     "  FOR UPDATE OF l SKIP LOCKED"
     "), claimed AS ("
-    "  UPDATE %1$s l SET owner = $2, token = l.token + 1,"
+    "  UPDATE @table@ l SET owner = $2, token = l.token + 1,"
     "         expires_at = cfg.now + $4::float8 * interval '1 millisecond'"
     "  FROM cfg WHERE l.name = $1 AND l.partition IN (SELECT partition FROM free)"
     "  RETURNING l.partition, l.token"
@@ -169,12 +133,12 @@ static const char tick_sql[] =
 static const char release_sql[] =
     "WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $3, true) AS lt),"
     " r AS ("
-    "  UPDATE %1$s l SET owner = NULL, expires_at = NULL FROM cfg"
+    "  UPDATE @table@ l SET owner = NULL, expires_at = NULL FROM cfg"
     "  WHERE l.name = $1 AND l.owner = $2 RETURNING l.partition, l.token"
-    "), m AS (DELETE FROM %2$s d USING cfg WHERE d.name = $1 AND d.owner = $2 RETURNING 1)"
+    "), m AS (DELETE FROM @members@ d USING cfg WHERE d.name = $1 AND d.owner = $2 RETURNING 1)"
     " SELECT 'r' AS kind, partition, token FROM r";
 
-static const char guard_sql[] = "SELECT %s($1, $2::int, $3, $4::bigint)";
+static const char guard_sql[] = "SELECT @guard@($1, $2::int, $3, $4::bigint)";
 
 /* ---- opening ------------------------------------------------------------------ */
 
@@ -186,8 +150,45 @@ static char *default_owner(void)
         strcpy(host, "localhost");
     host[sizeof host - 1] = '\0';
     int n = __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST);
-    return n == 1 ? pgs_sql_printf("%s:%ld", host, (long)getpid())
-                  : pgs_sql_printf("%s:%ld:%d", host, (long)getpid(), n);
+    char owner[320];
+    if (n == 1)
+        snprintf(owner, sizeof owner, "%s:%ld", host, (long)getpid());
+    else
+        snprintf(owner, sizeof owner, "%s:%ld:%d", host, (long)getpid(), n);
+    return strdup(owner);
+}
+
+/* The set's schema for the runner; members and guard receive the quoted
+ * companion names and must outlive *s. */
+static pgs_status_t lease_schema(pgs_store_base_t *b, char *members, char *guard,
+                                 pgs_schema_t *s, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_store_companion(b, "_members", members, PGS_IDENT_MAX, err);
+    if (st == PGS_OK)
+        st = pgs_store_companion(b, "_guard", guard, PGS_IDENT_MAX, err);
+    pgs_store_schema(b, "leases", "pgstore.leases", s);
+    s->names[1] = "members";
+    s->values[1] = members;
+    s->names[2] = "guard";
+    s->values[2] = guard;
+    s->nnames = 3;
+    s->tables[s->ntables++] = members;
+    return st;
+}
+
+pgs_status_t pgs_lease_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err)
+{
+    pgs_store_base_t b;
+    char members[PGS_IDENT_MAX], guard[PGS_IDENT_MAX];
+    pgs_schema_t s;
+    pgs_status_t st = pgs_store_init(&b, pool, table, "pgstore_leases", err);
+    if (st != PGS_OK)
+        return st;
+    st = lease_schema(&b, members, guard, &s, err);
+    if (st == PGS_OK)
+        st = pgs_migrate_run(pool, &s, NULL, NULL, err);
+    pgs_store_fini(&b);
+    return st;
 }
 
 static void lease_free(pgs_lease_t *l)
@@ -230,18 +231,13 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->tick_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pgs_thread_cond_init(&l->cv);
 
     char members[PGS_IDENT_MAX], guard[PGS_IDENT_MAX];
+    pgs_schema_t schema;
     pgs_status_t st = pgs_store_init(&l->base, pool, opts->table, "pgstore_leases", err);
     if (st == PGS_OK)
-        st = pgs_store_companion(&l->base, "_members", members, sizeof members, err);
-    if (st == PGS_OK)
-        st = pgs_store_companion(&l->base, "_guard", guard, sizeof guard, err);
+        st = lease_schema(&l->base, members, guard, &schema, err);
     if (st != PGS_OK) {
         lease_free(l);
         return st;
@@ -256,20 +252,18 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
     l->name = strdup(opts->name);
     l->owner = opts->owner ? strdup(opts->owner) : default_owner();
     l->tokens = calloc((size_t)count, sizeof *l->tokens);
-    l->tick_sql = pgs_sql_printf(tick_sql, l->base.table, members);
-    l->release_sql = pgs_sql_printf(release_sql, l->base.table, members);
-    l->guard_sql = pgs_sql_printf(guard_sql, guard);
-    char *schema = pgs_sql_printf(schema_sql, l->base.table, members, guard);
-    char *seed = pgs_sql_printf(seed_sql, l->base.table);
-    char target[200];
-    snprintf(target, sizeof target, "pgstore.leases:%s", l->base.raw);
-    if (!l->name || !l->owner || !l->tokens || !l->tick_sql || !l->release_sql ||
-        !l->guard_sql || !schema || !seed) {
+    const char *tmpl[] = {tick_sql, release_sql, guard_sql, seed_sql};
+    char *sql[4] = {NULL, NULL, NULL, NULL}, *seed = NULL;
+    if (!l->name || !l->owner || !l->tokens)
         st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    } else {
-        pgs_migration_t steps[] = {{1, schema}};
-        st = pgs_migrate(pool, target, steps, 1, err);
-    }
+    else
+        st = pgs_sql_fill_all(tmpl, 4, schema.names, schema.values, schema.nnames, sql, err);
+    l->tick_sql = sql[0];
+    l->release_sql = sql[1];
+    l->guard_sql = sql[2];
+    seed = sql[3];
+    if (st == PGS_OK)
+        st = pgs_migrate_open(pool, &schema, !opts->skip_schema_init, err);
     if (st == PGS_OK) {
         char n[16];
         snprintf(n, sizeof n, "%d", (int)count);
@@ -281,7 +275,6 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
             pgs_pool_release(pool, c);
         }
     }
-    free(schema);
     free(seed);
     if (st != PGS_OK) {
         lease_free(l);
@@ -363,10 +356,10 @@ static pgs_status_t run_round(pgs_lease_t *l, int release, pgs_error_t *err)
     pgs_param_t release_params[3] = {{l->name, -1}, {l->owner, -1}, {l->lock_timeout_ms, -1}};
     pgs_conn_t *c;
     PGresult *r = NULL;
-    double sent = mono();
+    double sent = pgs_clock_now();
     pgs_status_t st = pgs_pool_acquire(l->base.pool, -1, &c, err);
     if (st == PGS_OK) {
-        sent = mono();
+        sent = pgs_clock_now();
         st = release ? pgs_exec(c, l->release_sql, 3, release_params, &r, err)
                      : pgs_exec(c, l->tick_sql, 5, tick_params, &r, err);
         pgs_pool_release(l->base.pool, c);
@@ -439,7 +432,7 @@ int64_t pgs_lease_token(pgs_lease_t *l, int32_t partition)
     if (partition < 0 || partition >= l->count)
         return 0;
     pthread_mutex_lock(&l->mu);
-    int64_t t = mono() < l->valid_until ? l->tokens[partition] : 0;
+    int64_t t = pgs_clock_now() < l->valid_until ? l->tokens[partition] : 0;
     pthread_mutex_unlock(&l->mu);
     return t;
 }
@@ -448,7 +441,7 @@ int pgs_lease_owned(pgs_lease_t *l, int64_t *tokens)
 {
     int n = 0;
     pthread_mutex_lock(&l->mu);
-    int valid = mono() < l->valid_until;
+    int valid = pgs_clock_now() < l->valid_until;
     for (int32_t p = 0; p < l->count; p++) {
         tokens[p] = valid ? l->tokens[p] : 0;
         n += tokens[p] != 0;
@@ -510,10 +503,7 @@ static void *renewer(void *arg)
         (void)run_round(l, 0, &e); /* failures are counted in the state */
         pthread_mutex_lock(&l->mu);
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        long long ns = ts.tv_nsec + (long long)((l->renew < 1e9 ? l->renew : 1e9) * 1e9);
-        ts.tv_sec += (time_t)(ns / 1000000000LL);
-        ts.tv_nsec = (long)(ns % 1000000000LL);
+        pgs_clock_after(CLOCK_MONOTONIC, l->renew, &ts);
         while (!l->stopping && pthread_cond_timedwait(&l->cv, &l->mu, &ts) != ETIMEDOUT)
             ;
     }
@@ -529,7 +519,7 @@ pgs_status_t pgs_lease_start(pgs_lease_t *l, pgs_error_t *err)
         return PGS_OK;
     }
     l->stopping = 0;
-    int rc = pthread_create(&l->thread, NULL, renewer, l);
+    int rc = pgs_thread_start(&l->thread, renewer, l);
     l->running = rc == 0;
     pthread_mutex_unlock(&l->mu);
     if (rc != 0)

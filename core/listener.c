@@ -6,12 +6,13 @@
  * probed (heartbeat), a dropped one is re-opened with backoff and
  * re-LISTENed, and the consumer then gets a "*" marker telling it to catch
  * up. NOTIFY is a hint: the marker, not a replay, is the recovery.
- *
- * Also here: channel-name and payload checks, and pgs_notify() for sending
- * from any connection (a pooled one or the caller's transaction).
  */
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "notify.h"
+#include "sql.h"
+#include "strbuf.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -22,66 +23,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
-
-/* ---- checks ----------------------------------------------------------------- */
-
-/* Channel names become quoted identifiers in LISTEN/UNLISTEN. The grammar is
- * kept to what needs no escaping anywhere and survives every client:
- * 1..63 bytes of [A-Za-z0-9_.:-]. */
-pgs_status_t pgs_channel_check(const char *name, pgs_error_t *err)
-{
-    if (!name)
-        return pgs_error_set(err, PGS_EINVALID, "invalid channel name: (null)");
-    size_t n = strlen(name);
-    int ok = n >= 1 && n <= PGS_CHANNEL_MAX;
-    for (size_t i = 0; ok && i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '_' || c == '.' || c == ':' || c == '-';
-    }
-    if (ok)
-        return PGS_OK;
-    if (n > PGS_CHANNEL_MAX)
-        return pgs_error_set(err, PGS_EINVALID,
-                             "invalid channel name '%.40s…': longer than %d bytes", name,
-                             PGS_CHANNEL_MAX);
-    return pgs_error_set(err, PGS_EINVALID,
-                         "invalid channel name '%.80s': use 1..%d of the characters "
-                         "A-Z a-z 0-9 _ . : -",
-                         name, PGS_CHANNEL_MAX);
-}
-
-pgs_status_t pgs_notify_payload_check(const char *payload, size_t len, pgs_error_t *err)
-{
-    if (len > PGS_NOTIFY_PAYLOAD_MAX)
-        return pgs_error_set(err, PGS_EINVALID,
-                             "NOTIFY payload of %zu bytes is over the server's limit of %d bytes",
-                             len, PGS_NOTIFY_PAYLOAD_MAX);
-    if (len && memchr(payload, '\0', len))
-        return pgs_error_set(err, PGS_EINVALID, "NOTIFY payload contains a NUL byte");
-    return PGS_OK;
-}
-
-static const char notify_sql[] = "SELECT pg_notify($1, $2)";
-
-pgs_status_t pgs_notify(pgs_conn_t *conn, const char *channel, const char *payload, size_t len,
-                        pgs_error_t *err)
-{
-    if (!payload)
-        payload = "";
-    pgs_status_t st = pgs_channel_check(channel, err);
-    if (st == PGS_OK)
-        st = pgs_notify_payload_check(payload, len, err);
-    if (st != PGS_OK)
-        return st;
-    /* libpq reads text parameters up to their NUL, whatever the length
-     * says: send a terminated copy. */
-    char buf[PGS_NOTIFY_PAYLOAD_MAX + 1];
-    memcpy(buf, payload, len);
-    buf[len] = '\0';
-    pgs_param_t p[2] = {{channel, -1}, {buf, (int)len}};
-    return pgs_exec(conn, notify_sql, 2, p, NULL, err);
-}
 
 /* ---- the listener ------------------------------------------------------------- */
 
@@ -109,8 +50,7 @@ struct pgs_listener {
     double connect_deadline;
     double next_attempt;      /* while down: when to try again */
     int attempts;             /* failed connects in a row */
-    int doomed;               /* the server sent FATAL … */
-    char fatal[200];          /* … saying this */
+    pgs_fatal_t fatal;        /* the server sent FATAL, saying why */
     int ready_once;           /* later syncs bring a reconnect marker */
     int pid;                  /* backend of the current connection */
 
@@ -129,13 +69,6 @@ struct pgs_listener {
     int max_queue, ignore_self;
     long reconnects, dropped;
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* deadline < 0 means "none". */
 static double earliest(double a, double b)
@@ -264,19 +197,6 @@ static void harvest(pgs_listener_t *l)
 
 /* ---- the connection ----------------------------------------------------------- */
 
-/* Notices are dropped (the core never prints), except a FATAL arriving
- * while idle: the server is closing the connection, and says why. */
-static void on_notice(void *arg, const PGresult *res)
-{
-    pgs_listener_t *l = arg;
-    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)) {
-        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        l->doomed = 1;
-        snprintf(l->fatal, sizeof l->fatal, "%s", msg ? msg : sev);
-    }
-}
-
 /* TCP keepalives tuned to the heartbeat, so the kernel also notices a peer
  * that vanished while nothing was sent. Unix sockets have no such thing. */
 static void set_keepalive(pgs_listener_t *l)
@@ -337,14 +257,14 @@ static void drop(pgs_listener_t *l)
  * message, or NULL when last_err already says it. */
 static void lost(pgs_listener_t *l, const char *why)
 {
-    if (why && l->fatal[0])
-        pgs_error_set(&l->last_err, PGS_ECONNECTION, "%s%s", why, l->fatal);
+    if (why && l->fatal.message[0])
+        pgs_error_set(&l->last_err, PGS_ECONNECTION, "%s%s", why, l->fatal.message);
     else if (why)
         pgs_error_from_conn(&l->last_err, PGS_ECONNECTION, why, l->pg);
     pgs_error_scrub(&l->last_err, l->dsn->secret);
     drop(l);
     l->attempts = 0;
-    l->next_attempt = mono();
+    l->next_attempt = pgs_clock_now();
 }
 
 static double backoff(const pgs_listener_t *l)
@@ -369,27 +289,38 @@ static void connect_failed(pgs_listener_t *l, const char *why, const PGresult *r
     pgs_error_scrub(&l->last_err, l->dsn->secret);
     drop(l);
     l->attempts++;
-    l->next_attempt = mono() + backoff(l);
+    l->next_attempt = pgs_clock_now() + backoff(l);
+}
+
+/* tmpl with @channel@ filled by the quoted channel (checked by
+ * pgs_channel_check: no quote in it); malloc'd, NULL when out of memory. */
+static char *channel_sql(const char *tmpl, const char *channel)
+{
+    char quoted[PGS_CHANNEL_MAX + 3], *sql = NULL;
+    snprintf(quoted, sizeof quoted, "\"%s\"", channel);
+    const char *names[] = {"channel"}, *values[] = {quoted};
+    return pgs_sql_fill(tmpl, names, values, 1, &sql, NULL) == PGS_OK ? sql : NULL;
 }
 
 /* UNLISTEN * then LISTEN every channel, in one implicit transaction: the
  * switch is atomic and repeats safely. */
 static int send_sync(pgs_listener_t *l)
 {
-    size_t need = 16;
-    for (int i = 0; i < l->nchannels; i++)
-        need += strlen(l->channels[i]) + 12;
-    char *sql = malloc(need);
-    if (!sql)
-        return 0;
-    size_t n = (size_t)snprintf(sql, need, "UNLISTEN *");
-    for (int i = 0; i < l->nchannels; i++)
-        n += (size_t)snprintf(sql + n, need - n, "; LISTEN \"%s\"", l->channels[i]);
-    int ok = PQsendQuery(l->pg, sql);
-    free(sql);
+    pgs_strbuf_t b;
+    pgs_strbuf_init(&b);
+    pgs_strbuf_adds(&b, "UNLISTEN *");
+    for (int i = 0; i < l->nchannels; i++) {
+        char *one = channel_sql("; LISTEN @channel@", l->channels[i]);
+        if (one)
+            pgs_strbuf_adds(&b, one);
+        b.failed |= !one;
+        free(one);
+    }
+    int ok = !b.failed && PQsendQuery(l->pg, b.data);
+    pgs_strbuf_free(&b);
     if (ok) {
         l->busy = B_SYNC;
-        l->busy_since = mono();
+        l->busy_since = pgs_clock_now();
     }
     return ok;
 }
@@ -401,12 +332,10 @@ static void start_connect(pgs_listener_t *l)
         connect_failed(l, "could not connect: ", NULL);
         return;
     }
-    l->doomed = 0;
-    l->fatal[0] = '\0';
-    PQsetNoticeReceiver(l->pg, on_notice, l);
+    pgs_notice_watch(l->pg, &l->fatal);
     l->state = L_CONNECTING;
     l->polling = PGRES_POLLING_WRITING;
-    l->connect_deadline = mono() + l->connect_timeout;
+    l->connect_deadline = pgs_clock_now() + l->connect_timeout;
 }
 
 static void advance_connect(pgs_listener_t *l)
@@ -421,7 +350,7 @@ static void advance_connect(pgs_listener_t *l)
     set_keepalive(l);
     l->state = L_READY;
     l->pid = PQbackendPID(l->pg);
-    l->last_traffic = mono();
+    l->last_traffic = pgs_clock_now();
     if (!send_sync(l))
         connect_failed(l, "could not send LISTEN: ", NULL);
 }
@@ -472,7 +401,7 @@ static void collect(pgs_listener_t *l)
     }
     if (l->pg && l->state == L_READY)
         harvest(l);
-    if (l->pg && (PQstatus(l->pg) == CONNECTION_BAD || l->doomed))
+    if (l->pg && (PQstatus(l->pg) == CONNECTION_BAD || l->fatal.seen))
         lost(l, "connection lost: ");
 }
 
@@ -489,7 +418,7 @@ static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_
         if (want == W_COMMAND && l->cmd_done)
             return PGS_OK;
 
-        double now = mono();
+        double now = pgs_clock_now();
         if (l->state == L_DOWN) {
             if (now >= l->next_attempt) {
                 start_connect(l);
@@ -508,7 +437,7 @@ static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_
             int ms = ms_until(until, now);
             if (ms > 0)
                 poll(NULL, 0, ms);
-            if (deadline >= 0 && mono() >= deadline && l->next_attempt > deadline)
+            if (deadline >= 0 && pgs_clock_now() >= deadline && l->next_attempt > deadline)
                 return pgs_error_set(err, PGS_ETIMEOUT, "nothing arrived in time");
             continue;
         }
@@ -527,7 +456,7 @@ static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_
         int r = poll(&p, 1, ms_until(until, now));
         if (r < 0 && errno == EINTR)
             continue;
-        now = mono();
+        now = pgs_clock_now();
         if (r < 0) {
             lost(l, "poll failed: ");
             continue;
@@ -587,7 +516,7 @@ static pgs_status_t command(pgs_listener_t *l, const char *sql, int nparams, con
         return pgs_error_set(err, PGS_ECONNECTION, "%s", l->last_err.message);
     }
     l->busy = B_COMMAND;
-    l->busy_since = mono();
+    l->busy_since = pgs_clock_now();
     l->cmd_done = 0;
     pgs_error_clear(&l->cmd_err);
     st = drive(l, deadline, W_COMMAND, err);
@@ -665,7 +594,7 @@ pgs_status_t pgs_listener_open(const pgs_listener_opts_t *opts, const char *cons
     /* The first connection is made here, so a wrong DSN or a server that
      * refuses LISTEN is reported at once; later losses are recovered. */
     start_connect(l);
-    double deadline = mono() + l->connect_timeout + l->heartbeat_timeout;
+    double deadline = pgs_clock_now() + l->connect_timeout + l->heartbeat_timeout;
     st = l->state == L_DOWN ? PGS_ECONNECTION : drive(l, deadline, W_IDLE, err);
     if (st != PGS_OK || !l->ready_once) {
         pgs_error_t e = l->last_err;
@@ -705,10 +634,12 @@ pgs_status_t pgs_listener_add(pgs_listener_t *l, const char *channel, pgs_error_
     /* Down or connecting: the sync after connecting includes it. */
     if (l->state != L_READY)
         return PGS_OK;
-    char sql[PGS_CHANNEL_MAX + 16];
-    snprintf(sql, sizeof sql, "LISTEN \"%s\"", channel);
+    char *sql = channel_sql("LISTEN @channel@", channel);
+    if (!sql)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     pgs_error_t e;
-    st = command(l, sql, 0, NULL, NULL, mono() + l->connect_timeout, &e);
+    st = command(l, sql, 0, NULL, NULL, pgs_clock_now() + l->connect_timeout, &e);
+    free(sql);
     if (st == PGS_ESQL) {
         drop_channel(l, find_channel(l, channel));
         if (err)
@@ -744,10 +675,11 @@ pgs_status_t pgs_listener_remove(pgs_listener_t *l, const char *channel, pgs_err
     }
     if (l->state != L_READY)
         return PGS_OK;
-    char sql[PGS_CHANNEL_MAX + 16];
-    snprintf(sql, sizeof sql, "UNLISTEN \"%s\"", channel);
+    char *sql = channel_sql("UNLISTEN @channel@", channel);
     pgs_error_t e;
-    (void)command(l, sql, 0, NULL, NULL, mono() + l->connect_timeout, &e);
+    if (sql)
+        (void)command(l, sql, 0, NULL, NULL, pgs_clock_now() + l->connect_timeout, &e);
+    free(sql);
     return PGS_OK;
 }
 
@@ -755,7 +687,7 @@ pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notificati
                                pgs_error_t *err)
 {
     *out = NULL;
-    double deadline = timeout < 0 ? -1 : mono() + timeout;
+    double deadline = pgs_clock_deadline(timeout);
     pgs_status_t st = drive(l, deadline, W_NOTIFICATION, err);
     if (st != PGS_OK)
         return st;
@@ -772,21 +704,15 @@ pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notificati
 pgs_status_t pgs_listener_notify(pgs_listener_t *l, const char *channel, const char *payload,
                                  size_t len, double timeout, pgs_error_t *err)
 {
-    if (!payload)
-        payload = "";
-    pgs_status_t st = pgs_channel_check(channel, err);
-    if (st == PGS_OK)
-        st = pgs_notify_payload_check(payload, len, err);
+    pgs_notify_msg_t m;
+    pgs_status_t st = pgs_notify_prepare(&m, channel, payload, len, err);
     if (st != PGS_OK)
         return st;
     if (timeout <= 0)
         timeout = l->connect_timeout;
-    char buf[PGS_NOTIFY_PAYLOAD_MAX + 1]; /* terminated: see pgs_notify */
-    memcpy(buf, payload, len);
-    buf[len] = '\0';
-    const char *values[2] = {channel, buf};
-    int lengths[2] = {(int)strlen(channel), (int)len};
-    st = command(l, notify_sql, 2, values, lengths, mono() + timeout, err);
+    const char *values[2] = {m.channel, m.payload};
+    int lengths[2] = {(int)strlen(m.channel), (int)m.len};
+    st = command(l, PGS_NOTIFY_SQL, 2, values, lengths, pgs_clock_deadline(timeout), err);
     if (st == PGS_ETIMEOUT)
         pgs_error_set(err, PGS_ETIMEOUT,
                       "NOTIFY not confirmed within %gs (it may still be delivered)", timeout);
@@ -800,7 +726,7 @@ int pgs_listener_fd(const pgs_listener_t *l)
 
 double pgs_listener_due(const pgs_listener_t *l)
 {
-    double now = mono(), until;
+    double now = pgs_clock_now(), until;
     switch (l->state) {
     case L_DOWN:
         until = l->next_attempt;

@@ -11,8 +11,10 @@
  * renews, with a token that grows on every acquisition.
  */
 #include "store.h"
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "sql.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,28 +28,14 @@ struct pgs_lock {
     char *name;                /* the key as given */
     int64_t key;               /* advisory */
     pgs_conn_t *conn;          /* advisory: the pinned connection */
-    char table[PGS_IDENT_MAX]; /* table mode */
+    char table[PGS_IDENT_MAX]; /* table mode: quoted */
+    char raw[PGS_IDENT_MAX];   /* table mode: as given */
+    int migrate;               /* table mode: may create the table */
+    char *sql[3];              /* table mode: take, renew, release */
     char owner[160];
     int64_t token;
     char ttl_ms[32];
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_for(double s)
-{
-    if (!(s > 0))
-        return;
-    if (s > 1e9)
-        s = 1e9;
-    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- keys ------------------------------------------------------------------- */
 
@@ -127,31 +115,28 @@ static const char xact_timed_sql[] =
 static const char restore_sql[] = "SELECT set_config('lock_timeout', $1, true)";
 static const char xact_try_sql[] = "SELECT pg_try_advisory_xact_lock($1::bigint)";
 
-static const char table_create_sql[] =
-    "CREATE TABLE IF NOT EXISTS %s ("
-    " key text PRIMARY KEY,"
-    " owner text NOT NULL,"
-    " token bigint NOT NULL,"
-    " expires_at timestamptz NOT NULL)";
-/* $1 key, $2 owner, $3 ttl ms: a row is taken when absent or expired. */
-static const char table_take_sql[] =
-    "INSERT INTO %s AS t (key, owner, token, expires_at)"
+/* Table mode: the table is core/sql/locks--*.sql. */
+enum { TABLE_TAKE, TABLE_RENEW, TABLE_RELEASE, TABLE_SQL_COUNT };
+static const char *const table_sql[TABLE_SQL_COUNT] = {
+    /* $1 key, $2 owner, $3 ttl ms: a row is taken when absent or expired. */
+    "INSERT INTO @table@ AS t (key, owner, token, expires_at)"
     " VALUES ($1, $2, 1, clock_timestamp() + $3::float8 * interval '1 millisecond')"
     " ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, token = t.token + 1,"
     "   expires_at = EXCLUDED.expires_at"
     " WHERE t.expires_at <= clock_timestamp()"
-    " RETURNING t.token";
-static const char table_renew_sql[] =
-    "UPDATE %s SET expires_at = clock_timestamp() + $4::float8 * interval '1 millisecond'"
+    " RETURNING t.token",
+
+    "UPDATE @table@ SET expires_at = clock_timestamp() + $4::float8 * interval '1 millisecond'"
     " WHERE key = $1 AND owner = $2 AND token = $3::bigint AND expires_at > clock_timestamp()"
-    " RETURNING 1";
-/* Expires the row rather than deleting it, so the token keeps growing. */
-static const char table_release_sql[] =
-    "UPDATE %1$s t SET expires_at = '-infinity'"
-    " FROM (SELECT expires_at AS was FROM %1$s"
+    " RETURNING 1",
+
+    /* Expires the row rather than deleting it, so the token keeps growing. */
+    "UPDATE @table@ t SET expires_at = '-infinity'"
+    " FROM (SELECT expires_at AS was FROM @table@"
     "       WHERE key = $1 AND owner = $2 AND token = $3::bigint) o"
     " WHERE t.key = $1 AND t.owner = $2 AND t.token = $3::bigint"
-    " RETURNING o.was > clock_timestamp()";
+    " RETURNING o.was > clock_timestamp()",
+};
 
 /* ---- advisory ------------------------------------------------------------------ */
 
@@ -179,6 +164,7 @@ static void free_lock(pgs_lock_t *l)
     if (l->conn)
         pgs_pool_release(l->pool, l->conn);
     pgs_pool_unref(l->pool);
+    pgs_sql_free_all(l->sql, TABLE_SQL_COUNT);
     free(l->name);
     free(l);
 }
@@ -194,7 +180,7 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
                                   pgs_error_t *err)
 {
     *got = 0;
-    double deadline = timeout > 0 ? mono() + timeout : -1;
+    double deadline = timeout > 0 ? pgs_clock_now() + timeout : -1;
     pgs_status_t st = pgs_pool_acquire(l->pool, timeout > 0 ? timeout : -1, &l->conn, err);
     if (st != PGS_OK)
         return st;
@@ -209,7 +195,7 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
     } else {
         char ms[32] = "0";
         if (deadline >= 0) {
-            double left = (deadline - mono()) * 1000;
+            double left = (deadline - pgs_clock_now()) * 1000;
             snprintf(ms, sizeof ms, "%.0f", left < 1 ? 1 : left + 0.5);
         }
         pgs_param_t p[2] = {{key, -1}, {ms, -1}};
@@ -230,24 +216,39 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
 
 /* ---- table mode ----------------------------------------------------------------- */
 
-static pgs_status_t table_init(pgs_pool_t *pool, const char *table, pgs_error_t *err)
+static void lock_schema(const char *raw, const char *const *quoted, pgs_schema_t *s)
 {
-    char *sql = pgs_sql_printf(table_create_sql, table);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    pgs_conn_t *c;
-    pgs_status_t st = pgs_pool_acquire(pool, -1, &c, err);
-    if (st == PGS_OK) {
-        st = pgs_exec_command(c, sql, err);
-        /* Two processes creating it at once: the loser fails on a duplicate
-         * type or relation — and then the table exists; look again. */
-        if (st == PGS_ESQL && err &&
-            (strcmp(err->sqlstate, "23505") == 0 || strcmp(err->sqlstate, "42P07") == 0))
-            st = pgs_exec_command(c, sql, err);
-        pgs_pool_release(pool, c);
-    }
-    free(sql);
-    return st;
+    memset(s, 0, sizeof *s);
+    s->series = "locks";
+    s->table = raw;
+    s->nnames = 1;
+    s->names[0] = "table";
+    s->values[0] = quoted[0];
+    s->ntables = 1;
+    s->tables[0] = quoted[0];
+}
+
+pgs_status_t pgs_lock_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err)
+{
+    char quoted[PGS_IDENT_MAX];
+    if (!table || !*table)
+        table = "pgstore_locks";
+    pgs_status_t st = pgs_ident_quote(table, quoted, sizeof quoted, err);
+    if (st != PGS_OK)
+        return st;
+    const char *q = quoted;
+    pgs_schema_t s;
+    lock_schema(table, &q, &s);
+    return pgs_migrate_run(pool, &s, NULL, NULL, err);
+}
+
+/* The table is missing (first use, or dropped): migrate, or say so. */
+static pgs_status_t table_init(pgs_lock_t *l, pgs_error_t *err)
+{
+    const char *q = l->table;
+    pgs_schema_t s;
+    lock_schema(l->raw, &q, &s);
+    return pgs_migrate_open(l->pool, &s, l->migrate, err);
 }
 
 static void make_owner(pgs_lock_t *l)
@@ -269,9 +270,7 @@ static void make_owner(pgs_lock_t *l)
 static pgs_status_t table_try(pgs_lock_t *l, int *got, pgs_error_t *err)
 {
     *got = 0;
-    char *sql = pgs_sql_printf(table_take_sql, l->table);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    const char *sql = l->sql[TABLE_TAKE];
     pgs_param_t p[3] = {{l->name, -1}, {l->owner, -1}, {l->ttl_ms, -1}};
     pgs_status_t st = PGS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -288,26 +287,25 @@ static pgs_status_t table_try(pgs_lock_t *l, int *got, pgs_error_t *err)
         }
         PQclear(r);
         if (st == PGS_ESQL && err && strcmp(err->sqlstate, "42P01") == 0 && attempt == 0) {
-            st = table_init(l->pool, l->table, err); /* first use of the table */
+            st = table_init(l, err); /* first use of the table */
             if (st == PGS_OK)
                 continue;
         }
         break;
     }
-    free(sql);
     return st;
 }
 
 static pgs_status_t table_take(pgs_lock_t *l, double timeout, int try_only, int *got,
                                pgs_error_t *err)
 {
-    double deadline = timeout >= 0 ? mono() + timeout : -1;
+    double deadline = timeout >= 0 ? pgs_clock_now() + timeout : -1;
     double pause = 0.01;
     for (;;) {
         pgs_status_t st = table_try(l, got, err);
         if (st != PGS_OK || *got || try_only)
             return st;
-        double now = mono();
+        double now = pgs_clock_now();
         if (deadline >= 0 && now >= deadline)
             return pgs_error_set(err, PGS_ETIMEOUT, "lock '%.200s' not acquired within %gs",
                                  l->name, timeout);
@@ -315,7 +313,7 @@ static pgs_status_t table_take(pgs_lock_t *l, double timeout, int try_only, int 
         double s = pause * (0.5 + (double)rand() / RAND_MAX);
         if (deadline >= 0 && now + s > deadline)
             s = deadline - now;
-        sleep_for(s);
+        pgs_clock_sleep(s);
         pause = pause * 2 > 0.25 ? 0.25 : pause * 2;
     }
 }
@@ -341,8 +339,14 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
         double ttl = opts->ttl > 0 ? opts->ttl : 30;
         snprintf(l->ttl_ms, sizeof l->ttl_ms, "%.0f", ttl * 1000);
         make_owner(l);
-        st = pgs_ident_quote(opts->table && *opts->table ? opts->table : "pgstore_locks",
-                             l->table, sizeof l->table, err);
+        snprintf(l->raw, sizeof l->raw, "%s",
+                 opts->table ? opts->table : "pgstore_locks");
+        l->migrate = !opts->skip_schema_init;
+        st = pgs_ident_quote(l->raw, l->table, sizeof l->table, err);
+        if (st == PGS_OK) {
+            const char *names[] = {"table"}, *values[] = {l->table};
+            st = pgs_sql_fill_all(table_sql, TABLE_SQL_COUNT, names, values, 1, l->sql, err);
+        }
         if (st == PGS_OK)
             st = table_take(l, timeout, try_only, &got, err);
     } else {
@@ -361,12 +365,14 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
 pgs_status_t pgs_lock_acquire(pgs_pool_t *pool, const char *key, size_t len,
                               const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     return take(pool, key, len, opts, 0, out, err);
 }
 
 pgs_status_t pgs_lock_try(pgs_pool_t *pool, const char *key, size_t len,
                           const pgs_lock_opts_t *opts, pgs_lock_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     return take(pool, key, len, opts, 1, out, err);
 }
 
@@ -386,9 +392,7 @@ pgs_status_t pgs_lock_renew(pgs_lock_t *l, pgs_error_t *err)
         return pgs_error_set(err, PGS_ELEASE_LOST, "lock '%.200s' is no longer held%s", l->name,
                              st == PGS_OK ? "" : ": its connection was lost");
     }
-    char *sql = pgs_sql_printf(table_renew_sql, l->table);
-    if (!sql)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    const char *sql = l->sql[TABLE_RENEW];
     snprintf(key, sizeof key, "%lld", (long long)l->token);
     pgs_param_t p[4] = {{l->name, -1}, {l->owner, -1}, {key, -1}, {l->ttl_ms, -1}};
     pgs_conn_t *c;
@@ -397,7 +401,6 @@ pgs_status_t pgs_lock_renew(pgs_lock_t *l, pgs_error_t *err)
         st = pgs_exec(c, sql, 4, p, &r, err);
         pgs_pool_release(l->pool, c);
     }
-    free(sql);
     if (st == PGS_OK && PQntuples(r) == 0)
         st = pgs_error_set(err, PGS_ELEASE_LOST,
                            "lock '%.200s' is no longer held (its TTL ran out)", l->name);
@@ -419,17 +422,14 @@ pgs_status_t pgs_lock_release(pgs_lock_t *l, pgs_error_t *err)
         st = pgs_exec(l->conn, unlock_sql, 1, &p, &r, err);
         held = st == PGS_OK && first_is_true(r);
     } else {
-        char *sql = pgs_sql_printf(table_release_sql, l->table);
         snprintf(key, sizeof key, "%lld", (long long)l->token);
         pgs_param_t p[3] = {{l->name, -1}, {l->owner, -1}, {key, -1}};
         pgs_conn_t *c;
-        st = sql ? pgs_pool_acquire(l->pool, -1, &c, err)
-                 : pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        st = pgs_pool_acquire(l->pool, -1, &c, err);
         if (st == PGS_OK) {
-            st = pgs_exec(c, sql, 3, p, &r, err);
+            st = pgs_exec(c, l->sql[TABLE_RELEASE], 3, p, &r, err);
             pgs_pool_release(l->pool, c);
         }
-        free(sql);
         held = st == PGS_OK && first_is_true(r);
         if (st != PGS_OK) {
             /* Could not reach the table: the row expires by itself. */

@@ -5,12 +5,13 @@
  * NOTIFY, not one each (NOTIFY commits serialize on a server-wide lock).
  */
 #include "notifier.h"
+#include "clock.h"
+#include "thread.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct pgs_notifier {
     pthread_mutex_t mu;
@@ -33,11 +34,7 @@ pgs_notifier_t *pgs_notifier_new(const pgs_dsn_t *dsn, const char *channel, doub
         return NULL;
     }
     pthread_mutex_init(&n->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pgs_thread_cond_init(&n->cv);
     n->dsn = dsn;
     n->interval = interval > 0 ? (interval < 60 ? interval : 60) : 0.002;
     return n;
@@ -50,8 +47,7 @@ static void send_one(pgs_notifier_t *n, int64_t position)
         return; /* server away: the next post tries again */
     char pos[24];
     snprintf(pos, sizeof pos, "%lld", (long long)position);
-    pgs_param_t p[2] = {{n->channel, -1}, {pos, -1}};
-    if (pgs_exec(n->conn, "SELECT pg_notify($1, $2)", 2, p, NULL, &err) != PGS_OK &&
+    if (pgs_notify(n->conn, n->channel, pos, strlen(pos), &err) != PGS_OK &&
         (err.code == PGS_ECONNECTION || err.code == PGS_ETIMEOUT)) {
         pgs_conn_close(n->conn);
         n->conn = NULL;
@@ -78,10 +74,7 @@ static void *run(void *arg)
             continue; /* flush what is pending, then leave */
         /* The coalescing window: posts in it are sent together after it. */
         struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        long long ns = until.tv_nsec + (long long)(n->interval * 1e9);
-        until.tv_sec += (time_t)(ns / 1000000000LL);
-        until.tv_nsec = (long)(ns % 1000000000LL);
+        pgs_clock_after(CLOCK_MONOTONIC, n->interval, &until);
         while (!n->stopping && pthread_cond_timedwait(&n->cv, &n->mu, &until) == 0)
             ;
     }
@@ -95,7 +88,7 @@ void pgs_notifier_post(pgs_notifier_t *n, int64_t position)
     if (position > n->pending)
         n->pending = position;
     if (!n->started && !n->stopping)
-        n->started = pthread_create(&n->thread, NULL, run, n) == 0;
+        n->started = pgs_thread_start(&n->thread, run, n) == 0;
     /* Wake the thread only when it waits for work: inside its coalescing
      * window it picks the position up when the window ends, and waking it
      * on every append would cost a context switch each. */

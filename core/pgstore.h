@@ -3,13 +3,14 @@
  * queries with bound parameters, transactions, pipelines, and the stores.
  * Plain C over libpq; no Lua here. Every function that can fail returns a
  * pgs_status_t and fills a caller-supplied pgs_error_t (which may be NULL).
+ * A function that hands back a new object through `**out` sets *out to
+ * NULL when it fails, so closing it afterwards is harmless.
  */
 #ifndef PGSTORE_H
 #define PGSTORE_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include <libpq-fe.h>
 #include "pgstore_version.h"
 
 #ifdef __cplusplus
@@ -38,15 +39,44 @@ typedef enum pgs_status {
 } pgs_status_t;
 
 #define PGS_ERROR_MESSAGE_MAX 1024
+#define PGS_ERROR_NAME_MAX 64 /* the server's identifiers: NAMEDATALEN */
 
+/* What went wrong, each part in its own field: code reads the fields, and
+ * the message is for people (it is never parsed). Text fields are "" and
+ * numbers 0 when unset; the struct holds no pointers to free. */
 typedef struct pgs_error {
     pgs_status_t code;
     char sqlstate[6];                     /* "" when not from the server      */
-    char message[PGS_ERROR_MESSAGE_MAX];  /* never contains the DSN password  */
-    /* PGS_ECONFLICT on versions: what was expected and what was found. */
+    /* The server's primary message, or pgstore's own; one line, never the
+     * DSN password. DETAIL and HINT are not folded into it. */
+    char message[PGS_ERROR_MESSAGE_MAX];
+    /* The server's own fields, as it sent them (PQresultErrorField). */
+    char detail[PGS_ERROR_MESSAGE_MAX];   /* DETAIL                           */
+    char hint[PGS_ERROR_MESSAGE_MAX];     /* HINT                             */
+    char constraint[PGS_ERROR_NAME_MAX];  /* the violated constraint          */
+    char schema[PGS_ERROR_NAME_MAX];      /* the schema, table, column and    */
+    char table[PGS_ERROR_NAME_MAX];       /* data type the error is about,    */
+    char column[PGS_ERROR_NAME_MAX];      /* where the server names them      */
+    char datatype[PGS_ERROR_NAME_MAX];
+    /* PGS_ECONFLICT on versions: what was expected and what was found
+     * (for an append, expected may be PGS_EXPECT_NO_STREAM or _EXISTS). */
     int has_versions;
     int64_t expected;
     int64_t actual;
+    /* 1-based: the statement of a pipeline run that failed, which for
+     * pgs_events_append_many is the failing batch; 0 when not such a call. */
+    int batch;
+    /* The kv schema init phase that failed (pgs_kv_phase_name's static
+     * string); NULL otherwise. */
+    const char *phase;
+    /* An append retry that raced its first attempt (SQLSTATE PGS00, from a
+     * store whose append function predates the in-function replay): the
+     * first attempt's result, which the append returns as a success. */
+    struct {
+        int set;
+        int64_t first_version, last_version, first_position, last_position;
+        int count;
+    } replay;
 } pgs_error_t;
 
 /* The short, stable name of a status ("ok", "sql", "connection", …).
@@ -90,8 +120,19 @@ pgs_status_t pgs_conn_open(const pgs_conn_opts_t *opts, pgs_conn_t **out, pgs_er
 /* Closes and frees a connection. NULL-tolerant. */
 void pgs_conn_close(pgs_conn_t *conn);
 
-/* The underlying libpq handle, still owned by conn. */
-PGconn *pgs_conn_pg(pgs_conn_t *conn);
+/* Where the connection stands between statements. */
+typedef enum pgs_tx_state {
+    PGS_TX_IDLE = 0,     /* no transaction open                           */
+    PGS_TX_ACTIVE,       /* a statement is running                        */
+    PGS_TX_OPEN,         /* inside a transaction block                    */
+    PGS_TX_FAILED,       /* inside a failed transaction block             */
+    PGS_TX_UNKNOWN       /* the connection is bad                         */
+} pgs_tx_state_t;
+
+pgs_tx_state_t pgs_conn_tx_state(pgs_conn_t *conn);
+
+/* The server process id serving conn (0 when not connected). */
+int pgs_conn_backend_pid(pgs_conn_t *conn);
 
 /* Cheap liveness check without a round trip: true when the socket has not
  * been closed or errored by the server while idle. */
@@ -118,19 +159,60 @@ typedef struct pgs_param {
     int length;
 } pgs_param_t;
 
+/* ---- rows: what a statement returned ----------------------------------- */
+
+/* How a column's text value maps to a host value. */
+typedef enum pgs_kind {
+    PGS_KIND_TEXT = 0, /* text, varchar, numeric, json, uuid, …: as is   */
+    PGS_KIND_INT,      /* int2, int4, int8, oid                          */
+    PGS_KIND_FLOAT,    /* float4, float8                                 */
+    PGS_KIND_BOOL,     /* bool: "t" / "f"                                */
+    PGS_KIND_BYTEA,    /* bytea: hex text, decode with pgs_bytea_decode  */
+    PGS_KIND_TIMESTAMP /* timestamptz / timestamp: normalise to ISO 8601 */
+} pgs_kind_t;
+
+/* A statement's result: rows × columns of text values (as PostgreSQL's
+ * text output writes them), with column names and kinds. Opaque; read it
+ * with the functions below, free it with pgs_rows_free(). Rows and columns
+ * count from 0. A value's text stays valid until the rows are freed. */
+typedef struct pgs_rows pgs_rows_t;
+
+int pgs_rows_count(const pgs_rows_t *rows);
+int pgs_rows_columns(const pgs_rows_t *rows);
+/* The column's name (owned by rows), or NULL when col is out of range. */
+const char *pgs_rows_name(const pgs_rows_t *rows, int col);
+/* The index of the column called name, or -1. Names match as in SQL:
+ * unquoted, case-insensitively; in double quotes ("Name"), exactly. */
+int pgs_rows_column(const pgs_rows_t *rows, const char *name);
+/* How the column's text maps to a host value (see pgs_kind_t). */
+pgs_kind_t pgs_rows_kind(const pgs_rows_t *rows, int col);
+int pgs_rows_is_null(const pgs_rows_t *rows, int row, int col);
+/* The value's text, NUL-terminated, owned by rows ("" for NULL or out of
+ * range); *len (when len is not NULL) gets its length in bytes. */
+const char *pgs_rows_value(const pgs_rows_t *rows, int row, int col, size_t *len);
+/* The value as a whole number; fallback when NULL, out of range or not
+ * exactly a whole number in decimal ("-12", not " 12" or "+12"). */
+int64_t pgs_rows_int(const pgs_rows_t *rows, int row, int col, int64_t fallback);
+/* 1 when the statement was a command that returns no rows (INSERT without
+ * RETURNING, CREATE, SET …), 0 when it returned a row set (even empty). */
+int pgs_rows_is_command(const pgs_rows_t *rows);
+/* The count in the statement's command tag: rows a command inserted,
+ * updated or deleted, or a SELECT returned; 0 for commands without one. */
+int64_t pgs_rows_affected(const pgs_rows_t *rows);
+/* Frees rows. NULL-tolerant. */
+void pgs_rows_free(pgs_rows_t *rows);
+
 /* Runs one statement. With nparams > 0 it is prepared once per connection
  * and cached by its SQL text; with no parameters it goes through the simple
  * protocol, so several ';'-separated statements are allowed. On PGS_OK,
- * *res (if res is not NULL) is a result the caller must PQclear(). */
-pgs_status_t pgs_exec(pgs_conn_t *conn, const char *sql, int nparams,
-                      const pgs_param_t *params, PGresult **res, pgs_error_t *err);
+ * *rows (when rows is not NULL) is the caller's: pgs_rows_free() it. */
+pgs_status_t pgs_query(pgs_conn_t *conn, const char *sql, int nparams,
+                       const pgs_param_t *params, pgs_rows_t **rows, pgs_error_t *err);
 
 /* Like pgs_exec for a statement with no parameters that returns no rows
  * that matter (BEGIN, SET …). */
 pgs_status_t pgs_exec_command(pgs_conn_t *conn, const char *sql, pgs_error_t *err);
 
-/* Rows affected by a command result (0 when not applicable). */
-int64_t pgs_result_affected(const PGresult *res);
 
 /* ---- the pool ---------------------------------------------------------- */
 
@@ -223,13 +305,15 @@ pgs_status_t pgs_pipeline_add(pgs_pipeline_t *p, const char *sql, int nparams,
 
 /* Sends everything with one sync, collects the results in order, leaves
  * pipeline mode and frees p. On PGS_OK *results is an array of `count`
- * results owned by the caller (pgs_results_free()). On failure err tells
- * the first failing statement (its index in err->message) and nothing is
- * returned. Outside an explicit transaction the statements of one run form
+ * results owned by the caller (pgs_results_free()). On failure err is the
+ * first failing statement's error, err->batch its 1-based index, and
+ * nothing is returned. Outside an explicit transaction the statements of one run form
  * one implicit transaction: a failure rolls them all back. */
-pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, PGresult ***results, int *count, pgs_error_t *err);
+pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, pgs_rows_t ***results, int *count,
+                              pgs_error_t *err);
 void pgs_pipeline_abort(pgs_pipeline_t *p);
-void pgs_results_free(PGresult **results, int count);
+/* Frees an array of results and the array. NULL-tolerant. */
+void pgs_results_free(pgs_rows_t **results, int count);
 
 /* ---- identifiers ------------------------------------------------------- */
 
@@ -244,20 +328,13 @@ pgs_status_t pgs_ident_quote_suffix(const char *name, const char *suffix, char *
                                     pgs_error_t *err);
 
 #define PGS_IDENT_MAX 140 /* room for "schema"."table" with quotes */
+#define PGS_NAME_MAX 63   /* bytes in one part of a table name (the server's NAMEDATALEN - 1) */
 
 /* ---- values ------------------------------------------------------------ */
 
-/* How a column's text value maps to a host value. */
-typedef enum pgs_kind {
-    PGS_KIND_TEXT = 0, /* text, varchar, numeric, json, uuid, …: as is   */
-    PGS_KIND_INT,      /* int2, int4, int8, oid                          */
-    PGS_KIND_FLOAT,    /* float4, float8                                 */
-    PGS_KIND_BOOL,     /* bool: "t" / "f"                                */
-    PGS_KIND_BYTEA,    /* bytea: hex text, decode with pgs_bytea_decode  */
-    PGS_KIND_TIMESTAMP /* timestamptz / timestamp: normalise to ISO 8601 */
-} pgs_kind_t;
 
-pgs_kind_t pgs_kind_of(Oid type);
+/* The kind of a column of the given type OID. */
+pgs_kind_t pgs_kind_of(unsigned int type_oid);
 
 /* Decodes bytea hex output ("\x…") into out (room for (len-2)/2 bytes;
  * out may be in). Returns the decoded length, or -1 on malformed input,
@@ -274,20 +351,22 @@ size_t pgs_timestamp_iso(const char *in, size_t len, char *out);
 /* An event store over a base table (default "events") and its companions:
  * <table>_heads (one row per stream), <table>_idempotency, the sequence
  * <table>_position_seq, and the functions <table>_append, <table>_read_all,
- * <table>_import. Schema: core/events_schema.c. */
+ * <table>_import. Schema: core/sql/events--*.sql. */
 typedef struct pgs_events pgs_events_t;
 
-#define PGS_EXPECT_ANY (-1)       /* append whatever the version           */
-#define PGS_EXPECT_NO_STREAM (-2) /* the stream must have no events        */
-#define PGS_EXPECT_EXISTS (-3)    /* the stream must have at least one     */
+
+/* The largest event (data + metadata bytes) a store takes by default. */
+#define PGS_EVENT_SIZE_DEFAULT (1024 * 1024)
 
 typedef struct pgs_events_opts {
     const char *table;         /* NULL → "events"                          */
-    const char *notify;        /* channel woken after appends; NULL: none   */
+    const char *notify;        /* channel woken after appends; NULL →
+                                  "pgstore_events"; "": no NOTIFY           */
     int notify_in_tx;          /* NOTIFY inside the append's transaction    */
     double notify_interval;    /* coalescing window in seconds; 0 → 0.002   */
-    int migrate;               /* run the schema migration on open          */
-    size_t max_event_size;     /* bytes of data + metadata; 0 → 1 MiB       */
+    int skip_schema_init;      /* do not create or upgrade the schema on
+                                  open (roles without DDL rights)           */
+    size_t max_event_size;     /* bytes of data + metadata; 0 → PGS_EVENT_SIZE_DEFAULT */
 } pgs_events_opts_t;
 
 /* Opens a store on pool (referenced, not owned). *out is the caller's:
@@ -312,8 +391,18 @@ typedef struct pgs_event {
     int schema_version;        /* 0 → 1                                      */
 } pgs_event_t;
 
+/* What the stream's version must be for an append to go ahead. */
+typedef enum pgs_expect {
+    PGS_EXPECT_ANY = 0,        /* whatever the version (the default)         */
+    PGS_EXPECT_VERSION,        /* exactly `version` (0: no events yet)       */
+    PGS_EXPECT_NO_STREAM,      /* the stream must have no events             */
+    PGS_EXPECT_EXISTS          /* the stream must have at least one          */
+} pgs_expect_t;
+
+/* Zero-initialised: expect any version, no key, the server's time. */
 typedef struct pgs_append_opts {
-    int64_t expected;          /* >= 0, or PGS_EXPECT_*                      */
+    pgs_expect_t expect;
+    int64_t version;           /* with PGS_EXPECT_VERSION, >= 0              */
     const char *idempotency_key; /* NULL: none                               */
     double time;               /* unix seconds for the events; 0: now()      */
 } pgs_append_opts_t;
@@ -341,7 +430,7 @@ typedef struct pgs_append_batch {
 } pgs_append_batch_t;
 
 /* Appends to several streams all-or-nothing, in one round trip. results has
- * nb entries. On failure err->message names the failing batch (1-based). */
+ * nb entries. On failure err->batch is the failing batch (1-based). */
 pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *batches, int nb,
                                     pgs_append_result_t *results, pgs_error_t *err);
 
@@ -355,12 +444,12 @@ typedef struct pgs_read_opts {
 } pgs_read_opts_t;
 
 /* Reads a stream through `via` (a replica pool) or, when NULL, the store's
- * pool. *res (the caller PQclear()s it) has columns id, stream, version,
+ * pool. *rows (the caller's: pgs_rows_free() it) has columns id, stream, version,
  * position, type, schema_version, data, metadata, time. A tombstoned
  * stream is PGS_EDELETED; one archived to another store, PGS_EARCHIVED;
  * an unknown stream is an empty result. */
 pgs_status_t pgs_events_read(pgs_events_t *es, pgs_pool_t *via, const char *stream,
-                             const pgs_read_opts_t *opts, PGresult **res, pgs_error_t *err);
+                             const pgs_read_opts_t *opts, pgs_rows_t **rows, pgs_error_t *err);
 
 typedef struct pgs_read_all_opts {
     int64_t after;             /* cursor: events with position > after      */
@@ -371,11 +460,11 @@ typedef struct pgs_read_all_opts {
 } pgs_read_all_opts_t;
 
 /* Reads all streams in position order, never skipping an event that commits
- * later with a lower position (see core/events_schema.c). Always on the
- * primary. *res holds *nrows event rows (columns as pgs_events_read, plus a
- * last column "horizon") followed by one marker row; the caller PQclear()s
- * it. *cursor is where the next call continues. */
-pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *opts, PGresult **res,
+ * later with a lower position (see core/sql/events--1.sql). Always on the
+ * primary. *rows holds *nrows event rows (columns as pgs_events_read, plus a
+ * last column "horizon") followed by one marker row; the caller
+ * pgs_rows_free()s it. *cursor is where the next call continues. */
+pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *opts, pgs_rows_t **rows,
                                  int *nrows, int64_t *cursor, pgs_error_t *err);
 
 /* The stream's version (0 when it has no events), via a heads lookup. */
@@ -446,11 +535,11 @@ pgs_status_t pgs_snapshots_migrate(pgs_snapshots_t *ss, pgs_error_t *err);
 pgs_status_t pgs_snapshots_save(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
                                 int64_t version, const char *state_json, int schema_version,
                                 int *written, pgs_error_t *err);
-/* PGS_ENOTFOUND when the stream has no snapshot. On PGS_OK *res holds one
+/* PGS_ENOTFOUND when the stream has no snapshot. On PGS_OK *rows holds one
  * row — stream text, version int8, state jsonb (text), schema_version
- * int4, time timestamptz — and is owned by the caller: PQclear() it. */
+ * int4, time timestamptz — and is owned by the caller: pgs_rows_free() it. */
 pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
-                                PGresult **res, pgs_error_t *err);
+                                pgs_rows_t **rows, pgs_error_t *err);
 /* Deletes the stream's snapshot; absent is not an error. *removed (may be
  * NULL) is the number of rows deleted, here and below. */
 pgs_status_t pgs_snapshots_invalidate(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
@@ -496,8 +585,8 @@ pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const c
 pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
                                     int64_t *removed, pgs_error_t *err);
 /* Every checkpoint, ordered by consumer: rows of consumer text, cursor
- * int8, time timestamptz. *res is owned by the caller: PQclear() it. */
-pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, PGresult **res,
+ * int8, time timestamptz. *rows is owned by the caller: pgs_rows_free() it. */
+pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, pgs_rows_t **rows,
                                   pgs_error_t *err);
 
 /* ---- execution checkpoints ----------------------------------------------- */
@@ -524,13 +613,13 @@ pgs_status_t pgs_exec_checkpoints_migrate(pgs_exec_checkpoints_t *xs, pgs_error_
 pgs_status_t pgs_exec_checkpoints_save(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
                                        const char *exec_id, const char *checkpoint_json,
                                        pgs_error_t *err);
-/* PGS_ENOTFOUND for an unknown id. On PGS_OK *res holds one row —
+/* PGS_ENOTFOUND for an unknown id. On PGS_OK *rows holds one row —
  * checkpoint jsonb (text), time timestamptz — owned by the caller. */
 pgs_status_t pgs_exec_checkpoints_load(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       const char *exec_id, PGresult **res, pgs_error_t *err);
-/* Rows of exec_id text, ordered; *res is owned by the caller. */
+                                       const char *exec_id, pgs_rows_t **rows, pgs_error_t *err);
+/* Rows of exec_id text, ordered; *rows is owned by the caller. */
 pgs_status_t pgs_exec_checkpoints_list(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
-                                       PGresult **res, pgs_error_t *err);
+                                       pgs_rows_t **rows, pgs_error_t *err);
 /* Absent is not an error. */
 pgs_status_t pgs_exec_checkpoints_delete(pgs_exec_checkpoints_t *xs, pgs_conn_t *tx,
                                          const char *exec_id, int64_t *removed, pgs_error_t *err);
@@ -564,11 +653,11 @@ pgs_status_t pgs_sessions_migrate(pgs_sessions_t *s, pgs_error_t *err);
 pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
                                int64_t version, const char *state_json,
                                const char *history_json, pgs_error_t *err);
-/* PGS_ENOTFOUND for an unknown id. On PGS_OK *res holds one row —
+/* PGS_ENOTFOUND for an unknown id. On PGS_OK *rows holds one row —
  * version int8, state jsonb, history jsonb, time timestamptz — owned by
- * the caller: PQclear() it. */
+ * the caller: pgs_rows_free() it. */
 pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
-                               PGresult **res, pgs_error_t *err);
+                               pgs_rows_t **rows, pgs_error_t *err);
 /* Absent is not an error. */
 pgs_status_t pgs_sessions_delete(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
                                  int64_t *removed, pgs_error_t *err);
@@ -607,10 +696,15 @@ const char *pgs_kv_phase_name(pgs_kv_phase_t phase);
  * filling err) stops the init there; the transaction is rolled back. */
 typedef pgs_status_t (*pgs_kv_hook_fn)(pgs_kv_phase_t phase, void *ud, pgs_error_t *err);
 
+#define PGS_KV_SCHEMA_BY_CALLER 2
+
 typedef struct pgs_kv_opts {
     const char *table;        /* NULL or "" → "pgstore_kv"; the name plus
                                  "_expires_idx" must fit in 63 bytes       */
-    int skip_schema_init;     /* nonzero: no init on open (no DDL rights)  */
+    int skip_schema_init;     /* nonzero: no init on open (no DDL rights);
+                                 the table must exist (else PGS_ENOTFOUND).
+                                 PGS_KV_SCHEMA_BY_CALLER: not even that,
+                                 the caller runs pgs_kv_init_* itself      */
     double cleanup_interval;  /* seconds between background cleanups;
                                  0 → no cleaner thread                     */
     double lock_timeout;      /* seconds schema init waits for its locks;
@@ -632,7 +726,7 @@ void pgs_kv_close(pgs_kv_t *kv);
 
 /* Schema init, all phases, in one transaction under
  * pg_advisory_xact_lock with the store's lock_timeout. A failing phase is
- * named in err->message ("kv schema init failed at acquire_lock: …"). */
+ * named in err->phase ("acquire_lock", …). */
 pgs_status_t pgs_kv_migrate(pgs_kv_t *kv, pgs_kv_hook_fn hook, void *ud, pgs_error_t *err);
 
 /* The same, one phase at a time, for drivers that call their hook
@@ -652,8 +746,8 @@ void pgs_kv_init_free(pgs_kv_init_t *it);
 pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const char *value,
                         size_t len, double ttl, pgs_error_t *err);
 /* PGS_ENOTFOUND when absent or expired. On PGS_OK *value and *len point
- * into *res (decoded in place), which the caller owns: PQclear() it. */
-pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, PGresult **res,
+ * into *rows (decoded in place), which the caller owns: pgs_rows_free() it. */
+pgs_status_t pgs_kv_get(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, pgs_rows_t **rows,
                         const char **value, size_t *len, pgs_error_t *err);
 /* Absent is not an error. */
 pgs_status_t pgs_kv_delete(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, int64_t *removed,
@@ -685,6 +779,9 @@ void pgs_kv_cleaner_stats(pgs_kv_t *kv, pgs_kv_cleaner_stats_t *out);
 pgs_status_t pgs_channel_check(const char *channel, pgs_error_t *err);
 /* PGS_EINVALID when the payload is too long or contains a NUL byte. */
 pgs_status_t pgs_notify_payload_check(const char *payload, size_t len, pgs_error_t *err);
+/* Both checks, as pgs_notify makes them before sending (payload NULL: ""). */
+pgs_status_t pgs_notify_check(const char *channel, const char *payload, size_t len,
+                              pgs_error_t *err);
 
 /* pg_notify(channel, payload) on conn, both bound parameters, checked
  * first (PGS_EINVALID before anything is sent). Inside a transaction the
@@ -816,6 +913,10 @@ int64_t pgs_lock_key(const char *key, size_t len);
  * renewer (pgs_lease_start) may tick while other threads read and guard. */
 typedef struct pgs_lease pgs_lease_t;
 
+/* Creates or upgrades the lease tables (NULL → "pgstore_leases") through
+ * the migration runner, as pgs_lease_open does unless skip_schema_init. */
+pgs_status_t pgs_lease_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err);
+
 typedef struct pgs_lease_opts {
     const char *table;         /* NULL → "pgstore_leases"                   */
     const char *name;          /* the partition set (required)              */
@@ -825,6 +926,8 @@ typedef struct pgs_lease_opts {
     const char *owner;         /* unique per live worker; NULL →
                                   "hostname:pid" (":n" for the n-th set
                                   opened in the process)                   */
+    int skip_schema_init;      /* nonzero: no migration on open; the tables
+                                  must exist (else PGS_ENOTFOUND)           */
 } pgs_lease_opts_t;
 
 /* Keep in the same order as the names in the Lua binding. */
@@ -931,11 +1034,23 @@ typedef struct pgs_lock_opts {
     double timeout;            /* acquire: seconds to wait; < 0 without
                                   limit; 0 a single attempt                 */
     const char *table;         /* table mode: NULL → "pgstore_locks",
-                                  created on first use                     */
+                                  migrated on first use in the process     */
     double ttl;                /* table mode: seconds; 0 → 30               */
+    int skip_schema_init;      /* table mode: never create the table; a
+                                  missing one is PGS_ENOTFOUND              */
 } pgs_lock_opts_t;
 
 typedef struct pgs_lock pgs_lock_t;
+
+/* The projections' dead-letter table (NULL → "pgstore_parked"): migrated
+ * when migrate, else checked (PGS_ENOTFOUND when missing). */
+pgs_status_t pgs_parked_migrate(pgs_pool_t *pool, const char *table, int migrate,
+                                pgs_error_t *err);
+
+/* Creates or upgrades the lock table (NULL → "pgstore_locks") through the
+ * migration runner; table-mode acquires do it on first use unless
+ * skip_schema_init. */
+pgs_status_t pgs_lock_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err);
 
 pgs_status_t pgs_lock_key_check(const char *key, size_t len, pgs_error_t *err);
 

@@ -10,7 +10,6 @@
 #include "conn.h"
 #include "error.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +21,7 @@ struct pgs_pipeline {
 
 pgs_status_t pgs_pipeline_begin(pgs_conn_t *c, pgs_pipeline_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     pgs_pipeline_t *p = calloc(1, sizeof *p);
     if (!p)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
@@ -71,18 +71,9 @@ done:
     return st;
 }
 
-void pgs_results_free(PGresult **results, int count)
-{
-    if (!results)
-        return;
-    for (int i = 0; i < count; i++)
-        PQclear(results[i]);
-    free(results);
-}
-
 /* Reads until the sync's PGRES_PIPELINE_SYNC so the connection is usable
  * again, keeping per-statement results in `results` when given. */
-static pgs_status_t collect(pgs_pipeline_t *p, PGresult **results, pgs_error_t *err)
+static pgs_status_t collect(pgs_pipeline_t *p, pgs_rows_t **results, pgs_error_t *err)
 {
     PGconn *pg = p->conn->pg;
     pgs_status_t st = PGS_OK;
@@ -104,17 +95,14 @@ static pgs_status_t collect(pgs_pipeline_t *p, PGresult **results, pgs_error_t *
         }
         if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
             if (results && index < p->count)
-                results[index] = r;
+                results[index] = pgs_rows_wrap(r);
             else
                 PQclear(r);
         } else {
             if (st == PGS_OK && s != PGRES_PIPELINE_ABORTED) {
                 st = pgs_error_from_result(err, pg, r);
-                if (err) {
-                    char msg[PGS_ERROR_MESSAGE_MAX];
-                    snprintf(msg, sizeof msg, "statement %d: %.990s", index + 1, err->message);
-                    memcpy(err->message, msg, sizeof msg);
-                }
+                if (err)
+                    err->batch = index + 1;
             }
             PQclear(r);
         }
@@ -122,10 +110,11 @@ static pgs_status_t collect(pgs_pipeline_t *p, PGresult **results, pgs_error_t *
     }
 }
 
-pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, PGresult ***results, int *count, pgs_error_t *err)
+pgs_status_t pgs_pipeline_run(pgs_pipeline_t *p, pgs_rows_t ***results, int *count,
+                              pgs_error_t *err)
 {
     PGconn *pg = p->conn->pg;
-    PGresult **rs = NULL;
+    pgs_rows_t **rs = NULL;
     pgs_status_t st = PGS_OK;
     if (results) {
         *results = NULL;

@@ -12,8 +12,10 @@
  * connection, so closing it while connections are out is safe; the last
  * release frees it.
  */
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -68,6 +70,7 @@ static int unref_locked(pgs_pool_t *p)
 
 pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     pgs_pool_t *p = calloc(1, sizeof *p);
     if (!p)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
@@ -82,16 +85,6 @@ pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_er
     p->refs = 1;
     *out = p;
     return PGS_OK;
-}
-
-static void deadline_after(struct timespec *ts, double seconds)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    if (!(seconds <= 1e9))
-        seconds = 1e9; /* some 30 years: "forever", in range of the arithmetic */
-    long long ns = ts->tv_nsec + (long long)(seconds * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
 }
 
 static void remove_waiter(pgs_pool_t *p, waiter_t *w)
@@ -131,6 +124,7 @@ static int serve(pgs_pool_t *p, pgs_conn_t *c)
 
 pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, pgs_error_t *err)
 {
+    *out = NULL;
     if (!(timeout >= 0)) /* negative or NaN */
         timeout = p->acquire_timeout;
     pgs_conn_t *c = NULL;
@@ -152,11 +146,7 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
         p->refs++;
     } else {
         waiter_t w = {.served = 0, .conn = NULL, .next = NULL};
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&w.cv, &ca);
-        pthread_condattr_destroy(&ca);
+        pgs_thread_cond_init(&w.cv);
         if (p->tail)
             p->tail->next = &w;
         else
@@ -165,7 +155,7 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
         p->waiting++;
         p->refs++; /* the pool must outlive the wait, even if closed meanwhile */
         struct timespec deadline;
-        deadline_after(&deadline, timeout);
+        pgs_clock_after(CLOCK_MONOTONIC, timeout, &deadline);
         int rc = 0;
         while (!w.served && !p->closed && rc != ETIMEDOUT)
             rc = pthread_cond_timedwait(&w.cv, &p->mu, &deadline);
@@ -316,6 +306,7 @@ static pgs_pool_t *shared_pools;
 pgs_status_t pgs_pool_shared(const char *key, const pgs_pool_opts_t *opts, pgs_pool_t **out,
                              pgs_error_t *err)
 {
+    *out = NULL;
     pthread_mutex_lock(&shared_mu);
     for (pgs_pool_t *p = shared_pools; p; p = p->shared_next)
         if (strcmp(p->shared_key, key) == 0) {

@@ -15,28 +15,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SQL_CREATE, SQL_SAVE, SQL_LOAD, SQL_VERSION, SQL_DELETE, SQL_COUNT };
+enum { SQL_SAVE, SQL_LOAD, SQL_VERSION, SQL_DELETE, SQL_COUNT };
 
 /* Keep in the same order as the enum above. */
 static const char *const templates[SQL_COUNT] = {
-    "CREATE TABLE IF NOT EXISTS %1$s ("
-    " id text PRIMARY KEY,"
-    " version bigint NOT NULL CHECK (version >= 0),"
-    " state jsonb NOT NULL,"
-    " history jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(history) = 'array'),"
-    " updated_at timestamptz NOT NULL DEFAULT now())",
-
-    "INSERT INTO %1$s AS stored (id, version, state, history, updated_at)"
+    "INSERT INTO @table@ AS stored (id, version, state, history, updated_at)"
     " VALUES ($1, $2::bigint, $3::jsonb, $4::jsonb, now())"
     " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,"
     " history = EXCLUDED.history, updated_at = EXCLUDED.updated_at"
     " WHERE stored.version < EXCLUDED.version",
 
-    "SELECT version, state, history, updated_at AS time FROM %1$s WHERE id = $1",
+    "SELECT version, state, history, updated_at AS time FROM @table@ WHERE id = $1",
 
-    "SELECT version FROM %1$s WHERE id = $1",
+    "SELECT version FROM @table@ WHERE id = $1",
 
-    "DELETE FROM %1$s WHERE id = $1",
+    "DELETE FROM @table@ WHERE id = $1",
 };
 
 struct pgs_sessions {
@@ -59,10 +52,10 @@ pgs_status_t pgs_sessions_open(pgs_pool_t *pool, const pgs_sessions_opts_t *opts
         return st;
     }
     s->max_value = opts && opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
-    if (pgs_companion_build_sql(s->sql, templates, SQL_COUNT, s->base.table, NULL) != 0)
-        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    else if (!(opts && opts->skip_schema_init))
-        st = pgs_sessions_migrate(s, err);
+    st = pgs_companion_build_sql(&s->base, s->sql, templates, SQL_COUNT, err);
+    if (st == PGS_OK)
+        st = pgs_companion_migrate(&s->base, "sessions", !(opts && opts->skip_schema_init),
+                                   err);
     if (st != PGS_OK) {
         pgs_sessions_close(s);
         return st;
@@ -82,8 +75,7 @@ void pgs_sessions_close(pgs_sessions_t *s)
 
 pgs_status_t pgs_sessions_migrate(pgs_sessions_t *s, pgs_error_t *err)
 {
-    const pgs_migration_t steps[] = {{1, s->sql[SQL_CREATE]}};
-    return pgs_companion_migrate(&s->base, "sessions", steps, 1, err);
+    return pgs_companion_migrate(&s->base, "sessions", 1, err);
 }
 
 /* After a save that wrote nothing: report the stored version. It is read
@@ -144,9 +136,9 @@ pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id
 }
 
 pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
-                               PGresult **res, pgs_error_t *err)
+                               pgs_rows_t **rows, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("session id", id, err);
     if (st != PGS_OK)
         return st;
@@ -159,7 +151,7 @@ pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id
         PQclear(r);
         return pgs_error_set(err, PGS_ENOTFOUND, "no session '%.200s'", id);
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     return PGS_OK;
 }
 

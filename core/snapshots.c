@@ -11,18 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SQL_CREATE, SQL_SAVE, SQL_LOAD, SQL_INVALIDATE, SQL_INVALIDATE_ALL, SQL_COUNT };
+enum { SQL_SAVE, SQL_LOAD, SQL_INVALIDATE, SQL_INVALIDATE_ALL, SQL_COUNT };
 
 /* Keep in the same order as the enum above. */
 static const char *const templates[SQL_COUNT] = {
-    "CREATE TABLE IF NOT EXISTS %1$s ("
-    " stream text PRIMARY KEY,"
-    " version bigint NOT NULL CHECK (version >= 0),"
-    " schema_version integer NOT NULL DEFAULT 1 CHECK (schema_version >= 0),"
-    " state jsonb NOT NULL,"
-    " created_at timestamptz NOT NULL DEFAULT now())",
-
-    "INSERT INTO %1$s AS s (stream, version, schema_version, state, created_at)"
+    "INSERT INTO @table@ AS s (stream, version, schema_version, state, created_at)"
     " VALUES ($1, $2::bigint, $3::integer, $4::jsonb, now())"
     " ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version,"
     " schema_version = EXCLUDED.schema_version, state = EXCLUDED.state,"
@@ -30,11 +23,11 @@ static const char *const templates[SQL_COUNT] = {
     " WHERE s.version <= EXCLUDED.version",
 
     "SELECT stream, version, state, schema_version, created_at AS time"
-    " FROM %1$s WHERE stream = $1",
+    " FROM @table@ WHERE stream = $1",
 
-    "DELETE FROM %1$s WHERE stream = $1",
+    "DELETE FROM @table@ WHERE stream = $1",
 
-    "DELETE FROM %1$s",
+    "DELETE FROM @table@",
 };
 
 struct pgs_snapshots {
@@ -57,10 +50,10 @@ pgs_status_t pgs_snapshots_open(pgs_pool_t *pool, const pgs_snapshots_opts_t *op
         return st;
     }
     ss->max_value = opts && opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
-    if (pgs_companion_build_sql(ss->sql, templates, SQL_COUNT, ss->base.table, NULL) != 0)
-        st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    else if (!(opts && opts->skip_schema_init))
-        st = pgs_snapshots_migrate(ss, err);
+    st = pgs_companion_build_sql(&ss->base, ss->sql, templates, SQL_COUNT, err);
+    if (st == PGS_OK)
+        st = pgs_companion_migrate(&ss->base, "snapshots", !(opts && opts->skip_schema_init),
+                                   err);
     if (st != PGS_OK) {
         pgs_snapshots_close(ss);
         return st;
@@ -80,8 +73,7 @@ void pgs_snapshots_close(pgs_snapshots_t *ss)
 
 pgs_status_t pgs_snapshots_migrate(pgs_snapshots_t *ss, pgs_error_t *err)
 {
-    const pgs_migration_t steps[] = {{1, ss->sql[SQL_CREATE]}};
-    return pgs_companion_migrate(&ss->base, "snapshots", steps, 1, err);
+    return pgs_companion_migrate(&ss->base, "snapshots", 1, err);
 }
 
 pgs_status_t pgs_snapshots_save(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
@@ -117,9 +109,9 @@ pgs_status_t pgs_snapshots_save(pgs_snapshots_t *ss, pgs_conn_t *tx, const char 
 }
 
 pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
-                                PGresult **res, pgs_error_t *err)
+                                pgs_rows_t **rows, pgs_error_t *err)
 {
-    *res = NULL;
+    *rows = NULL;
     pgs_status_t st = pgs_companion_check_key("stream", stream, err);
     if (st != PGS_OK)
         return st;
@@ -132,7 +124,7 @@ pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char 
         PQclear(r);
         return pgs_error_set(err, PGS_ENOTFOUND, "no snapshot of stream '%.200s'", stream);
     }
-    *res = r;
+    *rows = pgs_rows_wrap(r);
     return PGS_OK;
 }
 

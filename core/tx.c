@@ -3,8 +3,10 @@
  * commit, rollback, savepoints, and a retrying runner for C callers
  * (serialization failures and deadlocks re-run the whole transaction).
  */
+#include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "sql.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -46,32 +48,36 @@ pgs_status_t pgs_tx_rollback(pgs_conn_t *c, pgs_error_t *err)
     return pgs_exec_command(c, "ROLLBACK", err);
 }
 
-static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *verb, const char *name,
+static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *tmpl, const char *name,
                                   pgs_error_t *err)
 {
-    char quoted[PGS_IDENT_MAX], sql[PGS_IDENT_MAX + 32];
+    char quoted[PGS_IDENT_MAX], *sql;
     pgs_status_t st = pgs_ident_quote(name, quoted, sizeof quoted, err);
     if (st != PGS_OK)
         return st;
     if (strchr(name, '.'))
         return pgs_error_set(err, PGS_EINVALID, "invalid savepoint name '%s'", name);
-    snprintf(sql, sizeof sql, "%s %s", verb, quoted);
-    return pgs_exec_command(c, sql, err);
+    const char *names[] = {"name"}, *values[] = {quoted};
+    if ((st = pgs_sql_fill(tmpl, names, values, 1, &sql, err)) != PGS_OK)
+        return st;
+    st = pgs_exec_command(c, sql, err);
+    free(sql);
+    return st;
 }
 
 pgs_status_t pgs_tx_savepoint(pgs_conn_t *c, const char *name, pgs_error_t *err)
 {
-    return savepoint_cmd(c, "SAVEPOINT", name, err);
+    return savepoint_cmd(c, "SAVEPOINT @name@", name, err);
 }
 
 pgs_status_t pgs_tx_rollback_to(pgs_conn_t *c, const char *name, pgs_error_t *err)
 {
-    return savepoint_cmd(c, "ROLLBACK TO SAVEPOINT", name, err);
+    return savepoint_cmd(c, "ROLLBACK TO SAVEPOINT @name@", name, err);
 }
 
 pgs_status_t pgs_tx_release(pgs_conn_t *c, const char *name, pgs_error_t *err)
 {
-    return savepoint_cmd(c, "RELEASE SAVEPOINT", name, err);
+    return savepoint_cmd(c, "RELEASE SAVEPOINT @name@", name, err);
 }
 
 void pgs_backoff_sleep(int attempt)
@@ -81,9 +87,7 @@ void pgs_backoff_sleep(int attempt)
     int shift = attempt < 1 ? 0 : attempt > 7 ? 7 : attempt - 1;
     double base = 0.005 * (double)(1 << shift);
     double jitter = base * (0.5 + (double)rand() / RAND_MAX);
-    struct timespec ts = {.tv_sec = (time_t)jitter,
-                          .tv_nsec = (long)((jitter - (double)(time_t)jitter) * 1e9)};
-    nanosleep(&ts, NULL);
+    pgs_clock_sleep(jitter);
 }
 
 pgs_status_t pgs_transaction(pgs_pool_t *pool, pgs_isolation_t iso, int retries, pgs_tx_fn fn,

@@ -14,7 +14,7 @@ enum {
     OID_TIMESTAMP = 1114, OID_TIMESTAMPTZ = 1184
 };
 
-pgs_kind_t pgs_kind_of(Oid type)
+pgs_kind_t pgs_kind_of(unsigned int type)
 {
     switch (type) {
     case OID_INT2: case OID_INT4: case OID_INT8: case OID_OID: case OID_XID:

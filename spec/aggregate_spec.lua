@@ -52,10 +52,15 @@ describe("aggregate", function()
       { "no apply", { initial = print }, "option 'apply'" },
       { "a handler that is not a function", { initial = print, apply = { A = 1 } }, "must map event types to functions %(A = number%)" },
       { "snapshot_every without a store", { initial = print, apply = {}, snapshot_every = 5 }, "needs a snapshot store" },
-      { "a bad retries", { initial = print, apply = {}, retries = -1 }, "'retries'" },
       { "an unknown option", { initial = print, apply = {}, retry = 3 }, "unknown option 'retry'" },
       { "a policy that is not a set", { initial = print, apply = {}, policy = {} }, "option 'policy'" },
     }
+    it("refuses a bad retries with 'invalid'", function()
+      local agg, err = pgstore.aggregate{ events = es, initial = print, apply = {}, retries = -1 }
+      assert.is_nil(agg)
+      assert.equal("invalid", err.code)
+      assert.matches("retries", err.message)
+    end)
     for _, c in ipairs(bad) do
       it("raises for " .. c[1], function()
         local opts = c[2]

@@ -5,12 +5,14 @@
 -- with nothing written, an event loop that stays free while a query runs,
 -- Server-Sent Events exactly once (also across a reconnect with
 -- Last-Event-ID and a terminated LISTEN connection), the API inside nginx
--- case by case, a saturated thread pool's clear error, refused phases, a
+-- case by case, a subscriber whose checkpoint writes the proxy cuts around
+-- their commit, a saturated thread pool's clear error, refused phases, a
 -- bounded load with a clean error log, and a clean `nginx -s quit`.
 local cjson = require "cjson"
 local T = require "testenv"
 local http = require "http"
 local nginx = require "nginx"
+local proxy = require "proxy"
 
 local APP = "pgstore-nginx"
 
@@ -322,7 +324,7 @@ describe("nginx with resty.pgstore", function()
   end)
 
   describe("the API inside nginx", function()
-    for _, name in ipairs{ "query", "query_error", "misuse", "run", "tx_commit", "tx_rollback",
+    for _, name in ipairs{ "query", "query_error", "misuse", "options", "run", "tx_commit", "tx_rollback",
                            "tx_retry", "tx_nested", "tx_timeout", "tx_stores", "acquire",
                            "events", "stores", "kv_cleanup", "locks", "listen", "relay", "partitions",
                            "subscribe" } do
@@ -333,6 +335,23 @@ describe("nginx with resty.pgstore", function()
         assert.is_true(r.ok, r.error)
       end)
     end
+
+    it("keeps a subscriber delivering exactly once after acks whose outcome is unknown", function()
+      -- The project's proxy cuts the connection around half of the
+      -- checkpoint writes, before or after the COMMIT reached the server.
+      local P = proxy.start{ patterns = { "SET position = $2::bigint" }, probability = 0.5, lifetime = 120 }
+      local res = http.request(srv.port, "GET", "/t/case?name=subscribe_unknown_ack&port=" .. P.port, nil, nil, 60)
+      local cuts = P:cuts()
+      P:stop()
+      assert.truthy(res, "no answer from nginx")
+      assert.are.equal(200, res.status, res.body)
+      local r = cjson.decode(res.body)
+      assert.is_true(r.ok, r.error)
+      assert.truthy(cuts.after > 0, "no write was cut after its commit")
+      assert.truthy(cuts.before > 0, "no write was cut before its commit")
+      print(("\n  nginx subscription: %d acks with an unknown outcome (%d cut after the commit, %d before)")
+        :format(r.result.unknown, cuts.after, cuts.before))
+    end)
 
     it("rolls back a transaction whose request ended inside it", function()
       local t = "spec_abandon_" .. run_id()

@@ -87,14 +87,14 @@ describe("db:partitions", function()
       return a:guard(tx, 3, token)
     end)
     assert.equal("lease_lost", err.code)
-    assert.matches("now held by b", err.message)
+    assert.matches("now held by b", err.detail)
     assert.same({ 0, 1, 2, 3, 4, 5, 6, 7 }, assert(a:tick()).lost)
     assert.same({ { n = 1 } }, db:query(("select count(*) as n from %s"):format(t)))
     -- misuse
     assert.has_error(function() a:guard(nil, 3) end)
     assert.has_error(function() a:guard({}, 3) end)
-    assert.has_error(function() a:owns(8) end)
-    assert.has_error(function() a:token(1.5) end)
+    assert.equal("invalid", select(2, a:owns(8)).code)
+    assert.equal("invalid", select(2, a:token(1.5)).code)
     local saved
     db:transaction(function(tx) saved = tx end)
     assert.has_error(function() a:guard(saved, 3) end, "attempt to use a finished transaction")
@@ -163,13 +163,14 @@ describe("db:partitions", function()
     pm:close()
   end)
 
-  it("raises on bad options", function()
+  it("raises on misuse, refuses values out of range with 'invalid'", function()
     assert.has_error(function() db:partitions() end)
     assert.has_error(function() db:partitions{} end, "bad argument #1 to 'partitions' (option 'name' is required)")
-    assert.has_error(function() db:partitions{ name = "x", count = 0 } end)
-    assert.has_error(function() db:partitions{ name = "x", count = 2.5 } end)
-    assert.has_error(function() db:partitions{ name = "x", lease = 5, renew = 5 } end)
     assert.has_error(function() db:partitions{ name = "x", leese = 5 } end)
+    for _, o in ipairs{ { count = 0 }, { count = 2.5 }, { lease = 5, renew = 5 } } do
+      o.name = "x"
+      assert.equal("invalid", select(2, db:partitions(o)).code)
+    end
     local pm, err = db:partitions{ name = "x", table = "bad;table" }
     assert.is_nil(pm)
     assert.equal("invalid", err.code)

@@ -67,6 +67,8 @@ local CASES = {
     "error(conflict): expected version 3, got 5" },
   { "an error's message on one line", pgstore.errors.new("sql", "bad\nDETAIL: worse"),
     "error(sql): bad DETAIL: worse" },
+  { "an error with the server's detail", pgstore.errors.new("sql", "duplicate key", { detail = "Key (id)=(1)\nexists." }),
+    "error(sql): duplicate key (Key (id)=(1) exists.)" },
   { "an error inside a table", { nil, pgstore.errors.new("timeout", "slow") }, "{ [2] = error(timeout): slow }" },
   { "a table with __tostring", setmetatable({ x = 1 }, { __tostring = function() return "<thing>" end }), "<thing>" },
   { "a failing __tostring", setmetatable({}, { __tostring = function() error("no") end }), "table (__tostring failed)" },

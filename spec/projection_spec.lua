@@ -1,7 +1,10 @@
 -- SPDX-License-Identifier: MIT
 -- Projections through the real host binary: catch-up with --once, exactly
 -- once under kill -9, skip and park of a poison event, stop with file:line,
--- rebuild equal to the first build, graceful SIGTERM, and the sandbox.
+-- rebuild equal to the first build, graceful SIGTERM, and the sandbox; and
+-- the runner in process when a handler's statement loses the connection.
+local core = require "pgstore.core"
+local proxy = require "proxy"
 local T = require "testenv"
 
 local COUNTER = [[
@@ -199,4 +202,68 @@ describe("pgstore project", function()
     assert.equal(1, rc)
     assert.matches("bad%.lua: handlers must be", out)
   end)
+end)
+
+-- A connection lost under a handler's statement is no handler failure: the
+-- batch's whole transaction rolled back, so nothing was skipped or parked,
+-- and no COMMIT was sent. The runner rewinds to the stored checkpoint and
+-- applies the batch again.
+describe("the projection runner, a handler's connection cut", function()
+  local db, P, cdb
+  setup(function()
+    db = T.connect()
+    P = proxy.start{ lifetime = 120 }
+    cdb = T.connect{ dsn = P.dsn, pool_size = 2 }
+  end)
+  teardown(function()
+    cdb:close()
+    P:stop()
+    db:close()
+    T.assert_no_leaks()
+  end)
+
+  for _, on_error in ipairs{ "stop", "skip", "park" } do
+    it("rolls the batch back and applies it again (on_error = " .. on_error .. ")", function()
+      local name = T.unique("proj_cut")
+      local es = assert(db:events{ table = name .. "_ev", notify = false })
+      for i = 1, 3 do
+        local b = {}
+        for j = 1, 10 do b[j] = { type = "P", data = { n = (i - 1) * 10 + j } } end
+        assert(es:append("p" .. i, b))
+      end
+      assert(db:exec(("create table %s (position bigint primary key, applied int not null)"):format(name)))
+      local upsert = ("insert into %s as t values ($1, 1) on conflict (position) do update set applied = t.applied + 1")
+        :format(name)
+      local cut = false
+      local def = { name = name, types = { "P" }, batch = 10, on_error = on_error, partitions = 8,
+                    handlers = { P = function(e, tx)
+                      if e.data.n == 15 and not cut then
+                        cut = true
+                        P:cut_all()
+                        core.sleep(0.3)
+                      end
+                      assert(tx:exec(upsert, e.position))
+                    end } }
+      local said = {}
+      local runner = assert(require("pgstore.projection").runner(cdb, { def },
+        { events = es, once = true, poll = 0.05, say = function(m) said[#said + 1] = m end }))
+      local res, err = runner:run()
+      runner:close()
+      assert.truthy(res, tostring(err))
+      assert.is_true(cut)
+      local text = table.concat(said, "\n")
+      assert.not_matches("skipped", text)
+      assert.not_matches("parked", text)
+      assert.not_matches("commit outcome unknown", text)
+      assert.matches("connection lost before the commit, the batch rolled back", text)
+      local rows = assert(db:query(("select count(*)::int as n, max(applied) as most from %s"):format(name)))[1]
+      assert.same({ n = 30, most = 1 }, rows, "every event applied exactly once")
+      assert.same({}, assert(db:query("select position from pgstore_parked where projection = $1", name)))
+      local cp = assert(db:checkpoints())
+      assert.equal(es:latest_position(), cp:load("projection:" .. name))
+      cp:close()
+      assert(db:exec("drop table " .. name))
+      es:close()
+    end)
+  end
 end)

@@ -4,6 +4,7 @@
 -- from 8 concurrent writer processes delivered exactly once while the
 -- LISTEN connection is terminated twice mid-stream.
 local core = require "pgstore.core"
+local proxy = require "proxy"
 local T = require "testenv"
 
 describe("subscriptions", function()
@@ -92,9 +93,10 @@ describe("subscriptions", function()
       return nil, "changed my mind"
     end)
     assert.is_nil(ok)
-    sub:rewind()
+    assert.equal(0, sub:rewind())
     local cp = assert(db:checkpoints())
     assert.is_nil(cp:load(name)) -- rolled back with the transaction
+    rows = assert(sub:next(0))   -- delivered again from there
     assert(db:transaction(function(tx) return sub:ack(rows[#rows].position, tx) end))
     sub:committed()
     assert.equal(3, cp:load(name))
@@ -116,11 +118,118 @@ describe("subscriptions", function()
     two:close()
   end)
 
+  it("acks each event of a batch in one transaction, each against the one before", function()
+    append("t", 6)
+    local sub = assert(db:subscribe{ name = name, events = es, batch = 3, listen = false })
+    for _ = 1, 2 do
+      local rows = assert(sub:next(0))
+      assert.equal(3, #rows)
+      assert(db:transaction(function(tx)
+        for _, e in ipairs(rows) do assert(sub:ack(e.position, tx)) end
+        return sub:ack(rows[#rows].position, tx) -- the same cursor again
+      end))
+      sub:committed()
+    end
+    local cp = assert(db:checkpoints())
+    assert.equal(6, cp:load(name))
+    assert.same({}, sub:next(0))
+    cp:close()
+    sub:close()
+  end)
+
+  it("refuses with `invalid` an ack past what was delivered or behind the last ack, storing nothing", function()
+    append("v", 30)
+    local cp = assert(db:checkpoints())
+    local sub = assert(db:subscribe{ name = name, events = es, batch = 10, listen = false })
+    assert.equal(10, #assert(sub:next(0)))
+    local ok, err = sub:ack(25)
+    assert.is_nil(ok)
+    assert.equal("invalid", err.code)
+    assert.is_nil(cp:load(name))
+    assert(sub:ack(10))
+    assert.equal(20, #assert(sub:next(0)) + #assert(sub:next(0)))
+    assert(sub:ack(30))
+    ok, err = sub:ack(5)
+    assert.is_nil(ok)
+    assert.equal("invalid", err.code)
+    assert.equal(30, cp:load(name))
+    -- an explicit rewind still goes back to the stored checkpoint
+    assert(cp:save(name, 12))
+    assert.equal(12, sub:rewind())
+    assert.equal(13, assert(sub:next(0))[1].position)
+    cp:close()
+    sub:close()
+  end)
+
+  it("refuses a `from` cursor that is no position with `invalid` when subscribing", function()
+    for _, from in ipairs{ -7, 1.5 } do
+      local sub, err = db:subscribe{ name = name, events = es, from = from, listen = false }
+      assert.is_nil(sub)
+      assert.equal("invalid", err.code)
+    end
+  end)
+
+  -- A batch's transaction fails with `connection` (its COMMIT lost, as far
+  -- as the subscriber knows) and the checkpoint cannot be read back then:
+  -- the subscriber logs it and goes on. Whether the COMMIT had landed or
+  -- not, every event is applied exactly once.
+  for _, landed in ipairs{ false, true } do
+    it("goes on once after a commit of unknown outcome it could not read back (" ..
+       (landed and "it committed" or "it did not commit") .. ")", function()
+      local P = proxy.start{ lifetime = 60 }
+      local pdb = T.connect{ dsn = P.dsn, pool_size = 1 }
+      local cp = assert(pdb:checkpoints())
+      append("u", 20)
+      assert(db:exec(("create table %s_applied (position bigint not null)"):format(name)))
+      local sub = assert(db:subscribe{ name = name, events = es, batch = 10, listen = false, checkpoints = cp })
+      local function apply(rows, lost)
+        return db:transaction(function(tx)
+          for _, e in ipairs(rows) do
+            assert(tx:exec(("insert into %s_applied values ($1)"):format(name), e.position))
+          end
+          local acked, aerr = sub:ack(rows[#rows].position, tx)
+          if not acked then return nil, aerr end
+          if lost and not landed then return nil, { code = "connection", message = "COMMIT lost" } end
+          return true
+        end)
+      end
+      local ok, err = apply(assert(sub:next(0)), true)
+      if landed then err = { code = "connection", message = "COMMIT lost" } end
+      assert.is_true(landed == (ok == true))
+      P:down(true)
+      local cursor, rerr = sub:rolled_back(err)
+      assert.is_nil(cursor)
+      assert.equal("connection", rerr.code)
+      assert.equal(0, sub:position()) -- not past the batch in doubt
+      P:down(false)
+      for _ = 1, 5 do -- the loop goes on
+        local rows = assert(sub:next(0))
+        if #rows == 0 then break end
+        ok, err = apply(rows)
+        if ok then
+          sub:committed()
+        else
+          assert.equal("conflict", err.code, tostring(err))
+          assert(sub:rolled_back(err))
+        end
+      end
+      local r = assert(db:query(("select count(*)::int as n, count(distinct position)::int as once from %s_applied")
+        :format(name)))[1]
+      assert.same({ n = 20, once = 20 }, r)
+      assert.equal(20, cp:load(name))
+      assert(db:exec(("drop table %s_applied"):format(name)))
+      sub:close()
+      cp:close()
+      pdb:close()
+      P:stop()
+    end)
+  end
+
   it("raises on misuse", function()
     assert.has_error(function() db:subscribe() end)
     assert.has_error(function() db:subscribe{ events = es } end)
     assert.has_error(function() db:subscribe{ name = "x", events = {} } end)
-    assert.has_error(function() db:subscribe{ name = "x", events = es, from = "middle" } end)
+    assert.equal("invalid", select(2, db:subscribe{ name = "x", events = es, from = "middle" }).code)
     local sub = assert(db:subscribe{ name = name, events = es })
     assert.has_error(function() sub:next("soon") end)
     sub:close()

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
- * binding.h — shared pieces of the pgstore.core Lua binding: metatable
- * names, error pushing, and the converters between Lua values and libpq.
- * Only luaopen_pgstore_core is exported from the module.
+ * binding.h — shared pieces of the pgstore.core Lua binding: error pushing,
+ * the converters between Lua values and libpq, and each file's open
+ * function (metatable names and handles: util.h). Only luaopen_pgstore_core
+ * is exported from the module.
  */
 #ifndef PGS_BINDING_H
 #define PGS_BINDING_H
@@ -10,20 +11,7 @@
 #include <lua.h>
 
 #include "pgstore.h"
-
-#define PGS_POOL_MT "pgstore.pool"
-#define PGS_CONN_MT "pgstore.conn"
-#define PGS_RESULT_MT "pgstore.result"
-#define PGS_PARAMS_MT "pgstore.params"
-#define PGS_SNAPSHOTS_MT "pgstore.snapshots"
-#define PGS_CHECKPOINTS_MT "pgstore.checkpoints"
-#define PGS_EXEC_CHECKPOINTS_MT "pgstore.exec_checkpoints"
-#define PGS_SESSIONS_MT "pgstore.sessions"
-#define PGS_KV_MT "pgstore.kv"
-#define PGS_KV_INIT_MT "pgstore.kv_init"
-#define PGS_LISTENER_MT "pgstore.listener"
-#define PGS_LEASE_MT "pgstore.lease"
-#define PGS_LOCK_MT "pgstore.lock"
+#include "util.h"
 
 /* Pushes nil and an error table; returns 2 for `return push_error(...)`. */
 int pgs_l_push_error(lua_State *L, const pgs_error_t *err);
@@ -55,12 +43,15 @@ int64_t pgs_l_optint64(lua_State *L, int idx, int64_t dflt);
 
 /* Pushes an array of row tables keyed by column name, then frees res.
  * res is owned by a box on the stack while converting. */
-void pgs_l_push_rows(lua_State *L, PGresult *res);
+void pgs_l_push_rows(lua_State *L, pgs_rows_t *res);
 /* The same for the first max_rows rows and max_cols columns (-1: all). */
-void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols);
+void pgs_l_push_rows_n(lua_State *L, pgs_rows_t *res, int max_rows, int max_cols);
 void pgs_l_convert_open(lua_State *L);
 
 void pgs_l_pool_open(lua_State *L);
+/* core.limits, core.check_table/check_channel/check_notify, core.quote_ident
+ * (l_names.c): the core's name rules, set on the module table at the top. */
+void pgs_l_names_open(lua_State *L);
 void pgs_l_events_open(lua_State *L);
 
 /* The companion stores: each sets its constructor on the module table at
@@ -87,10 +78,4 @@ void pgs_l_lock_open(lua_State *L);
 /* core.park/unpark/…: handles handed between the Lua VMs of one process
  * (l_park.c). Sets its functions on the module table at the top. */
 void pgs_l_park_open(lua_State *L);
-
-/* Pushes a box that free()s p when collected, so a malloc'd C buffer
- * survives Lua calls that may raise; pgs_l_free_owned(L, idx) frees it now
- * (the box stays, empty). Registered by pgs_l_listener_open. */
-void pgs_l_own(lua_State *L, void *p);
-void pgs_l_free_owned(lua_State *L, int idx);
 #endif

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT
- * convert.c — Lua values to bound parameters, and PGresult rows to Lua
+ * convert.c — Lua values to bound parameters, and result rows to Lua
  * tables, all in C so a query costs one crossing. Integers are formatted
  * exactly (LuaJIT's own number formatting keeps only 14 digits).
  */
@@ -116,27 +116,30 @@ int64_t pgs_l_optint64(lua_State *L, int idx, int64_t dflt)
 /* ---- results --------------------------------------------------------------- */
 
 typedef struct {
-    PGresult *res;
+    pgs_rows_t *res;
 } result_box_t;
 
 static int result_gc(lua_State *L)
 {
     result_box_t *b = luaL_checkudata(L, 1, PGS_RESULT_MT);
     if (b->res) {
-        PQclear(b->res);
+        pgs_rows_free(b->res);
         b->res = NULL;
     }
     return 0;
 }
 
-static void push_value(lua_State *L, PGresult *res, int row, int col, pgs_kind_t kind)
+static void push_value(lua_State *L, pgs_rows_t *res, int row, int col, pgs_kind_t kind)
 {
-    if (PQgetisnull(res, row, col)) {
+    if (pgs_rows_is_null(res, row, col)) {
         lua_pushlightuserdata(L, NULL);
         return;
     }
-    char *v = PQgetvalue(res, row, col);
-    int len = PQgetlength(res, row, col);
+    size_t vlen;
+    /* The value's memory is the result's own, writable and freed with it:
+     * bytea is decoded in place below. */
+    char *v = (char *)pgs_rows_value(res, row, col, &vlen);
+    int len = (int)vlen;
     switch (kind) {
     case PGS_KIND_INT:
         lua_pushnumber(L, (lua_Number)strtoll(v, NULL, 10));
@@ -169,19 +172,19 @@ static void push_value(lua_State *L, PGresult *res, int row, int col, pgs_kind_t
     }
 }
 
-void pgs_l_push_rows(lua_State *L, PGresult *res)
+void pgs_l_push_rows(lua_State *L, pgs_rows_t *res)
 {
     pgs_l_push_rows_n(L, res, -1, -1);
 }
 
-void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols)
+void pgs_l_push_rows_n(lua_State *L, pgs_rows_t *res, int max_rows, int max_cols)
 {
     result_box_t *box = lua_newuserdata(L, sizeof *box);
     box->res = res;
     luaL_getmetatable(L, PGS_RESULT_MT);
     lua_setmetatable(L, -2);
 
-    int nrows = PQntuples(res), ncols = PQnfields(res);
+    int nrows = pgs_rows_count(res), ncols = pgs_rows_columns(res);
     if (max_rows >= 0 && max_rows < nrows)
         nrows = max_rows;
     if (max_cols >= 0 && max_cols < ncols)
@@ -190,8 +193,8 @@ void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols)
     pgs_kind_t kinds[ncols > 0 ? ncols : 1];
     int names = lua_gettop(L) + 1;
     for (int c = 0; c < ncols; c++) {
-        lua_pushstring(L, PQfname(res, c));
-        kinds[c] = pgs_kind_of(PQftype(res, c));
+        lua_pushstring(L, pgs_rows_name(res, c));
+        kinds[c] = pgs_rows_kind(res, c);
     }
     lua_createtable(L, nrows, 0);
     for (int r = 0; r < nrows; r++) {
@@ -206,7 +209,7 @@ void pgs_l_push_rows_n(lua_State *L, PGresult *res, int max_rows, int max_cols)
     /* Stack: box, names…, rows → rows. */
     lua_replace(L, names - 1);
     lua_settop(L, names - 1);
-    PQclear(res);
+    pgs_rows_free(res);
     box->res = NULL;
 }
 

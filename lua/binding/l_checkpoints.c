@@ -24,16 +24,16 @@ static int l_checkpoints_new(lua_State *L)
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
     };
-    pgs_lstore_t *u = pgs_l_store_new(L, PGS_CHECKPOINTS_MT);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_CHECKPOINTS_MT);
     pgs_error_t err;
-    if (pgs_checkpoints_open(pool, &o, (pgs_checkpoints_t **)&u->store, &err) != PGS_OK)
+    if (pgs_checkpoints_open(pool, &o, (pgs_checkpoints_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_checkpoints_close(lua_State *L)
 {
-    pgs_checkpoints_close(pgs_l_store_take(L, 1, PGS_CHECKPOINTS_MT));
+    pgs_checkpoints_close(pgs_l_handle_take(L, 1, PGS_CHECKPOINTS_MT));
     return 0;
 }
 
@@ -103,7 +103,7 @@ static int l_checkpoints_list(lua_State *L)
     pgs_checkpoints_t *cp = check(L);
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_error_t err;
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_checkpoints_list(cp, tx, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_rows(L, res);
@@ -120,7 +120,7 @@ void pgs_l_checkpoints_open(lua_State *L)
         {"list", l_checkpoints_list},
         {"close", l_checkpoints_close},
         {NULL, NULL}};
-    pgs_l_store_register(L, PGS_CHECKPOINTS_MT, methods, l_checkpoints_close);
+    pgs_l_class_register(L, PGS_CHECKPOINTS_MT, methods, l_checkpoints_close, NULL);
     lua_pushcfunction(L, l_checkpoints_new);
     lua_setfield(L, -2, "checkpoints");
 }

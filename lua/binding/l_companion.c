@@ -7,55 +7,9 @@
 #include <math.h>
 #include <string.h>
 
-pgs_lstore_t *pgs_l_store_new(lua_State *L, const char *mt)
-{
-    pgs_lstore_t *u = lua_newuserdata(L, sizeof *u);
-    u->store = NULL;
-    luaL_getmetatable(L, mt);
-    lua_setmetatable(L, -2);
-    return u;
-}
-
 void *pgs_l_store_check(lua_State *L, int idx, const char *mt)
 {
-    pgs_lstore_t *u = luaL_checkudata(L, idx, mt);
-    if (!u->store)
-        luaL_error(L, "attempt to use a closed connection");
-    return u->store;
-}
-
-void *pgs_l_store_take(lua_State *L, int idx, const char *mt)
-{
-    pgs_lstore_t *u = luaL_checkudata(L, idx, mt);
-    void *s = u->store;
-    u->store = NULL;
-    return s;
-}
-
-static int store_tostring(lua_State *L)
-{
-    const char *mt = lua_tostring(L, lua_upvalueindex(1));
-    pgs_lstore_t *u = luaL_checkudata(L, 1, mt);
-    if (u->store)
-        lua_pushfstring(L, "%s (%p)", mt, u->store);
-    else
-        lua_pushfstring(L, "%s (closed)", mt);
-    return 1;
-}
-
-void pgs_l_store_register(lua_State *L, const char *mt, const luaL_Reg *methods,
-                          lua_CFunction gc)
-{
-    luaL_newmetatable(L, mt);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushstring(L, mt);
-    lua_pushcclosure(L, store_tostring, 1);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    return pgs_l_handle_check(L, idx, mt, "attempt to use a closed connection");
 }
 
 int64_t pgs_l_int64(lua_State *L, int idx)
@@ -65,77 +19,9 @@ int64_t pgs_l_int64(lua_State *L, int idx)
     return (int64_t)d;
 }
 
-const char *pgs_l_opt_string(lua_State *L, int idx, const char *k)
-{
-    if (lua_isnoneornil(L, idx))
-        return NULL;
-    lua_getfield(L, idx, k);
-    const char *s = NULL;
-    if (lua_type(L, -1) == LUA_TSTRING)
-        s = pgs_l_checkcstr(L, -1, k);
-    else if (!lua_isnil(L, -1))
-        luaL_error(L, "bad option '%s' (string expected, got %s)", k, luaL_typename(L, -1));
-    lua_pop(L, 1); /* the string stays reachable through the options table */
-    return s;
-}
-
-double pgs_l_opt_number(lua_State *L, int idx, const char *k, double dflt)
-{
-    if (lua_isnoneornil(L, idx))
-        return dflt;
-    lua_getfield(L, idx, k);
-    double d = dflt;
-    if (lua_type(L, -1) == LUA_TNUMBER)
-        d = lua_tonumber(L, -1);
-    else if (!lua_isnil(L, -1))
-        luaL_error(L, "bad option '%s' (number expected, got %s)", k, luaL_typename(L, -1));
-    lua_pop(L, 1);
-    if (d < 0 || d != d)
-        luaL_error(L, "bad option '%s' (must not be negative)", k);
-    return d;
-}
-
-size_t pgs_l_opt_size(lua_State *L, int idx, const char *k)
-{
-    double d = pgs_l_opt_number(L, idx, k, 0);
-    if (d != floor(d) || d > PGS_L_MAX_SIZE)
-        luaL_error(L, "bad option '%s' (must be a whole number of bytes up to 1 GiB)", k);
-    return (size_t)d;
-}
-
-int pgs_l_opt_bool(lua_State *L, int idx, const char *k)
-{
-    if (lua_isnoneornil(L, idx))
-        return 0;
-    lua_getfield(L, idx, k);
-    int b = 0;
-    if (lua_type(L, -1) == LUA_TBOOLEAN)
-        b = lua_toboolean(L, -1);
-    else if (!lua_isnil(L, -1))
-        luaL_error(L, "bad option '%s' (boolean expected, got %s)", k, luaL_typename(L, -1));
-    lua_pop(L, 1);
-    return b;
-}
-
-void pgs_l_push_first_row(lua_State *L, PGresult *res)
+void pgs_l_push_first_row(lua_State *L, pgs_rows_t *res)
 {
     pgs_l_push_rows(L, res); /* frees res */
     lua_rawgeti(L, -1, 1);
     lua_remove(L, -2);
-}
-
-int pgs_l_push_status(lua_State *L, pgs_status_t st, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-int pgs_l_push_count(lua_State *L, pgs_status_t st, int64_t n, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushnumber(L, (lua_Number)n);
-    return 1;
 }

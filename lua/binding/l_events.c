@@ -12,22 +12,16 @@
  *   es:version / status / latest_position, lifecycle, es:move(dst, stream, status)
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <limits.h>
 #include <string.h>
 
-#define PGS_EVENTS_MT "pgstore.events"
-
-typedef struct {
-    pgs_events_t *es;
-} levents_t;
+#define CLOSED "attempt to use a closed event store"
 
 static pgs_events_t *check_es(lua_State *L)
 {
-    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
-    if (!u->es)
-        luaL_error(L, "attempt to use a closed event store");
-    return u->es;
+    return pgs_l_handle_check(L, 1, PGS_EVENTS_MT, CLOSED);
 }
 
 static const char *field_string(lua_State *L, int t, const char *k, size_t *len, int required,
@@ -99,64 +93,65 @@ static int l_events_new(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     pgs_events_opts_t o;
     memset(&o, 0, sizeof o);
-    lua_getfield(L, 2, "table");
-    o.table = pgs_l_checkcstr(L, -1, "table");
-    lua_getfield(L, 2, "notify");
-    o.notify = pgs_l_checkcstr(L, -1, "notify");
-    lua_getfield(L, 2, "notify_in_tx");
-    o.notify_in_tx = lua_toboolean(L, -1);
-    lua_getfield(L, 2, "notify_interval");
-    o.notify_interval = lua_tonumber(L, -1);
-    lua_getfield(L, 2, "migrate");
-    o.migrate = lua_toboolean(L, -1);
-    lua_getfield(L, 2, "max_event_size");
-    lua_Number max = lua_tonumber(L, -1);
-    if (max != max || max < 0 || max > 1073741824.0 || max != (lua_Number)(size_t)max)
-        return luaL_error(L, "bad option 'max_event_size' (a whole number of bytes up to 1 GiB expected)");
-    o.max_event_size = (size_t)max;
-    /* the option strings stay on the stack until we return */
+    o.table = pgs_l_opt_string(L, 2, "table");
+    /* pgstore.events has resolved the default channel: absent means none;
+     * an empty name is a bad channel, not "none". */
+    const char *notify = pgs_l_opt_string(L, 2, "notify");
+    if (notify && !*notify) {
+        pgs_error_t e;
+        pgs_channel_check(notify, &e);
+        return pgs_l_push_error(L, &e);
+    }
+    o.notify = notify ? notify : "";
+    o.notify_in_tx = pgs_l_opt_bool(L, 2, "notify_in_tx");
+    o.notify_interval = pgs_l_opt_number(L, 2, "notify_interval", 0);
+    o.skip_schema_init = !pgs_l_opt_bool(L, 2, "migrate");
+    o.max_event_size = pgs_l_opt_size(L, 2, "max_event_size");
 
-    levents_t *u = lua_newuserdata(L, sizeof *u);
-    u->es = NULL;
-    luaL_getmetatable(L, PGS_EVENTS_MT);
-    lua_setmetatable(L, -2);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_EVENTS_MT);
     pgs_error_t err;
-    if (pgs_events_open(pool, &o, &u->es, &err) != PGS_OK)
+    if (pgs_events_open(pool, &o, (pgs_events_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_events_close(lua_State *L)
 {
-    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
-    pgs_events_t *es = u->es;
-    u->es = NULL;
-    pgs_events_close(es);
+    pgs_events_close(pgs_l_handle_take(L, 1, PGS_EVENTS_MT));
     return 0;
 }
 
 static int l_events_tostring(lua_State *L)
 {
-    levents_t *u = luaL_checkudata(L, 1, PGS_EVENTS_MT);
-    if (u->es)
-        lua_pushfstring(L, "pgstore.events (%s)", pgs_events_table(u->es));
+    pgs_events_t *es = pgs_l_handle_get(L, 1, PGS_EVENTS_MT);
+    if (es)
+        lua_pushfstring(L, "pgstore.events (%s)", pgs_events_table(es));
     else
         lua_pushliteral(L, "pgstore.events (closed)");
-    return 1;
-}
-
-static int status_result(lua_State *L, pgs_status_t st, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushboolean(L, 1);
     return 1;
 }
 
 static int l_events_migrate(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_events_migrate(check_es(L), &err), &err);
+    return pgs_l_push_status(L, pgs_events_migrate(check_es(L), &err), &err);
+}
+
+/* pgstore.events passes the expected version as a number: >= 0 exact,
+ * -1 any, -2 no stream, -3 exists; anything else reaches the core as an
+ * invalid one. */
+static void expect_from(int64_t code, pgs_append_opts_t *o)
+{
+    static const pgs_expect_t codes[] = {PGS_EXPECT_ANY, PGS_EXPECT_NO_STREAM, PGS_EXPECT_EXISTS};
+    if (code >= 0) {
+        o->expect = PGS_EXPECT_VERSION;
+        o->version = code;
+    } else if (code >= -3) {
+        o->expect = codes[-code - 1];
+    } else {
+        o->expect = PGS_EXPECT_VERSION;
+        o->version = code;
+    }
 }
 
 static int l_events_append(lua_State *L)
@@ -168,10 +163,11 @@ static int l_events_append(lua_State *L)
     int n;
     pgs_event_t *ev = check_events(L, 3, &n);
     pgs_append_opts_t o = {
-        .expected = pgs_l_optint64(L, 4, PGS_EXPECT_ANY),
+        .expect = PGS_EXPECT_ANY,
         .idempotency_key = pgs_l_opt_text(L, 5, "idempotency key", &err, &ok),
         .time = luaL_optnumber(L, 6, 0),
     };
+    expect_from(pgs_l_optint64(L, 4, -1), &o);
     pgs_conn_t *tx = pgs_l_optconn(L, 7);
     if (!stream || !ok)
         return pgs_l_push_error(L, &err);
@@ -209,8 +205,7 @@ static int l_events_append_many(lua_State *L)
         lua_rawseti(L, holder, i + 1); /* the pgs_event_t array */
         lua_pop(L, 1);                 /* events table (held by the batch) */
         lua_getfield(L, t, "expected");
-        b[i].opts.expected =
-            lua_type(L, -1) == LUA_TNUMBER ? pgs_l_optint64(L, -1, 0) : PGS_EXPECT_ANY;
+        expect_from(lua_type(L, -1) == LUA_TNUMBER ? pgs_l_optint64(L, -1, 0) : -1, &b[i].opts);
         lua_getfield(L, t, "idempotency_key");
         if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "bad batch #%d (idempotency_key must be a string)", i + 1);
@@ -223,8 +218,9 @@ static int l_events_append_many(lua_State *L)
     }
     pgs_error_t err;
     if (nul) {
-        pgs_error_set(&err, PGS_EINVALID, "batch %d: stream name or idempotency key contains a NUL byte",
-                      nul);
+        pgs_error_set(&err, PGS_EINVALID,
+                      "the stream name or idempotency key of batch %d contains a NUL byte", nul);
+        err.batch = nul;
         return pgs_l_push_error(L, &err);
     }
     if (pgs_events_append_many(es, b, nb, r, &err) != PGS_OK)
@@ -293,7 +289,7 @@ static int l_events_read(lua_State *L)
     pgs_pool_t *via = opt_via(L, 8);
     if (!stream || !ok)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_events_read(es, via, stream, &o, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_rows(L, res);
@@ -313,12 +309,12 @@ static int l_events_read_all(lua_State *L)
     o.prefix = pgs_l_opt_text(L, 5, "prefix", &err, &ok);
     if (!ok)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     int nrows;
     int64_t cursor;
     if (pgs_events_read_all(es, &o, &res, &nrows, &cursor, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
-    pgs_l_push_rows_n(L, res, nrows, PQnfields(res) - 1);
+    pgs_l_push_rows_n(L, res, nrows, pgs_rows_columns(res) - 1);
     lua_pushnumber(L, (lua_Number)cursor);
     return 2;
 }
@@ -367,7 +363,7 @@ static int l_events_tombstone(lua_State *L)
     const char *reason = pgs_l_opt_text(L, 3, "reason", &err, &ok);
     if (!stream || !ok)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_tombstone(es, stream, reason, &err), &err);
+    return pgs_l_push_status(L, pgs_events_tombstone(es, stream, reason, &err), &err);
 }
 
 static int l_events_archive(lua_State *L)
@@ -377,7 +373,7 @@ static int l_events_archive(lua_State *L)
     const char *stream = pgs_l_text(L, 2, "stream name", &err);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_archive(es, stream, &err), &err);
+    return pgs_l_push_status(L, pgs_events_archive(es, stream, &err), &err);
 }
 
 static int l_events_restore(lua_State *L)
@@ -387,7 +383,7 @@ static int l_events_restore(lua_State *L)
     const char *stream = pgs_l_text(L, 2, "stream name", &err);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_restore(es, stream, &err), &err);
+    return pgs_l_push_status(L, pgs_events_restore(es, stream, &err), &err);
 }
 
 static int l_events_delete(lua_State *L)
@@ -397,26 +393,24 @@ static int l_events_delete(lua_State *L)
     const char *stream = pgs_l_text(L, 2, "stream name", &err);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    return status_result(L, pgs_events_delete(es, stream, &err), &err);
+    return pgs_l_push_status(L, pgs_events_delete(es, stream, &err), &err);
 }
 
 static int l_events_truncate(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_events_truncate(check_es(L), &err), &err);
+    return pgs_l_push_status(L, pgs_events_truncate(check_es(L), &err), &err);
 }
 
 static int l_events_move(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
-    levents_t *dst = luaL_checkudata(L, 2, PGS_EVENTS_MT);
-    if (!dst->es)
-        luaL_error(L, "attempt to use a closed event store");
+    pgs_events_t *dst = pgs_l_handle_check(L, 2, PGS_EVENTS_MT, CLOSED);
     int64_t moved;
     pgs_error_t err;
     const char *stream = pgs_l_text(L, 3, "stream name", &err);
     const char *status = luaL_optstring(L, 4, NULL); /* set by the Lua side */
-    if (!stream || pgs_events_move(es, dst->es, stream, status, &moved, &err) != PGS_OK)
+    if (!stream || pgs_events_move(es, dst, stream, status, &moved, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushnumber(L, (lua_Number)moved);
     return 1;
@@ -441,15 +435,7 @@ void pgs_l_events_open(lua_State *L)
         {"move", l_events_move},
         {"close", l_events_close},
         {NULL, NULL}};
-    luaL_newmetatable(L, PGS_EVENTS_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_events_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_events_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_EVENTS_MT, methods, l_events_close, l_events_tostring);
     lua_pushcfunction(L, l_events_new);
     lua_setfield(L, -2, "events");
 }

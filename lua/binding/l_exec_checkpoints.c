@@ -25,16 +25,16 @@ static int l_exec_checkpoints_new(lua_State *L)
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_lstore_t *u = pgs_l_store_new(L, PGS_EXEC_CHECKPOINTS_MT);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_EXEC_CHECKPOINTS_MT);
     pgs_error_t err;
-    if (pgs_exec_checkpoints_open(pool, &o, (pgs_exec_checkpoints_t **)&u->store, &err) != PGS_OK)
+    if (pgs_exec_checkpoints_open(pool, &o, (pgs_exec_checkpoints_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_exec_checkpoints_close(lua_State *L)
 {
-    pgs_exec_checkpoints_close(pgs_l_store_take(L, 1, PGS_EXEC_CHECKPOINTS_MT));
+    pgs_exec_checkpoints_close(pgs_l_handle_take(L, 1, PGS_EXEC_CHECKPOINTS_MT));
     return 0;
 }
 
@@ -64,7 +64,7 @@ static int l_exec_checkpoints_load(lua_State *L)
     pgs_conn_t *tx = pgs_l_optconn(L, 3);
     if (!id)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_exec_checkpoints_load(xs, tx, id, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     pgs_l_push_first_row(L, res);
@@ -76,10 +76,10 @@ static int l_exec_checkpoints_list(lua_State *L)
     pgs_exec_checkpoints_t *xs = check(L);
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_error_t err;
-    PGresult *res;
+    pgs_rows_t *res;
     if (pgs_exec_checkpoints_list(xs, tx, &res, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
-    int n = PQntuples(res);
+    int n = pgs_rows_count(res);
     pgs_l_push_rows(L, res); /* frees res, even if converting raises */
     lua_createtable(L, n, 0);
     for (int i = 1; i <= n; i++) {
@@ -114,7 +114,7 @@ void pgs_l_exec_checkpoints_open(lua_State *L)
         {"delete", l_exec_checkpoints_delete},
         {"close", l_exec_checkpoints_close},
         {NULL, NULL}};
-    pgs_l_store_register(L, PGS_EXEC_CHECKPOINTS_MT, methods, l_exec_checkpoints_close);
+    pgs_l_class_register(L, PGS_EXEC_CHECKPOINTS_MT, methods, l_exec_checkpoints_close, NULL);
     lua_pushcfunction(L, l_exec_checkpoints_new);
     lua_setfield(L, -2, "exec_checkpoints");
 }

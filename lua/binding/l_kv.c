@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  * l_kv.c — the key-value store as pgstore.core userdata.
  *
- *   core.kv(pool, { table=, skip_schema_init=, cleanup_interval=,
- *                   lock_timeout=, max_value_size= }) → kv | nil, err
+ *   core.kv(pool, { table=, skip_schema_init=, schema_init_by_caller=,
+ *                   cleanup_interval=, lock_timeout=, max_value_size= })
+ *       → kv | nil, err        (schema_init_by_caller: neither migrate nor
+ *                               check; the caller steps schema_init)
  *   kv:set(key, value, ttl|nil, [conn]) → true
  *   kv:get(key, [conn]) → value | nil
  *   kv:delete(key, [conn]) → removed
@@ -30,21 +32,22 @@ static int l_kv_new(lua_State *L)
     pgs_pool_t *pool = pgs_l_checkpool(L, 1);
     pgs_kv_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
-        .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
-        .cleanup_interval = pgs_l_opt_number(L, 2, "cleanup_interval", 0),
-        .lock_timeout = pgs_l_opt_number(L, 2, "lock_timeout", 0),
+        .skip_schema_init = pgs_l_opt_bool(L, 2, "schema_init_by_caller") ? PGS_KV_SCHEMA_BY_CALLER
+                          : pgs_l_opt_bool(L, 2, "skip_schema_init"),
+        .cleanup_interval = pgs_l_opt_nonneg(L, 2, "cleanup_interval", 0),
+        .lock_timeout = pgs_l_opt_nonneg(L, 2, "lock_timeout", 0),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_lstore_t *u = pgs_l_store_new(L, PGS_KV_MT);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_KV_MT);
     pgs_error_t err;
-    if (pgs_kv_open(pool, &o, (pgs_kv_t **)&u->store, &err) != PGS_OK)
+    if (pgs_kv_open(pool, &o, (pgs_kv_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_kv_close(lua_State *L)
 {
-    pgs_kv_close(pgs_l_store_take(L, 1, PGS_KV_MT));
+    pgs_kv_close(pgs_l_handle_take(L, 1, PGS_KV_MT));
     return 0;
 }
 
@@ -73,7 +76,7 @@ static int l_kv_get(lua_State *L)
         return pgs_l_push_error(L, &err);
     /* The result lives in a box (query results' own __gc) while the value
      * is copied out, in case the copy raises. */
-    PGresult **box = lua_newuserdata(L, sizeof *box);
+    pgs_rows_t **box = lua_newuserdata(L, sizeof *box);
     *box = NULL;
     luaL_getmetatable(L, PGS_RESULT_MT);
     lua_setmetatable(L, -2);
@@ -87,7 +90,7 @@ static int l_kv_get(lua_State *L)
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
     lua_pushlstring(L, value, len);
-    PQclear(*box);
+    pgs_rows_free(*box);
     *box = NULL;
     return 1;
 }
@@ -139,20 +142,13 @@ static int l_kv_cleaner_stats(lua_State *L)
     pgs_kv_cleaner_stats_t s;
     pgs_kv_cleaner_stats(check(L), &s);
     lua_createtable(L, 0, 6);
-    lua_pushnumber(L, s.interval);
-    lua_setfield(L, -2, "interval");
-    lua_pushboolean(L, s.running);
-    lua_setfield(L, -2, "running");
-    lua_pushnumber(L, (lua_Number)s.runs);
-    lua_setfield(L, -2, "runs");
-    lua_pushnumber(L, (lua_Number)s.removed);
-    lua_setfield(L, -2, "removed");
-    lua_pushnumber(L, (lua_Number)s.failures);
-    lua_setfield(L, -2, "failures");
-    if (s.last_error[0]) {
-        lua_pushstring(L, s.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_number(L, "interval", s.interval);
+    pgs_l_set_bool(L, "running", s.running);
+    pgs_l_set_number(L, "runs", (lua_Number)s.runs);
+    pgs_l_set_number(L, "removed", (lua_Number)s.removed);
+    pgs_l_set_number(L, "failures", (lua_Number)s.failures);
+    if (s.last_error[0])
+        pgs_l_set_string(L, "last_error", s.last_error);
     return 1;
 }
 
@@ -161,16 +157,16 @@ static int l_kv_cleaner_stats(lua_State *L)
 static int l_kv_schema_init(lua_State *L)
 {
     pgs_kv_t *kv = check(L);
-    pgs_lstore_t *u = pgs_l_store_new(L, PGS_KV_INIT_MT);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_KV_INIT_MT);
     pgs_error_t err;
-    if (pgs_kv_init_start(kv, (pgs_kv_init_t **)&u->store, &err) != PGS_OK)
+    if (pgs_kv_init_start(kv, (pgs_kv_init_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_init_close(lua_State *L)
 {
-    pgs_kv_init_free(pgs_l_store_take(L, 1, PGS_KV_INIT_MT));
+    pgs_kv_init_free(pgs_l_handle_take(L, 1, PGS_KV_INIT_MT));
     return 0;
 }
 
@@ -207,8 +203,8 @@ void pgs_l_kv_open(lua_State *L)
         {NULL, NULL}};
     static const luaL_Reg init_methods[] = {
         {"phase", l_init_phase}, {"step", l_init_step}, {"close", l_init_close}, {NULL, NULL}};
-    pgs_l_store_register(L, PGS_KV_MT, methods, l_kv_close);
-    pgs_l_store_register(L, PGS_KV_INIT_MT, init_methods, l_init_close);
+    pgs_l_class_register(L, PGS_KV_MT, methods, l_kv_close, NULL);
+    pgs_l_class_register(L, PGS_KV_INIT_MT, init_methods, l_init_close, NULL);
     lua_pushcfunction(L, l_kv_new);
     lua_setfield(L, -2, "kv");
 }

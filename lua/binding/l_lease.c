@@ -12,38 +12,16 @@
  *   core.fnv1a64(s) → "16 hex digits"
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    pgs_lease_t *l;
-} llease_t;
-
 static pgs_lease_t *check_lease(lua_State *L)
 {
-    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
-    if (!h->l)
-        luaL_error(L, "attempt to use a closed partition set");
-    return h->l;
-}
-
-static const char *field_string(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, k) : NULL;
-    lua_pop(L, 1);
-    return s;
-}
-
-static double field_number(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
-    lua_pop(L, 1);
-    return d;
+    return pgs_l_handle_check(L, 1, PGS_LEASE_MT, "attempt to use a closed partition set");
 }
 
 static int l_lease_new(lua_State *L)
@@ -52,43 +30,38 @@ static int l_lease_new(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     pgs_lease_opts_t o;
     memset(&o, 0, sizeof o);
-    o.table = field_string(L, 2, "table");
-    o.name = field_string(L, 2, "name");
-    o.owner = field_string(L, 2, "owner");
-    double count = field_number(L, 2, "count");
+    o.table = pgs_l_opt_string(L, 2, "table");
+    o.name = pgs_l_opt_string(L, 2, "name");
+    o.owner = pgs_l_opt_string(L, 2, "owner");
+    double count = pgs_l_opt_number(L, 2, "count", 0);
     /* Out of range (the Lua side refuses it first): -1, which the core does. */
     o.count = count >= 0 && count <= 1e6 ? (int32_t)count : -1;
-    o.lease = field_number(L, 2, "lease");
-    o.renew = field_number(L, 2, "renew");
+    o.lease = pgs_l_opt_number(L, 2, "lease", 0);
+    o.renew = pgs_l_opt_number(L, 2, "renew", 0);
+    o.skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init");
 
-    llease_t *h = lua_newuserdata(L, sizeof *h);
-    h->l = NULL;
-    luaL_getmetatable(L, PGS_LEASE_MT);
-    lua_setmetatable(L, -2);
+    pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LEASE_MT);
     pgs_error_t err;
-    if (pgs_lease_open(pool, &o, &h->l, &err) != PGS_OK)
+    if (pgs_lease_open(pool, &o, (pgs_lease_t **)&h->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_lease_close(lua_State *L)
 {
-    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
-    pgs_lease_t *l = h->l;
-    h->l = NULL;
-    pgs_lease_close(l);
+    pgs_lease_close(pgs_l_handle_take(L, 1, PGS_LEASE_MT));
     return 0;
 }
 
 static int l_lease_tostring(lua_State *L)
 {
-    llease_t *h = luaL_checkudata(L, 1, PGS_LEASE_MT);
-    if (!h->l) {
+    pgs_lease_t *l = pgs_l_handle_get(L, 1, PGS_LEASE_MT);
+    if (!l) {
         lua_pushliteral(L, "pgstore.lease (closed)");
         return 1;
     }
     pgs_lease_info_t info;
-    pgs_lease_info(h->l, &info);
+    pgs_lease_info(l, &info);
     lua_pushfstring(L, "pgstore.lease (%s as %s)", info.name, info.owner);
     return 1;
 }
@@ -204,19 +177,13 @@ static int l_lease_guard(lua_State *L)
     int32_t p = check_partition(L, l, 3);
     int64_t token = pgs_l_optint64(L, 4, 0);
     pgs_error_t err;
-    if (pgs_lease_guard(l, tx, p, token, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lease_guard(l, tx, p, token, &err), &err);
 }
 
 static int l_lease_start(lua_State *L)
 {
     pgs_error_t err;
-    if (pgs_lease_start(check_lease(L), &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lease_start(check_lease(L), &err), &err);
 }
 
 static int l_lease_stop(lua_State *L)
@@ -230,28 +197,16 @@ static int l_lease_info(lua_State *L)
     pgs_lease_info_t info;
     pgs_lease_info(check_lease(L), &info);
     lua_createtable(L, 0, 10);
-    lua_pushstring(L, info.name);
-    lua_setfield(L, -2, "name");
-    lua_pushstring(L, info.owner);
-    lua_setfield(L, -2, "owner");
-    lua_pushstring(L, info.table);
-    lua_setfield(L, -2, "table");
-    lua_pushinteger(L, info.count);
-    lua_setfield(L, -2, "count");
-    lua_pushnumber(L, info.lease);
-    lua_setfield(L, -2, "lease");
-    lua_pushnumber(L, info.renew);
-    lua_setfield(L, -2, "renew");
-    lua_pushnumber(L, (lua_Number)info.ticks);
-    lua_setfield(L, -2, "ticks");
-    lua_pushnumber(L, (lua_Number)info.failures);
-    lua_setfield(L, -2, "failures");
-    lua_pushboolean(L, info.background);
-    lua_setfield(L, -2, "background");
-    if (info.last_error.code != PGS_OK) {
-        pgs_l_error_table(L, &info.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_string(L, "name", info.name);
+    pgs_l_set_string(L, "owner", info.owner);
+    pgs_l_set_string(L, "table", info.table);
+    pgs_l_set_number(L, "count", info.count);
+    pgs_l_set_number(L, "lease", info.lease);
+    pgs_l_set_number(L, "renew", info.renew);
+    pgs_l_set_number(L, "ticks", (lua_Number)info.ticks);
+    pgs_l_set_number(L, "failures", (lua_Number)info.failures);
+    pgs_l_set_bool(L, "background", info.background);
+    pgs_l_set_error(L, "last_error", &info.last_error);
     return 1;
 }
 
@@ -295,15 +250,7 @@ void pgs_l_lease_open(lua_State *L)
         {"owned", l_lease_owned},   {"token", l_lease_token},     {"guard", l_lease_guard},
         {"start", l_lease_start},   {"stop", l_lease_stop},       {"info", l_lease_info},
         {"close", l_lease_close},   {NULL, NULL}};
-    luaL_newmetatable(L, PGS_LEASE_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_lease_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_lease_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_LEASE_MT, methods, l_lease_close, l_lease_tostring);
 
     lua_pushcfunction(L, l_lease_new);
     lua_setfield(L, -2, "lease");

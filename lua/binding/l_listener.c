@@ -12,72 +12,19 @@
  *   core.notify(pool | nil, conn | nil, channel, payload) → true
  *
  * Pulled, never calling back into Lua. Runtime failures return nil, err.
- * Also here: a box that owns a malloc'd C buffer while Lua values are made
- * from it (pgs_l_own), so a memory error cannot leak it.
  */
 #include "binding.h"
+#include "opts.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    pgs_listener_t *l;
-} llistener_t;
-
-/* ---- owned buffers ----------------------------------------------------------- */
-
-#define PGS_OWNED_MT "pgstore.owned"
-
-static int owned_gc(lua_State *L)
-{
-    void **box = luaL_checkudata(L, 1, PGS_OWNED_MT);
-    free(*box);
-    *box = NULL;
-    return 0;
-}
-
-void pgs_l_own(lua_State *L, void *p)
-{
-    void **box = lua_newuserdata(L, sizeof *box);
-    *box = p;
-    luaL_getmetatable(L, PGS_OWNED_MT);
-    lua_setmetatable(L, -2);
-}
-
-void pgs_l_free_owned(lua_State *L, int idx)
-{
-    void **box = luaL_checkudata(L, idx, PGS_OWNED_MT);
-    free(*box);
-    *box = NULL;
-}
-
 /* ---- options ------------------------------------------------------------------ */
-
-/* Option types are checked on the Lua side; here they are only read. */
-static const char *field_string(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, k) : NULL;
-    lua_pop(L, 1); /* still referenced by the table */
-    return s;
-}
-
-static double field_number(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
-    lua_pop(L, 1);
-    return d;
-}
 
 /* ---- the listener ---------------------------------------------------------------- */
 
 static pgs_listener_t *check_listener(lua_State *L)
 {
-    llistener_t *h = luaL_checkudata(L, 1, PGS_LISTENER_MT);
-    if (!h->l)
-        luaL_error(L, "attempt to use a closed listener");
-    return h->l;
+    return pgs_l_handle_check(L, 1, PGS_LISTENER_MT, "attempt to use a closed listener");
 }
 
 static int l_listener_new(lua_State *L)
@@ -86,17 +33,15 @@ static int l_listener_new(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     pgs_listener_opts_t o;
     memset(&o, 0, sizeof o);
-    o.conn.conninfo = field_string(L, 1, "dsn");
-    o.conn.application_name = field_string(L, 1, "application_name");
-    o.conn.connect_timeout = field_number(L, 1, "connect_timeout");
-    o.heartbeat = field_number(L, 1, "heartbeat");
-    o.heartbeat_timeout = field_number(L, 1, "heartbeat_timeout");
-    o.reconnect_min = field_number(L, 1, "reconnect_min");
-    o.reconnect_max = field_number(L, 1, "reconnect_max");
-    o.max_queue = (int)field_number(L, 1, "max_queue");
-    lua_getfield(L, 1, "ignore_self");
-    o.ignore_self = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    o.conn.conninfo = pgs_l_opt_string(L, 1, "dsn");
+    o.conn.application_name = pgs_l_opt_string(L, 1, "application_name");
+    o.conn.connect_timeout = pgs_l_opt_number(L, 1, "connect_timeout", 0);
+    o.heartbeat = pgs_l_opt_number(L, 1, "heartbeat", 0);
+    o.heartbeat_timeout = pgs_l_opt_number(L, 1, "heartbeat_timeout", 0);
+    o.reconnect_min = pgs_l_opt_number(L, 1, "reconnect_min", 0);
+    o.reconnect_max = pgs_l_opt_number(L, 1, "reconnect_max", 0);
+    o.max_queue = (int)pgs_l_opt_number(L, 1, "max_queue", 0);
+    o.ignore_self = pgs_l_opt_bool(L, 1, "ignore_self");
 
     int n = (int)lua_objlen(L, 2), nul = 0;
     const char **channels = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *channels);
@@ -116,40 +61,16 @@ static int l_listener_new(lua_State *L)
         return pgs_l_push_error(L, &err);
     }
 
-    llistener_t *h = lua_newuserdata(L, sizeof *h);
-    h->l = NULL;
-    luaL_getmetatable(L, PGS_LISTENER_MT);
-    lua_setmetatable(L, -2);
-    if (pgs_listener_open(&o, channels, n, &h->l, &err) != PGS_OK)
+    pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LISTENER_MT);
+    if (pgs_listener_open(&o, channels, n, (pgs_listener_t **)&h->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_listener_close(lua_State *L)
 {
-    llistener_t *h = luaL_checkudata(L, 1, PGS_LISTENER_MT);
-    pgs_listener_t *l = h->l;
-    h->l = NULL;
-    pgs_listener_close(l);
+    pgs_listener_close(pgs_l_handle_take(L, 1, PGS_LISTENER_MT));
     return 0;
-}
-
-static int l_listener_tostring(lua_State *L)
-{
-    llistener_t *h = luaL_checkudata(L, 1, PGS_LISTENER_MT);
-    if (h->l)
-        lua_pushfstring(L, "pgstore.listener (%p)", (void *)h->l);
-    else
-        lua_pushliteral(L, "pgstore.listener (closed)");
-    return 1;
-}
-
-static int ok_or_error(lua_State *L, pgs_status_t st, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushboolean(L, 1);
-    return 1;
 }
 
 static int l_listener_add(lua_State *L)
@@ -157,7 +78,7 @@ static int l_listener_add(lua_State *L)
     pgs_listener_t *l = check_listener(L);
     pgs_error_t err;
     const char *channel = pgs_l_text(L, 2, "channel name", &err);
-    return ok_or_error(L, channel ? pgs_listener_add(l, channel, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, channel ? pgs_listener_add(l, channel, &err) : PGS_EINVALID, &err);
 }
 
 static int l_listener_remove(lua_State *L)
@@ -165,7 +86,7 @@ static int l_listener_remove(lua_State *L)
     pgs_listener_t *l = check_listener(L);
     pgs_error_t err;
     const char *channel = pgs_l_text(L, 2, "channel name", &err);
-    return ok_or_error(L, channel ? pgs_listener_remove(l, channel, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, channel ? pgs_listener_remove(l, channel, &err) : PGS_EINVALID, &err);
 }
 
 static double opt_timeout(lua_State *L, int idx, double dflt, const char *fname)
@@ -224,7 +145,7 @@ static int l_listener_notify(lua_State *L)
     double timeout = opt_timeout(L, 4, 0, "notify");
     if (!channel)
         return pgs_l_push_error(L, &err);
-    return ok_or_error(L, pgs_listener_notify(l, channel, payload, len, timeout, &err), &err);
+    return pgs_l_push_status(L, pgs_listener_notify(l, channel, payload, len, timeout, &err), &err);
 }
 
 static int l_listener_fd(lua_State *L)
@@ -248,24 +169,14 @@ static int l_listener_stats(lua_State *L)
     pgs_listener_stats_t s;
     pgs_listener_stats(check_listener(L), &s);
     lua_createtable(L, 0, 7);
-    lua_pushboolean(L, s.connected);
-    lua_setfield(L, -2, "connected");
-    if (s.pid) {
-        lua_pushinteger(L, s.pid);
-        lua_setfield(L, -2, "pid");
-    }
-    lua_pushnumber(L, (lua_Number)s.reconnects);
-    lua_setfield(L, -2, "reconnects");
-    lua_pushnumber(L, (lua_Number)s.dropped);
-    lua_setfield(L, -2, "dropped");
-    lua_pushinteger(L, s.queued);
-    lua_setfield(L, -2, "queued");
-    lua_pushinteger(L, s.channels);
-    lua_setfield(L, -2, "channels");
-    if (s.last_error.code != PGS_OK) {
-        pgs_l_error_table(L, &s.last_error);
-        lua_setfield(L, -2, "last_error");
-    }
+    pgs_l_set_bool(L, "connected", s.connected);
+    if (s.pid)
+        pgs_l_set_number(L, "pid", s.pid);
+    pgs_l_set_number(L, "reconnects", (lua_Number)s.reconnects);
+    pgs_l_set_number(L, "dropped", (lua_Number)s.dropped);
+    pgs_l_set_number(L, "queued", s.queued);
+    pgs_l_set_number(L, "channels", s.channels);
+    pgs_l_set_error(L, "last_error", &s.last_error);
     return 1;
 }
 
@@ -293,20 +204,18 @@ static int l_notify(lua_State *L)
     const char *payload = luaL_optlstring(L, 4, "", &len);
     if (!channel)
         return pgs_l_push_error(L, &err);
-    pgs_status_t st = pgs_channel_check(channel, &err);
-    if (st == PGS_OK)
-        st = pgs_notify_payload_check(payload, len, &err);
+    pgs_status_t st = pgs_notify_check(channel, payload, len, &err);
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
     if (tx)
-        return ok_or_error(L, pgs_notify(tx, channel, payload, len, &err), &err);
+        return pgs_l_push_status(L, pgs_notify(tx, channel, payload, len, &err), &err);
     pgs_conn_t *c;
     st = pgs_pool_acquire(pool, -1, &c, &err);
     if (st == PGS_OK) {
         st = pgs_notify(c, channel, payload, len, &err);
         pgs_pool_release(pool, c);
     }
-    return ok_or_error(L, st, &err);
+    return pgs_l_push_status(L, st, &err);
 }
 
 void pgs_l_listener_open(lua_State *L)
@@ -318,20 +227,7 @@ void pgs_l_listener_open(lua_State *L)
         {"stats", l_listener_stats},       {"channels", l_listener_channels},
         {"close", l_listener_close},       {NULL, NULL}};
 
-    luaL_newmetatable(L, PGS_OWNED_MT);
-    lua_pushcfunction(L, owned_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, PGS_LISTENER_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_listener_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_listener_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_LISTENER_MT, methods, l_listener_close, NULL);
 
     lua_pushcfunction(L, l_listener_new);
     lua_setfield(L, -2, "listener");

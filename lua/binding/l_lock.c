@@ -12,13 +12,9 @@
  * A lock userdata is callable, so `local release = db:lock(k)` … `release()`
  * reads naturally. __gc releases a lock still held.
  */
-#include "binding.h"
+#include "l_companion.h"
 
 #include <string.h>
-
-typedef struct {
-    pgs_lock_t *lock;
-} llock_t;
 
 static const char *const mode_names[] = {"advisory", "table", NULL}; /* as pgs_lock_mode */
 
@@ -29,32 +25,21 @@ static int l_lock_new(lua_State *L)
     const char *key = luaL_checklstring(L, 2, &len);
     pgs_lock_opts_t o;
     memset(&o, 0, sizeof o);
-    o.timeout = -1;
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        lua_getfield(L, 3, "mode");
-        o.mode = (pgs_lock_mode_t)luaL_checkoption(L, -1, "advisory", mode_names);
-        lua_getfield(L, 3, "timeout");
-        if (lua_type(L, -1) == LUA_TNUMBER)
-            o.timeout = lua_tonumber(L, -1);
-        lua_getfield(L, 3, "ttl");
-        o.ttl = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
-        lua_getfield(L, 3, "table");
-        o.table = lua_type(L, -1) == LUA_TSTRING ? pgs_l_checkcstr(L, -1, "table") : NULL;
-        lua_pop(L, 4); /* the table string stays referenced by the options */
-    }
+    o.mode = (pgs_lock_mode_t)pgs_l_opt_enum(L, 3, "mode", "advisory", mode_names);
+    o.timeout = pgs_l_opt_number(L, 3, "timeout", -1);
+    o.ttl = pgs_l_opt_number(L, 3, "ttl", 0);
+    o.table = pgs_l_opt_string(L, 3, "table");
+    o.skip_schema_init = pgs_l_opt_bool(L, 3, "skip_schema_init");
     int try_only = lua_toboolean(L, 4);
 
-    llock_t *h = lua_newuserdata(L, sizeof *h);
-    h->lock = NULL;
-    luaL_getmetatable(L, PGS_LOCK_MT);
-    lua_setmetatable(L, -2);
+    pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LOCK_MT);
+    pgs_lock_t **lock = (pgs_lock_t **)&h->ptr;
     pgs_error_t err;
-    pgs_status_t st = try_only ? pgs_lock_try(pool, key, len, &o, &h->lock, &err)
-                               : pgs_lock_acquire(pool, key, len, &o, &h->lock, &err);
+    pgs_status_t st = try_only ? pgs_lock_try(pool, key, len, &o, lock, &err)
+                               : pgs_lock_acquire(pool, key, len, &o, lock, &err);
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
-    if (!h->lock) {
+    if (!*lock) {
         lua_pushnil(L); /* try: held elsewhere */
         return 1;
     }
@@ -63,30 +48,20 @@ static int l_lock_new(lua_State *L)
 
 static pgs_lock_t *check_lock(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    if (!h->lock)
-        luaL_error(L, "attempt to use a released lock");
-    return h->lock;
+    return pgs_l_handle_check(L, 1, PGS_LOCK_MT, "attempt to use a released lock");
 }
 
 /* Releasing twice is harmless: the second call returns true. */
 static int l_lock_release(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    pgs_lock_t *lock = h->lock;
-    h->lock = NULL;
+    pgs_lock_t *lock = pgs_l_handle_take(L, 1, PGS_LOCK_MT);
     pgs_error_t err;
-    if (lock && pgs_lock_release(lock, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, lock ? pgs_lock_release(lock, &err) : PGS_OK, &err);
 }
 
 static int l_lock_gc(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    pgs_lock_t *lock = h->lock;
-    h->lock = NULL;
+    pgs_lock_t *lock = pgs_l_handle_take(L, 1, PGS_LOCK_MT);
     if (lock) {
         pgs_error_t err;
         (void)pgs_lock_release(lock, &err);
@@ -97,10 +72,7 @@ static int l_lock_gc(lua_State *L)
 static int l_lock_renew(lua_State *L)
 {
     pgs_error_t err;
-    if (pgs_lock_renew(check_lock(L), &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lock_renew(check_lock(L), &err), &err);
 }
 
 static int l_lock_token(lua_State *L)
@@ -121,17 +93,16 @@ static int l_lock_key(lua_State *L)
 
 static int l_lock_held(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    lua_pushboolean(L, h->lock != NULL);
+    lua_pushboolean(L, pgs_l_handle_get(L, 1, PGS_LOCK_MT) != NULL);
     return 1;
 }
 
 static int l_lock_tostring(lua_State *L)
 {
-    llock_t *h = luaL_checkudata(L, 1, PGS_LOCK_MT);
-    if (h->lock)
-        lua_pushfstring(L, "pgstore.lock (%s, %s)", mode_names[pgs_lock_mode(h->lock)],
-                        pgs_lock_name(h->lock));
+    pgs_lock_t *lock = pgs_l_handle_get(L, 1, PGS_LOCK_MT);
+    if (lock)
+        lua_pushfstring(L, "pgstore.lock (%s, %s)", mode_names[pgs_lock_mode(lock)],
+                        pgs_lock_name(lock));
     else
         lua_pushliteral(L, "pgstore.lock (closed)");
     return 1;
@@ -146,10 +117,7 @@ static int l_xact_lock(lua_State *L)
     const char *key = luaL_checklstring(L, 2, &len);
     double timeout = luaL_optnumber(L, 3, -1);
     pgs_error_t err;
-    if (pgs_lock_xact(tx, key, len, timeout, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return pgs_l_push_status(L, pgs_lock_xact(tx, key, len, timeout, &err), &err);
 }
 
 static int l_xact_try_lock(lua_State *L)
@@ -167,21 +135,44 @@ static int l_xact_try_lock(lua_State *L)
     return 1;
 }
 
+/* core.lock_migrate(pool[, table]) → true | nil, err: the lock table. */
+static int l_lock_migrate(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    const char *table = lua_isnoneornil(L, 2) ? NULL : pgs_l_checkcstr(L, 2, "table");
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_lock_migrate(pool, table, &err), &err);
+}
+
+/* core.lease_migrate(pool[, table]) → true | nil, err: the lease tables. */
+static int l_lease_migrate(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    const char *table = lua_isnoneornil(L, 2) ? NULL : pgs_l_checkcstr(L, 2, "table");
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_lease_migrate(pool, table, &err), &err);
+}
+
+/* core.parked_migrate(pool, table|nil, migrate) → true | nil, err: the
+ * projections' dead-letter table (migrate false: only checked). */
+static int l_parked_migrate(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    const char *table = lua_isnoneornil(L, 2) ? NULL : pgs_l_checkcstr(L, 2, "table");
+    int migrate = lua_toboolean(L, 3);
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_parked_migrate(pool, table, migrate, &err), &err);
+}
+
 void pgs_l_lock_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"release", l_lock_release}, {"renew", l_lock_renew}, {"token", l_lock_token},
         {"key", l_lock_key},         {"held", l_lock_held},   {NULL, NULL}};
-    luaL_newmetatable(L, PGS_LOCK_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
+    pgs_l_class_register(L, PGS_LOCK_MT, methods, l_lock_gc, l_lock_tostring);
+    luaL_getmetatable(L, PGS_LOCK_MT);
     lua_pushcfunction(L, l_lock_release);
     lua_setfield(L, -2, "__call");
-    lua_pushcfunction(L, l_lock_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_lock_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
     lua_pushcfunction(L, l_lock_new);
@@ -190,4 +181,10 @@ void pgs_l_lock_open(lua_State *L)
     lua_setfield(L, -2, "xact_lock");
     lua_pushcfunction(L, l_xact_try_lock);
     lua_setfield(L, -2, "xact_try_lock");
+    lua_pushcfunction(L, l_lock_migrate);
+    lua_setfield(L, -2, "lock_migrate");
+    lua_pushcfunction(L, l_lease_migrate);
+    lua_setfield(L, -2, "lease_migrate");
+    lua_pushcfunction(L, l_parked_migrate);
+    lua_setfield(L, -2, "parked_migrate");
 }

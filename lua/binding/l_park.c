@@ -22,12 +22,12 @@
  * userdata of the same metatable.
  */
 #include "binding.h"
+#include "clock.h"
 
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define PARK_BYTES (2 * sizeof(void *)) /* the largest handle: pgstore.conn */
 #define PARK_BUCKETS 64
@@ -50,13 +50,6 @@ static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
 static parked_t *buckets[PARK_BUCKETS];
 static int64_t last_id;
 static int nparked, nbusy;
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Called with park_mu held. */
 static parked_t **slot_of(int64_t id)
@@ -218,7 +211,7 @@ static int expired(const parked_t *e, double now)
 
 static int l_unpark_expired(lua_State *L)
 {
-    double now = mono();
+    double now = pgs_clock_now();
     parked_t copy;
     int found = 0;
     pthread_mutex_lock(&park_mu);
@@ -246,7 +239,7 @@ static int l_unpark_expired(lua_State *L)
 
 static int l_park_stats(lua_State *L)
 {
-    double now = mono();
+    double now = pgs_clock_now();
     int parked, busy, due = 0;
     pthread_mutex_lock(&park_mu);
     parked = nparked;

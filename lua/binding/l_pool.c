@@ -12,6 +12,7 @@
  * (liolib's pattern), so __gc never sees a half-made handle.
  */
 #include "binding.h"
+#include "opts.h"
 
 #include <limits.h>
 #include <string.h>
@@ -30,36 +31,7 @@ typedef struct {
 
 static pgs_pool_t *check_pool(lua_State *L)
 {
-    lpool_t *p = luaL_checkudata(L, 1, PGS_POOL_MT);
-    if (!p->pool)
-        luaL_error(L, "attempt to use a closed connection");
-    return p->pool;
-}
-
-static const char *opt_string(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = NULL;
-    if (lua_isstring(L, -1))
-        s = pgs_l_checkcstr(L, -1, k);
-    else if (!lua_isnil(L, -1))
-        luaL_error(L, "bad option '%s' (string expected, got %s)", k, luaL_typename(L, -1));
-    lua_pop(L, 1); /* the string stays reachable through the options table */
-    return s;
-}
-
-static double opt_number(lua_State *L, int t, const char *k, double dflt)
-{
-    lua_getfield(L, t, k);
-    double d = dflt;
-    if (lua_type(L, -1) == LUA_TNUMBER)
-        d = lua_tonumber(L, -1);
-    else if (!lua_isnil(L, -1))
-        luaL_error(L, "bad option '%s' (number expected, got %s)", k, luaL_typename(L, -1));
-    lua_pop(L, 1);
-    if (d < 0 || d != d)
-        luaL_error(L, "bad option '%s' (must not be negative)", k);
-    return d;
+    return pgs_l_checkpool(L, 1);
 }
 
 static int l_pool_new(lua_State *L)
@@ -67,18 +39,18 @@ static int l_pool_new(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     pgs_pool_opts_t o;
     memset(&o, 0, sizeof o);
-    o.conn.conninfo = opt_string(L, 1, "dsn");
-    o.conn.application_name = opt_string(L, 1, "application_name");
-    o.conn.connect_timeout = opt_number(L, 1, "connect_timeout", 5);
-    double statement_timeout = opt_number(L, 1, "statement_timeout", 0);
+    o.conn.conninfo = pgs_l_opt_string(L, 1, "dsn");
+    o.conn.application_name = pgs_l_opt_string(L, 1, "application_name");
+    o.conn.connect_timeout = pgs_l_opt_nonneg(L, 1, "connect_timeout", 5);
+    double statement_timeout = pgs_l_opt_nonneg(L, 1, "statement_timeout", 0);
     o.conn.statement_timeout_ms = statement_timeout > INT_MAX ? INT_MAX : (int)statement_timeout;
-    o.conn.query_timeout = opt_number(L, 1, "query_timeout", 0);
-    double size = opt_number(L, 1, "pool_size", 4);
+    o.conn.query_timeout = pgs_l_opt_nonneg(L, 1, "query_timeout", 0);
+    double size = pgs_l_opt_nonneg(L, 1, "pool_size", 4);
     if (size > 10000)
         return luaL_error(L, "bad option 'pool_size' (at most 10000)");
     o.max_size = (int)size;
-    o.acquire_timeout = opt_number(L, 1, "acquire_timeout", 5);
-    const char *shared_key = opt_string(L, 1, "shared");
+    o.acquire_timeout = pgs_l_opt_nonneg(L, 1, "acquire_timeout", 5);
+    const char *shared_key = pgs_l_opt_string(L, 1, "shared");
 
     lpool_t *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
@@ -126,23 +98,23 @@ static int run(lua_State *L, pgs_conn_t *c, int sqlidx, int want_rows, const cha
     luaL_checkstring(L, sqlidx);
     int top = lua_gettop(L), n = top - sqlidx;
     pgs_param_t *params = pgs_l_params(L, sqlidx + 1, top, sqlidx - 1, fname);
-    PGresult *res;
+    pgs_rows_t *res;
     pgs_error_t err;
     /* A NUL would cut the statement short: "DELETE FROM t\0 WHERE …". */
     const char *sql = pgs_l_text(L, sqlidx, "SQL text", &err);
     if (!sql)
         return pgs_l_push_error(L, &err);
-    pgs_status_t st = pgs_exec(c, sql, n, n > 0 ? params : NULL, &res, &err);
+    pgs_status_t st = pgs_query(c, sql, n, n > 0 ? params : NULL, &res, &err);
     if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
-    if (want_rows && PQresultStatus(res) == PGRES_TUPLES_OK) {
+    if (want_rows && !pgs_rows_is_command(res)) {
         pgs_l_push_rows(L, res);
     } else if (want_rows) {
-        PQclear(res);
+        pgs_rows_free(res);
         lua_newtable(L); /* a command has no rows */
     } else {
-        lua_pushnumber(L, (lua_Number)pgs_result_affected(res));
-        PQclear(res);
+        lua_pushnumber(L, (lua_Number)pgs_rows_affected(res));
+        pgs_rows_free(res);
     }
     return 1;
 }
@@ -194,11 +166,11 @@ static int l_pool_stats(lua_State *L)
     pgs_pool_stats_t s;
     pgs_pool_stats(pool, &s);
     lua_createtable(L, 0, 5);
-    lua_pushinteger(L, s.max_size); lua_setfield(L, -2, "max_size");
-    lua_pushinteger(L, s.open); lua_setfield(L, -2, "open");
-    lua_pushinteger(L, s.idle); lua_setfield(L, -2, "idle");
-    lua_pushinteger(L, s.borrowed); lua_setfield(L, -2, "borrowed");
-    lua_pushinteger(L, s.waiting); lua_setfield(L, -2, "waiting");
+    pgs_l_set_number(L, "max_size", s.max_size);
+    pgs_l_set_number(L, "open", s.open);
+    pgs_l_set_number(L, "idle", s.idle);
+    pgs_l_set_number(L, "borrowed", s.borrowed);
+    pgs_l_set_number(L, "waiting", s.waiting);
     return 1;
 }
 
@@ -253,33 +225,25 @@ static int l_conn_tostring(lua_State *L)
 static int l_conn_query(lua_State *L) { return run(L, check_conn(L), 2, 1, "query"); }
 static int l_conn_exec(lua_State *L) { return run(L, check_conn(L), 2, 0, "exec"); }
 
-static int status_result(lua_State *L, pgs_status_t st, const pgs_error_t *err)
-{
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 static int l_conn_begin(lua_State *L)
 {
     static const char *const names[] = {"read committed", "repeatable read", "serializable", NULL};
     pgs_conn_t *c = check_conn(L);
     int iso = luaL_checkoption(L, 2, "read committed", names);
     pgs_error_t err;
-    return status_result(L, pgs_tx_begin(c, (pgs_isolation_t)iso, &err), &err);
+    return pgs_l_push_status(L, pgs_tx_begin(c, (pgs_isolation_t)iso, &err), &err);
 }
 
 static int l_conn_commit(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_tx_commit(check_conn(L), &err), &err);
+    return pgs_l_push_status(L, pgs_tx_commit(check_conn(L), &err), &err);
 }
 
 static int l_conn_rollback(lua_State *L)
 {
     pgs_error_t err;
-    return status_result(L, pgs_tx_rollback(check_conn(L), &err), &err);
+    return pgs_l_push_status(L, pgs_tx_rollback(check_conn(L), &err), &err);
 }
 
 static int l_conn_savepoint(lua_State *L)
@@ -287,7 +251,7 @@ static int l_conn_savepoint(lua_State *L)
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
     const char *name = pgs_l_text(L, 2, "savepoint name", &err);
-    return status_result(L, name ? pgs_tx_savepoint(c, name, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, name ? pgs_tx_savepoint(c, name, &err) : PGS_EINVALID, &err);
 }
 
 static int l_conn_rollback_to(lua_State *L)
@@ -295,7 +259,7 @@ static int l_conn_rollback_to(lua_State *L)
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
     const char *name = pgs_l_text(L, 2, "savepoint name", &err);
-    return status_result(L, name ? pgs_tx_rollback_to(c, name, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, name ? pgs_tx_rollback_to(c, name, &err) : PGS_EINVALID, &err);
 }
 
 static int l_conn_release_savepoint(lua_State *L)
@@ -303,21 +267,21 @@ static int l_conn_release_savepoint(lua_State *L)
     pgs_error_t err;
     pgs_conn_t *c = check_conn(L);
     const char *name = pgs_l_text(L, 2, "savepoint name", &err);
-    return status_result(L, name ? pgs_tx_release(c, name, &err) : PGS_EINVALID, &err);
+    return pgs_l_push_status(L, name ? pgs_tx_release(c, name, &err) : PGS_EINVALID, &err);
 }
 
 /* "idle" | "active" | "intrans" | "inerror" | "unknown" */
 static int l_conn_tx_status(lua_State *L)
 {
+    /* Keep in the same order as pgs_tx_state_t. */
     static const char *const names[] = {"idle", "active", "intrans", "inerror", "unknown"};
-    PGTransactionStatusType s = PQtransactionStatus(pgs_conn_pg(check_conn(L)));
-    lua_pushstring(L, names[s <= PQTRANS_UNKNOWN ? s : PQTRANS_UNKNOWN]);
+    lua_pushstring(L, names[pgs_conn_tx_state(check_conn(L))]);
     return 1;
 }
 
 static int l_conn_backend_pid(lua_State *L)
 {
-    lua_pushinteger(L, PQbackendPID(pgs_conn_pg(check_conn(L))));
+    lua_pushinteger(L, pgs_conn_backend_pid(check_conn(L)));
     return 1;
 }
 
@@ -340,25 +304,8 @@ void pgs_l_pool_open(lua_State *L)
         {"release", l_conn_release},
         {NULL, NULL}};
 
-    luaL_newmetatable(L, PGS_POOL_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, pool_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_pool_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_pool_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, PGS_CONN_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, conn_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_conn_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    pgs_l_class_register(L, PGS_POOL_MT, pool_methods, l_pool_close, l_pool_tostring);
+    pgs_l_class_register(L, PGS_CONN_MT, conn_methods, l_conn_release, l_conn_tostring);
 
     lua_pushcfunction(L, l_pool_new);
     lua_setfield(L, -2, "pool");

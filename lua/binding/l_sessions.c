@@ -25,16 +25,16 @@ static int l_sessions_new(lua_State *L)
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_lstore_t *u = pgs_l_store_new(L, PGS_SESSIONS_MT);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_SESSIONS_MT);
     pgs_error_t err;
-    if (pgs_sessions_open(pool, &o, (pgs_sessions_t **)&u->store, &err) != PGS_OK)
+    if (pgs_sessions_open(pool, &o, (pgs_sessions_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_sessions_close(lua_State *L)
 {
-    pgs_sessions_close(pgs_l_store_take(L, 1, PGS_SESSIONS_MT));
+    pgs_sessions_close(pgs_l_handle_take(L, 1, PGS_SESSIONS_MT));
     return 0;
 }
 
@@ -70,7 +70,7 @@ static int l_sessions_load(lua_State *L)
     pgs_conn_t *tx = pgs_l_optconn(L, 3);
     if (!id)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     pgs_status_t st = pgs_sessions_load(s, tx, id, &res, &err);
     if (st == PGS_ENOTFOUND) {
         lua_pushnil(L);
@@ -104,7 +104,7 @@ void pgs_l_sessions_open(lua_State *L)
         {"delete", l_sessions_delete},
         {"close", l_sessions_close},
         {NULL, NULL}};
-    pgs_l_store_register(L, PGS_SESSIONS_MT, methods, l_sessions_close);
+    pgs_l_class_register(L, PGS_SESSIONS_MT, methods, l_sessions_close, NULL);
     lua_pushcfunction(L, l_sessions_new);
     lua_setfield(L, -2, "sessions");
 }

@@ -26,16 +26,16 @@ static int l_snapshots_new(lua_State *L)
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_lstore_t *u = pgs_l_store_new(L, PGS_SNAPSHOTS_MT);
+    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_SNAPSHOTS_MT);
     pgs_error_t err;
-    if (pgs_snapshots_open(pool, &o, (pgs_snapshots_t **)&u->store, &err) != PGS_OK)
+    if (pgs_snapshots_open(pool, &o, (pgs_snapshots_t **)&u->ptr, &err) != PGS_OK)
         return pgs_l_push_error(L, &err);
     return 1;
 }
 
 static int l_snapshots_close(lua_State *L)
 {
-    pgs_snapshots_close(pgs_l_store_take(L, 1, PGS_SNAPSHOTS_MT));
+    pgs_snapshots_close(pgs_l_handle_take(L, 1, PGS_SNAPSHOTS_MT));
     return 0;
 }
 
@@ -75,7 +75,7 @@ static int l_snapshots_load(lua_State *L)
     pgs_conn_t *tx = pgs_l_optconn(L, 3);
     if (!stream)
         return pgs_l_push_error(L, &err);
-    PGresult *res;
+    pgs_rows_t *res;
     pgs_status_t st = pgs_snapshots_load(ss, tx, stream, &res, &err);
     if (st == PGS_ENOTFOUND) {
         lua_pushnil(L);
@@ -120,7 +120,7 @@ void pgs_l_snapshots_open(lua_State *L)
         {"invalidate_all", l_snapshots_invalidate_all},
         {"close", l_snapshots_close},
         {NULL, NULL}};
-    pgs_l_store_register(L, PGS_SNAPSHOTS_MT, methods, l_snapshots_close);
+    pgs_l_class_register(L, PGS_SNAPSHOTS_MT, methods, l_snapshots_close, NULL);
     lua_pushcfunction(L, l_snapshots_new);
     lua_setfield(L, -2, "snapshots");
 }

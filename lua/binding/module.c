@@ -5,8 +5,7 @@
  * in luajit, in nginx's VMs and in the host.
  */
 #include "binding.h"
-
-#include <time.h>
+#include "clock.h"
 
 static int l_backoff(lua_State *L)
 {
@@ -17,47 +16,31 @@ static int l_backoff(lua_State *L)
 
 static int l_sleep(lua_State *L)
 {
-    double s = luaL_checknumber(L, 1);
-    if (s > 0) {
-        struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
+    pgs_clock_sleep(luaL_checknumber(L, 1));
     return 0;
 }
 
 static int l_now(lua_State *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-    return 1;
-}
-
-static int l_quote_ident(lua_State *L)
-{
-    char out[PGS_IDENT_MAX];
-    pgs_error_t err;
-    const char *name = pgs_l_text(L, 1, "name", &err);
-    if (!name || pgs_ident_quote(name, out, sizeof out, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    lua_pushstring(L, out);
+    lua_pushnumber(L, pgs_clock_now());
     return 1;
 }
 
 __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        {"backoff", l_backoff}, {"sleep", l_sleep}, {"now", l_now},
-        {"quote_ident", l_quote_ident}, {NULL, NULL}};
+        {"backoff", l_backoff}, {"sleep", l_sleep}, {"now", l_now}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, funcs, 0);
     lua_pushliteral(L, PGSTORE_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
+    pgs_l_util_open(L);
     pgs_l_error_open(L);
     lua_setfield(L, -2, "error_mt");
     pgs_l_convert_open(L);
+    pgs_l_names_open(L);
     pgs_l_pool_open(L);
     pgs_l_events_open(L);
     pgs_l_snapshots_open(L);

@@ -21,6 +21,7 @@
 -- decide, not act. Errors raised by handlers and commands propagate.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 
 local type, pairs, ipairs, tostring, error, getmetatable, setmetatable, floor =
       type, pairs, ipairs, tostring, error, getmetatable, setmetatable, math.floor
@@ -37,68 +38,42 @@ local OPTIONS = {
 }
 local EXECUTE_OPTIONS = { idempotency_key = "string", retries = "number" }
 
--- Checks an options table against { name = "type|type" } (nil → {});
--- unknown options and wrong types raise at the API function's caller.
-local function check_options(opts, spec, n, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(format("bad argument #%d to '%s' (options table expected, got %s)", n, fname, type(opts)), 3)
-  end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then error(format("bad argument #%d to '%s' (unknown option '%s')", n, fname, tostring(k)), 3) end
-    local ok = false
-    for w in want:gmatch("[^|]+") do ok = ok or type(v) == w end
-    if not ok then
-      error(format("bad argument #%d to '%s' (option '%s' must be %s, got %s)", n, fname, k,
-        (want:gsub("|", " or ")), type(v)), 3)
-    end
-  end
-  return opts
-end
+local check_options = options.check
 
 local function named(v, name)
   local m = type(v) == "table" and getmetatable(v)
   return m and m.__name == name
 end
 
-local function whole(v, min)
-  return v == nil or (type(v) == "number" and v == v and v >= min and v <= 2 ^ 31 and v == floor(v))
-end
-
 -- pgstore.aggregate{ events, snapshots?, initial, apply, policy?, snapshot_every?,
 --   retries = 3, ignore_unknown = false, schema_version = 1, page = 1000 } → agg
--- Misuse raises (these are fixed at startup).
+-- Misuse raises; a number out of range is nil, err (invalid).
 function _M.new(opts)
-  if type(opts) ~= "table" then errors.arg(1, "aggregate", "options table expected, got " .. type(opts)) end
+  options.arg(opts, 1, "aggregate", "table", "options table")
   check_options(opts, OPTIONS, 1, "aggregate")
   if not named(opts.events, "pgstore.events") then
-    errors.arg(1, "aggregate", "option 'events' must be an event store (db:events())")
+    options.argerror(1, "aggregate", "option 'events' must be an event store (db:events())")
   end
   if opts.snapshots ~= nil and not named(opts.snapshots, "pgstore.snapshots") then
-    errors.arg(1, "aggregate", "option 'snapshots' must be a snapshot store (db:snapshots())")
+    options.argerror(1, "aggregate", "option 'snapshots' must be a snapshot store (db:snapshots())")
   end
   if opts.policy ~= nil and not named(opts.policy, "pgstore.policies") then
-    errors.arg(1, "aggregate", "option 'policy' must be a policy set (pgstore.policies{ … })")
+    options.argerror(1, "aggregate", "option 'policy' must be a policy set (pgstore.policies{ … })")
   end
-  if not opts.initial then errors.arg(1, "aggregate", "option 'initial' (function() → state) is required") end
-  if not opts.apply then errors.arg(1, "aggregate", "option 'apply' ({ EventType = function(state, event) }) is required") end
+  if not opts.initial then options.argerror(1, "aggregate", "option 'initial' (function() → state) is required") end
+  if not opts.apply then options.argerror(1, "aggregate", "option 'apply' ({ EventType = function(state, event) }) is required") end
   for k, v in pairs(opts.apply) do
     if type(k) ~= "string" or type(v) ~= "function" then
-      errors.arg(1, "aggregate", format("option 'apply' must map event types to functions (%s = %s)",
+      options.argerror(1, "aggregate", format("option 'apply' must map event types to functions (%s = %s)",
         tostring(k), type(v)))
     end
   end
-  if not whole(opts.snapshot_every, 1) then
-    errors.arg(1, "aggregate", "option 'snapshot_every' must be a whole number >= 1")
-  end
-  if not whole(opts.retries, 0) then errors.arg(1, "aggregate", "option 'retries' must be a whole number >= 0") end
-  if not whole(opts.schema_version, 1) then
-    errors.arg(1, "aggregate", "option 'schema_version' must be a whole number >= 1")
-  end
-  if not whole(opts.page, 1) then errors.arg(1, "aggregate", "option 'page' must be a whole number >= 1") end
+  local bad = options.int(opts.snapshot_every, "snapshot_every", 1, 2 ^ 31)
+    or options.int(opts.retries, "retries", 0, 2 ^ 31) or options.int(opts.schema_version, "schema_version", 1, 2 ^ 31)
+    or options.int(opts.page, "page", 1, 2 ^ 31)
+  if bad then return nil, bad end
   if opts.snapshot_every and not opts.snapshots then
-    errors.arg(1, "aggregate", "option 'snapshot_every' needs a snapshot store (option 'snapshots')")
+    options.argerror(1, "aggregate", "option 'snapshot_every' needs a snapshot store (option 'snapshots')")
   end
   return setmetatable({
     events = opts.events, snapshots = opts.snapshots, initial = opts.initial, handlers = opts.apply,
@@ -110,11 +85,9 @@ end
 
 local function check(self, fname, stream)
   if getmetatable(self) ~= mt then
-    error(format("bad argument #1 to '%s' (pgstore.aggregate expected; use agg:%s())", fname, fname), 3)
+    options.argerror(1, fname, format("pgstore.aggregate expected; use agg:%s()", fname))
   end
-  if type(stream) ~= "string" then
-    error(format("bad argument #1 to '%s' (stream name (string) expected, got %s)", fname, type(stream)), 3)
-  end
+  options.arg(stream, 1, fname, "string", "stream name (string)")
 end
 
 local function initial_state(self)
@@ -203,9 +176,10 @@ end
 -- After `retries` conflicts in a row: nil, err with err.code = "conflict".
 function Agg:execute(stream, fn, opts)
   check(self, "execute", stream)
-  if type(fn) ~= "function" then errors.arg(2, "execute", "command function expected, got " .. type(fn)) end
+  if type(fn) ~= "function" then options.argerror(2, "execute", "command function expected, got " .. type(fn)) end
   opts = check_options(opts, EXECUTE_OPTIONS, 3, "execute")
-  if not whole(opts.retries, 0) then errors.arg(3, "execute", "option 'retries' must be a whole number >= 0") end
+  local bad = options.int(opts.retries, "retries", 0, 2 ^ 31)
+  if bad then return nil, bad end
   local retries = opts.retries or self.retries
   local es = self.events
   local last

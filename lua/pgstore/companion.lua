@@ -11,6 +11,7 @@
 -- stored as JSONB, so the two encoders' spelling differences vanish.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local cjson = require("cjson").new()
 
 local type, pairs, error, pcall, tostring, tonumber, getmetatable, setmetatable =
@@ -21,68 +22,17 @@ local null = core.null
 
 local _M = {}
 
--- ---- misuse -----------------------------------------------------------------
+-- ---- misuse: pgstore.options -----------------------------------------------------
 
--- Raises "bad argument #n to 'fname' (msg)" at the caller of the API
--- function that called this helper.
-local function argerr(n, fname, msg, level)
-  error(format("bad argument #%d to '%s' (%s)", n, fname, msg), level or 4)
-end
+local argerror = options.argerror
+_M.bad = argerror
+_M.arg = options.arg
+_M.options = options.check
 
--- For API functions: raises "bad argument #n to 'fname' (msg)" at their caller.
-function _M.bad(n, fname, msg)
-  argerr(n, fname, msg, 3)
-end
-
--- arg(value, n, fname, "string|nil"): the value's type or a raise.
-function _M.arg(value, n, fname, expected)
-  local t = type(value)
-  for want in expected:gmatch("[^|]+") do
-    if t == want then return value end
-  end
-  argerr(n, fname, format("%s expected, got %s", (expected:gsub("|", " or ")), t))
-end
-
-local function type_ok(v, want)
-  local t = type(v)
-  for w in want:gmatch("[^|]+") do
-    if t == w then return true end
-  end
-  return false
-end
-
--- Checks an options table against { name = "type|type" }; returns it (or
--- an empty table for nil). Unknown options and wrong types raise.
-function _M.options(opts, spec, n, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then argerr(n, fname, "table expected, got " .. type(opts)) end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then argerr(n, fname, "unknown option '" .. tostring(k) .. "'") end
-    if not type_ok(v, want) then
-      argerr(n, fname, format("option '%s' must be %s, got %s", k, (want:gsub("|", " or ")), type(v)))
-    end
-  end
-  return opts
-end
-
--- A non-negative number option (seconds, bytes); `positive` refuses 0 too.
-function _M.nonneg(opts, k, n, fname, positive)
-  local v = opts[k]
-  if v ~= nil and (v ~= v or v < 0 or (positive and v == 0)) then
-    argerr(n, fname, format("option '%s' must be %s", k, positive and "positive" or "zero or positive"))
-  end
-  return v
-end
-
--- max_value_size: a whole number of bytes, 1 .. 1 GiB (PostgreSQL's own
--- limit for one value).
-function _M.size(opts, k, n, fname)
-  local v = opts[k]
-  if v ~= nil and (v ~= v or v < 1 or v % 1 ~= 0 or v > 1073741824) then
-    argerr(n, fname, format("option '%s' must be a whole number of bytes from 1 to 1 GiB", k))
-  end
-  return v
+-- A size option (max_value_size): a whole number of bytes, 1 .. 1 GiB
+-- (PostgreSQL's own limit for one value); an invalid error or nil.
+function _M.size(v, name)
+  return options.int(v, name, 1, 1073741824)
 end
 
 -- ---- the store object ---------------------------------------------------------
@@ -99,15 +49,15 @@ end
 -- db not closed.
 function _M.check(self, mt, fname)
   if getmetatable(self) ~= mt then
-    argerr(1, fname, format("%s expected; use store:%s()", mt.__name, fname))
+    argerror(1, fname, format("%s expected; use store:%s()", mt.__name, fname))
   end
   if not self.core or self.db:is_closed() then
-    error("attempt to use a closed connection", 3)
+    options.raise("attempt to use a closed connection")
   end
 end
 
 function _M.close(self, mt)
-  if getmetatable(self) ~= mt then argerr(1, "close", mt.__name .. " expected; use store:close()") end
+  if getmetatable(self) ~= mt then argerror(1, "close", mt.__name .. " expected; use store:close()") end
   local ud = self.core
   self.core = nil
   if ud then ud:close() end
@@ -124,27 +74,26 @@ end
 local function tx_conn(tx, n, fname)
   local m = type(tx) == "table" and getmetatable(tx)
   if not m or m.__name ~= "pgstore.tx" then
-    argerr(n, fname, "option 'tx' must be the transaction given by db:transaction, got " .. type(tx), 5)
+    argerror(n, fname, "option 'tx' must be the transaction given by db:transaction, got " .. type(tx))
   end
-  if not tx.active then error("attempt to use a finished transaction", 4) end
+  if not tx.active then options.raise("attempt to use a finished transaction") end
   return tx.conn
 end
 
--- Checks a method's trailing options table (spec as for options(), `tx`
+-- Checks a method's trailing options table (spec as for options.check, `tx`
 -- always allowed). Returns the options (never nil), the transaction's
 -- connection (or nil) and the tx object.
 local TX = { tx = "table" }
+local with_tx = setmetatable({}, { __mode = "k" })
 function _M.call_opts(opts, spec, n, fname)
   if opts == nil then return TX, nil, nil end
-  if type(opts) ~= "table" then argerr(n, fname, "table expected, got " .. type(opts)) end
   spec = spec or TX
-  for k, v in pairs(opts) do
-    local want = k == "tx" and "table" or spec[k]
-    if not want then argerr(n, fname, "unknown option '" .. tostring(k) .. "'") end
-    if not type_ok(v, want) then
-      argerr(n, fname, format("option '%s' must be %s, got %s", k, (want:gsub("|", " or ")), type(v)))
-    end
+  local full = with_tx[spec]
+  if not full then
+    full = options.merge(spec, TX)
+    with_tx[spec] = full
   end
+  options.check(opts, full, n, fname)
   if opts.tx == nil then return opts, nil, nil end
   return opts, tx_conn(opts.tx, n, fname), opts.tx
 end

@@ -4,6 +4,7 @@
 -- Stores made from a db share its pools (see the store modules).
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local Tx = require "pgstore.tx"
 
 local type, pcall, unpack, select = type, pcall, unpack, select
@@ -13,6 +14,7 @@ local Db = {}
 local mt = { __index = Db, __name = "pgstore.db" }
 
 local ISOLATION = { ["read committed"] = true, ["repeatable read"] = true, serializable = true }
+local TRANSACTION_OPTIONS = { isolation = "string", retries = "number" }
 
 -- Connection strings may hold a password: they stay out of the db table,
 -- where a REPL, a pretty-printer or a debugger would show them. Listeners
@@ -66,7 +68,7 @@ end
 
 local function check(self, fname)
   if getmetatable(self) ~= mt then
-    error(("bad argument #1 to '%s' (pgstore.db expected; use db:%s())"):format(fname, fname), 3)
+    options.argerror(1, fname, ("pgstore.db expected; use db:%s()"):format(fname))
   end
   if not self.pool then errors.closed() end
 end
@@ -74,13 +76,13 @@ Db._check = check
 
 function Db:query(sql, ...)
   check(self, "query")
-  errors.check(sql, 1, "query", "string")
+  options.arg(sql, 1, "query", "string")
   return self.pool:query(sql, ...)
 end
 
 function Db:exec(sql, ...)
   check(self, "exec")
-  errors.check(sql, 1, "exec", "string")
+  options.arg(sql, 1, "exec", "string")
   return self.pool:exec(sql, ...)
 end
 
@@ -96,7 +98,7 @@ end
 -- Borrows a connection for a block of work; the caller must release() it.
 function Db:acquire(timeout)
   check(self, "acquire")
-  errors.check(timeout, 1, "acquire", "number|nil")
+  options.arg(timeout, 1, "acquire", "number|nil")
   return self.pool:acquire(timeout)
 end
 
@@ -110,13 +112,11 @@ end
 -- deadlocks re-run fn (opts.retries, default 3) after a jittered backoff.
 function Db:transaction(fn, opts)
   check(self, "transaction")
-  errors.check(fn, 1, "transaction", "function")
-  errors.check(opts, 2, "transaction", "table|nil")
-  opts = opts or {}
+  options.arg(fn, 1, "transaction", "function")
+  opts = options.check(opts, TRANSACTION_OPTIONS, 2, "transaction")
   local iso = opts.isolation or "read committed"
-  if not ISOLATION[iso] then
-    errors.arg(2, "transaction", "isolation must be 'read committed', 'repeatable read' or 'serializable'")
-  end
+  local bad = options.one_of(iso, "isolation", ISOLATION) or options.int(opts.retries, "retries", 0, 1000)
+  if bad then return nil, bad end
   local retries = opts.retries or 3
   for attempt = 0, retries do
     local conn, err = self.pool:acquire()
@@ -173,7 +173,7 @@ end
 
 -- Closes the pools this db owns; closing twice is harmless.
 function Db:close()
-  if getmetatable(self) ~= mt then errors.arg(1, "close", "pgstore.db expected; use db:close()") end
+  if getmetatable(self) ~= mt then options.argerror(1, "close", "pgstore.db expected; use db:close()") end
   if self.pool then self.pool:close() end
   for _, rp in ipairs(self.readers) do rp:close() end
   self.pool, self.readers = nil, {}

@@ -1,8 +1,9 @@
 -- SPDX-License-Identifier: MIT
 -- pgstore.errors — the error contract on the Lua side. Runtime failures are
--- `nil, err` with err = { code, message, sqlstate?, … } (the same metatable
--- the C core uses, so tostring(err) is the message); misuse raises with the
--- argument number, pointing at the caller.
+-- `nil, err` with err = { code, message, and the structured fields that are
+-- set: sqlstate, detail, hint, constraint, expected, actual, batch, phase, …
+-- (README, "Errors") } with the metatable the C core uses, so tostring(err)
+-- is the message; misuse raises with the argument number, at the caller.
 local core = require "pgstore.core"
 
 local type, error, setmetatable, select = type, error, setmetatable, select
@@ -36,20 +37,14 @@ function _M.is(err, code)
   return type(err) == "table" and err.code == code
 end
 
--- Raises "bad argument #n to 'fname' (msg)" at the caller of the API
--- function (level 3: errors.arg ← API function ← user code).
+-- Misuse raises through pgstore.options, at the user's line; these two
+-- are its argerror and arg under their older names.
 function _M.arg(n, fname, msg)
-  error(format("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
+  require("pgstore.options").argerror(n, fname, msg)
 end
 
--- Checks a value's Lua type; `expected` may list alternatives "string|nil".
 function _M.check(value, n, fname, expected)
-  local t = type(value)
-  for want in expected:gmatch("[^|]+") do
-    if t == want then return value end
-  end
-  error(format("bad argument #%d to '%s' (%s expected, got %s)", n, fname,
-    expected:gsub("|", " or "), t), 3)
+  return require("pgstore.options").arg(value, n, fname, expected)
 end
 
 -- For names and keys that reach C as strings: an `invalid` error when one
@@ -65,7 +60,7 @@ function _M.nul(t, ...)
 end
 
 function _M.closed()
-  error("attempt to use a closed connection", 3)
+  require("pgstore.options").raise("attempt to use a closed connection")
 end
 
 return _M

@@ -5,6 +5,7 @@
 -- SQL: core/events*.c.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local codecs = require "pgstore.codec"
 
 local type, ipairs, pairs, tostring, select = type, ipairs, pairs, tostring, select
@@ -25,33 +26,21 @@ local OPTIONS = {
   migrate = "boolean", max_event_size = "number", notify_interval = "number",
 }
 
-local function check_options(opts, allowed, n, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    errors.arg(n, fname, "options table expected, got " .. type(opts))
-  end
-  for k, v in pairs(opts) do
-    local want = allowed[k]
-    if not want then errors.arg(n, fname, "unknown option '" .. tostring(k) .. "'") end
-    local ok = false
-    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
-    if not ok then
-      errors.arg(n, fname, ("option '%s' must be %s, got %s"):format(k, want:gsub("|", " or "), type(v)))
-    end
-  end
-  return opts
-end
+local check_options = options.check
 _M.check_options = check_options
 
 -- db:events{ table = "events", notify = "pgstore_events" | false, notify_in_tx = false,
 --            codec = "json" | "raw" | { encode, decode }, migrate = true } → es | nil, err
 function _M.new(db, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
-  if opts.table == "" then return nil, errors.new("invalid", "invalid table name '': it must not be empty") end
   local bad = errors.nul(opts, "table", "notify")
   if bad then return nil, bad end
+  if opts.table then
+    local ok, terr = core.check_table(opts.table)
+    if not ok then return nil, terr end
+  end
   local codec, cerr = codecs.resolve(opts.codec)
-  if not codec then errors.arg(1, "events", cerr) end
+  if not codec then return nil, errors.new("invalid", cerr) end
   local notify = opts.notify
   if notify == nil or notify == true then notify = "pgstore_events" end
   local handle, err = core.events(db.pool, {
@@ -71,9 +60,9 @@ end
 
 local function check(self, fname)
   if getmetatable(self) ~= mt then
-    error(("bad argument #1 to '%s' (pgstore.events expected; use es:%s())"):format(fname, fname), 3)
+    options.argerror(1, fname, ("pgstore.events expected; use es:%s()"):format(fname))
   end
-  if not self.handle then error("attempt to use a closed event store", 3) end
+  if not self.handle then options.raise("attempt to use a closed event store") end
   if not self.db.pool then errors.closed() end
 end
 
@@ -81,7 +70,7 @@ end
 
 local function check_stream(stream, fname)
   if type(stream) ~= "string" then
-    errors.arg(1, fname, "stream name (string) expected, got " .. type(stream))
+    options.argerror(1, fname, "stream name (string) expected, got " .. type(stream))
   end
 end
 
@@ -93,9 +82,6 @@ local function expected_number(v)
     if n then return n end
     return nil, errors.new("invalid", ("expected version must be a number, 'any', 'no_stream' or 'exists', got '%s'"):format(v))
   end
-  if type(v) ~= "number" then
-    error(("bad option 'expected' (number or string expected, got %s)"):format(type(v)), 4)
-  end
   if v ~= v or v < 0 or v > MAX_VERSION or v ~= floor(v) then
     return nil, errors.new("invalid", ("expected version must be a whole number from 0 to 2^53, got %s"):format(tostring(v)))
   end
@@ -105,9 +91,6 @@ end
 -- events → array of { type, data = json, metadata = json, id, schema_version }
 -- for C, or nil, err (invalid) without anything sent.
 local function encode_events(self, events)
-  if type(events) ~= "table" then
-    return nil, errors.new("invalid", "events must be an array of event tables, got " .. type(events))
-  end
   local n = #events
   if n == 0 then return nil, errors.new("invalid", "no events given: append at least one") end
   local out = {}
@@ -171,6 +154,7 @@ local APPEND_OPTIONS = { expected = "number|string", idempotency_key = "string",
 function Events:append(stream, events, opts)
   check(self, "append")
   check_stream(stream, "append")
+  options.arg(events, 2, "append", "table", "array of event tables")
   opts = check_options(opts, APPEND_OPTIONS, 3, "append")
   local expected, err = expected_number(opts.expected)
   if not expected then return nil, err end
@@ -199,32 +183,36 @@ function Events:append(stream, events, opts)
   return res
 end
 
+local BATCH_FIELDS = { stream = "string", events = "table", expected = "number|string",
+                       idempotency_key = "string", time = "number" }
+
 -- es:append_many({ { stream =, events =, expected =, idempotency_key = }, … }) → results
 function Events:append_many(batches)
   check(self, "append_many")
-  if type(batches) ~= "table" then errors.arg(1, "append_many", "array of batches expected, got " .. type(batches)) end
+  options.arg(batches, 1, "append_many", "table", "array of batches")
   if #batches == 0 then return nil, errors.new("invalid", "no batches given") end
   local out = {}
   for i, b in ipairs(batches) do
-    if type(b) ~= "table" or type(b.stream) ~= "string" then
-      return nil, errors.new("invalid", ("batch %d needs a stream (string)"):format(i))
-    end
+    options.arg(b, 1, "append_many", "table", ("batch %d: table"):format(i))
+    options.check(b, BATCH_FIELDS, 1, "append_many")
+    options.arg(b.stream, 1, "append_many", "string", ("batch %d: stream (string)"):format(i))
+    options.arg(b.events, 1, "append_many", "table", ("batch %d: events (table)"):format(i))
     local expected, err = expected_number(b.expected)
-    if not expected then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
-    local key, time = b.idempotency_key, b.time
-    if key ~= nil and type(key) ~= "string" then
-      return nil, errors.new("invalid", ("batch %d: idempotency_key must be a string"):format(i))
-    end
-    if time ~= nil and (type(time) ~= "number" or time ~= time or time <= 0 or time == huge) then
-      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i))
+    if not expected then err.message = ("batch %d: %s"):format(i, err.message); err.batch = i; return nil, err end
+    local time = b.time
+    if time ~= nil and (time ~= time or time <= 0 or time == huge) then
+      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i), { batch = i })
     end
     local encoded
     encoded, err = encode_events(self, b.events)
-    if not encoded then err.message = ("batch %d: %s"):format(i, err.message); return nil, err end
+    if not encoded then err.batch = i; return nil, err end
     if self.guard then
       local ok, gerr = self.guard(b.stream, b.events, { es = self, expected = b.expected,
         idempotency_key = b.idempotency_key, time = b.time, batch = i })
-      if not ok then return nil, gerr end
+      if not ok then
+        if type(gerr) == "table" then gerr.batch = i end
+        return nil, gerr
+      end
     end
     out[i] = { stream = b.stream, events = encoded, expected = expected,
                idempotency_key = b.idempotency_key, time = b.time }
@@ -369,7 +357,7 @@ end
 function Events:tombstone(stream, reason)
   check(self, "tombstone")
   check_stream(stream, "tombstone")
-  errors.check(reason, 2, "tombstone", "string|nil")
+  options.arg(reason, 2, "tombstone", "string|nil")
   return self.handle:tombstone(stream, reason)
 end
 
@@ -392,8 +380,8 @@ function Events:migrate()
 end
 
 local function check_other(other, fname)
-  if getmetatable(other) ~= mt then errors.arg(2, fname, "pgstore.events expected") end
-  if not other.handle then error("attempt to use a closed event store", 3) end
+  if getmetatable(other) ~= mt then options.argerror(2, fname, "pgstore.events expected") end
+  if not other.handle then options.raise("attempt to use a closed event store") end
 end
 
 -- Moves the stream's events to `other` and marks it archived here.
@@ -425,7 +413,7 @@ function Events:upcast(up)
     if rmt and rmt.__name == "pgstore.upcasters" then self.upcasters = reg end
     up = function(e) return reg:apply(e) end
   elseif up ~= nil and type(up) ~= "function" then
-    errors.arg(1, "upcast", "function or upcaster registry expected, got " .. type(up))
+    options.argerror(1, "upcast", "function or upcaster registry expected, got " .. type(up))
   end
   self.upcaster = up
   return self

@@ -23,8 +23,7 @@ local OPTIONS = { table = "string", skip_schema_init = "boolean", max_value_size
 -- max_value_size (bytes of checkpoint JSON, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "exec_checkpoints")
-  C.size(opts, "max_value_size", 1, "exec_checkpoints")
-  local bad = errors.nul(opts, "table")
+  local bad = C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
   if bad then return nil, bad end
   local ud, err = core.exec_checkpoints(db.pool, opts)
   if not ud then return nil, err end

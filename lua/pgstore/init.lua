@@ -4,6 +4,7 @@
 -- Runtime failures return nil, err; misuse raises (README, "Errors").
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local Db = require "pgstore.db"
 require "pgstore.listen" -- adds db:notify
 require "pgstore.locks"  -- adds db:lock, db:try_lock, db:with_lock
@@ -32,20 +33,14 @@ function _M.connect(opts)
   if opts == nil or type(opts) == "string" then
     opts = { dsn = opts }
   elseif type(opts) ~= "table" then
-    errors.arg(1, "connect", "string or table expected, got " .. type(opts))
+    options.argerror(1, "connect", "string or table expected, got " .. type(opts))
   end
-  for k, v in pairs(opts) do
-    local want = OPTION_TYPES[k]
-    if not want then errors.arg(1, "connect", "unknown option '" .. tostring(k) .. "'") end
-    local ok = false
-    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
-    if not ok then
-      errors.arg(1, "connect", ("option '%s' must be %s, got %s"):format(k, want:gsub("|", " or "), type(v)))
-    end
-  end
-  if opts.pool_size and (opts.pool_size < 1 or opts.pool_size % 1 ~= 0) then
-    errors.arg(1, "connect", "option 'pool_size' must be a positive integer")
-  end
+  options.check(opts, OPTION_TYPES, 1, "connect")
+  local bad = options.int(opts.pool_size, "pool_size", 1, 10000)
+    or options.nonneg(opts.connect_timeout, "connect_timeout") or options.nonneg(opts.acquire_timeout, "acquire_timeout")
+    or options.nonneg(opts.statement_timeout, "statement_timeout")
+    or options.nonneg(opts.query_timeout, "query_timeout")
+  if bad then return nil, bad end
   return Db.new(opts)
 end
 

@@ -29,6 +29,7 @@
 --   local blob = kv:get("session:42")      -- nil when absent or expired
 local core = require "pgstore.core"
 local C = require "pgstore.companion"
+local options = require "pgstore.options"
 local errors = require "pgstore.errors"
 
 local pcall, error = pcall, error
@@ -61,8 +62,7 @@ local function init_schema(ud, hook)
     local ok, serr = it:step()
     if not ok then
       it:close()
-      serr.phase = phase
-      return nil, serr
+      return nil, serr -- serr.phase names the step
     end
   end
   it:close()
@@ -76,24 +76,33 @@ end
 -- max_value_size (bytes per value, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "kv")
-  C.nonneg(opts, "cleanup_interval", 1, "kv")
-  C.nonneg(opts, "lock_timeout", 1, "kv", true)
-  C.size(opts, "max_value_size", 1, "kv")
+  local bad = options.nonneg(opts.cleanup_interval, "cleanup_interval")
+    or options.nonneg(opts.lock_timeout, "lock_timeout", true)
+    or C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
   local interval = opts.cleanup_interval
   if interval == nil then interval = DEFAULT_CLEANUP_INTERVAL end
-  local bad = errors.nul(opts, "table")
   if bad then return nil, bad end
-  local ud, err = core.kv(db.pool, {
-    table = opts.table, cleanup_interval = interval, lock_timeout = opts.lock_timeout,
-    max_value_size = opts.max_value_size, skip_schema_init = true,
-  })
-  if not ud then return nil, err end
-  if not opts.skip_schema_init then
+  local function open(cleanup_interval, by_caller)
+    return core.kv(db.pool, {
+      table = opts.table, cleanup_interval = cleanup_interval, lock_timeout = opts.lock_timeout,
+      max_value_size = opts.max_value_size, skip_schema_init = true, schema_init_by_caller = by_caller,
+    })
+  end
+  local ud, err
+  if opts.skip_schema_init then
+    ud, err = open(interval, false) -- the table must be there
+  else
+    -- The schema is ours to init, with the hook, before any cleaner runs:
+    -- on a handle without one, which then serves or gives way to one.
+    ud, err = open(0, true)
+    if not ud then return nil, err end
     local ok, res, ierr = pcall(init_schema, ud, opts.phase_hook)
-    if not ok or not res then ud:close() end
+    if not ok or not res or interval > 0 then ud:close() end
     if not ok then error(res, 0) end
     if not res then return nil, ierr end
+    if interval > 0 then ud, err = open(interval, false) end
   end
+  if not ud then return nil, err end
   return C.store(mt, db, ud, { phase_hook = opts.phase_hook })
 end
 

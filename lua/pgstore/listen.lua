@@ -17,24 +17,24 @@
 -- l:wait(0) must run anyway (heartbeat, reconnect). Drain with l:wait(0)
 -- until it returns nil before watching the fd again.
 --
--- Channel names: 1..63 bytes of A-Z a-z 0-9 _ . : -  (else nil, err
--- "invalid"). Payloads: at most 7999 bytes without NUL (the server refuses
--- 8000 and more), checked before anything is sent.
+-- Channel names and payloads follow the core's rules (core.check_channel,
+-- core.check_notify; the limits are core.limits.channel and
+-- core.limits.notify_payload): a bad one is nil, err "invalid", found
+-- before anything is sent.
 --
 -- This module also adds db:notify(channel, payload) → true | nil, err.
 local core = require "pgstore.core"
-local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local Db = require "pgstore.db"
 
 local type, ipairs, pairs, error, tostring = type, ipairs, pairs, error, tostring
 local setmetatable, getmetatable = setmetatable, getmetatable
-local debug = debug
 local format = string.format
 
 local _M = {
   _VERSION = core._VERSION,
-  CHANNEL_MAX = 63,
-  PAYLOAD_MAX = 7999,
+  CHANNEL_MAX = core.limits.channel,
+  PAYLOAD_MAX = core.limits.notify_payload,
 }
 
 -- Options a listener takes (all optional), besides the db's connection
@@ -48,34 +48,13 @@ _M.OPTIONS = {
   ignore_self = "boolean",       -- drop what l:notify sent itself (false)
 }
 
--- The error level, seen from a constructor called through db:<kind>(), of
--- the user's call: db.lua's dispatch may or may not leave a frame of its
--- own (a tail call does not). `depth` counts helpers between the
--- constructor and error().
-function _M.user_level(kind, depth)
-  local f = debug.getinfo(3 + depth, "f")
-  return (f and f.func == Db[kind] and 3 or 2) + depth
-end
-
--- Validates an options table against a spec; raises at `level` with the
--- argument number `n` of function `fname`.
-function _M.check_options(opts, spec, n, fname, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(format("bad argument #%d to '%s' (table expected, got %s)", n, fname, type(opts)), level + 1)
-  end
+-- Checks a listener's options (misuse raises through pgstore.options) →
+-- opts, or nil and an invalid error when a number is not positive.
+function _M.check_options(opts, spec, n, fname)
+  opts = options.check(opts, spec, n, fname)
   for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then
-      error(format("bad argument #%d to '%s' (unknown option '%s')", n, fname, tostring(k)), level + 1)
-    end
-    if type(v) ~= want then
-      error(format("bad argument #%d to '%s' (option '%s' must be a %s, got %s)", n, fname, k,
-        want, type(v)), level + 1)
-    end
-    if want == "number" and not (v > 0) then
-      error(format("bad argument #%d to '%s' (option '%s' must be positive)", n, fname, k), level + 1)
-    end
+    local bad = spec[k] == "number" and options.nonneg(v, k, true)
+    if bad then return nil, bad end
   end
   return opts
 end
@@ -96,9 +75,9 @@ local mt = { __index = Listener, __name = "pgstore.listener" }
 
 local function check(self)
   if getmetatable(self) ~= mt then
-    error("bad argument #1 (pgstore.listener expected; use l:method())", 3)
+    options.raise("bad argument #1 (pgstore.listener expected; use l:method())")
   end
-  if not self.core then error("attempt to use a closed listener", 3) end
+  if not self.core then options.raise("attempt to use a closed listener") end
   return self.core
 end
 
@@ -133,18 +112,19 @@ end
 
 -- db:listen(channel_or_list[, opts]) → listener | nil, err
 function _M.new(db, channels, opts)
-  local level = _M.user_level("listen", 0)
   if type(channels) == "string" then
     channels = { channels }
-  elseif type(channels) ~= "table" then
-    error(format("bad argument #1 to 'listen' (string or table expected, got %s)", type(channels)), level)
+  else
+    options.arg(channels, 1, "listen", "table", "string or table")
   end
   for i, ch in ipairs(channels) do
     if type(ch) ~= "string" then
-      error(format("bad argument #1 to 'listen' (channel %d must be a string, got %s)", i, type(ch)), level)
+      options.argerror(1, "listen", format("channel %d must be a string, got %s", i, type(ch)))
     end
   end
-  opts = _M.check_options(opts, _M.OPTIONS, 2, "listen", level)
+  local bad
+  opts, bad = _M.check_options(opts, _M.OPTIONS, 2, "listen")
+  if not opts then return nil, bad end
   local l, err = core.listener(_M.connection_options(db, opts), channels)
   if not l then return nil, err end
   return setmetatable({ core = l, db = db }, mt)
@@ -154,8 +134,8 @@ end
 -- connection at once; inside a transaction use tx:notify (sent at commit).
 function Db:notify(channel, payload)
   Db._check(self, "notify")
-  errors.check(channel, 1, "notify", "string")
-  errors.check(payload, 2, "notify", "string|nil")
+  options.arg(channel, 1, "notify", "string")
+  options.arg(payload, 2, "notify", "string|nil")
   return core.notify(self.pool, nil, channel, payload or "")
 end
 

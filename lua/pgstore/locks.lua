@@ -27,8 +27,8 @@
 -- taken by compare-and-set (INSERT … ON CONFLICT … WHERE expired), held for
 -- `ttl` seconds; call lock:renew() more often than that. A dead holder's
 -- lock frees itself when the TTL runs out. lock:token() grows with every
--- acquisition of the key (a fencing token). The table is created on first
--- use.
+-- acquisition of the key (a fencing token). The table is migrated on first
+-- use, unless skip_schema_init = true (then a missing table is "not_found").
 --
 -- The lock handle: lock() or lock:release() → true | nil, err (err
 -- "lease_lost" when the lock had already been lost: connection dropped or
@@ -36,51 +36,36 @@
 -- (table mode); lock:held().
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local Db = require "pgstore.db"
 
 local type, pcall, error, pairs, tostring, unpack = type, pcall, error, pairs, tostring, unpack
 local maxn = table.maxn
-local format = string.format
 
-local _M = { _VERSION = core._VERSION, KEY_MAX = 512 }
+local _M = { _VERSION = core._VERSION, KEY_MAX = core.limits.lock_key }
 
 local MODES = { advisory = true, table = true }
-local OPTIONS = { timeout = "number", mode = "string", ttl = "number", table = "string" }
+local OPTIONS = {
+  timeout = "number", mode = "string", ttl = "number", table = "string", skip_schema_init = "boolean",
+}
 
--- Checks an options table; raises at the caller of the db method
--- (level 3: lock_options ← Db:lock ← caller).
+-- Checks an options table (misuse raises through pgstore.options) →
+-- opts, or nil and an invalid error for a value out of range.
 local function lock_options(opts, n, fname)
   if opts == nil then return nil end
-  if type(opts) ~= "table" then
-    error(format("bad argument #%d to '%s' (table expected, got %s)", n, fname, type(opts)), 3)
-  end
-  for k, v in pairs(opts) do
-    if not OPTIONS[k] then
-      error(format("bad argument #%d to '%s' (unknown option '%s')", n, fname, tostring(k)), 3)
-    end
-    if type(v) ~= OPTIONS[k] then
-      error(format("bad argument #%d to '%s' (option '%s' must be a %s, got %s)", n, fname, k,
-        OPTIONS[k], type(v)), 3)
-    end
-  end
-  if opts.mode and not MODES[opts.mode] then
-    error(format("bad argument #%d to '%s' (mode must be 'advisory' or 'table')", n, fname), 3)
-  end
-  if opts.timeout and not (opts.timeout >= 0) then
-    error(format("bad argument #%d to '%s' (timeout must not be negative)", n, fname), 3)
-  end
-  if opts.ttl and not (opts.ttl > 0) then
-    error(format("bad argument #%d to '%s' (ttl must be positive)", n, fname), 3)
-  end
+  options.check(opts, OPTIONS, n, fname)
+  local bad = options.one_of(opts.mode, "mode", MODES) or options.nonneg(opts.timeout, "timeout")
+    or options.nonneg(opts.ttl, "ttl", true) or errors.nul(opts, "table")
+  if bad then return nil, bad end
   return opts
 end
 
 -- db:lock(key[, opts]) → lock | nil, err
 function Db:lock(key, opts)
   Db._check(self, "lock")
-  errors.check(key, 1, "lock", "string")
-  opts = lock_options(opts, 2, "lock")
-  local bad = errors.nul(opts, "table")
+  options.arg(key, 1, "lock", "string")
+  local bad
+  opts, bad = lock_options(opts, 2, "lock")
   if bad then return nil, bad end
   return core.lock(self.pool, key, opts, false)
 end
@@ -88,9 +73,9 @@ end
 -- db:try_lock(key[, opts]) → lock | nil (held elsewhere) | nil, err
 function Db:try_lock(key, opts)
   Db._check(self, "try_lock")
-  errors.check(key, 1, "try_lock", "string")
-  opts = lock_options(opts, 2, "try_lock")
-  local bad = errors.nul(opts, "table")
+  options.arg(key, 1, "try_lock", "string")
+  local bad
+  opts, bad = lock_options(opts, 2, "try_lock")
   if bad then return nil, bad end
   return core.lock(self.pool, key, opts, true)
 end
@@ -101,10 +86,10 @@ end
 -- is nil, err ("lease_lost"): fn's work was not protected to the end.
 function Db:with_lock(key, fn, opts)
   Db._check(self, "with_lock")
-  errors.check(key, 1, "with_lock", "string")
-  errors.check(fn, 2, "with_lock", "function")
-  opts = lock_options(opts, 3, "with_lock")
-  local bad = errors.nul(opts, "table")
+  options.arg(key, 1, "with_lock", "string")
+  options.arg(fn, 2, "with_lock", "function")
+  local bad
+  opts, bad = lock_options(opts, 3, "with_lock")
   if bad then return nil, bad end
   local lock, err = core.lock(self.pool, key, opts, false)
   if not lock then return nil, err end
@@ -117,7 +102,7 @@ end
 
 -- locks.key(key) → the advisory key as a decimal string.
 function _M.key(key)
-  errors.check(key, 1, "key", "string")
+  options.arg(key, 1, "key", "string")
   return core.lock_key(key)
 end
 

@@ -13,8 +13,10 @@
 -- Options: name (required), count = 8, lease = 30, renew = 10 (seconds,
 -- renew < lease), owner = "hostname:pid" (unique per live worker), table =
 -- "pgstore_leases", background = false (a C thread ticks every `renew`
--- seconds; collect its changes with pm:changes()). All workers of a set
--- must use the same count. Nothing is held until the first tick.
+-- seconds; collect its changes with pm:changes()), skip_schema_init = false
+-- (true: create nothing; missing tables are a "not_found" error). All
+-- workers of a set must use the same count. Nothing is held until the
+-- first tick.
 --
 -- Balancing: with W live workers each ends up with ⌊P/W⌋ or ⌈P/W⌉
 -- partitions (the first P mod W workers by owner, in byte order, take one
@@ -37,12 +39,12 @@
 -- count from n to n+1 moves only 1/(n+1) of the streams.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local listen = require "pgstore.listen"
 
 local type, error, setmetatable, getmetatable = type, error, setmetatable, getmetatable
 local pairs, tostring = pairs, tostring
 local format = string.format
-local floor = math.floor
 
 local _M = { _VERSION = core._VERSION }
 local Partitions = {}
@@ -50,37 +52,25 @@ local mt = { __index = Partitions, __name = "pgstore.partitions" }
 
 local OPTIONS = {
   name = "string", count = "number", lease = "number", renew = "number",
-  owner = "string", table = "string", background = "boolean",
+  owner = "string", table = "string", background = "boolean", skip_schema_init = "boolean",
 }
-
--- Raises at the user's call of db:partitions.
-local function argerr(msg)
-  error(format("bad argument #1 to 'partitions' (%s)", msg), listen.user_level("partitions", 1))
-end
 
 -- db:partitions(opts) → pm | nil, err
 function _M.new(db, opts)
-  if type(opts) ~= "table" then argerr("table expected, got " .. type(opts)) end
-  for k, v in pairs(opts) do
-    if not OPTIONS[k] then argerr("unknown option '" .. tostring(k) .. "'") end
-    if type(v) ~= OPTIONS[k] then
-      argerr(format("option '%s' must be a %s, got %s", k, OPTIONS[k], type(v)))
-    end
-  end
-  if not opts.name or opts.name == "" then argerr("option 'name' is required") end
+  options.arg(opts, 1, "partitions", "table", "options table")
+  options.check(opts, OPTIONS, 1, "partitions")
+  options.required(opts, "name", 1, "partitions")
   local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
-  if count < 1 or count > 65536 or floor(count) ~= count then
-    argerr("option 'count' must be an integer in 1..65536")
-  end
-  if not (lease > 0) or not (renew > 0) then argerr("'lease' and 'renew' must be positive") end
-  if renew >= lease then
-    argerr(format("'renew' (%g s) must be shorter than 'lease' (%g s)", renew, lease))
-  end
-  local bad = errors.nul(opts, "name", "owner", "table")
+  local bad = (opts.name == "" and errors.new("invalid", "name must not be empty"))
+    or options.int(count, "count", 1, 65536)
+    or options.nonneg(lease, "lease", true) or options.nonneg(renew, "renew", true)
+    or (renew >= lease and errors.new("invalid",
+          format("renew (%g s) must be shorter than lease (%g s)", renew, lease)))
+    or errors.nul(opts, "name", "owner", "table")
   if bad then return nil, bad end
   local lease_handle, err = core.lease(db.pool, {
     name = opts.name, count = count, lease = lease, renew = renew,
-    owner = opts.owner, table = opts.table,
+    owner = opts.owner, table = opts.table, skip_schema_init = opts.skip_schema_init,
   })
   if not lease_handle then return nil, err end
   if opts.background then
@@ -100,16 +90,15 @@ end
 
 local function check(self, fname)
   if getmetatable(self) ~= mt then
-    error(format("bad argument #1 to '%s' (pgstore.partitions expected; use pm:%s())", fname, fname), 3)
+    options.argerror(1, fname, format("pgstore.partitions expected; use pm:%s()", fname))
   end
-  if not self.core then error("attempt to use a closed partition set", 3) end
+  if not self.core then options.raise("attempt to use a closed partition set") end
 end
 
+-- A partition number: not a number raises, out of range is an invalid error.
 local function check_partition(self, p, n, fname)
-  if type(p) ~= "number" or p < 0 or p >= self.count or floor(p) ~= p then
-    error(format("bad argument #%d to '%s' (partition must be an integer in 0..%d, got %s)",
-      n, fname, self.count - 1, tostring(p)), 3)
-  end
+  options.arg(p, n, fname, "number", "partition (number)")
+  return options.int(p, "partition", 0, self.count - 1)
 end
 
 -- pm:tick() → { acquired = {p…}, released = {p…}, lost = {p…} } | nil, err
@@ -132,20 +121,22 @@ end
 
 function Partitions:owns(p)
   check(self, "owns")
-  check_partition(self, p, 1, "owns")
+  local bad = check_partition(self, p, 1, "owns")
+  if bad then return nil, bad end
   return self.core:token(p) ~= nil
 end
 
 -- pm:token(p) → the fencing token held for p | nil
 function Partitions:token(p)
   check(self, "token")
-  check_partition(self, p, 1, "token")
+  local bad = check_partition(self, p, 1, "token")
+  if bad then return nil, bad end
   return self.core:token(p)
 end
 
 function Partitions:partition_for(stream)
   check(self, "partition_for")
-  errors.check(stream, 1, "partition_for", "string")
+  options.arg(stream, 1, "partition_for", "string")
   return core.partition_for(stream, self.count)
 end
 
@@ -153,14 +144,12 @@ end
 function Partitions:guard(tx, p, token)
   check(self, "guard")
   if type(tx) ~= "table" or not tx.conn then
-    error(format("bad argument #1 to 'guard' (pgstore.tx expected, got %s)", type(tx)))
+    options.argerror(1, "guard", format("pgstore.tx expected, got %s", type(tx)))
   end
-  if not tx.active then error("attempt to use a finished transaction") end
-  check_partition(self, p, 2, "guard")
-  errors.check(token, 3, "guard", "number|nil")
-  if token ~= nil and not (token >= 1 and token <= 2 ^ 53 and floor(token) == token) then
-    error(format("bad argument #3 to 'guard' (token must be a positive integer, got %s)", tostring(token)), 2)
-  end
+  if not tx.active then options.raise("attempt to use a finished transaction") end
+  options.arg(token, 3, "guard", "number|nil")
+  local bad = check_partition(self, p, 2, "guard") or options.int(token, "token", 1, 2 ^ 53)
+  if bad then return nil, bad end
   local ok, err = self.core:guard(tx.conn, p, token)
   if not ok and (err.sqlstate == "40001" or err.sqlstate == "40P01") then
     tx.retryable = err -- db:transaction re-runs the function
@@ -197,8 +186,8 @@ end
 
 -- partitions.partition_for(key, count): the same function without a set.
 function _M.partition_for(key, count)
-  errors.check(key, 1, "partition_for", "string")
-  errors.check(count, 2, "partition_for", "number")
+  options.arg(key, 1, "partition_for", "string")
+  options.arg(count, 2, "partition_for", "number")
   return core.partition_for(key, count)
 end
 

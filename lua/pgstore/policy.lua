@@ -14,6 +14,7 @@
 -- pgstore.policies raises with the file (or entry) and what is wrong.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local glob = require "pgstore.glob"
 local script = require "pgstore.script"
 
@@ -59,8 +60,9 @@ end
 
 -- ---- one policy -----------------------------------------------------------------
 
+-- The fields a policy may have; validate() checks each value.
 local FIELDS = {
-  name = true, description = true, streams = true, max_age = true, max_count = true,
+  name = true, description = "string", streams = true, max_age = true, max_count = true,
   truncate_before = true, archive_after = true, archive_to = true, snapshot_every = true, guard = true,
 }
 
@@ -80,12 +82,9 @@ end
 -- Checks one policy table; returns the normalised policy.
 local function validate(p, where)
   if type(p) ~= "table" then fail(format("%s: a policy must be a table, got %s", where, type(p))) end
-  for k in pairs(p) do
-    if not FIELDS[k] then
-      fail(format("%s: unknown field '%s' (expected name, streams, max_age, max_count, truncate_before, "
-        .. "archive_after, archive_to, snapshot_every, guard, description)", where, tostring(k)))
-    end
-  end
+  local problem = options.problem(p, FIELDS, "name, streams, max_age, max_count, truncate_before, "
+    .. "archive_after, archive_to, snapshot_every, guard, description")
+  if problem then fail(format("%s: %s", where, problem)) end
   local name = p.name
   if name ~= nil and (type(name) ~= "string" or name == "") then
     fail(format("%s: field 'name' must be a non-empty string", where))
@@ -180,7 +179,7 @@ end
 function _M.new(list, fname)
   fname = fname or "policies"
   if type(list) ~= "table" then
-    error(format("bad argument #1 to '%s' (list of policies or script paths expected, got %s)", fname, type(list)), 2)
+    options.argerror(1, fname, "list of policies or script paths expected, got " .. type(list))
   end
   local all = {}
   if list.streams ~= nil or list.name ~= nil then
@@ -207,21 +206,19 @@ end
 -- pgstore.policy(table | "file.lua") → set of the policies it holds
 function _M.one(p)
   if type(p) ~= "table" and type(p) ~= "string" then
-    error("bad argument #1 to 'policy' (policy table or script path expected, got " .. type(p) .. ")", 2)
+    options.argerror(1, "policy", "policy table or script path expected, got " .. type(p))
   end
   return _M.new({ p }, "policy")
 end
 
 local function check(self, fname)
   if getmetatable(self) ~= mt then
-    error(format("bad argument #1 to '%s' (pgstore.policies expected; use policies:%s())", fname, fname), 3)
+    options.argerror(1, fname, format("pgstore.policies expected; use policies:%s()", fname))
   end
 end
 
 local function check_stream(stream, fname)
-  if type(stream) ~= "string" then
-    error(format("bad argument #1 to '%s' (stream name (string) expected, got %s)", fname, type(stream)), 3)
-  end
+  options.arg(stream, 1, fname, "string", "stream name (string)")
 end
 
 local function matches(p, stream)
@@ -264,12 +261,8 @@ end
 function Set:snapshot_due(stream, version, since)
   check(self, "snapshot_due")
   check_stream(stream, "snapshot_due")
-  if type(version) ~= "number" then
-    error("bad argument #2 to 'snapshot_due' (version (number) expected, got " .. type(version) .. ")", 2)
-  end
-  if since ~= nil and type(since) ~= "number" then
-    error("bad argument #3 to 'snapshot_due' (last snapshot version (number) expected, got " .. type(since) .. ")", 2)
-  end
+  options.arg(version, 2, "snapshot_due", "number", "version (number)")
+  options.arg(since, 3, "snapshot_due", "number|nil", "last snapshot version (number)")
   local p = self:match(stream)
   local n = p and p.snapshot_every
   return n ~= nil and version - (since or 0) >= n
@@ -309,7 +302,7 @@ end
 -- Replaces a guard installed before; a set without guards removes it.
 function Set:install(es)
   check(self, "install")
-  if not is_events(es) then errors.arg(1, "install", "event store expected (db:events())") end
+  if not is_events(es) then options.argerror(1, "install", "event store expected (db:events())") end
   local any = false
   for _, p in ipairs(self.policies) do any = any or p.guard ~= nil end
   if not any then
@@ -326,15 +319,15 @@ end
 --   on_progress = fn(p) }) → summary | nil, err. See pgstore.retention.
 function Set:apply(es, opts)
   check(self, "apply")
-  if not is_events(es) then errors.arg(1, "apply", "event store expected (db:events())") end
+  if not is_events(es) then options.argerror(1, "apply", "event store expected (db:events())") end
   return require("pgstore.retention").apply(self, es, opts)
 end
 
 -- policies:plan(es, opts) → summary | nil, err: apply with dry_run = true.
 function Set:plan(es, opts)
   check(self, "plan")
-  if not is_events(es) then errors.arg(1, "plan", "event store expected (db:events())") end
-  if opts ~= nil and type(opts) ~= "table" then errors.arg(2, "plan", "options table expected, got " .. type(opts)) end
+  if not is_events(es) then options.argerror(1, "plan", "event store expected (db:events())") end
+  if opts ~= nil and type(opts) ~= "table" then options.argerror(2, "plan", "options table expected, got " .. type(opts)) end
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
   o.dry_run = true

@@ -92,10 +92,13 @@ local function one_line(s)
   return (tostring(s):gsub("%s*\n%s*", " "))
 end
 
--- `error(code): message` for a pgstore error, on one line.
+-- `error(code): message` for a pgstore error, on one line, followed by the
+-- server's DETAIL when it sent one (a field of its own: README, "Errors").
 function _M.error(err)
   if is_error(err) then
-    return format("error(%s): %s", tostring(err.code), one_line(err.message))
+    local text = format("error(%s): %s", tostring(err.code), one_line(err.message))
+    if type(err.detail) == "string" then text = text .. " (" .. one_line(err.detail) .. ")" end
+    return text
   end
   return "error: " .. one_line(tostring(err))
 end

@@ -14,7 +14,8 @@
 -- "stop" rolls the batch back and stops; "skip" and "park" roll it back and
 -- run it again with a savepoint per event, skipping the failing event or
 -- parking it (event, error, traceback) in the dead-letter table
--- pgstore_parked, in the same transaction as the checkpoint.
+-- pgstore_parked (its schema is the core's, migrated when the runner
+-- starts), in the same transaction as the checkpoint.
 --
 -- partitioned = true: streams are spread over `partitions` partitions by
 -- pm:partition_for(stream); each host process works only on the partitions
@@ -22,6 +23,7 @@
 -- commits only if its lease's fencing token is still current.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local script = require "pgstore.script"
 
 local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
@@ -29,19 +31,24 @@ local now = core.now
 
 local _M = {}
 
-local PARKED = [[create table if not exists pgstore_parked (
-  projection text not null, position bigint not null, stream text not null, type text not null,
-  event jsonb not null, error text not null, traceback text, parked_at timestamptz not null default now(),
-  primary key (projection, position))]]
-
 -- ---- loading -----------------------------------------------------------------
 
 local function fail(path, msg) return nil, ("%s: %s"):format(path, msg) end
+
+-- A projection script's fields: their Lua types, or true where load checks
+-- the value with a message of its own.
+local FIELDS = {
+  name = true, description = "string", types = true, setup = true, teardown = true, handlers = true,
+  batch = true, on_error = true, partitioned = "boolean", partitions = "number",
+}
 
 -- Loads and checks a projection script: def | nil, message.
 function _M.load(path, unsafe)
   local def, err = script.load(path, nil, unsafe)
   if not def then return nil, err end
+  local problem = options.problem(def, FIELDS, "name, handlers, types, setup, teardown, batch, on_error, "
+    .. "partitioned, partitions, description")
+  if problem then return fail(path, problem) end
   if type(def.name) ~= "string" or not def.name:match("^[%w_%-%.:]+$") then
     return fail(path, "name must be a string of letters, digits, _ - . :")
   end
@@ -80,11 +87,19 @@ end
 
 -- ---- one unit of work: a projection, or one partition of it --------------------
 
--- What handlers see: the transaction's query and exec, nothing else.
-local function handler_tx(tx)
+-- What handlers see: the transaction's query and exec, nothing else. A
+-- statement that lost the connection is noted in seen.lost: whatever the
+-- handler makes of it, the whole transaction is gone, so the handler did
+-- not fail (see apply).
+local function handler_tx(tx, seen)
+  local function watch(...)
+    local res, err = ...
+    if res == nil and seen and errors.is(err, "connection") then seen.lost = err end
+    return ...
+  end
   return {
-    query = function(_, ...) return tx:query(...) end,
-    exec = function(_, ...) return tx:exec(...) end,
+    query = function(_, ...) return watch(tx:query(...)) end,
+    exec = function(_, ...) return watch(tx:exec(...)) end,
   }
 end
 
@@ -117,10 +132,14 @@ local function park(tx, def, e, msg, tb)
     def.name, e.position, e.stream, e.type, event, msg, tb)
 end
 
--- Applies rows inside tx. careful = savepoint per event (skip/park).
+-- Applies rows inside tx. careful = savepoint per event (skip/park), with
+-- what was skipped or parked added to `skipped`, to be told once the batch
+-- committed. A handler whose statement lost the connection did not fail:
+-- the batch's transaction is lost with it (err.code `connection`).
 -- Returns true | nil, err (err.message "file:line: msg (event …)").
-local function apply(unit, tx, rows, careful)
-  local def, htx = unit.def, handler_tx(tx)
+local function apply(unit, tx, rows, careful, skipped)
+  local def, seen = unit.def, {}
+  local htx = handler_tx(tx, seen)
   for _, e in ipairs(rows) do
     if not unit.wanted or unit.wanted(e) then
       local fn = def.handlers[e.type]
@@ -132,18 +151,19 @@ local function apply(unit, tx, rows, careful)
             if not ok then return nil, msg end
             return true
           end)
+          if seen.lost then return nil, seen.lost end
           if not res and ok ~= false then return nil, err end -- the savepoint itself failed
           if not res then
-            unit.failed = unit.failed + 1
             if def.on_error == "park" then
               local pok, perr = park(tx, def, e, msg, tb)
               if not pok then return nil, perr end
             end
-            unit.say(("%s: %s %s at position %d: %s"):format(def.name,
-              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg))
+            skipped[#skipped + 1] = ("%s: %s %s at position %d: %s"):format(def.name,
+              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg)
           end
         else
           local ok, msg = script.call(fn, e, htx)
+          if seen.lost then return nil, seen.lost end
           if not ok then
             return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
               :format(msg, e.type, e.position, e.stream), { handler_failed = true })
@@ -158,9 +178,11 @@ end
 -- Processes one batch: read-model writes + checkpoint in one transaction.
 local function process(unit, rows, cursor)
   local db, def = unit.runner.db, unit.def
+  local skipped, committing
   local function body(careful)
     return db:transaction(function(tx)
-      local ok, err = apply(unit, tx, rows, careful)
+      skipped, committing = {}, false
+      local ok, err = apply(unit, tx, rows, careful, skipped)
       if not ok then return nil, err end
       ok, err = unit.sub:ack(cursor, tx)
       if not ok then return nil, err end
@@ -168,6 +190,7 @@ local function process(unit, rows, cursor)
         ok, err = unit.pm:guard(tx, unit.partition, unit.token)
         if not ok then return nil, err end
       end
+      committing = true
       return true
     end)
   end
@@ -176,18 +199,25 @@ local function process(unit, rows, cursor)
     ok, err = body(true)
   end
   if not ok then
-    unit.sub:rewind()
-    if type(err) == "table" and err.code == "conflict" then
-      -- Another process runs this projection too and moved the checkpoint:
-      -- nothing was applied twice; continue from where it got to.
-      unit.say(("%s: checkpoint moved by another runner; continuing from %d")
-        :format(def.name, unit.sub:position()))
-      return true
+    -- The writes and the checkpoint commit together, so the stored
+    -- checkpoint says where to go on from.
+    local cursor, rerr = unit.sub:rolled_back(err)
+    if not cursor then return nil, rerr end
+    local why
+    if err.code == "conflict" then
+      why = "checkpoint moved by another runner"
+    elseif committing then
+      why = ("commit outcome unknown (%s)"):format(err.code)
+    else
+      why = ("connection lost before the commit, the batch rolled back (%s)"):format(tostring(err))
     end
-    return nil, err
+    unit.say(("%s: %s; continuing from %d"):format(def.name, why, cursor))
+    return true
   end
   unit.sub:committed()
   unit.processed = unit.processed + #rows
+  unit.failed = unit.failed + #skipped
+  for _, note in ipairs(skipped) do unit.say(note) end
   return true
 end
 
@@ -201,7 +231,8 @@ Runner.__index = Runner
 function _M.runner(db, defs, opts)
   local self = setmetatable({ db = db, defs = defs, opts = opts, units = {}, say = opts.say or print }, Runner)
   self.es = opts.events
-  local ok, err = db:exec(PARKED)
+  -- The dead-letter table is the core's (core/sql/parked--*.sql).
+  local ok, err = core.parked_migrate(db.pool, nil, true)
   if not ok then return nil, err end
   self.cp, err = db:checkpoints()
   if not self.cp then return nil, err end
@@ -293,12 +324,11 @@ function Runner:step(wait)
   local total = 0
   if #self.units == 0 then core.sleep(math.max(wait or 0, 0.05)) end -- no partition yet
   for i, unit in ipairs(self.units) do
-    local rows, cursor
+    local rows
     rows, err = unit.sub:next(i == 1 and wait or 0)
     if not rows then return nil, err end
-    cursor = unit.sub:position()
-    if #rows > 0 or cursor > unit.sub.acked then
-      ok, err = process(unit, rows, cursor)
+    if #rows > 0 or unit.sub:unacked() then
+      ok, err = process(unit, rows, unit.sub:position())
       if not ok then
         if type(err) == "table" and err.code == "lease_lost" then
           self.say(("%s: lost partition %d, leaving it"):format(unit.def.name, unit.partition))

@@ -24,6 +24,7 @@
 local core = require "pgstore.core"
 local cjson = require "cjson"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local listen = require "pgstore.listen"
 
 local type, pcall, setmetatable, getmetatable = type, pcall, setmetatable, getmetatable
@@ -31,7 +32,7 @@ local pairs, error, tostring = pairs, error, tostring
 local now = core.now
 local format = string.format
 
-local _M = { _VERSION = core._VERSION, PAYLOAD_MAX = listen.PAYLOAD_MAX }
+local _M = { _VERSION = core._VERSION, PAYLOAD_MAX = core.limits.notify_payload }
 local Relay = {}
 local mt = { __index = Relay, __name = "pgstore.relay" }
 
@@ -44,11 +45,10 @@ local RECONNECTED = {} -- queue entry standing for a reconnect
 
 -- db:relay(channel[, opts]) → relay | nil, err
 function _M.new(db, channel, opts)
-  local level = listen.user_level("relay", 0)
-  if type(channel) ~= "string" then
-    error(format("bad argument #1 to 'relay' (string expected, got %s)", type(channel)), level)
-  end
-  opts = listen.check_options(opts, OPTIONS, 2, "relay", level)
+  options.arg(channel, 1, "relay", "string")
+  local bad
+  opts, bad = listen.check_options(opts, OPTIONS, 2, "relay")
+  if not opts then return nil, bad end
   local lopts = {}
   for k, v in pairs(opts) do
     if listen.OPTIONS[k] then lopts[k] = v end
@@ -67,9 +67,9 @@ end
 
 local function check(self, fname)
   if getmetatable(self) ~= mt then
-    error(format("bad argument #1 to '%s' (pgstore.relay expected; use relay:%s())", fname, fname), 3)
+    options.argerror(1, fname, format("pgstore.relay expected; use relay:%s()", fname))
   end
-  if not self.l then error("attempt to use a closed relay", 3) end
+  if not self.l then options.raise("attempt to use a closed relay") end
 end
 
 local function push(self, entry)
@@ -99,7 +99,7 @@ end
 -- relay:broadcast(change) → true | nil, err
 function Relay:broadcast(change)
   check(self, "broadcast")
-  errors.check(change, 1, "broadcast", "table")
+  options.arg(change, 1, "broadcast", "table")
   local ok, json = pcall(cjson.encode, change)
   if not ok then
     self.counts.dropped = self.counts.dropped + 1
@@ -124,7 +124,7 @@ end
 -- relay:next([timeout]) → change, origin | nil, err
 function Relay:next(timeout)
   check(self, "next")
-  errors.check(timeout, 1, "next", "number|nil")
+  options.arg(timeout, 1, "next", "number|nil")
   local deadline = timeout and now() + timeout
   while true do
     -- Take in whatever has arrived, so remote changes queue up in order

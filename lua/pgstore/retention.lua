@@ -35,10 +35,11 @@
 -- an interrupted run finishes on the next.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local glob = require "pgstore.glob"
 local cjson = require "cjson"
 
-local type, pairs, ipairs, tostring, error, unpack, floor = type, pairs, ipairs, tostring, error, unpack, math.floor
+local type, pairs, ipairs, tostring, error, unpack = type, pairs, ipairs, tostring, error, unpack
 local format, concat = string.format, table.concat
 
 local _M = {}
@@ -48,25 +49,7 @@ local OPTIONS = {
   on_policy = "function",
 }
 
--- Checks an options table against { name = "type|type" } (nil → {});
--- unknown options and wrong types raise at the API function's caller.
-local function check_options(opts, spec, n, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(format("bad argument #%d to '%s' (options table expected, got %s)", n, fname, type(opts)), 3)
-  end
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then error(format("bad argument #%d to '%s' (unknown option '%s')", n, fname, tostring(k)), 3) end
-    local ok = false
-    for w in want:gmatch("[^|]+") do ok = ok or type(v) == w end
-    if not ok then
-      error(format("bad argument #%d to '%s' (option '%s' must be %s, got %s)", n, fname, k,
-        (want:gsub("|", " or ")), type(v)), 3)
-    end
-  end
-  return opts
-end
+local check_options = options.check
 
 -- Numbered parameters for SQL assembled from fixed fragments: the values
 -- are always bound, only the shape of the statement varies.
@@ -205,12 +188,6 @@ local function archive_store(es, p, opened)
   return other
 end
 
-local function whole(v, name, fname)
-  if v ~= nil and (v ~= v or v < 1 or v ~= floor(v) or v > 1e7) then
-    error(format("bad argument #2 to '%s' (option '%s' must be a whole number from 1 to 10000000)", fname, name), 3)
-  end
-  return v
-end
 
 -- apply(set, es, opts) → summary | nil, err (err.summary: what was done)
 -- summary = { dry_run, streams, remove, archive, removed, archived,
@@ -222,11 +199,13 @@ end
 function _M.apply(set, es, opts, fname)
   fname = fname or "apply"
   opts = check_options(opts, OPTIONS, 2, fname)
-  local batch = whole(opts.batch, "batch", fname) or 1000
-  local page = whole(opts.page, "page", fname) or 500
+  local bad = options.int(opts.batch, "batch", 1, 1e7) or options.int(opts.page, "page", 1, 1e7)
+  if bad then return nil, bad end
+  local batch = opts.batch or 1000
+  local page = opts.page or 500
   local dry = opts.dry_run == true
   local db = es.db
-  if not db or db:is_closed() or not es.handle then error("attempt to use a closed event store", 3) end
+  if not db or db:is_closed() or not es.handle then options.raise("attempt to use a closed event store") end
   local t = {
     events = assert(core.quote_ident(es.table_name)),
     heads = assert(core.quote_ident(es.table_name .. "_heads")),

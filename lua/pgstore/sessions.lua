@@ -27,8 +27,7 @@ local SESSION_FIELDS = { version = "number", state = "table", history = "table" 
 -- max_value_size (bytes of state + history JSON, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "sessions")
-  C.size(opts, "max_value_size", 1, "sessions")
-  local bad = errors.nul(opts, "table")
+  local bad = C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
   if bad then return nil, bad end
   local ud, err = core.sessions(db.pool, opts)
   if not ud then return nil, err end

@@ -23,8 +23,7 @@ local SAVE_OPTIONS = { schema_version = "number" }
 -- max_value_size (bytes of state JSON, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "snapshots")
-  C.size(opts, "max_value_size", 1, "snapshots")
-  local bad = errors.nul(opts, "table")
+  local bad = C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
   if bad then return nil, bad end
   local ud, err = core.snapshots(db.pool, opts)
   if not ud then return nil, err end

@@ -19,7 +19,9 @@
 -- sub:ack(cursor, tx) in the same transaction.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local events = require "pgstore.events"
+local state = require "pgstore.subscription_state"
 
 local type, getmetatable, setmetatable = type, getmetatable, setmetatable
 local now, min = core.now, math.min
@@ -38,42 +40,35 @@ local OPTIONS = {
 -- listen: false polls only; a table is the listener's options (heartbeat,
 -- heartbeat_timeout, reconnect_min, reconnect_max: see pgstore.listen).
 function _M.new(db, opts)
-  if type(opts) ~= "table" then errors.arg(1, "subscribe", "options table expected, got " .. type(opts)) end
-  events.check_options(opts, OPTIONS, 1, "subscribe")
-  if not opts.name or opts.name == "" then errors.arg(1, "subscribe", "option 'name' (the consumer) is required") end
+  options.arg(opts, 1, "subscribe", "table", "options table")
+  options.check(opts, OPTIONS, 1, "subscribe")
+  options.required(opts, "name", 1, "subscribe")
+  options.required(opts, "events", 1, "subscribe")
   local es = opts.events
-  if type(es) ~= "table" or type(es.read_all) ~= "function" then
-    errors.arg(1, "subscribe", "option 'events' must be an event store (db:events())")
+  if type(es.read_all) ~= "function" then
+    options.argerror(1, "subscribe", "option 'events' must be an event store (db:events())")
   end
   local from = opts.from or "start"
-  if type(from) == "string" and from ~= "start" and from ~= "end" then
-    errors.arg(1, "subscribe", "option 'from' must be 'start', 'end' or a cursor")
-  end
   local batch = opts.batch or 500
-  if batch < 1 or batch % 1 ~= 0 then errors.arg(1, "subscribe", "option 'batch' must be a positive integer") end
+  local bad = (opts.name == "" and errors.new("invalid", "name (the consumer) must not be empty"))
+    or (type(from) == "string" and options.one_of(from, "from", { start = true, ["end"] = true }))
+    or options.int(batch, "batch", 1, 2 ^ 31) or options.nonneg(opts.poll, "poll")
+  if bad then return nil, bad end
 
   local cp, err = opts.checkpoints
   if not cp then
     cp, err = db:checkpoints()
     if not cp then return nil, err end
   end
-  local cursor
-  cursor, err = cp:load(opts.name)
-  if err then return nil, err end
-  local stored = cursor ~= nil
-  if cursor == nil then
-    if from == "start" then
-      cursor = 0
-    elseif from == "end" then
-      cursor, err = es:latest_position()
-      if not cursor then return nil, err end
-    else
-      cursor = from
-    end
+  local st
+  st, err = state.for_consumer(cp, opts.name, es, from)
+  if not st then
+    if not opts.checkpoints then cp:close() end
+    return nil, err
   end
   local self = setmetatable({
-    db = db, es = es, name = opts.name, cp = cp, owns_cp = not opts.checkpoints,
-    cursor = cursor, acked = cursor, stored = stored, types = opts.types, prefix = opts.prefix,
+    db = db, es = es, name = opts.name, cp = cp, owns_cp = not opts.checkpoints, state = st,
+    types = opts.types, prefix = opts.prefix,
     batch = batch, poll = opts.poll or 1.0, listener = nil, reconnects = 0,
   }, mt)
   if opts.listen ~= false and es.channel then
@@ -133,10 +128,10 @@ function Sub:next(timeout)
   local deadline = now() + (timeout or 0)
   drain(self)
   while true do
-    local rows, cursor = self.es:read_all{ after = self.cursor, limit = self.batch,
+    local rows, cursor = self.es:read_all{ after = self.state.cursor, limit = self.batch,
                                            types = self.types, prefix = self.prefix }
     if not rows then return nil, cursor end
-    self.cursor = cursor
+    self.state:delivered(cursor)
     if #rows > 0 then return rows end
     local left = deadline - now()
     if left <= 0 then return rows end
@@ -148,51 +143,29 @@ end
 -- when given (commit it with your read-model writes for exactly-once). The
 -- save is conditional on the checkpoint this subscription last stored, so
 -- a second process running the same consumer gets `conflict` (and its
--- transaction rolls back) instead of applying the same events twice.
-local function save(self, cursor, tx)
-  return self.cp:save(self.name, cursor, { tx = tx, expected = self.stored and self.acked or false })
-end
-
+-- transaction rolls back) instead of applying the same events twice. An
+-- ack that fails with `connection` or `timeout` may have landed; the next
+-- ack finds out (see pgstore.subscription_state).
 function Sub:ack(cursor, tx)
   check(self, "ack")
   errors.check(cursor, 1, "ack", "number")
   errors.check(tx, 2, "ack", "table|nil")
-  local ok, err = save(self, cursor, tx)
-  if not ok and err.code == "conflict" and self.unsure and not tx then
-    -- An earlier ack failed with `connection` or `timeout`, which leaves
-    -- its outcome unknown; if the checkpoint moved to one of those
-    -- cursors, that ack did land (perhaps only now): go on from it.
-    local stored = err.actual
-    if stored == nil then stored = self.cp:load(self.name) end
-    if stored ~= nil and self.unsure[stored] then
-      self.acked, self.stored = stored, true
-      ok, err = save(self, cursor, tx)
-    end
-  end
-  if not ok then
-    if not tx and (err.code == "connection" or err.code == "timeout") then
-      self.unsure = self.unsure or {}
-      self.unsure[cursor] = true
-    end
-    return nil, err
-  end
-  -- Saves are compare-and-set: an unsure ack landing later changes nothing.
-  self.unsure = nil
-  if tx then
-    -- Counted as stored only once the caller's transaction commits.
-    self.pending_ack = cursor
-  else
-    self.acked, self.stored = cursor, true
-  end
-  return true
+  return self.state:ack(cursor, tx)
 end
 
 -- After the transaction holding sub:ack(cursor, tx) committed.
 function Sub:committed()
   check(self, "committed")
-  if self.pending_ack then
-    self.acked, self.stored, self.pending_ack = self.pending_ack, true, nil
-  end
+  self.state:committed()
+end
+
+-- sub:rolled_back(err) → cursor | nil, err: the transaction holding
+-- sub:ack(cursor, tx) failed with err. Rewinds to the stored checkpoint and
+-- returns it when the subscription can go on from there (another process
+-- moved the checkpoint, or the commit's outcome was unknown); else err.
+function Sub:rolled_back(err)
+  check(self, "rolled_back")
+  return self.state:rolled_back(err)
 end
 
 -- sub:lag() → positions between the last acknowledged event and the head
@@ -200,26 +173,27 @@ function Sub:lag()
   check(self, "lag")
   local head, err = self.es:latest_position()
   if not head then return nil, err end
-  local lag = head - self.acked
-  return lag > 0 and lag or 0
+  return self.state:lag(head)
 end
 
--- sub:cursor() → where the next sub:next() continues (delivered, maybe not acked)
+-- sub:position() → where the next sub:next() continues (delivered, maybe not acked)
 function Sub:position()
   check(self, "position")
-  return self.cursor
+  return self.state.cursor
+end
+
+-- sub:unacked() → true when sub:next() has moved past the stored checkpoint
+-- (events delivered, or skipped by types/prefix) and an ack would move it.
+function Sub:unacked()
+  check(self, "unacked")
+  return self.state:unacked()
 end
 
 -- Moves the delivery cursor back to the stored checkpoint (e.g. after a
 -- failed batch that was not acknowledged).
 function Sub:rewind()
   check(self, "rewind")
-  self.pending_ack = nil
-  local stored, err = self.cp:load(self.name)
-  if err then return nil, err end
-  if stored then self.acked, self.stored = stored, true end
-  self.cursor = self.acked
-  return self.cursor
+  return self.state:rewind()
 end
 
 function Sub:fd()

@@ -5,7 +5,7 @@
 -- db:transaction can re-run the whole function even when the function
 -- swallowed or raised the error itself.
 local core = require "pgstore.core"
-local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 
 local type = type
 
@@ -18,9 +18,9 @@ end
 
 local function check(self)
   if getmetatable(self) ~= mt then
-    error("bad argument #1 (pgstore.tx expected; use tx:method())", 3)
+    options.raise("bad argument #1 (pgstore.tx expected; use tx:method())")
   end
-  if not self.active then error("attempt to use a finished transaction", 3) end
+  if not self.active then options.raise("attempt to use a finished transaction") end
 end
 
 local function note(self, res, err)
@@ -33,31 +33,31 @@ end
 
 function Tx:query(sql, ...)
   check(self)
-  errors.check(sql, 1, "query", "string")
+  options.arg(sql, 1, "query", "string")
   return note(self, self.conn:query(sql, ...))
 end
 
 function Tx:exec(sql, ...)
   check(self)
-  errors.check(sql, 1, "exec", "string")
+  options.arg(sql, 1, "exec", "string")
   return note(self, self.conn:exec(sql, ...))
 end
 
 function Tx:savepoint(name)
   check(self)
-  errors.check(name, 1, "savepoint", "string")
+  options.arg(name, 1, "savepoint", "string")
   return self.conn:savepoint(name)
 end
 
 function Tx:rollback_to(name)
   check(self)
-  errors.check(name, 1, "rollback_to", "string")
+  options.arg(name, 1, "rollback_to", "string")
   return self.conn:rollback_to(name)
 end
 
 function Tx:release(name)
   check(self)
-  errors.check(name, 1, "release", "string")
+  options.arg(name, 1, "release", "string")
   return self.conn:release_savepoint(name)
 end
 
@@ -65,7 +65,7 @@ end
 -- or raises (then re-raised), released otherwise.
 function Tx:nested(fn)
   check(self)
-  errors.check(fn, 1, "nested", "function")
+  options.arg(fn, 1, "nested", "function")
   self.depth = (self.depth or 0) + 1
   local name = "pgs_sp_" .. self.depth
   local ok, err = self.conn:savepoint(name)
@@ -84,25 +84,25 @@ function Tx:nested(fn)
   return unpack(res, 2, table.maxn(res))
 end
 
+local LOCK_OPTIONS = { timeout = "number" }
+
 -- A transaction-scoped advisory lock on `key` (hashed as for db:lock),
 -- released at commit or rollback. opts.timeout (seconds) bounds the wait;
 -- running out is "timeout" and, like any failed statement, aborts the
 -- transaction. Without it the wait is as long as lock_timeout allows.
 function Tx:lock(key, opts)
   check(self)
-  errors.check(key, 1, "lock", "string")
-  errors.check(opts, 2, "lock", "table|nil")
-  local timeout = opts and opts.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
-    errors.arg(2, "lock", "timeout must be a non-negative number")
-  end
+  options.arg(key, 1, "lock", "string")
+  local timeout = options.check(opts, LOCK_OPTIONS, 2, "lock").timeout
+  local bad = options.nonneg(timeout, "timeout")
+  if bad then return nil, bad end
   return note(self, core.xact_lock(self.conn, key, timeout))
 end
 
 -- tx:try_lock(key) → true | false (held elsewhere) | nil, err
 function Tx:try_lock(key)
   check(self)
-  errors.check(key, 1, "try_lock", "string")
+  options.arg(key, 1, "try_lock", "string")
   return note(self, core.xact_try_lock(self.conn, key))
 end
 
@@ -110,8 +110,8 @@ end
 -- at all on rollback (see pgstore.listen for the limits).
 function Tx:notify(channel, payload)
   check(self)
-  errors.check(channel, 1, "notify", "string")
-  errors.check(payload, 2, "notify", "string|nil")
+  options.arg(channel, 1, "notify", "string")
+  options.arg(payload, 2, "notify", "string|nil")
   return core.notify(nil, self.conn, channel, payload or "")
 end
 

@@ -12,6 +12,7 @@
 --
 -- A bad registry is a programming error: pgstore.upcasters raises, naming
 -- the entry (its file when it came from one) and what is wrong with it.
+local options = require "pgstore.options"
 local script = require "pgstore.script"
 
 local type, pairs, ipairs, tostring, error, pcall, setmetatable, getmetatable =
@@ -22,7 +23,8 @@ local _M = {}
 local Registry = {}
 local mt = { __index = Registry, __name = "pgstore.upcasters" }
 
-local FIELDS = { type = true, from = true, to = true, upcast = true, description = true }
+-- The fields an upcaster may have; validate() checks each value.
+local FIELDS = { type = true, from = true, to = true, upcast = true, description = "string" }
 local MAX_SCHEMA_VERSION = 2147483647 -- the events table's schema_version is an int
 
 local function whole(v)
@@ -42,11 +44,8 @@ end
 -- Checks one upcaster table; returns a normalised copy.
 local function validate(u, where)
   if type(u) ~= "table" then fail(format("%s: an upcaster must be a table, got %s", where, type(u))) end
-  for k in pairs(u) do
-    if not FIELDS[k] then
-      fail(format("%s: unknown field '%s' (expected type, from, to, upcast, description)", where, tostring(k)))
-    end
-  end
+  local problem = options.problem(u, FIELDS, "type, from, to, upcast, description")
+  if problem then fail(format("%s: %s", where, problem)) end
   if type(u.type) ~= "string" or u.type == "" then
     fail(format("%s: field 'type' must be a non-empty string (the event type), got %s", where, type(u.type)))
   end
@@ -98,7 +97,7 @@ end
 -- pgstore.upcasters{ upcaster | "file.lua" | { … }, … } → registry (raises when invalid)
 function _M.new(list)
   if type(list) ~= "table" then
-    error("bad argument #1 to 'upcasters' (list of upcasters or script paths expected, got " .. type(list) .. ")", 2)
+    options.argerror(1, "upcasters", "list of upcasters or script paths expected, got " .. type(list))
   end
   local all = {}
   for i, entry in ipairs(list) do
@@ -144,7 +143,7 @@ end
 
 local function check(self, fname)
   if getmetatable(self) ~= mt then
-    error(format("bad argument #1 to '%s' (pgstore.upcasters expected; use registry:%s())", fname, fname), 3)
+    options.argerror(1, fname, format("pgstore.upcasters expected; use registry:%s()", fname))
   end
 end
 
@@ -152,7 +151,7 @@ end
 -- the registry has no upcaster for it).
 function Registry:latest(t)
   check(self, "latest")
-  if type(t) ~= "string" then error("bad argument #1 to 'latest' (event type (string) expected, got " .. type(t) .. ")", 2) end
+  options.arg(t, 1, "latest", "string", "event type (string)")
   return self.last[t] or 1
 end
 

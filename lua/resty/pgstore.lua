@@ -20,6 +20,7 @@
 -- after it, and connections must belong to the worker that uses them.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local call_mod = require "resty.pgstore.call"
 local Db = require "resty.pgstore.db"
 local timers = require "resty.pgstore.timers"
@@ -83,24 +84,12 @@ function _M.connect(opts)
   elseif type(opts) ~= "table" then
     argerr(1, "connect", "string or table expected, got " .. type(opts))
   end
-  for k, v in pairs(opts) do
-    local want = OPTIONS[k]
-    if not want then argerr(1, "connect", "unknown option '" .. tostring(k) .. "'") end
-    local ok = false
-    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
-    if not ok then
-      argerr(1, "connect", format("option '%s' must be %s, got %s", k, (want:gsub("|", " or ")), type(v)))
-    end
-  end
-  if opts.pool_size and (opts.pool_size < 1 or opts.pool_size % 1 ~= 0) then
-    argerr(1, "connect", "option 'pool_size' must be a positive integer")
-  end
+  options.check(opts, OPTIONS, 1, "connect")
   local max_pending = opts.max_pending or 32
-  if max_pending < 1 or max_pending % 1 ~= 0 then
-    argerr(1, "connect", "option 'max_pending' must be a positive integer")
-  end
   local queue_timeout = opts.queue_timeout or 5
-  if not (queue_timeout >= 0) then argerr(1, "connect", "option 'queue_timeout' must not be negative") end
+  local bad = options.int(opts.pool_size, "pool_size", 1, 10000) or options.int(max_pending, "max_pending", 1, 2 ^ 31)
+    or options.nonneg(queue_timeout, "queue_timeout")
+  if bad then return nil, bad end
   if opts.shared_dict and not ngx.shared[opts.shared_dict] then
     argerr(1, "connect", format("lua_shared_dict '%s' is not defined in nginx.conf", opts.shared_dict))
   end

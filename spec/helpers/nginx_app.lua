@@ -56,6 +56,15 @@ function CASES.query_error(db)
   eq(err.code, "sql", "code"); eq(err.sqlstate, "42P01", "sqlstate")
   ok(tostring(err):find("no_such_table_here", 1, true), "tostring is the message")
   eq(assert(db:query("select 2 as n"))[1].n, 2, "still works")
+  -- the server's fields travel from the thread VM with the error
+  local t = unique("spec_uq")
+  assert(db:exec("create table " .. t .. " (id int primary key)"))
+  assert(db:exec("insert into " .. t .. " values (1)"))
+  local n, uerr = db:exec("insert into " .. t .. " values (1)")
+  eq(n, nil, "duplicate")
+  eq(uerr.constraint, t .. "_pkey", "constraint"); eq(uerr.table, t, "table")
+  eq(uerr.detail, "Key (id)=(1) already exists.", "detail")
+  assert(db:exec("drop table " .. t))
 end
 
 function CASES.misuse(db)
@@ -69,6 +78,52 @@ function CASES.misuse(db)
   okc, err = pcall(db.query, db, "select $1::text", function() end)
   eq(okc, false, "function argument")
   ok(err:find("cross into a worker thread", 1, true), "says why: " .. err)
+end
+
+-- The raise-or-return rule (README, "Errors"): an unknown option and a
+-- wrong type raise at this file's line; a right-typed value out of range is
+-- nil, err ("invalid").
+function CASES.options(db)
+  local es = db:events{ table = unique("spec_opt"), notify = false }
+  local calls = {
+    { "connect", function(o) return pgstore.connect(o) end, { dsn = ngx.var.pgstore_dsn },
+      { pool_size = "4" }, { pool_size = 0 } },
+    { "events", function(o) return db:events(o) end, nil, { migrate = "yes" }, nil },
+    { "kv", function(o) return db:kv(o) end, nil, { table = 1 }, { cleanup_interval = -1 } },
+    { "partitions", function(o) return db:partitions(o) end, { name = unique("spec_opt") },
+      { count = "8" }, { count = 0 } },
+    { "transaction", function(o) return db:transaction(function() return true end, o) end, nil,
+      { isolation = 1 }, { isolation = "chaos" } },
+    { "try_lock", function(o) return db:try_lock("spec_opt", o) end, nil, { ttl = true }, { mode = "chaos" } },
+    { "listen", function(o) return db:listen("spec_opt", o) end, nil, { max_queue = "1" }, { max_queue = 0 } },
+    { "append", function(o) return es:append("s", { { type = "E" } }, o) end, nil,
+      { expected = true }, { expected = "bogus" } },
+  }
+  local function with(base, extra)
+    local o = {}
+    for k, v in pairs(base or {}) do o[k] = v end
+    for k, v in pairs(extra) do o[k] = v end
+    return o
+  end
+  for _, c in ipairs(calls) do
+    local name, fn, base, wrong, bad = c[1], c[2], c[3], c[4], c[5]
+    local okc, err = pcall(function() fn(with(base, { bogus_option = 1 })) end)
+    eq(okc, false, name .. ": unknown option raised")
+    ok(err:find("^[^\n]*nginx_app%.lua:%d+: bad argument #%d to '" .. name .. "' %(unknown option 'bogus_option'"),
+      name .. ": " .. err)
+    okc, err = pcall(function() fn(with(base, wrong)) end)
+    eq(okc, false, name .. ": wrong type raised")
+    ok(err:find("^[^\n]*nginx_app%.lua:%d+: bad argument"), name .. ": " .. err)
+    if bad then
+      local res, e = fn(with(base, bad))
+      eq(res, nil, name .. ": out of range accepted")
+      eq(type(e) == "table" and e.code, "invalid", name .. ": " .. tostring(e))
+    end
+  end
+  local okc, err = pcall(function() es:append("s", "x") end)
+  eq(okc, false, "events of the wrong type raised")
+  ok(err:find("nginx_app.lua:", 1, true), "at the caller: " .. err)
+  eq(assert(db:query("select 1 as n"))[1].n, 1, "still works")
 end
 
 function CASES.run(db)
@@ -225,6 +280,10 @@ function CASES.events(db)
   local many = assert(es:append_many{ { stream = "m1", events = { { type = "X" } } },
                                       { stream = "m2", events = { { type = "Y" } } } })
   eq(#many, 2, "append_many")
+  _, err = es:append_many{ { stream = "m1", events = { { type = "X" } } },
+                           { stream = "m2", events = { { type = "Y" } }, expected = 5 } }
+  eq(err.code, "conflict", "append_many conflict"); eq(err.batch, 2, "batch")
+  eq(err.expected, 5, "batch expected"); eq(err.actual, 1, "batch actual")
   local codec = db:events{ table = es.table_name, codec = {
     encode = function(v) return cjson.encode({ wrapped = v }) end,
     decode = function(s) return cjson.decode(s).wrapped end } }
@@ -340,11 +399,66 @@ function CASES.subscribe(db)
   local sub = assert(db:subscribe{ name = unique("consumer"), events = es, from = "start" })
   local batch = assert(sub:next(3))
   eq(#batch, 2, "caught up"); eq(batch[2].data, 2, "decoded")
+  -- the one state machine: an ack it cannot cover is refused, as in pgstore
+  local acked, err = sub:ack(batch[2].position + 1000)
+  eq(acked, nil, "an ack past the delivered cursor"); eq(err.code, "invalid", "its code")
   assert(sub:ack(batch[2].position))
+  acked, err = sub:ack(batch[1].position)
+  eq(acked, nil, "an ack behind the last one"); eq(err.code, "invalid", "its code")
+  local bad
+  bad, err = db:subscribe{ name = unique("consumer"), events = es, from = -7 }
+  eq(bad, nil, "from = -7"); eq(err.code, "invalid", "its code")
   assert(es:append("x", { { type = "C", data = 3 } }))
   batch = assert(sub:next(3))
   eq(#batch, 1, "live"); eq(batch[1].type, "C", "type")
   eq(#assert(sub:next(0.1)), 0, "nothing more")
+end
+
+-- Acks through the proxy of spec/nginx_spec.lua (on port arg_port), which
+-- cuts checkpoint writes around their commit: an ack fails with an unknown
+-- outcome, and may or may not have moved the checkpoint. The subscriber
+-- must go on delivering every event exactly once, never wedged in `conflict`.
+function CASES.subscribe_unknown_ack(db)
+  local port = ok(tonumber(ngx.var.arg_port), "a proxy port")
+  local cut = connect({ dsn = ngx.var.pgstore_dsn:gsub("port=%d+", "port=" .. port), key = "spec-cut-acks" })
+  local es = db:events{ table = unique("spec_sub_cut"), notify = false }
+  local total = 200
+  for i = 1, total / 5 do
+    local b = {}
+    for j = 1, 5 do b[j] = { type = "A", data = { i = i, j = j } } end
+    assert(es:append("acks", b))
+  end
+  local name = unique("cut_consumer")
+  local sub = assert(cut:subscribe{ name = name, events = es, batch = 1 })
+  local seen, delivered, unknown, last = {}, 0, 0, 0
+  for _ = 1, total + 10 do
+    local rows = assert(sub:next(1))
+    if #rows == 0 then break end
+    local pos = rows[1].position
+    ok(not seen[pos], "position " .. pos .. " delivered twice")
+    ok(pos > last, "global order")
+    seen[pos], last, delivered = true, pos, delivered + 1
+    local acked, err = sub:ack(pos)
+    if not acked then
+      eq(err.code, "connection", "an ack fails only with an unknown outcome (" .. tostring(err) .. ")")
+      unknown = unknown + 1
+    end
+  end
+  eq(delivered, total, "events delivered")
+  ok(unknown > 0, "no ack was cut")
+  -- The last ack goes through in the end, and stores exactly that cursor.
+  local acked, err
+  for _ = 1, 20 do
+    acked, err = sub:ack(last)
+    if acked then break end
+    eq(err.code, "connection", "the final ack (" .. tostring(err) .. ")")
+  end
+  ok(acked, "the final ack went through")
+  eq(assert(db:checkpoints()):load(name), last, "the stored checkpoint")
+  -- A restarted subscriber starts after it: nothing is delivered again.
+  local again = assert(db:subscribe{ name = name, events = es })
+  eq(#assert(again:next(0.2)), 0, "events delivered again after a restart")
+  return { unknown = unknown }
 end
 
 -- ---- routes ------------------------------------------------------------------------------
@@ -355,8 +469,8 @@ function _M.route()
   if route == "case" then
     local f = CASES[ngx.var.arg_name]
     if not f then return reply(404, { ok = false, error = "no such case" }) end
-    local okc, err = xpcall(f, debug.traceback, db)
-    return reply(200, { ok = okc, error = not okc and tostring(err) or nil })
+    local okc, res = xpcall(f, debug.traceback, db)
+    return reply(200, { ok = okc, error = not okc and tostring(res) or nil, result = okc and res or nil })
   elseif route == "sleep" then
     local rows, err = db:query("select pg_sleep($1::float8)::text as slept", tonumber(ngx.var.arg_s) or 1)
     if not rows then return reply(500, { error = tostring(err) }) end

@@ -18,7 +18,8 @@ function S.drop(db, ...)
   local has = db:query("select to_regclass('pgstore_migrations') is not null as has")[1].has
   if has then
     for _, name in ipairs({ ... }) do
-      assert(db:exec("delete from pgstore_migrations where right(target, length($1) + 1) = ':' || $1", name))
+      -- keys are "<series>:<schema>.<table>" (0.1 wrote "<kind>:<table>")
+      assert(db:exec("delete from pgstore_migrations where right(target, length($1) + 1) in (':' || $1, '.' || $1)", name))
     end
   end
 end

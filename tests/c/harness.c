@@ -121,14 +121,14 @@ int64_t pgs_test_query_int(pgs_pool_t *pool, const char *sql)
 {
     pgs_conn_t *c;
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     int64_t n = -1;
     if (pgs_pool_acquire(pool, -1, &c, &err) != PGS_OK)
         return -1;
-    if (pgs_exec(c, sql, 0, NULL, &r, &err) == PGS_OK) {
-        if (PQntuples(r) > 0)
-            n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        PQclear(r);
+    if (pgs_query(c, sql, 0, NULL, &r, &err) == PGS_OK) {
+        if (pgs_rows_count(r) > 0)
+            n = strtoll(pgs_rows_value(r, 0, 0, NULL), NULL, 10);
+        pgs_rows_free(r);
     }
     pgs_pool_release(pool, c);
     return n;

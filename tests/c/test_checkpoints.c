@@ -31,11 +31,11 @@ static void test_upsert(void)
     CHECK_OK(pgs_checkpoints_load(cp, NULL, "u", &pos, &err), err);
     CHECK(pos == 11);
     CHECK(pgs_checkpoints_save(cp, NULL, "u", -1, PGS_CHECKPOINT_ANY, 0, &err) == PGS_EINVALID);
-    PGresult *r;
+    pgs_rows_t *r;
     CHECK_OK(pgs_checkpoints_list(cp, NULL, &r, &err), err);
-    CHECK(PQntuples(r) >= 1 && PQnfields(r) == 3);
-    CHECK_STR(PQfname(r, 1), "cursor");
-    PQclear(r);
+    CHECK(pgs_rows_count(r) >= 1 && pgs_rows_columns(r) == 3);
+    CHECK_STR(pgs_rows_name(r, 1), "cursor");
+    pgs_rows_free(r);
     int64_t removed = 0;
     CHECK_OK(pgs_checkpoints_delete(cp, NULL, "u", &removed, &err), err);
     CHECK(removed == 1);

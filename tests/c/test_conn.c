@@ -20,13 +20,13 @@ static void test_params_roundtrip(void)
 {
     pgs_conn_t *c = open_conn();
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     pgs_param_t p[3] = {{"42", -1}, {NULL, 0}, {"h\xc3\xa9llo", -1}};
-    CHECK_OK(pgs_exec(c, "select $1::int8 + 1 as n, $2::text as z, $3::text as s", 3, p, &r, &err), err);
-    CHECK_STR(PQgetvalue(r, 0, 0), "43");
-    CHECK(PQgetisnull(r, 0, 1));
-    CHECK_STR(PQgetvalue(r, 0, 2), "h\xc3\xa9llo");
-    PQclear(r);
+    CHECK_OK(pgs_query(c, "select $1::int8 + 1 as n, $2::text as z, $3::text as s", 3, p, &r, &err), err);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "43");
+    CHECK(pgs_rows_is_null(r, 0, 1));
+    CHECK_STR(pgs_rows_value(r, 0, 2, NULL), "h\xc3\xa9llo");
+    pgs_rows_free(r);
     pgs_conn_close(c);
 }
 
@@ -34,17 +34,17 @@ static void test_bytea_binary_safe(void)
 {
     pgs_conn_t *c = open_conn();
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     const char raw[] = {'a', 0, '\\', 'x', (char)0xff};
     pgs_param_t p = {raw, 5};
-    CHECK_OK(pgs_exec(c, "select $1::bytea as b, length($1::bytea) as n", 1, &p, &r, &err), err);
-    CHECK_STR(PQgetvalue(r, 0, 1), "5");
+    CHECK_OK(pgs_query(c, "select $1::bytea as b, length($1::bytea) as n", 1, &p, &r, &err), err);
+    CHECK_STR(pgs_rows_value(r, 0, 1, NULL), "5");
     char out[8];
-    const char *hex = PQgetvalue(r, 0, 0);
+    const char *hex = pgs_rows_value(r, 0, 0, NULL);
     CHECK(pgs_bytea_decode(hex, strlen(hex), out) == 5 && memcmp(out, raw, 5) == 0);
-    PQclear(r);
+    pgs_rows_free(r);
     /* NUL in a text parameter is refused before reaching the server. */
-    CHECK(pgs_exec(c, "select $1::text", 1, &p, NULL, &err) == PGS_EINVALID);
+    CHECK(pgs_query(c, "select $1::text", 1, &p, NULL, &err) == PGS_EINVALID);
     CHECK(strstr(err.message, "NUL") != NULL);
     pgs_conn_close(c);
 }
@@ -53,17 +53,17 @@ static void test_sql_errors(void)
 {
     pgs_conn_t *c = open_conn();
     pgs_error_t err;
-    CHECK(pgs_exec(c, "selec 1", 0, NULL, NULL, &err) == PGS_ESQL);
+    CHECK(pgs_query(c, "selec 1", 0, NULL, NULL, &err) == PGS_ESQL);
     CHECK_STR(err.sqlstate, "42601");
     CHECK_OK(pgs_exec_command(c, "create temp table t (id int primary key)", &err), err);
     pgs_param_t p = {"1", -1};
-    CHECK_OK(pgs_exec(c, "insert into t values ($1)", 1, &p, NULL, &err), err);
-    CHECK(pgs_exec(c, "insert into t values ($1)", 1, &p, NULL, &err) == PGS_ESQL);
+    CHECK_OK(pgs_query(c, "insert into t values ($1)", 1, &p, NULL, &err), err);
+    CHECK(pgs_query(c, "insert into t values ($1)", 1, &p, NULL, &err) == PGS_ESQL);
     CHECK_STR(err.sqlstate, "23505");
     /* The connection still answers. */
     CHECK_OK(pgs_exec_command(c, "select 1", &err), err);
     /* Wrong parameter count is caught with a clear message. */
-    CHECK(pgs_exec(c, "select $1::int, $2::int", 1, &p, NULL, &err) == PGS_EINVALID);
+    CHECK(pgs_query(c, "select $1::int, $2::int", 1, &p, NULL, &err) == PGS_EINVALID);
     CHECK(strstr(err.message, "takes 2 parameters") != NULL);
     pgs_conn_close(c);
 }
@@ -76,22 +76,22 @@ static void test_stmt_cache_eviction_and_replan(void)
     pgs_param_t p = {"7", -1};
     for (int i = 0; i < 10; i++) {
         snprintf(sql, sizeof sql, "select $1::int + %d", i);
-        CHECK_OK(pgs_exec(c, sql, 1, &p, NULL, &err), err);
+        CHECK_OK(pgs_query(c, sql, 1, &p, NULL, &err), err);
     }
-    PGresult *r;
-    CHECK_OK(pgs_exec(c, "select count(*) from pg_prepared_statements", 0, NULL, &r, &err), err);
-    CHECK(atoi(PQgetvalue(r, 0, 0)) <= 4);
-    PQclear(r);
+    pgs_rows_t *r;
+    CHECK_OK(pgs_query(c, "select count(*) from pg_prepared_statements", 0, NULL, &r, &err), err);
+    CHECK(atoi(pgs_rows_value(r, 0, 0, NULL)) <= 4);
+    pgs_rows_free(r);
     /* A table re-created with another shape: the cached plan is replaced. */
     CHECK_OK(pgs_exec_command(c, "create temp table s (a int); insert into s values (1)", &err), err);
-    CHECK_OK(pgs_exec(c, "select * from s where a = $1", 1, &(pgs_param_t){"1", -1}, NULL, &err), err);
+    CHECK_OK(pgs_query(c, "select * from s where a = $1", 1, &(pgs_param_t){"1", -1}, NULL, &err), err);
     CHECK_OK(pgs_exec_command(c, "drop table s; create temp table s (a int, b text); insert into s values (1, 'x')", &err), err);
-    CHECK_OK(pgs_exec(c, "select * from s where a = $1", 1, &(pgs_param_t){"1", -1}, &r, &err), err);
-    CHECK(PQnfields(r) == 2);
-    PQclear(r);
+    CHECK_OK(pgs_query(c, "select * from s where a = $1", 1, &(pgs_param_t){"1", -1}, &r, &err), err);
+    CHECK(pgs_rows_columns(r) == 2);
+    pgs_rows_free(r);
     /* DISCARD ALL forgets server-side statements; the cache recovers. */
     CHECK_OK(pgs_exec_command(c, "discard all", &err), err);
-    CHECK_OK(pgs_exec(c, "select $1::int + 9", 1, &p, NULL, &err), err);
+    CHECK_OK(pgs_query(c, "select $1::int + 9", 1, &p, NULL, &err), err);
     pgs_conn_close(c);
 }
 

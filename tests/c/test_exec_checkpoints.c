@@ -24,19 +24,19 @@ static void test_save_load_list_delete(void)
 {
     pgs_exec_checkpoints_t *xs = open_store();
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     CHECK(pgs_exec_checkpoints_load(xs, NULL, "e1", &r, &err) == PGS_ENOTFOUND);
     CHECK_OK(pgs_exec_checkpoints_save(xs, NULL, "e1", "{\"step\": 1}", &err), err);
     CHECK_OK(pgs_exec_checkpoints_save(xs, NULL, "e1", "{\"step\": 2}", &err), err);
     CHECK_OK(pgs_exec_checkpoints_save(xs, NULL, "e0", "{}", &err), err);
     CHECK_OK(pgs_exec_checkpoints_load(xs, NULL, "e1", &r, &err), err);
-    CHECK_STR(PQgetvalue(r, 0, 0), "{\"step\": 2}");
-    PQclear(r);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "{\"step\": 2}");
+    pgs_rows_free(r);
     CHECK_OK(pgs_exec_checkpoints_list(xs, NULL, &r, &err), err);
-    CHECK(PQntuples(r) == 2);
-    CHECK_STR(PQgetvalue(r, 0, 0), "e0");
-    CHECK_STR(PQgetvalue(r, 1, 0), "e1");
-    PQclear(r);
+    CHECK(pgs_rows_count(r) == 2);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "e0");
+    CHECK_STR(pgs_rows_value(r, 1, 0, NULL), "e1");
+    pgs_rows_free(r);
     int64_t removed = -1;
     CHECK_OK(pgs_exec_checkpoints_delete(xs, NULL, "e1", &removed, &err), err);
     CHECK(removed == 1);
@@ -89,15 +89,15 @@ static void test_concurrent_saves(void)
     pthread_barrier_destroy(&start);
     CHECK(failures == 0);
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     CHECK_OK(pgs_exec_checkpoints_list(xs, NULL, &r, &err), err);
-    CHECK(PQntuples(r) == 1);
-    PQclear(r);
+    CHECK(pgs_rows_count(r) == 1);
+    pgs_rows_free(r);
     CHECK_OK(pgs_exec_checkpoints_load(xs, NULL, "shared", &r, &err), err);
     int writer_id = 0, round = 0;
-    CHECK(sscanf(PQgetvalue(r, 0, 0), "{\"round\": %d, \"writer\": %d}", &round, &writer_id) == 2);
+    CHECK(sscanf(pgs_rows_value(r, 0, 0, NULL), "{\"round\": %d, \"writer\": %d}", &round, &writer_id) == 2);
     CHECK(writer_id >= 1 && writer_id <= WRITERS && round == ROUNDS);
-    PQclear(r);
+    pgs_rows_free(r);
     pgs_exec_checkpoints_close(xs);
 }
 

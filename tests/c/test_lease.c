@@ -181,7 +181,7 @@ static void test_fencing(void)
     free(ch);
     CHECK(pgs_lease_token(b, 3) == token + 1);
     CHECK(guarded_commit(a, 3, token, &err) == PGS_ELEASE_LOST);
-    CHECK(strstr(err.message, "fence-b") != NULL); /* the detail names the holder */
+    CHECK(strstr(err.detail, "fence-b") != NULL); /* the detail names the holder */
     tick(a, &ch, &n); /* a learns what happened */
     CHECK(n == 8 && count_kind(ch, n, PGS_LEASE_LOST) == 8);
     free(ch);

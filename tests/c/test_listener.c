@@ -79,7 +79,7 @@ static void test_deliver_and_timeout(void)
         CHECK_STR(n->channel, "pgs_c_b");
         CHECK(n->payload_len == PGS_NOTIFY_PAYLOAD_MAX &&
               memcmp(n->payload, big, PGS_NOTIFY_PAYLOAD_MAX) == 0);
-        CHECK(n->pid == PQbackendPID(pgs_conn_pg(c)));
+        CHECK(n->pid == pgs_conn_backend_pid(c));
         pgs_notification_free(n);
     }
     CHECK_OK(pgs_listener_wait(l, 5, &n, &err), err);
@@ -153,7 +153,7 @@ static void test_reconnect_marker(void)
     char pid[16];
     snprintf(pid, sizeof pid, "%d", old_pid);
     pgs_param_t p = {pid, -1};
-    CHECK_OK(pgs_exec(c, "SELECT pg_terminate_backend($1::int)", 1, &p, NULL, &err), err);
+    CHECK_OK(pgs_query(c, "SELECT pg_terminate_backend($1::int)", 1, &p, NULL, &err), err);
 
     CHECK_OK(pgs_listener_wait(l, 10, &n, &err), err);
     if (n) {

@@ -55,18 +55,18 @@ static void test_advisory_exclusion(void)
 
     /* The server sees the documented key: fnv1a64 as a signed bigint. */
     pgs_conn_t *c;
-    PGresult *r = NULL;
+    pgs_rows_t *r = NULL;
     CHECK_OK(pgs_pool_acquire(pb, -1, &c, &err), err);
     char kk[32];
     snprintf(kk, sizeof kk, "%lld", (long long)pgs_lock_key(k, n));
     pgs_param_t p = {kk, -1};
-    CHECK_OK(pgs_exec(c,
+    CHECK_OK(pgs_query(c,
                       "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
                       " AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
                       1, &p, &r, &err),
              err);
-    CHECK(r && strcmp(PQgetvalue(r, 0, 0), "1") == 0);
-    PQclear(r);
+    CHECK(r && strcmp(pgs_rows_value(r, 0, 0, NULL), "1") == 0);
+    pgs_rows_free(r);
     pgs_pool_release(pb, c);
 
     CHECK_OK(pgs_lock_renew(a, &err), err);
@@ -93,7 +93,7 @@ static void test_lost_with_connection(void)
     char kk[32];
     snprintf(kk, sizeof kk, "%lld", (long long)pgs_lock_key(k, n));
     pgs_param_t p = {kk, -1};
-    CHECK_OK(pgs_exec(c,
+    CHECK_OK(pgs_query(c,
                       "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
                       " AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
                       1, &p, NULL, &err),
@@ -118,16 +118,16 @@ static void test_transaction_locks(void)
     size_t n = strlen(k);
     pgs_conn_t *c1, *c2;
     pgs_error_t err;
-    PGresult *r = NULL;
+    pgs_rows_t *r = NULL;
     CHECK_OK(pgs_pool_acquire(pa, -1, &c1, &err), err);
     CHECK_OK(pgs_pool_acquire(pb, -1, &c2, &err), err);
     CHECK(pgs_lock_xact(c1, k, n, -1, &err) == PGS_EINVALID); /* no transaction */
     CHECK_OK(pgs_tx_begin(c1, PGS_READ_COMMITTED, &err), err);
     CHECK_OK(pgs_exec_command(c1, "SET LOCAL lock_timeout = '7s'", &err), err);
     CHECK_OK(pgs_lock_xact(c1, k, n, 2, &err), err);
-    CHECK_OK(pgs_exec(c1, "SELECT current_setting('lock_timeout')", 0, NULL, &r, &err), err);
-    CHECK_STR(PQgetvalue(r, 0, 0), "7s"); /* the transaction's own setting is back */
-    PQclear(r);
+    CHECK_OK(pgs_query(c1, "SELECT current_setting('lock_timeout')", 0, NULL, &r, &err), err);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "7s"); /* the transaction's own setting is back */
+    pgs_rows_free(r);
 
     int got = 1;
     CHECK_OK(pgs_tx_begin(c2, PGS_READ_COMMITTED, &err), err);

@@ -50,11 +50,11 @@ static void *worker(void *arg)
         char v[16];
         snprintf(v, sizeof v, "%d", i);
         pgs_param_t p = {v, -1};
-        PGresult *r;
-        if (pgs_exec(c, "select $1::int * 2", 1, &p, &r, &err) == PGS_OK) {
-            if (atoi(PQgetvalue(r, 0, 0)) == i * 2)
+        pgs_rows_t *r;
+        if (pgs_query(c, "select $1::int * 2", 1, &p, &r, &err) == PGS_OK) {
+            if (atoi(pgs_rows_value(r, 0, 0, NULL)) == i * 2)
                 w->ok++;
-            PQclear(r);
+            pgs_rows_free(r);
         }
         pgs_pool_release(w->pool, c);
     }
@@ -88,7 +88,7 @@ static void test_terminated_backend_replaced(void)
     pgs_conn_t *c;
     pgs_error_t err;
     CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
-    int pid = PQbackendPID(pgs_conn_pg(c));
+    int pid = pgs_conn_backend_pid(c);
     pgs_pool_release(p, c);
 
     pgs_conn_opts_t o = {.conninfo = pgs_test_dsn()};
@@ -97,13 +97,13 @@ static void test_terminated_backend_replaced(void)
     char v[16];
     snprintf(v, sizeof v, "%d", pid);
     pgs_param_t prm = {v, -1};
-    CHECK_OK(pgs_exec(killer, "select pg_terminate_backend($1::int)", 1, &prm, NULL, &err), err);
+    CHECK_OK(pgs_query(killer, "select pg_terminate_backend($1::int)", 1, &prm, NULL, &err), err);
     /* Wait until the backend is really gone. */
     for (int i = 0; i < 100; i++) {
-        PGresult *r;
-        pgs_exec(killer, "select count(*) from pg_stat_activity where pid = $1::int", 1, &prm, &r, &err);
-        int n = atoi(PQgetvalue(r, 0, 0));
-        PQclear(r);
+        pgs_rows_t *r;
+        pgs_query(killer, "select count(*) from pg_stat_activity where pid = $1::int", 1, &prm, &r, &err);
+        int n = atoi(pgs_rows_value(r, 0, 0, NULL));
+        pgs_rows_free(r);
         if (n == 0)
             break;
         pgs_backoff_sleep(1);
@@ -111,7 +111,7 @@ static void test_terminated_backend_replaced(void)
     pgs_conn_close(killer);
 
     CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
-    CHECK(PQbackendPID(pgs_conn_pg(c)) != pid);
+    CHECK(pgs_conn_backend_pid(c) != pid);
     CHECK_OK(pgs_exec_command(c, "select 1", &err), err);
     pgs_pool_release(p, c);
     pgs_pool_close(p);
@@ -126,7 +126,7 @@ static void test_release_rolls_back(void)
     CHECK_OK(pgs_exec_command(c, "begin; create temp table leftover (a int)", &err), err);
     pgs_pool_release(p, c);
     CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
-    CHECK(PQtransactionStatus(pgs_conn_pg(c)) == PQTRANS_IDLE);
+    CHECK(pgs_conn_tx_state(c) == PGS_TX_IDLE);
     CHECK(pgs_exec_command(c, "select * from leftover", &err) == PGS_ESQL);
     CHECK_STR(err.sqlstate, "42P01");
     pgs_pool_release(p, c);

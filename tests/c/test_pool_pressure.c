@@ -61,14 +61,14 @@ static void ask(caller_t *me, pgs_conn_t *c, const char *sql, long long question
     char q[32];
     snprintf(q, sizeof q, "%lld", question);
     pgs_param_t p = {q, -1};
-    PGresult *r = NULL;
+    pgs_rows_t *r = NULL;
     pgs_error_t err;
     if (cancellable) {
         pthread_mutex_lock(&me->mu);
         me->conn = c;
         pthread_mutex_unlock(&me->mu);
     }
-    pgs_status_t st = pgs_exec(c, sql, 1, &p, &r, &err);
+    pgs_status_t st = pgs_query(c, sql, 1, &p, &r, &err);
     if (cancellable) {
         pthread_mutex_lock(&me->mu);
         me->conn = NULL;
@@ -79,14 +79,14 @@ static void ask(caller_t *me, pgs_conn_t *c, const char *sql, long long question
         tally_error(&err);
         return;
     }
-    if (PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), q) != 0) {
+    if (pgs_rows_count(r) != 1 || strcmp(pgs_rows_value(r, 0, 0, NULL), q) != 0) {
         atomic_fetch_add(&wrong, 1);
         fprintf(stderr, "caller %d asked %s, got %s\n", me->id, q,
-                PQntuples(r) ? PQgetvalue(r, 0, 0) : "no row");
+                pgs_rows_count(r) ? pgs_rows_value(r, 0, 0, NULL) : "no row");
     } else {
         atomic_fetch_add(&answered, 1);
     }
-    PQclear(r);
+    pgs_rows_free(r);
 }
 
 static void *caller(void *arg)
@@ -163,12 +163,12 @@ static int backends(void)
     if (pgs_conn_open(&o, &c, &err) != PGS_OK)
         return -1;
     pgs_param_t p = {APP, -1};
-    PGresult *r;
+    pgs_rows_t *r;
     int n = -1;
-    if (pgs_exec(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, &p,
+    if (pgs_query(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1, &p,
                  &r, &err) == PGS_OK) {
-        n = atoi(PQgetvalue(r, 0, 0));
-        PQclear(r);
+        n = atoi(pgs_rows_value(r, 0, 0, NULL));
+        pgs_rows_free(r);
     }
     pgs_conn_close(c);
     return n;
@@ -263,9 +263,9 @@ static void test_cancel_idle(void)
     CHECK_OK(pgs_conn_open(&o, &c, &err), err);
     CHECK_OK(pgs_conn_cancel(c, &err), err);
     usleep(100000);
-    PGresult *r;
-    CHECK_OK(pgs_exec(c, "SELECT pg_sleep(0.2)", 0, NULL, &r, &err), err);
-    PQclear(r);
+    pgs_rows_t *r;
+    CHECK_OK(pgs_query(c, "SELECT pg_sleep(0.2)", 0, NULL, &r, &err), err);
+    pgs_rows_free(r);
     pgs_conn_close(c);
 }
 
@@ -282,16 +282,16 @@ static void test_query_timeout_gives_up(void)
     pgs_conn_t *c;
     CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
     double t0 = pgs_test_now();
-    CHECK(pgs_exec(c, "SELECT pg_sleep(5)", 0, NULL, NULL, &err) == PGS_ETIMEOUT);
+    CHECK(pgs_query(c, "SELECT pg_sleep(5)", 0, NULL, NULL, &err) == PGS_ETIMEOUT);
     CHECK(pgs_test_now() - t0 < 1);
     CHECK(strstr(err.message, "query_timeout") != NULL);
-    CHECK(pgs_exec(c, "SELECT 1", 0, NULL, NULL, &err) == PGS_ECONNECTION);
+    CHECK(pgs_query(c, "SELECT 1", 0, NULL, NULL, &err) == PGS_ECONNECTION);
     pgs_pool_release(p, c);
     CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
-    PGresult *r;
-    CHECK_OK(pgs_exec(c, "SELECT 41 + 1", 0, NULL, &r, &err), err);
-    CHECK_STR(PQgetvalue(r, 0, 0), "42");
-    PQclear(r);
+    pgs_rows_t *r;
+    CHECK_OK(pgs_query(c, "SELECT 41 + 1", 0, NULL, &r, &err), err);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "42");
+    pgs_rows_free(r);
     pgs_pool_release(p, c);
     pgs_pool_close(p);
     CHECK(settle(0, 10) == 0); /* the cancelled backend went too */

@@ -24,7 +24,7 @@ static void test_optimistic_save(void)
 {
     pgs_sessions_t *s = open_store();
     pgs_error_t err;
-    PGresult *r;
+    pgs_rows_t *r;
     CHECK(pgs_sessions_load(s, NULL, "a", &r, &err) == PGS_ENOTFOUND);
     CHECK_OK(pgs_sessions_save(s, NULL, "a", 1, "{\"n\": 1}", NULL, &err), err);
     CHECK_OK(pgs_sessions_save(s, NULL, "a", 2, "{\"n\": 2}", "[1]", &err), err);
@@ -33,11 +33,11 @@ static void test_optimistic_save(void)
     CHECK(pgs_sessions_save(s, NULL, "a", 1, "{\"n\": 0}", NULL, &err) == PGS_ECONFLICT);
     CHECK(err.expected == 1 && err.actual == 2);
     CHECK_OK(pgs_sessions_load(s, NULL, "a", &r, &err), err);
-    CHECK(PQnfields(r) == 4);
-    CHECK_STR(PQgetvalue(r, 0, 0), "2");
-    CHECK_STR(PQgetvalue(r, 0, 1), "{\"n\": 2}");
-    CHECK_STR(PQgetvalue(r, 0, 2), "[1]");
-    PQclear(r);
+    CHECK(pgs_rows_columns(r) == 4);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "2");
+    CHECK_STR(pgs_rows_value(r, 0, 1, NULL), "{\"n\": 2}");
+    CHECK_STR(pgs_rows_value(r, 0, 2, NULL), "[1]");
+    pgs_rows_free(r);
     CHECK(pgs_sessions_save(s, NULL, "a", 3, "{}", "{\"not\": \"an array\"}", &err) == PGS_EINVALID);
     CHECK_STR(err.sqlstate, "23514");
     CHECK(pgs_sessions_save(s, NULL, "a", -3, "{}", NULL, &err) == PGS_EINVALID);
@@ -93,12 +93,12 @@ static void test_sixteen_threads(void)
     pthread_barrier_destroy(&start);
     CHECK(ok == 1);
     CHECK(conflicts == RACERS - 1);
-    PGresult *res;
+    pgs_rows_t *res;
     CHECK_OK(pgs_sessions_load(s, NULL, "race", &res, &err), err);
     char want[32];
     snprintf(want, sizeof want, "{\"winner\": %d}", winner);
-    CHECK_STR(PQgetvalue(res, 0, 1), want);
-    PQclear(res);
+    CHECK_STR(pgs_rows_value(res, 0, 1, NULL), want);
+    pgs_rows_free(res);
     pgs_sessions_close(s);
 }
 

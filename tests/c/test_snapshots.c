@@ -29,7 +29,7 @@ static void test_save_load(void)
     pgs_error_t err;
     CHECK_OK(pgs_snapshots_open(pool, &o, &ss, &err), err);
 
-    PGresult *r = (PGresult *)1;
+    pgs_rows_t *r = (pgs_rows_t *)1;
     CHECK(pgs_snapshots_load(ss, NULL, "s", &r, &err) == PGS_ENOTFOUND);
     CHECK(r == NULL);
 
@@ -39,13 +39,13 @@ static void test_save_load(void)
     CHECK_OK(pgs_snapshots_save(ss, NULL, "s", 4, "{\"n\": 4}", 2, &written, &err), err);
     CHECK(written == 0);
     CHECK_OK(pgs_snapshots_load(ss, NULL, "s", &r, &err), err);
-    CHECK(PQntuples(r) == 1 && PQnfields(r) == 5);
-    CHECK_STR(PQgetvalue(r, 0, 0), "s");
-    CHECK_STR(PQgetvalue(r, 0, 1), "5");
-    CHECK_STR(PQgetvalue(r, 0, 2), "{\"n\": 5}");
-    CHECK_STR(PQgetvalue(r, 0, 3), "2");
-    CHECK_STR(PQfname(r, 4), "time");
-    PQclear(r);
+    CHECK(pgs_rows_count(r) == 1 && pgs_rows_columns(r) == 5);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "s");
+    CHECK_STR(pgs_rows_value(r, 0, 1, NULL), "5");
+    CHECK_STR(pgs_rows_value(r, 0, 2, NULL), "{\"n\": 5}");
+    CHECK_STR(pgs_rows_value(r, 0, 3, NULL), "2");
+    CHECK_STR(pgs_rows_name(r, 4), "time");
+    pgs_rows_free(r);
 
     int64_t removed = -1;
     CHECK_OK(pgs_snapshots_invalidate(ss, NULL, "s", &removed, &err), err);
@@ -91,9 +91,9 @@ static void test_joins_transaction(void)
     CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
     CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
     CHECK_OK(pgs_snapshots_save(ss, c, "tx", 1, "{}", 1, NULL, &err), err);
-    PGresult *r;
+    pgs_rows_t *r;
     CHECK_OK(pgs_snapshots_load(ss, c, "tx", &r, &err), err);
-    PQclear(r);
+    pgs_rows_free(r);
     CHECK_OK(pgs_tx_rollback(c, &err), err);
     pgs_pool_release(pool, c);
     CHECK(pgs_snapshots_load(ss, NULL, "tx", &r, &err) == PGS_ENOTFOUND);

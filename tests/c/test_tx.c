@@ -46,13 +46,13 @@ static pgs_status_t read_then_write(pgs_conn_t *c, void *ud, pgs_error_t *err)
 {
     tx_ud_t *u = ud;
     u->attempts++;
-    PGresult *r;
-    pgs_status_t st = pgs_exec(c, "select coalesce(sum(v), 0) from ser_t", 0, NULL, &r, err);
+    pgs_rows_t *r;
+    pgs_status_t st = pgs_query(c, "select coalesce(sum(v), 0) from ser_t", 0, NULL, &r, err);
     if (st != PGS_OK)
         return st;
     char sum[32];
-    snprintf(sum, sizeof sum, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
+    snprintf(sum, sizeof sum, "%s", pgs_rows_value(r, 0, 0, NULL));
+    pgs_rows_free(r);
     if (u->attempts == 1) {
         __atomic_store_n(&u->has_read, 1, __ATOMIC_SEQ_CST);
         double give_up = pgs_test_now() + 10;
@@ -60,7 +60,7 @@ static pgs_status_t read_then_write(pgs_conn_t *c, void *ud, pgs_error_t *err)
             pgs_test_sleep(0.002);
     }
     pgs_param_t p = {sum, -1};
-    return pgs_exec(c, "insert into ser_t values ($1::int + 1)", 1, &p, NULL, err);
+    return pgs_query(c, "insert into ser_t values ($1::int + 1)", 1, &p, NULL, err);
 }
 
 static void *other_tx(void *arg)
@@ -107,11 +107,11 @@ static void test_pipeline(void)
         pgs_param_t prm = {v[i], -1};
         CHECK_OK(pgs_pipeline_add(p, "insert into pipe_t values ($1) returning a", 1, &prm, &err), err);
     }
-    PGresult **rs;
+    pgs_rows_t **rs;
     int n;
     CHECK_OK(pgs_pipeline_run(p, &rs, &n, &err), err);
     CHECK(n == 100);
-    CHECK_STR(PQgetvalue(rs[99], 0, 0), "99");
+    CHECK_STR(pgs_rows_value(rs[99], 0, 0, NULL), "99");
     pgs_results_free(rs, n);
     /* An error aborts the batch and names the statement; the statements
      * between two syncs form one implicit transaction, so none of them
@@ -122,7 +122,9 @@ static void test_pipeline(void)
     pgs_pipeline_add(p, "insert into pipe_t values ($1)", 1, &dup, &err);
     pgs_pipeline_add(p, "insert into pipe_t values ($1)", 1, &two, &err);
     CHECK(pgs_pipeline_run(p, &rs, &n, &err) == PGS_ESQL);
-    CHECK(strstr(err.message, "statement 2") != NULL);
+    CHECK(err.batch == 2);
+    CHECK_STR(err.constraint, "pipe_t_pkey");
+    CHECK(strncmp(err.message, "duplicate key value", 19) == 0);
     CHECK_OK(pgs_exec_command(c, "select 1", &err), err);
     pgs_pool_release(pool, c);
     CHECK(pgs_test_query_int(pool, "select count(*) from pipe_t") == 100);

@@ -10,6 +10,7 @@
  * cell a length byte (255: NULL) and that many bytes.
  */
 #include "binding.h"
+#include "pq.h" /* builds the result by hand, as libpq would */
 
 #include <lualib.h>
 #include <stdint.h>
@@ -94,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     pgs_l_convert_open(L);
     lua_pushcfunction(L, push);
-    lua_pushlightuserdata(L, res); /* owned by the rows' box from here */
+    lua_pushlightuserdata(L, pgs_rows_wrap(res)); /* owned by the rows' box from here */
     if (lua_pcall(L, 1, 1, 0) == 0) {
         for (int r = 0; r < nrows; r++) {
             lua_rawgeti(L, -1, r + 1);

@@ -1,8 +1,18 @@
 -- SPDX-License-Identifier: MIT
 -- `pgstore migrate [--table T]` creates or upgrades the schema of the event
--- store and the companion stores' default tables. Idempotent, and safe to
--- run from many processes at once (each migration holds an advisory lock).
+-- store and of every other store's default tables (companions, leases,
+-- locks, the dead-letter table), upgrading what older versions made in
+-- place. Idempotent, and safe to run from many processes at once (each
+-- store migrates under its advisory lock).
 local args = require "pgstore.cli.args"
+local core = require "pgstore.core"
+
+-- Leases, the lock table and the dead-letter table have no store object
+-- to open here: a stand-in whose migrate() runs theirs.
+local function table_only(db, migrate, ...)
+  local extra = { ... }
+  return { migrate = function() return migrate(db.pool, nil, unpack(extra)) end, close = function() end }
+end
 
 local _M = {
   usage = "pgstore migrate [--table EVENTS]",
@@ -22,6 +32,9 @@ function _M.main(host, argv)
     { "sessions", function() return db:sessions() end },
     { "exec_checkpoints", function() return db:exec_checkpoints() end },
     { "kv", function() return db:kv{ cleanup_interval = 0 } end },
+    { "leases", function() return table_only(db, core.lease_migrate) end },
+    { "locks", function() return table_only(db, core.lock_migrate) end },
+    { "parked", function() return table_only(db, core.parked_migrate, true) end },
   }
   for _, step in ipairs(steps) do
     local store, serr = step[2]()

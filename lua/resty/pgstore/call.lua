@@ -21,9 +21,9 @@
 --   ngx.timer callbacks. Elsewhere it raises at once, naming the phase.
 -- * Errors. A thread function that raises (misuse: a bad argument) raises
 --   here with the same message; runtime failures come back as nil, err.
---   Misuse is reported at the user's line: the innermost caller outside
---   resty.pgstore (see where()).
+--   Misuse is reported at the user's line (pgstore.options).
 local core = require "pgstore.core"
+local options = require "pgstore.options"
 local semaphore = require "ngx.semaphore"
 
 local ngx = ngx
@@ -34,7 +34,6 @@ local run = ngx.run_worker_thread
 local get_phase = ngx.get_phase
 local sleep, now = ngx.sleep, ngx.now
 local format = string.format
-local getinfo = debug.getinfo
 
 local _M = {}
 
@@ -53,40 +52,13 @@ local REFUSED = {
 
 -- ---- misuse -------------------------------------------------------------------------
 
--- "file:line: " of the innermost caller outside resty.pgstore: where misuse
--- is reported. Found by walking the stack, so tail calls (which drop
--- frames) cannot make it point at the wrong line.
-local function where()
-  for level = 3, 40 do
-    local info = getinfo(level, "Sl")
-    if not info then break end
-    if info.what ~= "C" and not info.source:find("resty/pgstore", 1, true) then
-      return info.currentline > 0 and format("%s:%d: ", info.short_src, info.currentline) or ""
-    end
-  end
-  return ""
-end
-
--- Raises msg at the user's line.
-function _M.raise(msg)
-  error(where() .. msg, 0)
-end
+-- Misuse raises through pgstore.options, at the innermost caller outside
+-- pgstore and resty.pgstore: raise(msg), arg(n, fname, msg) ("bad argument
+-- #n to 'fname' (msg)"), check(value, n, fname, "string|nil").
+_M.raise = options.raise
+_M.arg = options.argerror
+_M.check = options.arg
 local raise = _M.raise
-
--- Raises "bad argument #n to 'fname' (msg)" at the user's line.
-function _M.arg(n, fname, msg)
-  raise(format("bad argument #%d to '%s' (%s)", n, fname, msg))
-end
-
--- The value when its type is one of `expected` ("string|nil"), else raises.
-function _M.check(value, n, fname, expected)
-  local t = type(value)
-  for want in expected:gmatch("[^|]+") do
-    if t == want then return value end
-  end
-  raise(format("bad argument #%d to '%s' (%s expected, got %s)", n, fname,
-    (expected:gsub("|", " or ")), t))
-end
 
 -- Waits never shorter than a millisecond. Both round down to whole
 -- milliseconds, and at 0 a semaphore returns at once without yielding,

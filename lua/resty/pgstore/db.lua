@@ -16,6 +16,7 @@
 -- is rolled back by the worker's reaper when its `timeout` (default 30 s)
 -- runs out, or sooner, once its tx object has been garbage-collected.
 local core = require "pgstore.core"
+local options = require "pgstore.options"
 local call_mod = require "resty.pgstore.call"
 local timers = require "resty.pgstore.timers"
 
@@ -256,6 +257,8 @@ local function retryable(err)
   return type(err) == "table" and (err.sqlstate == "40001" or err.sqlstate == "40P01")
 end
 
+local TRANSACTION_OPTIONS = { isolation = "string", retries = "number", timeout = "number" }
+
 -- db:transaction(fn[, { isolation = "read committed", retries = 3, timeout = 30 }])
 --   → fn's results | nil, err
 -- fn(tx) runs in the calling coroutine; each statement runs in a worker
@@ -268,17 +271,13 @@ end
 function Db:transaction(fn, opts)
   check(self, "transaction")
   check_arg(fn, 1, "transaction", "function")
-  check_arg(opts, 2, "transaction", "table|nil")
-  opts = opts or {}
+  opts = options.check(opts, TRANSACTION_OPTIONS, 2, "transaction")
   local iso = opts.isolation or "read committed"
-  if not ISOLATION[iso] then
-    argerr(2, "transaction", "isolation must be 'read committed', 'repeatable read' or 'serializable'")
-  end
   local retries = opts.retries or 3
   local timeout = opts.timeout or 30
-  if type(timeout) ~= "number" or not (timeout > 0) then
-    argerr(2, "transaction", "timeout must be a positive number of seconds")
-  end
+  local bad = options.one_of(iso, "isolation", ISOLATION) or options.int(retries, "retries", 0, 1000)
+    or options.nonneg(timeout, "timeout", true)
+  if bad then return nil, bad end
   local cfg = self.cfg
   reaper(self)
   for attempt = 0, retries do
@@ -317,18 +316,16 @@ end
 local Lock = {}
 local lock_mt = { __index = Lock, __name = "resty.pgstore.lock" }
 
-local LOCK_OPTIONS = { timeout = "number", mode = "string", ttl = "number", table = "string", hold = "number" }
+local LOCK_OPTIONS = {
+  timeout = "number", mode = "string", ttl = "number", table = "string", hold = "number",
+  skip_schema_init = "boolean",
+}
 
 local function lock_options(opts, n, fname)
   if opts == nil then return nil, nil end
-  if type(opts) ~= "table" then argerr(n, fname, "table expected, got " .. type(opts)) end
+  options.check(opts, LOCK_OPTIONS, n, fname)
   local out = {}
   for k, v in pairs(opts) do
-    local want = LOCK_OPTIONS[k]
-    if not want then argerr(n, fname, "unknown option '" .. tostring(k) .. "'") end
-    if type(v) ~= want then
-      argerr(n, fname, format("option '%s' must be a %s, got %s", k, want, type(v)))
-    end
     if k ~= "hold" then out[k] = v end
   end
   return out, opts.hold

@@ -14,6 +14,7 @@
 local codecs = require "pgstore.codec"
 local pg_events = require "pgstore.events"
 local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 local call_mod = require "resty.pgstore.call"
 local stores = require "resty.pgstore.stores"
 local timers = require "resty.pgstore.timers"
@@ -33,20 +34,7 @@ local OPTIONS = {
   migrate = "boolean", max_event_size = "number", notify_interval = "number",
 }
 
-local function check_options(opts, allowed, n, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then argerr(n, fname, "options table expected, got " .. type(opts)) end
-  for k, v in pairs(opts) do
-    local want = allowed[k]
-    if not want then argerr(n, fname, "unknown option '" .. tostring(k) .. "'") end
-    local ok = false
-    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
-    if not ok then
-      argerr(n, fname, format("option '%s' must be %s, got %s", k, (want:gsub("|", " or ")), type(v)))
-    end
-  end
-  return opts
-end
+local check_options = options.check
 
 -- db:events{ table = "events", notify = "pgstore_events" | false, notify_in_tx = false,
 --            codec = "json" | "raw" | { encode, decode }, migrate = true,
@@ -54,7 +42,7 @@ end
 function _M.new(db, _, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
   local codec, cerr = codecs.resolve(opts.codec)
-  if not codec then argerr(1, "events", cerr) end
+  if not codec then return nil, errors.new("invalid", cerr) end
   local channel = opts.notify
   if channel == nil or channel == true then channel = "pgstore_events" end
   local sopts = {
@@ -152,7 +140,7 @@ function Events:append_many(batches)
     if type(b) == "table" then
       local encoded, err = encode_events(self, b.events)
       if not encoded then
-        err.message = format("batch %d: %s", i, err.message)
+        err.batch = i
         return nil, err
       end
       out[i] = { stream = b.stream, events = encoded, expected = b.expected,

@@ -25,6 +25,8 @@
 -- db:subscribe{ … } (pgstore's catch-up-then-live subscription with a
 -- stored checkpoint) is built on the same feed.
 local errors = require "pgstore.errors"
+local state = require "pgstore.subscription_state"
+local options = require "pgstore.options"
 local semaphore = require "ngx.semaphore"
 local call_mod = require "resty.pgstore.call"
 local hub_mod = require "resty.pgstore.hub"
@@ -229,12 +231,10 @@ local FEED_OPTIONS = { events = "table", buffer = "number", batch = "number", po
 -- The worker's feed for that store (the first call's options stand).
 local function new_feed(db, opts)
   check_arg(opts, 1, "feed", "table")
-  for k, v in pairs(opts) do
-    if not FEED_OPTIONS[k] then argerr(1, "feed", "unknown option '" .. tostring(k) .. "'") end
-    if type(v) ~= FEED_OPTIONS[k] then
-      argerr(1, "feed", format("option '%s' must be a %s, got %s", k, FEED_OPTIONS[k], type(v)))
-    end
-  end
+  options.check(opts, FEED_OPTIONS, 1, "feed")
+  local bad = options.int(opts.buffer, "buffer", 1, 2 ^ 31) or options.int(opts.batch, "batch", 1, 2 ^ 31)
+    or options.nonneg(opts.poll, "poll", true) or options.nonneg(opts.interval, "interval")
+  if bad then return nil, bad end
   local es = opts.events
   if not (es and es.skey and es.read_all) then argerr(1, "feed", "option 'events' must be an event store (db:events())") end
   local key = db.key .. "|" .. es.skey
@@ -242,9 +242,6 @@ local function new_feed(db, opts)
   if not self then
     local size, batch, poll, interval = opts.buffer or 1000, opts.batch or 500, opts.poll or 1,
                                         opts.interval or 0.01
-    if size < 1 or batch < 1 or not (poll > 0) or not (interval >= 0) then
-      argerr(1, "feed", "buffer, batch and poll must be positive, interval not negative")
-    end
     self = setmetatable({
       db = db, es = es, size = size, batch = batch, poll = poll, interval = interval, last_read = 0,
       ring = {}, head = 1, tail = 0, base = 0, cursor = 0, started = false,
@@ -287,45 +284,28 @@ local SUB_OPTIONS = {
 --               batch = 500, checkpoints = cp } → sub | nil, err
 local function new_sub(db, opts)
   check_arg(opts, 1, "subscribe", "table")
-  for k, v in pairs(opts) do
-    local want = SUB_OPTIONS[k]
-    if not want then argerr(1, "subscribe", "unknown option '" .. tostring(k) .. "'") end
-    local ok = false
-    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
-    if not ok then argerr(1, "subscribe", format("option '%s' must be %s, got %s", k, want, type(v))) end
-  end
-  if not opts.name or opts.name == "" then argerr(1, "subscribe", "option 'name' (the consumer) is required") end
+  options.check(opts, SUB_OPTIONS, 1, "subscribe")
+  options.required(opts, "name", 1, "subscribe")
   local from = opts.from or "start"
-  if type(from) == "string" and from ~= "start" and from ~= "end" then
-    argerr(1, "subscribe", "option 'from' must be 'start', 'end' or a cursor")
-  end
   local batch = opts.batch or 500
-  if batch < 1 or batch % 1 ~= 0 then argerr(1, "subscribe", "option 'batch' must be a positive integer") end
+  local bad = (opts.name == "" and errors.new("invalid", "name (the consumer) must not be empty"))
+    or (type(from) == "string" and options.one_of(from, "from", { start = true, ["end"] = true }))
+    or options.int(batch, "batch", 1, 2 ^ 31)
+  if bad then return nil, bad end
   local feed, err = new_feed(db, { events = opts.events })
   if not feed then return nil, err end
   local cp = opts.checkpoints or db:checkpoints()
-  local cursor
-  cursor, err = cp:load(opts.name)
-  if err then return nil, err end
-  local stored = cursor ~= nil
-  if cursor == nil then
-    if from == "start" then
-      cursor = 0
-    elseif from == "end" then
-      cursor, err = opts.events:latest_position()
-      if not cursor then return nil, err end
-    else
-      cursor = from
-    end
-  end
+  local st
+  st, err = state.for_consumer(cp, opts.name, opts.events, from)
+  if not st then return nil, err end
   local types
   if opts.types then
     types = {}
     for _, t in ipairs(opts.types) do types[t] = true end
   end
   return setmetatable({
-    db = db, es = opts.events, feed = feed, cp = cp, name = opts.name, cursor = cursor,
-    acked = cursor, stored = stored, types = types, prefix = opts.prefix, batch = batch,
+    db = db, es = opts.events, feed = feed, cp = cp, name = opts.name, state = st,
+    types = types, prefix = opts.prefix, batch = batch,
   }, sub_mt)
 end
 
@@ -343,9 +323,9 @@ function Sub:next(timeout)
   check_arg(timeout, 1, "next", "number|nil")
   local deadline = now() + (timeout or 0)
   while true do
-    local rows, cursor = self.feed:next(self.cursor, deadline - now(), self.batch)
+    local rows, cursor = self.feed:next(self.state.cursor, deadline - now(), self.batch)
     if not rows then return nil, cursor end
-    self.cursor = cursor
+    self.state:delivered(cursor)
     local keep = rows
     if self.types or self.prefix then
       keep = {}
@@ -361,49 +341,45 @@ function Sub:next(timeout)
   end
 end
 
--- sub:ack(cursor[, tx]) → true | nil, err (conditional on the checkpoint
--- this subscription last stored, as pgstore's)
+-- sub:ack(cursor[, tx]), sub:committed(), sub:rolled_back(err), sub:lag(),
+-- sub:position(), sub:unacked(), sub:rewind(): as pgstore's, the same
+-- state machine (pgstore.subscription_state), acks of unknown outcome included.
 function Sub:ack(cursor, tx)
   scheck(self, "ack")
   check_arg(cursor, 1, "ack", "number")
-  local ok, err = self.cp:save(self.name, cursor, { tx = tx, expected = self.stored and self.acked or false })
-  if not ok then return nil, err end
-  if tx then
-    self.pending_ack = cursor
-  else
-    self.acked, self.stored = cursor, true
-  end
-  return true
+  return self.state:ack(cursor, tx)
 end
 
 function Sub:committed()
   scheck(self, "committed")
-  if self.pending_ack then
-    self.acked, self.stored, self.pending_ack = self.pending_ack, true, nil
-  end
+  self.state:committed()
+end
+
+function Sub:rolled_back(err)
+  scheck(self, "rolled_back")
+  return self.state:rolled_back(err)
 end
 
 function Sub:lag()
   scheck(self, "lag")
   local head, err = self.es:latest_position()
   if not head then return nil, err end
-  local lag = head - self.acked
-  return lag > 0 and lag or 0
+  return self.state:lag(head)
 end
 
 function Sub:position()
   scheck(self, "position")
-  return self.cursor
+  return self.state.cursor
+end
+
+function Sub:unacked()
+  scheck(self, "unacked")
+  return self.state:unacked()
 end
 
 function Sub:rewind()
   scheck(self, "rewind")
-  self.pending_ack = nil
-  local stored, err = self.cp:load(self.name)
-  if err then return nil, err end
-  if stored then self.acked, self.stored = stored, true end
-  self.cursor = self.acked
-  return self.cursor
+  return self.state:rewind()
 end
 
 function Sub:close()

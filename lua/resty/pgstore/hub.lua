@@ -22,6 +22,8 @@
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
 local errors = require "pgstore.errors"
+local core = require "pgstore.core"
+local options = require "pgstore.options"
 local semaphore = require "ngx.semaphore"
 local call_mod = require "resty.pgstore.call"
 
@@ -38,7 +40,7 @@ local _M = {}
 
 local MIN_DELAY, MAX_DELAY = 0.001, 0.05
 local DRAIN_MAX = 1000
-local CHANNEL_MAX, PAYLOAD_MAX = 63, 7999
+local PAYLOAD_MAX, check_channel = core.limits.notify_payload, core.check_channel
 
 -- ---- poll(2) on the listener's socket ------------------------------------------------
 
@@ -73,12 +75,11 @@ local hubs = {} -- db key → hub
 local Hub = {}
 local hub_mt = { __index = Hub }
 
+-- The core's rule (no I/O, safe on the event loop).
 local function channel_error(ch)
   if type(ch) ~= "string" then return nil end
-  if #ch < 1 or #ch > CHANNEL_MAX or ch:find("[^%w_.:%-]") then
-    return errors.new("invalid", format("invalid channel name '%s': use 1..%d of the characters "
-      .. "A-Z a-z 0-9 _ . : -", ch:sub(1, 80), CHANNEL_MAX))
-  end
+  local ok, err = check_channel(ch)
+  if not ok then return err end
 end
 _M.channel_error = channel_error
 
@@ -426,19 +427,24 @@ end
 
 -- The options of db:listen and db:relay: the LISTEN connection is the
 -- worker's, so its heartbeat and reconnect settings are pgstore's defaults.
-local LISTEN_OPTIONS = { max_queue = true }
-local RELAY_OPTIONS = { max_queue = true, timeout = true }
+local LISTEN_OPTIONS = { max_queue = "number" }
+local RELAY_OPTIONS = { max_queue = "number", timeout = "number" }
 
+-- → opts (never nil), or nil and an invalid error for a number not positive.
 local function check_listen_options(opts, allowed, fname)
   check_arg(opts, 2, fname, "table|nil")
-  for k, v in pairs(opts or {}) do
+  for k in pairs(opts or {}) do
     if not allowed[k] then
       argerr(2, fname, format("unknown option '%s' (the LISTEN connection is the worker's: its "
         .. "heartbeat and reconnect settings are pgstore's defaults)", tostring(k)))
     end
-    if type(v) ~= "number" or not (v > 0) then argerr(2, fname, format("option '%s' must be a positive number", k)) end
   end
-  return opts or {}
+  opts = options.check(opts, allowed, 2, fname)
+  for k, v in pairs(opts) do
+    local bad = options.nonneg(v, k, true)
+    if bad then return nil, bad end
+  end
+  return opts
 end
 
 -- db:listen(channel_or_list[, { max_queue = 10000 }]) → listener | nil, err
@@ -447,7 +453,9 @@ local function new_listener(db, channels, opts)
   if type(channels) ~= "table" then
     argerr(1, "listen", "string or table expected, got " .. type(channels))
   end
-  opts = check_listen_options(opts, LISTEN_OPTIONS, "listen")
+  local bad
+  opts, bad = check_listen_options(opts, LISTEN_OPTIONS, "listen")
+  if not opts then return nil, bad end
   local set = {}
   for i, ch in ipairs(channels) do
     if type(ch) ~= "string" then argerr(1, "listen", format("channel %d must be a string, got %s", i, type(ch))) end
@@ -593,7 +601,9 @@ end
 -- db:relay(channel[, { timeout = 2, max_queue = 1000 }]) → relay | nil, err
 local function new_relay(db, channel, opts)
   check_arg(channel, 1, "relay", "string")
-  opts = check_listen_options(opts, RELAY_OPTIONS, "relay")
+  local bad
+  opts, bad = check_listen_options(opts, RELAY_OPTIONS, "relay")
+  if not opts then return nil, bad end
   local err = channel_error(channel)
   if err then return nil, err end
   local hub

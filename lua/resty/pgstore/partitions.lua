@@ -12,12 +12,13 @@
 local call_mod = require "resty.pgstore.call"
 local timers = require "resty.pgstore.timers"
 local core = require "pgstore.core"
+local errors = require "pgstore.errors"
+local options = require "pgstore.options"
 
 local ngx = ngx
 local log, WARN = ngx.log, ngx.WARN
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
       type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall
-local floor = math.floor
 local format = string.format
 local call, raise, argerr, check_arg = call_mod.call, call_mod.raise, call_mod.arg, call_mod.check
 
@@ -27,7 +28,7 @@ local mt = { __index = Partitions, __name = "resty.pgstore.partitions" }
 
 local OPTIONS = {
   name = "string", count = "number", lease = "number", renew = "number",
-  owner = "string", table = "string",
+  owner = "string", table = "string", skip_schema_init = "boolean",
 }
 
 local function check(self, fname)
@@ -37,10 +38,10 @@ local function check(self, fname)
   if not self.id then raise("attempt to use a closed partition set") end
 end
 
+-- A partition number: not a number raises, out of range is an invalid error.
 local function check_partition(self, p, n, fname)
-  if type(p) ~= "number" or p < 0 or p >= self.count or floor(p) ~= p then
-    argerr(n, fname, format("partition must be an integer in 0..%d, got %s", self.count - 1, tostring(p)))
-  end
+  check_arg(p, n, fname, "number")
+  return options.int(p, "partition", 0, self.count - 1)
 end
 
 local function merge(self, changes)
@@ -67,28 +68,21 @@ end
 -- loop, whose first round runs at once.
 function _M.new(db, _, opts)
   check_arg(opts, 1, "partitions", "table")
-  for k, v in pairs(opts) do
-    if not OPTIONS[k] then
-      if k == "background" then
-        argerr(1, "partitions", "option 'background' is not used in resty.pgstore: a timer of the worker renews")
-      end
-      argerr(1, "partitions", "unknown option '" .. tostring(k) .. "'")
-    end
-    if type(v) ~= OPTIONS[k] then
-      argerr(1, "partitions", format("option '%s' must be a %s, got %s", k, OPTIONS[k], type(v)))
-    end
+  if opts.background ~= nil then
+    argerr(1, "partitions", "option 'background' is not used in resty.pgstore: a timer of the worker renews")
   end
-  if not opts.name or opts.name == "" then argerr(1, "partitions", "option 'name' is required") end
+  options.check(opts, OPTIONS, 1, "partitions")
+  options.required(opts, "name", 1, "partitions")
   local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
-  if count < 1 or count > 65536 or floor(count) ~= count then
-    argerr(1, "partitions", "option 'count' must be an integer in 1..65536")
-  end
-  if not (lease > 0) or not (renew > 0) then argerr(1, "partitions", "'lease' and 'renew' must be positive") end
-  if renew >= lease then
-    argerr(1, "partitions", format("'renew' (%g s) must be shorter than 'lease' (%g s)", renew, lease))
-  end
+  local bad = (opts.name == "" and errors.new("invalid", "name must not be empty"))
+    or options.int(count, "count", 1, 65536)
+    or options.nonneg(lease, "lease", true) or options.nonneg(renew, "renew", true)
+    or (renew >= lease and errors.new("invalid",
+          format("renew (%g s) must be shorter than lease (%g s)", renew, lease)))
+  if bad then return nil, bad end
   local id, state = call(db.cfg, "lease_open", db.spec, {
     name = opts.name, count = count, lease = lease, renew = renew, owner = opts.owner, table = opts.table,
+    skip_schema_init = opts.skip_schema_init,
   })
   if not id then return nil, state end
   local self = setmetatable({
@@ -143,14 +137,16 @@ end
 
 function Partitions:token(p)
   check(self, "token")
-  check_partition(self, p, 1, "token")
+  local bad = check_partition(self, p, 1, "token")
+  if bad then return nil, bad end
   if not fresh(self) then return nil end
   return self.owned_tokens[p]
 end
 
 function Partitions:owns(p)
   check(self, "owns")
-  check_partition(self, p, 1, "owns")
+  local bad = check_partition(self, p, 1, "owns")
+  if bad then return nil, bad end
   return fresh(self) and self.owned_tokens[p] ~= nil
 end
 
@@ -168,8 +164,9 @@ function Partitions:guard(tx, p, token)
     argerr(1, "guard", "resty.pgstore tx expected, got " .. type(tx))
   end
   if not tx.active then raise("attempt to use a finished transaction") end
-  check_partition(self, p, 2, "guard")
   check_arg(token, 3, "guard", "number|nil")
+  local bad = check_partition(self, p, 2, "guard") or options.int(token, "token", 1, 2 ^ 53)
+  if bad then return nil, bad end
   local ok, err = call(self.db.cfg, "lease_guard", self.id, tx.id, p, token)
   if not ok then tx._note(tx, ok, err) end
   return ok, err

@@ -12,6 +12,7 @@
 -- background cleanup is not a C thread per store but a timer loop per
 -- worker — with the db's shared_dict, in one worker of the nginx at a time.
 local call_mod = require "resty.pgstore.call"
+local options = require "pgstore.options"
 local timers = require "resty.pgstore.timers"
 
 local type, pairs, tostring, setmetatable, getmetatable, select, unpack =
@@ -53,24 +54,15 @@ local function serialize(opts)
 end
 _M.serialize = serialize
 
+-- → a copy of opts (checked by pgstore.options); phase_hook gets a message
+-- of its own.
 local function check_options(opts, spec, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then argerr(1, fname, "table expected, got " .. type(opts)) end
-  local out = {}
-  for k, v in pairs(opts) do
-    local want = spec[k]
-    if not want then
-      if k == "phase_hook" then
-        argerr(1, fname, "option 'phase_hook' is not available in resty.pgstore (a function "
-          .. "cannot run in a worker thread's VM): migrate with pgstore from a script instead")
-      end
-      argerr(1, fname, "unknown option '" .. tostring(k) .. "'")
-    end
-    if type(v) ~= want then
-      argerr(1, fname, format("option '%s' must be a %s, got %s", k, want, type(v)))
-    end
-    out[k] = v
+  if type(opts) == "table" and opts.phase_hook ~= nil and not spec.phase_hook then
+    argerr(1, fname, "option 'phase_hook' is not available in resty.pgstore (a function "
+      .. "cannot run in a worker thread's VM): migrate with pgstore from a script instead")
   end
+  local out = {}
+  for k, v in pairs(options.check(opts, spec, 1, fname)) do out[k] = v end
   return out
 end
 _M.check_options = check_options
@@ -148,14 +140,13 @@ end
 function _M.new(db, kind, opts)
   local spec = OPTIONS[kind]
   opts = check_options(opts, spec, kind)
-  if opts.max_value_size ~= nil and not (opts.max_value_size >= 1) then
-    argerr(1, kind, "option 'max_value_size' must be a whole number of bytes from 1 to 1 GiB")
-  end
+  local bad = options.int(opts.max_value_size, "max_value_size", 1, 1073741824)
+    or options.nonneg(opts.cleanup_interval, "cleanup_interval")
+  if bad then return nil, bad end
   local self = setmetatable({ db = db, kind = kind }, MTS[kind])
   if kind == "kv" then
     local interval = opts.cleanup_interval
     if interval == nil then interval = DEFAULT_CLEANUP_INTERVAL end
-    if not (interval >= 0) then argerr(1, "kv", "option 'cleanup_interval' must be zero or positive") end
     opts.cleanup_interval = 0 -- no C cleaner thread per thread VM: see below
     self.sopts = opts
     self.skey = "kv:" .. serialize(opts)

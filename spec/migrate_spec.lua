@@ -1,0 +1,284 @@
+-- SPDX-License-Identifier: MIT
+-- The one migration runner (core/migrate.c) over every store: a fresh
+-- database gets every store's files (core/sql), re-runs change nothing,
+-- racing processes all succeed, a store opened without migrations names
+-- the missing table, a dropped table is noticed, and a database made by
+-- pgstore 0.1 (spec/fixtures/schema_v0_1.sql) upgrades in place with
+-- `pgstore migrate` and keeps its data.
+local T = require "testenv"
+local S = require "stores"
+local core = require "pgstore.core"
+local pgstore = require "pgstore"
+
+-- Every store of a database with the default names, as `pgstore migrate`
+-- makes them, and the version each is recorded at.
+local ROWS = {
+  ["events:public.events"] = 2,
+  ["snapshots:public.pgstore_snapshots"] = 1,
+  ["checkpoints:public.pgstore_checkpoints"] = 1,
+  ["exec_checkpoints:public.pgstore_exec_checkpoints"] = 1,
+  ["sessions:public.pgstore_sessions"] = 1,
+  ["kv:public.pgstore_kv"] = 1,
+  ["leases:public.pgstore_leases"] = 1,
+  ["locks:public.pgstore_locks"] = 1,
+  ["parked:public.pgstore_parked"] = 1,
+}
+
+local admin
+local dbs = {}
+
+-- A fresh database; returns its DSN.
+local function fresh_db()
+  local name = T.unique("pgs_mig")
+  assert(admin:exec("create database " .. name))
+  dbs[#dbs + 1] = name
+  return (T.dsn():gsub("dbname=%S+", "dbname=" .. name)), name
+end
+
+local function connect(dsn)
+  return T.connect{ dsn = dsn, pool_size = 2 }
+end
+
+local function migrate_cli(dsn)
+  return T.sh(("%s --dsn %q migrate"):format(T.host(), dsn))
+end
+
+local function rows(db)
+  local out = {}
+  for _, r in ipairs(assert(db:query("select target, version, applied_at::text as at from pgstore_migrations"))) do
+    out[r.target] = { version = r.version, at = r.at }
+  end
+  return out
+end
+
+local function versions(db)
+  local out = {}
+  for k, v in pairs(rows(db)) do out[k] = v.version end
+  return out
+end
+
+-- Opens every store (migrations on) and closes it again.
+local function open_all(db)
+  local function done(s) assert(s):close() end
+  done(db:events{ notify = false })
+  done(db:snapshots())
+  done(db:checkpoints())
+  done(db:exec_checkpoints())
+  done(db:sessions())
+  done(db:kv{ cleanup_interval = 0 })
+  done(db:partitions{ name = "p", count = 2 })
+  local release = assert(db:lock("k", { mode = "table" }))
+  assert(release())
+  assert(core.parked_migrate(db.pool, nil, true))
+end
+
+local function not_found(table_name, res, err)
+  assert.is_nil(res)
+  assert.equal("not_found", err and err.code, tostring(err))
+  assert.matches('"' .. table_name .. '"', err.message, 1, true)
+end
+
+setup(function() admin = T.admin() end)
+teardown(function()
+  for _, name in ipairs(dbs) do
+    admin:exec(("select pg_terminate_backend(pid) from pg_stat_activity where datname = '%s'"):format(name))
+    admin:exec("drop database if exists " .. name)
+  end
+  T.assert_no_leaks()
+end)
+
+describe("migrate: a fresh database", function()
+  it("creates every store, recorded under <series>:<schema>.<table>", function()
+    local dsn = fresh_db()
+    local db = connect(dsn)
+    open_all(db)
+    assert.same(ROWS, versions(db))
+    for _, t in ipairs{ "events", "events_heads", "events_idempotency", "pgstore_snapshots", "pgstore_kv",
+                        "pgstore_kv_expires_idx", "pgstore_leases", "pgstore_leases_members", "pgstore_locks",
+                        "pgstore_parked" } do
+      assert.is_true(S.exists(db, t), t)
+    end
+    db:close()
+  end)
+
+  it("does nothing on a re-run: `pgstore migrate` twice writes no row", function()
+    local dsn = fresh_db()
+    local out, rc = migrate_cli(dsn)
+    assert.equal(0, rc, out)
+    local db = connect(dsn)
+    local first = rows(db)
+    local n = 0
+    for k, v in pairs(first) do
+      n = n + 1
+      assert.equal(ROWS[k], v.version, k)
+    end
+    assert.equal(9, n)
+    out, rc = migrate_cli(dsn)
+    assert.equal(0, rc, out)
+    assert.same(first, rows(db))
+    open_all(db)
+    assert.same(first, rows(db))
+    db:close()
+  end)
+
+  it("keys a store by its resolved table: t and public.t share one row", function()
+    local dsn = fresh_db()
+    local db = connect(dsn)
+    assert(db:snapshots{ table = "snap" }):close()
+    assert(db:snapshots{ table = "public.snap" }):close()
+    assert(db:exec("create schema other"))
+    assert(db:snapshots{ table = "other.snap" }):close()
+    assert.same({ ["snapshots:public.snap"] = 1, ["snapshots:other.snap"] = 1 }, versions(db))
+    db:close()
+  end)
+
+  it("lets 6 processes migrate every store at once", function()
+    local dsn = fresh_db()
+    local code = [[
+      local d = assert(pgstore.connect{ dsn = arg[2], pool_size = 2 })
+      assert(d:events{ notify = false }):close()
+      assert(d:snapshots()):close()
+      assert(d:checkpoints()):close()
+      assert(d:exec_checkpoints()):close()
+      assert(d:sessions()):close()
+      assert(d:kv{ cleanup_interval = 0 }):close()
+      assert(d:partitions{ name = "p", count = 2 }):close()
+      assert(assert(d:lock("k" .. arg[1], { mode = "table" }))())
+      assert(require("pgstore.core").parked_migrate(d.pool, nil, true))
+      d:close()
+      print("ok")
+    ]]
+    for _, r in ipairs(T.run_parallel(6, code, ("%q"):format(dsn))) do
+      assert.equal(0, r.rc, r.out)
+      assert.matches("ok", r.out)
+    end
+    local db = connect(dsn)
+    assert.same(ROWS, versions(db))
+    db:close()
+  end)
+end)
+
+describe("migrate: stores opened without migrations", function()
+  it("fail with not_found naming the missing table, for every store", function()
+    local dsn = fresh_db()
+    local db = connect(dsn)
+    not_found("events", db:events{ notify = false, migrate = false })
+    not_found("pgstore_snapshots", db:snapshots{ skip_schema_init = true })
+    not_found("pgstore_checkpoints", db:checkpoints{ skip_schema_init = true })
+    not_found("pgstore_exec_checkpoints", db:exec_checkpoints{ skip_schema_init = true })
+    not_found("pgstore_sessions", db:sessions{ skip_schema_init = true })
+    not_found("pgstore_kv", db:kv{ cleanup_interval = 0, skip_schema_init = true })
+    not_found("pgstore_leases", db:partitions{ name = "p", skip_schema_init = true })
+    not_found("pgstore_locks", db:lock("k", { mode = "table", skip_schema_init = true }))
+    not_found("pgstore_parked", core.parked_migrate(db.pool, nil, false))
+    -- and created nothing, not even the bookkeeping table
+    assert.is_false(S.exists(db, "pgstore_migrations"))
+    db:close()
+  end)
+
+  it("notice a table dropped by hand: re-created with migrations, not_found without", function()
+    local dsn = fresh_db()
+    local db = connect(dsn)
+    open_all(db)
+    local before = versions(db)
+    assert(db:exec("drop table events_heads, pgstore_snapshots, pgstore_kv, pgstore_leases_members, pgstore_locks"))
+    not_found("events_heads", db:events{ notify = false, migrate = false })
+    not_found("pgstore_snapshots", db:snapshots{ skip_schema_init = true })
+    not_found("pgstore_kv", db:kv{ cleanup_interval = 0, skip_schema_init = true })
+    not_found("pgstore_leases_members", db:partitions{ name = "p", skip_schema_init = true })
+    not_found("pgstore_locks", db:lock("k", { mode = "table", skip_schema_init = true }))
+
+    local es = assert(db:events{ notify = false })
+    assert(es:append("s-1", { { type = "T", data = {} } }))
+    assert.equal(1, #assert(es:read("s-1")))
+    es:close()
+    local ss = assert(db:snapshots())
+    assert(ss:save("s-1", 1, { n = 1 }))
+    ss:close()
+    local kv = assert(db:kv{ cleanup_interval = 0 })
+    assert(kv:set("a", "b"))
+    kv:close()
+    assert.is_true(S.exists(db, "pgstore_kv_expires_idx"))
+    local pm = assert(db:partitions{ name = "p", count = 2 })
+    assert(pm:tick())
+    pm:close()
+    local release = assert(db:lock("k", { mode = "table" }))
+    assert(release())
+    assert.same(before, versions(db))
+    db:close()
+  end)
+end)
+
+describe("migrate: a database made by pgstore 0.1", function()
+  it("upgrades in place with `pgstore migrate` and keeps its data", function()
+    local dsn = fresh_db()
+    local out, rc = T.sh(("%s/psql -X -q -v ON_ERROR_STOP=1 %q -f %s/spec/fixtures/schema_v0_1.sql")
+      :format(os.getenv("PGSTORE_TEST_PGBIN") or "/usr/lib/postgresql/15/bin", dsn, T.root()))
+    assert.equal(0, rc, out)
+    local db = connect(dsn)
+    -- what 0.1 recorded, under its keys
+    assert.same({
+      ['events:"events"'] = 2, ['events:"shop"."events"'] = 2,
+      ["snapshots:pgstore_snapshots"] = 1, ["checkpoints:pgstore_checkpoints"] = 1,
+      ["exec_checkpoints:pgstore_exec_checkpoints"] = 1, ["sessions:pgstore_sessions"] = 1,
+      ["pgstore.leases:pgstore_leases"] = 1,
+    }, versions(db))
+
+    out, rc = migrate_cli(dsn)
+    assert.equal(0, rc, out)
+    -- old keys rewritten, kv/locks/parked adopted; "shop.events" is not a
+    -- default name, so it keeps its 0.1 row until it is opened
+    local want = { ['events:"shop"."events"'] = 2 }
+    for k, v in pairs(ROWS) do want[k] = v end
+    assert.same(want, versions(db))
+    out, rc = migrate_cli(dsn)
+    assert.equal(0, rc, out)
+
+    local es = assert(db:events{ notify = false, migrate = false })
+    local evs = assert(es:read("order-1"))
+    assert.equal(2, #evs)
+    assert.equal("Paid", evs[2].type)
+    assert.equal(10, evs[2].data.amount)
+    local res = assert(es:append("order-1", { { type = "Shipped", data = {} } }, { expected = 2 }))
+    assert.equal(3, res.last_version)
+    -- the idempotency key of 0.1's append still replays
+    local again = assert(es:append("order-1", { { type = "Placed", data = { total = 10 } },
+                                                { type = "Paid", data = { amount = 10 } } }, { idempotency_key = "k-1" }))
+    assert.equal(2, again.last_version)
+    local all = assert(es:read_all{ after = 0 })
+    assert.equal(4, #all)
+    es:close()
+    -- the schema-qualified store upgrades when it opens
+    local shop = assert(db:events{ table = "shop.events", notify = false })
+    assert.equal(1, #assert(shop:read("cart-1")))
+    assert(shop:append("cart-1", { { type = "Added", data = { sku = "b" } } }, { expected = 1 }))
+    shop:close()
+    assert.equal(2, versions(db)["events:shop.events"])
+    assert.is_nil(versions(db)['events:"shop"."events"'])
+
+    local ss = assert(db:snapshots{ skip_schema_init = true })
+    assert.equal(2, assert(ss:load("order-1")).version)
+    ss:close()
+    local cp = assert(db:checkpoints{ skip_schema_init = true })
+    assert.equal(3, cp:load("projection:totals"))
+    cp:close()
+    local xs = assert(db:exec_checkpoints{ skip_schema_init = true })
+    assert.equal(4, assert(xs:load("exec-1")).step)
+    xs:close()
+    local sess = assert(db:sessions{ skip_schema_init = true })
+    assert.equal("ann", assert(sess:load("sess-1")).state.user)
+    sess:close()
+    local kv = assert(db:kv{ cleanup_interval = 0, skip_schema_init = true })
+    assert.equal("hello", kv:get("greeting"))
+    kv:close()
+    local pm = assert(db:partitions{ name = "workers", count = 2, owner = "w1", skip_schema_init = true })
+    assert(pm:tick())
+    assert.is_true(pm:owns(0))
+    pm:close()
+    local release = assert(db:lock("nightly", { mode = "table", skip_schema_init = true }))
+    assert.equal(2, release:token())
+    assert(release())
+    assert(core.parked_migrate(db.pool, nil, false))
+    db:close()
+  end)
+end)
