@@ -129,13 +129,11 @@ pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const c
     int which = expect == PGS_CHECKPOINT_EXACT ? SQL_SAVE_EXACT
               : expect == PGS_CHECKPOINT_NONE  ? SQL_SAVE_NONE
                                                : SQL_SAVE_ANY;
-    PGresult *r;
-    st = pgs_companion_exec(&cp->c.base, tx, cp->c.sql[which], which == SQL_SAVE_EXACT ? 3 : 2, p,
-                            &r, err);
+    int64_t n = 0;
+    st = pgs_companion_exec_count(&cp->c.base, tx, cp->c.sql[which],
+                                  which == SQL_SAVE_EXACT ? 3 : 2, p, &n, err);
     if (st != PGS_OK)
         return st;
-    int64_t n = pgs_result_affected(r);
-    PQclear(r);
     if (n == 0)
         return conflict(cp, tx, consumer, expect, expected, err);
     return PGS_OK;

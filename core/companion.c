@@ -68,6 +68,18 @@ pgs_status_t pgs_companion_exec(pgs_store_base_t *b, pgs_conn_t *tx, const char 
     return pgs_companion_input_error(st, err);
 }
 
+pgs_status_t pgs_companion_exec_count(pgs_store_base_t *b, pgs_conn_t *tx, const char *sql,
+                                      int nparams, const pgs_param_t *params, int64_t *n,
+                                      pgs_error_t *err)
+{
+    PGresult *r;
+    pgs_status_t st = pgs_companion_exec(b, tx, sql, nparams, params, &r, err);
+    if (st == PGS_OK && n)
+        *n = pgs_result_affected(r);
+    PQclear(r);
+    return st;
+}
+
 pgs_status_t pgs_companion_build_sql(const pgs_store_base_t *b, char **out,
                                      const char *const *tmpl, int n, pgs_error_t *err)
 {
@@ -151,29 +163,20 @@ pgs_status_t pgs_companion_load(pgs_companion_t *c, pgs_conn_t *tx, int which, c
     return PGS_OK;
 }
 
-/* *removed = the rows a statement affected. */
-static pgs_status_t affected(pgs_status_t st, PGresult *r, int64_t *removed)
-{
-    if (st == PGS_OK && removed)
-        *removed = pgs_result_affected(r);
-    PQclear(r);
-    return st;
-}
-
 pgs_status_t pgs_companion_remove(pgs_companion_t *c, pgs_conn_t *tx, int which, const char *key,
                                   int64_t *removed, pgs_error_t *err)
 {
-    PGresult *r;
-    pgs_status_t st = pgs_companion_keyed(c, tx, which, key, &r, err);
-    return affected(st, r, removed);
+    pgs_status_t st = pgs_companion_check_key(c->kind->key, key, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {key, -1};
+    return pgs_companion_exec_count(&c->base, tx, c->sql[which], 1, &p, removed, err);
 }
 
 pgs_status_t pgs_companion_remove_all(pgs_companion_t *c, pgs_conn_t *tx, int which,
                                       int64_t *removed, pgs_error_t *err)
 {
-    PGresult *r;
-    pgs_status_t st = pgs_companion_exec(&c->base, tx, c->sql[which], 0, NULL, &r, err);
-    return affected(st, r, removed);
+    return pgs_companion_exec_count(&c->base, tx, c->sql[which], 0, NULL, removed, err);
 }
 
 pgs_status_t pgs_companion_list(pgs_companion_t *c, pgs_conn_t *tx, int which, pgs_rows_t **rows,

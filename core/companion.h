@@ -42,6 +42,12 @@ pgs_status_t pgs_companion_exec(pgs_store_base_t *b, pgs_conn_t *tx, const char 
                                 int nparams, const pgs_param_t *params, PGresult **res,
                                 pgs_error_t *err);
 
+/* The same; *n (may be NULL) = the rows the statement affected (an
+ * UPDATE, INSERT or DELETE). */
+pgs_status_t pgs_companion_exec_count(pgs_store_base_t *b, pgs_conn_t *tx, const char *sql,
+                                      int nparams, const pgs_param_t *params, int64_t *n,
+                                      pgs_error_t *err);
+
 /* Builds a store's SQL once: out[i] = tmpl[i] with its @table@ filled
  * (sql.h). On failure every out[i] is NULL. */
 pgs_status_t pgs_companion_build_sql(const pgs_store_base_t *b, char **out,

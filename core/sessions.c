@@ -114,12 +114,10 @@ pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id
     char v[PGS_I64_BUF];
     pgs_param_t p[4] = {
         {id, -1}, {pgs_companion_i64(version, v), -1}, {state_json, -1}, {history_json, -1}};
-    PGresult *r;
-    st = pgs_companion_exec(&s->c.base, tx, s->c.sql[SQL_SAVE], 4, p, &r, err);
+    int64_t n = 0;
+    st = pgs_companion_exec_count(&s->c.base, tx, s->c.sql[SQL_SAVE], 4, p, &n, err);
     if (st != PGS_OK)
         return st;
-    int64_t n = pgs_result_affected(r);
-    PQclear(r);
     return n == 0 ? conflict(s, tx, id, version, err) : PGS_OK;
 }
 

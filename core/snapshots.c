@@ -85,14 +85,11 @@ pgs_status_t pgs_snapshots_save(pgs_snapshots_t *ss, pgs_conn_t *tx, const char 
                         {pgs_companion_i64(version, v), -1},
                         {pgs_companion_i64(schema_version, sv), -1},
                         {state_json, -1}};
-    PGresult *r;
-    st = pgs_companion_exec(&ss->c.base, tx, ss->c.sql[SQL_SAVE], 4, p, &r, err);
-    if (st != PGS_OK)
-        return st;
+    int64_t n = 0;
+    st = pgs_companion_exec_count(&ss->c.base, tx, ss->c.sql[SQL_SAVE], 4, p, &n, err);
     if (written)
-        *written = pgs_result_affected(r) > 0;
-    PQclear(r);
-    return PGS_OK;
+        *written = n > 0;
+    return st;
 }
 
 pgs_status_t pgs_snapshots_load(pgs_snapshots_t *ss, pgs_conn_t *tx, const char *stream,
