@@ -55,6 +55,8 @@ static void set_method(lua_State *L, const pgs_l_store_class_t *cls, const char 
 
 void pgs_l_store_register(lua_State *L, const pgs_l_store_class_t *cls)
 {
+    /* The metatable as every class has it; then __gc, close and migrate
+     * as closures that know the class. */
     pgs_l_class_register(L, cls->mt, cls->methods, l_store_close, NULL);
     luaL_getmetatable(L, cls->mt);
     set_method(L, cls, "__gc", l_store_close);
