@@ -32,66 +32,49 @@ static const char *const templates[SQL_COUNT] = {
     "SELECT consumer, position AS cursor, updated_at AS time FROM @table@ ORDER BY consumer",
 };
 
+static const pgs_companion_kind_t kind = {
+    .series = "checkpoints",
+    .default_table = "pgstore_checkpoints",
+    .key = "consumer",
+    .not_found = "no checkpoint for consumer",
+    .sql = templates,
+    .nsql = SQL_COUNT,
+};
+
 struct pgs_checkpoints {
-    pgs_store_base_t base;
-    char *sql[SQL_COUNT];
+    pgs_companion_t c;
 };
 
 pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t *opts,
                                   pgs_checkpoints_t **out, pgs_error_t *err)
 {
-    *out = NULL;
-    pgs_checkpoints_t *cp = calloc(1, sizeof *cp);
-    if (!cp)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    pgs_status_t st = pgs_store_init(&cp->base, pool, opts ? opts->table : NULL,
-                                     "pgstore_checkpoints", err);
-    if (st != PGS_OK) {
-        free(cp);
-        return st;
-    }
-    st = pgs_companion_build_sql(&cp->base, cp->sql, templates, SQL_COUNT, err);
-    if (st == PGS_OK)
-        st = pgs_companion_migrate(&cp->base, "checkpoints", !(opts && opts->skip_schema_init),
-                                   err);
-    if (st != PGS_OK) {
-        pgs_checkpoints_close(cp);
-        return st;
-    }
-    *out = cp;
-    return PGS_OK;
+    pgs_companion_opts_t o = {0};
+    if (opts)
+        o = (pgs_companion_opts_t){opts->table, opts->skip_schema_init, 0};
+    pgs_companion_t *c;
+    pgs_status_t st = pgs_companion_open(&kind, pool, &o, &c, err);
+    *out = (pgs_checkpoints_t *)c;
+    return st;
 }
 
 void pgs_checkpoints_close(pgs_checkpoints_t *cp)
 {
-    if (!cp)
-        return;
-    pgs_companion_free_sql(cp->sql, SQL_COUNT);
-    pgs_store_fini(&cp->base);
-    free(cp);
+    pgs_companion_close((pgs_companion_t *)cp);
 }
 
 pgs_status_t pgs_checkpoints_migrate(pgs_checkpoints_t *cp, pgs_error_t *err)
 {
-    return pgs_companion_migrate(&cp->base, "checkpoints", 1, err);
+    return pgs_companion_migrate(&cp->c, 1, err);
 }
 
 pgs_status_t pgs_checkpoints_load(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
                                   int64_t *position, pgs_error_t *err)
 {
-    pgs_status_t st = pgs_companion_check_key("consumer", consumer, err);
-    if (st != PGS_OK)
-        return st;
-    pgs_param_t p = {consumer, -1};
-    PGresult *r;
-    st = pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LOAD], 1, &p, &r, err);
-    if (st != PGS_OK)
-        return st;
-    if (PQntuples(r) == 0)
-        st = pgs_error_set(err, PGS_ENOTFOUND, "no checkpoint for consumer '%.200s'", consumer);
-    else
-        *position = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
+    pgs_rows_t *rows;
+    pgs_status_t st = pgs_companion_load(&cp->c, tx, SQL_LOAD, consumer, &rows, err);
+    if (st == PGS_OK)
+        *position = pgs_rows_int(rows, 0, 0, 0);
+    pgs_rows_free(rows);
     return st;
 }
 
@@ -151,13 +134,11 @@ pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const c
     int which = expect == PGS_CHECKPOINT_EXACT ? SQL_SAVE_EXACT
               : expect == PGS_CHECKPOINT_NONE  ? SQL_SAVE_NONE
                                                : SQL_SAVE_ANY;
-    PGresult *r;
-    st = pgs_companion_exec(&cp->base, tx, cp->sql[which], which == SQL_SAVE_EXACT ? 3 : 2, p,
-                            &r, err);
+    int64_t n = 0;
+    st = pgs_companion_exec_count(&cp->c.base, tx, cp->c.sql[which],
+                                  which == SQL_SAVE_EXACT ? 3 : 2, p, &n, err);
     if (st != PGS_OK)
         return st;
-    int64_t n = pgs_result_affected(r);
-    PQclear(r);
     if (n == 0)
         return conflict(cp, tx, consumer, expect, expected, err);
     return PGS_OK;
@@ -166,25 +147,11 @@ pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const c
 pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
                                     int64_t *removed, pgs_error_t *err)
 {
-    pgs_status_t st = pgs_companion_check_key("consumer", consumer, err);
-    if (st != PGS_OK)
-        return st;
-    pgs_param_t p = {consumer, -1};
-    PGresult *r;
-    st = pgs_companion_exec(&cp->base, tx, cp->sql[SQL_DELETE], 1, &p, &r, err);
-    if (st != PGS_OK)
-        return st;
-    if (removed)
-        *removed = pgs_result_affected(r);
-    PQclear(r);
-    return PGS_OK;
+    return pgs_companion_remove(&cp->c, tx, SQL_DELETE, consumer, removed, err);
 }
 
 pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, pgs_rows_t **rows,
                                   pgs_error_t *err)
 {
-    PGresult *r = NULL;
-    pgs_status_t st = pgs_companion_exec(&cp->base, tx, cp->sql[SQL_LIST], 0, NULL, &r, err);
-    *rows = pgs_rows_wrap(r);
-    return st;
+    return pgs_companion_list(&cp->c, tx, SQL_LIST, rows, err);
 }

@@ -68,6 +68,18 @@ pgs_status_t pgs_companion_exec(pgs_store_base_t *b, pgs_conn_t *tx, const char 
     return pgs_companion_input_error(st, err);
 }
 
+pgs_status_t pgs_companion_exec_count(pgs_store_base_t *b, pgs_conn_t *tx, const char *sql,
+                                      int nparams, const pgs_param_t *params, int64_t *n,
+                                      pgs_error_t *err)
+{
+    PGresult *r;
+    pgs_status_t st = pgs_companion_exec(b, tx, sql, nparams, params, &r, err);
+    if (st == PGS_OK && n)
+        *n = pgs_result_affected(r);
+    PQclear(r);
+    return st;
+}
+
 pgs_status_t pgs_companion_build_sql(const pgs_store_base_t *b, char **out,
                                      const char *const *tmpl, int n, pgs_error_t *err)
 {
@@ -80,10 +92,98 @@ void pgs_companion_free_sql(char **sql, int n)
     pgs_sql_free_all(sql, n);
 }
 
-pgs_status_t pgs_companion_migrate(pgs_store_base_t *b, const char *series, int migrate,
-                                   pgs_error_t *err)
+/* ---- the keyed stores ---------------------------------------------------- */
+
+pgs_status_t pgs_companion_open(const pgs_companion_kind_t *kind, pgs_pool_t *pool,
+                                const pgs_companion_opts_t *opts, pgs_companion_t **out,
+                                pgs_error_t *err)
+{
+    *out = NULL;
+    pgs_companion_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = pgs_store_init(&c->base, pool, opts->table, kind->default_table, err);
+    if (st != PGS_OK) {
+        free(c);
+        return st;
+    }
+    c->kind = kind;
+    c->max_value = opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
+    st = pgs_companion_build_sql(&c->base, c->sql, kind->sql, kind->nsql, err);
+    if (st == PGS_OK)
+        st = pgs_companion_migrate(c, !opts->skip_schema_init, err);
+    if (st != PGS_OK) {
+        pgs_companion_close(c);
+        return st;
+    }
+    *out = c;
+    return PGS_OK;
+}
+
+void pgs_companion_close(pgs_companion_t *c)
+{
+    if (!c)
+        return;
+    pgs_companion_free_sql(c->sql, c->kind->nsql);
+    pgs_store_fini(&c->base);
+    free(c);
+}
+
+pgs_status_t pgs_companion_migrate(pgs_companion_t *c, int migrate, pgs_error_t *err)
 {
     pgs_schema_t s;
-    pgs_store_schema(b, series, series, &s);
-    return pgs_migrate_open(b->pool, &s, migrate, err);
+    pgs_store_schema(&c->base, c->kind->series, c->kind->series, &s);
+    return pgs_migrate_open(c->base.pool, &s, migrate, err);
+}
+
+pgs_status_t pgs_companion_keyed(pgs_companion_t *c, pgs_conn_t *tx, int which, const char *key,
+                                 PGresult **res, pgs_error_t *err)
+{
+    *res = NULL;
+    pgs_status_t st = pgs_companion_check_key(c->kind->key, key, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {key, -1};
+    return pgs_companion_exec(&c->base, tx, c->sql[which], 1, &p, res, err);
+}
+
+pgs_status_t pgs_companion_load(pgs_companion_t *c, pgs_conn_t *tx, int which, const char *key,
+                                pgs_rows_t **rows, pgs_error_t *err)
+{
+    *rows = NULL;
+    PGresult *r;
+    pgs_status_t st = pgs_companion_keyed(c, tx, which, key, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return pgs_error_set(err, PGS_ENOTFOUND, "%s '%.200s'", c->kind->not_found, key);
+    }
+    *rows = pgs_rows_wrap(r);
+    return PGS_OK;
+}
+
+pgs_status_t pgs_companion_remove(pgs_companion_t *c, pgs_conn_t *tx, int which, const char *key,
+                                  int64_t *removed, pgs_error_t *err)
+{
+    pgs_status_t st = pgs_companion_check_key(c->kind->key, key, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_param_t p = {key, -1};
+    return pgs_companion_exec_count(&c->base, tx, c->sql[which], 1, &p, removed, err);
+}
+
+pgs_status_t pgs_companion_remove_all(pgs_companion_t *c, pgs_conn_t *tx, int which,
+                                      int64_t *removed, pgs_error_t *err)
+{
+    return pgs_companion_exec_count(&c->base, tx, c->sql[which], 0, NULL, removed, err);
+}
+
+pgs_status_t pgs_companion_list(pgs_companion_t *c, pgs_conn_t *tx, int which, pgs_rows_t **rows,
+                                pgs_error_t *err)
+{
+    PGresult *r = NULL;
+    pgs_status_t st = pgs_companion_exec(&c->base, tx, c->sql[which], 0, NULL, &r, err);
+    *rows = pgs_rows_wrap(r);
+    return st;
 }

@@ -104,12 +104,14 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     }
     int n = 0;
-    const char *user_options = getenv("PGOPTIONS");
+    /* A copy: the parsed options are freed before the session line is made. */
+    char *user_options = getenv("PGOPTIONS") ? strdup(getenv("PGOPTIONS")) : NULL;
     for (PQconninfoOption *o = parsed; o->keyword && n < MAX_KEYS - 8; o++) {
         if (!o->val)
             continue;
         if (strcmp(o->keyword, "options") == 0) {
-            user_options = o->val;
+            free(user_options);
+            user_options = strdup(o->val);
             continue;
         }
         if (strcmp(o->keyword, "password") == 0)
@@ -146,6 +148,11 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
     char session[1024];
     int len = snprintf(session, sizeof session, "%s%s-c DateStyle=ISO,MDY -c TimeZone=UTC",
                        user_options ? user_options : "", user_options ? " " : "");
+    free(user_options);
+    if (len < 0 || (size_t)len >= sizeof session - 32) {
+        pgs_dsn_free(d);
+        return pgs_error_set(err, PGS_EINVALID, "the connection's options are too long");
+    }
     if (opts && opts->statement_timeout_ms > 0)
         snprintf(session + len, sizeof session - (size_t)len, " -c statement_timeout=%d",
                  opts->statement_timeout_ms);

@@ -63,12 +63,13 @@ static void copy_message(char *dst, size_t dstsz, const char *src)
     dst[n] = '\0';
 }
 
-/* Copies one of the server's error fields, when it sent it. */
+/* Copies one of the server's error fields, when it sent it, as it sent it
+ * (a DETAIL may span lines). */
 static void copy_field(char *dst, size_t dstsz, const PGresult *res, int field)
 {
     const char *v = res ? PQresultErrorField(res, field) : NULL;
     if (v)
-        copy_message(dst, dstsz, v);
+        snprintf(dst, dstsz, "%s", v);
 }
 
 /* Statement timeouts, lock timeouts and cancels are "timeout"; lost
@@ -141,11 +142,13 @@ static void scrub_text(char *text, const char *secret, size_t n)
     char *hit;
     while ((hit = strstr(text, secret)) != NULL) {
         /* Replace in place with a fixed mask; shorter or equal length keeps
-         * it simple: shift the tail when the mask is shorter. */
+         * it simple: shift the tail when the mask is shorter. The search
+         * goes on after the mask, which may itself contain the secret. */
         const char mask[] = "********";
         size_t m = sizeof mask - 1 < n ? sizeof mask - 1 : n;
         memcpy(hit, mask, m);
         memmove(hit + m, hit + n, strlen(hit + n) + 1);
+        text = hit + m;
     }
 }
 
@@ -155,6 +158,10 @@ void pgs_error_scrub(pgs_error_t *err, const char *secret)
         return;
     size_t n = strlen(secret);
     scrub_text(err->message, secret, n);
-    scrub_text(err->detail, secret, n);
+    /* The DETAIL of pgstore's own SQLSTATEs (PGS00…) holds only numbers
+     * written by its SQL, read as fields: masking a short password there
+     * would change them. */
+    if (strncmp(err->sqlstate, "PGS", 3) != 0)
+        scrub_text(err->detail, secret, n);
     scrub_text(err->hint, secret, n);
 }

@@ -364,15 +364,8 @@ static pgs_status_t delete_where(pgs_kv_t *kv, pgs_conn_t *tx, int which, const 
                                  int64_t *removed, pgs_error_t *err)
 {
     pgs_param_t p = {arg, -1};
-    PGresult *r;
-    pgs_status_t st = pgs_companion_exec(&kv->base, tx, kv->sql[which], arg ? 1 : 0,
-                                         arg ? &p : NULL, &r, err);
-    if (st != PGS_OK)
-        return st;
-    if (removed)
-        *removed = pgs_result_affected(r);
-    PQclear(r);
-    return PGS_OK;
+    return pgs_companion_exec_count(&kv->base, tx, kv->sql[which], arg ? 1 : 0, arg ? &p : NULL,
+                                    removed, err);
 }
 
 pgs_status_t pgs_kv_delete(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, int64_t *removed,

@@ -32,50 +32,39 @@ static const char *const templates[SQL_COUNT] = {
     "DELETE FROM @table@ WHERE id = $1",
 };
 
+static const pgs_companion_kind_t kind = {
+    .series = "sessions",
+    .default_table = "pgstore_sessions",
+    .key = "session id",
+    .not_found = "no session",
+    .sql = templates,
+    .nsql = SQL_COUNT,
+};
+
 struct pgs_sessions {
-    pgs_store_base_t base;
-    size_t max_value;
-    char *sql[SQL_COUNT];
+    pgs_companion_t c;
 };
 
 pgs_status_t pgs_sessions_open(pgs_pool_t *pool, const pgs_sessions_opts_t *opts,
                                pgs_sessions_t **out, pgs_error_t *err)
 {
-    *out = NULL;
-    pgs_sessions_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    pgs_status_t st = pgs_store_init(&s->base, pool, opts ? opts->table : NULL,
-                                     "pgstore_sessions", err);
-    if (st != PGS_OK) {
-        free(s);
-        return st;
-    }
-    s->max_value = opts && opts->max_value_size ? opts->max_value_size : PGS_COMPANION_MAX_VALUE;
-    st = pgs_companion_build_sql(&s->base, s->sql, templates, SQL_COUNT, err);
-    if (st == PGS_OK)
-        st = pgs_companion_migrate(&s->base, "sessions", !(opts && opts->skip_schema_init),
-                                   err);
-    if (st != PGS_OK) {
-        pgs_sessions_close(s);
-        return st;
-    }
-    *out = s;
-    return PGS_OK;
+    pgs_companion_opts_t o = {0};
+    if (opts)
+        o = (pgs_companion_opts_t){opts->table, opts->skip_schema_init, opts->max_value_size};
+    pgs_companion_t *c;
+    pgs_status_t st = pgs_companion_open(&kind, pool, &o, &c, err);
+    *out = (pgs_sessions_t *)c;
+    return st;
 }
 
 void pgs_sessions_close(pgs_sessions_t *s)
 {
-    if (!s)
-        return;
-    pgs_companion_free_sql(s->sql, SQL_COUNT);
-    pgs_store_fini(&s->base);
-    free(s);
+    pgs_companion_close((pgs_companion_t *)s);
 }
 
 pgs_status_t pgs_sessions_migrate(pgs_sessions_t *s, pgs_error_t *err)
 {
-    return pgs_companion_migrate(&s->base, "sessions", 1, err);
+    return pgs_companion_migrate(&s->c, 1, err);
 }
 
 /* After a save that wrote nothing: report the stored version. It is read
@@ -83,9 +72,8 @@ pgs_status_t pgs_sessions_migrate(pgs_sessions_t *s, pgs_error_t *err)
 static pgs_status_t conflict(pgs_sessions_t *s, pgs_conn_t *tx, const char *id, int64_t version,
                              pgs_error_t *err)
 {
-    pgs_param_t p = {id, -1};
     PGresult *r;
-    pgs_status_t st = pgs_companion_exec(&s->base, tx, s->sql[SQL_VERSION], 1, &p, &r, err);
+    pgs_status_t st = pgs_companion_keyed(&s->c, tx, SQL_VERSION, id, &r, err);
     if (st != PGS_OK)
         return st;
     int found = PQntuples(r) > 0;
@@ -119,55 +107,28 @@ pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id
         st = pgs_companion_check_key("state", state_json, err);
     if (st == PGS_OK)
         st = pgs_companion_check_size("state and history",
-                                      strlen(state_json) + strlen(history_json), s->max_value,
+                                      strlen(state_json) + strlen(history_json), s->c.max_value,
                                       err);
     if (st != PGS_OK)
         return st;
     char v[PGS_I64_BUF];
     pgs_param_t p[4] = {
         {id, -1}, {pgs_companion_i64(version, v), -1}, {state_json, -1}, {history_json, -1}};
-    PGresult *r;
-    st = pgs_companion_exec(&s->base, tx, s->sql[SQL_SAVE], 4, p, &r, err);
+    int64_t n = 0;
+    st = pgs_companion_exec_count(&s->c.base, tx, s->c.sql[SQL_SAVE], 4, p, &n, err);
     if (st != PGS_OK)
         return st;
-    int64_t n = pgs_result_affected(r);
-    PQclear(r);
     return n == 0 ? conflict(s, tx, id, version, err) : PGS_OK;
 }
 
 pgs_status_t pgs_sessions_load(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
                                pgs_rows_t **rows, pgs_error_t *err)
 {
-    *rows = NULL;
-    pgs_status_t st = pgs_companion_check_key("session id", id, err);
-    if (st != PGS_OK)
-        return st;
-    pgs_param_t p = {id, -1};
-    PGresult *r;
-    st = pgs_companion_exec(&s->base, tx, s->sql[SQL_LOAD], 1, &p, &r, err);
-    if (st != PGS_OK)
-        return st;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return pgs_error_set(err, PGS_ENOTFOUND, "no session '%.200s'", id);
-    }
-    *rows = pgs_rows_wrap(r);
-    return PGS_OK;
+    return pgs_companion_load(&s->c, tx, SQL_LOAD, id, rows, err);
 }
 
 pgs_status_t pgs_sessions_delete(pgs_sessions_t *s, pgs_conn_t *tx, const char *id,
                                  int64_t *removed, pgs_error_t *err)
 {
-    pgs_status_t st = pgs_companion_check_key("session id", id, err);
-    if (st != PGS_OK)
-        return st;
-    pgs_param_t p = {id, -1};
-    PGresult *r;
-    st = pgs_companion_exec(&s->base, tx, s->sql[SQL_DELETE], 1, &p, &r, err);
-    if (st != PGS_OK)
-        return st;
-    if (removed)
-        *removed = pgs_result_affected(r);
-    PQclear(r);
-    return PGS_OK;
+    return pgs_companion_remove(&s->c, tx, SQL_DELETE, id, removed, err);
 }

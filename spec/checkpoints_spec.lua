@@ -11,17 +11,8 @@ local function probe(cp) return cp:load("probe") end
 
 describe("checkpoints: load and save", function()
   local db, cp, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("cp")
-    cp = assert(db:checkpoints{ table = t })
-  end)
-  teardown(function()
-    cp:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "checkpoints", { prefix = "cp" },
+    function(...) db, cp, t = ... end)
 
   it("loads nil, not an error, for a new consumer", function()
     local cursor, err = cp:load("new-consumer")
@@ -120,17 +111,8 @@ end)
 
 describe("checkpoints: guarded saves", function()
   local db, cp, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("cpguard")
-    cp = assert(db:checkpoints{ table = t })
-  end)
-  teardown(function()
-    cp:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "checkpoints", { prefix = "cpguard" },
+    function(...) db, cp, t = ... end)
 
   it("saves when the stored cursor is the expected one", function()
     assert(cp:save("g1", 5))
@@ -185,17 +167,8 @@ end)
 
 describe("checkpoints: bad input", function()
   local db, cp, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("cpbad")
-    cp = assert(db:checkpoints{ table = t })
-  end)
-  teardown(function()
-    cp:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "checkpoints", { prefix = "cpbad" },
+    function(...) db, cp, t = ... end)
   after_each(function()
     assert.equal(0, S.count(db, t))
     S.alive(db)
@@ -251,17 +224,5 @@ describe("checkpoints: schema", function()
 end)
 
 describe("checkpoints: lifetime", function()
-  local tables = {}
-  local function opts()
-    tables[#tables + 1] = T.unique("cplife")
-    return { table = tables[#tables] }
-  end
-  teardown(function()
-    local db = T.connect()
-    S.drop(db, unpack(tables))
-    db:close()
-    T.assert_no_leaks()
-  end)
-
-  S.lifetime(it, "checkpoints", opts, probe)
+  S.lifetime(it, teardown, "checkpoints", probe)
 end)

@@ -4,15 +4,21 @@
 -- carrying the last position), or one per append inside the transaction.
 local T = require "testenv"
 
--- Runs psql LISTENing on channel for `seconds`; returns the payloads it got.
+-- Runs psql LISTENing on channel for `seconds`; returns a function that
+-- waits for psql to end (it prints what it got then) and returns the
+-- payloads. The listener stays long enough for a busy machine.
 local function listen(channel, seconds)
   local file = os.tmpname()
-  os.execute(("unset LD_PRELOAD; psql %q -X -q -c 'LISTEN %s' -c 'select pg_sleep(%s)' >%s 2>&1 &")
-    :format(T.dsn(), channel, seconds, file))
+  os.execute(("unset LD_PRELOAD; (psql %q -X -q -c 'LISTEN %s' -c 'select pg_sleep(%s)' >%s 2>&1;"
+    .. " echo done >>%s) &"):format(T.dsn(), channel, seconds, file, file))
   return function()
-    local f = io.open(file)
-    local out = f:read("*a")
-    f:close()
+    local out
+    T.eventually(function()
+      local f = io.open(file)
+      out = f:read("*a")
+      f:close()
+      return out:find("done\n$")
+    end, seconds + 10)
     os.remove(file)
     local payloads = {}
     for p in out:gmatch('with payload "(%d+)"') do payloads[#payloads + 1] = tonumber(p) end
@@ -22,25 +28,20 @@ end
 
 local function listeners()
   return T.admin():query([[select count(*) as n from pg_stat_activity
-    where application_name = 'psql' and query like 'select pg_sleep%' and state = 'active']])[1].n
+    where datname = current_database() and application_name = 'psql' and query like 'select pg_sleep%' and state = 'active']])[1].n
 end
 
 describe("events NOTIFY", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("coalesces notifications after commit and always sends the last position", function()
     local es = assert(db:events{ table = "ev_notify", notify = "ev_chan" })
     assert(es:truncate())
-    local done = listen("ev_chan", 1.5)
+    local done = listen("ev_chan", 5)
     assert(T.eventually(function() return listeners() > 0 end))
     local last
     for i = 1, 200 do last = assert(es:append("n" .. (i % 5), { { type = "E" } })).last_position end
-    T.sh("sleep 1.6")
     local payloads, out = done()
     assert.truthy(#payloads >= 1, out)
     assert.truthy(#payloads < 200, "not coalesced: " .. #payloads)
@@ -50,21 +51,19 @@ describe("events NOTIFY", function()
 
   it("notifies inside the transaction with notify_in_tx", function()
     local es = assert(db:events{ table = "ev_notify", notify = "ev_chan_tx", notify_in_tx = true })
-    local done = listen("ev_chan_tx", 1)
+    local done = listen("ev_chan_tx", 3)
     assert(T.eventually(function() return listeners() > 0 end))
     local positions = {}
     for i = 1, 5 do positions[i] = assert(es:append("tx", { { type = "E" } })).last_position end
-    T.sh("sleep 1.1")
     assert.same(positions, (done()))
     es:close()
   end)
 
   it("sends nothing with notify = false", function()
     local es = assert(db:events{ table = "ev_notify", notify = false })
-    local done = listen("pgstore_events", 0.6)
+    local done = listen("pgstore_events", 1)
     assert(T.eventually(function() return listeners() > 0 end))
     assert(es:append("quiet", { { type = "E" } }))
-    T.sh("sleep 0.7")
     assert.same({}, (done()))
     es:close()
   end)

@@ -67,7 +67,7 @@ describe("concurrent appends", function()
     ]])
     local pid = T.eventually(function()
       local rows = T.admin():query([[select pid from pg_stat_activity
-        where wait_event_type = 'Lock' and query like '%ev_race_append%']])
+        where datname = current_database() and wait_event_type = 'Lock' and query like '%ev_race_append%']])
       return rows[1] and rows[1].pid
     end, 10)
     assert.truthy(pid, "the append never blocked")

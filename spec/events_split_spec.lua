@@ -33,7 +33,7 @@ describe("read/write split", function()
     assert(es:read("rw", { consistent = true }))
     local replica = pgstore.connect(T.replica_dsn())
     local on_replica = replica:query(
-      "select count(*) as n from pg_stat_activity where application_name = 'pgstore-split'")[1].n
+      "select count(*) as n from pg_stat_activity where application_name = 'pgstore-split' and datname = current_database()")[1].n
     replica:close()
     assert.truthy(on_replica >= 1, "no read connection on the replica")
     assert.is_true(db:reader():query("select pg_is_in_recovery() as r")[1].r)

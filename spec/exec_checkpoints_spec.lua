@@ -10,17 +10,8 @@ local function probe(xs) return xs:list() end
 
 describe("exec_checkpoints: save, load, list, delete", function()
   local db, xs, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("xs")
-    xs = assert(db:exec_checkpoints{ table = t })
-  end)
-  teardown(function()
-    xs:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "exec_checkpoints", { prefix = "xs" },
+    function(...) db, xs, t = ... end)
 
   it("saves a checkpoint table and loads it back", function()
     local cp = { step = 3, vars = { user = "ann", total = 2 ^ 53 }, done = { "a", "b" } }
@@ -70,17 +61,8 @@ end)
 
 describe("exec_checkpoints: concurrent saves of one id", function()
   local db, xs, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("xsrace")
-    xs = assert(db:exec_checkpoints{ table = t })
-  end)
-  teardown(function()
-    xs:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "exec_checkpoints", { prefix = "xsrace" },
+    function(...) db, xs, t = ... end)
 
   it("leaves one row with one of the saved values and no error, from 12 processes", function()
     local barrier = S.make_barrier(db)
@@ -108,17 +90,8 @@ end)
 
 describe("exec_checkpoints: bad input", function()
   local db, xs, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("xsbad")
-    xs = assert(db:exec_checkpoints{ table = t })
-  end)
-  teardown(function()
-    xs:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "exec_checkpoints", { prefix = "xsbad" },
+    function(...) db, xs, t = ... end)
   after_each(function()
     assert.equal(0, S.count(db, t))
     S.alive(db)
@@ -178,17 +151,5 @@ describe("exec_checkpoints: schema", function()
 end)
 
 describe("exec_checkpoints: lifetime", function()
-  local tables = {}
-  local function opts()
-    tables[#tables + 1] = T.unique("xslife")
-    return { table = tables[#tables] }
-  end
-  teardown(function()
-    local db = T.connect()
-    S.drop(db, unpack(tables))
-    db:close()
-    T.assert_no_leaks()
-  end)
-
-  S.lifetime(it, "exec_checkpoints", opts, probe)
+  S.lifetime(it, teardown, "exec_checkpoints", probe)
 end)

@@ -12,31 +12,13 @@
 local core = require "pgstore.core"
 local T = require "testenv"
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function touch(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text or "")
-  f:close()
-end
-
 local function lsns(db)
   return db:query([[select pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn() as unflushed]])[1]
 end
 
 describe("a server crash", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("never lets read_all pass a position the restarted server hands out again", function()
     local name = "fault_crash_seq"
@@ -94,7 +76,7 @@ describe("a server crash", function()
     local name, writers = "fault_crash", 8
     local es = assert(db:events{ table = name, notify = false }) -- migrated before the writers start
     assert(es:truncate())
-    local dir = (T.sh("mktemp -d /tmp/pgstore-crash.XXXXXX")):gsub("%s+$", "")
+    local dir = T.tmpdir("crash")
     local stop, follow_stop = dir .. "/stop", dir .. "/follow_stop"
     local procs = {}
     for w = 1, writers do
@@ -179,7 +161,7 @@ describe("a server crash", function()
       t0 = core.now()
     end
     core.sleep(2)
-    touch(stop)
+    T.write(stop)
     local ok_lines, retries, replayed, codes = {}, 0, 0, {}
     for w = 1, writers do
       local out, ended = T.wait(procs[w], 90)
@@ -195,7 +177,7 @@ describe("a server crash", function()
       end
     end
     local head = assert(es:latest_position())
-    touch(follow_stop, tostring(head))
+    T.write(follow_stop, tostring(head))
     local fout, fended = T.wait(follower, 60)
     assert.is_true(fended, "the follower did not stop")
     local followed, ferrors = fout:match("FOLLOWED (%d+) ERRORS (%d+)")
@@ -232,7 +214,7 @@ describe("a server crash", function()
     -- the follower saw every event once, in position order
     local positions = assert(db:query(("select position from %s order by position"):format(name)))
     local seen = {}
-    for p in read(dir .. "/followed"):gmatch("%d+") do seen[#seen + 1] = tonumber(p) end
+    for p in T.read(dir .. "/followed"):gmatch("%d+") do seen[#seen + 1] = tonumber(p) end
     assert.equal(#positions, #seen, "the follower delivered " .. #seen .. " of " .. #positions)
     for i, r in ipairs(positions) do
       assert.equal(r.position, seen[i], "follower's event " .. i)

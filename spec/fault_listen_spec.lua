@@ -63,7 +63,7 @@ describe("a subscriber under faults", function()
     assert(cp:delete(name))
     cp:close()
     P = proxy.start{ lifetime = 300 }
-    local dir = (T.sh("mktemp -d /tmp/pgstore-flisten.XXXXXX")):gsub("%s+$", "")
+    local dir = T.tmpdir("flisten")
     local delivered = dir .. "/delivered"
 
     local sub = T.spawn(([[

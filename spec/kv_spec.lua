@@ -13,17 +13,9 @@ local function probe(kv) return kv:get("probe") end
 
 describe("kv: set, get, delete", function()
   local db, kv, t
-  setup(function()
-    db = T.connect{ pool_size = 2 }
-    t = T.unique("kv")
-    kv = assert(db:kv{ table = t, cleanup_interval = 0 })
-  end)
-  teardown(function()
-    kv:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "kv",
+    { prefix = "kv", connect = { pool_size = 2 }, opts = { cleanup_interval = 0 } },
+    function(...) db, kv, t = ... end)
 
   it("gets nil, not an error, for an absent key", function()
     local v, err = kv:get("absent")
@@ -69,17 +61,8 @@ end)
 
 describe("kv: expiry", function()
   local db, kv, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("kvttl")
-    kv = assert(db:kv{ table = t, cleanup_interval = 0 })
-  end)
-  teardown(function()
-    kv:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "kv", { prefix = "kvttl", opts = { cleanup_interval = 0 } },
+    function(...) db, kv, t = ... end)
   before_each(function() assert(kv:delete_prefix("")) end)
 
   it("hides an expired value at once, before any cleanup", function()
@@ -119,17 +102,8 @@ end)
 
 describe("kv: delete_prefix", function()
   local db, kv, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("kvpfx")
-    kv = assert(db:kv{ table = t, cleanup_interval = 0 })
-  end)
-  teardown(function()
-    kv:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "kv", { prefix = "kvpfx", opts = { cleanup_interval = 0 } },
+    function(...) db, kv, t = ... end)
 
   local KEYS = { "a%b1", "a%b2", "axb", "a_c", "abc", "ab", "a\\x", "a\\\\y", "b%", "user:1", "user:2", "users" }
   before_each(function()
@@ -178,11 +152,7 @@ end)
 
 describe("kv: background cleaner", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("removes expired rows on its own, on its own connection", function()
     local t = T.unique("kvclean")
@@ -190,12 +160,14 @@ describe("kv: background cleaner", function()
     assert(kv:set("old", "v", 0.05))
     assert(kv:set("live", "v"))
     assert.truthy(T.eventually(function() return S.count(db, t) == 1 end, 3), "expired row not removed")
+    -- the cleaner counts the rows just after its DELETE commits
+    assert.truthy(T.eventually(function() return kv:cleaner_stats().removed == 1 end, 3))
     local st = kv:cleaner_stats()
     assert.is_true(st.running)
     assert.equal(0.1, st.interval)
     assert.truthy(st.runs >= 1)
     assert.equal(1, st.removed)
-    assert.equal(0, st.failures)
+    assert.equal(0, st.failures, st.last_error)
     assert.equal(0, db:pool_stats().borrowed)
     kv:close()
     S.drop(db, t)
@@ -229,7 +201,8 @@ describe("kv: background cleaner", function()
     local kv = assert(db:kv{ table = t, cleanup_interval = 300 })
     local t0 = core.now()
     kv:close()
-    assert.truthy(core.now() - t0 < 0.2, "close took " .. (core.now() - t0))
+    -- at once: not after the interval, however busy the machine is
+    assert.truthy(core.now() - t0 < 1, "close took " .. (core.now() - t0))
     S.drop(db, t)
   end)
 
@@ -241,7 +214,7 @@ describe("kv: background cleaner", function()
     assert(holder:exec(("lock table %s in access exclusive mode"):format(t)))
     local blocked = T.eventually(function()
       return T.admin():query([[select count(*) as n from pg_stat_activity
-        where query like 'DELETE FROM%expires_at <=%' and wait_event_type = 'Lock']])[1].n == 1
+        where datname = current_database() and query like 'DELETE FROM%expires_at <=%' and wait_event_type = 'Lock']])[1].n == 1
     end, 3)
     assert.truthy(blocked, "the cleaner never blocked")
     local t0 = core.now()
@@ -268,11 +241,7 @@ end)
 
 describe("kv: schema init and the phase hook", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   -- A fresh table gets its index from the same file (core/sql/kv--1.sql):
   -- create_index runs only when the index alone is missing.
@@ -432,17 +401,8 @@ end)
 
 describe("kv: bad input", function()
   local db, kv, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("kvbad")
-    kv = assert(db:kv{ table = t, cleanup_interval = 0 })
-  end)
-  teardown(function()
-    kv:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "kv", { prefix = "kvbad", opts = { cleanup_interval = 0 } },
+    function(...) db, kv, t = ... end)
   after_each(function()
     assert.equal(0, S.count(db, t))
     S.alive(db)
@@ -533,17 +493,5 @@ describe("kv: schema names", function()
 end)
 
 describe("kv: lifetime", function()
-  local tables = {}
-  local function opts()
-    tables[#tables + 1] = T.unique("kvlife")
-    return { table = tables[#tables] }
-  end
-  teardown(function()
-    local db = T.connect()
-    S.drop(db, unpack(tables))
-    db:close()
-    T.assert_no_leaks()
-  end)
-
-  S.lifetime(it, "kv", opts, probe)
+  S.lifetime(it, teardown, "kv", probe)
 end)

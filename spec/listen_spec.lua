@@ -31,11 +31,7 @@ end
 
 describe("db:listen", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("delivers a notification as { channel, payload, pid }", function()
     local l = assert(db:listen("spec_l1"))

@@ -6,24 +6,6 @@ local core = require "pgstore.core"
 local locks = require "pgstore.locks"
 local T = require "testenv"
 
-local function tmpdir()
-  return (T.sh("mktemp -d /tmp/pgstore-locks.XXXXXX")):gsub("%s+$", "")
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
 -- Starts `pgstore run script args…` in the background; returns its pid.
 local function spawn(script, out, ...)
   local args = table.concat({ ... }, " ")
@@ -46,7 +28,7 @@ describe("locks", function()
   setup(function()
     db = T.connect{ pool_size = 3 }
     other = T.connect{ pool_size = 3 }
-    dir = tmpdir()
+    dir = T.tmpdir("locks")
   end)
   teardown(function()
     db:close()
@@ -183,14 +165,14 @@ describe("locks", function()
     for _, mode in ipairs({ "advisory", "table" }) do
       local key = T.unique("kill")
       local opts = mode == "table" and { mode = "table", table = "pgstore_spec_klocks", ttl = 1 } or nil
-      write(dir .. "/hold.lua", ([[
+      T.write(dir .. "/hold.lua", ([[
         local release = assert(db:lock(arg[1], %s))
         print("LOCKED") io.stdout:flush()
         require("pgstore.core").sleep(60)
       ]]):format(mode == "table" and "{ mode = 'table', table = 'pgstore_spec_klocks', ttl = 1 }" or "nil"))
       local out = dir .. "/hold.out"
       local pid = spawn(dir .. "/hold.lua", out, key)
-      assert(T.eventually(function() return read(out):find("LOCKED") end, 10), read(out))
+      assert(T.eventually(function() return T.read(out):find("LOCKED") end, 10), T.read(out))
       assert.is_nil(db:try_lock(key, opts))
       T.sh("kill -KILL " .. pid)
       local t0 = core.now()

@@ -481,7 +481,7 @@ describe("resty.pgstore outside the request phases, and across workers", functio
   local s, prefix
 
   setup(function()
-    prefix = (T.sh("mktemp -d /tmp/pgstore-nginx.XXXXXX")):gsub("%s+$", "")
+    prefix = T.tmpdir("nginx")
     local conf = [[
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;

@@ -22,11 +22,7 @@ end
 
 describe("db:partitions", function()
   local db
-  setup(function() db = T.connect{ pool_size = 4 } end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end, { pool_size = 4 })
 
   it("has the documented defaults and holds nothing before the first tick", function()
     local pm = assert(db:partitions{ name = T.unique("pm") })
@@ -186,14 +182,6 @@ describe("partitions across processes", function()
   local LEASE, RENEW = 2, 0.5
   local procs = {} -- owner → { pid, out }
 
-  local function read(path)
-    local f = io.open(path)
-    if not f then return "" end
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
-
   local function spawn(owner, mode)
     local out = ("%s/%s.out"):format(dir, owner)
     local o = T.sh(("%s --dsn %q run %s %s %s %s %s %s >%s 2>&1 & echo $!"):format(
@@ -228,7 +216,7 @@ describe("partitions across processes", function()
 
   setup(function()
     db = T.connect()
-    dir = (T.sh("mktemp -d /tmp/pgstore-pm.XXXXXX")):gsub("%s+$", "")
+    dir = T.tmpdir("pm")
     name, work = T.unique("pmproc"), T.unique("pmwork")
     stopfile, script = dir .. "/stop", dir .. "/worker.lua"
     assert(db:exec(("create table %s (id bigserial primary key, p int not null, token bigint not null,"
@@ -346,9 +334,9 @@ describe("partitions across processes", function()
     local w = spawn(name .. "-w4", "slow")
     local p, token, unit
     assert(T.eventually(function()
-      p, token, unit = read(w.out):match("INWORK\t(%d+)\t(%d+)\t(%d+)")
+      p, token, unit = T.read(w.out):match("INWORK\t(%d+)\t(%d+)\t(%d+)")
       return p
-    end, 10), "the worker never got to work: " .. read(w.out))
+    end, 10), "the worker never got to work: " .. T.read(w.out))
     T.sh("kill -STOP " .. w.pid) -- inside the unit's transaction, before its guard
     p, token, unit = tonumber(p), tonumber(token), tonumber(unit)
     local t0 = core.now()
@@ -359,9 +347,9 @@ describe("partitions across processes", function()
     assert.truthy(taken, "partition " .. p .. " was not taken over")
     assert.truthy(core.now() - t0 <= LEASE + RENEW + 1.5)
     T.sh("kill -CONT " .. w.pid)
-    assert(T.eventually(function() return read(w.out):find("LEASE_LOST") end, 5),
-      "no lease_lost: " .. read(w.out))
-    local lp, ltoken, lunit = read(w.out):match("LEASE_LOST\t(%d+)\t(%d+)\t(%d+)")
+    assert(T.eventually(function() return T.read(w.out):find("LEASE_LOST") end, 5),
+      "no lease_lost: " .. T.read(w.out))
+    local lp, ltoken, lunit = T.read(w.out):match("LEASE_LOST\t(%d+)\t(%d+)\t(%d+)")
     assert.same({ p, token, unit }, { tonumber(lp), tonumber(ltoken), tonumber(lunit) })
     assert(T.eventually(function() return not alive(w.pid) end, 5))
     -- its unit of work did not commit

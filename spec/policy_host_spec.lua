@@ -6,20 +6,6 @@ local T = require "testenv"
 
 local DAY = 86400
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
-
-local function read(path)
-  local f = io.open(path)
-  local s = f and f:read("*a") or ""
-  if f then f:close() end
-  return s
-end
-
 local function lines(s)
   local out = {}
   for l in s:gmatch("[^\n]+") do out[#out + 1] = l end
@@ -33,11 +19,11 @@ describe("pgstore policy apply", function()
   end
 
   setup(function()
-    dir = (T.sh("mktemp -d /tmp/pgstore-polh.XXXXXX")):gsub("%s+$", "")
+    dir = T.tmpdir("polh")
     db = T.connect{ pool_size = 2 }
     es = assert(db:events{ table = "polh_spec", notify = false })
     arch = assert(db:events{ table = "polh_spec_archive", notify = false })
-    policy_file = write(dir .. "/carts.lua", [[
+    policy_file = T.write(dir .. "/carts.lua", [[
       return {
         { name = "vip", streams = "cart-vip-*" },
         { name = "carts", streams = "cart-*", max_count = 4, archive_after = "90d" },
@@ -118,11 +104,11 @@ describe("pgstore policy apply", function()
     local errfile = dir .. "/stderr"
     local out, rc = T.sh(("%s --dsn %q policy apply %s --table polh_spec --batch 4 2>%s")
       :format(T.host(), T.dsn(), policy_file, errfile))
-    assert.equal(0, rc, out .. read(errfile))
+    assert.equal(0, rc, out .. T.read(errfile))
     local got = lines(out)
     assert.equal("total: remove 13 events, archive 3 streams", got[#got - 1])
     assert.equal("done: removed 13 events, archived 3 streams", got[#got])
-    assert.equal("", read(errfile))
+    assert.equal("", T.read(errfile))
     assert.same({ 8, 9, 10, 11 }, (function()
       local v = {}
       for _, e in ipairs(assert(es:read("cart-1"))) do v[#v + 1] = e.version end
@@ -184,8 +170,8 @@ describe("pgstore policy apply", function()
   end)
 
   it("exits 1 with one line for broken policies, a missing table or no server", function()
-    local bad = write(dir .. "/bad.lua", "return { streams = 'x-*', max_age = '30 days' }\n")
-    local syntax = write(dir .. "/syntax.lua", "return {\n  streams = 'x-*',\n  max_count = undefined,\n}\n")
+    local bad = T.write(dir .. "/bad.lua", "return { streams = 'x-*', max_age = '30 days' }\n")
+    local syntax = T.write(dir .. "/syntax.lua", "return {\n  streams = 'x-*',\n  max_count = undefined,\n}\n")
     local cases = {
       { "apply " .. dir .. "/missing.lua --table polh_spec", "missing%.lua" },
       { "apply " .. bad .. " --table polh_spec", "bad%.lua: field 'max_age': bad duration '30 days'" },

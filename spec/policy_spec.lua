@@ -9,13 +9,7 @@ local policy = require "pgstore.policy"
 local T = require "testenv"
 
 local tmp
-local function write(name, text)
-  local path = tmp .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return T.write(tmp .. "/" .. name, text) end
 
 -- { glob, name, matches }
 local GLOBS = {
@@ -48,16 +42,12 @@ local BAD_GLOBS = {
 }
 
 describe("policies", function()
-  setup(function() tmp = (T.sh("mktemp -d /tmp/pgstore-pol.XXXXXX")):gsub("%s+$", "") end)
+  setup(function() tmp = T.tmpdir("pol") end)
   teardown(function() T.sh("rm -rf " .. tmp) end)
 
   describe("globs", function()
     local db
-    setup(function() db = T.connect{ pool_size = 1 } end)
-    teardown(function()
-      db:close()
-      T.assert_no_leaks()
-    end)
+    T.block_db(setup, teardown, function(d) db = d end, { pool_size = 1 })
 
     for _, case in ipairs(GLOBS) do
       it(("'%s' %s '%s' in Lua and in SQL"):format(case[1], case[3] and "matches" or "does not match", case[2]), function()

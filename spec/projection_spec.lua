@@ -7,12 +7,6 @@ local core = require "pgstore.core"
 local proxy = require "proxy"
 local T = require "testenv"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
 local COUNTER = [[
 return {
   name = %q,
@@ -33,7 +27,7 @@ return {
 local function projection(dir, name, opts)
   opts = opts or {}
   local path = ("%s/%s.lua"):format(dir, name)
-  write(path, COUNTER:format(name, name, name, opts.batch or 50, opts.on_error or "stop", name))
+  T.write(path, COUNTER:format(name, name, name, opts.batch or 50, opts.on_error or "stop", name))
   return path
 end
 
@@ -41,7 +35,7 @@ describe("pgstore project", function()
   local db, es, dir, table_name
   setup(function()
     db = T.connect()
-    dir = (T.sh("mktemp -d /tmp/pgstore-proj.XXXXXX")):gsub("%s+$", "")
+    dir = T.tmpdir("proj")
   end)
   teardown(function()
     T.sh("rm -rf " .. dir)
@@ -169,14 +163,14 @@ describe("pgstore project", function()
 
   it("hands handlers the newest shape with --upcasters and applies --policy retention", function()
     local name = T.unique("proj_up")
-    write(dir .. "/" .. name .. ".lua", ([[return {
+    T.write(dir .. "/" .. name .. ".lua", ([[return {
       name = %q,
       setup = "create table if not exists %s (stream text, currency text)",
       handlers = { Added = function(e, tx) assert(tx:exec("insert into %s values ($1, $2)", e.stream, e.data.currency)) end },
     }]]):format(name, name, name))
-    write(dir .. "/up.lua", [[return { type = "Added", from = 1, to = 2,
+    T.write(dir .. "/up.lua", [[return { type = "Added", from = 1, to = 2,
       upcast = function(d) d.currency = d.currency or "EUR"; return d end }]])
-    write(dir .. "/keep2.lua", [[return { name = "keep two", streams = "up-*", max_count = 2 }]])
+    T.write(dir .. "/keep2.lua", [[return { name = "keep two", streams = "up-*", max_count = 2 }]])
     assert(es:append("up-1", { { type = "Added", schema_version = 1, data = { amount = 1 } },
                                { type = "Added", schema_version = 1, data = { amount = 2 } },
                                { type = "Added", schema_version = 1, data = { amount = 3 } } }))
@@ -189,12 +183,12 @@ describe("pgstore project", function()
 
   it("sandboxes scripts: unknown globals and io are errors", function()
     local path = dir .. "/sneaky.lua"
-    write(path, [[return { name = "sneaky", handlers = { Added = function(e, tx) io.write("x") end } }]])
+    T.write(path, [[return { name = "sneaky", handlers = { Added = function(e, tx) io.write("x") end } }]])
     append_added("sneaky-", 1, 1)
     local out, rc = project(path .. " --once")
     assert.equal(1, rc)
     assert.matches("unknown global 'io'", out)
-    write(path, [[local x = undefined_thing; return { name = "sneaky2", handlers = { A = function() end } }]])
+    T.write(path, [[local x = undefined_thing; return { name = "sneaky2", handlers = { A = function() end } }]])
     out, rc = project(path .. " --once")
     assert.equal(1, rc)
     assert.matches("sneaky%.lua:1: unknown global 'undefined_thing'", out)
@@ -203,7 +197,7 @@ describe("pgstore project", function()
   it("refuses bad projection files with a usage or load error", function()
     local out, rc = T.sh(T.host() .. " project")
     assert.equal(2, rc)
-    write(dir .. "/bad.lua", [[return { name = "bad", handlers = {}, on_error = "explode" }]])
+    T.write(dir .. "/bad.lua", [[return { name = "bad", handlers = {}, on_error = "explode" }]])
     out, rc = project(dir .. "/bad.lua --once")
     assert.equal(1, rc)
     assert.matches("bad%.lua: handlers must be", out)

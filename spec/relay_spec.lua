@@ -7,11 +7,7 @@ local T = require "testenv"
 
 describe("db:relay", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("delivers locally at once and to other servers, without echo", function()
     local ch = T.unique("relay")

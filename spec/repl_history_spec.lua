@@ -15,7 +15,7 @@ end
 
 describe("repl history", function()
   local dir
-  setup(function() dir = (T.sh("mktemp -d /tmp/pgstore-hist.XXXXXX")):gsub("%s+$", "") end)
+  setup(function() dir = T.tmpdir("hist") end)
   teardown(function() T.sh("rm -rf " .. dir) end)
 
   it("encodes an entry on one line and back", function()

@@ -85,7 +85,7 @@ describe("pgstore repl on a terminal", function()
   end
 
   setup(function()
-    dir = (T.sh("mktemp -d /tmp/pgstore-repl.XXXXXX")):gsub("%s+$", "")
+    dir = T.tmpdir("repl")
   end)
   after_each(function()
     if s then s:close() end
@@ -100,7 +100,7 @@ describe("pgstore repl on a terminal", function()
   it("says what is ready, evaluates expressions without = and continues unfinished chunks", function()
     start()
     local screen = s:wait_for("(:help)")
-    assert.matches("pgstore_test as ", screen)
+    assert.matches(T.dbname() .. " as ", screen)
     line("1 + 1")
     s:wait_for("\n2\n")
     line("function twice(x)")

@@ -15,8 +15,8 @@ local USER = os.getenv("PGSTORE_TEST_SECRET_USER")
 local PORT = os.getenv("PGSTORE_TEST_PORT")
 
 local function secret_dsn(extra)
-  return ("host=127.0.0.1 port=%s dbname=pgstore_test user=%s password=%s %s")
-    :format(PORT, USER, SECRET, extra or "")
+  return ("host=127.0.0.1 port=%s dbname=%s user=%s password=%s %s")
+    :format(PORT, T.dbname(), USER, SECRET, extra or "")
 end
 
 local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -44,15 +44,15 @@ describe("the password", function()
       texts[label] = ok and tostring(e) or tostring(res)
       db:close()
     end
-    try("a database that does not exist", secret_dsn():gsub("dbname=pgstore_test", "dbname=nope"))
+    try("a database that does not exist", secret_dsn():gsub("dbname=[%w_]+", "dbname=nope"))
     try("a port nobody listens on", secret_dsn():gsub("port=%d+", "port=1"))
     try("a wrong user", secret_dsn():gsub("user=%S+", "user=nobody_here"))
     try("an unknown option", secret_dsn("bogus=1"))
     try("a stray word", secret_dsn("bogus"))
     try("an unterminated quote", secret_dsn("application_name='x"))
-    try("a malformed URI", ("postgresql://%s:%s%%ZZ@127.0.0.1:%s/pgstore_test"):format(USER, SECRET, PORT))
-    try("an unclosed IPv6 URI", ("postgresql://%s:%s@[::1/pgstore_test"):format(USER, SECRET))
-    try("a URI with a bad parameter", ("postgresql://%s:%s@127.0.0.1:%s/pgstore_test?bogus=1"):format(USER, SECRET, PORT))
+    try("a malformed URI", ("postgresql://%s:%s%%ZZ@127.0.0.1:%s/%s"):format(USER, SECRET, PORT, T.dbname()))
+    try("an unclosed IPv6 URI", ("postgresql://%s:%s@[::1/%s"):format(USER, SECRET, T.dbname()))
+    try("a URI with a bad parameter", ("postgresql://%s:%s@127.0.0.1:%s/%s?bogus=1"):format(USER, SECRET, PORT, T.dbname()))
     try("a SQL error", secret_dsn(), function(db) return db:query("select * from nowhere_at_all") end)
     try("a privilege error", secret_dsn(), function(db) return db:exec("create table pgs_not_allowed (a int)") end)
     try("a listener that cannot connect", secret_dsn():gsub("port=%d+", "port=1"), function(db)
@@ -72,14 +72,14 @@ describe("the password", function()
   end)
 
   it("never appears in the host's output: status, run, tail, append, errors, tracebacks, the REPL", function()
-    local dir = (T.sh("mktemp -d /tmp/pgstore-secret.XXXXXX")):gsub("%s+$", "")
+    local dir = T.tmpdir("secret")
     local f = assert(io.open(dir .. "/fail.lua", "w"))
     f:write([[print(db, db.opts, db.pool); print(require("pgstore.host").dsn); error("script failed on purpose")]])
     f:close()
     f = assert(io.open(dir .. "/proj.lua", "w"))
     f:write([[return { name = "secret_proj", handlers = { E = function() error("handler failed") end } }]])
     f:close()
-    local good, bad = shq(secret_dsn()), shq(secret_dsn():gsub("dbname=pgstore_test", "dbname=nope"))
+    local good, bad = shq(secret_dsn()), shq(secret_dsn():gsub("dbname=[%w_]+", "dbname=nope"))
     local host = T.host()
     local outputs = {}
     for label, cmd in pairs{
@@ -112,7 +112,7 @@ describe("TLS", function()
 
   setup(function()
     admin = T.connect{ application_name = "pgstore-spec" }
-    dir = (T.sh("mktemp -d /tmp/pgstore-tls.XXXXXX")):gsub("%s+$", "")
+    dir = T.tmpdir("tls")
     local out, rc = T.sh(([[
       exec 2>&1; set -e; cd %s
       openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pgstore test CA" -keyout ca.key -out ca.crt
@@ -147,8 +147,8 @@ describe("TLS", function()
   end)
 
   local function dsn(host, ca)
-    return ("host=%s port=%s dbname=pgstore_test user=postgres sslmode=verify-full sslrootcert=%s/%s")
-      :format(host, PORT, dir, ca)
+    return ("host=%s port=%s dbname=%s user=postgres sslmode=verify-full sslrootcert=%s/%s")
+      :format(host, PORT, T.dbname(), dir, ca)
   end
 
   it("sslmode=verify-full connects with the right CA and host name", function()
@@ -330,7 +330,7 @@ return {
 ]=]
 
   local function run(unsafe)
-    local dir = (T.sh("mktemp -d /tmp/pgstore-sandbox.XXXXXX")):gsub("%s+$", "")
+    local dir = T.tmpdir("sandbox")
     local f = assert(io.open(dir .. "/probe.lua", "w"))
     f:write(PROBES)
     f:close()

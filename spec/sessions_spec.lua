@@ -10,17 +10,8 @@ local function probe(sess) return sess:load("probe") end
 
 describe("sessions: load and save", function()
   local db, sess, t
-  setup(function()
-    db = T.connect{ pool_size = 2 }
-    t = T.unique("sess")
-    sess = assert(db:sessions{ table = t })
-  end)
-  teardown(function()
-    sess:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "sessions", { prefix = "sess", connect = { pool_size = 2 } },
+    function(...) db, sess, t = ... end)
 
   it("loads nil, not an error, for an unknown session", function()
     local s, err = sess:load("nobody")
@@ -108,17 +99,8 @@ end)
 
 describe("sessions: 16 processes saving the same version", function()
   local db, sess, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("sessrace")
-    sess = assert(db:sessions{ table = t })
-  end)
-  teardown(function()
-    sess:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "sessions", { prefix = "sessrace" },
+    function(...) db, sess, t = ... end)
 
   local function race(id, version)
     local barrier = S.make_barrier(db)
@@ -167,17 +149,8 @@ end)
 
 describe("sessions: bad input", function()
   local db, sess, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("sessbad")
-    sess = assert(db:sessions{ table = t })
-  end)
-  teardown(function()
-    sess:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "sessions", { prefix = "sessbad" },
+    function(...) db, sess, t = ... end)
   after_each(function()
     assert.equal(0, S.count(db, t))
     S.alive(db)
@@ -243,17 +216,5 @@ describe("sessions: schema", function()
 end)
 
 describe("sessions: lifetime", function()
-  local tables = {}
-  local function opts()
-    tables[#tables + 1] = T.unique("sesslife")
-    return { table = tables[#tables] }
-  end
-  teardown(function()
-    local db = T.connect()
-    S.drop(db, unpack(tables))
-    db:close()
-    T.assert_no_leaks()
-  end)
-
-  S.lifetime(it, "sessions", opts, probe)
+  S.lifetime(it, teardown, "sessions", probe)
 end)

@@ -9,17 +9,8 @@ local function probe(ss) return ss:load("probe") end
 
 describe("snapshots: save and load", function()
   local db, ss, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("snap")
-    ss = assert(db:snapshots{ table = t })
-  end)
-  teardown(function()
-    ss:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "snapshots", { prefix = "snap" },
+    function(...) db, ss, t = ... end)
   before_each(function() assert(ss:invalidate_all()) end)
 
   it("loads nil, not an error, for a stream without a snapshot", function()
@@ -83,17 +74,8 @@ end)
 
 describe("snapshots: invalidate", function()
   local db, ss, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("snapinv")
-    ss = assert(db:snapshots{ table = t })
-  end)
-  teardown(function()
-    ss:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "snapshots", { prefix = "snapinv" },
+    function(...) db, ss, t = ... end)
 
   it("removes one stream's snapshot and leaves the others", function()
     assert(ss:save("a", 1, {}))
@@ -118,17 +100,8 @@ end)
 
 describe("snapshots: in the caller's transaction", function()
   local db, ss, t
-  setup(function()
-    db = T.connect{ pool_size = 2 }
-    t = T.unique("snaptx")
-    ss = assert(db:snapshots{ table = t })
-  end)
-  teardown(function()
-    ss:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "snapshots", { prefix = "snaptx", connect = { pool_size = 2 } },
+    function(...) db, ss, t = ... end)
 
   it("commits and rolls back with the transaction", function()
     assert(db:transaction(function(tx)
@@ -158,8 +131,7 @@ end)
 
 describe("snapshots: schema", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function() db:close(); T.assert_no_leaks() end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("creates its table on open, and migrate() is idempotent", function()
     local t = T.unique("snapmig")
@@ -200,17 +172,8 @@ end)
 
 describe("snapshots: bad input", function()
   local db, ss, t
-  setup(function()
-    db = T.connect()
-    t = T.unique("snapbad")
-    ss = assert(db:snapshots{ table = t })
-  end)
-  teardown(function()
-    ss:close()
-    S.drop(db, t)
-    db:close()
-    T.assert_no_leaks()
-  end)
+  S.fixture(setup, teardown, "snapshots", { prefix = "snapbad" },
+    function(...) db, ss, t = ... end)
   after_each(function()
     assert.equal(0, S.count(db, t))
     S.alive(db)
@@ -266,17 +229,5 @@ describe("snapshots: bad input", function()
 end)
 
 describe("snapshots: lifetime", function()
-  local tables = {}
-  local function opts()
-    tables[#tables + 1] = T.unique("snaplife")
-    return { table = tables[#tables] }
-  end
-  teardown(function()
-    local db = T.connect()
-    S.drop(db, unpack(tables))
-    db:close()
-    T.assert_no_leaks()
-  end)
-
-  S.lifetime(it, "snapshots", opts, probe)
+  S.lifetime(it, teardown, "snapshots", probe)
 end)

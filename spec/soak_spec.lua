@@ -24,11 +24,7 @@ end
 
 describe("soak", function()
   local db
-  setup(function() db = T.connect() end)
-  teardown(function()
-    db:close()
-    T.assert_no_leaks()
-  end)
+  T.block_db(setup, teardown, function(d) db = d end)
 
   it("keeps the host's resident memory flat under mixed traffic", function()
     local duration = seconds()

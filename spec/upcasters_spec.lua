@@ -21,16 +21,10 @@ local ORDER = {
 }
 
 local tmp
-local function write(name, text)
-  local path = tmp .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return T.write(tmp .. "/" .. name, text) end
 
 describe("upcasters", function()
-  setup(function() tmp = (T.sh("mktemp -d /tmp/pgstore-up.XXXXXX")):gsub("%s+$", "") end)
+  setup(function() tmp = T.tmpdir("up") end)
   teardown(function() T.sh("rm -rf " .. tmp) end)
 
   describe("loading", function()

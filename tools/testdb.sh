@@ -123,6 +123,25 @@ VARS
     echo "$dir/env.sh"
 }
 
+# createdb NAME…: (re)creates empty databases on the primary, one per spec
+# file, and waits until the replica has replayed them, so a spec may connect
+# to either at once.
+cmd_createdb() {
+    local name lsn i stmts="SET client_min_messages = warning;"$'\n'
+    for name in "$@"; do
+        [[ $name =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "not a database name: $name"
+        stmts+="DROP DATABASE IF EXISTS $name WITH (FORCE);"$'\n'"CREATE DATABASE $name;"$'\n'
+    done
+    sql sock "$PGSTORE_TEST_PORT" -q <<<"$stmts" >/dev/null || die "could not create the databases"
+    lsn=$(sql sock "$PGSTORE_TEST_PORT" -c "select pg_current_wal_lsn()")
+    for i in {1..600}; do
+        [[ $(sql sock-replica "$PGSTORE_TEST_REPLICA_PORT" \
+              -c "select pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn") == t ]] && return 0
+        sleep 0.1
+    done
+    die "the replica did not replay the new databases"
+}
+
 # status: state of both servers; fails unless both run.
 status() {
     local rc=0 node
@@ -152,8 +171,9 @@ case ${1:-} in
     stop-immediate) load_env; ctl stop -m immediate -w -D "$dir/primary" ;;
     start-again)    load_env; ctl start -w -t 60 -D "$dir/primary" -l "$dir/server.log" ;;
     status)         load_env; status ;;
+    createdb)       load_env; shift; cmd_createdb "$@" ;;
     psql)           load_env; shift; exec "$pgbin/psql" "$PGSTORE_TEST_DSN" "$@" ;;
     psql-replica)   load_env; shift; exec "$pgbin/psql" "$PGSTORE_TEST_REPLICA_DSN" "$@" ;;
-    *) echo "usage: $0 start|stop|restart|stop-immediate|start-again|status|psql|psql-replica" >&2
+    *) echo "usage: $0 start|stop|restart|stop-immediate|start-again|status|createdb|psql|psql-replica" >&2
        exit 2 ;;
 esac

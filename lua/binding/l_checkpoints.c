@@ -9,63 +9,53 @@
  *   cp:delete(consumer, [conn]) → removed
  *   cp:list([conn]) → { { consumer=, cursor=, time= }, … }
  *   cp:close()
+ *
+ * The constructor, migrate and close come from l_companion.c.
  */
 #include "l_companion.h"
 
-static pgs_checkpoints_t *check(lua_State *L)
+static pgs_status_t open_store(lua_State *L, pgs_pool_t *pool, void **out, pgs_error_t *err)
 {
-    return pgs_l_store_check(L, 1, PGS_CHECKPOINTS_MT);
-}
-
-static int l_checkpoints_new(lua_State *L)
-{
-    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
     pgs_checkpoints_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
     };
-    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_CHECKPOINTS_MT);
-    pgs_error_t err;
-    if (pgs_checkpoints_open(pool, &o, (pgs_checkpoints_t **)&u->ptr, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    return 1;
+    pgs_checkpoints_t *cp;
+    pgs_status_t st = pgs_checkpoints_open(pool, &o, &cp, err);
+    *out = cp;
+    return st;
 }
 
-static int l_checkpoints_close(lua_State *L)
+static void close_store(void *cp)
 {
-    pgs_checkpoints_close(pgs_l_handle_take(L, 1, PGS_CHECKPOINTS_MT));
-    return 0;
+    pgs_checkpoints_close(cp);
 }
 
-static int l_checkpoints_migrate(lua_State *L)
+static pgs_status_t migrate_store(void *cp, pgs_error_t *err)
 {
-    pgs_error_t err;
-    return pgs_l_push_status(L, pgs_checkpoints_migrate(check(L), &err), &err);
+    return pgs_checkpoints_migrate(cp, err);
 }
 
 static int l_checkpoints_load(lua_State *L)
 {
-    pgs_checkpoints_t *cp = check(L);
-    pgs_error_t err;
-    const char *consumer = pgs_l_text(L, 2, "consumer", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!consumer)
-        return pgs_l_push_error(L, &err);
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_CHECKPOINTS_MT, "consumer", &a))
+        return pgs_l_push_error(L, &a.err);
     int64_t pos;
-    pgs_status_t st = pgs_checkpoints_load(cp, tx, consumer, &pos, &err);
+    pgs_status_t st = pgs_checkpoints_load(a.store, a.tx, a.key, &pos, &a.err);
     if (st == PGS_ENOTFOUND) {
         lua_pushnil(L);
         return 1;
     }
     if (st != PGS_OK)
-        return pgs_l_push_error(L, &err);
+        return pgs_l_push_error(L, &a.err);
     lua_pushnumber(L, (lua_Number)pos);
     return 1;
 }
 
 static int l_checkpoints_save(lua_State *L)
 {
-    pgs_checkpoints_t *cp = check(L);
+    pgs_checkpoints_t *cp = pgs_l_store_check(L, 1, PGS_CHECKPOINTS_MT);
     pgs_error_t err;
     const char *consumer = pgs_l_text(L, 2, "consumer", &err);
     int64_t pos = pgs_l_int64(L, 3);
@@ -87,20 +77,17 @@ static int l_checkpoints_save(lua_State *L)
 
 static int l_checkpoints_delete(lua_State *L)
 {
-    pgs_checkpoints_t *cp = check(L);
-    pgs_error_t err;
-    const char *consumer = pgs_l_text(L, 2, "consumer", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!consumer)
-        return pgs_l_push_error(L, &err);
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_CHECKPOINTS_MT, "consumer", &a))
+        return pgs_l_push_error(L, &a.err);
     int64_t n = 0;
-    pgs_status_t st = pgs_checkpoints_delete(cp, tx, consumer, &n, &err);
-    return pgs_l_push_count(L, st, n, &err);
+    pgs_status_t st = pgs_checkpoints_delete(a.store, a.tx, a.key, &n, &a.err);
+    return pgs_l_push_count(L, st, n, &a.err);
 }
 
 static int l_checkpoints_list(lua_State *L)
 {
-    pgs_checkpoints_t *cp = check(L);
+    pgs_checkpoints_t *cp = pgs_l_store_check(L, 1, PGS_CHECKPOINTS_MT);
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_error_t err;
     pgs_rows_t *res;
@@ -113,14 +100,12 @@ static int l_checkpoints_list(lua_State *L)
 void pgs_l_checkpoints_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"migrate", l_checkpoints_migrate},
         {"load", l_checkpoints_load},
         {"save", l_checkpoints_save},
         {"delete", l_checkpoints_delete},
         {"list", l_checkpoints_list},
-        {"close", l_checkpoints_close},
         {NULL, NULL}};
-    pgs_l_class_register(L, PGS_CHECKPOINTS_MT, methods, l_checkpoints_close, NULL);
-    lua_pushcfunction(L, l_checkpoints_new);
-    lua_setfield(L, -2, "checkpoints");
+    static const pgs_l_store_class_t cls = {
+        "checkpoints", PGS_CHECKPOINTS_MT, open_store, close_store, migrate_store, methods};
+    pgs_l_store_register(L, &cls);
 }

@@ -9,44 +9,37 @@
  *   xs:list([conn]) → { exec_id, … }
  *   xs:delete(exec_id, [conn]) → removed
  *   xs:close()
+ *
+ * The constructor, migrate and close come from l_companion.c.
  */
 #include "l_companion.h"
 
-static pgs_exec_checkpoints_t *check(lua_State *L)
+static pgs_status_t open_store(lua_State *L, pgs_pool_t *pool, void **out, pgs_error_t *err)
 {
-    return pgs_l_store_check(L, 1, PGS_EXEC_CHECKPOINTS_MT);
-}
-
-static int l_exec_checkpoints_new(lua_State *L)
-{
-    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
     pgs_exec_checkpoints_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_EXEC_CHECKPOINTS_MT);
-    pgs_error_t err;
-    if (pgs_exec_checkpoints_open(pool, &o, (pgs_exec_checkpoints_t **)&u->ptr, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    return 1;
+    pgs_exec_checkpoints_t *xs;
+    pgs_status_t st = pgs_exec_checkpoints_open(pool, &o, &xs, err);
+    *out = xs;
+    return st;
 }
 
-static int l_exec_checkpoints_close(lua_State *L)
+static void close_store(void *xs)
 {
-    pgs_exec_checkpoints_close(pgs_l_handle_take(L, 1, PGS_EXEC_CHECKPOINTS_MT));
-    return 0;
+    pgs_exec_checkpoints_close(xs);
 }
 
-static int l_exec_checkpoints_migrate(lua_State *L)
+static pgs_status_t migrate_store(void *xs, pgs_error_t *err)
 {
-    pgs_error_t err;
-    return pgs_l_push_status(L, pgs_exec_checkpoints_migrate(check(L), &err), &err);
+    return pgs_exec_checkpoints_migrate(xs, err);
 }
 
 static int l_exec_checkpoints_save(lua_State *L)
 {
-    pgs_exec_checkpoints_t *xs = check(L);
+    pgs_exec_checkpoints_t *xs = pgs_l_store_check(L, 1, PGS_EXEC_CHECKPOINTS_MT);
     pgs_error_t err, cerr;
     const char *id = pgs_l_text(L, 2, "execution id", &err);
     const char *json = pgs_l_text(L, 3, "checkpoint", &cerr);
@@ -58,22 +51,17 @@ static int l_exec_checkpoints_save(lua_State *L)
 
 static int l_exec_checkpoints_load(lua_State *L)
 {
-    pgs_exec_checkpoints_t *xs = check(L);
-    pgs_error_t err;
-    const char *id = pgs_l_text(L, 2, "execution id", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!id)
-        return pgs_l_push_error(L, &err);
-    pgs_rows_t *res;
-    if (pgs_exec_checkpoints_load(xs, tx, id, &res, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    pgs_l_push_first_row(L, res);
-    return 1;
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_EXEC_CHECKPOINTS_MT, "execution id", &a))
+        return pgs_l_push_error(L, &a.err);
+    pgs_rows_t *res = NULL;
+    pgs_status_t st = pgs_exec_checkpoints_load(a.store, a.tx, a.key, &res, &a.err);
+    return pgs_l_push_loaded(L, st, res, 0, &a.err);
 }
 
 static int l_exec_checkpoints_list(lua_State *L)
 {
-    pgs_exec_checkpoints_t *xs = check(L);
+    pgs_exec_checkpoints_t *xs = pgs_l_store_check(L, 1, PGS_EXEC_CHECKPOINTS_MT);
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_error_t err;
     pgs_rows_t *res;
@@ -93,28 +81,24 @@ static int l_exec_checkpoints_list(lua_State *L)
 
 static int l_exec_checkpoints_delete(lua_State *L)
 {
-    pgs_exec_checkpoints_t *xs = check(L);
-    pgs_error_t err;
-    const char *id = pgs_l_text(L, 2, "execution id", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!id)
-        return pgs_l_push_error(L, &err);
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_EXEC_CHECKPOINTS_MT, "execution id", &a))
+        return pgs_l_push_error(L, &a.err);
     int64_t n = 0;
-    pgs_status_t st = pgs_exec_checkpoints_delete(xs, tx, id, &n, &err);
-    return pgs_l_push_count(L, st, n, &err);
+    pgs_status_t st = pgs_exec_checkpoints_delete(a.store, a.tx, a.key, &n, &a.err);
+    return pgs_l_push_count(L, st, n, &a.err);
 }
 
 void pgs_l_exec_checkpoints_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"migrate", l_exec_checkpoints_migrate},
         {"save", l_exec_checkpoints_save},
         {"load", l_exec_checkpoints_load},
         {"list", l_exec_checkpoints_list},
         {"delete", l_exec_checkpoints_delete},
-        {"close", l_exec_checkpoints_close},
         {NULL, NULL}};
-    pgs_l_class_register(L, PGS_EXEC_CHECKPOINTS_MT, methods, l_exec_checkpoints_close, NULL);
-    lua_pushcfunction(L, l_exec_checkpoints_new);
-    lua_setfield(L, -2, "exec_checkpoints");
+    static const pgs_l_store_class_t cls = {"exec_checkpoints", PGS_EXEC_CHECKPOINTS_MT,
+                                            open_store,         close_store,
+                                            migrate_store,      methods};
+    pgs_l_store_register(L, &cls);
 }

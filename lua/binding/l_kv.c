@@ -18,7 +18,8 @@
  *   kv:close()                               (stops the cleaner thread)
  *
  * The phase hook is Lua, so the Lua module drives schema_init itself and
- * calls the hook between steps: C never calls back into Lua.
+ * calls the hook between steps: C never calls back into Lua. The
+ * constructor, migrate and close come from l_companion.c.
  */
 #include "l_companion.h"
 
@@ -27,9 +28,8 @@ static pgs_kv_t *check(lua_State *L)
     return pgs_l_store_check(L, 1, PGS_KV_MT);
 }
 
-static int l_kv_new(lua_State *L)
+static pgs_status_t open_store(lua_State *L, pgs_pool_t *pool, void **out, pgs_error_t *err)
 {
-    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
     pgs_kv_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "schema_init_by_caller") ? PGS_KV_SCHEMA_BY_CALLER
@@ -38,17 +38,22 @@ static int l_kv_new(lua_State *L)
         .lock_timeout = pgs_l_opt_nonneg(L, 2, "lock_timeout", 0),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_KV_MT);
-    pgs_error_t err;
-    if (pgs_kv_open(pool, &o, (pgs_kv_t **)&u->ptr, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    return 1;
+    pgs_kv_t *kv;
+    pgs_status_t st = pgs_kv_open(pool, &o, &kv, err);
+    *out = kv;
+    return st;
 }
 
-static int l_kv_close(lua_State *L)
+static void close_store(void *kv)
 {
-    pgs_kv_close(pgs_l_handle_take(L, 1, PGS_KV_MT));
-    return 0;
+    pgs_kv_close(kv);
+}
+
+/* All phases at once, with no hook (the Lua module steps them itself to
+ * call its hook). */
+static pgs_status_t migrate_store(void *kv, pgs_error_t *err)
+{
+    return pgs_kv_migrate(kv, NULL, NULL, err);
 }
 
 static int l_kv_set(lua_State *L)
@@ -68,12 +73,9 @@ static int l_kv_set(lua_State *L)
 
 static int l_kv_get(lua_State *L)
 {
-    pgs_kv_t *kv = check(L);
-    pgs_error_t err;
-    const char *key = pgs_l_text(L, 2, "key", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!key)
-        return pgs_l_push_error(L, &err);
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_KV_MT, "key", &a))
+        return pgs_l_push_error(L, &a.err);
     /* The result lives in a box (query results' own __gc) while the value
      * is copied out, in case the copy raises. */
     pgs_rows_t **box = lua_newuserdata(L, sizeof *box);
@@ -82,13 +84,13 @@ static int l_kv_get(lua_State *L)
     lua_setmetatable(L, -2);
     const char *value;
     size_t len;
-    pgs_status_t st = pgs_kv_get(kv, tx, key, box, &value, &len, &err);
+    pgs_status_t st = pgs_kv_get(a.store, a.tx, a.key, box, &value, &len, &a.err);
     if (st == PGS_ENOTFOUND) {
         lua_pushnil(L);
         return 1;
     }
     if (st != PGS_OK)
-        return pgs_l_push_error(L, &err);
+        return pgs_l_push_error(L, &a.err);
     lua_pushlstring(L, value, len);
     pgs_rows_free(*box);
     *box = NULL;
@@ -97,28 +99,22 @@ static int l_kv_get(lua_State *L)
 
 static int l_kv_delete(lua_State *L)
 {
-    pgs_kv_t *kv = check(L);
-    pgs_error_t err;
-    const char *key = pgs_l_text(L, 2, "key", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!key)
-        return pgs_l_push_error(L, &err);
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_KV_MT, "key", &a))
+        return pgs_l_push_error(L, &a.err);
     int64_t n = 0;
-    pgs_status_t st = pgs_kv_delete(kv, tx, key, &n, &err);
-    return pgs_l_push_count(L, st, n, &err);
+    pgs_status_t st = pgs_kv_delete(a.store, a.tx, a.key, &n, &a.err);
+    return pgs_l_push_count(L, st, n, &a.err);
 }
 
 static int l_kv_delete_prefix(lua_State *L)
 {
-    pgs_kv_t *kv = check(L);
-    pgs_error_t err;
-    const char *prefix = pgs_l_text(L, 2, "prefix", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!prefix)
-        return pgs_l_push_error(L, &err);
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_KV_MT, "prefix", &a))
+        return pgs_l_push_error(L, &a.err);
     int64_t n = 0;
-    pgs_status_t st = pgs_kv_delete_prefix(kv, tx, prefix, &n, &err);
-    return pgs_l_push_count(L, st, n, &err);
+    pgs_status_t st = pgs_kv_delete_prefix(a.store, a.tx, a.key, &n, &a.err);
+    return pgs_l_push_count(L, st, n, &a.err);
 }
 
 static int l_kv_cleanup(lua_State *L)
@@ -129,12 +125,6 @@ static int l_kv_cleanup(lua_State *L)
     int64_t n = 0;
     pgs_status_t st = pgs_kv_cleanup(kv, tx, &n, &err);
     return pgs_l_push_count(L, st, n, &err);
-}
-
-static int l_kv_migrate(lua_State *L)
-{
-    pgs_error_t err;
-    return pgs_l_push_status(L, pgs_kv_migrate(check(L), NULL, NULL, &err), &err);
 }
 
 static int l_kv_cleaner_stats(lua_State *L)
@@ -196,15 +186,13 @@ void pgs_l_kv_open(lua_State *L)
         {"delete", l_kv_delete},
         {"delete_prefix", l_kv_delete_prefix},
         {"cleanup", l_kv_cleanup},
-        {"migrate", l_kv_migrate},
         {"schema_init", l_kv_schema_init},
         {"cleaner_stats", l_kv_cleaner_stats},
-        {"close", l_kv_close},
         {NULL, NULL}};
     static const luaL_Reg init_methods[] = {
         {"phase", l_init_phase}, {"step", l_init_step}, {"close", l_init_close}, {NULL, NULL}};
-    pgs_l_class_register(L, PGS_KV_MT, methods, l_kv_close, NULL);
+    static const pgs_l_store_class_t cls = {
+        "kv", PGS_KV_MT, open_store, close_store, migrate_store, methods};
+    pgs_l_store_register(L, &cls);
     pgs_l_class_register(L, PGS_KV_INIT_MT, init_methods, l_init_close, NULL);
-    lua_pushcfunction(L, l_kv_new);
-    lua_setfield(L, -2, "kv");
 }

@@ -9,45 +9,37 @@
  *   ss:invalidate_all([conn]) → removed     ss:close()
  *
  * `conn` is a transaction's pinned connection (pgstore.conn); state is
- * JSON text (the Lua module encodes and decodes).
+ * JSON text (the Lua module encodes and decodes). The constructor,
+ * migrate and close come from l_companion.c.
  */
 #include "l_companion.h"
 
-static pgs_snapshots_t *check(lua_State *L)
+static pgs_status_t open_store(lua_State *L, pgs_pool_t *pool, void **out, pgs_error_t *err)
 {
-    return pgs_l_store_check(L, 1, PGS_SNAPSHOTS_MT);
-}
-
-static int l_snapshots_new(lua_State *L)
-{
-    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
     pgs_snapshots_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
-    pgs_l_handle_t *u = pgs_l_handle_new(L, PGS_SNAPSHOTS_MT);
-    pgs_error_t err;
-    if (pgs_snapshots_open(pool, &o, (pgs_snapshots_t **)&u->ptr, &err) != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    return 1;
+    pgs_snapshots_t *ss;
+    pgs_status_t st = pgs_snapshots_open(pool, &o, &ss, err);
+    *out = ss;
+    return st;
 }
 
-static int l_snapshots_close(lua_State *L)
+static void close_store(void *ss)
 {
-    pgs_snapshots_close(pgs_l_handle_take(L, 1, PGS_SNAPSHOTS_MT));
-    return 0;
+    pgs_snapshots_close(ss);
 }
 
-static int l_snapshots_migrate(lua_State *L)
+static pgs_status_t migrate_store(void *ss, pgs_error_t *err)
 {
-    pgs_error_t err;
-    return pgs_l_push_status(L, pgs_snapshots_migrate(check(L), &err), &err);
+    return pgs_snapshots_migrate(ss, err);
 }
 
 static int l_snapshots_save(lua_State *L)
 {
-    pgs_snapshots_t *ss = check(L);
+    pgs_snapshots_t *ss = pgs_l_store_check(L, 1, PGS_SNAPSHOTS_MT);
     pgs_error_t err, serr;
     const char *stream = pgs_l_text(L, 2, "stream", &err);
     int64_t version = pgs_l_int64(L, 3);
@@ -69,40 +61,27 @@ static int l_snapshots_save(lua_State *L)
 
 static int l_snapshots_load(lua_State *L)
 {
-    pgs_snapshots_t *ss = check(L);
-    pgs_error_t err;
-    const char *stream = pgs_l_text(L, 2, "stream", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!stream)
-        return pgs_l_push_error(L, &err);
-    pgs_rows_t *res;
-    pgs_status_t st = pgs_snapshots_load(ss, tx, stream, &res, &err);
-    if (st == PGS_ENOTFOUND) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if (st != PGS_OK)
-        return pgs_l_push_error(L, &err);
-    pgs_l_push_first_row(L, res);
-    return 1;
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_SNAPSHOTS_MT, "stream", &a))
+        return pgs_l_push_error(L, &a.err);
+    pgs_rows_t *res = NULL;
+    pgs_status_t st = pgs_snapshots_load(a.store, a.tx, a.key, &res, &a.err);
+    return pgs_l_push_loaded(L, st, res, 1, &a.err);
 }
 
 static int l_snapshots_invalidate(lua_State *L)
 {
-    pgs_snapshots_t *ss = check(L);
-    pgs_error_t err;
-    const char *stream = pgs_l_text(L, 2, "stream", &err);
-    pgs_conn_t *tx = pgs_l_optconn(L, 3);
-    if (!stream)
-        return pgs_l_push_error(L, &err);
+    pgs_l_keyed_t a;
+    if (!pgs_l_keyed_args(L, PGS_SNAPSHOTS_MT, "stream", &a))
+        return pgs_l_push_error(L, &a.err);
     int64_t n = 0;
-    pgs_status_t st = pgs_snapshots_invalidate(ss, tx, stream, &n, &err);
-    return pgs_l_push_count(L, st, n, &err);
+    pgs_status_t st = pgs_snapshots_invalidate(a.store, a.tx, a.key, &n, &a.err);
+    return pgs_l_push_count(L, st, n, &a.err);
 }
 
 static int l_snapshots_invalidate_all(lua_State *L)
 {
-    pgs_snapshots_t *ss = check(L);
+    pgs_snapshots_t *ss = pgs_l_store_check(L, 1, PGS_SNAPSHOTS_MT);
     pgs_conn_t *tx = pgs_l_optconn(L, 2);
     pgs_error_t err;
     int64_t n = 0;
@@ -113,14 +92,12 @@ static int l_snapshots_invalidate_all(lua_State *L)
 void pgs_l_snapshots_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"migrate", l_snapshots_migrate},
         {"save", l_snapshots_save},
         {"load", l_snapshots_load},
         {"invalidate", l_snapshots_invalidate},
         {"invalidate_all", l_snapshots_invalidate_all},
-        {"close", l_snapshots_close},
         {NULL, NULL}};
-    pgs_l_class_register(L, PGS_SNAPSHOTS_MT, methods, l_snapshots_close, NULL);
-    lua_pushcfunction(L, l_snapshots_new);
-    lua_setfield(L, -2, "snapshots");
+    static const pgs_l_store_class_t cls = {
+        "snapshots", PGS_SNAPSHOTS_MT, open_store, close_store, migrate_store, methods};
+    pgs_l_store_register(L, &cls);
 }

@@ -1,8 +1,9 @@
 -- SPDX-License-Identifier: MIT
 -- pgstore.companion — what the companion stores (snapshots, checkpoints,
--- exec_checkpoints, sessions, kv) share on the Lua side: option checking,
--- the store object's lifetime (close, owns_db, a closed db), the caller's
--- transaction, and JSON.
+-- exec_checkpoints, sessions, kv) share on the Lua side: the store class
+-- (constructor, migrate, close, methods that take a key), option checking,
+-- the caller's transaction, and JSON. Each store's module keeps only what
+-- is its own: its options and its save/load.
 --
 -- JSON goes through lua-cjson, except that lua-cjson 2.1.0 writes numbers
 -- with at most 14 significant digits (2^53 would come back as
@@ -67,6 +68,61 @@ end
 function _M.tostring(self)
   local name = getmetatable(self).__name
   return self.core and name or name .. " (closed)"
+end
+
+-- class(name, spec) → the module of a store, and its metatable. `name` is
+-- its pgstore.core constructor and db method ("sessions"), `spec` the
+-- constructor's options (as for options.check). The module comes with
+--   new(db, opts) → store | nil, err   (an invalid max_value_size or a
+--                                       NUL in the table name: nil, err)
+--   store:migrate() → true | nil, err  (creates the table when missing)
+--   store:close()                      (closes the db too when the store
+--                                       owns it; twice is harmless)
+-- and the store's file adds its own methods (see keyed and whole below).
+function _M.class(name, spec)
+  local M = { _VERSION = core._VERSION }
+  local mt = { __index = M, __name = "pgstore." .. name, __tostring = _M.tostring }
+  function M.new(db, opts)
+    opts = options.check(opts, spec, 1, name)
+    local bad = _M.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
+    if bad then return nil, bad end
+    local ud, err = core[name](db.pool, opts)
+    if not ud then return nil, err end
+    return _M.store(mt, db, ud)
+  end
+  function M:migrate()
+    _M.check(self, mt, "migrate")
+    return self.core:migrate()
+  end
+  function M:close()
+    _M.close(self, mt)
+  end
+  return M, mt
+end
+
+-- keyed(mt, fname) → the method store:fname(key [, { tx = tx }]): what the
+-- core store's method of the same name returns for key, run on the
+-- caller's transaction when one is given. With removes = true it returns
+-- true instead of the count of rows removed (an absent key is not an error).
+function _M.keyed(mt, fname, removes)
+  return function(self, key, opts)
+    _M.check(self, mt, fname)
+    options.arg(key, 1, fname, "string")
+    local _, conn, tx = _M.call_opts(opts, nil, 2, fname)
+    local res, err = _M.note(tx, self.core[fname](self.core, key, conn))
+    if removes and res then return true end
+    return res, err
+  end
+end
+
+-- whole(mt, fname) → the method store:fname([{ tx = tx }]) over the whole
+-- table (list, invalidate_all, cleanup): what the core method returns.
+function _M.whole(mt, fname)
+  return function(self, opts)
+    _M.check(self, mt, fname)
+    local _, conn, tx = _M.call_opts(opts, nil, 1, fname)
+    return _M.note(tx, self.core[fname](self.core, conn))
+  end
 end
 
 -- ---- per-call options and the caller's transaction ------------------------------

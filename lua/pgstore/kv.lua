@@ -34,14 +34,14 @@ local errors = require "pgstore.errors"
 
 local pcall, error = pcall, error
 
-local _M = { _VERSION = core._VERSION }
-local mt = { __index = _M, __name = "pgstore.kv" }
-mt.__tostring = C.tostring
-
 local OPTIONS = {
   table = "string", cleanup_interval = "number", skip_schema_init = "boolean",
   phase_hook = "function", lock_timeout = "number", max_value_size = "number",
 }
+-- new and migrate are kv's own (below): schema init runs from here, with
+-- the phase hook. close comes from pgstore.companion.
+local _M, mt = C.class("kv", OPTIONS)
+
 local DEFAULT_CLEANUP_INTERVAL = 300
 
 -- Runs schema init step by step, calling hook(tag) before each step.
@@ -125,39 +125,18 @@ function _M:set(key, value, ttl, opts)
 end
 
 -- kv:get(key [, { tx = tx }]) → value | nil (absent or expired) | nil, err
-function _M:get(key, opts)
-  C.check(self, mt, "get")
-  C.arg(key, 1, "get", "string")
-  local _, conn, tx = C.call_opts(opts, nil, 2, "get")
-  return C.note(tx, self.core:get(key, conn))
-end
+_M.get = C.keyed(mt, "get")
 
 -- kv:delete(key [, { tx = tx }]) → true | nil, err (absent: true)
-function _M:delete(key, opts)
-  C.check(self, mt, "delete")
-  C.arg(key, 1, "delete", "string")
-  local _, conn, tx = C.call_opts(opts, nil, 2, "delete")
-  local n, err = C.note(tx, self.core:delete(key, conn))
-  if not n then return nil, err end
-  return true
-end
+_M.delete = C.keyed(mt, "delete", true)
 
 -- kv:delete_prefix(prefix [, { tx = tx }]) → number removed | nil, err
 -- The prefix is matched literally (%, _ and \ are not wildcards); ""
 -- empties the table.
-function _M:delete_prefix(prefix, opts)
-  C.check(self, mt, "delete_prefix")
-  C.arg(prefix, 1, "delete_prefix", "string")
-  local _, conn, tx = C.call_opts(opts, nil, 2, "delete_prefix")
-  return C.note(tx, self.core:delete_prefix(prefix, conn))
-end
+_M.delete_prefix = C.keyed(mt, "delete_prefix")
 
 -- kv:cleanup([{ tx = tx }]) → number of expired rows removed | nil, err
-function _M:cleanup(opts)
-  C.check(self, mt, "cleanup")
-  local _, conn, tx = C.call_opts(opts, nil, 1, "cleanup")
-  return C.note(tx, self.core:cleanup(conn))
-end
+_M.cleanup = C.whole(mt, "cleanup")
 
 -- kv:cleaner_stats() → { interval, running, runs, removed, failures, last_error? }
 function _M:cleaner_stats()
@@ -165,10 +144,7 @@ function _M:cleaner_stats()
   return self.core:cleaner_stats()
 end
 
--- kv:close(): stops the cleaner, then closes the db too when the store
--- owns it (pgstore.open_kv). Closing twice is harmless.
-function _M:close()
-  C.close(self, mt)
-end
+-- kv:close() (pgstore.companion) also stops the cleaner: closing the core
+-- store joins its thread.
 
 return _M

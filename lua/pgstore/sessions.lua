@@ -4,48 +4,27 @@
 -- is lower (or there is none), checked and written by ONE statement
 -- (INSERT … ON CONFLICT … DO UPDATE … WHERE stored.version < n; see
 -- core/sessions.c). Otherwise nothing is written and err.code is
--- "conflict".
+-- "conflict". new, migrate and close come from pgstore.companion.
 --
 --   local sess = db:sessions{ table = "atto_sessions" }
 --   local s = sess:load(id) or { version = 0, state = {}, history = {} }
 --   local ok, err = sess:save(id, { version = s.version + 1, state = …, history = … })
-local core = require "pgstore.core"
 local C = require "pgstore.companion"
-local errors = require "pgstore.errors"
 
-local next, type = next, type
-
-local _M = { _VERSION = core._VERSION }
-local mt = { __index = _M, __name = "pgstore.sessions" }
-mt.__tostring = C.tostring
-
-local OPTIONS = { table = "string", skip_schema_init = "boolean", max_value_size = "number" }
-local SESSION_FIELDS = { version = "number", state = "table", history = "table" }
+local next, pairs, type = next, pairs, type
 
 -- db:sessions(opts) → sess | nil, err
 -- opts: table ("pgstore_sessions"), skip_schema_init (false),
 -- max_value_size (bytes of state + history JSON, 1 MiB)
-function _M.new(db, opts)
-  opts = C.options(opts, OPTIONS, 1, "sessions")
-  local bad = C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
-  if bad then return nil, bad end
-  local ud, err = core.sessions(db.pool, opts)
-  if not ud then return nil, err end
-  return C.store(mt, db, ud)
-end
+local _M, mt = C.class("sessions",
+  { table = "string", skip_schema_init = "boolean", max_value_size = "number" })
 
--- sess:migrate() → true | nil, err
-function _M:migrate()
-  C.check(self, mt, "migrate")
-  return self.core:migrate()
-end
+local SESSION_FIELDS = { version = "number", state = "table", history = "table" }
 
 -- sess:load(id [, { tx = tx }]) → { version, state, history, time } | nil | nil, err
+local load_row = C.keyed(mt, "load")
 function _M:load(id, opts)
-  C.check(self, mt, "load")
-  C.arg(id, 1, "load", "string")
-  local _, conn, tx = C.call_opts(opts, nil, 2, "load")
-  local row, err = C.note(tx, self.core:load(id, conn))
+  local row, err = load_row(self, id, opts)
   if not row then return nil, err end
   local state, history
   state, err = C.decode(row.state, "state")
@@ -85,18 +64,6 @@ function _M:save(id, session, opts)
 end
 
 -- sess:delete(id [, { tx = tx }]) → true | nil, err (absent: true)
-function _M:delete(id, opts)
-  C.check(self, mt, "delete")
-  C.arg(id, 1, "delete", "string")
-  local _, conn, tx = C.call_opts(opts, nil, 2, "delete")
-  local n, err = C.note(tx, self.core:delete(id, conn))
-  if not n then return nil, err end
-  return true
-end
-
--- sess:close(): closes the db too when the store owns it; twice is harmless.
-function _M:close()
-  C.close(self, mt)
-end
+_M.delete = C.keyed(mt, "delete", true)
 
 return _M

@@ -2,39 +2,22 @@
 -- pgstore.snapshots — the latest snapshot of each stream: its state (any
 -- JSON value), the stream version it reflects, the schema version of its
 -- shape and when it was taken. Saving an older version than the stored
--- one keeps the newer snapshot. SQL and table in core/snapshots.c.
+-- one keeps the newer snapshot. SQL and table in core/snapshots.c; new,
+-- migrate and close come from pgstore.companion.
 --
 --   local ss = db:snapshots{ table = "pgstore_snapshots" }
 --   ss:save(stream, version, state, { schema_version = 2 })
 --   local snap = ss:load(stream)   -- { stream, version, state, schema_version, time } | nil
-local core = require "pgstore.core"
 local C = require "pgstore.companion"
 local errors = require "pgstore.errors"
-
-local _M = { _VERSION = core._VERSION }
-local mt = { __index = _M, __name = "pgstore.snapshots" }
-mt.__tostring = C.tostring
-
-local OPTIONS = { table = "string", skip_schema_init = "boolean", max_value_size = "number" }
-local SAVE_OPTIONS = { schema_version = "number" }
 
 -- db:snapshots(opts) → ss | nil, err
 -- opts: table ("pgstore_snapshots"), skip_schema_init (false),
 -- max_value_size (bytes of state JSON, 1 MiB)
-function _M.new(db, opts)
-  opts = C.options(opts, OPTIONS, 1, "snapshots")
-  local bad = C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
-  if bad then return nil, bad end
-  local ud, err = core.snapshots(db.pool, opts)
-  if not ud then return nil, err end
-  return C.store(mt, db, ud)
-end
+local _M, mt = C.class("snapshots",
+  { table = "string", skip_schema_init = "boolean", max_value_size = "number" })
 
--- ss:migrate() → true | nil, err: creates the table when missing.
-function _M:migrate()
-  C.check(self, mt, "migrate")
-  return self.core:migrate()
-end
+local SAVE_OPTIONS = { schema_version = "number" }
 
 -- ss:save(stream, version, state [, { schema_version = 1, tx = tx }])
 -- → true, written | nil, err. written is false when a newer snapshot
@@ -61,11 +44,9 @@ end
 
 -- ss:load(stream [, { tx = tx }]) → { stream, version, state,
 -- schema_version, time } | nil (no snapshot) | nil, err
+local load_row = C.keyed(mt, "load")
 function _M:load(stream, opts)
-  C.check(self, mt, "load")
-  C.arg(stream, 1, "load", "string")
-  local _, conn, tx = C.call_opts(opts, nil, 2, "load")
-  local row, err = C.note(tx, self.core:load(stream, conn))
+  local row, err = load_row(self, stream, opts)
   if not row then return nil, err end
   local state
   state, err = C.decode(row.state, "state")
@@ -75,26 +56,9 @@ function _M:load(stream, opts)
 end
 
 -- ss:invalidate(stream [, { tx = tx }]) → true | nil, err (absent: true)
-function _M:invalidate(stream, opts)
-  C.check(self, mt, "invalidate")
-  C.arg(stream, 1, "invalidate", "string")
-  local _, conn, tx = C.call_opts(opts, nil, 2, "invalidate")
-  local n, err = C.note(tx, self.core:invalidate(stream, conn))
-  if not n then return nil, err end
-  return true
-end
+_M.invalidate = C.keyed(mt, "invalidate", true)
 
 -- ss:invalidate_all([{ tx = tx }]) → number removed | nil, err
-function _M:invalidate_all(opts)
-  C.check(self, mt, "invalidate_all")
-  local _, conn, tx = C.call_opts(opts, nil, 1, "invalidate_all")
-  return C.note(tx, self.core:invalidate_all(conn))
-end
-
--- ss:close(): releases the store; closes the db too when the store owns it
--- (pgstore.open_snapshots). Closing twice is harmless.
-function _M:close()
-  C.close(self, mt)
-end
+_M.invalidate_all = C.whole(mt, "invalidate_all")
 
 return _M

@@ -19,19 +19,11 @@ local function binary()
   return dir .. "/tests/proxy/pgs_proxy"
 end
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
 -- opts: patterns (SQL substrings whose commit may be cut; none: never cut
 -- by itself), probability (0.3), seed, lifetime (seconds, 600)
 function _M.start(opts)
   opts = opts or {}
-  local dir = (T.sh("mktemp -d /tmp/pgstore-proxy.XXXXXX")):gsub("%s+$", "")
+  local dir = T.tmpdir("proxy")
   local args = { "-t", os.getenv("PGSTORE_TEST_PORT"), "-o", dir .. "/port",
                  "-r", tostring(opts.probability or 0.3), "-l", tostring(opts.lifetime or 600) }
   if opts.seed then args[#args + 1] = "-s"; args[#args + 1] = tostring(opts.seed) end
@@ -42,10 +34,9 @@ function _M.start(opts)
   local out = T.sh(("%s %s >%s/log 2>&1 & echo $!"):format(binary(), table.concat(args, " "), dir))
   local self = setmetatable({ pid = assert(tonumber(out:match("(%d+)")), out), dir = dir }, Proxy)
   local port = T.eventually(function()
-    local s = read(dir .. "/port")
-    return s and tonumber(s:match("%d+"))
+    return tonumber(T.read(dir .. "/port"):match("%d+"))
   end, 5)
-  assert(port, "the proxy did not start: " .. tostring(read(dir .. "/log")))
+  assert(port, "the proxy did not start: " .. T.read(dir .. "/log"))
   self.port = port
   self.dsn = T.dsn():gsub("port=%d+", "port=" .. port)
   return self
@@ -75,7 +66,7 @@ function Proxy:stall(on) toggle(self, "stalled", "USR2", on, "stall") end
 -- Everything cut, and new connections refused, while down.
 function Proxy:down(on) toggle(self, "is_down", "HUP", on, "down") end
 
-function Proxy:log() return read(self.dir .. "/log") or "" end
+function Proxy:log() return T.read(self.dir .. "/log") end
 
 -- { after = n, before = n, all = n (signalled cuts of every connection) }
 function Proxy:cuts()

@@ -67,10 +67,45 @@ function S.alive(db)
   assert.same({ { one = 1 } }, db:query("select 1 as one"))
 end
 
--- Lifetime and ownership, as busted `it`s: `kind` as in db:<kind>(opts);
--- `opts()` gives fresh options for a test table; `probe(store)` is a
--- cheap read.
-function S.lifetime(it, kind, opts, probe)
+-- One store on a table of its own for a whole describe block, given
+-- busted's setup and teardown: setup connects (options `o.connect`), opens
+-- db:<kind>{ table = <unique name from o.prefix>, <o.opts> } and hands db,
+-- the store and the table name to `bind`; teardown closes the store, drops
+-- its table, closes db and checks that no connection leaked.
+function S.fixture(setup, teardown, kind, o, bind)
+  local db, store, t
+  setup(function()
+    db = T.connect(o.connect)
+    t = T.unique(o.prefix or kind)
+    local opts = { table = t }
+    for k, v in pairs(o.opts or {}) do opts[k] = v end
+    store = assert(db[kind](db, opts))
+    bind(db, store, t)
+  end)
+  teardown(function()
+    store:close()
+    S.drop(db, t)
+    db:close()
+    T.assert_no_leaks()
+  end)
+end
+
+-- Lifetime and ownership, as busted `it`s on tables of their own (dropped
+-- in `teardown`): `kind` as in db:<kind>(opts); `probe(store)` is a cheap
+-- read.
+function S.lifetime(it, teardown, kind, probe)
+  local tables = {}
+  local function opts()
+    tables[#tables + 1] = T.unique(kind .. "_life")
+    return { table = tables[#tables] }
+  end
+  teardown(function()
+    local db = T.connect()
+    S.drop(db, unpack(tables))
+    db:close()
+    T.assert_no_leaks()
+  end)
+
   it("closes twice harmlessly and says so in tostring", function()
     local db = T.connect()
     local store = assert(db[kind](db, opts()))
@@ -161,7 +196,9 @@ function S.table_names(it, kind, probe)
     assert.is_nil(select(2, probe(store)))
     store:close()
     S.drop(db, ('pgs_spec."%s"'):format(name))
-    assert(db:exec("delete from pgstore_migrations where target = $1", kind .. ":pgs_spec." .. name))
+    if S.exists(db, "pgstore_migrations") then
+      assert(db:exec("delete from pgstore_migrations where target = $1", kind .. ":pgs_spec." .. name))
+    end
     db:close()
   end)
 end

@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: MIT
 -- testenv — what every spec needs: the test cluster's DSN (started by
--- tools/test.sh), connections tagged with an application_name so leaks can
--- be counted, an admin connection, and shell helpers for the cluster.
+-- tools/test.sh, which gives each spec file a database of its own),
+-- connections tagged with an application_name so leaks can be counted in
+-- that database, an admin connection, and shell helpers for the cluster.
 local pgstore = require "pgstore"
 
 local T = {}
@@ -13,6 +14,11 @@ function T.dsn()
 end
 
 function T.replica_dsn() return os.getenv("PGSTORE_TEST_REPLICA_DSN") end
+
+-- The spec file's own database, named in the DSN.
+function T.dbname()
+  return assert(T.dsn():match("dbname=([%w_]+)"), "the test DSN names no database")
+end
 
 -- A db tagged with a spec-specific application_name.
 function T.connect(opts)
@@ -30,10 +36,26 @@ function T.admin()
   return admin
 end
 
--- Backends currently connected with this application_name.
+-- A db for a whole describe block, given busted's setup and teardown:
+-- connected in setup (T.connect(opts)) and handed to `bind`; closed in
+-- teardown, which then checks that no connection leaked.
+function T.block_db(setup, teardown, bind, opts)
+  local db
+  setup(function()
+    db = T.connect(opts)
+    bind(db)
+  end)
+  teardown(function()
+    db:close()
+    T.assert_no_leaks()
+  end)
+end
+
+-- Backends of this spec's database connected with this application_name
+-- (other spec files run beside it, in databases of their own).
 function T.backends(appname)
-  local rows = assert(T.admin():query(
-    "select count(*) as n from pg_stat_activity where application_name = $1 and pid <> pg_backend_pid()",
+  local rows = assert(T.admin():query([[select count(*) as n from pg_stat_activity
+    where application_name = $1 and datname = current_database() and pid <> pg_backend_pid()]],
     appname or "pgstore-spec"))
   return rows[1].n
 end
@@ -76,6 +98,28 @@ function T.testdb(cmd)
   return out
 end
 
+-- A file's contents; "" when it does not exist (yet).
+function T.read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Writes text ("" when nil) to path, replacing it; returns path.
+function T.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text or "")
+  f:close()
+  return path
+end
+
+-- A new private directory, /tmp/pgstore-<name>.XXXXXX.
+function T.tmpdir(name)
+  return ((T.sh(("mktemp -d /tmp/pgstore-%s.XXXXXX"):format(name))):gsub("%s+$", ""))
+end
+
 -- The host binary under test.
 function T.host()
   return os.getenv("PGSTORE_HOST_BIN") or (T.root() .. "/build/pgstore")
@@ -94,10 +138,8 @@ end
 -- Returns an array of { out = stdout+stderr, rc = exit code } in index
 -- order. Real processes: this is how concurrency claims are tested.
 function T.run_parallel(n, code, extra)
-  local dir = (T.sh("mktemp -d /tmp/pgstore-par.XXXXXX")):gsub("%s+$", "")
-  local f = assert(io.open(dir .. "/script.lua", "w"))
-  f:write(code)
-  f:close()
+  local dir = T.tmpdir("par")
+  T.write(dir .. "/script.lua", code)
   local cmds = {}
   for i = 1, n do
     cmds[#cmds + 1] = ("(%s --dsn %q run %s/script.lua %d %s >%s/out.%d 2>&1; echo $? >%s/rc.%d) &")
@@ -106,11 +148,7 @@ function T.run_parallel(n, code, extra)
   T.sh(table.concat(cmds, "\n") .. "\nwait")
   local results = {}
   for i = 1, n do
-    local fo = io.open(dir .. "/out." .. i)
-    local fr = io.open(dir .. "/rc." .. i)
-    results[i] = { out = fo and fo:read("*a") or "", rc = fr and tonumber(fr:read("*l")) or -1 }
-    if fo then fo:close() end
-    if fr then fr:close() end
+    results[i] = { out = T.read(dir .. "/out." .. i), rc = tonumber(T.read(dir .. "/rc." .. i):match("%d+")) or -1 }
   end
   T.sh("rm -rf " .. dir)
   return results
@@ -120,10 +158,8 @@ end
 -- `code` (with `db` connected, arg = { ... }). Returns a handle with the
 -- process id and its output file; see T.wait and T.signal.
 function T.spawn(code, ...)
-  local dir = (T.sh("mktemp -d /tmp/pgstore-bg.XXXXXX")):gsub("%s+$", "")
-  local f = assert(io.open(dir .. "/script.lua", "w"))
-  f:write(code)
-  f:close()
+  local dir = T.tmpdir("bg")
+  T.write(dir .. "/script.lua", code)
   local args = {}
   for i, a in ipairs{ ... } do args[i] = ("%q"):format(tostring(a)) end
   local out = T.sh(("%s --dsn %q run %s/script.lua %s >%s/out 2>&1 & echo $!")
@@ -139,10 +175,7 @@ end
 -- Waits (bounded) for a spawned process to end; returns its output.
 function T.wait(proc, timeout)
   T.eventually(function() return not T.alive(proc) end, timeout or 30)
-  local f = io.open(proc.out)
-  local out = f and f:read("*a") or ""
-  if f then f:close() end
-  return out, not T.alive(proc)
+  return T.read(proc.out), not T.alive(proc)
 end
 
 function T.signal(proc, sig)
@@ -150,10 +183,7 @@ function T.signal(proc, sig)
 end
 
 function T.output(proc)
-  local f = io.open(proc.out)
-  local out = f and f:read("*a") or ""
-  if f then f:close() end
-  return out
+  return T.read(proc.out)
 end
 
 -- A unique name for tables and streams of one test.

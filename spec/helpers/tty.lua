@@ -19,7 +19,7 @@ end
 
 local function server()
   if dir then return end
-  dir = (T.sh("mktemp -d /tmp/pgstore-tty.XXXXXX")):gsub("%s+$", "")
+  dir = T.tmpdir("tty")
   local f = assert(io.open(dir .. "/tmux.conf", "w"))
   f:write("set -s exit-empty off\nset -g remain-on-exit on\nset -g status off\nset -g history-limit 5000\n")
   f:close()

@@ -107,6 +107,61 @@ static void test_failed_opens_leave_null(void)
     pgs_pool_close(p);
 }
 
+/* Appends to a stream until a conflict; returns the error. */
+static pgs_error_t conflict_on(pgs_pool_t *p)
+{
+    pgs_events_t *es = NULL;
+    pgs_error_t err;
+    pgs_events_opts_t eo = {.table = "c_api_edges", .notify = ""};
+    CHECK_OK(pgs_events_open(p, &eo, &es, &err), err);
+    pgs_event_t ev = {.type = "E", .type_len = 1};
+    pgs_append_opts_t o = {.expect = PGS_EXPECT_VERSION, .version = 7};
+    CHECK_OK(pgs_events_append(es, NULL, "secret-1", &ev, 1, NULL, NULL, &err), err);
+    CHECK(pgs_events_append(es, NULL, "secret-1", &ev, 1, &o, NULL, &err) == PGS_ECONFLICT);
+    pgs_events_close(es);
+    return err;
+}
+
+static void test_secrets_and_fields(void)
+{
+    char dsn[1024];
+    pgs_error_t err;
+    /* A one-character password is masked in messages, but the numbers of
+     * pgstore's own DETAIL stay fields (the test cluster trusts loopback,
+     * so any password connects). */
+    snprintf(dsn, sizeof dsn, "%s password=1", pgs_test_dsn());
+    pgs_pool_opts_t po = {.conn = {.conninfo = dsn}, .max_size = 1};
+    pgs_pool_t *p;
+    CHECK_OK(pgs_pool_open(&po, &p, &err), err);
+    pgs_error_t c = conflict_on(p);
+    CHECK(c.has_versions && c.expected == 7 && c.actual >= 1);
+    pgs_pool_close(p);
+    /* A password that is the mask itself must not loop forever. */
+    snprintf(dsn, sizeof dsn, "%s password=*", pgs_test_dsn());
+    po.conn.conninfo = dsn;
+    CHECK_OK(pgs_pool_open(&po, &p, &err), err);
+    pgs_conn_t *conn;
+    CHECK_OK(pgs_pool_acquire(p, -1, &conn, &err), err);
+    CHECK(pgs_query(conn, "select 1 * * 2", 0, NULL, NULL, &err) == PGS_ESQL);
+    /* DETAIL comes as the server sent it, lines and all. */
+    CHECK(pgs_query(conn, "do $$ begin raise exception 'x' using detail = E'line1\nline2'; end $$",
+                    0, NULL, NULL, &err) == PGS_ESQL);
+    CHECK_STR(err.detail, "line1\nline2");
+    pgs_pool_release(p, conn);
+    pgs_pool_close(p);
+    /* The DSN's own options reach the server intact. */
+    snprintf(dsn, sizeof dsn, "%s options='-csearch_path=pg_catalog'", pgs_test_dsn());
+    po.conn.conninfo = dsn;
+    CHECK_OK(pgs_pool_open(&po, &p, &err), err);
+    CHECK_OK(pgs_pool_acquire(p, -1, &conn, &err), err);
+    pgs_rows_t *r = NULL;
+    CHECK_OK(pgs_query(conn, "show search_path", 0, NULL, &r, &err), err);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "pg_catalog");
+    pgs_rows_free(r);
+    pgs_pool_release(p, conn);
+    pgs_pool_close(p);
+}
+
 int main(void)
 {
     pgs_pool_opts_t po = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 2};
@@ -118,6 +173,7 @@ int main(void)
     static const pgs_test_t tests[] = {{"rows accessors", test_rows_accessors},
                                        {"append edges", test_append_edges},
                                        {"failed opens leave *out NULL", test_failed_opens_leave_null},
+                                       {"secrets and fields", test_secrets_and_fields},
                                        {NULL, NULL}};
     int rc = pgs_test_run(tests);
     pgs_pool_close(pool);

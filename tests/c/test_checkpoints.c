@@ -7,7 +7,6 @@
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 static pgs_pool_t *pool;
 static char table[64];
@@ -133,24 +132,9 @@ int main(void)
                                        {"inside a transaction", test_in_transaction},
                                        {"8 threads race a guarded save", test_threads_race},
                                        {NULL, NULL}};
-    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 8};
-    pgs_error_t err;
-    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
-        fprintf(stderr, "pool: %s\n", err.message);
-        return 1;
-    }
-    snprintf(table, sizeof table, "c_checkpoints_%d", (int)getpid());
+    pool = pgs_test_pool_open(8);
+    pgs_test_name(table, sizeof table, "c_checkpoints");
     int rc = pgs_test_run(tests);
-    pgs_conn_t *c;
-    if (pgs_pool_acquire(pool, -1, &c, &err) == PGS_OK) {
-        char sql[256];
-        snprintf(sql, sizeof sql,
-                 "drop table if exists %s;"
-                 " delete from pgstore_migrations where target = 'checkpoints:%s'",
-                 table, table);
-        pgs_exec_command(c, sql, &err);
-        pgs_pool_release(pool, c);
-    }
     pgs_pool_close(pool);
     return rc;
 }

@@ -162,11 +162,10 @@ static void test_lifecycle_and_move(void)
 
 int main(void)
 {
-    pgs_pool_opts_t po = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 2};
     pgs_events_opts_t eo = {.table = "c_events"};
     pgs_error_t err;
-    if (pgs_pool_open(&po, &pool, &err) != PGS_OK || pgs_events_open(pool, &eo, &es, &err) != PGS_OK ||
-        pgs_events_truncate(es, &err) != PGS_OK) {
+    pool = pgs_test_pool_open(2);
+    if (pgs_events_open(pool, &eo, &es, &err) != PGS_OK) {
         fprintf(stderr, "setup: %s\n", err.message);
         return 1;
     }

@@ -7,7 +7,6 @@
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 static pgs_pool_t *pool;
 static char table[64];
@@ -107,24 +106,9 @@ int main(void)
     static const pgs_test_t tests[] = {{"save, load, list, delete", test_save_load_list_delete},
                                        {"16 threads save one id", test_concurrent_saves},
                                        {NULL, NULL}};
-    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = WRITERS};
-    pgs_error_t err;
-    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
-        fprintf(stderr, "pool: %s\n", err.message);
-        return 1;
-    }
-    snprintf(table, sizeof table, "c_exec_%d", (int)getpid());
+    pool = pgs_test_pool_open(WRITERS);
+    pgs_test_name(table, sizeof table, "c_exec");
     int rc = pgs_test_run(tests);
-    pgs_conn_t *c;
-    if (pgs_pool_acquire(pool, -1, &c, &err) == PGS_OK) {
-        char sql[256];
-        snprintf(sql, sizeof sql,
-                 "drop table if exists %s;"
-                 " delete from pgstore_migrations where target = 'exec_checkpoints:%s'",
-                 table, table);
-        pgs_exec_command(c, sql, &err);
-        pgs_pool_release(pool, c);
-    }
     pgs_pool_close(pool);
     return rc;
 }

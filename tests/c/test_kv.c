@@ -10,60 +10,15 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 static pgs_pool_t *pool;
-static int counter;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double s)
-{
-    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-}
-
-static void exec_sql(const char *sql)
-{
-    pgs_conn_t *c;
-    pgs_error_t err;
-    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
-    CHECK_OK(pgs_exec_command(c, sql, &err), err);
-    pgs_pool_release(pool, c);
-}
-
-static int64_t query_int(const char *sql)
-{
-    pgs_conn_t *c;
-    pgs_error_t err;
-    pgs_rows_t *r;
-    int64_t n = -1;
-    if (pgs_pool_acquire(pool, -1, &c, &err) != PGS_OK)
-        return -1;
-    if (pgs_query(c, sql, 0, NULL, &r, &err) == PGS_OK) {
-        n = strtoll(pgs_rows_value(r, 0, 0, NULL), NULL, 10);
-        pgs_rows_free(r);
-    }
-    pgs_pool_release(pool, c);
-    return n;
-}
-
-static void new_table(char *out, size_t n)
-{
-    snprintf(out, n, "c_kv_%d_%d", (int)getpid(), ++counter);
-}
 
 static void drop_table(const char *t)
 {
     char sql[128];
     snprintf(sql, sizeof sql, "drop table if exists %s", t);
-    exec_sql(sql);
+    pgs_test_exec(pool, sql);
 }
 
 typedef struct {
@@ -85,7 +40,7 @@ static pgs_status_t record(pgs_kv_phase_t phase, void *ud, pgs_error_t *err)
 static void test_phases(void)
 {
     char t[64];
-    new_table(t, sizeof t);
+    pgs_test_name(t, sizeof t, "c_kv");
     phases_t p = {.refuse_at = PGS_KV_PHASE_END};
     pgs_kv_opts_t o = {.table = t, .phase_hook = record, .phase_ud = &p};
     pgs_kv_t *kv;
@@ -109,7 +64,7 @@ static void test_phases(void)
     CHECK_STR(err.phase, "commit");
     char sql[128];
     snprintf(sql, sizeof sql, "select count(*) from pg_class where relname = '%s'", t);
-    CHECK(query_int(sql) == 0);
+    CHECK(pgs_test_query_int(pool, sql) == 0);
     pgs_pool_stats_t s;
     pgs_pool_stats(pool, &s);
     CHECK(s.borrowed == 0);
@@ -118,7 +73,7 @@ static void test_phases(void)
 static void test_stepping(void)
 {
     char t[64];
-    new_table(t, sizeof t);
+    pgs_test_name(t, sizeof t, "c_kv");
     pgs_kv_opts_t o = {.table = t, .skip_schema_init = 1};
     pgs_kv_t *kv;
     pgs_error_t err;
@@ -166,7 +121,7 @@ static void *initialiser(void *arg)
 static void test_parallel_init(void)
 {
     enum { N = 8 };
-    new_table(race_table, sizeof race_table);
+    pgs_test_name(race_table, sizeof race_table, "c_kv");
     pthread_t t[N];
     phases_t p[N];
     pthread_barrier_init(&start, NULL, N);
@@ -191,7 +146,7 @@ static void test_parallel_init(void)
 static void test_values_ttl_prefix(void)
 {
     char t[64];
-    new_table(t, sizeof t);
+    pgs_test_name(t, sizeof t, "c_kv");
     pgs_kv_opts_t o = {.table = t};
     pgs_kv_t *kv;
     pgs_error_t err;
@@ -209,7 +164,7 @@ static void test_values_ttl_prefix(void)
     CHECK(r == NULL);
 
     CHECK_OK(pgs_kv_set(kv, NULL, "short", "x", 1, 0.05, &err), err);
-    sleep_s(0.1);
+    pgs_test_sleep(0.1);
     CHECK(pgs_kv_get(kv, NULL, "short", &r, &v, &len, &err) == PGS_ENOTFOUND);
     int64_t n = -1;
     CHECK_OK(pgs_kv_cleanup(kv, NULL, &n, &err), err);
@@ -239,7 +194,7 @@ static void test_values_ttl_prefix(void)
 static void test_cleaner(void)
 {
     char t[64];
-    new_table(t, sizeof t);
+    pgs_test_name(t, sizeof t, "c_kv");
     pgs_kv_opts_t o = {.table = t, .cleanup_interval = 0.05};
     pgs_kv_t *kv;
     pgs_error_t err;
@@ -248,9 +203,9 @@ static void test_cleaner(void)
     CHECK_OK(pgs_kv_set(kv, NULL, "new", "v", 1, 0, &err), err);
     char sql[128];
     snprintf(sql, sizeof sql, "select count(*) from %s", t);
-    for (int i = 0; i < 100 && query_int(sql) != 1; i++)
-        sleep_s(0.02);
-    CHECK(query_int(sql) == 1);
+    for (int i = 0; i < 100 && pgs_test_query_int(pool, sql) != 1; i++)
+        pgs_test_sleep(0.02);
+    CHECK(pgs_test_query_int(pool, sql) == 1);
     pgs_kv_cleaner_stats_t s;
     pgs_kv_cleaner_stats(kv, &s);
     CHECK(s.running && s.runs >= 1 && s.removed == 1 && s.failures == 0);
@@ -258,9 +213,9 @@ static void test_cleaner(void)
 
     o.cleanup_interval = 300;
     CHECK_OK(pgs_kv_open(pool, &o, &kv, &err), err);
-    double t0 = now();
+    double t0 = pgs_test_now();
     pgs_kv_close(kv);
-    CHECK(now() - t0 < 0.2);
+    CHECK(pgs_test_now() - t0 < 0.2);
 
     o.cleanup_interval = -1;
     CHECK(pgs_kv_open(pool, &o, &kv, &err) == PGS_EINVALID);
@@ -272,7 +227,7 @@ static void test_cleaner(void)
 static void test_fork_child_closes(void)
 {
     char t[64];
-    new_table(t, sizeof t);
+    pgs_test_name(t, sizeof t, "c_kv");
     pgs_kv_opts_t o = {.table = t, .cleanup_interval = 300};
     pgs_kv_t *kv;
     pgs_error_t err;
@@ -287,7 +242,7 @@ static void test_fork_child_closes(void)
         if (waitpid(pid, &status, WNOHANG) == pid)
             exited = 1;
         else
-            sleep_s(0.02);
+            pgs_test_sleep(0.02);
     }
     if (!exited) {
         kill(pid, SIGKILL);
@@ -310,12 +265,7 @@ int main(void)
                                        {"cleaner thread", test_cleaner},
                                        {"a forked child closes its copy", test_fork_child_closes},
                                        {NULL, NULL}};
-    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 8};
-    pgs_error_t err;
-    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
-        fprintf(stderr, "pool: %s\n", err.message);
-        return 1;
-    }
+    pool = pgs_test_pool_open(8);
     int rc = pgs_test_run(tests);
     pgs_pool_close(pool);
     return rc;

@@ -7,14 +7,6 @@
 #include "harness.h"
 
 #include <stdlib.h>
-#include <time.h>
-#include <unistd.h>
-
-static void nap(double s)
-{
-    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-}
 
 static void test_fnv_vectors(void)
 {
@@ -180,7 +172,7 @@ static void test_fencing(void)
     CHECK(pgs_lease_guard(a, c, 8, 0, &err) == PGS_EINVALID);
 
     /* a stops renewing (a pause); its lease runs out and b takes over. */
-    nap(1.2);
+    pgs_test_sleep(1.2);
     CHECK(held(a) == 0); /* locally expired too */
     pgs_lease_change_t *ch = NULL;
     int n = 0;
@@ -202,7 +194,7 @@ static void test_fencing(void)
     /* A guarded transaction still open holds off the takeover of its row. */
     CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
     CHECK_OK(pgs_lease_guard(b, c, 2, 0, &err), err);
-    nap(1.2); /* b's leases expire while the transaction is open */
+    pgs_test_sleep(1.2); /* b's leases expire while the transaction is open */
     tick(a, &ch, &n);
     CHECK(pgs_lease_token(a, 2) == 0); /* skipped: locked by b's guard */
     CHECK(held(a) == 7);
@@ -220,7 +212,7 @@ static void test_background_renewer(void)
     pgs_lease_t *a = open_lease("bg-a", 1, 0.1);
     pgs_error_t err;
     CHECK_OK(pgs_lease_start(a, &err), err);
-    nap(1.5); /* longer than the lease: only renewal keeps it */
+    pgs_test_sleep(1.5); /* longer than the lease: only renewal keeps it */
     pgs_lease_info_t info;
     pgs_lease_info(a, &info);
     CHECK(info.background == 1 && info.ticks >= 8 && info.failures == 0);
@@ -260,13 +252,8 @@ static void test_bad_options(void)
 
 int main(void)
 {
-    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 4};
-    pgs_error_t err;
-    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
-        fprintf(stderr, "%s\n", err.message);
-        return 1;
-    }
-    snprintf(setname, sizeof setname, "c_test_%ld_%ld", (long)getpid(), (long)time(NULL));
+    pool = pgs_test_pool_open(4);
+    pgs_test_name(setname, sizeof setname, "c_test");
     static const pgs_test_t tests[] = {
         {"FNV-1a 64 matches the reference vectors", test_fnv_vectors},
         {"partition_for is a consistent hash", test_jump_is_consistent},

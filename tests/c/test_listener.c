@@ -9,23 +9,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static pgs_conn_t *open_conn(void)
-{
-    pgs_conn_opts_t o = {.conninfo = pgs_test_dsn()};
-    pgs_conn_t *c = NULL;
-    pgs_error_t err;
-    CHECK_OK(pgs_conn_open(&o, &c, &err), err);
-    return c;
-}
 
 static pgs_listener_t *open_listener(const char *const *channels, int n)
 {
@@ -58,7 +41,7 @@ static void test_channel_check(void)
 
 static void test_payload_limit(void)
 {
-    pgs_conn_t *c = open_conn();
+    pgs_conn_t *c = pgs_test_conn_open();
     char *big = malloc(8001);
     memset(big, 'x', 8001);
     pgs_error_t err;
@@ -76,13 +59,13 @@ static void test_deliver_and_timeout(void)
 {
     const char *ch[] = {"pgs_c_a", "pgs_c_b"};
     pgs_listener_t *l = open_listener(ch, 2);
-    pgs_conn_t *c = open_conn();
+    pgs_conn_t *c = pgs_test_conn_open();
     pgs_error_t err;
     pgs_notification_t *n = NULL;
 
-    double t0 = now();
+    double t0 = pgs_test_now();
     CHECK(pgs_listener_wait(l, 0.2, &n, &err) == PGS_ETIMEOUT);
-    double waited = now() - t0;
+    double waited = pgs_test_now() - t0;
     CHECK(waited >= 0.19 && waited < 1.0);
     CHECK(n == NULL);
 
@@ -127,7 +110,7 @@ static void test_deliver_and_timeout(void)
 static void test_add_remove_and_fd(void)
 {
     pgs_listener_t *l = open_listener(NULL, 0);
-    pgs_conn_t *c = open_conn();
+    pgs_conn_t *c = pgs_test_conn_open();
     pgs_error_t err;
     pgs_notification_t *n = NULL;
     CHECK(pgs_listener_add(l, "bad\"name", &err) == PGS_EINVALID);
@@ -160,7 +143,7 @@ static void test_reconnect_marker(void)
 {
     const char *ch[] = {"pgs_c_r"};
     pgs_listener_t *l = open_listener(ch, 1);
-    pgs_conn_t *c = open_conn();
+    pgs_conn_t *c = pgs_test_conn_open();
     pgs_error_t err;
     pgs_notification_t *n = NULL;
     pgs_listener_stats_t s;
@@ -209,9 +192,9 @@ static void test_heartbeat_finds_silent_server(void)
     }
     pgs_error_t err;
     pgs_notification_t *n = NULL;
-    double t0 = now();
+    double t0 = pgs_test_now();
     pgs_status_t st = pgs_listener_wait(l, 8, &n, &err);
-    double took = now() - t0;
+    double took = pgs_test_now() - t0;
     kill(pid, SIGCONT); /* it finds its client gone and exits */
     CHECK_OK(st, err);
     if (n) {

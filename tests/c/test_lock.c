@@ -7,24 +7,9 @@
 #include "harness.h"
 
 #include <stdlib.h>
-#include <time.h>
-#include <unistd.h>
 
 static pgs_pool_t *pa, *pb;
 static char prefix[64];
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void nap(double s)
-{
-    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-}
 
 static const char *key(const char *name)
 {
@@ -62,9 +47,9 @@ static void test_advisory_exclusion(void)
     CHECK_OK(pgs_lock_try(pb, k, n, NULL, &b, &err), err);
     CHECK(b == NULL); /* held elsewhere: no error, no lock */
 
-    double t0 = now();
+    double t0 = pgs_test_now();
     CHECK(pgs_lock_acquire(pb, k, n, &short_wait, &b, &err) == PGS_ETIMEOUT);
-    double waited = now() - t0;
+    double waited = pgs_test_now() - t0;
     CHECK(waited >= 0.28 && waited < 2);
     CHECK(strstr(err.message, "not acquired within") != NULL);
 
@@ -118,7 +103,7 @@ static void test_lost_with_connection(void)
     for (int i = 0; i < 100 && !b; i++) {
         CHECK_OK(pgs_lock_try(pb, k, n, NULL, &b, &err), err);
         if (!b)
-            nap(0.02);
+            pgs_test_sleep(0.02);
     }
     CHECK(b != NULL);
     CHECK(pgs_lock_renew(a, &err) == PGS_ELEASE_LOST);
@@ -148,9 +133,9 @@ static void test_transaction_locks(void)
     CHECK_OK(pgs_tx_begin(c2, PGS_READ_COMMITTED, &err), err);
     CHECK_OK(pgs_lock_xact_try(c2, k, n, &got, &err), err);
     CHECK(got == 0);
-    double t0 = now();
+    double t0 = pgs_test_now();
     CHECK(pgs_lock_xact(c2, k, n, 0.2, &err) == PGS_ETIMEOUT);
-    CHECK(now() - t0 < 2);
+    CHECK(pgs_test_now() - t0 < 2);
     CHECK_OK(pgs_tx_rollback(c2, &err), err); /* a timeout aborts the transaction */
 
     CHECK_OK(pgs_tx_commit(c1, &err), err); /* commit releases it */
@@ -187,9 +172,9 @@ static void test_table_mode(void)
     wait.timeout = 0.1;
     CHECK(pgs_lock_acquire(pb, k, n, &wait, &b, &err) == PGS_ETIMEOUT);
     wait.timeout = 3;
-    double t0 = now();
+    double t0 = pgs_test_now();
     CHECK_OK(pgs_lock_acquire(pb, k, n, &wait, &b, &err), err);
-    CHECK(now() - t0 < 1.5);
+    CHECK(pgs_test_now() - t0 < 1.5);
     CHECK(pgs_lock_renew(a, &err) == PGS_ELEASE_LOST);
     CHECK(pgs_lock_release(a, &err) == PGS_ELEASE_LOST);
     CHECK_OK(pgs_lock_release(b, &err), err);
@@ -201,13 +186,9 @@ static void test_table_mode(void)
 
 int main(void)
 {
-    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 2};
-    pgs_error_t err;
-    if (pgs_pool_open(&o, &pa, &err) != PGS_OK || pgs_pool_open(&o, &pb, &err) != PGS_OK) {
-        fprintf(stderr, "%s\n", err.message);
-        return 1;
-    }
-    snprintf(prefix, sizeof prefix, "c_test_%ld_%ld", (long)getpid(), (long)time(NULL));
+    pa = pgs_test_pool_open(2);
+    pb = pgs_test_pool_open(2);
+    pgs_test_name(prefix, sizeof prefix, "c_test");
     static const pgs_test_t tests[] = {
         {"keys are checked", test_key_check},
         {"advisory locks exclude, try and time out", test_advisory_exclusion},

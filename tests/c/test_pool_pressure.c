@@ -13,7 +13,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #define THREADS 64
@@ -35,13 +34,6 @@ typedef struct {
 } caller_t;
 
 static caller_t callers[THREADS];
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void tally_error(const pgs_error_t *err)
 {
@@ -106,9 +98,9 @@ static void *caller(void *arg)
         int dice = rand_r(&me->seed) % 100;
         pgs_conn_t *c;
         pgs_error_t err;
-        double t0 = mono();
+        double t0 = pgs_test_now();
         pgs_status_t st = pgs_pool_acquire(pool, 10, &c, &err);
-        long waited = (long)((mono() - t0) * 1000);
+        long waited = (long)((pgs_test_now() - t0) * 1000);
         long seen = atomic_load(&max_wait_ms);
         while (waited > seen && !atomic_compare_exchange_weak(&max_wait_ms, &seen, waited))
             ;
@@ -185,9 +177,9 @@ static int backends(void)
 /* Waits up to `seconds` for the backend count to be at most `most`. */
 static int settle(int most, double seconds)
 {
-    double until = mono() + seconds;
+    double until = pgs_test_now() + seconds;
     int n;
-    while ((n = backends()) > most && mono() < until)
+    while ((n = backends()) > most && pgs_test_now() < until)
         usleep(50000);
     return n;
 }
@@ -214,9 +206,9 @@ static void test_pressure(void)
         pthread_create(&threads[i], NULL, caller, &callers[i]);
     }
     pthread_create(&cancel_thread, NULL, canceller, NULL);
-    double until = mono() + seconds;
+    double until = pgs_test_now() + seconds;
     int most = 0;
-    while (mono() < until) {
+    while (pgs_test_now() < until) {
         sleep(1);
         pgs_pool_stats_t s;
         pgs_pool_stats(pool, &s);
@@ -289,9 +281,9 @@ static void test_query_timeout_gives_up(void)
     CHECK_OK(pgs_pool_open(&o, &p, &err), err);
     pgs_conn_t *c;
     CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
-    double t0 = mono();
+    double t0 = pgs_test_now();
     CHECK(pgs_query(c, "SELECT pg_sleep(5)", 0, NULL, NULL, &err) == PGS_ETIMEOUT);
-    CHECK(mono() - t0 < 1);
+    CHECK(pgs_test_now() - t0 < 1);
     CHECK(strstr(err.message, "query_timeout") != NULL);
     CHECK(pgs_query(c, "SELECT 1", 0, NULL, NULL, &err) == PGS_ECONNECTION);
     pgs_pool_release(p, c);

@@ -6,19 +6,9 @@
 #include "harness.h"
 
 #include <stdlib.h>
-#include <unistd.h>
 
 static pgs_pool_t *pool;
 static char table[64];
-
-static void exec_sql(const char *sql)
-{
-    pgs_conn_t *c;
-    pgs_error_t err;
-    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
-    CHECK_OK(pgs_exec_command(c, sql, &err), err);
-    pgs_pool_release(pool, c);
-}
 
 static void test_open_rejects_bad_names(void)
 {
@@ -117,19 +107,9 @@ int main(void)
                                        {"bad input", test_bad_input},
                                        {"joins a transaction", test_joins_transaction},
                                        {NULL, NULL}};
-    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 2};
-    pgs_error_t err;
-    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
-        fprintf(stderr, "pool: %s\n", err.message);
-        return 1;
-    }
-    snprintf(table, sizeof table, "c_snapshots_%d", (int)getpid());
+    pool = pgs_test_pool_open(2);
+    pgs_test_name(table, sizeof table, "c_snapshots");
     int rc = pgs_test_run(tests);
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "drop table if exists %s; delete from pgstore_migrations where target = 'snapshots:%s'",
-             table, table);
-    exec_sql(sql);
     pgs_pool_close(pool);
     return rc;
 }

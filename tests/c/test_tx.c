@@ -8,22 +8,6 @@
 
 static pgs_pool_t *pool;
 
-static int64_t count_rows(const char *sql)
-{
-    pgs_conn_t *c;
-    pgs_error_t err;
-    pgs_rows_t *r;
-    int64_t n = -1;
-    if (pgs_pool_acquire(pool, -1, &c, &err) != PGS_OK)
-        return -1;
-    if (pgs_query(c, sql, 0, NULL, &r, &err) == PGS_OK) {
-        n = strtoll(pgs_rows_value(r, 0, 0, NULL), NULL, 10);
-        pgs_rows_free(r);
-    }
-    pgs_pool_release(pool, c);
-    return n;
-}
-
 static void test_commit_rollback_savepoint(void)
 {
     pgs_conn_t *c;
@@ -45,14 +29,17 @@ static void test_commit_rollback_savepoint(void)
     CHECK(pgs_exec_command(c, "select 1/0", &err) == PGS_ESQL);
     CHECK(pgs_tx_commit(c, &err) == PGS_ESQL);
     pgs_pool_release(pool, c);
-    CHECK(count_rows("select count(*) from tx_t") == 1);
+    CHECK(pgs_test_query_int(pool, "select count(*) from tx_t") == 1);
 }
 
 /* Two serializable transactions that read each other's rows: one must
- * fail with 40001 on the first try and succeed when re-run. */
-typedef struct {
+ * fail with 40001 on the first try and succeed when re-run. On its first
+ * try each waits after its read until the other has read too, so they
+ * overlap however busy the machine is. */
+typedef struct tx_ud {
     int attempts;
-    int hold; /* pause between read and write to force the overlap */
+    int has_read;
+    struct tx_ud *peer;
 } tx_ud_t;
 
 static pgs_status_t read_then_write(pgs_conn_t *c, void *ud, pgs_error_t *err)
@@ -66,9 +53,12 @@ static pgs_status_t read_then_write(pgs_conn_t *c, void *ud, pgs_error_t *err)
     char sum[32];
     snprintf(sum, sizeof sum, "%s", pgs_rows_value(r, 0, 0, NULL));
     pgs_rows_free(r);
-    if (u->hold && u->attempts == 1)
-        for (int i = 0; i < 8; i++)
-            pgs_backoff_sleep(3); /* ~160 ms */
+    if (u->attempts == 1) {
+        __atomic_store_n(&u->has_read, 1, __ATOMIC_SEQ_CST);
+        double give_up = pgs_test_now() + 10;
+        while (!__atomic_load_n(&u->peer->has_read, __ATOMIC_SEQ_CST) && pgs_test_now() < give_up)
+            pgs_test_sleep(0.002);
+    }
     pgs_param_t p = {sum, -1};
     return pgs_query(c, "insert into ser_t values ($1::int + 1)", 1, &p, NULL, err);
 }
@@ -77,7 +67,6 @@ static void *other_tx(void *arg)
 {
     tx_ud_t *u = arg;
     pgs_error_t err;
-    pgs_backoff_sleep(3);
     pgs_transaction(pool, PGS_SERIALIZABLE, 5, read_then_write, u, &err);
     return NULL;
 }
@@ -91,15 +80,17 @@ static void test_serialization_retry(void)
     CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
     CHECK_OK(pgs_exec_command(c, "drop table if exists ser_t; create table ser_t (v int)", &err), err);
     pgs_pool_release(pool, c);
-    tx_ud_t slow = {0, 1}, fast = {0, 0};
+    tx_ud_t one = {0}, two = {0};
+    one.peer = &two;
+    two.peer = &one;
     pthread_t t;
-    pthread_create(&t, NULL, other_tx, &fast);
-    pgs_status_t st = pgs_transaction(pool, PGS_SERIALIZABLE, 5, read_then_write, &slow, &err);
+    pthread_create(&t, NULL, other_tx, &two);
+    pgs_status_t st = pgs_transaction(pool, PGS_SERIALIZABLE, 5, read_then_write, &one, &err);
     pthread_join(t, NULL);
     CHECK_OK(st, err);
-    CHECK(slow.attempts + fast.attempts >= 3); /* someone was re-run */
-    CHECK(count_rows("select count(*) from ser_t") == 2);
-    CHECK(count_rows("select max(v) from ser_t") == 2); /* serial outcome: 1 then 2 */
+    CHECK(one.attempts + two.attempts >= 3); /* someone was re-run */
+    CHECK(pgs_test_query_int(pool, "select count(*) from ser_t") == 2);
+    CHECK(pgs_test_query_int(pool, "select max(v) from ser_t") == 2); /* serial outcome: 1 then 2 */
 }
 
 static void test_pipeline(void)
@@ -136,17 +127,12 @@ static void test_pipeline(void)
     CHECK(strncmp(err.message, "duplicate key value", 19) == 0);
     CHECK_OK(pgs_exec_command(c, "select 1", &err), err);
     pgs_pool_release(pool, c);
-    CHECK(count_rows("select count(*) from pipe_t") == 100);
+    CHECK(pgs_test_query_int(pool, "select count(*) from pipe_t") == 100);
 }
 
 int main(void)
 {
-    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn()}, .max_size = 4};
-    pgs_error_t err;
-    if (pgs_pool_open(&o, &pool, &err) != PGS_OK) {
-        fprintf(stderr, "%s\n", err.message);
-        return 1;
-    }
+    pool = pgs_test_pool_open(4);
     static const pgs_test_t tests[] = {{"commit, rollback, savepoint", test_commit_rollback_savepoint},
                                        {"serialization failure is retried", test_serialization_retry},
                                        {"pipeline", test_pipeline},

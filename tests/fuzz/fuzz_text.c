@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (t > size + 3)
         abort();
 
-    (void)pgs_kind_of(size ? (Oid)data[0] * 7 : 0);
+    (void)pgs_kind_of(size ? (unsigned)data[0] * 7 : 0);
 
     /* names are C strings: cut at the first NUL, as the binding would refuse */
     char *name = malloc(size + 1);
