@@ -173,6 +173,7 @@ static pgs_status_t lease_schema(pgs_store_base_t *b, char *members, char *guard
     s->values[2] = guard;
     s->nnames = 3;
     s->tables[s->ntables++] = members;
+    s->tables[s->ntables++] = guard;
     return st;
 }
 
