@@ -456,7 +456,7 @@ void pgs_lease_info(pgs_lease_t *l, pgs_lease_info_t *out)
     pthread_mutex_lock(&l->mu);
     out->name = l->name;
     out->owner = l->owner;
-    out->table = l->base.raw;
+    out->table = l->base.given;
     out->count = l->count;
     out->lease = l->lease;
     out->renew = l->renew;
