@@ -38,9 +38,9 @@
  * search_path found; a run recognises them there and in the BOOK, takes
  * their version and writes it under KEY in the BOOK.
  *
- * A store whose tables all exist but that no book knows was made by code
- * that kept no book (0.1's kv, locks and parked): it is adopted at version
- * 1, and only the files above run.
+ * A store whose tables and indexes all exist but that no book knows was
+ * made by code that kept no book (0.1's kv, locks and parked): it is
+ * adopted at version 1, and only the files above run.
  *
  * When nothing is to be done the run needs no DDL rights: it creates
  * nothing, and skips rewriting a legacy row when the role may not write
@@ -358,11 +358,17 @@ static pgs_status_t check_tables(pgs_migrate_run_t *run, pgs_kv_phase_t *next, p
                            err);
     if (st != PGS_OK)
         return st;
-    if (book == 2 && !missing)
+    const char *no_index = NULL;
+    if (book != 2 && !found && !missing)
+        st = first_missing(run->conn, (const char *const *)run->indexes, run->nindexes,
+                           &no_index, err);
+    if (st != PGS_OK)
+        return st;
+    if (book == 2 && !missing) {
         run->recorded = run->latest; /* cannot read the book: trust the tables */
-    else if (!found && !missing) {
-        /* Every table is there and no book knows the store: code that kept
-         * no book made it (0.1's kv, locks, parked), at version 1. */
+    } else if (!found && !missing && !no_index) {
+        /* Every table and index is there and no book knows the store: code
+         * that kept no book made it (0.1's kv, locks, parked), at version 1. */
         run->recorded = 1;
         run->dirty = 1;
     }
