@@ -209,9 +209,9 @@ static const char old_book_sql[] =
     " AND has_table_privilege('pgstore_migrations', 'SELECT')";
 static const char old_version_sql[] =
     "SELECT version FROM pgstore_migrations WHERE target = $1";
-static const char old_forget_sql[] =
-    "DELETE FROM pgstore_migrations WHERE target = $1"
-    " AND has_table_privilege('pgstore_migrations', 'DELETE')";
+static const char old_deletable_sql[] =
+    "SELECT has_table_privilege('pgstore_migrations', 'DELETE')";
+static const char old_forget_sql[] = "DELETE FROM pgstore_migrations WHERE target = $1";
 /* A table or a function (functions are never overloaded in core/sql). */
 static const char missing_sql[] = "SELECT to_regclass($1) IS NULL AND to_regproc($1) IS NULL";
 static const char book_lock_sql[] =
@@ -431,8 +431,12 @@ static pgs_status_t record(pgs_migrate_run_t *run, pgs_error_t *err)
         pgs_param_t k = {run->legacy[i], -1};
         st = pgs_exec(run->conn, run->forget_sql, 1, &k, NULL, err);
     }
-    /* The rows moved into the store's book leave the older one. */
-    for (int i = -1; st == PGS_OK && run->old_book && i < run->nlegacy; i++) {
+    /* The rows moved into the store's book leave the older one (when the
+     * role may delete there: the server checks that before any WHERE). */
+    int deletable = 0;
+    if (st == PGS_OK && run->old_book)
+        st = query_int(run->conn, old_deletable_sql, NULL, &deletable, err);
+    for (int i = -1; st == PGS_OK && deletable == 1 && i < run->nlegacy; i++) {
         pgs_param_t k = {i < 0 ? run->key : run->legacy[i], -1};
         st = pgs_exec(run->conn, old_forget_sql, 1, &k, NULL, err);
     }
