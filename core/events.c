@@ -205,8 +205,12 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     sc->tables[sc->ntables++] = es->heads;
     sc->tables[sc->ntables++] = es->idem;
     sc->tables[sc->ntables++] = es->seq;
+    sc->tables[sc->ntables++] = es->fn_append;
+    sc->tables[sc->ntables++] = es->fn_read_all;
+    sc->tables[sc->ntables++] = es->fn_import;
+    sc->tables[sc->ntables++] = es->fn_replay;
     /* Older code keyed this store "events:<quoted table>". */
-    snprintf(es->base.legacy_key, sizeof es->base.legacy_key, "events:%s", es->base.table);
+    snprintf(es->base.legacy_key, sizeof es->base.legacy_key, "events:%s", es->base.given_quoted);
     sc->legacy[sc->nlegacy++] = es->base.legacy_key;
     if (st == PGS_OK)
         st = build_sql(es, err);
@@ -219,7 +223,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         pgs_events_close(es);
         return st;
     }
-    snprintf(es->tag, sizeof es->tag, "%u", (unsigned)order_tag(es->base.table));
+    snprintf(es->tag, sizeof es->tag, "%u", (unsigned)order_tag(es->base.given_quoted));
     es->notify_in_tx = opts && opts->notify_in_tx;
     es->max_event_size = opts && opts->max_event_size ? opts->max_event_size : PGS_EVENT_SIZE_DEFAULT;
     if (es->notify && !es->notify_in_tx) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * ident.c — table names as options: validated against a conservative
  * grammar, then double-quoted. User data never reaches SQL text; names do,
- * so they are held to [A-Za-z_][A-Za-z0-9_$]* per part, at most PGS_NAME_MAX
+ * so they are held to [A-Za-z_][A-Za-z0-9_]* per part (no $: the schema
+ * files quote function bodies with $fn$), at most PGS_NAME_MAX
  * bytes. Exported to Lua as core.check_table and core.limits.name.
  */
 #include "pgstore.h"
@@ -17,7 +18,7 @@ static int valid_part(const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
         int digit = c >= '0' && c <= '9';
-        if (!(alpha || (i > 0 && (digit || c == '$'))))
+        if (!(alpha || (i > 0 && digit)))
             return 0;
     }
     return 1;

@@ -254,6 +254,10 @@ pgs_status_t pgs_kv_open(pgs_pool_t *pool, const pgs_kv_opts_t *opts, pgs_kv_t *
     kv->schema.indexes[0] = kv->index;
     kv->schema.nindexes = 1;
     kv->schema.lock_timeout = lock_timeout;
+    /* 0.1 created kv tables under this lock: old and new processes serialize. */
+    kv->schema.lock_space[0] = "pgstore.kv";
+    kv->schema.lock_key[0] = kv->base.given_quoted;
+    kv->schema.nlocks = 1;
     int skip = opts ? opts->skip_schema_init : 0;
     if (st == PGS_OK && !skip)
         st = pgs_kv_migrate(kv, opts ? opts->phase_hook : NULL, opts ? opts->phase_ud : NULL, err);

@@ -173,6 +173,7 @@ static pgs_status_t lease_schema(pgs_store_base_t *b, char *members, char *guard
     s->values[2] = guard;
     s->nnames = 3;
     s->tables[s->ntables++] = members;
+    s->tables[s->ntables++] = guard;
     return st;
 }
 
@@ -455,7 +456,7 @@ void pgs_lease_info(pgs_lease_t *l, pgs_lease_info_t *out)
     pthread_mutex_lock(&l->mu);
     out->name = l->name;
     out->owner = l->owner;
-    out->table = l->base.raw;
+    out->table = l->base.given;
     out->count = l->count;
     out->lease = l->lease;
     out->renew = l->renew;

@@ -233,12 +233,17 @@ pgs_status_t pgs_lock_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *
     char quoted[PGS_IDENT_MAX];
     if (!table || !*table)
         table = "pgstore_locks";
+    char raw[PGS_IDENT_MAX];
     pgs_status_t st = pgs_ident_quote(table, quoted, sizeof quoted, err);
+    if (st == PGS_OK)
+        st = pgs_store_resolve(pool, table, raw, sizeof raw, err);
+    if (st == PGS_OK)
+        st = pgs_ident_quote(raw, quoted, sizeof quoted, err);
     if (st != PGS_OK)
         return st;
     const char *q = quoted;
     pgs_schema_t s;
-    lock_schema(table, &q, &s);
+    lock_schema(raw, &q, &s);
     return pgs_migrate_run(pool, &s, NULL, NULL, err);
 }
 
@@ -339,10 +344,13 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
         double ttl = opts->ttl > 0 ? opts->ttl : 30;
         snprintf(l->ttl_ms, sizeof l->ttl_ms, "%.0f", ttl * 1000);
         make_owner(l);
-        snprintf(l->raw, sizeof l->raw, "%s",
-                 opts->table ? opts->table : "pgstore_locks");
+        const char *given = opts->table ? opts->table : "pgstore_locks";
         l->migrate = !opts->skip_schema_init;
-        st = pgs_ident_quote(l->raw, l->table, sizeof l->table, err);
+        st = pgs_ident_quote(given, l->table, sizeof l->table, err);
+        if (st == PGS_OK) /* a table, not a spelling: schema-qualified from here on */
+            st = pgs_store_resolve(l->pool, given, l->raw, sizeof l->raw, err);
+        if (st == PGS_OK)
+            st = pgs_ident_quote(l->raw, l->table, sizeof l->table, err);
         if (st == PGS_OK) {
             const char *names[] = {"table"}, *values[] = {l->table};
             st = pgs_sql_fill_all(table_sql, TABLE_SQL_COUNT, names, values, 1, l->sql, err);

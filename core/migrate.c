@@ -4,31 +4,49 @@
  * <series>--1--2.sql and on. A run, in ONE transaction on a pooled
  * connection, phase by phase (kv's phase hook sees these phases):
  *
- *   begin_tx, set_lock_timeout, then acquire_lock:
- *     pg_advisory_xact_lock(hashtext('pgstore.migrate'), hashtext(KEY))
+ *   begin_tx, set_lock_timeout, then acquire_lock: first the locks
+ *     older code took for this store (hashtext('pgstore.migrate'),
+ *     hashtext(LEGACY KEY)) for each legacy key, and the store's own extra
+ *     ones (kv: hashtext('pgstore.kv'), hashtext(quoted name as given)),
+ *     then pg_advisory_xact_lock(hashtext('pgstore.migrate'), hashtext(KEY)).
+ *     Always in this order, so old and new processes creating the same
+ *     store serialize and never deadlock;
  *   check_table: the recorded version (under KEY, else under a legacy
- *     key) and to_regclass of every table of the store;
- *   create_table: when a table is missing, the whole series (every file
- *     is idempotent, so this also rebuilds a store whose tables were
- *     dropped by hand); else the files above the recorded version;
+ *     key) and, for every table and function of the store, to_regclass or
+ *     to_regproc of its schema-qualified name;
+ *   create_table: when one is missing, the whole series (every file is
+ *     idempotent, so this also rebuilds a store whose tables or functions
+ *     were dropped by hand); else the files above the recorded version;
  *   check_index / create_index: the store's indexes; a missing one runs
  *     the whole series again;
- *   commit: records KEY → version in pgstore_migrations (created under
- *     the lock (hashtext('pgstore.migrate'), hashtext('pgstore_migrations'))
- *     when missing) and deletes the legacy rows it replaces; then COMMIT.
+ *   commit: records KEY -> version in the BOOK and deletes the legacy rows
+ *     it replaces; then COMMIT.
  *
- * KEY is "<series>:<schema>.<table>", unquoted: the store's table resolved
- * the way CREATE TABLE resolves it, with current_schema() when the name is
- * unqualified, so "t" and "public.t" share one row and one lock (names are
- * [A-Za-z_][A-Za-z0-9_$]*, so the dots cannot be ambiguous). Before this
- * runner, rows were keyed "events:<quoted table>", "<kind>:<name as given>"
- * and "pgstore.leases:<name as given>"; a run recognises them, takes their
- * version and rewrites them under KEY.
+ * A store is a table, not a spelling: the store resolved an unqualified
+ * name to current_schema() once when it opened (store.c), so the runner
+ * sees "schema.table" and every name it checks is schema-qualified.
+ * KEY is "<series>:<schema>.<table>", unquoted (names are
+ * [A-Za-z_][A-Za-z0-9_]* per part, so the dots cannot be ambiguous).
  *
- * When nothing is to be done the run writes nothing and needs no DDL
- * rights (and a role that cannot read pgstore_migrations is trusted to be
- * current when every table is there). Concurrent runs queue on the lock;
- * the first does the work and the rest find nothing left.
+ * The BOOK is "<schema>".pgstore_migrations, in the store's own schema:
+ * each schema keeps its own book (schema-per-tenant: a tenant's schema
+ * carries its stores and their versions), whatever a role's search_path.
+ * It is created, under the lock (hashtext('pgstore.migrate'),
+ * hashtext(BOOK)), only when missing. Before this runner, rows were keyed
+ * "events:<quoted table>", "<kind>:<name as given>" and
+ * "pgstore.leases:<name as given>" in the pgstore_migrations the
+ * search_path found; a run recognises them there and in the BOOK, takes
+ * their version and writes it under KEY in the BOOK.
+ *
+ * A store whose tables and indexes all exist but that no book knows was
+ * made by code that kept no book (0.1's kv, locks and parked): it is
+ * adopted at version 1, and only the files above run.
+ *
+ * When nothing is to be done the run needs no DDL rights: it creates
+ * nothing, and skips rewriting a legacy row when the role may not write
+ * the BOOK (a role that cannot read the BOOK is trusted to be current
+ * when every table is there). Concurrent runs queue on the locks; the
+ * first does the work and the rest find nothing left.
  */
 #include "migrate.h"
 #include "conn.h"
@@ -53,9 +71,13 @@ struct pgs_kv_init {
     char lock_timeout[32];
     int latest;
     char **files;                  /* [latest], filled */
-    int ntables, nindexes, nlegacy;
-    char **tables, **indexes, **legacy;
+    int ntables, nindexes, nlegacy, nlocks;
+    char **tables, **indexes, **legacy, **lock_space, **lock_key;
     char key[320];
+    char book[160];                /* "schema".pgstore_migrations */
+    char *version_sql, *record_sql, *forget_sql;
+    int files_ran;                 /* a file ran: the book must be written */
+    int old_book;                  /* the search_path's book is another table */
     int from;                      /* files above this version run at create_table */
     int recorded;                  /* the version the run will record */
     int dirty;                     /* a row to write at commit */
@@ -100,6 +122,11 @@ void pgs_migrate_free(pgs_migrate_run_t *run)
     free_list(run->tables, run->ntables);
     free_list(run->indexes, run->nindexes);
     free_list(run->legacy, run->nlegacy);
+    free_list(run->lock_space, run->nlocks);
+    free_list(run->lock_key, run->nlocks);
+    free(run->version_sql);
+    free(run->record_sql);
+    free(run->forget_sql);
     free(run->series);
     free(run->schema);
     free(run->table);
@@ -127,6 +154,9 @@ pgs_status_t pgs_migrate_start(pgs_pool_t *pool, const pgs_schema_t *s, pgs_migr
     run->tables = copy_list(s->tables, s->ntables, &ok);
     run->indexes = copy_list(s->indexes, s->nindexes, &ok);
     run->legacy = copy_list(s->legacy, s->nlegacy, &ok);
+    run->nlocks = s->nlocks;
+    run->lock_space = copy_list(s->lock_space, s->nlocks, &ok);
+    run->lock_key = copy_list(s->lock_key, s->nlocks, &ok);
     if (!ok) {
         pgs_migrate_free(run);
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
@@ -162,26 +192,53 @@ pgs_kv_phase_t pgs_migrate_phase(const pgs_migrate_run_t *run)
 /* ---- the statements ------------------------------------------------------------ */
 
 static const char set_lock_timeout_sql[] = "SELECT set_config('lock_timeout', $1, true)";
+static const char old_lock_sql[] =
+    "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))";
 static const char lock_sql[] =
-    "SELECT k, pg_advisory_xact_lock(hashtext('pgstore.migrate'), hashtext(k)) FROM"
-    " (SELECT $1::text || ':' || coalesce($2::text, current_schema()::text) || '.' || $3::text"
-    "  AS k) s";
+    "SELECT k, s, pg_advisory_xact_lock(hashtext('pgstore.migrate'), hashtext(k)) FROM"
+    " (SELECT $1::text || ':' || s || '.' || $3::text AS k, s FROM"
+    "  (SELECT coalesce($2::text, current_schema()::text) AS s) c) k";
 static const char book_sql[] =
-    "SELECT CASE WHEN to_regclass('pgstore_migrations') IS NULL THEN 0"
-    " WHEN has_table_privilege('pgstore_migrations', 'SELECT') THEN 1 ELSE 2 END";
-static const char version_sql[] = "SELECT version FROM pgstore_migrations WHERE target = $1";
-static const char missing_sql[] = "SELECT to_regclass($1) IS NULL";
+    "SELECT CASE WHEN to_regclass($1) IS NULL THEN 0"
+    " WHEN has_table_privilege($1, 'SELECT') THEN 1 ELSE 2 END";
+/* The book older code kept wherever the search_path found it, when it is
+ * another table than the store's book and readable. */
+static const char old_book_sql[] =
+    "SELECT to_regclass('pgstore_migrations') IS NOT NULL"
+    " AND to_regclass('pgstore_migrations') IS DISTINCT FROM to_regclass($1)"
+    " AND has_table_privilege('pgstore_migrations', 'SELECT')";
+static const char old_version_sql[] =
+    "SELECT version FROM pgstore_migrations WHERE target = $1";
+static const char old_deletable_sql[] =
+    "SELECT has_table_privilege('pgstore_migrations', 'DELETE')";
+static const char old_forget_sql[] = "DELETE FROM pgstore_migrations WHERE target = $1";
+/* A table or a function (functions are never overloaded in core/sql). */
+static const char missing_sql[] = "SELECT to_regclass($1) IS NULL AND to_regproc($1) IS NULL";
 static const char book_lock_sql[] =
-    "SELECT pg_advisory_xact_lock(hashtext('pgstore.migrate'), hashtext('pgstore_migrations'))"
-    " WHERE to_regclass('pgstore_migrations') IS NULL";
-static const char book_create_sql[] =
-    "CREATE TABLE IF NOT EXISTS pgstore_migrations ("
+    "SELECT pg_advisory_xact_lock(hashtext('pgstore.migrate'), hashtext($1))";
+static const char book_missing_sql[] = "SELECT to_regclass($1) IS NULL";
+static const char book_writable_sql[] =
+    "SELECT CASE WHEN to_regclass($1) IS NULL THEN has_schema_privilege($2, 'CREATE')"
+    " ELSE has_table_privilege($1, 'INSERT') AND has_table_privilege($1, 'UPDATE')"
+    " AND has_table_privilege($1, 'DELETE') END";
+static const char book_create_fmt[] =
+    "CREATE TABLE IF NOT EXISTS %s ("
     " target text PRIMARY KEY, version int NOT NULL,"
     " applied_at timestamptz NOT NULL DEFAULT now())";
-static const char record_sql[] =
-    "INSERT INTO pgstore_migrations (target, version) VALUES ($1, $2::int)"
+static const char version_fmt[] = "SELECT version FROM %s WHERE target = $1";
+static const char record_fmt[] =
+    "INSERT INTO %s (target, version) VALUES ($1, $2::int)"
     " ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, applied_at = now()";
-static const char forget_sql[] = "DELETE FROM pgstore_migrations WHERE target = $1";
+static const char forget_fmt[] = "DELETE FROM %s WHERE target = $1";
+
+static char *format_book(const char *fmt, const char *book)
+{
+    size_t n = strlen(fmt) + strlen(book) + 1;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, fmt, book);
+    return out;
+}
 
 /* The first row's first column: -1 when there is no row or it is NULL. */
 static pgs_status_t query_int(pgs_conn_t *c, const char *sql, const char *arg, int *out,
@@ -216,37 +273,83 @@ static pgs_status_t first_missing(pgs_conn_t *c, const char *const *names, int n
 
 static pgs_status_t lock_key(pgs_migrate_run_t *run, pgs_error_t *err)
 {
-    pgs_param_t p[3] = {{run->series, -1}, {run->schema, -1}, {run->table, -1}};
-    PGresult *r;
-    pgs_status_t st = pgs_exec(run->conn, lock_sql, 3, p, &r, err);
+    pgs_status_t st = PGS_OK;
+    for (int i = 0; st == PGS_OK && i < run->nlegacy; i++) {
+        pgs_param_t o[2] = {{"pgstore.migrate", -1}, {run->legacy[i], -1}};
+        st = pgs_exec(run->conn, old_lock_sql, 2, o, NULL, err);
+    }
+    for (int i = 0; st == PGS_OK && i < run->nlocks; i++) {
+        pgs_param_t o[2] = {{run->lock_space[i], -1}, {run->lock_key[i], -1}};
+        st = pgs_exec(run->conn, old_lock_sql, 2, o, NULL, err);
+    }
     if (st != PGS_OK)
         return st;
-    if (PQgetisnull(r, 0, 0))
+    pgs_param_t p[3] = {{run->series, -1}, {run->schema, -1}, {run->table, -1}};
+    PGresult *r;
+    st = pgs_exec(run->conn, lock_sql, 3, p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (PQgetisnull(r, 0, 0)) {
         st = pgs_error_set(err, PGS_EINVALID,
                            "no schema to create %s in: search_path names no existing schema",
                            run->table);
-    else
+    } else {
         snprintf(run->key, sizeof run->key, "%s", PQgetvalue(r, 0, 0));
+        const char *schema = PQgetvalue(r, 0, 1);
+        if (!run->schema)
+            run->schema = strdup(schema);
+        snprintf(run->book, sizeof run->book, "\"%s\".pgstore_migrations", schema);
+        run->version_sql = format_book(version_fmt, run->book);
+        run->record_sql = format_book(record_fmt, run->book);
+        run->forget_sql = format_book(forget_fmt, run->book);
+        if (!run->schema || !run->version_sql || !run->record_sql || !run->forget_sql)
+            st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
     PQclear(r);
+    return st;
+}
+
+/* The version recorded under `key` in the book (-1: none), then in the
+ * older code's book when there is one. */
+static pgs_status_t recorded_version(pgs_migrate_run_t *run, int book, int old_book,
+                                     const char *key, int *v, pgs_error_t *err)
+{
+    *v = -1;
+    pgs_status_t st = PGS_OK;
+    if (book == 1)
+        st = query_int(run->conn, run->version_sql, key, v, err);
+    if (st == PGS_OK && *v < 0 && old_book == 1)
+        st = query_int(run->conn, old_version_sql, key, v, err);
     return st;
 }
 
 static pgs_status_t check_tables(pgs_migrate_run_t *run, pgs_kv_phase_t *next, pgs_error_t *err)
 {
-    int book, v = -1;
-    pgs_status_t st = query_int(run->conn, book_sql, NULL, &book, err);
+    int book, old_book = 0, v = -1, found = 0;
+    pgs_status_t st = query_int(run->conn, book_sql, run->book, &book, err);
+    if (st == PGS_OK)
+        st = query_int(run->conn, old_book_sql, run->book, &old_book, err);
+    run->old_book = old_book == 1;
     if (st == PGS_OK && book == 1)
-        st = query_int(run->conn, version_sql, run->key, &v, err);
+        st = query_int(run->conn, run->version_sql, run->key, &v, err);
+    if (st == PGS_OK && v < 0 && old_book == 1) {
+        st = query_int(run->conn, old_version_sql, run->key, &v, err);
+        if (v >= 0)
+            run->dirty = 1; /* copy it into the store's book */
+    }
     run->recorded = v > 0 ? v : 0;
-    for (int i = 0; st == PGS_OK && book == 1 && i < run->nlegacy; i++) {
+    found = v >= 0;
+    for (int i = 0; st == PGS_OK && i < run->nlegacy; i++) {
         if (strcmp(run->legacy[i], run->key) == 0)
             continue;
         int lv;
-        st = query_int(run->conn, version_sql, run->legacy[i], &lv, err);
+        st = recorded_version(run, book, old_book, run->legacy[i], &lv, err);
         if (st == PGS_OK && lv >= 0) {
             run->dirty = 1; /* rewrite it under the key */
-            if (v < 0 && lv > run->recorded)
+            if (!found && lv > run->recorded)
                 run->recorded = lv;
+            if (!found)
+                found = 2;
         }
     }
     const char *missing = NULL;
@@ -255,8 +358,20 @@ static pgs_status_t check_tables(pgs_migrate_run_t *run, pgs_kv_phase_t *next, p
                            err);
     if (st != PGS_OK)
         return st;
-    if (book == 2 && !missing)
+    const char *no_index = NULL;
+    if (book != 2 && !found && !missing)
+        st = first_missing(run->conn, (const char *const *)run->indexes, run->nindexes,
+                           &no_index, err);
+    if (st != PGS_OK)
+        return st;
+    if (book == 2 && !missing) {
         run->recorded = run->latest; /* cannot read the book: trust the tables */
+    } else if (!found && !missing && !no_index) {
+        /* Every table and index is there and no book knows the store: code
+         * that kept no book made it (0.1's kv, locks, parked), at version 1. */
+        run->recorded = 1;
+        run->dirty = 1;
+    }
     run->from = missing ? 0 : run->recorded;
     *next = run->from < run->latest ? PGS_KV_CREATE_TABLE : PGS_KV_CHECK_INDEX;
     return PGS_OK;
@@ -271,25 +386,59 @@ static pgs_status_t apply_files(pgs_migrate_run_t *run, int from, pgs_error_t *e
     }
     if (run->recorded < run->latest)
         run->recorded = run->latest;
-    run->dirty = 1;
+    run->dirty = run->files_ran = 1;
     return PGS_OK;
 }
 
+/* Writes KEY -> version into the book, creating the book when missing.
+ * When no file ran (only a legacy row to rewrite) and the role may not
+ * write the book, nothing is written: opening needs no rights then. */
 static pgs_status_t record(pgs_migrate_run_t *run, pgs_error_t *err)
 {
     char v[16];
     snprintf(v, sizeof v, "%d", run->recorded);
     pgs_param_t p[2] = {{run->key, -1}, {v, -1}};
-    pgs_status_t st = pgs_exec(run->conn, book_lock_sql, 0, NULL, NULL, err);
+    pgs_param_t b[2] = {{run->book, -1}, {run->schema, -1}};
+    int ok = 1, missing = 0;
+    pgs_status_t st = PGS_OK;
+    if (!run->files_ran) {
+        PGresult *r;
+        st = pgs_exec(run->conn, book_writable_sql, 2, b, &r, err);
+        if (st != PGS_OK)
+            return st;
+        ok = PQntuples(r) && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (!ok)
+            return PGS_OK;
+    }
+    st = query_int(run->conn, book_missing_sql, run->book, &missing, err);
+    if (st == PGS_OK && missing == 1) {
+        st = pgs_exec(run->conn, book_lock_sql, 1, b, NULL, err);
+        if (st == PGS_OK)
+            st = query_int(run->conn, book_missing_sql, run->book, &missing, err);
+        if (st == PGS_OK && missing == 1) {
+            char *create = format_book(book_create_fmt, run->book);
+            st = create ? pgs_exec_command(run->conn, create, err)
+                        : pgs_error_set(err, PGS_ENOMEM, "out of memory");
+            free(create);
+        }
+    }
     if (st == PGS_OK)
-        st = pgs_exec_command(run->conn, book_create_sql, err);
-    if (st == PGS_OK)
-        st = pgs_exec(run->conn, record_sql, 2, p, NULL, err);
+        st = pgs_exec(run->conn, run->record_sql, 2, p, NULL, err);
     for (int i = 0; st == PGS_OK && i < run->nlegacy; i++) {
         if (strcmp(run->legacy[i], run->key) == 0)
             continue;
         pgs_param_t k = {run->legacy[i], -1};
-        st = pgs_exec(run->conn, forget_sql, 1, &k, NULL, err);
+        st = pgs_exec(run->conn, run->forget_sql, 1, &k, NULL, err);
+    }
+    /* The rows moved into the store's book leave the older one (when the
+     * role may delete there: the server checks that before any WHERE). */
+    int deletable = 0;
+    if (st == PGS_OK && run->old_book)
+        st = query_int(run->conn, old_deletable_sql, NULL, &deletable, err);
+    for (int i = -1; st == PGS_OK && deletable == 1 && i < run->nlegacy; i++) {
+        pgs_param_t k = {i < 0 ? run->key : run->legacy[i], -1};
+        st = pgs_exec(run->conn, old_forget_sql, 1, &k, NULL, err);
     }
     return st;
 }
@@ -395,6 +544,17 @@ pgs_status_t pgs_migrate_run(pgs_pool_t *pool, const pgs_schema_t *s, pgs_kv_hoo
     return st;
 }
 
+/* "s"."t" -> s, t ("t" -> "", t): the quoted names hold no quote inside. */
+static void name_parts(const char *quoted, char *schema, char *table, size_t size)
+{
+    const char *dot = strstr(quoted, "\".\"");
+    schema[0] = '\0';
+    if (dot)
+        snprintf(schema, size, "%.*s", (int)(dot - quoted - 1), quoted + 1);
+    const char *t = dot ? dot + 2 : quoted;
+    snprintf(table, size, "%.*s", (int)(strlen(t) - 2), t + 1);
+}
+
 pgs_status_t pgs_migrate_check(pgs_pool_t *pool, const pgs_schema_t *s, pgs_error_t *err)
 {
     pgs_conn_t *c;
@@ -404,11 +564,14 @@ pgs_status_t pgs_migrate_check(pgs_pool_t *pool, const pgs_schema_t *s, pgs_erro
     const char *missing = NULL;
     st = first_missing(c, s->tables, s->ntables, &missing, err);
     pgs_pool_release(pool, c);
-    if (st == PGS_OK && missing)
+    if (st == PGS_OK && missing) {
         st = pgs_error_set(err, PGS_ENOTFOUND,
-                           "table %s of the %s store does not exist; it is opened without "
+                           "%s of the %s store does not exist; it is opened without "
                            "migrations: run `pgstore migrate` or open it with migrations on",
                            missing, s->series);
+        if (err)
+            name_parts(missing, err->schema, err->table, sizeof err->table);
+    }
     return st;
 }
 

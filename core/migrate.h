@@ -15,12 +15,15 @@ typedef struct pgs_schema {
     const char *table;    /* the store's name as given ("t" or "s.t"): the key */
     int nnames;           /* placeholders and their quoted identifiers */
     const char *names[PGS_SCHEMA_MAX_NAMES], *values[PGS_SCHEMA_MAX_NAMES];
-    int ntables;          /* quoted relations that must exist (check_table) */
+    int ntables;          /* quoted relations and functions that must exist */
     const char *tables[PGS_SCHEMA_MAX_NAMES];
     int nindexes;         /* quoted secondary relations (check_index) */
     const char *indexes[PGS_SCHEMA_MAX_NAMES];
     int nlegacy;          /* keys older code recorded this store under */
     const char *legacy[PGS_SCHEMA_MAX_NAMES];
+    int nlocks;           /* further advisory locks older code took for this
+                           * store: (hashtext(space), hashtext(key)) */
+    const char *lock_space[PGS_SCHEMA_MAX_NAMES], *lock_key[PGS_SCHEMA_MAX_NAMES];
     double lock_timeout;  /* seconds to wait for locks; <= 0: no limit */
 } pgs_schema_t;
 
@@ -44,7 +47,8 @@ pgs_status_t pgs_migrate_run(pgs_pool_t *pool, const pgs_schema_t *s, pgs_kv_hoo
                              void *ud, pgs_error_t *err);
 
 /* For a store opened without migrations: PGS_ENOTFOUND naming the first
- * of s->tables that does not exist; nothing is created or written. */
+ * of s->tables that does not exist (in the message and in err->schema and
+ * err->table); nothing is created or written. */
 pgs_status_t pgs_migrate_check(pgs_pool_t *pool, const pgs_schema_t *s, pgs_error_t *err);
 
 /* What a store's open does: run when migrate, else check. */

@@ -318,7 +318,7 @@ void pgs_results_free(pgs_rows_t **results, int count);
 /* ---- identifiers ------------------------------------------------------- */
 
 /* Validates a table name: one or two dot-separated parts (schema.table),
- * each 1..63 bytes of [A-Za-z_][A-Za-z0-9_$]*. Writes the quoted form
+ * each 1..63 bytes of [A-Za-z_][A-Za-z0-9_]* (no $). Writes the quoted form
  * ("schema"."table") to out. PGS_EINVALID with a clear message otherwise. */
 pgs_status_t pgs_ident_quote(const char *name, char *out, size_t outsz, pgs_error_t *err);
 

@@ -36,8 +36,9 @@ static int is_name_char(char c)
 }
 
 /* "x" or "x"."y": one or two double-quoted parts of 1..63 printable
- * bytes with no quote inside (pgs_ident_quote's names, channel names), so
- * nothing in a value can end the quoting early. */
+ * bytes with no quote and no $ inside (pgs_ident_quote's names, channel
+ * names), so nothing in a value can end the quoting early, nor a $fn$
+ * dollar quote around a function body. */
 static int quoted_ident(const char *v)
 {
     int parts = 0;
@@ -48,7 +49,7 @@ static int quoted_ident(const char *v)
         const char *start = p;
         while (*p && *p != '"') {
             unsigned char c = (unsigned char)*p++;
-            if (c < 0x20 || c == 0x7f)
+            if (c < 0x20 || c == 0x7f || c == '$')
                 return 0;
         }
         if (*p++ != '"' || p - start - 1 == 0 || p - start - 1 > 63)
@@ -67,7 +68,7 @@ pgs_status_t pgs_sql_fill(const char *tmpl, const char *const *names, const char
     *out = NULL;
     for (int i = 0; i < n; i++)
         if (!values[i] || !quoted_ident(values[i]))
-            return pgs_error_set(err, PGS_EINVALID, "@%s@ must be a quoted identifier, got '%.80s'",
+            return pgs_error_set(err, PGS_EINVALID, "@%s@ must be a quoted identifier without $, got '%.80s'",
                                  names[i], values[i] ? values[i] : "(null)");
     pgs_strbuf_t b;
     pgs_strbuf_init(&b);

@@ -19,13 +19,44 @@ pgs_status_t pgs_store_init(pgs_store_base_t *b, pgs_pool_t *pool, const char *t
         table = dflt;
     if (!pool)
         return pgs_error_set(err, PGS_EINVALID, "no pool given");
-    pgs_status_t st = pgs_ident_quote(table, b->table, sizeof b->table, err);
+    pgs_status_t st = pgs_ident_quote(table, b->given_quoted, sizeof b->given_quoted, err);
+    if (st == PGS_OK)
+        st = pgs_store_resolve(pool, table, b->raw, sizeof b->raw, err);
+    if (st == PGS_OK)
+        st = pgs_ident_quote(b->raw, b->table, sizeof b->table, err);
     if (st != PGS_OK)
         return st;
-    snprintf(b->raw, sizeof b->raw, "%s", table);
+    snprintf(b->given, sizeof b->given, "%s", table);
     pgs_pool_ref(pool);
     b->pool = pool;
     return PGS_OK;
+}
+
+pgs_status_t pgs_store_resolve(pgs_pool_t *pool, const char *name, char *out, size_t outsz,
+                               pgs_error_t *err)
+{
+    if (strchr(name, '.')) {
+        snprintf(out, outsz, "%s", name);
+        return PGS_OK;
+    }
+    pgs_conn_t *c;
+    pgs_status_t st = pgs_pool_acquire(pool, -1, &c, err);
+    if (st != PGS_OK)
+        return st;
+    PGresult *r;
+    st = pgs_exec(c, "SELECT current_schema()", 0, NULL, &r, err);
+    if (st == PGS_OK) {
+        if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
+            st = pgs_error_set(err, PGS_EINVALID,
+                               "no schema for table %s: search_path names no existing schema",
+                               name);
+        else if ((size_t)snprintf(out, outsz, "%s.%s", PQgetvalue(r, 0, 0), name) >= outsz)
+            st = pgs_error_set(err, PGS_EINVALID, "invalid table name: %s.%s is too long",
+                               PQgetvalue(r, 0, 0), name);
+        PQclear(r);
+    }
+    pgs_pool_release(pool, c);
+    return st;
 }
 
 void pgs_store_fini(pgs_store_base_t *b)
@@ -69,7 +100,7 @@ void pgs_store_schema(pgs_store_base_t *b, const char *series, const char *legac
     s->ntables = 1;
     s->tables[0] = b->table;
     if (legacy_kind) {
-        snprintf(b->legacy_key, sizeof b->legacy_key, "%s:%s", legacy_kind, b->raw);
+        snprintf(b->legacy_key, sizeof b->legacy_key, "%s:%s", legacy_kind, b->given);
         s->nlegacy = 1;
         s->legacy[0] = b->legacy_key;
     }

@@ -11,12 +11,22 @@
 
 typedef struct pgs_store_base {
     pgs_pool_t *pool;              /* referenced; unref'd by fini */
-    char raw[2 * 64];              /* the name as given, for migration keys */
+    char raw[2 * 64];              /* schema.table, resolved at open */
     char table[PGS_IDENT_MAX];     /* quoted: "schema"."table" */
+    char given[2 * 64];            /* the name as given: older code's keys */
+    char given_quoted[PGS_IDENT_MAX];
     char legacy_key[2 * 64 + 32];  /* the migration key of older code */
 } pgs_store_base_t;
 
-/* Validates `table` (or `dflt` when NULL), quotes it, refs the pool. */
+/* An unqualified name means the table in current_schema() when the store
+ * opens (where CREATE TABLE would put it), resolved ONCE: from then on
+ * every statement names "schema"."table", so a table of the same name
+ * elsewhere on the search_path is never reached. Writes schema.table. */
+pgs_status_t pgs_store_resolve(pgs_pool_t *pool, const char *name, char *out, size_t outsz,
+                               pgs_error_t *err);
+
+/* Validates `table` (or `dflt` when NULL), resolves and quotes it (see
+ * pgs_store_resolve), refs the pool. */
 pgs_status_t pgs_store_init(pgs_store_base_t *b, pgs_pool_t *pool, const char *table,
                             const char *dflt, pgs_error_t *err);
 void pgs_store_fini(pgs_store_base_t *b);

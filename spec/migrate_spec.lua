@@ -72,10 +72,27 @@ local function open_all(db)
   assert(core.parked_migrate(db.pool, nil, true))
 end
 
-local function not_found(table_name, res, err)
+-- not_found, naming the missing table or function in the message and in
+-- the error's schema and table fields.
+local function not_found_in(schema, table_name, res, err)
   assert.is_nil(res)
   assert.equal("not_found", err and err.code, tostring(err))
   assert.matches('"' .. table_name .. '"', err.message, 1, true)
+  assert.equal(table_name, err.table)
+  assert.equal(schema, err.schema)
+end
+
+local function not_found(table_name, res, err)
+  not_found_in("public", table_name, res, err)
+end
+
+-- The rows of one schema's book.
+local function book(db, schema)
+  local out = {}
+  for _, r in ipairs(assert(db:query(("select target, version from %s.pgstore_migrations"):format(schema)))) do
+    out[r.target] = r.version
+  end
+  return out
 end
 
 setup(function() admin = T.admin() end)
@@ -128,7 +145,92 @@ describe("migrate: a fresh database", function()
     assert(db:snapshots{ table = "public.snap" }):close()
     assert(db:exec("create schema other"))
     assert(db:snapshots{ table = "other.snap" }):close()
-    assert.same({ ["snapshots:public.snap"] = 1, ["snapshots:other.snap"] = 1 }, versions(db))
+    -- each schema keeps its own book
+    assert.same({ ["snapshots:public.snap"] = 1 }, versions(db))
+    assert.same({ ["snapshots:other.snap"] = 1 }, book(db, "other"))
+    db:close()
+  end)
+
+  it("resolves an unqualified name once, to current_schema(), never to a table further on the search_path", function()
+    local dsn, name = fresh_db()
+    local db = connect(dsn)
+    assert(db:exec("create schema s1"))
+    local pub = assert(db:events{ table = "t", notify = false })
+    assert(pub:append("pub", { { type = "P", data = {} } }))
+    pub:close()
+    -- a role whose search_path is s1, public
+    local role = T.unique("pgs_sp")
+    assert(admin:exec(("create role %s login"):format(role)))
+    assert(db:exec(("alter role %s in database %s set search_path = s1, public"):format(role, name)))
+    assert(db:exec(("grant all on schema s1, public to %s"):format(role)))
+    local sdb = T.connect{ dsn = dsn .. " user=" .. role, pool_size = 2 }
+    local es = assert(sdb:events{ table = "t", notify = false })
+    assert(es:append("mine", { { type = "M", data = {} } }))
+    es:close()
+    assert.same({ ["events:s1.t"] = 2 }, book(db, "s1"))
+    assert.same({ ["events:public.t"] = 2 }, versions(db))
+    -- s1.t dropped by hand: public.t is not taken for it
+    assert(db:exec("drop table s1.t, s1.t_heads"))
+    not_found_in("s1", "t", sdb:events{ table = "t", notify = false, migrate = false })
+    es = assert(sdb:events{ table = "t", notify = false })
+    assert(es:append("mine", { { type = "M", data = {} } }))
+    assert.equal(1, #assert(es:read_all{ after = 0 }))
+    es:close()
+    assert.equal(1, S.count(db, "public.t"))
+    assert.equal(1, S.count(db, "s1.t"))
+    -- the book follows the store's schema too: kv, locks and partitions
+    assert(sdb:kv{ table = "k", cleanup_interval = 0 }):close()
+    local release = assert(sdb:lock("x", { mode = "table", table = "l" }))
+    assert(release())
+    assert.same({ ["events:s1.t"] = 2, ["kv:s1.k"] = 1, ["locks:s1.l"] = 1 }, book(db, "s1"))
+    sdb:close()
+    db:close()
+    admin:exec(("select pg_terminate_backend(pid) from pg_stat_activity where datname = '%s'"):format(name))
+    assert(admin:exec(("drop database %s"):format(name)))
+    assert(admin:exec(("drop role %s"):format(role)))
+  end)
+
+  it("re-creates a dropped store function, or names it when migrations are off", function()
+    local dsn = fresh_db()
+    local db = connect(dsn)
+    assert(db:events{ table = "df", notify = false }):close()
+    assert(db:exec('drop function "df_append"'))
+    not_found("df_append", db:events{ table = "df", notify = false, migrate = false })
+    local es = assert(db:events{ table = "df", notify = false })
+    assert(es:append("s", { { type = "X", data = {} } }))
+    es:close()
+    assert(db:partitions{ name = "p", table = "dl" }):close()
+    assert(db:exec('drop function "dl_guard"'))
+    not_found("dl_guard", db:partitions{ name = "p", table = "dl", skip_schema_init = true })
+    assert(db:partitions{ name = "p", table = "dl" }):close()
+    db:close()
+  end)
+
+  it("takes the lock older code took for a store, so old and new processes serialize", function()
+    local dsn = fresh_db()
+    local db = connect(dsn)
+    local holder = connect(dsn)
+    -- a short statement_timeout: a run that waits for the lock is cancelled
+    local quick = T.connect{ dsn = dsn, statement_timeout = 300, pool_size = 1 }
+    local cases = {
+      { "pgstore.migrate", 'events:"ol"', function() return quick:events{ table = "ol", notify = false } end },
+      { "pgstore.migrate", "snapshots:ol_s", function() return quick:snapshots{ table = "ol_s" } end },
+      { "pgstore.migrate", "pgstore.leases:ol_l", function() return quick:partitions{ name = "p", table = "ol_l" } end },
+      { "pgstore.kv", '"ol_k"', function() return quick:kv{ table = "ol_k", cleanup_interval = 0 } end },
+    }
+    for _, c in ipairs(cases) do
+      assert(holder:transaction(function(tx)
+        assert(tx:query("select pg_advisory_xact_lock(hashtext($1), hashtext($2))", c[1], c[2]))
+        local s, err = c[3]()
+        assert.is_nil(s, c[2])
+        assert.equal("57014", err and err.sqlstate, tostring(err))
+        assert.equal("acquire_lock", err.phase)
+        return true
+      end))
+      assert(c[3]()):close()
+    end
+    quick:close()
+    holder:close()
     db:close()
   end)
 
@@ -209,12 +311,52 @@ describe("migrate: stores opened without migrations", function()
   end)
 end)
 
+local function load_v0_1(dsn)
+  local out, rc = T.sh(("%s/psql -X -q -v ON_ERROR_STOP=1 %q -f %s/spec/fixtures/schema_v0_1.sql")
+    :format(os.getenv("PGSTORE_TEST_PGBIN") or "/usr/lib/postgresql/15/bin", dsn, T.root()))
+  assert.equal(0, rc, out)
+end
+
 describe("migrate: a database made by pgstore 0.1", function()
+  it("opens for a role without DDL rights before `pgstore migrate` ran", function()
+    local dsn, name = fresh_db()
+    load_v0_1(dsn)
+    local role = T.unique("pgs_noddl")
+    assert(admin:exec(("create role %s login"):format(role)))
+    local db = connect(dsn)
+    for _, stmt in ipairs{
+      "revoke create on schema public from public",
+      "grant usage on schema public, shop to %s",
+      "grant select, insert, update, delete on all tables in schema public, shop to %s",
+      "grant usage, select on all sequences in schema public, shop to %s",
+    } do assert(db:exec(stmt:format(role))) end
+    local rdb = T.connect{ dsn = dsn .. " user=" .. role, pool_size = 2 }
+    local es = assert(rdb:events{ notify = false })
+    assert.equal(2, #assert(es:read("order-1")))
+    es:close()
+    assert(rdb:events{ table = "shop.events", notify = false }):close()
+    assert(rdb:snapshots()):close()
+    assert(rdb:checkpoints()):close()
+    assert(rdb:exec_checkpoints()):close()
+    assert(rdb:sessions()):close()
+    local kv = assert(rdb:kv{ cleanup_interval = 0 })
+    assert.equal("hello", kv:get("greeting"))
+    kv:close()
+    assert(rdb:partitions{ name = "workers", count = 2 }):close()
+    local release = assert(rdb:lock("nightly", { mode = "table" }))
+    assert(release())
+    rdb:close()
+    -- nothing was created: no book in shop
+    assert.is_false(S.exists(db, "shop.pgstore_migrations"))
+    db:close()
+    admin:exec(("select pg_terminate_backend(pid) from pg_stat_activity where datname = '%s'"):format(name))
+    assert(admin:exec(("drop database %s"):format(name)))
+    assert(admin:exec(("drop role %s"):format(role)))
+  end)
+
   it("upgrades in place with `pgstore migrate` and keeps its data", function()
     local dsn = fresh_db()
-    local out, rc = T.sh(("%s/psql -X -q -v ON_ERROR_STOP=1 %q -f %s/spec/fixtures/schema_v0_1.sql")
-      :format(os.getenv("PGSTORE_TEST_PGBIN") or "/usr/lib/postgresql/15/bin", dsn, T.root()))
-    assert.equal(0, rc, out)
+    load_v0_1(dsn)
     local db = connect(dsn)
     -- what 0.1 recorded, under its keys
     assert.same({
@@ -253,7 +395,7 @@ describe("migrate: a database made by pgstore 0.1", function()
     assert.equal(1, #assert(shop:read("cart-1")))
     assert(shop:append("cart-1", { { type = "Added", data = { sku = "b" } } }, { expected = 1 }))
     shop:close()
-    assert.equal(2, versions(db)["events:shop.events"])
+    assert.same({ ["events:shop.events"] = 2 }, book(db, "shop"))
     assert.is_nil(versions(db)['events:"shop"."events"'])
 
     local ss = assert(db:snapshots{ skip_schema_init = true })

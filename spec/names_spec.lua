@@ -15,7 +15,7 @@ local CHANNELS = {
 }
 local TABLES = {
   "names_t", "app.names_t", ("t"):rep(50), ("t"):rep(63), ("t"):rep(64), "", "1t", 't"x', "a.b.c", "t x",
-  "tablé", "t\0x",
+  "tablé", "t\0x", "a$fn$b", "x$fn$",
 }
 
 -- The verdict of a call that returns value | nil, err: true, or the message.
@@ -104,6 +104,25 @@ describe("names and limits", function()
     assert.is_true(core.check_table(("t"):rep(63)))
     assert.matches("longer than 63 bytes", select(2, core.check_table(("t"):rep(63), "_heads")).message)
     assert.equal(core.quote_ident("app.t"), '"app"."t"')
+  end)
+
+  it("refuses $ in a table name: the schema files dollar-quote function bodies", function()
+    for _, name in ipairs{ "a$fn$b", "x$fn$", "ok$name", "s$.t" } do
+      local ok, err = core.check_table(name)
+      assert.is_nil(ok)
+      assert.equal("invalid", err.code)
+      for label, open in pairs{
+        events = function() return db:events{ table = name, notify = false } end,
+        kv = function() return db:kv{ table = name, cleanup_interval = 0 } end,
+        partitions = function() return db:partitions{ name = "p", table = name } end,
+        snapshots = function() return db:snapshots{ table = name } end,
+        lock = function() return db:lock("k", { mode = "table", table = name }) end,
+      } do
+        local s, e = open()
+        assert.is_nil(s, label)
+        assert.equal(err.message, e and e.message, label .. " " .. name)
+      end
+    end
   end)
 
   it("raises for a name that is not a string", function()

@@ -77,7 +77,7 @@ describe("sessions: load and save", function()
     local statements = assert(db:transaction(function(tx)
       assert(sess:save("s8", { version = 1, state = {} }, { tx = tx }))
       return tx:query("select statement from pg_prepared_statements where statement like $1",
-        ('INSERT INTO "%s"%%'):format(t))
+        ('INSERT INTO "public"."%s"%%'):format(t))
     end))
     assert.equal(1, #statements)
     local sql = statements[1].statement

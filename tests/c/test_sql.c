@@ -39,7 +39,8 @@ static void test_refused(void)
     CHECK(pgs_sql_fill("SELECT * FROM @table", n, v, 1, &out, &err) == PGS_EINVALID);
     CHECK(strstr(err.message, "unterminated placeholder") != NULL);
     static const char *const bad[] = {"t", "\"t", "\"a\"b\"", "\"\"", "\"a\".\"b\".\"c\"",
-                                      "\"t\"; DROP TABLE x", "\"a\nb\"", NULL};
+                                      "\"t\"; DROP TABLE x", "\"a\nb\"",
+                                      "\"a$fn$b\"", "\"s\".\"x$fn$\"", NULL};
     for (int i = 0; bad[i]; i++) {
         const char *bv[] = {bad[i]};
         CHECK(pgs_sql_fill("SELECT * FROM @table@", n, bv, 1, &out, &err) == PGS_EINVALID);

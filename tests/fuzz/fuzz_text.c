@@ -4,7 +4,7 @@
  * rewriting, table-name quoting (with and without a suffix), channel
  * names, lock keys and NOTIFY payloads. Oracle: whatever passes the name
  * checks is quoted into one "identifier" (or "schema"."identifier") with
- * nothing but [A-Za-z0-9_$] inside the quotes.
+ * nothing but [A-Za-z0-9_] inside the quotes.
  */
 #include "pgstore.h"
 
@@ -22,7 +22,7 @@ static void check_quoted(const char *q)
         while (*p && *p != '"') {
             char c = *p++;
             if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '$'))
+                  c == '_'))
                 abort();
         }
         if (*p++ != '"')
