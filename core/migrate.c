@@ -221,23 +221,23 @@ static const char book_writable_sql[] =
     "SELECT CASE WHEN to_regclass($1) IS NULL THEN has_schema_privilege($2, 'CREATE')"
     " ELSE has_table_privilege($1, 'INSERT') AND has_table_privilege($1, 'UPDATE')"
     " AND has_table_privilege($1, 'DELETE') END";
-static const char book_create_fmt[] =
-    "CREATE TABLE IF NOT EXISTS %s ("
+static const char book_create_sql[] =
+    "CREATE TABLE IF NOT EXISTS @book@ ("
     " target text PRIMARY KEY, version int NOT NULL,"
     " applied_at timestamptz NOT NULL DEFAULT now())";
-static const char version_fmt[] = "SELECT version FROM %s WHERE target = $1";
-static const char record_fmt[] =
-    "INSERT INTO %s (target, version) VALUES ($1, $2::int)"
+static const char version_sql[] = "SELECT version FROM @book@ WHERE target = $1";
+static const char record_sql[] =
+    "INSERT INTO @book@ (target, version) VALUES ($1, $2::int)"
     " ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, applied_at = now()";
-static const char forget_fmt[] = "DELETE FROM %s WHERE target = $1";
+static const char forget_sql[] = "DELETE FROM @book@ WHERE target = $1";
 
-static char *format_book(const char *fmt, const char *book)
+/* A statement on the store's book, through the one filler (NULL when the
+ * book's name does not fill: the error is in err). */
+static char *fill_book(const char *tmpl, const char *book, pgs_error_t *err)
 {
-    size_t n = strlen(fmt) + strlen(book) + 1;
-    char *out = malloc(n);
-    if (out)
-        snprintf(out, n, fmt, book);
-    return out;
+    const char *names[] = {"book"}, *values[] = {book};
+    char *out = NULL;
+    return pgs_sql_fill(tmpl, names, values, 1, &out, err) == PGS_OK ? out : NULL;
 }
 
 /* The first row's first column: -1 when there is no row or it is NULL. */
@@ -298,11 +298,14 @@ static pgs_status_t lock_key(pgs_migrate_run_t *run, pgs_error_t *err)
         const char *schema = PQgetvalue(r, 0, 1);
         if (!run->schema)
             run->schema = strdup(schema);
-        snprintf(run->book, sizeof run->book, "\"%s\".pgstore_migrations", schema);
-        run->version_sql = format_book(version_fmt, run->book);
-        run->record_sql = format_book(record_fmt, run->book);
-        run->forget_sql = format_book(forget_fmt, run->book);
-        if (!run->schema || !run->version_sql || !run->record_sql || !run->forget_sql)
+        snprintf(run->book, sizeof run->book, "\"%s\".\"pgstore_migrations\"", schema);
+        run->version_sql = fill_book(version_sql, run->book, err);
+        run->record_sql = run->version_sql ? fill_book(record_sql, run->book, err) : NULL;
+        run->forget_sql = run->record_sql ? fill_book(forget_sql, run->book, err) : NULL;
+        if (!run->forget_sql)
+            st = err && err->code != PGS_OK ? err->code
+                                            : pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        else if (!run->schema)
             st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
     }
     PQclear(r);
@@ -417,9 +420,9 @@ static pgs_status_t record(pgs_migrate_run_t *run, pgs_error_t *err)
         if (st == PGS_OK)
             st = query_int(run->conn, book_missing_sql, run->book, &missing, err);
         if (st == PGS_OK && missing == 1) {
-            char *create = format_book(book_create_fmt, run->book);
+            char *create = fill_book(book_create_sql, run->book, err);
             st = create ? pgs_exec_command(run->conn, create, err)
-                        : pgs_error_set(err, PGS_ENOMEM, "out of memory");
+                        : (err && err->code != PGS_OK ? err->code : PGS_ENOMEM);
             free(create);
         }
     }

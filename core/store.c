@@ -50,6 +50,9 @@ pgs_status_t pgs_store_resolve(pgs_pool_t *pool, const char *name, char *out, si
             st = pgs_error_set(err, PGS_EINVALID,
                                "no schema for table %s: search_path names no existing schema",
                                name);
+        else if (pgs_ident_quote(PQgetvalue(r, 0, 0), (char[PGS_IDENT_MAX]){0}, PGS_IDENT_MAX,
+                                 NULL) != PGS_OK)
+            snprintf(out, outsz, "%s", name); /* a schema outside the rules: see README */
         else if ((size_t)snprintf(out, outsz, "%s.%s", PQgetvalue(r, 0, 0), name) >= outsz)
             st = pgs_error_set(err, PGS_EINVALID, "invalid table name: %s.%s is too long",
                                PQgetvalue(r, 0, 0), name);

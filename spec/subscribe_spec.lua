@@ -169,6 +169,16 @@ describe("subscriptions", function()
     end
   end)
 
+  it("refuses a NaN timeout with `invalid` instead of polling forever", function()
+    local sub = assert(db:subscribe{ name = name, events = es, listen = false })
+    local t0 = core.now()
+    local rows, err = sub:next(0 / 0)
+    assert.is_nil(rows)
+    assert.equal("invalid", err.code)
+    assert.truthy(core.now() - t0 < 1)
+    sub:close()
+  end)
+
   -- A batch's transaction fails with `connection` (its COMMIT lost, as far
   -- as the subscriber knows) and the checkpoint cannot be read back then:
   -- the subscriber logs it and goes on. Whether the COMMIT had landed or
