@@ -170,6 +170,7 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
         {&es->sql_forget,
          "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
          " DELETE FROM @heads@ WHERE stream = $1"},
+        {&es->sql_check_order, "SELECT * FROM @check_order@(true)"},
     };
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         pgs_status_t st = pgs_sql_fill(s[i].tmpl, es->schema.names, es->schema.values,
@@ -178,6 +179,20 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
             return st;
     }
     return PGS_OK;
+}
+
+/* Holds the position sequence to what read_all's order argument needs
+ * (CACHE 1, NO CYCLE, a positive increment), setting what someone changed
+ * by hand; PGS_EINVALID naming the setting when the role may not. */
+static pgs_status_t check_order(pgs_events_t *es, pgs_error_t *err)
+{
+    pgs_conn_t *c;
+    pgs_status_t st = pgs_pool_acquire(es->base.pool, -1, &c, err);
+    if (st != PGS_OK)
+        return st;
+    st = pgs_exec(c, es->sql_check_order, 0, NULL, NULL, err);
+    pgs_pool_release(es->base.pool, c);
+    return pgs_events_map_error(err, st);
 }
 
 pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pgs_events_t **out,
@@ -192,7 +207,8 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->heads, "_heads", "heads"},          {es->idem, "_idempotency", "idempotency"},
         {es->seq, "_position_seq", "seq"},       {es->fn_append, "_append", "append"},
         {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
-        {es->fn_replay, "_replay", "replay"},
+        {es->fn_replay, "_replay", "replay"},    {es->fn_order_lock, "_order_lock", "order_lock"},
+        {es->fn_check_order, "_check_order", "check_order"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);
@@ -234,7 +250,10 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
             return pgs_error_set(err, PGS_ENOMEM, "out of memory");
         }
     }
-    st = pgs_migrate_open(es->base.pool, &es->schema, !(opts && opts->skip_schema_init), err);
+    int migrate = !(opts && opts->skip_schema_init);
+    st = pgs_migrate_open(es->base.pool, &es->schema, migrate, err);
+    if (st == PGS_OK && migrate)
+        st = check_order(es, err);
     if (st != PGS_OK) {
         pgs_events_close(es);
         return st;
@@ -245,7 +264,8 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
 
 pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err)
 {
-    return pgs_migrate_run(es->base.pool, &es->schema, NULL, NULL, err);
+    pgs_status_t st = pgs_migrate_run(es->base.pool, &es->schema, NULL, NULL, err);
+    return st == PGS_OK ? check_order(es, err) : st;
 }
 
 void pgs_events_close(pgs_events_t *es)
@@ -258,7 +278,7 @@ void pgs_events_close(pgs_events_t *es)
                     &es->sql_latest,     &es->sql_import,     &es->sql_export,
                     &es->sql_tombstone,  &es->sql_set_status, &es->sql_delete,
                     &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,
-                    &es->sql_forget};
+                    &es->sql_forget,     &es->sql_check_order};
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)
         free(*sql[i]);
     free(es->notify);

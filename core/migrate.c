@@ -384,6 +384,12 @@ static pgs_status_t apply_files(pgs_migrate_run_t *run, int from, pgs_error_t *e
 {
     for (int v = from + 1; v <= run->latest; v++) {
         pgs_status_t st = pgs_exec_command(run->conn, run->files[v - 1], err);
+        if (st != PGS_OK && err && strcmp(err->sqlstate, "42501") == 0 && from > 0)
+            snprintf(err->hint, sizeof err->hint,
+                     "%s is at schema version %d and this library needs %d: run `pgstore migrate`"
+                     " (or the store's migrate()) as a role that may create in its schema, or"
+                     " open it with migrate = false to use it as it is",
+                     run->key, from, run->latest);
         if (st != PGS_OK)
             return st;
     }

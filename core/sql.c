@@ -36,8 +36,9 @@ static int is_name_char(char c)
 }
 
 /* "x" or "x"."y": one or two double-quoted parts of 1..63 printable
- * bytes with no quote and no $ inside (pgs_ident_quote's names, channel
- * names), so nothing in a value can end the quoting early, nor a $fn$
+ * bytes with no quote of either kind and no $ inside (pgs_ident_quote's
+ * names, channel names), so nothing in a value can end the quoting early,
+ * nor a '…' literal it stands in ('@events@'::regclass), nor a $fn$
  * dollar quote around a function body. */
 static int quoted_ident(const char *v)
 {
@@ -49,7 +50,7 @@ static int quoted_ident(const char *v)
         const char *start = p;
         while (*p && *p != '"') {
             unsigned char c = (unsigned char)*p++;
-            if (c < 0x20 || c == 0x7f || c == '$')
+            if (c < 0x20 || c == 0x7f || c == '$' || c == '\'')
                 return 0;
         }
         if (*p++ != '"' || p - start - 1 == 0 || p - start - 1 > 63)

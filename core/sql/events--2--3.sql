@@ -1,0 +1,209 @@
+-- SPDX-License-Identifier: MIT
+-- events--2--3.sql — the event store, version 2 to 3: a store is a table.
+--   * The order lock is keyed by the events table's OID, which is unique
+--     in the database, instead of a 16-bit tag hashed from the table name
+--     as spelled: `t`, `public.t` and a search_path hit are one store, and
+--     two stores can never share a key. p_tag stays in the signatures, so
+--     a process of the previous version calls these same functions; it is
+--     ignored.
+--   * Appends and imports commit durably even when the session asks for
+--     synchronous_commit = off (see "Durability" below).
+--   * The position sequence is held to what the order argument needs:
+--     CACHE 1, NO CYCLE, a positive increment (@check_order@).
+-- Released: frozen. Placeholders as in events--1.sql, and @order_lock@,
+-- @check_order@ (functions).
+
+-- Processes still running the previous definitions pick these up at
+-- their next statement. Waiting here for every append and read in flight
+-- makes the switch one instant for them all.
+LOCK TABLE @events@ IN ACCESS EXCLUSIVE MODE;
+
+-- The order lock. L is the sequence's last value (one less while the
+-- sequence is fresh); every position the caller's transaction takes after
+-- this is > L. L travels in two shared advisory locks whose first key
+-- half is the events table's OID: (OID, L >> 32) as one bigint key
+-- (objsubid 1) then (OID, L & 0xffffffff) as two int keys (objsubid 2).
+-- read_all pairs them per transaction; a low half without its high half
+-- reads as high half 0, which only lowers the horizon. Positions up to
+-- 2^63 - 1 (the sequence's bigint range).
+--
+-- Durability. Under synchronous_commit = off a commit becomes visible
+-- before its WAL is flushed, so a follower could pass a position that a
+-- crash then takes back and hands out again. An append therefore raises
+-- its own transaction to synchronous_commit = local when it finds it off:
+-- the commit is flushed before anyone sees it (the cost of a default
+-- commit, one WAL flush). Other settings (on, remote_write, remote_apply)
+-- already flush locally and are left alone. A transaction that sets it
+-- off again after the append takes that risk on itself.
+CREATE OR REPLACE FUNCTION @order_lock@() RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE v_l bigint; v_oid bigint := '@events@'::regclass::oid;
+BEGIN
+  IF current_setting('synchronous_commit') = 'off' THEN
+    PERFORM set_config('synchronous_commit', 'local', true);
+  END IF;
+  SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_l FROM @seq@ q;
+  PERFORM pg_advisory_xact_lock_shared((v_oid << 32) | (v_l >> 32));
+  PERFORM pg_advisory_xact_lock_shared(v_oid::bit(32)::int, (v_l & 4294967295)::bit(32)::int);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @append@(p_stream text, p_expected bigint, p_events jsonb,
+  p_key text, p_time double precision, p_tag int, p_notify text,
+  OUT r_first_version bigint, OUT r_last_version bigint, OUT r_first_position bigint,
+  OUT r_last_position bigint, OUT r_count int, OUT r_replayed boolean)
+ LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_cur bigint; v_status text; v_n int := jsonb_array_length(p_events);
+  v_check boolean := p_key IS NOT NULL OR p_events->0 ? 'id'; r record;
+BEGIN
+  IF v_check THEN
+    SELECT * INTO r FROM @replay@(p_stream, p_events, p_key);
+    IF FOUND THEN
+      SELECT r.fv, r.lv, r.fp, r.lp, r.n, true INTO r_first_version, r_last_version,
+        r_first_position, r_last_position, r_count, r_replayed;
+      RETURN;
+    END IF;
+  END IF;
+  INSERT INTO @heads@ AS h (stream, version) VALUES (p_stream, v_n)
+    ON CONFLICT (stream) DO UPDATE SET version = h.version + v_n
+    RETURNING h.version - v_n, h.status INTO v_cur, v_status;
+  IF v_check THEN
+    SELECT * INTO r FROM @replay@(p_stream, p_events, p_key);
+    IF FOUND THEN
+      UPDATE @heads@ SET version = v_cur WHERE stream = p_stream;
+      SELECT r.fv, r.lv, r.fp, r.lp, r.n, true INTO r_first_version, r_last_version,
+        r_first_position, r_last_position, r_count, r_replayed;
+      RETURN;
+    END IF;
+  END IF;
+  IF v_status = 'tombstoned' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PGS01', MESSAGE = format('stream %s is deleted (tombstoned)', p_stream);
+  ELSIF v_status = 'archived' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PGS02', MESSAGE = format('stream %s is archived', p_stream);
+  END IF;
+  IF (p_expected >= 0 AND v_cur <> p_expected) OR (p_expected = -2 AND v_cur <> 0)
+     OR (p_expected = -3 AND v_cur = 0) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PGS03',
+      MESSAGE = format('version conflict on stream %s: expected %s, actual %s', p_stream,
+        CASE p_expected WHEN -2 THEN 'no stream' WHEN -3 THEN 'an existing stream'
+        ELSE p_expected::text END, v_cur),
+      DETAIL = format('expected=%s actual=%s', p_expected, v_cur);
+  END IF;
+  PERFORM @order_lock@();
+  IF v_n = 1 THEN -- the common case, without the set machinery
+    INSERT INTO @events@ (position, stream, version, id, type, schema_version, data, metadata, time)
+    VALUES (nextval('@seq@'), p_stream, v_cur + 1, COALESCE((p_events->0->>'id')::uuid, gen_random_uuid()),
+      p_events->0->>'type', COALESCE((p_events->0->>'schema_version')::int, 1),
+      COALESCE(p_events->0->'data', 'null'::jsonb), p_events->0->'metadata',
+      COALESCE(to_timestamp(p_time), now()))
+    RETURNING position INTO r_first_position;
+    r_last_position := r_first_position;
+  ELSE
+    WITH ins AS (
+      INSERT INTO @events@ (position, stream, version, id, type, schema_version, data, metadata, time)
+      SELECT nextval('@seq@'), p_stream, v_cur + x.ord, COALESCE((x.val->>'id')::uuid, gen_random_uuid()),
+        x.val->>'type', COALESCE((x.val->>'schema_version')::int, 1), COALESCE(x.val->'data', 'null'::jsonb),
+        x.val->'metadata', COALESCE(to_timestamp(p_time), now())
+      FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord
+      RETURNING position)
+    SELECT min(position), max(position) INTO r_first_position, r_last_position FROM ins;
+  END IF;
+  r_first_version := v_cur + 1; r_last_version := v_cur + v_n; r_count := v_n; r_replayed := false;
+  IF p_key IS NOT NULL THEN
+    INSERT INTO @idempotency@ (key, stream, first_version, last_version, first_position, last_position, count)
+    VALUES (p_key, p_stream, r_first_version, r_last_version, r_first_position, r_last_position, v_n);
+  END IF;
+  IF p_notify IS NOT NULL THEN PERFORM pg_notify(p_notify, r_last_position::text); END IF;
+END
+$fn$;
+
+-- read_all, as in events--1.sql and events--1--2.sql, with step (2)
+-- reading this table's order locks by OID: M is the smallest L announced
+-- by a transaction running now, each transaction's L rebuilt from its two
+-- lock halves (several appends in one transaction: the smallest halves,
+-- which is at most each of its L). One scan of pg_locks is one snapshot
+-- of the lock table, so both halves of a transaction are seen together.
+CREATE OR REPLACE FUNCTION @read_all@(p_after bigint, p_limit int, p_types text[], p_prefix text,
+  p_tag int)
+ RETURNS TABLE (r_position bigint, r_stream text, r_version bigint, r_id uuid, r_type text,
+  r_schema_version int, r_data jsonb, r_metadata jsonb, r_time timestamptz, r_horizon bigint)
+ LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE v_s bigint; v_called boolean; v_m bigint; v_h bigint; v_d bigint;
+  v_oid oid := '@events@'::regclass::oid;
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PGS05', MESSAGE = 'read_all needs READ COMMITTED isolation';
+  END IF;
+  SELECT s.last_value, s.is_called INTO v_s, v_called FROM @seq@ s;
+  IF NOT v_called THEN v_s := v_s - 1; END IF;
+  SELECT min((COALESCE(t.hi, 0) << 32) | t.lo) INTO v_m FROM (
+    SELECT min(l.objid::bigint) FILTER (WHERE l.objsubid = 1) AS hi,
+           min(l.objid::bigint) FILTER (WHERE l.objsubid = 2) AS lo
+      FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.classid = v_oid AND l.objsubid IN (1, 2)
+       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+     GROUP BY l.virtualtransaction) t
+   WHERE t.lo IS NOT NULL;
+  v_h := LEAST(v_s, COALESCE(v_m, v_s));
+  SELECT e.position INTO v_d FROM @events@ e WHERE e.position <= v_h ORDER BY e.position DESC LIMIT 1;
+  RETURN QUERY SELECT e.position, e.stream::text, e.version, e.id, e.type, e.schema_version, e.data,
+    e.metadata, e.time, NULL::bigint FROM @events@ e
+    WHERE e.position > p_after AND e.position <= v_h
+      AND (p_types IS NULL OR e.type = ANY (p_types))
+      AND (p_prefix IS NULL OR e.stream LIKE p_prefix)
+    ORDER BY e.position LIMIT p_limit;
+  RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::bigint, NULL::uuid, NULL::text, NULL::int,
+    NULL::jsonb, NULL::jsonb, NULL::timestamptz, COALESCE(v_d, 0);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @import@(p_stream text, p_events jsonb, p_tag int, OUT r_count int)
+ LANGUAGE plpgsql AS $fn$
+DECLARE v_max bigint;
+BEGIN
+  INSERT INTO @heads@ (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;
+  PERFORM 1 FROM @heads@ WHERE stream = p_stream FOR UPDATE;
+  PERFORM @order_lock@();
+  INSERT INTO @events@ (position, stream, version, id, type, schema_version, data, metadata, time)
+  SELECT nextval('@seq@'), p_stream, (x.val->>'version')::bigint, (x.val->>'id')::uuid, x.val->>'type',
+    (x.val->>'schema_version')::int, x.val->'data', x.val->'metadata', (x.val->>'time')::timestamptz
+  FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord
+  ON CONFLICT (id) DO NOTHING;
+  GET DIAGNOSTICS r_count = ROW_COUNT;
+  SELECT max(version) INTO v_max FROM @events@ WHERE stream = p_stream;
+  UPDATE @heads@ SET version = GREATEST(version, COALESCE(v_max, 0)), status = 'active',
+    reason = NULL, updated_at = now() WHERE stream = p_stream;
+END
+$fn$;
+
+-- The sequence the order argument rests on: every nextval larger than any
+-- value handed out before it (CACHE 1: no backend holds a private range;
+-- NO CYCLE: no wrap to small values; a positive increment). With p_fix it
+-- sets what is wrong (the runner calls it so at each migration and each
+-- open that may migrate); without p_fix, or when the role may not alter
+-- the sequence, it raises PGS05 naming the setting. Returns what it found.
+CREATE OR REPLACE FUNCTION @check_order@(p_fix boolean, OUT r_cache bigint, OUT r_cycle boolean,
+  OUT r_increment bigint)
+ LANGUAGE plpgsql AS $fn$
+DECLARE v_wrong text;
+BEGIN
+  SELECT s.seqcache, s.seqcycle, s.seqincrement INTO r_cache, r_cycle, r_increment
+    FROM pg_sequence s WHERE s.seqrelid = '@seq@'::regclass;
+  IF r_cache = 1 AND NOT r_cycle AND r_increment > 0 THEN RETURN; END IF;
+  v_wrong := format('the position sequence %s must have CACHE 1, NO CYCLE and a positive'
+    ' increment (it has CACHE %s, %s, INCREMENT %s): read_all could skip events', '@seq@',
+    r_cache, CASE WHEN r_cycle THEN 'CYCLE' ELSE 'NO CYCLE' END, r_increment);
+  IF p_fix THEN
+    BEGIN
+      ALTER SEQUENCE @seq@ CACHE 1 NO CYCLE;
+      IF r_increment <= 0 THEN ALTER SEQUENCE @seq@ INCREMENT BY 1; END IF;
+      RETURN;
+    EXCEPTION WHEN insufficient_privilege THEN NULL;
+    END;
+  END IF;
+  RAISE EXCEPTION USING ERRCODE = 'PGS05', MESSAGE = v_wrong,
+    HINT = 'run es:migrate() or pgstore migrate as a role that owns the sequence';
+END
+$fn$;
+
+SELECT @check_order@(true);
