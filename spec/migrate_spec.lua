@@ -412,6 +412,11 @@ describe("migrate: a database made by pgstore 0.1", function()
     assert.same(want, versions(db))
     out, rc = migrate_cli(dsn)
     assert.equal(0, rc, out)
+    -- 0.1's functions named their tables unqualified; now each names its own
+    for _, fn in ipairs{ "events_append", "events_read_all", "events_import", "events_replay" } do
+      local src = assert(db:query("select prosrc from pg_proc where oid = $1::regproc", "public." .. fn))[1].prosrc
+      assert.truthy(src:find('"public"."events', 1, true), fn .. " names its tables unqualified")
+    end
 
     local es = assert(db:events{ notify = false, migrate = false })
     local evs = assert(es:read("order-1"))

@@ -10,6 +10,8 @@
 --     synchronous_commit = off (see "Durability" below).
 --   * The position sequence is held to what the order argument needs:
 --     CACHE 1, NO CYCLE, a positive increment (@check_order@).
+--   * Every function names its tables schema-qualified (0.1 named them
+--     unqualified, so a caller's search_path could point them elsewhere).
 -- Released: frozen. Placeholders as in events--1.sql, and @order_lock@,
 -- @check_order@ (functions).
 
@@ -44,6 +46,37 @@ BEGIN
   SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_l FROM @seq@ q;
   PERFORM pg_advisory_xact_lock_shared((v_oid << 32) | (v_l >> 32));
   PERFORM pg_advisory_xact_lock_shared(v_oid::bit(32)::int, (v_l & 4294967295)::bit(32)::int);
+END
+$fn$;
+
+-- @replay@ as in events--1.sql, made again so that a store made by 0.1
+-- (whose functions named their tables unqualified, found through each
+-- caller's search_path) names its own tables from here on; the functions
+-- below are made again for the same reason among others.
+CREATE OR REPLACE FUNCTION @replay@(p_stream text, p_events jsonb, p_key text,
+  OUT fv bigint, OUT lv bigint, OUT fp bigint, OUT lp bigint, OUT n int)
+ RETURNS SETOF record LANGUAGE plpgsql STABLE AS $fn$
+DECLARE r record; v_n int := jsonb_array_length(p_events);
+BEGIN
+  IF p_key IS NOT NULL THEN
+    SELECT * INTO r FROM @idempotency@ i WHERE i.key = p_key;
+    IF NOT FOUND THEN RETURN; END IF;
+    IF r.stream <> p_stream THEN
+      RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format(
+        'idempotency key %s was already used for stream %s', p_key, r.stream);
+    END IF;
+    RETURN QUERY SELECT r.first_version, r.last_version, r.first_position, r.last_position, r.count;
+    RETURN;
+  END IF;
+  SELECT min(e.version) AS fv, max(e.version) AS lv, min(e.position) AS fp,
+    max(e.position) AS lp, count(*)::int AS n, bool_and(e.stream = p_stream) AS same INTO r
+    FROM @events@ e WHERE e.id IN (SELECT (x->>'id')::uuid FROM jsonb_array_elements(p_events) x);
+  IF r.n = 0 THEN RETURN; END IF;
+  IF NOT (r.n = v_n AND r.same AND r.lv - r.fv + 1 = v_n) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format(
+      '%s of the event ids were already appended, not as this same batch', r.n);
+  END IF;
+  RETURN QUERY SELECT r.fv, r.lv, r.fp, r.lp, r.n;
 END
 $fn$;
 
