@@ -26,15 +26,15 @@ local EV = latest("events")
 -- Every store of a database with the default names, as `pgstore migrate`
 -- makes them, and the version each is recorded at.
 local ROWS = {
-  ["events:public.events"] = EV,
-  ["snapshots:public.pgstore_snapshots"] = 1,
-  ["checkpoints:public.pgstore_checkpoints"] = 1,
-  ["exec_checkpoints:public.pgstore_exec_checkpoints"] = 1,
-  ["sessions:public.pgstore_sessions"] = 1,
-  ["kv:public.pgstore_kv"] = 1,
-  ["leases:public.pgstore_leases"] = 1,
-  ["locks:public.pgstore_locks"] = 1,
-  ["parked:public.pgstore_parked"] = 1,
+  ["events:public.events"] = latest("events"),
+  ["snapshots:public.pgstore_snapshots"] = latest("snapshots"),
+  ["checkpoints:public.pgstore_checkpoints"] = latest("checkpoints"),
+  ["exec_checkpoints:public.pgstore_exec_checkpoints"] = latest("exec_checkpoints"),
+  ["sessions:public.pgstore_sessions"] = latest("sessions"),
+  ["kv:public.pgstore_kv"] = latest("kv"),
+  ["leases:public.pgstore_leases"] = latest("leases"),
+  ["locks:public.pgstore_locks"] = latest("locks"),
+  ["parked:public.pgstore_parked"] = latest("parked"),
 }
 
 local admin
@@ -379,7 +379,11 @@ describe("migrate: a database made by pgstore 0.1", function()
     local kv = assert(rdb:kv{ cleanup_interval = 0 })
     assert.equal("hello", kv:get("greeting"))
     kv:close()
-    assert(rdb:partitions{ name = "workers", count = 2 }):close()
+    local pm
+    pm, err = rdb:partitions{ name = "workers", count = 2 }
+    assert.is_nil(pm)
+    assert.truthy(err.hint:match("version 1 and this library needs " .. latest("leases")), err.hint)
+    assert(rdb:partitions{ name = "workers", count = 2, skip_schema_init = true }):close()
     local release = assert(rdb:lock("nightly", { mode = "table" }))
     assert(release())
     rdb:close()
@@ -417,6 +421,8 @@ describe("migrate: a database made by pgstore 0.1", function()
       local src = assert(db:query("select prosrc from pg_proc where oid = $1::regproc", "public." .. fn))[1].prosrc
       assert.truthy(src:find('"public"."events', 1, true), fn .. " names its tables unqualified")
     end
+    local guard = assert(db:query("select prosrc from pg_proc where oid = 'public.pgstore_leases_guard'::regproc"))
+    assert.truthy(guard[1].prosrc:find('"public"."pgstore_leases"', 1, true), "the lease guard names its table unqualified")
 
     local es = assert(db:events{ notify = false, migrate = false })
     local evs = assert(es:read("order-1"))
