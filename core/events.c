@@ -147,23 +147,23 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
         {&es->sql_version, "SELECT version FROM @heads@ WHERE stream = $1"},
         {&es->sql_latest, "SELECT coalesce(max(position), 0) FROM @events@"},
         {&es->sql_import, "SELECT r_count FROM @import@($1, $2::jsonb, $3::int)"},
+        /* No metadata stays no metadata: the key is left out, not null. */
         {&es->sql_export,
-         "SELECT coalesce(json_agg(json_build_object('id', id, 'version', version, 'type', type,"
-         " 'schema_version', schema_version, 'data', data, 'metadata', metadata, 'time', time)"
+         "SELECT coalesce(json_agg(jsonb_build_object('id', id, 'version', version, 'type', type,"
+         " 'schema_version', schema_version, 'data', data, 'time', time)"
+         " || CASE WHEN metadata IS NULL THEN '{}' ELSE jsonb_build_object('metadata', metadata) END"
          " ORDER BY version), '[]')::text, count(*) FROM @events@ WHERE stream = $1"},
-        {&es->sql_tombstone,
-         "INSERT INTO @heads@ AS h (stream, status, reason) VALUES ($1, 'tombstoned', $2)"
-         " ON CONFLICT (stream) DO UPDATE SET status = 'tombstoned', reason = EXCLUDED.reason,"
-         " updated_at = now()"},
+        /* Lifecycle, after lock_head (events_admin.c). */
         {&es->sql_set_status,
-         "UPDATE @heads@ SET status = $2, reason = NULL, updated_at = now()"
-         " WHERE stream = $1 AND status <> 'tombstoned' RETURNING stream"},
+         "UPDATE @heads@ SET status = $2, reason = $3, updated_at = now() WHERE stream = $1"},
         {&es->sql_delete,
-         "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
-         " DELETE FROM @heads@ WHERE stream = $1 RETURNING stream"},
+         "WITH e AS (DELETE FROM @events@ WHERE stream = $1),"
+         " k AS (DELETE FROM @idempotency@ WHERE stream = $1)"
+         " DELETE FROM @heads@ WHERE stream = $1"},
         {&es->sql_truncate,
          "TRUNCATE @events@, @heads@, @idempotency@; ALTER SEQUENCE @seq@ RESTART"},
-        {&es->sql_lock_head, "SELECT 1 FROM @heads@ WHERE stream = $1 FOR UPDATE"},
+        {&es->sql_claim_head, "INSERT INTO @heads@ (stream) VALUES ($1) ON CONFLICT DO NOTHING"},
+        {&es->sql_lock_head, "SELECT status FROM @heads@ WHERE stream = $1 FOR UPDATE"},
         {&es->sql_forget_status,
          "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
          " UPDATE @heads@ SET status = $2, updated_at = now() WHERE stream = $1"},
@@ -276,7 +276,7 @@ void pgs_events_close(pgs_events_t *es)
     char **sql[] = {&es->sql_append,     &es->sql_read_fwd,   &es->sql_read_back,
                     &es->sql_read_all,   &es->sql_status,     &es->sql_version,
                     &es->sql_latest,     &es->sql_import,     &es->sql_export,
-                    &es->sql_tombstone,  &es->sql_set_status, &es->sql_delete,
+                    &es->sql_claim_head, &es->sql_set_status, &es->sql_delete,
                     &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,
                     &es->sql_forget,     &es->sql_check_order};
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)

@@ -20,7 +20,7 @@ struct pgs_events {
     pgs_schema_t schema;       /* the names above, for the migration runner */
     /* SQL built once from the names above */
     char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_status, *sql_version,
-        *sql_latest, *sql_import, *sql_export, *sql_tombstone, *sql_set_status, *sql_delete,
+        *sql_latest, *sql_import, *sql_export, *sql_claim_head, *sql_set_status, *sql_delete,
         *sql_truncate, *sql_lock_head, *sql_forget_status, *sql_forget, *sql_check_order;
 };
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT
  * events_admin.c — stream lifecycle: tombstone, archive, restore, hard
- * delete, truncate, and moving a stream's events between stores.
+ * delete, truncate, and moving a stream's events between stores; each
+ * serialized with the stream's appends through its head (see below).
  */
 #include "events.h"
 #include "conn.h"
@@ -10,69 +11,107 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Runs sql (with stream as $1 and an optional $2) on a borrowed connection;
- * *affected gets the row count. */
-static pgs_status_t command(pgs_events_t *es, const char *sql, const char *stream,
-                            const char *arg2, int64_t *affected, pgs_error_t *err)
+/* ---- lifecycle: serialized with appends through the stream's head ------
+ *
+ * An append holds its stream's head row locked from its head upsert to its
+ * commit. Every lifecycle operation (and each side of a move) first takes
+ * that same lock in a READ COMMITTED transaction — waiting for the appends
+ * in flight — and only then, in later statements whose fresh snapshots see
+ * what those appends committed, reads or changes the events and the head;
+ * appends that come later wait for its commit. One statement cannot do
+ * both: its snapshot, taken before the wait, misses the events it waited
+ * for (a hard delete used to leave them behind as orphans).
+ */
+
+/* Locks the stream's head; *status gets its status, or "none" when the
+ * stream has no head. The insert waits for an append that is creating the
+ * head, and claims the name when there is none (the claim holds it until
+ * the transaction ends: roll back to write nothing); the select then
+ * locks the head in a fresh snapshot. A head deleted between the two
+ * statements: again, so the name is always held. */
+static pgs_status_t lock_head(pgs_events_t *es, pgs_conn_t *c, const char *stream, char *status,
+                              size_t size, pgs_error_t *err)
+{
+    pgs_param_t p = {stream, -1};
+    for (int attempt = 0; attempt < 8; attempt++) {
+        PGresult *r;
+        pgs_status_t st = pgs_exec(c, es->sql_claim_head, 1, &p, &r, err);
+        if (st != PGS_OK)
+            return st;
+        int claimed = pgs_result_affected(r) == 1;
+        PQclear(r);
+        st = pgs_exec(c, es->sql_lock_head, 1, &p, &r, err);
+        if (st != PGS_OK)
+            return st;
+        int found = PQntuples(r) == 1;
+        if (found)
+            snprintf(status, size, "%s", claimed ? "none" : PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (found)
+            return PGS_OK;
+    }
+    return pgs_error_set(err, PGS_ESQL, "the head of stream %.200s kept vanishing", stream);
+}
+
+typedef struct {
+    pgs_events_t *es;
+    const char *stream;
+    const char *to;     /* the new status; NULL: hard delete */
+    const char *reason; /* a tombstone's */
+} lifecycle_t;
+
+static pgs_status_t lifecycle_step(pgs_conn_t *c, void *ud, pgs_error_t *err)
+{
+    const lifecycle_t *lc = ud;
+    char status[16];
+    pgs_status_t st = lock_head(lc->es, c, lc->stream, status, sizeof status, err);
+    if (st != PGS_OK)
+        return st;
+    int tombstone = lc->to && strcmp(lc->to, "tombstoned") == 0;
+    if (!tombstone && strcmp(status, "none") == 0)
+        return pgs_error_set(err, PGS_ENOTFOUND, "stream %.200s does not exist", lc->stream);
+    if (lc->to && !tombstone && strcmp(status, "tombstoned") == 0)
+        return pgs_error_set(err, PGS_EDELETED, "stream %.200s is deleted (tombstoned)", lc->stream);
+    pgs_param_t p[3] = {{lc->stream, -1}, {lc->to, -1}, {lc->reason, -1}};
+    if (!lc->to)
+        return pgs_exec(c, lc->es->sql_delete, 1, p, NULL, err);
+    return pgs_exec(c, lc->es->sql_set_status, 3, p, NULL, err);
+}
+
+/* One lifecycle operation in its own transaction: all or nothing. */
+static pgs_status_t lifecycle(pgs_events_t *es, const char *stream, const char *to,
+                              const char *reason, pgs_error_t *err)
 {
     if (!stream || !*stream)
         return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
-    pgs_conn_t *c;
-    pgs_status_t st = pgs_pool_acquire(es->base.pool, -1, &c, err);
-    if (st != PGS_OK)
-        return st;
-    pgs_param_t p[2] = {{stream, -1}, {arg2, -1}};
-    PGresult *r;
-    st = pgs_exec(c, sql, arg2 || strstr(sql, "$2") ? 2 : 1, p, &r, err);
-    if (st == PGS_OK) {
-        if (affected)
-            *affected = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : pgs_result_affected(r);
-        PQclear(r);
-    }
-    pgs_pool_release(es->base.pool, c);
+    lifecycle_t lc = {es, stream, to, reason};
+    pgs_status_t st = pgs_transaction(es->base.pool, PGS_READ_COMMITTED, 0, lifecycle_step, &lc, err);
     return pgs_events_map_error(err, st);
 }
 
 pgs_status_t pgs_events_tombstone(pgs_events_t *es, const char *stream, const char *reason,
                                   pgs_error_t *err)
 {
-    return command(es, es->sql_tombstone, stream, reason, NULL, err);
+    return lifecycle(es, stream, "tombstoned", reason, err);
 }
 
-/* Sets the status of an existing stream; tombstoned streams stay so. */
-static pgs_status_t set_status(pgs_events_t *es, const char *stream, const char *status,
-                               pgs_error_t *err)
-{
-    int64_t n = 0;
-    pgs_status_t st = command(es, es->sql_set_status, stream, status, &n, err);
-    if (st == PGS_OK && n == 0) {
-        const char *now;
-        st = pgs_events_status(es, NULL, stream, &now, err);
-        if (st == PGS_OK && strcmp(now, "tombstoned") == 0)
-            return pgs_error_set(err, PGS_EDELETED, "stream %.200s is deleted (tombstoned)", stream);
-        if (st == PGS_OK)
-            return pgs_error_set(err, PGS_ENOTFOUND, "stream %.200s does not exist", stream);
-    }
-    return st;
-}
-
+/* Archive and restore set the status of an existing stream; tombstoned
+ * streams stay so. */
 pgs_status_t pgs_events_archive(pgs_events_t *es, const char *stream, pgs_error_t *err)
 {
-    return set_status(es, stream, "archived", err);
+    return lifecycle(es, stream, "archived", NULL, err);
 }
 
 pgs_status_t pgs_events_restore(pgs_events_t *es, const char *stream, pgs_error_t *err)
 {
-    return set_status(es, stream, "active", err);
+    return lifecycle(es, stream, "active", NULL, err);
 }
 
+/* Removes the events, the head and the idempotency keys: a reused key
+ * appends anew instead of replaying what is gone. */
 pgs_status_t pgs_events_delete(pgs_events_t *es, const char *stream, pgs_error_t *err)
 {
-    int64_t n = 0;
-    pgs_status_t st = command(es, es->sql_delete, stream, NULL, &n, err);
-    if (st == PGS_OK && n == 0)
-        return pgs_error_set(err, PGS_ENOTFOUND, "stream %.200s does not exist", stream);
-    return st;
+    return lifecycle(es, stream, NULL, NULL, err);
 }
 
 pgs_status_t pgs_events_truncate(pgs_events_t *es, pgs_error_t *err)
@@ -90,14 +129,19 @@ pgs_status_t pgs_events_truncate(pgs_events_t *es, pgs_error_t *err)
 
 /* Locks the stream's head in src (appends to it wait until the move
  * commits, so none can land between the export and the delete), then
- * exports its events. */
+ * exports its events. An absent or tombstoned stream is not moved. */
 static pgs_status_t export_events(pgs_events_t *src, pgs_conn_t *c, const char *stream,
                                   PGresult **json, pgs_error_t *err)
 {
-    pgs_param_t p = {stream, -1};
-    pgs_status_t st = pgs_exec(c, src->sql_lock_head, 1, &p, NULL, err);
+    char status[16];
+    pgs_status_t st = lock_head(src, c, stream, status, sizeof status, err);
     if (st != PGS_OK)
         return st;
+    if (strcmp(status, "none") == 0)
+        return pgs_error_set(err, PGS_ENOTFOUND, "stream %.200s does not exist", stream);
+    if (strcmp(status, "tombstoned") == 0)
+        return pgs_error_set(err, PGS_EDELETED, "stream %.200s is deleted (tombstoned)", stream);
+    pgs_param_t p = {stream, -1};
     return pgs_exec(c, src->sql_export, 1, &p, json, err);
 }
 
@@ -119,9 +163,18 @@ static pgs_status_t table_identity(pgs_events_t *es, pgs_conn_t *c, char *out, s
     return PGS_OK;
 }
 
+/* Locks the stream's head in dst first: a stream tombstoned there stays
+ * tombstoned (the import would make it active). */
 static pgs_status_t import_events(pgs_events_t *dst, pgs_conn_t *c, const char *stream,
                                   const PGresult *json, pgs_error_t *err)
 {
+    char status[16];
+    pgs_status_t st = lock_head(dst, c, stream, status, sizeof status, err);
+    if (st != PGS_OK)
+        return st;
+    if (strcmp(status, "tombstoned") == 0)
+        return pgs_error_set(err, PGS_EDELETED, "stream %.200s is deleted (tombstoned) in %s",
+                             stream, dst->base.table);
     pgs_param_t p[3] = {{stream, -1}, {PQgetvalue(json, 0, 0), -1}, {dst->tag, -1}};
     return pgs_exec(c, dst->sql_import, 3, p, NULL, err);
 }
@@ -141,16 +194,10 @@ pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *s
         return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
     if (src == dst || (src->base.pool == dst->base.pool && strcmp(src->base.table, dst->base.table) == 0))
         return pgs_error_set(err, PGS_EINVALID, "cannot move a stream into the same store");
-    const char *status;
-    pgs_status_t st = pgs_events_status(src, NULL, stream, &status, err);
-    if (st != PGS_OK)
-        return st;
-    if (strcmp(status, "tombstoned") == 0)
-        return pgs_error_set(err, PGS_EDELETED, "stream %.200s is deleted (tombstoned)", stream);
     int shared = src->base.pool == dst->base.pool;
     pgs_conn_t *cs = NULL, *cd = NULL;
     PGresult *json = NULL;
-    st = pgs_pool_acquire(src->base.pool, -1, &cs, err);
+    pgs_status_t st = pgs_pool_acquire(src->base.pool, -1, &cs, err);
     if (st == PGS_OK && !shared)
         st = pgs_pool_acquire(dst->base.pool, -1, &cd, err);
     if (shared)

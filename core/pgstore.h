@@ -479,9 +479,11 @@ pgs_status_t pgs_events_latest_position(pgs_events_t *es, pgs_pool_t *via, int64
 
 /* Lifecycle. tombstone: appends fail with PGS_EDELETED from now on, reads
  * too; events stay for read_all. archive: appends fail with PGS_EARCHIVED,
- * reads work. restore: back to active. delete: events and head removed
- * (PGS_ENOTFOUND when absent). truncate: everything, sequence restarted
- * (tests only). */
+ * reads work. restore: back to active. archive and restore: PGS_ENOTFOUND
+ * when absent, PGS_EDELETED when tombstoned. delete: events, head and the
+ * stream's idempotency keys removed (PGS_ENOTFOUND when absent). Each
+ * waits for the stream's appends in flight and applies after them.
+ * truncate: everything, sequence restarted (tests only). */
 pgs_status_t pgs_events_tombstone(pgs_events_t *es, const char *stream, const char *reason,
                                   pgs_error_t *err);
 pgs_status_t pgs_events_archive(pgs_events_t *es, const char *stream, pgs_error_t *err);
@@ -494,7 +496,9 @@ pgs_status_t pgs_events_truncate(pgs_events_t *es, pgs_error_t *err);
  * then src deletes them and marks the stream `src_status` ("archived" for
  * archive_to; NULL removes src's head, for restore_from). In one
  * transaction when both stores share a pool; otherwise copy-then-delete,
- * safe to retry (imports are idempotent by event id). *moved = events. */
+ * safe to retry (imports are idempotent by event id). *moved = events.
+ * PGS_ENOTFOUND when src has no such stream, PGS_EDELETED when it is
+ * tombstoned in src or dst; nothing is written then. */
 pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *stream,
                              const char *src_status, int64_t *moved, pgs_error_t *err);
 /* ---- snapshot store ------------------------------------------------------ */
