@@ -218,6 +218,13 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         sc->names[sc->nnames] = names[i].placeholder;
         sc->values[sc->nnames++] = names[i].dst;
     }
+    /* An index sits beside its table: same schema, so named unqualified. */
+    const char *dot = st == PGS_OK ? strchr(es->base.raw, '.') : NULL;
+    if (st == PGS_OK)
+        st = pgs_ident_quote_suffix(dot ? dot + 1 : es->base.raw, "_idem_stream", es->idem_stream,
+                                    sizeof es->idem_stream, err);
+    sc->names[sc->nnames] = "idem_stream";
+    sc->values[sc->nnames++] = es->idem_stream;
     sc->tables[sc->ntables++] = es->heads;
     sc->tables[sc->ntables++] = es->idem;
     sc->tables[sc->ntables++] = es->seq;

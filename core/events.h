@@ -9,7 +9,7 @@
 
 struct pgs_events {
     pgs_store_base_t base;
-    char heads[PGS_IDENT_MAX], idem[PGS_IDENT_MAX], seq[PGS_IDENT_MAX];
+    char heads[PGS_IDENT_MAX], idem[PGS_IDENT_MAX], seq[PGS_IDENT_MAX], idem_stream[PGS_IDENT_MAX];
     char fn_append[PGS_IDENT_MAX], fn_read_all[PGS_IDENT_MAX], fn_import[PGS_IDENT_MAX],
         fn_replay[PGS_IDENT_MAX], fn_order_lock[PGS_IDENT_MAX], fn_check_order[PGS_IDENT_MAX];
     char tag[8];               /* the order-lock tag schema version 2 read; ignored since 3 */

@@ -123,7 +123,7 @@ describe("migrate: a fresh database", function()
     local db = connect(dsn)
     open_all(db)
     assert.same(ROWS, versions(db))
-    for _, t in ipairs{ "events", "events_heads", "events_idempotency", "pgstore_snapshots", "pgstore_kv",
+    for _, t in ipairs{ "events", "events_heads", "events_idempotency", "events_idem_stream", "pgstore_snapshots", "pgstore_kv",
                         "pgstore_kv_expires_idx", "pgstore_leases", "pgstore_leases_members", "pgstore_locks",
                         "pgstore_parked" } do
       assert.is_true(S.exists(db, t), t)
