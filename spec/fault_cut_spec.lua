@@ -183,7 +183,7 @@ describe("a connection cut around the commit", function()
     -- whatever the cuts did, the stored checkpoint is the last ack that succeeded or later
     local ok = T.eventually(function() return sub:ack(sub:position()) end, 5)
     assert.truthy(ok)
-    local cp = assert(db:checkpoints())
+    local cp = assert(db:checkpoints{ store = ces })
     assert.equal(sub:position(), cp:load(name))
     print(("\n  subscription: %d acks cut (%d cuts), none wedged it"):format(unknown, CP:cuts().after + CP:cuts().before))
     cp:close()

@@ -469,7 +469,7 @@ function CASES.subscribe_unknown_ack(db)
     eq(err.code, "connection", "the final ack (" .. tostring(err) .. ")")
   end
   ok(acked, "the final ack went through")
-  eq(assert(db:checkpoints()):load(name), last, "the stored checkpoint")
+  eq(assert(db:checkpoints{ store = es }):load(name), last, "the stored checkpoint")
   -- A restarted subscriber starts after it: nothing is delivered again.
   local again = assert(db:subscribe{ name = name, events = es })
   eq(#assert(again:next(0.2)), 0, "events delivered again after a restart")
