@@ -228,7 +228,7 @@ describe("a connection cut around the commit", function()
     local rows = assert(db:query(("select count(*)::int as n, max(applied) as most, min(applied) as least from %s")
       :format(name)))[1]
     assert.same({ n = total, most = 1, least = 1 }, rows, "every event applied exactly once")
-    local cp = assert(db:checkpoints())
+    local cp = assert(db:checkpoints{ store = pes })
     assert.equal(pes:latest_position(), cp:load("projection:" .. name))
     cp:close()
     local unknown = 0

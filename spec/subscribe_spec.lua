@@ -188,7 +188,7 @@ describe("subscriptions", function()
        (landed and "it committed" or "it did not commit") .. ")", function()
       local P = proxy.start{ lifetime = 60 }
       local pdb = T.connect{ dsn = P.dsn, pool_size = 1 }
-      local cp = assert(pdb:checkpoints())
+      local cp = assert(pdb:checkpoints{ store = es })
       append("u", 20)
       assert(db:exec(("create table %s_applied (position bigint not null)"):format(name)))
       local sub = assert(db:subscribe{ name = name, events = es, batch = 10, listen = false, checkpoints = cp })
