@@ -154,7 +154,7 @@ describe("a connection cut around the commit", function()
 
   it("a subscription whose ack had an unknown outcome keeps going, without a conflict", function()
     -- A proxy of its own that cuts only checkpoint writes, half of the time.
-    local CP = proxy.start{ patterns = { [[SET position = $2::bigint]] }, probability = 0.5, lifetime = 120 }
+    local CP = proxy.start{ patterns = { [[SET position = $3::bigint]] }, probability = 0.5, lifetime = 120 }
     local cdb = T.connect{ dsn = CP.dsn, pool_size = 2 }
     local name = T.unique("fault_cut_sub")
     local aes = assert(db:events{ table = "fault_cut_acks", notify = false })
