@@ -152,6 +152,8 @@ return {
     assert.equal(0, rc, out)
     local rows = assert(db:query(("select left(stream, 2) as p, sum(n)::int as n from %s group by 1 order by 1"):format(name)))
     assert.same({ { p = "b-", n = 60 }, { p = "s-", n = 100 } }, rows)
+    print(("\n  projection 'balances': %d/100 events of the first store, then %d/60 of the second from its own checkpoint")
+      :format(rows[2].n, rows[1].n))
     -- running them again applies nothing twice
     assert.equal(0, select(2, project(small)))
     assert.equal(0, select(2, project(big)))

@@ -106,6 +106,7 @@ describe("events NOTIFY", function()
     assert.equal("from-tx", got[1].stream)
     -- the poll is 60 s: only the NOTIFY delivered at commit can wake it this soon
     assert.truthy(waited < 8, ("waited %.1f s"):format(waited))
+    print(("\n  appends in a transaction: the subscriber (poll 60 s) woke %.2f s after the writer started"):format(waited))
     sub:close()
     es:close()
   end)

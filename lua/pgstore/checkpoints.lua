@@ -66,7 +66,7 @@ end
 -- (must close it) | nil, err. cp itself when it serves that spelling.
 -- A checkpoint object of the caller's own making is used as it is.
 function _M.for_store(cp, store)
-  local name = store_name(store, 1, "checkpoints")
+  local name = store_name(store, 1, "checkpoints") or "events"
   if getmetatable(cp) ~= mt or cp.opts.store == name then return cp, false end
   local other, err = _M.new(cp.db, { table = cp.opts.table, skip_schema_init = true, store = name })
   if not other then return nil, err end

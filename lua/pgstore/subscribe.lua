@@ -59,11 +59,12 @@ function _M.new(db, opts)
 
   -- The checkpoint belongs to (es's store, name): `checkpoints` chooses
   -- the table, the event store chooses the store.
+  local store = type(es.table_name) == "string" and es.table_name or nil
   local cp, owns_cp, err
   if opts.checkpoints then
-    cp, owns_cp = checkpoints.for_store(opts.checkpoints, es)
+    cp, owns_cp = checkpoints.for_store(opts.checkpoints, store)
   else
-    cp, owns_cp = db:checkpoints{ store = es }, true
+    cp, owns_cp = db:checkpoints{ store = store }, true
   end
   if not cp then return nil, owns_cp end
   local st
