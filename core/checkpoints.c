@@ -4,15 +4,16 @@
  * (store, consumer): the store is the event table resolved like the event
  * store resolves it (store.c), so every spelling of one table is one
  * store, and one consumer name on two stores is two checkpoints. A save
- * is one atomic statement; given the
- * caller's transaction it commits with the caller's read-model writes
- * (exactly-once projections). The guarded forms (exactly this previous
- * position, or none stored yet) refuse with PGS_ECONFLICT when another
- * worker moved the checkpoint first: the row lock taken by the UPDATE
- * makes the loser re-check against the winner's committed value.
+ * is one atomic statement; given the caller's transaction it commits with
+ * the caller's read-model writes (exactly-once projections). The guarded
+ * forms (exactly this previous position, or none stored yet) refuse with
+ * PGS_ECONFLICT when another worker moved the checkpoint first: the row
+ * lock taken by the UPDATE makes the loser re-check against the winner's
+ * committed value.
  */
 #include "companion.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,12 +112,13 @@ static int has_store_column(pgs_companion_t *c, pgs_error_t *err)
  * default event store of the table's schema. That store keeps working on
  * it; another store needs the upgrade. On PGS_OK cp->c is set. */
 static pgs_status_t open_unmigrated(pgs_checkpoints_t *cp, pgs_pool_t *pool,
-                                    pgs_companion_opts_t o, pgs_error_t *err)
+                                    pgs_companion_opts_t o, int *found, pgs_error_t *err)
 {
     o.skip_schema_init = 1;
     pgs_status_t st = pgs_companion_open(&kind, pool, &o, &cp->c, err);
     if (st != PGS_OK)
         return st;
+    *found = 1;
     int has = has_store_column(cp->c, err);
     if (has != 0) {
         if (has < 0) {
@@ -159,17 +161,19 @@ pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t
     pgs_error_t local;
     if (!err)
         err = &local;
+    int found = 0;
     if (st == PGS_OK && o.skip_schema_init) {
-        st = open_unmigrated(cp, pool, o, err);
+        st = open_unmigrated(cp, pool, o, &found, err);
     } else if (st == PGS_OK) {
         st = pgs_companion_open(&kind, pool, &o, &cp->c, err);
-        /* 42501: not the table's owner, so the upgrade to version 2 could
-         * not run (a database made by older code, before `pgstore
-         * migrate`). */
+        /* 42501: not allowed to create or alter the table. When it exists
+         * that is the upgrade to version 2 of a table made by older code,
+         * before its owner ran `pgstore migrate`; else the first error
+         * stands. */
         if (st != PGS_OK && strcmp(err->sqlstate, "42501") == 0) {
             pgs_error_t first = *err;
-            st = open_unmigrated(cp, pool, o, err);
-            if (st != PGS_OK && st != PGS_ENOTFOUND) {
+            st = open_unmigrated(cp, pool, o, &found, err);
+            if (st != PGS_OK && !found) {
                 *err = first;
                 st = first.code;
             }
