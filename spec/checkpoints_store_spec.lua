@@ -2,7 +2,8 @@
 -- Checkpoints belong to a store: one consumer name on two event stores
 -- keeps two checkpoints, every spelling of one table is one store, a
 -- subscription and a projection (through the real host) start a second
--- store from its own checkpoint, `pgstore status` shows each consumer's
+-- store from its own checkpoint (and --rebuild forgets only that store's),
+-- `pgstore status` shows each consumer's
 -- lag behind its own store, and checkpoints saved before move to the
 -- default event store of their schema.
 local T = require "testenv"
@@ -159,6 +160,16 @@ return {
     assert.equal(0, select(2, project(big)))
     rows = assert(db:query(("select sum(n)::int as n from %s"):format(name)))
     assert.equal(160, rows[1].n)
+    -- --rebuild against one store forgets that store's checkpoint only
+    local cp_small = assert(db:checkpoints{ store = small })
+    local cp_big = assert(db:checkpoints{ store = es_big })
+    assert(cp_big:save("projection:balances", 0))
+    out, rc = T.sh(("%s --dsn %q project --table %s %s --once --rebuild"):format(T.host(), T.dsn(), big, path))
+    assert.equal(0, rc, out)
+    assert.equal(100, cp_small:load("projection:balances"))
+    assert.equal(60, cp_big:load("projection:balances"))
+    cp_small:close()
+    cp_big:close()
     es_small:close()
     es_big:close()
     assert(db:exec("drop table " .. name))
