@@ -449,6 +449,11 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
     }
     append_params_t ap;
     fill_params(es, &ap, stream, &json, opts);
+    /* Inside a caller's transaction the commit is theirs, and we never see
+     * it: NOTIFY from inside, which the server delivers at that commit (and
+     * drops on a rollback). The notifier thread is for our own commits. */
+    if (tx && es->notifier)
+        ap.p[6] = (pgs_param_t){es->notify, -1};
     pgs_conn_t *c;
     st = pgs_store_begin(&es->base, tx, &c, err);
     if (st == PGS_OK) {
@@ -464,7 +469,6 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
     }
     pgs_strbuf_free(&json);
     st = pgs_events_map_error(err, st);
-    /* Inside a caller's transaction the commit is theirs: no NOTIFY yet. */
     if (st == PGS_OK && es->notifier && !tx && !res->replayed)
         pgs_notifier_post(es->notifier, res->last_position);
     return st;

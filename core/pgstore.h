@@ -413,8 +413,9 @@ typedef struct pgs_append_result {
     int replayed;              /* 1: an earlier identical append's result   */
 } pgs_append_result_t;
 
-/* Appends n >= 1 events to stream in one transaction (tx's, when given).
- * PGS_ECONFLICT fills err->expected/actual; PGS_EDELETED, PGS_EARCHIVED,
+/* Appends n >= 1 events to stream in one transaction (tx's, when given;
+ * then the NOTIFY is sent inside it and the server delivers it at tx's
+ * commit). PGS_ECONFLICT fills err->expected/actual; PGS_EDELETED, PGS_EARCHIVED,
  * PGS_EDUPLICATE (id or key reused differently), PGS_EINVALID (bad input,
  * nothing sent). A lost connection after COMMIT was sent is PGS_ECONNECTION:
  * retry with the same idempotency key to get the original result. */
@@ -553,15 +554,21 @@ pgs_status_t pgs_snapshots_invalidate_all(pgs_snapshots_t *ss, pgs_conn_t *tx, i
 
 /* ---- consumer checkpoints ------------------------------------------------ */
 
-/* The last processed global position of each consumer (default table
- * "pgstore_checkpoints": consumer text PRIMARY KEY, position bigint,
- * updated_at timestamptz). Saving with `tx` commits the checkpoint with
+/* The last processed global position of each consumer of an event store
+ * (default table "pgstore_checkpoints": store text, consumer text,
+ * position bigint, updated_at timestamptz, PRIMARY KEY (store, consumer)).
+ * A handle serves one event store: every call below is keyed by that
+ * store and the consumer. Saving with `tx` commits the checkpoint with
  * the caller's read-model writes. */
 typedef struct pgs_checkpoints pgs_checkpoints_t;
 
 typedef struct pgs_checkpoints_opts {
     const char *table;    /* NULL or "" → "pgstore_checkpoints" */
     int skip_schema_init;
+    /* The event store's table as pgs_events_opts_t names it, resolved the
+     * same way when the handle opens (so "events", "public.events" and a
+     * search_path hit are one store); NULL → "events". */
+    const char *store;
 } pgs_checkpoints_opts_t;
 
 /* What a save expects to find. */
@@ -575,6 +582,9 @@ typedef enum pgs_checkpoints_expect {
 pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t *opts,
                                   pgs_checkpoints_t **out, pgs_error_t *err);
 void pgs_checkpoints_close(pgs_checkpoints_t *cp);
+/* The store this handle serves, resolved: "schema.table" unquoted (the
+ * value of the store column). Owned by cp. */
+const char *pgs_checkpoints_store(const pgs_checkpoints_t *cp);
 pgs_status_t pgs_checkpoints_migrate(pgs_checkpoints_t *cp, pgs_error_t *err);
 /* PGS_ENOTFOUND for a consumer with no checkpoint. */
 pgs_status_t pgs_checkpoints_load(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
@@ -590,8 +600,8 @@ pgs_status_t pgs_checkpoints_save(pgs_checkpoints_t *cp, pgs_conn_t *tx, const c
 /* Forgets a consumer; absent is not an error. */
 pgs_status_t pgs_checkpoints_delete(pgs_checkpoints_t *cp, pgs_conn_t *tx, const char *consumer,
                                     int64_t *removed, pgs_error_t *err);
-/* Every checkpoint, ordered by consumer: rows of consumer text, cursor
- * int8, time timestamptz. *rows is owned by the caller: pgs_rows_free() it. */
+/* Every checkpoint of the handle's store, ordered by consumer: rows of
+ * consumer text, cursor int8, time timestamptz, store text. *rows is owned by the caller: pgs_rows_free() it. */
 pgs_status_t pgs_checkpoints_list(pgs_checkpoints_t *cp, pgs_conn_t *tx, pgs_rows_t **rows,
                                   pgs_error_t *err);
 

@@ -81,7 +81,7 @@ describe("pgstore daily commands", function()
   end)
 
   it("shows status without secrets: streams, head, consumers with lag, leases", function()
-    local cp = assert(db:checkpoints())
+    local cp = assert(db:checkpoints{ store = table_name })
     assert(cp:save("cli-consumer", 1))
     local user, pw = os.getenv("PGSTORE_TEST_SECRET_USER"), os.getenv("PGSTORE_TEST_SECRET_PASSWORD")
     assert(db:exec(("grant select on all tables in schema public to %s"):format(user)))

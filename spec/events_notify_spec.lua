@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: MIT
 -- NOTIFY after appends, seen by a raw LISTEN connection (psql): coalesced
 -- after commit by default (fewer notifications than appends, the last one
--- carrying the last position), or one per append inside the transaction.
+-- carrying the last position), or one per append inside the transaction;
+-- appends inside a caller's transaction wake listeners at its commit.
 local T = require "testenv"
 
 -- Runs psql LISTENing on channel for `seconds`; returns a function that
@@ -56,6 +57,57 @@ describe("events NOTIFY", function()
     local positions = {}
     for i = 1, 5 do positions[i] = assert(es:append("tx", { { type = "E" } })).last_position end
     assert.same(positions, (done()))
+    es:close()
+  end)
+
+  it("wakes listeners at commit for appends inside db:transaction, never for a rollback", function()
+    local es = assert(db:events{ table = "ev_notify", notify = "ev_chan_dbtx" })
+    local done = listen("ev_chan_dbtx", 4)
+    assert(T.eventually(function() return listeners() > 0 end))
+    assert.is_nil(db:transaction(function(tx)
+      assert(es:append("gone", { { type = "E" } }, { tx = tx }))
+      return nil, "changed my mind"
+    end))
+    local last = assert(db:transaction(function(tx)
+      local res
+      for i = 1, 5 do res = assert(es:append("txn", { { type = "E", data = { i = i } } }, { tx = tx })) end
+      return res.last_position
+    end))
+    local payloads, out = done()
+    assert.truthy(#payloads >= 1, out)
+    assert.equal(last, payloads[#payloads])
+    for _, p in ipairs(payloads) do assert.truthy(p >= last - 4, "a rolled-back append notified: " .. out) end
+    es:close()
+  end)
+
+  it("a subscriber sees an append made in another process's transaction without waiting for its poll", function()
+    local es = assert(db:events{ table = "ev_notify", notify = "ev_chan_sub" })
+    local name = T.unique("txsub")
+    local sub = assert(db:subscribe{ name = name, events = es, from = "end", poll = 60 })
+    assert.same({}, sub:next(0.2))
+    local p = T.spawn([[
+      local es = assert(db:events{ table = "ev_notify", notify = "ev_chan_sub" })
+      assert(db:transaction(function(tx)
+        assert(es:append("from-tx", { { type = "E" } }, { tx = tx }))
+        assert(es:append("from-tx", { { type = "E" } }, { tx = tx }))
+        return true
+      end))
+      print("committed")
+    ]])
+    local t0 = require("pgstore.core").now()
+    local got = {}
+    while #got < 2 and require("pgstore.core").now() - t0 < 10 do
+      for _, e in ipairs(assert(sub:next(10))) do got[#got + 1] = e end
+    end
+    local waited = require("pgstore.core").now() - t0
+    local out = T.wait(p, 10)
+    assert.matches("committed", out)
+    assert.equal(2, #got)
+    assert.equal("from-tx", got[1].stream)
+    -- the poll is 60 s: only the NOTIFY delivered at commit can wake it this soon
+    assert.truthy(waited < 8, ("waited %.1f s"):format(waited))
+    print(("\n  appends in a transaction: the subscriber (poll 60 s) woke %.2f s after the writer started"):format(waited))
+    sub:close()
     es:close()
   end)
 

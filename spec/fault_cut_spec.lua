@@ -154,7 +154,7 @@ describe("a connection cut around the commit", function()
 
   it("a subscription whose ack had an unknown outcome keeps going, without a conflict", function()
     -- A proxy of its own that cuts only checkpoint writes, half of the time.
-    local CP = proxy.start{ patterns = { [[SET position = $2::bigint]] }, probability = 0.5, lifetime = 120 }
+    local CP = proxy.start{ patterns = { [[SET position = $3::bigint]] }, probability = 0.5, lifetime = 120 }
     local cdb = T.connect{ dsn = CP.dsn, pool_size = 2 }
     local name = T.unique("fault_cut_sub")
     local aes = assert(db:events{ table = "fault_cut_acks", notify = false })
@@ -183,7 +183,7 @@ describe("a connection cut around the commit", function()
     -- whatever the cuts did, the stored checkpoint is the last ack that succeeded or later
     local ok = T.eventually(function() return sub:ack(sub:position()) end, 5)
     assert.truthy(ok)
-    local cp = assert(db:checkpoints())
+    local cp = assert(db:checkpoints{ store = ces })
     assert.equal(sub:position(), cp:load(name))
     print(("\n  subscription: %d acks cut (%d cuts), none wedged it"):format(unknown, CP:cuts().after + CP:cuts().before))
     cp:close()
@@ -228,7 +228,7 @@ describe("a connection cut around the commit", function()
     local rows = assert(db:query(("select count(*)::int as n, max(applied) as most, min(applied) as least from %s")
       :format(name)))[1]
     assert.same({ n = total, most = 1, least = 1 }, rows, "every event applied exactly once")
-    local cp = assert(db:checkpoints())
+    local cp = assert(db:checkpoints{ store = pes })
     assert.equal(pes:latest_position(), cp:load("projection:" .. name))
     cp:close()
     local unknown = 0

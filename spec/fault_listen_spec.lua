@@ -59,7 +59,7 @@ describe("a subscriber under faults", function()
     local total = writers * per
     local es = assert(db:events{ table = name, notify = name })
     assert(es:truncate())
-    local cp = assert(db:checkpoints()) -- made here if no spec made it before
+    local cp = assert(db:checkpoints{ store = es }) -- made here if no spec made it before
     assert(cp:delete(name))
     cp:close()
     P = proxy.start{ lifetime = 300 }

@@ -373,7 +373,19 @@ describe("migrate: a database made by pgstore 0.1", function()
     es:close()
     assert(rdb:events{ table = "shop.events", notify = false, migrate = false }):close()
     assert(rdb:snapshots()):close()
-    assert(rdb:checkpoints()):close()
+    -- the checkpoints table stays at version 1 (only its owner can add the
+    -- store column): the default event store's checkpoints work on it,
+    -- another store's need the upgrade
+    local cp = assert(rdb:checkpoints())
+    assert.equal(3, cp:load("projection:totals"))
+    assert(cp:save("projection:totals", 4, { expected = 3 }))
+    assert.equal(4, cp:load("projection:totals"))
+    assert.equal("public.events", assert(cp:list())[1].store)
+    cp:close()
+    local none, cerr = rdb:checkpoints{ store = "shop.events" }
+    assert.is_nil(none)
+    assert.equal("not_found", cerr and cerr.code)
+    assert.matches("pgstore migrate", cerr.message)
     assert(rdb:exec_checkpoints()):close()
     assert(rdb:sessions()):close()
     local kv = assert(rdb:kv{ cleanup_interval = 0 })

@@ -339,7 +339,7 @@ describe("nginx with resty.pgstore", function()
     it("keeps a subscriber delivering exactly once after acks whose outcome is unknown", function()
       -- The project's proxy cuts the connection around half of the
       -- checkpoint writes, before or after the COMMIT reached the server.
-      local P = proxy.start{ patterns = { "SET position = $2::bigint" }, probability = 0.5, lifetime = 120 }
+      local P = proxy.start{ patterns = { "SET position = $3::bigint" }, probability = 0.5, lifetime = 120 }
       local res = http.request(srv.port, "GET", "/t/case?name=subscribe_unknown_ack&port=" .. P.port, nil, nil, 60)
       local cuts = P:cuts()
       P:stop()

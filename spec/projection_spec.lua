@@ -259,7 +259,7 @@ describe("the projection runner, a handler's connection cut", function()
       local rows = assert(db:query(("select count(*)::int as n, max(applied) as most from %s"):format(name)))[1]
       assert.same({ n = 30, most = 1 }, rows, "every event applied exactly once")
       assert.same({}, assert(db:query("select position from pgstore_parked where projection = $1", name)))
-      local cp = assert(db:checkpoints())
+      local cp = assert(db:checkpoints{ store = es })
       assert.equal(es:latest_position(), cp:load("projection:" .. name))
       cp:close()
       assert(db:exec("drop table " .. name))

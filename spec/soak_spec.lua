@@ -32,7 +32,7 @@ describe("soak", function()
     local name = "soak_events"
     local es = assert(db:events{ table = name, notify = name })
     assert(es:truncate())
-    local cp = assert(db:checkpoints()) -- made here if no spec made it before
+    local cp = assert(db:checkpoints{ store = es }) -- made here if no spec made it before
     assert(cp:delete("soak"))
     cp:close()
     local proc = T.spawn(([[

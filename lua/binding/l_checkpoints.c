@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  * l_checkpoints.c — consumer checkpoints as pgstore.core userdata.
  *
- *   core.checkpoints(pool, { table=, skip_schema_init= }) → cp | nil, err
+ *   core.checkpoints(pool, { table=, skip_schema_init=, store= }) → cp | nil, err
  *   cp:migrate() → true
+ *   cp:store() → "schema.table", the event store it serves (resolved)
  *   cp:load(consumer, [conn]) → cursor | nil
  *   cp:save(consumer, cursor, expected, [conn]) → true
  *       expected: nil = unconditional, false = none stored yet, n = exactly n
@@ -19,6 +20,7 @@ static pgs_status_t open_store(lua_State *L, pgs_pool_t *pool, void **out, pgs_e
     pgs_checkpoints_opts_t o = {
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init"),
+        .store = pgs_l_opt_string(L, 2, "store"),
     };
     pgs_checkpoints_t *cp;
     pgs_status_t st = pgs_checkpoints_open(pool, &o, &cp, err);
@@ -85,6 +87,13 @@ static int l_checkpoints_delete(lua_State *L)
     return pgs_l_push_count(L, st, n, &a.err);
 }
 
+static int l_checkpoints_store(lua_State *L)
+{
+    pgs_checkpoints_t *cp = pgs_l_store_check(L, 1, PGS_CHECKPOINTS_MT);
+    lua_pushstring(L, pgs_checkpoints_store(cp));
+    return 1;
+}
+
 static int l_checkpoints_list(lua_State *L)
 {
     pgs_checkpoints_t *cp = pgs_l_store_check(L, 1, PGS_CHECKPOINTS_MT);
@@ -104,6 +113,7 @@ void pgs_l_checkpoints_open(lua_State *L)
         {"save", l_checkpoints_save},
         {"delete", l_checkpoints_delete},
         {"list", l_checkpoints_list},
+        {"store", l_checkpoints_store},
         {NULL, NULL}};
     static const pgs_l_store_class_t cls = {
         "checkpoints", PGS_CHECKPOINTS_MT, open_store, close_store, migrate_store, methods};

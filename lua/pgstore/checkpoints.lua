@@ -1,22 +1,77 @@
 -- SPDX-License-Identifier: MIT
 -- pgstore.checkpoints — consumer checkpoints: the last processed global
--- position (cursor) of each consumer. Saving inside the caller's
+-- position (cursor) of each consumer of one event store. A handle serves
+-- one store (`store`, the event table as db:events names it, or the event
+-- store itself; default "events"), resolved like the event store resolves
+-- its table, so each (store, consumer) has its own checkpoint. Saving inside the caller's
 -- transaction commits the checkpoint together with the read-model writes,
 -- which is what makes a projection exactly-once. SQL in core/checkpoints.c;
 -- new, migrate and close come from pgstore.companion.
 --
---   local cp = db:checkpoints{ table = "pgstore_checkpoints" }
+--   local cp = db:checkpoints{ table = "pgstore_checkpoints", store = es }
 --   local cursor = cp:load("orders") or 0
 --   db:transaction(function(tx) …; return cp:save("orders", pos, { tx = tx }) end)
 --   cp:save("orders", pos, { expected = cursor })   -- conflict if moved meanwhile
 local core = require "pgstore.core"
 local C = require "pgstore.companion"
 
+local errors = require "pgstore.errors"
+
+local type, pairs, getmetatable = type, pairs, getmetatable
 local null = core.null
 
 -- db:checkpoints(opts) → cp | nil, err
--- opts: table ("pgstore_checkpoints"), skip_schema_init (false)
-local _M, mt = C.class("checkpoints", { table = "string", skip_schema_init = "boolean" })
+-- opts: table ("pgstore_checkpoints"), skip_schema_init (false),
+--       store ("events": an event table's name, or the event store)
+local _M, mt = C.class("checkpoints", { table = "string", skip_schema_init = "boolean",
+                                        store = "string|table" })
+
+-- The event table's name as the store was opened with; a misuse raises.
+local function store_name(store, n, fname)
+  if type(store) == "table" then
+    if type(store.table_name) ~= "string" then
+      C.bad(n, fname, "option 'store' must be an event table's name or an event store (db:events())")
+    end
+    return store.table_name
+  end
+  return store
+end
+
+local class_new = _M.new
+function _M.new(db, opts)
+  local o = {}
+  if type(opts) == "table" then
+    for k, v in pairs(opts) do o[k] = v end
+    o.store = store_name(o.store, 1, "checkpoints")
+  else
+    o = opts
+  end
+  local bad = type(o) == "table" and errors.nul(o, "store")
+  if bad then return nil, bad end
+  local cp, err = class_new(db, o)
+  if not cp then return nil, err end
+  cp.opts = { table = o and o.table, skip_schema_init = o and o.skip_schema_init,
+              store = o and o.store or "events" }
+  return cp
+end
+
+-- cp:store() → "schema.table": the event store this handle serves, resolved
+function _M:store()
+  C.check(self, mt, "store")
+  return self.core:store()
+end
+
+-- for_store(cp, store) → a handle on cp's table for the event store
+-- `store` (a name or the event store), and whether the caller owns it
+-- (must close it) | nil, err. cp itself when it serves that spelling.
+-- A checkpoint object of the caller's own making is used as it is.
+function _M.for_store(cp, store)
+  local name = store_name(store, 1, "checkpoints") or "events"
+  if getmetatable(cp) ~= mt or cp.opts.store == name then return cp, false end
+  local other, err = _M.new(cp.db, { table = cp.opts.table, skip_schema_init = true, store = name })
+  if not other then return nil, err end
+  return other, true
+end
 
 local SAVE_OPTIONS = { expected = "number|boolean|userdata" }
 
@@ -55,7 +110,8 @@ end
 -- cp:delete(consumer [, { tx = tx }]) → true | nil, err (absent: true)
 _M.delete = C.keyed(mt, "delete", true)
 
--- cp:list([{ tx = tx }]) → { { consumer, cursor, time }, … } by consumer | nil, err
+-- cp:list([{ tx = tx }]) → { { consumer, cursor, time, store }, … } of this
+-- handle's store, by consumer | nil, err
 _M.list = C.whole(mt, "list")
 
 return _M

@@ -237,7 +237,8 @@ function _M.runner(db, defs, opts)
   -- The dead-letter table is the core's (core/sql/parked--*.sql).
   local ok, err = core.parked_migrate(db.pool, nil, true)
   if not ok then return nil, err end
-  self.cp, err = db:checkpoints()
+  -- A projection's checkpoints belong to the event store it runs against.
+  self.cp, err = db:checkpoints{ store = self.es }
   if not self.cp then return nil, err end
   for _, def in ipairs(defs) do
     ok, err = self:prepare(def)

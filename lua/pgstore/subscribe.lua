@@ -22,6 +22,7 @@ local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local events = require "pgstore.events"
 local state = require "pgstore.subscription_state"
+local checkpoints = require "pgstore.checkpoints"
 local Tx = require "pgstore.tx"
 
 local type, getmetatable, setmetatable = type, getmetatable, setmetatable
@@ -56,19 +57,24 @@ function _M.new(db, opts)
     or options.int(batch, "batch", 1, 2 ^ 31) or options.nonneg(opts.poll, "poll")
   if bad then return nil, bad end
 
-  local cp, err = opts.checkpoints
-  if not cp then
-    cp, err = db:checkpoints()
-    if not cp then return nil, err end
+  -- The checkpoint belongs to (es's store, name): `checkpoints` chooses
+  -- the table, the event store chooses the store.
+  local store = type(es.table_name) == "string" and es.table_name or nil
+  local cp, owns_cp, err
+  if opts.checkpoints then
+    cp, owns_cp = checkpoints.for_store(opts.checkpoints, store)
+  else
+    cp, owns_cp = db:checkpoints{ store = store }, true
   end
+  if not cp then return nil, owns_cp end
   local st
   st, err = state.for_consumer(cp, opts.name, es, from)
   if not st then
-    if not opts.checkpoints then cp:close() end
+    if owns_cp then cp:close() end
     return nil, err
   end
   local self = setmetatable({
-    db = db, es = es, name = opts.name, cp = cp, owns_cp = not opts.checkpoints, state = st,
+    db = db, es = es, name = opts.name, cp = cp, owns_cp = owns_cp, state = st,
     types = opts.types, prefix = opts.prefix,
     batch = batch, poll = opts.poll or 1.0, listener = nil, reconnects = 0,
   }, mt)

@@ -427,6 +427,19 @@ function CASES.subscribe(db)
   batch = assert(sub:next(3))
   eq(#batch, 1, "live"); eq(batch[1].type, "C", "type")
   eq(#assert(sub:next(0.1)), 0, "nothing more")
+  -- the same consumer on another store starts from that store's own checkpoint
+  local name = unique("consumer")
+  local mine = assert(db:subscribe{ name = name, events = es })
+  batch = assert(mine:next(3))
+  eq(#batch, 3, "all of the first store")
+  assert(mine:ack(batch[3].position))
+  local other = db:events{ table = unique("spec_sub_other") }
+  assert(other:append("y", { { type = "D", data = 4 } }))
+  local theirs = assert(db:subscribe{ name = name, events = other })
+  batch = assert(theirs:next(3))
+  eq(#batch, 1, "the second store from its start"); eq(batch[1].type, "D", "its event")
+  eq(assert(db:checkpoints{ store = es }):load(name), 3, "the first store's checkpoint")
+  eq(assert(db:checkpoints{ store = other }):load(name), nil, "none yet on the second")
 end
 
 -- Acks through the proxy of spec/nginx_spec.lua (on port arg_port), which
@@ -469,7 +482,7 @@ function CASES.subscribe_unknown_ack(db)
     eq(err.code, "connection", "the final ack (" .. tostring(err) .. ")")
   end
   ok(acked, "the final ack went through")
-  eq(assert(db:checkpoints()):load(name), last, "the stored checkpoint")
+  eq(assert(db:checkpoints{ store = es }):load(name), last, "the stored checkpoint")
   -- A restarted subscriber starts after it: nothing is delivered again.
   local again = assert(db:subscribe{ name = name, events = es })
   eq(#assert(again:next(0.2)), 0, "events delivered again after a restart")

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * test_checkpoints.c — consumer checkpoints through the C API: upsert,
- * the guarded forms and their conflicts, a save inside a transaction, and
- * 8 threads racing a guarded save on their own connections.
+ * the guarded forms and their conflicts, a save inside a transaction,
+ * 8 threads racing a guarded save on their own connections, and one
+ * consumer name on two event stores.
  */
 #include "harness.h"
 
@@ -33,8 +34,10 @@ static void test_upsert(void)
     CHECK(pgs_checkpoints_save(cp, NULL, "u", -1, PGS_CHECKPOINT_ANY, 0, &err) == PGS_EINVALID);
     pgs_rows_t *r;
     CHECK_OK(pgs_checkpoints_list(cp, NULL, &r, &err), err);
-    CHECK(pgs_rows_count(r) >= 1 && pgs_rows_columns(r) == 3);
+    CHECK(pgs_rows_count(r) >= 1 && pgs_rows_columns(r) == 4);
     CHECK_STR(pgs_rows_name(r, 1), "cursor");
+    CHECK_STR(pgs_rows_name(r, 3), "store");
+    CHECK_STR(pgs_rows_value(r, 0, 3, NULL), "public.events");
     pgs_rows_free(r);
     int64_t removed = 0;
     CHECK_OK(pgs_checkpoints_delete(cp, NULL, "u", &removed, &err), err);
@@ -125,12 +128,43 @@ static void test_threads_race(void)
     pgs_checkpoints_close(cp);
 }
 
+/* A checkpoint belongs to (store, consumer); every spelling of a store
+ * is one store. */
+static void test_stores(void)
+{
+    pgs_error_t err;
+    pgs_checkpoints_opts_t oa = {.table = table, .store = "c_cp_a"};
+    pgs_checkpoints_opts_t oq = {.table = table, .store = "public.c_cp_a"};
+    pgs_checkpoints_opts_t ob = {.table = table, .store = "c_cp_b"};
+    pgs_checkpoints_t *a, *q, *b;
+    CHECK_OK(pgs_checkpoints_open(pool, &oa, &a, &err), err);
+    CHECK_OK(pgs_checkpoints_open(pool, &oq, &q, &err), err);
+    CHECK_OK(pgs_checkpoints_open(pool, &ob, &b, &err), err);
+    CHECK_STR(pgs_checkpoints_store(a), "public.c_cp_a");
+    CHECK_STR(pgs_checkpoints_store(q), "public.c_cp_a");
+    CHECK_OK(pgs_checkpoints_save(a, NULL, "same", 30, PGS_CHECKPOINT_ANY, 0, &err), err);
+    int64_t pos = -1;
+    CHECK(pgs_checkpoints_load(b, NULL, "same", &pos, &err) == PGS_ENOTFOUND);
+    CHECK_OK(pgs_checkpoints_save(b, NULL, "same", 2, PGS_CHECKPOINT_NONE, 0, &err), err);
+    CHECK_OK(pgs_checkpoints_load(q, NULL, "same", &pos, &err), err);
+    CHECK(pos == 30);
+    CHECK_OK(pgs_checkpoints_load(b, NULL, "same", &pos, &err), err);
+    CHECK(pos == 2);
+    pgs_checkpoints_opts_t bad = {.table = table, .store = "no such"};
+    pgs_checkpoints_t *none = NULL;
+    CHECK(pgs_checkpoints_open(pool, &bad, &none, &err) == PGS_EINVALID && !none);
+    pgs_checkpoints_close(a);
+    pgs_checkpoints_close(q);
+    pgs_checkpoints_close(b);
+}
+
 int main(void)
 {
     static const pgs_test_t tests[] = {{"upsert, list, delete", test_upsert},
                                        {"guarded saves", test_guarded},
                                        {"inside a transaction", test_in_transaction},
                                        {"8 threads race a guarded save", test_threads_race},
+                                       {"one consumer on two stores", test_stores},
                                        {NULL, NULL}};
     pool = pgs_test_pool_open(8);
     pgs_test_name(table, sizeof table, "c_checkpoints");

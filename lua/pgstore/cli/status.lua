@@ -1,8 +1,8 @@
 -- SPDX-License-Identifier: MIT
 -- `pgstore status [--table T]`: where the database stands — streams, events
--- and the head position; each consumer's checkpoint and lag; each lease's
--- owner and expiry. Never prints connection secrets: the server says who
--- and where we are.
+-- and the head position; each consumer's checkpoint and its lag behind its
+-- own store's head; each lease's owner and expiry. Never prints connection
+-- secrets: the server says who and where we are.
 local args = require "pgstore.cli.args"
 
 local _M = { usage = "pgstore status [--table EVENTS]", summary = "streams, positions, consumer lag, leases" }
@@ -10,6 +10,41 @@ local _M = { usage = "pgstore status [--table EVENTS]", summary = "streams, posi
 local function exists(db, name)
   local rows = db:query("select to_regclass($1) is not null as ok", name)
   return rows and rows[1].ok
+end
+
+-- The head position of the event store `name` (resolved), or nil and why.
+local function head_of(db, name)
+  local es, err = db:events{ table = name, notify = false, migrate = false }
+  if not es then return nil, err end
+  local head
+  head, err = es:latest_position()
+  es:close()
+  return head, err
+end
+
+-- Each consumer's checkpoint, by store, and its lag behind the head of
+-- its own store. Before `pgstore migrate` gave the table its store
+-- column, every checkpoint is the default event store's.
+local function print_consumers(db)
+  local has_store = db:query([[select count(*) as n from pg_attribute
+    where attrelid = to_regclass('pgstore_checkpoints') and attname = 'store' and not attisdropped]])
+  local store = has_store and has_store[1].n > 0 and "store" or "current_schema() || '.events'"
+  local rows = db:query(("select %s as store, consumer, position, updated_at from pgstore_checkpoints"
+    .. " order by 1, 2"):format(store)) or {}
+  print(("consumers %d"):format(#rows))
+  local current, current_head
+  for _, r in ipairs(rows) do
+    if r.store ~= current then
+      current = r.store
+      local head, err = head_of(db, current)
+      current_head = head
+      print(head and ("  store %s, head position %d"):format(current, head)
+        or ("  store %s: %s"):format(current, err and err.code == "not_found" and "no such event store"
+          or tostring(err)))
+    end
+    local lag = current_head and ("%-8d"):format(math.max(0, current_head - r.position)) or "?       "
+    print(("    %-30s at %-10d lag %s %s"):format(r.consumer, r.position, lag, r.updated_at))
+  end
 end
 
 function _M.main(host, argv)
@@ -41,11 +76,7 @@ function _M.main(host, argv)
   print(("streams   %d (%d archived, %d tombstoned)"):format(counts.streams, counts.archived, counts.tombstoned))
   print(("events    %d, head position %d"):format(counts.events, head))
   if exists(db, "pgstore_checkpoints") then
-    local rows = db:query("select consumer, position, updated_at from pgstore_checkpoints order by consumer")
-    print(("consumers %d"):format(#rows))
-    for _, r in ipairs(rows) do
-      print(("  %-32s at %-10d lag %-8d %s"):format(r.consumer, r.position, math.max(0, head - r.position), r.updated_at))
-    end
+    print_consumers(db)
   end
   if exists(db, "pgstore_leases") then
     local rows = db:query([[select name, partition, coalesce(owner, '-') as owner, token,

@@ -294,7 +294,17 @@ local function new_sub(db, opts)
   if bad then return nil, bad end
   local feed, err = new_feed(db, { events = opts.events })
   if not feed then return nil, err end
-  local cp = opts.checkpoints or db:checkpoints()
+  -- The checkpoint belongs to (the event store, name): `checkpoints`
+  -- chooses the table, the event store chooses the store.
+  local cp, store = opts.checkpoints, opts.events.table_name
+  if not cp then
+    cp = db:checkpoints{ store = store }
+  elseif cp.kind == "checkpoints" and cp.sopts and (cp.sopts.store or "events") ~= store then
+    local o = {}
+    for k, v in pairs(cp.sopts) do o[k] = v end
+    o.store = store
+    cp = db:checkpoints(o)
+  end
   local st
   st, err = state.for_consumer(cp, opts.name, opts.events, from)
   if not st then return nil, err end

@@ -26,7 +26,7 @@ local _M = {}
 -- Options per kind (as the pgstore modules take them).
 local OPTIONS = {
   snapshots = { table = "string", skip_schema_init = "boolean", max_value_size = "number" },
-  checkpoints = { table = "string", skip_schema_init = "boolean" },
+  checkpoints = { table = "string", skip_schema_init = "boolean", store = "string|table" },
   exec_checkpoints = { table = "string", skip_schema_init = "boolean", max_value_size = "number" },
   sessions = { table = "string", skip_schema_init = "boolean", max_value_size = "number" },
   kv = { table = "string", skip_schema_init = "boolean", cleanup_interval = "number",
@@ -143,6 +143,14 @@ function _M.new(db, kind, opts)
   local bad = options.int(opts.max_value_size, "max_value_size", 1, 1073741824)
     or options.nonneg(opts.cleanup_interval, "cleanup_interval")
   if bad then return nil, bad end
+  if kind == "checkpoints" and type(opts.store) == "table" then
+    -- an event store: its table's name crosses into the thread, which
+    -- resolves it as the event store does
+    if type(opts.store.table_name) ~= "string" then
+      argerr(1, kind, "option 'store' must be an event table's name or an event store (db:events())")
+    end
+    opts.store = opts.store.table_name
+  end
   local self = setmetatable({ db = db, kind = kind }, MTS[kind])
   if kind == "kv" then
     local interval = opts.cleanup_interval
