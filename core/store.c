@@ -43,8 +43,18 @@ pgs_status_t pgs_store_resolve(pgs_pool_t *pool, const char *name, char *out, si
     pgs_status_t st = pgs_pool_acquire(pool, -1, &c, err);
     if (st != PGS_OK)
         return st;
-    PGresult *r;
-    st = pgs_exec(c, "SELECT current_schema()", 0, NULL, &r, err);
+    /* The table the search_path finds, as any statement would; when there
+     * is none yet, the schema CREATE TABLE would put it in. */
+    char quoted[PGS_IDENT_MAX];
+    st = pgs_ident_quote(name, quoted, sizeof quoted, err);
+    PGresult *r = NULL;
+    pgs_param_t p = {quoted, -1};
+    if (st == PGS_OK)
+        st = pgs_exec(c,
+                      "SELECT COALESCE((SELECT n.nspname FROM pg_class c JOIN pg_namespace n"
+                      " ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)"
+                      " AND c.relkind IN ('r', 'p')), current_schema())",
+                      1, &p, &r, err);
     if (st == PGS_OK) {
         if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
             st = pgs_error_set(err, PGS_EINVALID,

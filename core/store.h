@@ -18,10 +18,12 @@ typedef struct pgs_store_base {
     char legacy_key[2 * 64 + 32];  /* the migration key of older code */
 } pgs_store_base_t;
 
-/* An unqualified name means the table in current_schema() when the store
- * opens (where CREATE TABLE would put it), resolved ONCE: from then on
- * every statement names "schema"."table", so a table of the same name
- * elsewhere on the search_path is never reached. Writes schema.table. */
+/* An unqualified name means the table the search_path finds when the
+ * store opens, as in any statement — or, when there is none yet, one in
+ * current_schema() (where CREATE TABLE would put it) — resolved ONCE: from
+ * then on every statement names "schema"."table", so a table of the same
+ * name created later earlier on the search_path is never reached. Writes
+ * schema.table. */
 pgs_status_t pgs_store_resolve(pgs_pool_t *pool, const char *name, char *out, size_t outsz,
                                pgs_error_t *err);
 

@@ -142,6 +142,55 @@ describe("a store is a table", function()
     assert.truthy(rows[9].position > 4294967296)
     es:close()
   end)
+
+  it("honours the order lock of schema version 2 (an appender that began before the upgrade)", function()
+    local es = assert(db:events{ table = "store_v2", notify = false })
+    assert(es:truncate())
+    -- what a version-2 append body does: the lock (tag, L), then nextval
+    local OLD = ([[
+      local core = require "pgstore.core"
+      local dir = arg[1]
+      local function exists(p) local f = io.open(p) if f then f:close() end return f ~= nil end
+      assert(db:transaction(function(tx)
+        local l = assert(tx:query("select case when is_called then last_value else last_value - 1 end as l from store_v2_position_seq"))[1].l
+        assert(tx:query("select pg_advisory_xact_lock_shared(((%d::bigint << 16) | (($1::bigint >> 32) & 65535))::bit(32)::int, ($1::bigint & 4294967295)::bit(32)::int)", l))
+        local r = assert(tx:query([=[insert into store_v2 (position, stream, version, id, type, data)
+          values (nextval('store_v2_position_seq'), 'old', 1, gen_random_uuid(), 'Old', '{}') returning position]=]))[1]
+        local f = assert(io.open(dir .. "/held", "w")) f:write(r.position) f:close()
+        local deadline = core.now() + 60
+        while not exists(dir .. "/go") and core.now() < deadline do core.sleep(0.01) end
+        return true
+      end))
+      print("committed true")
+    ]]):format(old_tag('"store_v2"'))
+    local dir = T.tmpdir("v2")
+    local proc = T.spawn(OLD, dir)
+    assert(T.eventually(function() return T.read(dir .. "/held") ~= "" end, 30), T.output(proc))
+    local held = tonumber(T.read(dir .. "/held"))
+    assert(es:append("later", { { type = "Later" } }))
+    local rows, cursor = assert(es:read_all{ after = 0 })
+    assert.equal(0, #rows, "read_all stepped over a version-2 append in flight at " .. held)
+    release(proc, dir)
+    rows = assert(es:read_all{ after = cursor })
+    assert.equal(2, #rows)
+    assert.equal(held, rows[1].position)
+    es:close()
+  end)
+
+  it("takes one order lock pair per transaction, however many appends", function()
+    local es = assert(db:events{ table = "store_many", notify = false })
+    local n
+    assert(db:transaction(function(tx)
+      for i = 1, 200 do assert(es:append("s" .. i % 7, { { type = "E" } }, { tx = tx })) end
+      n = assert(tx:query([[select count(*) as n from pg_locks where locktype = 'advisory'
+        and pid = pg_backend_pid() and classid = 'store_many'::regclass::oid]]))[1].n
+      return true
+    end))
+    assert.equal(2, n)
+    local rows = assert(es:read_all{ after = 0, limit = 1000 })
+    assert.equal(200, #rows)
+    es:close()
+  end)
 end)
 
 describe("the position sequence", function()
@@ -156,6 +205,52 @@ describe("the position sequence", function()
       where seqrelid = 'store_seq_position_seq'::regclass]]))[1]
     assert.equal(1, s.seqcache)
     assert.is_false(s.seqcycle)
+    es:close()
+  end)
+
+  it("is set forward by es:migrate() when moved behind the positions, and read_all refuses meanwhile", function()
+    local es = assert(db:events{ table = "store_back", notify = false })
+    for i = 1, 5 do assert(es:append("s", { { type = "E", data = { i = i } } })) end
+    local rows, cursor = assert(es:read_all{ after = 0 })
+    assert.equal(5, cursor)
+    assert(db:exec("alter sequence store_back_position_seq restart"))
+    local none, err = es:read_all{ after = cursor }
+    assert.is_nil(none)
+    assert.equal("invalid", err.code)
+    assert.truthy(err.message:match("behind"), err.message)
+    assert(es:migrate())
+    local r = assert(es:append("s", { { type = "After" } }))
+    assert.truthy(r.first_position > cursor, "position " .. r.first_position .. " handed out again")
+    rows = assert(es:read_all{ after = cursor })
+    assert.equal(1, #rows)
+    es:close()
+  end)
+
+  it("is made LOGGED again, and read_all refuses an unlogged one", function()
+    local es = assert(db:events{ table = "store_unlogged", notify = false })
+    assert(db:exec("alter sequence store_unlogged_position_seq set unlogged"))
+    local none, err = es:read_all{ after = 0 }
+    assert.is_nil(none)
+    assert.truthy(err.message:match("UNLOGGED"), err.message)
+    assert(es:migrate())
+    local p = assert(db:query([[select relpersistence from pg_class
+      where oid = 'store_unlogged_position_seq'::regclass]]))[1]
+    assert.equal("p", p.relpersistence)
+    assert(es:read_all{ after = 0 })
+    es:close()
+  end)
+
+  it("changed under a process opened without migrations stops its followers, not skips", function()
+    local es = assert(db:events{ table = "store_cache", notify = false })
+    es:close()
+    es = assert(db:events{ table = "store_cache", notify = false, migrate = false })
+    assert(db:exec("alter sequence store_cache_position_seq cache 20"))
+    local none, err = es:read_all{ after = 0 }
+    assert.is_nil(none)
+    assert.equal("invalid", err.code)
+    assert.truthy(err.message:match("CACHE 20"), err.message)
+    assert(db:exec("alter sequence store_cache_position_seq cache 1"))
+    assert(es:read_all{ after = 0 })
     es:close()
   end)
 

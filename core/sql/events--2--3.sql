@@ -3,22 +3,27 @@
 --   * The order lock is keyed by the events table's OID, which is unique
 --     in the database, instead of a 16-bit tag hashed from the table name
 --     as spelled: `t`, `public.t` and a search_path hit are one store, and
---     two stores can never share a key. p_tag stays in the signatures, so
---     a process of the previous version calls these same functions; it is
---     ignored.
+--     two stores can never share a key. A transaction takes it once per
+--     store, however many appends it makes.
 --   * Appends and imports commit durably even when the session asks for
 --     synchronous_commit = off (see "Durability" below).
---   * The position sequence is held to what the order argument needs:
---     CACHE 1, NO CYCLE, a positive increment (@check_order@).
+--   * The position sequence is held to what the order argument needs
+--     (@check_order@), and read_all refuses to hand out events while it
+--     is not.
 --   * Every function names its tables schema-qualified (0.1 named them
 --     unqualified, so a caller's search_path could point them elsewhere).
 -- Released: frozen. Placeholders as in events--1.sql, and @order_lock@,
 -- @check_order@ (functions).
-
--- Processes still running the previous definitions pick these up at
--- their next statement. Waiting here for every append and read in flight
--- makes the switch one instant for them all.
-LOCK TABLE @events@ IN ACCESS EXCLUSIVE MODE;
+--
+-- Upgrading while processes run. p_tag stays in the signatures, so a
+-- process of the previous version calls these same functions, and
+-- read_all still honours the order locks of version 2 made under the
+-- caller's p_tag: an append that began under the old definition (it may
+-- be waiting for a stream's head while this file commits) and takes the
+-- old lock afterwards still holds back followers of the same spelling.
+-- Nothing here waits for appends or reads in flight, so the upgrade never
+-- stops writes. What stays open: a follower of another spelling than a
+-- still-running old appender, for that append only.
 
 -- The order lock. L is the sequence's last value (one less while the
 -- sequence is fresh); every position the caller's transaction takes after
@@ -27,7 +32,11 @@ LOCK TABLE @events@ IN ACCESS EXCLUSIVE MODE;
 -- (objsubid 1) then (OID, L & 0xffffffff) as two int keys (objsubid 2).
 -- read_all pairs them per transaction; a low half without its high half
 -- reads as high half 0, which only lowers the horizon. Positions up to
--- 2^63 - 1 (the sequence's bigint range).
+-- 2^63 - 1 (the sequence's bigint range; the Lua API stops at 2^53).
+-- A transaction's first L is below every position it takes later, so
+-- one pair per store and transaction is enough; a transaction-local
+-- setting remembers it (undone, with the locks, by a rolled-back
+-- savepoint), and a transaction of 100,000 appends holds two locks.
 --
 -- Durability. Under synchronous_commit = off a commit becomes visible
 -- before its WAL is flushed, so a follower could pass a position that a
@@ -43,9 +52,11 @@ BEGIN
   IF current_setting('synchronous_commit') = 'off' THEN
     PERFORM set_config('synchronous_commit', 'local', true);
   END IF;
+  IF current_setting('pgstore.order_lock_' || v_oid, true) = 'held' THEN RETURN; END IF;
   SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_l FROM @seq@ q;
   PERFORM pg_advisory_xact_lock_shared((v_oid << 32) | (v_l >> 32));
   PERFORM pg_advisory_xact_lock_shared(v_oid::bit(32)::int, (v_l & 4294967295)::bit(32)::int);
+  PERFORM set_config('pgstore.order_lock_' || v_oid, 'held', true);
 END
 $fn$;
 
@@ -153,9 +164,13 @@ $fn$;
 -- read_all, as in events--1.sql and events--1--2.sql, with step (2)
 -- reading this table's order locks by OID: M is the smallest L announced
 -- by a transaction running now, each transaction's L rebuilt from its two
--- lock halves (several appends in one transaction: the smallest halves,
--- which is at most each of its L). One scan of pg_locks is one snapshot
--- of the lock table, so both halves of a transaction are seen together.
+-- lock halves (several in one transaction: the smallest halves, which is
+-- at most each of its L). One scan of pg_locks is one snapshot of the lock
+-- table, so both halves of a transaction are seen together. Version 2's
+-- locks under p_tag count too (see "Upgrading while processes run"); a
+-- foreign lock read as one only lowers the horizon. And it first checks
+-- the sequence (@check_order@): changed by hand under running processes,
+-- the followers stop with a clear error instead of skipping.
 CREATE OR REPLACE FUNCTION @read_all@(p_after bigint, p_limit int, p_types text[], p_prefix text,
   p_tag int)
  RETURNS TABLE (r_position bigint, r_stream text, r_version bigint, r_id uuid, r_type text,
@@ -167,16 +182,19 @@ BEGIN
   IF current_setting('transaction_isolation') <> 'read committed' THEN
     RAISE EXCEPTION USING ERRCODE = 'PGS05', MESSAGE = 'read_all needs READ COMMITTED isolation';
   END IF;
+  PERFORM @check_order@(false);
   SELECT s.last_value, s.is_called INTO v_s, v_called FROM @seq@ s;
   IF NOT v_called THEN v_s := v_s - 1; END IF;
-  SELECT min((COALESCE(t.hi, 0) << 32) | t.lo) INTO v_m FROM (
-    SELECT min(l.objid::bigint) FILTER (WHERE l.objsubid = 1) AS hi,
-           min(l.objid::bigint) FILTER (WHERE l.objsubid = 2) AS lo
-      FROM pg_locks l
-     WHERE l.locktype = 'advisory' AND l.classid = v_oid AND l.objsubid IN (1, 2)
-       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-     GROUP BY l.virtualtransaction) t
-   WHERE t.lo IS NOT NULL;
+  SELECT min(LEAST(CASE WHEN t.lo IS NOT NULL THEN (COALESCE(t.hi, 0) << 32) | t.lo END, t.v2)) INTO v_m
+    FROM (SELECT min(l.objid::bigint) FILTER (WHERE l.classid = v_oid AND l.objsubid = 1) AS hi,
+                 min(l.objid::bigint) FILTER (WHERE l.classid = v_oid AND l.objsubid = 2) AS lo,
+                 min(((l.classid::bigint & 65535) << 32) | l.objid::bigint)
+                   FILTER (WHERE l.objsubid = 2 AND (l.classid::bigint >> 16) = p_tag) AS v2
+            FROM pg_locks l
+           WHERE l.locktype = 'advisory' AND l.objsubid IN (1, 2)
+             AND (l.classid = v_oid OR (l.classid::bigint >> 16) = p_tag)
+             AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+           GROUP BY l.virtualtransaction) t;
   v_h := LEAST(v_s, COALESCE(v_m, v_s));
   SELECT e.position INTO v_d FROM @events@ e WHERE e.position <= v_h ORDER BY e.position DESC LIMIT 1;
   RETURN QUERY SELECT e.position, e.stream::text, e.version, e.id, e.type, e.schema_version, e.data,
@@ -210,26 +228,41 @@ END
 $fn$;
 
 -- The sequence the order argument rests on: every nextval larger than any
--- value handed out before it (CACHE 1: no backend holds a private range;
--- NO CYCLE: no wrap to small values; a positive increment). With p_fix it
--- sets what is wrong (the runner calls it so at each migration and each
--- open that may migrate); without p_fix, or when the role may not alter
--- the sequence, it raises PGS05 naming the setting. Returns what it found.
-CREATE OR REPLACE FUNCTION @check_order@(p_fix boolean, OUT r_cache bigint, OUT r_cycle boolean,
-  OUT r_increment bigint)
+-- value handed out before it, and that durably (CACHE 1: no backend holds
+-- a private range; NO CYCLE: no wrap to small values; a positive
+-- increment; LOGGED: a crash does not reset it), and never behind the
+-- positions already taken (a RESTART or setval by hand would hand them
+-- out again). With p_fix it sets what is wrong (at each migration and
+-- each open that may migrate; a sequence behind is set to the highest
+-- position there is — positions of events deleted above it cannot be
+-- known); without p_fix (each read_all), or when the role may not alter
+-- the sequence, it raises PGS05 naming what is wrong.
+CREATE OR REPLACE FUNCTION @check_order@(p_fix boolean) RETURNS void
  LANGUAGE plpgsql AS $fn$
-DECLARE v_wrong text;
+DECLARE v_cache bigint; v_cycle boolean; v_inc bigint; v_logged boolean; v_max bigint;
+  v_last bigint; v_wrong text;
 BEGIN
-  SELECT s.seqcache, s.seqcycle, s.seqincrement INTO r_cache, r_cycle, r_increment
-    FROM pg_sequence s WHERE s.seqrelid = '@seq@'::regclass;
-  IF r_cache = 1 AND NOT r_cycle AND r_increment > 0 THEN RETURN; END IF;
-  v_wrong := format('the position sequence %s must have CACHE 1, NO CYCLE and a positive'
-    ' increment (it has CACHE %s, %s, INCREMENT %s): read_all could skip events', '@seq@',
-    r_cache, CASE WHEN r_cycle THEN 'CYCLE' ELSE 'NO CYCLE' END, r_increment);
+  SELECT s.seqcache, s.seqcycle, s.seqincrement, c.relpersistence <> 'u'
+    INTO v_cache, v_cycle, v_inc, v_logged
+    FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE s.seqrelid = '@seq@'::regclass;
+  -- the highest position first, then the sequence: a position committed
+  -- in between is below the value read after it
+  SELECT e.position INTO v_max FROM @events@ e ORDER BY e.position DESC LIMIT 1;
+  SELECT q.last_value INTO v_last FROM @seq@ q;
+  IF v_cache = 1 AND NOT v_cycle AND v_inc > 0 AND v_logged AND v_last >= COALESCE(v_max, 0) THEN
+    RETURN;
+  END IF;
+  v_wrong := format('the position sequence %s must have CACHE 1, NO CYCLE, a positive increment,'
+    ' be LOGGED and not be behind the positions taken (it has CACHE %s, %s, INCREMENT %s, %s,'
+    ' last value %s, highest position %s): read_all could skip events', '@seq@', v_cache,
+    CASE WHEN v_cycle THEN 'CYCLE' ELSE 'NO CYCLE' END, v_inc,
+    CASE WHEN v_logged THEN 'LOGGED' ELSE 'UNLOGGED' END, v_last, COALESCE(v_max, 0));
   IF p_fix THEN
     BEGIN
       ALTER SEQUENCE @seq@ CACHE 1 NO CYCLE;
-      IF r_increment <= 0 THEN ALTER SEQUENCE @seq@ INCREMENT BY 1; END IF;
+      IF v_inc <= 0 THEN ALTER SEQUENCE @seq@ INCREMENT BY 1; END IF;
+      IF NOT v_logged THEN ALTER SEQUENCE @seq@ SET LOGGED; END IF;
+      IF v_last < COALESCE(v_max, 0) THEN PERFORM setval('@seq@', v_max); END IF;
       RETURN;
     EXCEPTION WHEN insufficient_privilege THEN NULL;
     END;
