@@ -163,18 +163,22 @@ static pgs_status_t table_identity(pgs_events_t *es, pgs_conn_t *c, char *out, s
     return PGS_OK;
 }
 
-/* Locks the stream's head in dst first: a stream tombstoned there stays
- * tombstoned (the import would make it active). */
-static pgs_status_t import_events(pgs_events_t *dst, pgs_conn_t *c, const char *stream,
-                                  const PGresult *json, pgs_error_t *err)
+/* Locks the stream's head in dst before the import: a stream tombstoned
+ * there stays tombstoned (the import would make it active). */
+static pgs_status_t lock_target(pgs_events_t *dst, pgs_conn_t *c, const char *stream,
+                                pgs_error_t *err)
 {
     char status[16];
     pgs_status_t st = lock_head(dst, c, stream, status, sizeof status, err);
-    if (st != PGS_OK)
-        return st;
-    if (strcmp(status, "tombstoned") == 0)
+    if (st == PGS_OK && strcmp(status, "tombstoned") == 0)
         return pgs_error_set(err, PGS_EDELETED, "stream %.200s is deleted (tombstoned) in %s",
                              stream, dst->base.table);
+    return st;
+}
+
+static pgs_status_t import_events(pgs_events_t *dst, pgs_conn_t *c, const char *stream,
+                                  const PGresult *json, pgs_error_t *err)
+{
     pgs_param_t p[3] = {{stream, -1}, {PQgetvalue(json, 0, 0), -1}, {dst->tag, -1}};
     return pgs_exec(c, dst->sql_import, 3, p, NULL, err);
 }
@@ -202,6 +206,7 @@ pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *s
         st = pgs_pool_acquire(dst->base.pool, -1, &cd, err);
     if (shared)
         cd = cs;
+    int dst_first = 0;
     if (st == PGS_OK) {
         char a[256], b[256];
         st = table_identity(src, cs, a, sizeof a, err);
@@ -209,16 +214,24 @@ pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *s
             st = table_identity(dst, cd, b, sizeof b, err);
         if (st == PGS_OK && strcmp(a, b) == 0)
             st = pgs_error_set(err, PGS_EINVALID, "cannot move a stream into the same store");
+        /* The two heads are locked in one order for every mover, whichever
+         * way it moves: over two pools a cycle would run through the
+         * clients, where the server cannot see it to break it. */
+        dst_first = strcmp(b, a) < 0;
     }
     /* Shared pool: one transaction. Otherwise dst commits first, then src:
      * a failure in between leaves the events in both, and a retry finishes
      * (the import skips ids it already has). */
     if (st == PGS_OK)
         st = pgs_tx_begin(cs, PGS_READ_COMMITTED, err);
-    if (st == PGS_OK)
-        st = export_events(src, cs, stream, &json, err);
     if (st == PGS_OK && !shared)
         st = pgs_tx_begin(cd, PGS_READ_COMMITTED, err);
+    if (st == PGS_OK && dst_first)
+        st = lock_target(dst, cd, stream, err);
+    if (st == PGS_OK)
+        st = export_events(src, cs, stream, &json, err);
+    if (st == PGS_OK && !dst_first)
+        st = lock_target(dst, cd, stream, err);
     if (st == PGS_OK)
         st = import_events(dst, cd, stream, json, err);
     if (st == PGS_OK && !shared)

@@ -266,6 +266,41 @@ describe("stream lifecycle racing appends", function()
       assert.equal("none", es:status("nothing"))
     end)
 
+    it("never hangs two movers moving one stream opposite ways over two pools each", function()
+      assert(es:append("pp", { { type = "A" } }))
+      -- each process: the hot store and the cold one on pools of their own,
+      -- so a lock cycle would run through the process, out of the server's sight
+      local MOVER = [[
+        local pgstore, core = require "pgstore", require "pgstore.core"
+        local dsn, dir = arg[1], arg[2]
+        local d1 = assert(pgstore.connect{ dsn = dsn, pool_size = 1, application_name = "pgstore-spec" })
+        local d2 = assert(pgstore.connect{ dsn = dsn, pool_size = 1, application_name = "pgstore-spec" })
+        local hot = assert(d1:events{ table = "ev_life", notify = false })
+        local cold = assert(d2:events{ table = "ev_life_cold", notify = false })
+        local moves, codes, deadline = 0, {}, core.now() + 4
+        while core.now() < deadline do
+          local n, err
+          if dir == "out" then n, err = hot:archive_to("pp", cold) else n, err = hot:restore_from("pp", cold) end
+          if n then moves = moves + 1 else codes[err.code] = (codes[err.code] or 0) + 1 end
+        end
+        local c = {}
+        for k, v in pairs(codes) do c[#c + 1] = k .. "=" .. v end
+        print("DONE " .. moves .. " " .. table.concat(c, ","))
+      ]]
+      local a = T.spawn(MOVER, T.dsn(), "out")
+      local b = T.spawn(MOVER, T.dsn(), "in")
+      local outa, enda = T.wait(a, 30)
+      local outb, endb = T.wait(b, 30)
+      if not enda then T.signal(a, "KILL") end
+      if not endb then T.signal(b, "KILL") end
+      assert.is_true(enda and endb, "a mover hung: " .. outa .. " / " .. outb)
+      local ma, mb = tonumber(outa:match("DONE (%d+)")), tonumber(outb:match("DONE (%d+)"))
+      assert.truthy(ma and mb, outa .. " / " .. outb)
+      assert.truthy(ma + mb > 0, "no move succeeded")
+      -- the stream is whole in exactly one store
+      assert.equal(1, count(TABLE, "pp") + count(COLD, "pp"))
+    end)
+
     it("keeps metadata nil (and metadata given) across a move and back", function()
       assert(es:append("md", { { type = "Bare", data = { n = 1 } },
                                { type = "Meta", data = { n = 2 }, metadata = { by = "me" } } }))
