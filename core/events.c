@@ -145,7 +145,17 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          "SELECT status, (EXISTS (SELECT 1 FROM @events@ e WHERE e.stream = $1))::int AS events,"
          " version FROM @heads@ WHERE stream = $1"},
         {&es->sql_version, "SELECT version FROM @heads@ WHERE stream = $1"},
-        {&es->sql_latest, "SELECT coalesce(max(position), 0) FROM @events@"},
+        {&es->sql_latest, "SELECT GREATEST($1::bigint, (SELECT position FROM @end@))"},
+        {&es->sql_expire_keys,
+         "DELETE FROM @idempotency@ WHERE key IN (SELECT key FROM @idempotency@"
+         " WHERE created_at < now() - make_interval(secs => $1::float8) ORDER BY created_at"
+         " LIMIT $2::int)"},
+        {&es->sql_count_keys,
+         "SELECT count(*) FROM (SELECT 1 FROM @idempotency@"
+         " WHERE created_at < now() - make_interval(secs => $1::float8) LIMIT $2::int) k"},
+        {&es->sql_end_floor,
+         "INSERT INTO @end@ AS f (position) VALUES ($1::bigint)"
+         " ON CONFLICT (one) DO UPDATE SET position = GREATEST(f.position, EXCLUDED.position)"},
         {&es->sql_import, "SELECT r_count FROM @import@($1, $2::jsonb, $3::int)"},
         {&es->sql_export,
          "SELECT coalesce(json_agg(json_build_object('id', id, 'version', version, 'type', type,"
@@ -162,7 +172,7 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
          " DELETE FROM @heads@ WHERE stream = $1 RETURNING stream"},
         {&es->sql_truncate,
-         "TRUNCATE @events@, @heads@, @idempotency@; ALTER SEQUENCE @seq@ RESTART"},
+         "TRUNCATE @events@, @heads@, @idempotency@, @end@; ALTER SEQUENCE @seq@ RESTART"},
         {&es->sql_lock_head, "SELECT 1 FROM @heads@ WHERE stream = $1 FOR UPDATE"},
         {&es->sql_forget_status,
          "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
@@ -192,7 +202,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->heads, "_heads", "heads"},          {es->idem, "_idempotency", "idempotency"},
         {es->seq, "_position_seq", "seq"},       {es->fn_append, "_append", "append"},
         {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
-        {es->fn_replay, "_replay", "replay"},
+        {es->fn_replay, "_replay", "replay"},     {es->end_floor, "_end", "end"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);
@@ -209,6 +219,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     sc->tables[sc->ntables++] = es->fn_read_all;
     sc->tables[sc->ntables++] = es->fn_import;
     sc->tables[sc->ntables++] = es->fn_replay;
+    sc->tables[sc->ntables++] = es->end_floor;
     /* Older code keyed this store "events:<quoted table>". */
     snprintf(es->base.legacy_key, sizeof es->base.legacy_key, "events:%s", es->base.given_quoted);
     sc->legacy[sc->nlegacy++] = es->base.legacy_key;
@@ -258,7 +269,8 @@ void pgs_events_close(pgs_events_t *es)
                     &es->sql_latest,     &es->sql_import,     &es->sql_export,
                     &es->sql_tombstone,  &es->sql_set_status, &es->sql_delete,
                     &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,
-                    &es->sql_forget};
+                    &es->sql_forget,     &es->sql_end_floor,  &es->sql_expire_keys,
+                    &es->sql_count_keys};
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)
         free(*sql[i]);
     free(es->notify);
