@@ -219,7 +219,6 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
     sc->tables[sc->ntables++] = es->fn_read_all;
     sc->tables[sc->ntables++] = es->fn_import;
     sc->tables[sc->ntables++] = es->fn_replay;
-    sc->tables[sc->ntables++] = es->end_floor;
     /* Older code keyed this store "events:<quoted table>". */
     snprintf(es->base.legacy_key, sizeof es->base.legacy_key, "events:%s", es->base.given_quoted);
     sc->legacy[sc->nlegacy++] = es->base.legacy_key;

@@ -217,6 +217,7 @@ static const char missing_sql[] = "SELECT to_regclass($1) IS NULL AND to_regproc
 static const char book_lock_sql[] =
     "SELECT pg_advisory_xact_lock(hashtext('pgstore.migrate'), hashtext($1))";
 static const char book_missing_sql[] = "SELECT to_regclass($1) IS NULL";
+static const char can_create_sql[] = "SELECT has_schema_privilege($1, 'CREATE')";
 static const char book_writable_sql[] =
     "SELECT CASE WHEN to_regclass($1) IS NULL THEN has_schema_privilege($2, 'CREATE')"
     " ELSE has_table_privilege($1, 'INSERT') AND has_table_privilege($1, 'UPDATE')"
@@ -376,6 +377,17 @@ static pgs_status_t check_tables(pgs_migrate_run_t *run, pgs_kv_phase_t *next, p
         run->dirty = 1;
     }
     run->from = missing ? 0 : run->recorded;
+    /* A whole store behind the files, opened by a role that may not create
+     * in its schema (DML rights only): it opens as it is, and its owner
+     * upgrades it with `pgstore migrate`. */
+    if (!missing && run->from > 0 && run->from < run->latest) {
+        int can_create;
+        st = query_int(run->conn, can_create_sql, run->schema, &can_create, err);
+        if (st != PGS_OK)
+            return st;
+        if (can_create == 0)
+            run->from = run->latest;
+    }
     *next = run->from < run->latest ? PGS_KV_CREATE_TABLE : PGS_KV_CHECK_INDEX;
     return PGS_OK;
 }

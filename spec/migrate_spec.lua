@@ -10,10 +10,13 @@ local S = require "stores"
 local core = require "pgstore.core"
 local pgstore = require "pgstore"
 
+-- The events series' latest version (core/sql/events--*.sql).
+local EVENTS = 3
+
 -- Every store of a database with the default names, as `pgstore migrate`
 -- makes them, and the version each is recorded at.
 local ROWS = {
-  ["events:public.events"] = 2,
+  ["events:public.events"] = EVENTS,
   ["snapshots:public.pgstore_snapshots"] = 1,
   ["checkpoints:public.pgstore_checkpoints"] = 1,
   ["exec_checkpoints:public.pgstore_exec_checkpoints"] = 1,
@@ -184,8 +187,8 @@ describe("migrate: a fresh database", function()
     local es = assert(sdb:events{ table = "t", notify = false })
     assert(es:append("mine", { { type = "M", data = {} } }))
     es:close()
-    assert.same({ ["events:s1.t"] = 2 }, book(db, "s1"))
-    assert.same({ ["events:public.t"] = 2 }, versions(db))
+    assert.same({ ["events:s1.t"] = EVENTS }, book(db, "s1"))
+    assert.same({ ["events:public.t"] = EVENTS }, versions(db))
     -- s1.t dropped by hand: public.t is not taken for it
     assert(db:exec("drop table s1.t, s1.t_heads"))
     not_found_in("s1", "t", sdb:events{ table = "t", notify = false, migrate = false })
@@ -199,7 +202,7 @@ describe("migrate: a fresh database", function()
     assert(sdb:kv{ table = "k", cleanup_interval = 0 }):close()
     local release = assert(sdb:lock("x", { mode = "table", table = "l" }))
     assert(release())
-    assert.same({ ["events:s1.t"] = 2, ["kv:s1.k"] = 1, ["locks:s1.l"] = 1 }, book(db, "s1"))
+    assert.same({ ["events:s1.t"] = EVENTS, ["kv:s1.k"] = 1, ["locks:s1.l"] = 1 }, book(db, "s1"))
     sdb:close()
     db:close()
     admin:exec(("select pg_terminate_backend(pid) from pg_stat_activity where datname = '%s'"):format(name))
@@ -412,7 +415,7 @@ describe("migrate: a database made by pgstore 0.1", function()
     assert.equal(1, #assert(shop:read("cart-1")))
     assert(shop:append("cart-1", { { type = "Added", data = { sku = "b" } } }, { expected = 1 }))
     shop:close()
-    assert.same({ ["events:shop.events"] = 2 }, book(db, "shop"))
+    assert.same({ ["events:shop.events"] = EVENTS }, book(db, "shop"))
     assert.is_nil(versions(db)['events:"shop"."events"'])
 
     local ss = assert(db:snapshots{ skip_schema_init = true })

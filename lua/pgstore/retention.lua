@@ -316,7 +316,7 @@ function _M.apply(set, es, opts, fname)
     n, err = es:expire_idempotency_keys{ batch = batch, dry_run = dry }
     if not n then return finish(false, err) end
     if dry then summary.keys = n else summary.keys, summary.keys_removed = n, n end
-    progress()
+    if n > 0 then progress() end
     return finish(true)
   end
 
