@@ -225,10 +225,11 @@ pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *st
 }
 
 /* The end is read_all's cursor (past everything committed, never past an
- * append in flight) or the floor retention left (see events--2--3.sql),
- * whichever is higher. The floor is read after the cursor: retention
- * raises it before it removes events, so a cursor that no longer sees
- * removed events is followed by a floor that covers them. */
+ * append in flight) or the floor retention left in <table>_end (see "The
+ * end" in core/sql/events--*.sql), whichever is higher. The floor is read
+ * after the cursor: retention raises it before it removes events, so a
+ * cursor that no longer sees removed events is followed by a floor that
+ * covers them. */
 static pgs_status_t end_position(pgs_events_t *es, int64_t *position, pgs_error_t *err)
 {
     char after[24];

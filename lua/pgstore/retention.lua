@@ -229,7 +229,7 @@ function _M.apply(set, es, opts, fname)
   -- The end, held as its floor before anything is removed (a dry run only
   -- reads it): events above it may still have an append in flight below
   -- them and are left for a later run, so es:latest_position() never goes
-  -- back (see core/sql/events--2--3.sql).
+  -- back (see "The end" in core/sql, where <table>_end is made).
   local hold
   if dry then hold, err = es:latest_position() else hold, err = es:hold_end() end
   if not hold then return nil, err end
