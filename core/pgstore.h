@@ -481,8 +481,9 @@ pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *st
 pgs_status_t pgs_events_latest_position(pgs_events_t *es, pgs_pool_t *via, int64_t *position,
                                         pgs_error_t *err);
 /* Raises the end's floor to the end as it stands and returns it in
- * *position: removing events at or below it (retention) then never takes
- * pgs_events_latest_position back. */
+ * *position: removing events at or below it (retention, deletes, moves)
+ * then never takes pgs_events_latest_position back. A store opened as it
+ * is before its upgrade has no floor: the end is returned, not held. */
 pgs_status_t pgs_events_hold_end(pgs_events_t *es, int64_t *position, pgs_error_t *err);
 /* Removes (dry_run: counts) at most `limit` idempotency keys older than
  * `ttl` seconds (> 0), the oldest first, in one statement of its own;

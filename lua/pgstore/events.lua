@@ -446,12 +446,29 @@ function Events:tombstone(stream, reason)
   return self.handle:tombstone(stream, reason)
 end
 
-for _, name in ipairs{ "archive", "restore", "delete" } do
+for _, name in ipairs{ "archive", "restore" } do
   Events[name] = function(self, stream)
     check(self, name)
     check_stream(stream, name)
     return self.handle[name](self.handle, stream)
   end
+end
+
+-- Removing a stream's events (a hard delete, or a move to another store)
+-- first holds the end of the store they leave, so removing its newest
+-- events does not take latest_position back.
+local function hold(es)
+  local ok, err = es.handle:hold_end()
+  if not ok then return nil, err end
+  return true
+end
+
+function Events:delete(stream)
+  check(self, "delete")
+  check_stream(stream, "delete")
+  local ok, err = hold(self)
+  if not ok then return nil, err end
+  return self.handle:delete(stream)
 end
 
 function Events:truncate()
@@ -474,6 +491,8 @@ function Events:archive_to(stream, other)
   check(self, "archive_to")
   check_stream(stream, "archive_to")
   check_other(other, "archive_to")
+  local ok, err = hold(self)
+  if not ok then return nil, err end
   return self.handle:move(other.handle, stream, "archived")
 end
 
@@ -482,6 +501,8 @@ function Events:restore_from(stream, other)
   check(self, "restore_from")
   check_stream(stream, "restore_from")
   check_other(other, "restore_from")
+  local ok, err = hold(other)
+  if not ok then return nil, err end
   return other.handle:move(self.handle, stream, nil)
 end
 
