@@ -1,7 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- events--2--3.sql — the event store, version 2 to 3: the end's floor
--- (@end@) that keeps es:latest_position() from going back when retention
--- removes the newest events, and an index on the idempotency keys' age
+-- (@end@) that keeps es:latest_position() from going back when the
+-- newest events are removed, and an index on the idempotency keys' age
 -- for their cleanup. Placeholders as in events--1.sql, plus @end@.
 --
 -- The end. es:latest_position() is the cursor read_all returns (the
@@ -9,12 +9,16 @@
 -- events--1.sql), or this floor when that is higher. The cursor comes
 -- from rows that exist, so removing the newest events would take it
 -- back; before retention removes anything it raises the floor to the
--- end as it stands, and removes only events at or below it. Every value
--- ever stored here was an end: every position at or below it had
--- committed or was never to commit (the sequence steps back after a
--- crash only over positions never committed, above the last commit),
--- and that stays true, so the floor is always a safe place to start
--- from, and the end is never lower than any end reported before.
+-- end as it stands (es:hold_end), and removes only events at or below
+-- it. Every value ever stored here was an end: every position at or
+-- below it had committed or was never to commit (the sequence steps back
+-- after a crash only over positions never committed, above the last
+-- commit), and that stays true, so the floor is always a safe place to
+-- start from, and the end is never lower than any end reported before.
+-- A hard delete or a move holds the end first too; it removes a whole
+-- stream, so events of that stream that come within the end between the
+-- hold and the removal are the one case left where the end can step
+-- back (over events that no longer exist).
 CREATE TABLE IF NOT EXISTS @end@ (
   one boolean PRIMARY KEY DEFAULT true CHECK (one),
   position bigint NOT NULL);
