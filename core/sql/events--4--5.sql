@@ -1,5 +1,5 @@
 -- SPDX-License-Identifier: MIT
--- events--2--3.sql — the event store, version 2 to 3: the end's floor
+-- events--4--5.sql — the event store, version 4 to 5: the end's floor
 -- (@end@) that keeps es:latest_position() from going back when the
 -- newest events are removed, and an index on the idempotency keys' age
 -- for their cleanup. Placeholders as in events--1.sql, plus @end@.
