@@ -145,7 +145,17 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          "SELECT status, (EXISTS (SELECT 1 FROM @events@ e WHERE e.stream = $1))::int AS events,"
          " version FROM @heads@ WHERE stream = $1"},
         {&es->sql_version, "SELECT version FROM @heads@ WHERE stream = $1"},
-        {&es->sql_latest, "SELECT coalesce(max(position), 0) FROM @events@"},
+        {&es->sql_latest, "SELECT GREATEST($1::bigint, (SELECT position FROM @end@))"},
+        {&es->sql_expire_keys,
+         "DELETE FROM @idempotency@ WHERE key IN (SELECT key FROM @idempotency@"
+         " WHERE created_at < now() - make_interval(secs => $1::float8) ORDER BY created_at"
+         " LIMIT $2::int)"},
+        {&es->sql_count_keys,
+         "SELECT count(*) FROM (SELECT 1 FROM @idempotency@"
+         " WHERE created_at < now() - make_interval(secs => $1::float8) LIMIT $2::int) k"},
+        {&es->sql_end_floor,
+         "INSERT INTO @end@ AS f (position) VALUES ($1::bigint)"
+         " ON CONFLICT (one) DO UPDATE SET position = GREATEST(f.position, EXCLUDED.position)"},
         {&es->sql_import, "SELECT r_count FROM @import@($1, $2::jsonb, $3::int)"},
         /* No metadata stays no metadata: the key is left out, not null. */
         {&es->sql_export,
@@ -161,7 +171,7 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          " k AS (DELETE FROM @idempotency@ WHERE stream = $1)"
          " DELETE FROM @heads@ WHERE stream = $1"},
         {&es->sql_truncate,
-         "TRUNCATE @events@, @heads@, @idempotency@; ALTER SEQUENCE @seq@ RESTART"},
+         "TRUNCATE @events@, @heads@, @idempotency@, @end@; ALTER SEQUENCE @seq@ RESTART"},
         {&es->sql_claim_head, "INSERT INTO @heads@ (stream) VALUES ($1) ON CONFLICT DO NOTHING"},
         {&es->sql_lock_head, "SELECT status FROM @heads@ WHERE stream = $1 FOR UPDATE"},
         {&es->sql_forget_status,
@@ -208,7 +218,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->seq, "_position_seq", "seq"},       {es->fn_append, "_append", "append"},
         {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
         {es->fn_replay, "_replay", "replay"},    {es->fn_order_lock, "_order_lock", "order_lock"},
-        {es->fn_check_order, "_check_order", "check_order"},
+        {es->fn_check_order, "_check_order", "check_order"}, {es->end_floor, "_end", "end"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);
@@ -285,7 +295,8 @@ void pgs_events_close(pgs_events_t *es)
                     &es->sql_latest,     &es->sql_import,     &es->sql_export,
                     &es->sql_claim_head, &es->sql_set_status, &es->sql_delete,
                     &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,
-                    &es->sql_forget,     &es->sql_check_order};
+                    &es->sql_forget,     &es->sql_check_order, &es->sql_end_floor,
+                    &es->sql_expire_keys, &es->sql_count_keys};
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)
         free(*sql[i]);
     free(es->notify);

@@ -12,6 +12,7 @@ struct pgs_events {
     char heads[PGS_IDENT_MAX], idem[PGS_IDENT_MAX], seq[PGS_IDENT_MAX], idem_stream[PGS_IDENT_MAX];
     char fn_append[PGS_IDENT_MAX], fn_read_all[PGS_IDENT_MAX], fn_import[PGS_IDENT_MAX],
         fn_replay[PGS_IDENT_MAX], fn_order_lock[PGS_IDENT_MAX], fn_check_order[PGS_IDENT_MAX];
+    char end_floor[PGS_IDENT_MAX]; /* <table>_end: the floor of latest_position */
     char tag[8];               /* the order-lock tag schema version 2 read; ignored since 3 */
     char *notify;              /* channel, or NULL */
     int notify_in_tx;
@@ -21,7 +22,8 @@ struct pgs_events {
     /* SQL built once from the names above */
     char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_status, *sql_version,
         *sql_latest, *sql_import, *sql_export, *sql_claim_head, *sql_set_status, *sql_delete,
-        *sql_truncate, *sql_lock_head, *sql_forget_status, *sql_forget, *sql_check_order;
+        *sql_truncate, *sql_lock_head, *sql_forget_status, *sql_forget, *sql_check_order,
+        *sql_end_floor, *sql_expire_keys, *sql_count_keys;
 };
 
 /* Maps the schema's custom SQLSTATEs (PGS01…) and bad-input states onto

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT
  * events_read.c — the event store's read side: a stream by version range,
  * all streams by position (the never-skipping read_all), versions, status
- * and the latest position.
+ * and the end (the latest position, read_all's cursor).
  */
 #include "events.h"
 #include "conn.h"
@@ -126,6 +126,22 @@ static char *like_prefix(const char *prefix)
     return out;
 }
 
+/* One call of the store's read_all function, always on the primary (the
+ * order locks are not visible on a standby). */
+static pgs_status_t query_all(pgs_events_t *es, const char *after, const char *limit,
+                              const char *types, const char *pattern, PGresult **res,
+                              pgs_error_t *err)
+{
+    pgs_param_t p[5] = {{after, -1}, {limit, -1}, {types, -1}, {pattern, -1}, {es->tag, -1}};
+    return run(es->base.pool, es->sql_read_all, 5, p, res, err);
+}
+
+/* The cursor in read_all's marker row (its last row, last column). */
+static int64_t marker_horizon(const PGresult *res)
+{
+    return strtoll(PQgetvalue(res, PQntuples(res) - 1, PQnfields(res) - 1), NULL, 10);
+}
+
 pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o, pgs_rows_t **rows,
                                  int *nrows, int64_t *cursor, pgs_error_t *err)
 {
@@ -148,14 +164,11 @@ pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o,
     pgs_status_t st = types_json(o->types, o->ntypes, &types, err);
     if (st == PGS_OK && o->prefix && *o->prefix && !pattern)
         st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    if (st == PGS_OK) {
-        pgs_param_t p[5] = {{after, -1}, {lim, -1}, {types.data, -1}, {pattern, -1}, {es->tag, -1}};
-        st = run(es->base.pool, es->sql_read_all, 5, p, res, err);
-    }
+    if (st == PGS_OK)
+        st = query_all(es, after, lim, types.data, pattern, res, err);
     if (st == PGS_OK) {
         int n = PQntuples(*res) - 1; /* the marker row is last */
-        int hcol = PQnfields(*res) - 1;
-        int64_t horizon = n >= 0 ? strtoll(PQgetvalue(*res, n, hcol), NULL, 10) : o->after;
+        int64_t horizon = n >= 0 ? marker_horizon(*res) : o->after;
         *nrows = n > 0 ? n : 0;
         /* A full page ends at its last event; a short one has seen every
          * position up to the horizon, filtered or not. */
@@ -211,14 +224,83 @@ pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *st
     return PGS_OK;
 }
 
-pgs_status_t pgs_events_latest_position(pgs_events_t *es, pgs_pool_t *via, int64_t *position,
-                                        pgs_error_t *err)
+/* The end is read_all's cursor (past everything committed, never past an
+ * append in flight) or the floor retention left in <table>_end (see "The
+ * end" in core/sql/events--*.sql), whichever is higher. The floor is read
+ * after the cursor: retention raises it before it removes events, so a
+ * cursor that no longer sees removed events is followed by a floor that
+ * covers them. */
+static pgs_status_t end_position(pgs_events_t *es, int64_t *position, pgs_error_t *err)
 {
+    char after[24];
+    snprintf(after, sizeof after, "%lld", (long long)INT64_MAX);
     PGresult *r;
-    pgs_status_t st = run(pgs_events_pool(es, via), es->sql_latest, 0, (pgs_param_t[1]){{0}}, &r, err);
+    pgs_status_t st = query_all(es, after, "1", NULL, NULL, &r, err);
+    if (st != PGS_OK)
+        return st;
+    char cursor[24];
+    snprintf(cursor, sizeof cursor, "%lld", (long long)marker_horizon(r));
+    PQclear(r);
+    pgs_param_t p = {cursor, -1};
+    pgs_error_t e;
+    st = run(es->base.pool, es->sql_latest, 1, &p, &r, &e);
     if (st == PGS_OK) {
         *position = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
+    } else if (strcmp(e.sqlstate, "42P01") == 0) {
+        /* A store opened as it is, not yet migrated (a role without DDL
+         * rights): no floor was ever held, so the cursor is the end. */
+        *position = strtoll(cursor, NULL, 10);
+        st = PGS_OK;
+    } else if (err) {
+        *err = e;
     }
     return st;
+}
+
+pgs_status_t pgs_events_latest_position(pgs_events_t *es, pgs_pool_t *via, int64_t *position,
+                                        pgs_error_t *err)
+{
+    (void)via; /* the end is the primary's: read_all runs there */
+    return end_position(es, position, err);
+}
+
+pgs_status_t pgs_events_hold_end(pgs_events_t *es, int64_t *position, pgs_error_t *err)
+{
+    pgs_status_t st = end_position(es, position, err);
+    if (st != PGS_OK)
+        return st;
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)*position);
+    pgs_param_t p = {v, -1};
+    PGresult *r;
+    pgs_error_t e;
+    st = run(es->base.pool, es->sql_end_floor, 1, &p, &r, &e);
+    if (st == PGS_OK)
+        PQclear(r);
+    else if (strcmp(e.sqlstate, "42P01") == 0)
+        st = PGS_OK; /* opened as it is, not yet migrated: nowhere to hold it (as before) */
+    else if (err)
+        *err = e;
+    return st;
+}
+
+pgs_status_t pgs_events_expire_keys(pgs_events_t *es, double ttl, int limit, int dry_run, int *count,
+                                    pgs_error_t *err)
+{
+    *count = 0;
+    if (!(ttl > 0) || limit < 1)
+        return pgs_error_set(err, PGS_EINVALID, "ttl must be positive and limit at least 1");
+    char t[32], lim[16];
+    snprintf(t, sizeof t, "%.17g", ttl);
+    snprintf(lim, sizeof lim, "%d", limit);
+    pgs_param_t p[2] = {{t, -1}, {lim, -1}};
+    PGresult *r;
+    pgs_status_t st = run(es->base.pool, dry_run ? es->sql_count_keys : es->sql_expire_keys, 2, p,
+                          &r, err);
+    if (st != PGS_OK)
+        return st;
+    *count = dry_run ? atoi(PQgetvalue(r, 0, 0)) : atoi(PQcmdTuples(r));
+    PQclear(r);
+    return PGS_OK;
 }

@@ -474,9 +474,23 @@ pgs_status_t pgs_events_version(pgs_events_t *es, pgs_pool_t *via, const char *s
 /* "active", "archived", "tombstoned" or "none" (a static string). */
 pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *stream,
                                const char **status, pgs_error_t *err);
-/* The highest committed position (0 when empty). */
+/* The end: the cursor read_all returns (every event that commits from now
+ * on has a higher position, also one whose append is in flight now), or
+ * the floor pgs_events_hold_end left, whichever is higher; 0 when empty.
+ * Never lower than an end reported before (short of es:truncate). Always
+ * on the primary; via is unused. */
 pgs_status_t pgs_events_latest_position(pgs_events_t *es, pgs_pool_t *via, int64_t *position,
                                         pgs_error_t *err);
+/* Raises the end's floor to the end as it stands and returns it in
+ * *position: removing events at or below it (retention, deletes, moves)
+ * then never takes pgs_events_latest_position back. A store opened as it
+ * is before its upgrade has no floor: the end is returned, not held. */
+pgs_status_t pgs_events_hold_end(pgs_events_t *es, int64_t *position, pgs_error_t *err);
+/* Removes (dry_run: counts) at most `limit` idempotency keys older than
+ * `ttl` seconds (> 0), the oldest first, in one statement of its own;
+ * *count says how many. A key younger than ttl is never touched. */
+pgs_status_t pgs_events_expire_keys(pgs_events_t *es, double ttl, int limit, int dry_run, int *count,
+                                    pgs_error_t *err);
 
 /* Lifecycle. tombstone: appends fail with PGS_EDELETED from now on, reads
  * too; events stay for read_all. archive: appends fail with PGS_EARCHIVED,

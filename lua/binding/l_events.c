@@ -9,7 +9,8 @@
  *   es:append_many({ {stream=, events=, expected=, idempotency_key=, time=}, … })
  *   es:read(stream, from, to, limit, types, backward, via) → rows
  *   es:read_all(after, limit, types, prefix) → rows, cursor
- *   es:version / status / latest_position, lifecycle, es:move(dst, stream, status)
+ *   es:version / status / latest_position / hold_end, lifecycle,
+ *   es:expire_keys(ttl, limit, dry_run) → n, es:move(dst, stream, status)
  */
 #include "binding.h"
 #include "opts.h"
@@ -354,6 +355,31 @@ static int l_events_latest_position(lua_State *L)
     return 1;
 }
 
+static int l_events_hold_end(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    int64_t p;
+    pgs_error_t err;
+    if (pgs_events_hold_end(es, &p, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushnumber(L, (lua_Number)p);
+    return 1;
+}
+
+static int l_events_expire_keys(lua_State *L)
+{
+    pgs_events_t *es = check_es(L);
+    double ttl = luaL_checknumber(L, 2);
+    lua_Integer limit = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, limit >= 1 && limit <= INT_MAX, 3, "limit out of range");
+    int n;
+    pgs_error_t err;
+    if (pgs_events_expire_keys(es, ttl, (int)limit, lua_toboolean(L, 4), &n, &err) != PGS_OK)
+        return pgs_l_push_error(L, &err);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
 static int l_events_tombstone(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
@@ -427,6 +453,8 @@ void pgs_l_events_open(lua_State *L)
         {"version", l_events_version},
         {"status", l_events_status},
         {"latest_position", l_events_latest_position},
+        {"hold_end", l_events_hold_end},
+        {"expire_keys", l_events_expire_keys},
         {"tombstone", l_events_tombstone},
         {"archive", l_events_archive},
         {"restore", l_events_restore},

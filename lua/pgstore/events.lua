@@ -24,19 +24,27 @@ local EXPECTED_NAME = { [-1] = "any", [-2] = "no_stream", [-3] = "exists" }
 
 local OPTIONS = {
   table = "string", notify = "string|boolean", notify_in_tx = "boolean", codec = "string|table",
-  migrate = "boolean", max_event_size = "number", notify_interval = "number",
+  migrate = "boolean", max_event_size = "number", notify_interval = "number", idempotency_ttl = "number",
 }
+
+-- How long an idempotency key keeps a retry safe, in seconds: a week.
+-- Older keys are removed by expire_idempotency_keys (policies:apply and
+-- `pgstore policy apply` run it); 0 keeps them forever.
+local IDEMPOTENCY_TTL = 7 * 24 * 3600
+_M.IDEMPOTENCY_TTL = IDEMPOTENCY_TTL
 
 local check_options = options.check
 _M.check_options = check_options
 
 -- db:events{ table = "events", notify = "pgstore_events" | false, notify_in_tx = false,
---            codec = "json" | "raw" | { encode, decode }, migrate = true } → es | nil, err
+--            codec = "json" | "raw" | { encode, decode }, migrate = true,
+--            idempotency_ttl = 604800 } → es | nil, err
 function _M.new(db, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
   local bad = errors.nul(opts, "table", "notify")
     or options.int(opts.max_event_size, "max_event_size", 1, 1073741824)
     or options.nonneg(opts.notify_interval, "notify_interval")
+    or options.int(opts.idempotency_ttl, "idempotency_ttl", 0, 2 ^ 32)
   if bad then return nil, bad end
   if opts.table then
     local ok, terr = core.check_table(opts.table)
@@ -58,6 +66,7 @@ function _M.new(db, opts)
   return setmetatable({
     db = db, handle = handle, codec = codec, upcaster = nil,
     table_name = opts.table or "events", channel = notify or nil,
+    idempotency_ttl = opts.idempotency_ttl or IDEMPOTENCY_TTL,
   }, mt)
 end
 
@@ -189,7 +198,7 @@ function Events:append(stream, events, opts)
   local res
   res, err = self.handle:append(stream, encoded, expected, opts.idempotency_key, opts.time, conn)
   if not res then
-    if err.code == "connection" and opts.idempotency_key then
+    if (err.code == "connection" or err.code == "timeout") and opts.idempotency_key then
       err.idempotency_key = opts.idempotency_key
       err.message = err.message .. " (outcome unknown: retry with the same idempotency key)"
     end
@@ -255,7 +264,7 @@ function Events:append_many(batches, opts)
   if conn then return append_in_tx(self, out, conn) end
   local res, err = self.handle:append_many(out)
   if not res then
-    if err.code == "connection" then
+    if err.code == "connection" or err.code == "timeout" then
       -- As for append: with a key on every batch, retrying is safe.
       local keys = {}
       for i, b in ipairs(out) do keys[i] = b.idempotency_key end
@@ -385,9 +394,47 @@ function Events:status(stream)
   return self.handle:status(stream, read_pool(self))
 end
 
+-- The end: read_all's cursor (an event that commits later, even one whose
+-- append is in flight now, has a higher position), never lower than an end
+-- reported before. "Start from the end" (subscriptions, projections, the
+-- resty feed) starts here.
 function Events:latest_position()
   check(self, "latest_position")
   return self.handle:latest_position()
+end
+
+-- The end as it stands, kept as its floor: removing events at or below it
+-- never takes latest_position back (retention calls this first).
+function Events:hold_end()
+  check(self, "hold_end")
+  return self.handle:hold_end()
+end
+
+local EXPIRE_OPTIONS = { batch = "number", max = "number", dry_run = "boolean" }
+
+-- es:expire_idempotency_keys{ batch = 1000, max = 100000, dry_run = false }
+--   → n: removes the keys older than the store's idempotency_ttl, oldest
+-- first, `batch` per statement (each commits on its own) and at most `max`
+-- per call; dry_run counts them (up to max). A key younger than the TTL is
+-- never removed; a TTL of 0 removes nothing.
+function Events:expire_idempotency_keys(opts)
+  check(self, "expire_idempotency_keys")
+  opts = check_options(opts, EXPIRE_OPTIONS, 1, "expire_idempotency_keys")
+  local bad = options.int(opts.batch, "batch", 1, 1e7) or options.int(opts.max, "max", 1, 2 ^ 53)
+  if bad then return nil, bad end
+  local ttl = self.idempotency_ttl
+  if ttl == 0 then return 0 end
+  local batch, max = opts.batch or 1000, opts.max or 100000
+  if opts.dry_run then return self.handle:expire_keys(ttl, math.min(max, 2 ^ 31 - 1), true) end
+  local total = 0
+  while total < max do
+    local want = math.min(batch, max - total)
+    local n, err = self.handle:expire_keys(ttl, want)
+    if not n then return nil, err end
+    total = total + n
+    if n < want then break end
+  end
+  return total
 end
 
 -- ---- lifecycle ------------------------------------------------------------
@@ -399,12 +446,29 @@ function Events:tombstone(stream, reason)
   return self.handle:tombstone(stream, reason)
 end
 
-for _, name in ipairs{ "archive", "restore", "delete" } do
+for _, name in ipairs{ "archive", "restore" } do
   Events[name] = function(self, stream)
     check(self, name)
     check_stream(stream, name)
     return self.handle[name](self.handle, stream)
   end
+end
+
+-- Removing a stream's events (a hard delete, or a move to another store)
+-- first holds the end of the store they leave, so removing its newest
+-- events does not take latest_position back.
+local function hold(es)
+  local ok, err = es.handle:hold_end()
+  if not ok then return nil, err end
+  return true
+end
+
+function Events:delete(stream)
+  check(self, "delete")
+  check_stream(stream, "delete")
+  local ok, err = hold(self)
+  if not ok then return nil, err end
+  return self.handle:delete(stream)
 end
 
 function Events:truncate()
@@ -427,6 +491,8 @@ function Events:archive_to(stream, other)
   check(self, "archive_to")
   check_stream(stream, "archive_to")
   check_other(other, "archive_to")
+  local ok, err = hold(self)
+  if not ok then return nil, err end
   return self.handle:move(other.handle, stream, "archived")
 end
 
@@ -435,6 +501,8 @@ function Events:restore_from(stream, other)
   check(self, "restore_from")
   check_stream(stream, "restore_from")
   check_other(other, "restore_from")
+  local ok, err = hold(other)
+  if not ok then return nil, err end
   return other.handle:move(self.handle, stream, nil)
 end
 

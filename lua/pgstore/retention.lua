@@ -14,8 +14,14 @@
 --
 -- Why removing events never breaks a reader: read_all's cursor is a plain
 -- position and its horizon comes from the position sequence and the order
--- locks of appends in flight (core/events_schema.c), never from rows that
--- exist, so deleted rows are gaps it steps over. Stream reads ask for
+-- locks of appends in flight (core/sql/events--1.sql), so deleted rows are
+-- gaps it steps over. The end (es:latest_position(), where "from the end"
+-- starts) is held as a floor before a run removes anything, and a run
+-- removes only events at or below it, so the end never goes back.
+--
+-- Idempotency keys older than the store's idempotency_ttl are removed at
+-- the end of every run, oldest first, in the same batches and at most
+-- 100,000 per run (es:expire_idempotency_keys). Stream reads ask for
 -- versions, and the head (the stream's version and status) is never
 -- touched by retention: appends continue at the next version.
 --
@@ -80,7 +86,7 @@ end
 -- of the primary key that stops there, however many streams match — each
 -- marked `governed` when the policy governs it, and for those, what the
 -- policy would do. The caller pages on from the last stream returned.
-local function plan_sql(t, p, q, after, limit, now, set, index)
+local function plan_sql(t, p, q, after, limit, now, hold, set, index)
   local g = q.add(globs_json(set, index), "::jsonb")
   local where = { "h.stream > " .. q.add(after) }
   local prefixes = {}
@@ -106,6 +112,7 @@ local function plan_sql(t, p, q, after, limit, now, set, index)
       cond = format("(e.version <= c.cut OR e.time < %s - make_interval(secs => %s))", q.add(now, "::timestamptz"),
         q.add(p.max_age, "::float8"))
     end
+    cond = format("%s AND e.position <= %s", cond, q.add(hold, "::bigint"))
     from[#from + 1] = format("CROSS JOIN LATERAL (SELECT count(*) AS remove, max(e.version) AS upto FROM %s e"
       .. " WHERE h.governed AND e.stream = h.stream AND %s) r", t.events, cond)
     sel[#sel + 1] = "c.cut, r.remove, r.upto"
@@ -146,7 +153,7 @@ local function work(p, r)
 end
 
 -- Deletes at most `batch` planned rows of the page's streams; → count | nil, err
-local function delete_batch(db, t, p, rows, now, batch)
+local function delete_batch(db, t, p, rows, now, hold, batch)
   local q = params()
   local list = q.add(cjson.encode(rows), "::jsonb")
   local cond = "e.version <= c.cut"
@@ -154,6 +161,7 @@ local function delete_batch(db, t, p, rows, now, batch)
     cond = format("(e.version <= c.cut OR e.time < %s - make_interval(secs => %s))", q.add(now, "::timestamptz"),
       q.add(p.max_age, "::float8"))
   end
+  cond = format("%s AND e.position <= %s", cond, q.add(hold, "::bigint"))
   local sql = format("WITH c AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%s) AS c(stream text, cut bigint, upto bigint))"
     .. " DELETE FROM %s d WHERE d.position IN (SELECT e.position FROM c JOIN %s e ON e.stream = c.stream"
     .. " AND e.version <= c.upto WHERE %s LIMIT %s)", list, t.events, t.events, cond, q.add(batch))
@@ -190,7 +198,8 @@ end
 
 
 -- apply(set, es, opts) → summary | nil, err (err.summary: what was done)
--- summary = { dry_run, streams, remove, archive, removed, archived,
+-- summary = { dry_run, streams, remove, archive, removed, archived, keys (expired
+--             idempotency keys: to remove, or removed), keys_removed,
 --             policies = { { name, streams, remove, archive, removed, archived }, … } }
 -- opts.on_stream(item) is called for every stream with something to do,
 -- before it is done: { policy, stream, version, status, remove, upto, archive,
@@ -210,12 +219,20 @@ function _M.apply(set, es, opts, fname)
     events = assert(core.quote_ident(es.table_name)),
     heads = assert(core.quote_ident(es.table_name .. "_heads")),
   }
-  local summary = { dry_run = dry, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0, policies = {} }
+  local summary = { dry_run = dry, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0, keys = 0,
+                    keys_removed = 0, policies = {} }
   -- the run's clock (the server's), and a missing table fails before any output
   local rows, err = db:query(format("SELECT now()::text AS now WHERE NOT EXISTS (SELECT 1 FROM %s WHERE false)"
     .. " AND NOT EXISTS (SELECT 1 FROM %s WHERE false)", t.events, t.heads))
   if not rows then return nil, err end
   local now = rows[1].now
+  -- The end, held as its floor before anything is removed (a dry run only
+  -- reads it): events above it may still have an append in flight below
+  -- them and are left for a later run, so es:latest_position() never goes
+  -- back (see "The end" in core/sql, where <table>_end is made).
+  local hold
+  if dry then hold, err = es:latest_position() else hold, err = es:hold_end() end
+  if not hold then return nil, err end
   local opened = {}
   local function finish(ok, e)
     for _, other in pairs(opened) do other:close() end
@@ -235,7 +252,7 @@ function _M.apply(set, es, opts, fname)
       local after = ""
       while true do
         local q = params()
-        local sql = plan_sql(t, p, q, after, page, now, set, index)
+        local sql = plan_sql(t, p, q, after, page, now, hold, set, index)
         if not sql then break end
         rows, err = db:query(sql, unpack(q.values, 1, q.n))
         if not rows then return finish(false, err) end
@@ -259,7 +276,7 @@ function _M.apply(set, es, opts, fname)
           if del_count > 0 then
             repeat
               local n
-              n, err = delete_batch(db, t, p, del, now, batch)
+              n, err = delete_batch(db, t, p, del, now, hold, batch)
               if not n then return finish(false, err) end
               ps.removed, summary.removed = ps.removed + n, summary.removed + n
               progress()
@@ -294,6 +311,12 @@ function _M.apply(set, es, opts, fname)
       end
       if opts.on_policy then opts.on_policy(ps, p) end
     end
+    -- idempotency keys past the store's TTL, bounded per run
+    local n
+    n, err = es:expire_idempotency_keys{ batch = batch, dry_run = dry }
+    if not n then return finish(false, err) end
+    if dry then summary.keys = n else summary.keys, summary.keys_removed = n, n end
+    if n > 0 then progress() end
     return finish(true)
   end
 

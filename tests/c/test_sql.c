@@ -10,7 +10,8 @@
 
 static const char *const names[] = {"table", "index", "members", "guard", "events", "heads",
                                     "idempotency", "seq", "append", "read_all", "import",
-                                    "replay", "order_lock", "check_order", "idem_stream"};
+                                    "replay", "order_lock", "check_order", "idem_stream",
+                                    "end"};
 #define NNAMES ((int)(sizeof names / sizeof names[0]))
 
 static void test_fill(void)

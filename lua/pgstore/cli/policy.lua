@@ -19,7 +19,10 @@ options:
   --dry-run     print what would be removed and archived; change nothing
   --summary     print only each policy's totals, not every stream
   --batch N     rows removed per transaction (default 1000)
-  --table NAME  the events table (default events)]]
+  --table NAME  the events table (default events)
+  --idempotency-ttl SECONDS
+                idempotency keys older than this are removed (default
+                604800, a week; 0 keeps them forever)]]
 
 local function isatty(fd)
   local ok, ffi = pcall(require, "ffi")
@@ -39,6 +42,11 @@ end
 
 local function plural(n, one, many)
   return ("%d %s"):format(n, n == 1 and one or many)
+end
+
+-- Expired idempotency keys, mentioned only when there are some.
+local function keys(n, verb)
+  return n > 0 and (", %s %s"):format(verb, plural(n, "idempotency key", "idempotency keys")) or ""
 end
 
 local function describe_item(item)
@@ -64,10 +72,16 @@ local function parse(host, args)
       o.dry_run = true
     elseif a == "--summary" then
       o.summary = true
-    elseif a == "--batch" or a == "--table" then
+    elseif a == "--batch" or a == "--table" or a == "--idempotency-ttl" then
       local v = args[i + 1]
       if not v then return nil, host.usage_error(a .. " needs a value", _M.usage) end
-      if a == "--batch" then
+      if a == "--idempotency-ttl" then
+        local n = tonumber(v)
+        if not n or n < 0 or n % 1 ~= 0 or n > 2 ^ 32 then
+          return nil, host.usage_error("--idempotency-ttl must be a whole number of seconds, got '" .. v .. "'", _M.usage)
+        end
+        o.idempotency_ttl = n
+      elseif a == "--batch" then
         local n = tonumber(v)
         if not n or n < 1 or n % 1 ~= 0 or n > 10000000 then
           return nil, host.usage_error("--batch must be a whole number from 1 to 10000000, got '" .. v .. "'", _M.usage)
@@ -77,9 +91,9 @@ local function parse(host, args)
         o.table = v
       end
       i = i + 1
-    elseif a:match("^%-%-batch=") or a:match("^%-%-table=") then
+    elseif a:match("^%-%-batch=") or a:match("^%-%-table=") or a:match("^%-%-idempotency%-ttl=") then
       table.insert(args, i + 1, a:match("=(.*)$"))
-      args[i] = a:match("^(%-%-%a+)=")
+      args[i] = a:match("^(%-%-[%a-]+)=")
       i = i - 1
     elseif a:sub(1, 1) == "-" then
       return nil, host.usage_error("policy apply: unknown option '" .. a .. "'", _M.usage)
@@ -111,7 +125,7 @@ function _M.main(host, args)
   local db, err = host.connect()
   if not db then return host.fail(err) end
   local es
-  es, err = db:events{ table = o.table, notify = false, migrate = false }
+  es, err = db:events{ table = o.table, notify = false, migrate = false, idempotency_ttl = o.idempotency_ttl }
   if not es then
     db:close()
     return host.fail(err)
@@ -153,13 +167,13 @@ function _M.main(host, args)
     end,
   })
   if not plan then return done(1, err) end
-  print(("total: remove %s, archive %s"):format(plural(plan.remove, "event", "events"),
-    plural(plan.archive, "stream", "streams")))
+  print(("total: remove %s, archive %s%s"):format(plural(plan.remove, "event", "events"),
+    plural(plan.archive, "stream", "streams"), keys(plan.keys, "expire")))
   if o.dry_run then
     print("dry run: nothing was changed")
     return done(0)
   end
-  if plan.remove == 0 and plan.archive == 0 then return done(0) end
+  if plan.remove == 0 and plan.archive == 0 and plan.keys == 0 then return done(0) end
 
   -- 2. the work, in bounded batches
   local tty = isatty(2)
@@ -183,8 +197,8 @@ function _M.main(host, args)
     end
     return done(1, err)
   end
-  print(("done: removed %s, archived %s"):format(plural(res.removed, "event", "events"),
-    plural(res.archived, "stream", "streams")))
+  print(("done: removed %s, archived %s%s"):format(plural(res.removed, "event", "events"),
+    plural(res.archived, "stream", "streams"), keys(res.keys_removed, "expired")))
   return done(0)
 end
 

@@ -9,7 +9,7 @@ local sys = require "pgstore.sys"
 
 local _M = {
   usage = "pgstore project FILE.lua... [--once] [--rebuild] [--from start|end] [--table EVENTS]"
-    .. " [--upcasters FILE] [--policy FILE [--policy-every SECONDS]]",
+    .. " [--upcasters FILE] [--policy FILE [--policy-every SECONDS] [--idempotency-ttl SECONDS]]",
   summary = "run projections: catch up, then follow live",
 }
 
@@ -29,7 +29,7 @@ function _M.main(host, args)
     elseif a == "--table" then
       opts.table = args[i + 1]
       i = i + 1
-    elseif a == "--lease" or a == "--renew" or a == "--policy-every" then
+    elseif a == "--lease" or a == "--renew" or a == "--policy-every" or a == "--idempotency-ttl" then
       opts[a:sub(3):gsub("%-", "_")] = tonumber(args[i + 1])
       if not opts[a:sub(3):gsub("%-", "_")] then
         return host.usage_error("project: " .. a .. " takes a number", _M.usage)
@@ -58,7 +58,7 @@ function _M.main(host, args)
   local db, err = host.connect{ pool_size = 2 }
   if not db then return host.fail(err) end
   local es
-  es, err = db:events{ table = opts.table }
+  es, err = db:events{ table = opts.table, idempotency_ttl = opts.idempotency_ttl }
   if not es then return host.fail(err) end
   -- Upcasters: handlers see every event in its newest shape. Policies:
   -- retention and archiving applied every --policy-every seconds.
@@ -92,8 +92,9 @@ function _M.main(host, args)
       next_policy_run = require("pgstore.core").now() + every
       local summary, perr = policies:apply(es)
       if summary then
-        if summary.removed > 0 or summary.archived > 0 then
-          host.say(("policies: removed %d events, archived %d streams"):format(summary.removed, summary.archived))
+        if summary.removed > 0 or summary.archived > 0 or summary.keys_removed > 0 then
+          host.say(("policies: removed %d events, archived %d streams, expired %d idempotency keys")
+            :format(summary.removed, summary.archived, summary.keys_removed))
         end
       else
         host.say("policies: " .. tostring(perr))

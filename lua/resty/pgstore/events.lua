@@ -31,14 +31,15 @@ local mt = { __index = Events, __name = "resty.pgstore.events" }
 
 local OPTIONS = {
   table = "string", notify = "string|boolean", notify_in_tx = "boolean", codec = "string|table",
-  migrate = "boolean", max_event_size = "number", notify_interval = "number",
+  migrate = "boolean", max_event_size = "number", notify_interval = "number", idempotency_ttl = "number",
 }
 
 local check_options = options.check
 
 -- db:events{ table = "events", notify = "pgstore_events" | false, notify_in_tx = false,
 --            codec = "json" | "raw" | { encode, decode }, migrate = true,
---            max_event_size, notify_interval = 0.005 } → es (no I/O until the first call)
+--            max_event_size, notify_interval = 0.005, idempotency_ttl = 604800 }
+--   → es (no I/O until the first call)
 function _M.new(db, _, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
   local codec, cerr = codecs.resolve(opts.codec)
@@ -47,7 +48,7 @@ function _M.new(db, _, opts)
   if channel == nil or channel == true then channel = "pgstore_events" end
   local sopts = {
     table = opts.table, codec = "raw", migrate = opts.migrate,
-    max_event_size = opts.max_event_size,
+    max_event_size = opts.max_event_size, idempotency_ttl = opts.idempotency_ttl,
     notify = (opts.notify_in_tx and channel) or false,
     notify_in_tx = opts.notify_in_tx,
   }
@@ -218,7 +219,8 @@ end
 -- ---- everything else: as pgstore, in a thread ----------------------------------------
 
 local PLAIN = {
-  version = { "string" }, status = { "string" }, latest_position = {},
+  version = { "string" }, status = { "string" }, latest_position = {}, hold_end = {},
+  expire_idempotency_keys = { "table|nil" },
   tombstone = { "string", "string|nil" }, archive = { "string" }, restore = { "string" },
   delete = { "string" }, truncate = {}, migrate = {},
 }

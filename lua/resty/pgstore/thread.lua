@@ -211,7 +211,8 @@ end
 
 local STORE_METHODS = {
   events = { append = true, append_many = true, read = true, read_all = true, version = true,
-             status = true, latest_position = true, tombstone = true, archive = true,
+             status = true, latest_position = true, hold_end = true, expire_idempotency_keys = true,
+             tombstone = true, archive = true,
              restore = true, delete = true, truncate = true, migrate = true },
   snapshots = { migrate = true, save = true, load = true, invalidate = true, invalidate_all = true },
   checkpoints = { migrate = true, load = true, save = true, delete = true, list = true },
