@@ -98,6 +98,15 @@ pgs_status_t pgs_events_map_error(pgs_error_t *err, pgs_status_t st)
     return err->code;
 }
 
+pgs_status_t pgs_events_check_stream(const char *stream, pgs_error_t *err)
+{
+    if (!stream || !*stream)
+        return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
+    if (strlen(stream) > PGS_STREAM_MAX)
+        return pgs_error_set(err, PGS_EINVALID, "stream name is longer than %d bytes", PGS_STREAM_MAX);
+    return PGS_OK;
+}
+
 pgs_pool_t *pgs_events_pool(pgs_events_t *es, pgs_pool_t *via)
 {
     return via ? via : es->base.pool;
@@ -172,8 +181,9 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          " DELETE FROM @heads@ WHERE stream = $1"},
         {&es->sql_truncate,
          "TRUNCATE @events@, @heads@, @idempotency@, @end@; ALTER SEQUENCE @seq@ RESTART"},
-        {&es->sql_claim_head, "INSERT INTO @heads@ (stream) VALUES ($1) ON CONFLICT DO NOTHING"},
-        {&es->sql_lock_head, "SELECT status FROM @heads@ WHERE stream = $1 FOR UPDATE"},
+        {&es->sql_lock_head,
+         "INSERT INTO @heads@ AS h (stream) VALUES ($1) ON CONFLICT (stream)"
+         " DO UPDATE SET stream = EXCLUDED.stream RETURNING h.status, h.xmax = 0"},
         {&es->sql_forget_status,
          "WITH e AS (DELETE FROM @events@ WHERE stream = $1)"
          " UPDATE @heads@ SET status = $2, updated_at = now() WHERE stream = $1"},
@@ -293,7 +303,7 @@ void pgs_events_close(pgs_events_t *es)
     char **sql[] = {&es->sql_append,     &es->sql_read_fwd,   &es->sql_read_back,
                     &es->sql_read_all,   &es->sql_status,     &es->sql_version,
                     &es->sql_latest,     &es->sql_import,     &es->sql_export,
-                    &es->sql_claim_head, &es->sql_set_status, &es->sql_delete,
+                    &es->sql_set_status, &es->sql_delete,
                     &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,
                     &es->sql_forget,     &es->sql_check_order, &es->sql_end_floor,
                     &es->sql_expire_keys, &es->sql_count_keys};
@@ -382,10 +392,9 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
 
 static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_t *o, pgs_error_t *err)
 {
-    if (!stream || !*stream)
-        return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
-    if (strlen(stream) > 1024)
-        return pgs_error_set(err, PGS_EINVALID, "stream name is longer than 1024 bytes");
+    pgs_status_t st = pgs_events_check_stream(stream, err);
+    if (st != PGS_OK)
+        return st;
     if (o && ((unsigned)o->expect > PGS_EXPECT_EXISTS ||
               (o->expect == PGS_EXPECT_VERSION && o->version < 0)))
         return o->expect == PGS_EXPECT_VERSION

@@ -21,10 +21,14 @@ struct pgs_events {
     pgs_schema_t schema;       /* the names above, for the migration runner */
     /* SQL built once from the names above */
     char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_status, *sql_version,
-        *sql_latest, *sql_import, *sql_export, *sql_claim_head, *sql_set_status, *sql_delete,
+        *sql_latest, *sql_import, *sql_export, *sql_set_status, *sql_delete,
         *sql_truncate, *sql_lock_head, *sql_forget_status, *sql_forget, *sql_check_order,
         *sql_end_floor, *sql_expire_keys, *sql_count_keys;
 };
+
+/* A stream name every call accepts: 1 to PGS_STREAM_MAX bytes. */
+#define PGS_STREAM_MAX 1024
+pgs_status_t pgs_events_check_stream(const char *stream, pgs_error_t *err);
 
 /* Maps the schema's custom SQLSTATEs (PGS01…) and bad-input states onto
  * pgstore codes, in place. Returns the new code. */

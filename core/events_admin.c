@@ -24,33 +24,26 @@
  */
 
 /* Locks the stream's head; *status gets its status, or "none" when the
- * stream has no head. The insert waits for an append that is creating the
- * head, and claims the name when there is none (the claim holds it until
- * the transaction ends: roll back to write nothing); the select then
- * locks the head in a fresh snapshot. A head deleted between the two
- * statements: again, so the name is always held. */
+ * stream had no head. One upsert: it waits for the appends in flight on
+ * the stream (also one creating its head), then locks the head as they
+ * left it, or claims the name with a new head when there is none (held
+ * until the transaction ends: roll back to write nothing). A head deleted
+ * meanwhile is claimed anew, so the name is always held. */
 static pgs_status_t lock_head(pgs_events_t *es, pgs_conn_t *c, const char *stream, char *status,
                               size_t size, pgs_error_t *err)
 {
     pgs_param_t p = {stream, -1};
-    for (int attempt = 0; attempt < 8; attempt++) {
-        PGresult *r;
-        pgs_status_t st = pgs_exec(c, es->sql_claim_head, 1, &p, &r, err);
-        if (st != PGS_OK)
-            return st;
-        int claimed = pgs_result_affected(r) == 1;
+    PGresult *r;
+    pgs_status_t st = pgs_exec(c, es->sql_lock_head, 1, &p, &r, err);
+    if (st != PGS_OK)
+        return st;
+    if (PQntuples(r) != 1) {
         PQclear(r);
-        st = pgs_exec(c, es->sql_lock_head, 1, &p, &r, err);
-        if (st != PGS_OK)
-            return st;
-        int found = PQntuples(r) == 1;
-        if (found)
-            snprintf(status, size, "%s", claimed ? "none" : PQgetvalue(r, 0, 0));
-        PQclear(r);
-        if (found)
-            return PGS_OK;
+        return pgs_error_set(err, PGS_ESQL, "the head of stream %.200s could not be locked", stream);
     }
-    return pgs_error_set(err, PGS_ESQL, "the head of stream %.200s kept vanishing", stream);
+    snprintf(status, size, "%s", strcmp(PQgetvalue(r, 0, 1), "t") == 0 ? "none" : PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return PGS_OK;
 }
 
 typedef struct {
@@ -82,8 +75,9 @@ static pgs_status_t lifecycle_step(pgs_conn_t *c, void *ud, pgs_error_t *err)
 static pgs_status_t lifecycle(pgs_events_t *es, const char *stream, const char *to,
                               const char *reason, pgs_error_t *err)
 {
-    if (!stream || !*stream)
-        return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
+    pgs_status_t checked = pgs_events_check_stream(stream, err);
+    if (checked != PGS_OK)
+        return checked;
     lifecycle_t lc = {es, stream, to, reason};
     pgs_status_t st = pgs_transaction(es->base.pool, PGS_READ_COMMITTED, 0, lifecycle_step, &lc, err);
     return pgs_events_map_error(err, st);
@@ -194,8 +188,9 @@ static pgs_status_t forget_events(pgs_events_t *src, pgs_conn_t *c, const char *
 pgs_status_t pgs_events_move(pgs_events_t *src, pgs_events_t *dst, const char *stream,
                              const char *src_status, int64_t *moved, pgs_error_t *err)
 {
-    if (!stream || !*stream)
-        return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
+    pgs_status_t checked = pgs_events_check_stream(stream, err);
+    if (checked != PGS_OK)
+        return checked;
     if (src == dst || (src->base.pool == dst->base.pool && strcmp(src->base.table, dst->base.table) == 0))
         return pgs_error_set(err, PGS_EINVALID, "cannot move a stream into the same store");
     int shared = src->base.pool == dst->base.pool;

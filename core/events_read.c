@@ -42,13 +42,6 @@ static pgs_status_t types_json(const char *const *types, int n, pgs_strbuf_t *b,
     return b->failed ? pgs_error_set(err, PGS_ENOMEM, "out of memory") : PGS_OK;
 }
 
-static pgs_status_t check_stream(const char *stream, pgs_error_t *err)
-{
-    if (!stream || !*stream)
-        return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
-    return PGS_OK;
-}
-
 /* An empty stream read: say why when the stream is not simply unknown. */
 static pgs_status_t explain_empty(pgs_events_t *es, pgs_pool_t *pool, const char *stream,
                                   pgs_error_t *err)
@@ -79,7 +72,7 @@ pgs_status_t pgs_events_read(pgs_events_t *es, pgs_pool_t *via, const char *stre
     pgs_read_opts_t none = {0};
     if (!o)
         o = &none;
-    pgs_status_t st = check_stream(stream, err);
+    pgs_status_t st = pgs_events_check_stream(stream, err);
     if (st != PGS_OK)
         return st;
     if (o->from < 0 || o->to < 0 || o->limit < 0)
@@ -186,7 +179,7 @@ pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o,
 pgs_status_t pgs_events_version(pgs_events_t *es, pgs_pool_t *via, const char *stream,
                                 int64_t *version, pgs_error_t *err)
 {
-    pgs_status_t st = check_stream(stream, err);
+    pgs_status_t st = pgs_events_check_stream(stream, err);
     if (st != PGS_OK)
         return st;
     pgs_param_t p = {stream, -1};
@@ -203,7 +196,7 @@ pgs_status_t pgs_events_status(pgs_events_t *es, pgs_pool_t *via, const char *st
                                const char **status, pgs_error_t *err)
 {
     static const char *const known[] = {"active", "archived", "tombstoned"};
-    pgs_status_t st = check_stream(stream, err);
+    pgs_status_t st = pgs_events_check_stream(stream, err);
     if (st != PGS_OK)
         return st;
     pgs_param_t p = {stream, -1};

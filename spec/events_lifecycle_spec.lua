@@ -301,6 +301,72 @@ describe("stream lifecycle racing appends", function()
       assert.equal(1, count(TABLE, "pp") + count(COLD, "pp"))
     end)
 
+    it("refuses a move that would lose an event whose id the target holds as another", function()
+      local X = "11111111-2222-4333-8444-555555555555"
+      assert(es:append("ida", { { type = "A1", id = X } }))
+      assert.equal(1, es:archive_to("ida", cold))
+      -- the id is free again here: another stream takes it
+      assert(es:append("idb", { { type = "B1", id = X }, { type = "B2", id = "11111111-2222-4333-8444-666666666666" } }))
+      local n, err = es:archive_to("idb", cold)
+      assert.is_nil(n)
+      assert.equal("duplicate", err.code)
+      assert.truthy(err.message:match("already here as another event"), err.message)
+      assert.equal(2, count(TABLE, "idb"))
+      assert.equal(0, count(COLD, "idb"))
+      assert.equal("active", es:status("idb"))
+      -- nor land on a version the target has as another event
+      assert(es:append("idv", { { type = "Here" } }))
+      assert(cold:append("idv", { { type = "There" } }))
+      n, err = es:archive_to("idv", cold)
+      assert.is_nil(n)
+      assert.equal("duplicate", err.code)
+      assert.truthy(err.message:match("already has version 1"), err.message)
+      assert.equal(1, count(COLD, "idv"))
+      assert.equal(1, count(TABLE, "idv"))
+    end)
+
+    it("raises on an argument past a lifecycle call's last, { tx = … } above all", function()
+      assert(es:append("txs", { { type = "A" } }))
+      assert.has_error(function() es:delete("txs", {}) end)
+      assert.has_error(function() es:archive("txs", {}) end)
+      assert.has_error(function() es:tombstone("txs", "why", {}) end)
+      assert.has_error(function() es:archive_to("txs", cold, {}) end)
+      assert.equal(1, count(TABLE, "txs"))
+      assert.equal("active", es:status("txs"))
+    end)
+
+    it("refuses a stream name longer than appends accept, writing nothing", function()
+      local long = ("x"):rep(2000)
+      for _, op in ipairs{ "tombstone", "archive", "restore", "delete" } do
+        local ok, err = es[op](es, long)
+        assert.is_nil(ok, op)
+        assert.equal("invalid", err.code, op)
+      end
+      local _, err = es:archive_to(long, cold)
+      assert.equal("invalid", err.code)
+      assert.equal(0, db:query("select count(*) as n from ev_life_heads")[1].n)
+    end)
+
+    it("lets an archiving policy go on past a stream the archive refuses", function()
+      local old = os.time() - 86400 * 10
+      for _, st in ipairs{ "p-a", "p-b", "p-c" } do assert(es:append(st, { { type = "A" } }, { time = old })) end
+      assert(cold:tombstone("p-a", "erased in the archive"))
+      local set = require("pgstore").policies{ { name = "arch", streams = "p-*", archive_after = "1d",
+                                                 archive_to = cold } }
+      local summary = assert(set:apply(es))
+      assert.equal(2, summary.archived)
+      assert.equal(1, #summary.skipped)
+      assert.equal("p-a", summary.skipped[1].stream)
+      assert.equal("deleted", summary.skipped[1].code)
+      assert.equal(1, count(COLD, "p-b"))
+      assert.equal(1, count(COLD, "p-c"))
+      assert.equal(1, count(TABLE, "p-a"))
+      assert.equal("tombstoned", cold:status("p-a"))
+      -- the next run skips it again and fails nothing
+      summary = assert(set:apply(es))
+      assert.equal(1, #summary.skipped)
+    end)
+
     it("keeps metadata nil (and metadata given) across a move and back", function()
       assert(es:append("md", { { type = "Bare", data = { n = 1 } },
                                { type = "Meta", data = { n = 2 }, metadata = { by = "me" } } }))

@@ -208,12 +208,23 @@ BEGIN
 END
 $fn$;
 
+-- import, as in events--1.sql, and refusing (PGS04, writing nothing) what
+-- it used to lose: an event whose id or version this store already holds
+-- as another event. Only the same event, left by an interrupted move of
+-- two pools, is skipped.
 CREATE OR REPLACE FUNCTION @import@(p_stream text, p_events jsonb, p_tag int, OUT r_count int)
  LANGUAGE plpgsql AS $fn$
-DECLARE v_max bigint;
+DECLARE v_max bigint; v_id text; v_version bigint;
 BEGIN
   INSERT INTO @heads@ (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;
   PERFORM 1 FROM @heads@ WHERE stream = p_stream FOR UPDATE;
+  SELECT e.version INTO v_version FROM jsonb_array_elements(p_events) x(val)
+    JOIN @events@ e ON e.stream = p_stream AND e.version = (x.val->>'version')::bigint
+   WHERE e.id <> (x.val->>'id')::uuid LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format(
+      'stream %s already has version %s here, as another event', p_stream, v_version);
+  END IF;
   PERFORM @order_lock@();
   INSERT INTO @events@ (position, stream, version, id, type, schema_version, data, metadata, time)
   SELECT nextval('@seq@'), p_stream, (x.val->>'version')::bigint, (x.val->>'id')::uuid, x.val->>'type',
@@ -221,6 +232,13 @@ BEGIN
   FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(val, ord) ORDER BY x.ord
   ON CONFLICT (id) DO NOTHING;
   GET DIAGNOSTICS r_count = ROW_COUNT;
+  SELECT x.val->>'id' INTO v_id FROM jsonb_array_elements(p_events) x(val)
+   WHERE NOT EXISTS (SELECT 1 FROM @events@ e WHERE e.id = (x.val->>'id')::uuid
+     AND e.stream = p_stream AND e.version = (x.val->>'version')::bigint) LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PGS04', MESSAGE = format(
+      'event %s of stream %s is already here as another event', v_id, p_stream);
+  END IF;
   SELECT max(version) INTO v_max FROM @events@ WHERE stream = p_stream;
   UPDATE @heads@ SET version = GREATEST(version, COALESCE(v_max, 0)), status = 'active',
     reason = NULL, updated_at = now() WHERE stream = p_stream;

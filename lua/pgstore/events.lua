@@ -86,6 +86,15 @@ local function check_stream(stream, fname)
   end
 end
 
+-- Lifecycle calls run in a transaction of their own: an argument past
+-- their last (a { tx = … } above all) is misuse, never silently ignored.
+local function no_more(n, fname, ...)
+  if select("#", ...) > 0 then
+    options.argerror(n, fname, "no more arguments expected (lifecycle operations run in a"
+      .. " transaction of their own: no { tx = … })")
+  end
+end
+
 -- expected → number, or nil and an invalid error
 local function expected_number(v)
   if v == nil then return -1 end
@@ -439,17 +448,19 @@ end
 
 -- ---- lifecycle ------------------------------------------------------------
 
-function Events:tombstone(stream, reason)
+function Events:tombstone(stream, reason, ...)
   check(self, "tombstone")
   check_stream(stream, "tombstone")
+  no_more(3, "tombstone", ...)
   options.arg(reason, 2, "tombstone", "string|nil")
   return self.handle:tombstone(stream, reason)
 end
 
 for _, name in ipairs{ "archive", "restore" } do
-  Events[name] = function(self, stream)
+  Events[name] = function(self, stream, ...)
     check(self, name)
     check_stream(stream, name)
+    no_more(2, name, ...)
     return self.handle[name](self.handle, stream)
   end
 end
@@ -463,9 +474,10 @@ local function hold(es)
   return true
 end
 
-function Events:delete(stream)
+function Events:delete(stream, ...)
   check(self, "delete")
   check_stream(stream, "delete")
+  no_more(2, "delete", ...)
   local ok, err = hold(self)
   if not ok then return nil, err end
   return self.handle:delete(stream)
@@ -487,20 +499,22 @@ local function check_other(other, fname)
 end
 
 -- Moves the stream's events to `other` and marks it archived here.
-function Events:archive_to(stream, other)
+function Events:archive_to(stream, other, ...)
   check(self, "archive_to")
   check_stream(stream, "archive_to")
   check_other(other, "archive_to")
+  no_more(3, "archive_to", ...)
   local ok, err = hold(self)
   if not ok then return nil, err end
   return self.handle:move(other.handle, stream, "archived")
 end
 
 -- Moves the stream's events back from `other`; it is active here again.
-function Events:restore_from(stream, other)
+function Events:restore_from(stream, other, ...)
   check(self, "restore_from")
   check_stream(stream, "restore_from")
   check_other(other, "restore_from")
+  no_more(3, "restore_from", ...)
   local ok, err = hold(other)
   if not ok then return nil, err end
   return other.handle:move(self.handle, stream, nil)

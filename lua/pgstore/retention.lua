@@ -199,7 +199,9 @@ end
 
 -- apply(set, es, opts) → summary | nil, err (err.summary: what was done)
 -- summary = { dry_run, streams, remove, archive, removed, archived, keys (expired
---             idempotency keys: to remove, or removed), keys_removed,
+--             idempotency keys: to remove, or removed), keys_removed, skipped
+--             ({ policy, stream, code, message } for each stream the archive
+--             refused: tombstoned there, or its events there as others),
 --             policies = { { name, streams, remove, archive, removed, archived }, … } }
 -- opts.on_stream(item) is called for every stream with something to do,
 -- before it is done: { policy, stream, version, status, remove, upto, archive,
@@ -220,7 +222,7 @@ function _M.apply(set, es, opts, fname)
     heads = assert(core.quote_ident(es.table_name .. "_heads")),
   }
   local summary = { dry_run = dry, streams = 0, remove = 0, archive = 0, removed = 0, archived = 0, keys = 0,
-                    keys_removed = 0, policies = {} }
+                    keys_removed = 0, skipped = {}, policies = {} }
   -- the run's clock (the server's), and a missing table fails before any output
   local rows, err = db:query(format("SELECT now()::text AS now WHERE NOT EXISTS (SELECT 1 FROM %s WHERE false)"
     .. " AND NOT EXISTS (SELECT 1 FROM %s WHERE false)", t.events, t.heads))
@@ -296,9 +298,16 @@ function _M.apply(set, es, opts, fname)
               local other
               other, err = archive_store(es, p, opened)
               if not other then return finish(false, err) end
-              local moved
-              moved, err = es:archive_to(item.stream, other)
-              if not moved then return finish(false, err) end
+              local moved, merr = es:archive_to(item.stream, other)
+              if not moved and (merr.code == "deleted" or merr.code == "duplicate") then
+                -- refused for this stream alone (tombstoned in the archive, or
+                -- its events already there as others): say so, go on with the rest
+                summary.skipped[#summary.skipped + 1] = { policy = p.name, stream = item.stream,
+                                                          code = merr.code, message = merr.message }
+                n = 0
+              elseif not moved then
+                return finish(false, merr)
+              end
             end
             if n == 1 then
               ps.archived, summary.archived = ps.archived + 1, summary.archived + 1
