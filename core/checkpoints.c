@@ -128,8 +128,10 @@ static pgs_status_t open_unmigrated(pgs_checkpoints_t *cp, pgs_pool_t *pool,
         }
         return PGS_OK;
     }
-    char own[2 * 64 + 8];
-    const char *raw = cp->c->base.raw, *dot = strchr(raw, '.');
+    /* The table's name outlives the handle it is read from. */
+    char own[2 * 64 + 8], raw[2 * 64 + 8];
+    snprintf(raw, sizeof raw, "%s", cp->c->base.raw);
+    const char *dot = strchr(raw, '.');
     snprintf(own, sizeof own, "%.*sevents", dot ? (int)(dot - raw + 1) : 0, raw);
     pgs_companion_close(cp->c);
     cp->c = NULL;

@@ -125,6 +125,49 @@ describe("the end of an event store", function()
     assert.same({ { position = held, type = "Held" }, { position = later, type = "Later" } }, rows)
   end)
 
+  it("a subscription from the end that stops before its first event resumes there", function()
+    assert(es:append("before", { { type = "Before", data = {} } }))
+    local sub = assert(db:subscribe{ name = name .. "_r", events = es, from = "end", poll = 0.05 })
+    sub:close()
+    local missed = assert(es:append("between", { { type = "Between", data = {} } }))
+    sub = assert(db:subscribe{ name = name .. "_r", events = es, from = "end", poll = 0.05 })
+    local got = assert(sub:next(2))
+    sub:close()
+    assert.equal(1, #got, "the event between the two starts was skipped")
+    assert.equal(missed.first_position, got[1].position)
+  end)
+
+  it("pgstore project --from end starts every partition at one end, before any runs", function()
+    for i = 1, 5 do assert(es:append("s" .. i, { { type = "Before", data = {} } })) end
+    local head = assert(es:latest_position())
+    local dir = T.tmpdir("ends_part")
+    local model = name .. "_pmodel"
+    local path = dir .. "/" .. model .. ".lua"
+    T.write(path, ([[
+return {
+  name = %q, partitioned = true, partitions = 4,
+  setup = "create table if not exists %s (position bigint primary key)",
+  handlers = { After = function(e, tx) assert(tx:exec("insert into %s values ($1)", e.position)) end },
+}
+]]):format(model, model, model))
+    local out, rc = T.sh(("%s --dsn %q project --table %s --from end --once %s")
+      :format(T.host(), T.dsn(), name, path))
+    assert.equal(0, rc, out)
+    local cp = assert(db:checkpoints{ store = es })
+    for p = 0, 3 do
+      assert.equal(head, cp:load(("projection:%s:%d"):format(model, p)), "partition " .. p)
+    end
+    cp:close()
+    -- events after that start are all applied by a later run, whichever
+    -- partition they fall in
+    for i = 1, 12 do assert(es:append("t" .. i, { { type = "After", data = {} } })) end
+    out, rc = T.sh(("%s --dsn %q project --table %s --from end --once %s")
+      :format(T.host(), T.dsn(), name, path))
+    assert.equal(0, rc, out)
+    T.sh("rm -rf " .. dir)
+    assert.equal(12, db:query(("select count(*) as n from %s"):format(model))[1].n)
+  end)
+
   it("latest_position never goes back when retention removes the newest events", function()
     for i = 1, 3 do assert(es:append("keep", { { type = "E", data = { i = i } } })) end
     for i = 1, 4 do assert(es:append("cart-1", { { type = "E", data = { i = i } } })) end

@@ -91,6 +91,23 @@ describe("idempotency keys", function()
       conn:release()
       ses:close()
     end)
+
+    it("on append_many with a batch without a key carries none (a retry would append it again)", function()
+      local ses = assert(slow:events{ table = name, notify = false })
+      local conn = hold_head("h-3")
+      local res, err = ses:append_many{
+        { stream = "h-1", events = one(1), idempotency_key = "hk-1" },
+        { stream = "h-2", events = one(1) },
+        { stream = "h-3", events = one(1), idempotency_key = "hk-3" },
+      }
+      assert.is_nil(res)
+      assert.equal("timeout", err.code)
+      assert.is_nil(err.idempotency_keys)
+      assert.falsy(err.message:match("retry with the same"), err.message)
+      assert(conn:rollback())
+      conn:release()
+      ses:close()
+    end)
   end)
 
   describe("idempotency_ttl", function()

@@ -72,6 +72,22 @@ describe("subscription state", function()
       assert.is_false(open(checkpoint(nil), 42).stored)
     end)
 
+    it("stores the end at once, so a restart before the first ack starts there too", function()
+      local cp = checkpoint(nil)
+      local st = open(cp, "end")
+      assert.equal(99, st.cursor)
+      assert.is_true(st.stored)
+      assert.equal(99, cp.value)
+      -- someone stored one first: theirs wins
+      local other = checkpoint(nil)
+      other.next_outcomes = {}
+      local save = other.save
+      other.save = function(c, e, tx) other.value = 50 return save(c, e, tx) end
+      st = open(other, "end")
+      assert.equal(50, st.cursor)
+      assert.is_true(st.stored)
+    end)
+
     it("refuses a `from` cursor that is no position with `invalid`, before reading anything", function()
       for _, from in ipairs{ -7, 1.5, 0 / 0, math.huge, "17" } do
         local cp = checkpoint(3)

@@ -34,3 +34,8 @@ BEGIN
   END IF;
 END
 $fn$;
+
+-- A key's age counts from its append, not from the start of the
+-- transaction that made it (now()): an append that waited long for its
+-- stream's head, or came late in a long transaction, gets its whole TTL.
+ALTER TABLE @idempotency@ ALTER COLUMN created_at SET DEFAULT clock_timestamp();

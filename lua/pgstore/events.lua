@@ -275,9 +275,12 @@ function Events:append_many(batches, opts)
   if not res then
     if err.code == "connection" or err.code == "timeout" then
       -- As for append: with a key on every batch, retrying is safe.
-      local keys = {}
-      for i, b in ipairs(out) do keys[i] = b.idempotency_key end
-      if #keys == #out then
+      local keys, all = {}, true
+      for i, b in ipairs(out) do
+        keys[i] = b.idempotency_key
+        all = all and b.idempotency_key ~= nil
+      end
+      if all then
         err.idempotency_keys = keys
         err.message = err.message .. " (outcome unknown: retry with the same idempotency keys)"
       end

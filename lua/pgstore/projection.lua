@@ -265,6 +265,10 @@ function Runner:prepare(def)
     if not ok then return nil, err end
   end
   if def.partitioned then
+    local consumers = {}
+    for p = 0, def.partitions - 1 do consumers[#consumers + 1] = ("projection:%s:%d"):format(def.name, p) end
+    local ok, serr = self:hold_start(consumers)
+    if not ok then return nil, serr end
     local pm, err = db:partitions{ name = "projection:" .. def.name, count = def.partitions,
                                    lease = self.opts.lease, renew = self.opts.renew, owner = self.opts.owner }
     if not pm then return nil, err end
@@ -272,6 +276,24 @@ function Runner:prepare(def)
   else
     local unit, err = self:unit(def, "projection:" .. def.name)
     if not unit then return nil, err end
+  end
+  return true
+end
+
+-- --from end: one end for every partition of a projection, stored as their
+-- checkpoints before any runs, so a partition started or taken over later
+-- begins there too, not at a later end (skipping what came between). A
+-- partition that has a checkpoint keeps it.
+function Runner:hold_start(consumers)
+  if self.opts.from ~= "end" then return true end
+  if not self.start then
+    local head, err = self.es:latest_position()
+    if not head then return nil, err end
+    self.start = head
+  end
+  for _, c in ipairs(consumers) do
+    local ok, err = self.cp:save(c, self.start, { expected = false })
+    if not ok and err.code ~= "conflict" then return nil, err end
   end
   return true
 end

@@ -57,7 +57,8 @@ local function is_position(v)
 end
 
 -- state.open{ load, save, latest, from = "start" | "end" | cursor } → state | nil, err
--- The cursor starts at the stored checkpoint; without one, at `from`.
+-- The cursor starts at the stored checkpoint; without one, at `from`
+-- ("end" is stored at once as the checkpoint).
 -- A `from` that is no position (nor "start", "end") is `invalid`, stored
 -- checkpoint or not.
 function _M.open(o)
@@ -74,6 +75,21 @@ function _M.open(o)
     elseif from == "end" then
       cursor, err = o.latest()
       if not cursor then return nil, err end
+      -- Kept at once: a restart, or another worker taking this consumer
+      -- over, before the first ack starts where this one did, not at a
+      -- later end (the events between would be skipped). Someone who
+      -- stored one first wins.
+      local ok, serr = o.save(cursor, false, nil)
+      if ok then
+        stored = true
+      elseif serr and serr.code == "conflict" then
+        local now_stored, lerr = o.load()
+        if lerr then return nil, lerr end
+        if now_stored == nil then return nil, serr end
+        cursor, stored = now_stored, true
+      else
+        return nil, serr
+      end
     else
       cursor = from
     end
