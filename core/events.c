@@ -319,6 +319,11 @@ const char *pgs_events_table(const pgs_events_t *es)
     return es->base.table;
 }
 
+const char *pgs_events_store(const pgs_events_t *es)
+{
+    return es->base.raw;
+}
+
 /* ---- appends ------------------------------------------------------------------ */
 
 /* Validates the events and writes them as one JSON array. Data and

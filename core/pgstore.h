@@ -379,6 +379,10 @@ pgs_status_t pgs_events_migrate(pgs_events_t *es, pgs_error_t *err);
 void pgs_events_close(pgs_events_t *es);
 /* The quoted table name ("schema"."events"); owned by es. */
 const char *pgs_events_table(const pgs_events_t *es);
+/* The store: its table as resolved at open, "schema.events" unquoted (or
+ * "events" when the schema's name falls outside the name rules); owned by
+ * es. What consumer checkpoints are keyed by. */
+const char *pgs_events_store(const pgs_events_t *es);
 
 typedef struct pgs_event {
     const char *type;          /* required, non-empty, at most 255 bytes     */

@@ -122,6 +122,12 @@ static int l_events_close(lua_State *L)
     return 0;
 }
 
+static int l_events_store(lua_State *L)
+{
+    lua_pushstring(L, pgs_events_store(check_es(L)));
+    return 1;
+}
+
 static int l_events_tostring(lua_State *L)
 {
     pgs_events_t *es = pgs_l_handle_get(L, 1, PGS_EVENTS_MT);
@@ -453,6 +459,7 @@ void pgs_l_events_open(lua_State *L)
         {"version", l_events_version},
         {"status", l_events_status},
         {"latest_position", l_events_latest_position},
+        {"store", l_events_store},
         {"hold_end", l_events_hold_end},
         {"expire_keys", l_events_expire_keys},
         {"tombstone", l_events_tombstone},

@@ -26,16 +26,21 @@ local null = core.null
 local _M, mt = C.class("checkpoints", { table = "string", skip_schema_init = "boolean",
                                         store = "string|table" })
 
--- The event table's name as the store was opened with; a misuse raises.
+-- The store a name or an event store stands for: an event store's own
+-- table as it resolved it when it opened (so a table of the same name
+-- created later on the search_path changes nothing), else the name as
+-- given; a misuse raises.
 local function store_name(store, n, fname)
   if type(store) == "table" then
     if type(store.table_name) ~= "string" then
       C.bad(n, fname, "option 'store' must be an event table's name or an event store (db:events())")
     end
+    if type(store.store) == "function" then return store:store() end
     return store.table_name
   end
   return store
 end
+_M.store_name = store_name
 
 local class_new = _M.new
 function _M.new(db, opts)

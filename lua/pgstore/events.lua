@@ -406,6 +406,12 @@ function Events:status(stream)
   return self.handle:status(stream, read_pool(self))
 end
 
+-- The store: the table as resolved when the store opened, "schema.table".
+function Events:store()
+  check(self, "store")
+  return self.handle:store()
+end
+
 -- The end: read_all's cursor (an event that commits later, even one whose
 -- append is in flight now, has a higher position), never lower than an end
 -- reported before. "Start from the end" (subscriptions, projections, the

@@ -59,7 +59,7 @@ function _M.new(db, opts)
 
   -- The checkpoint belongs to (es's store, name): `checkpoints` chooses
   -- the table, the event store chooses the store.
-  local store = type(es.table_name) == "string" and es.table_name or nil
+  local store = checkpoints.store_name(es, 1, "subscribe")
   local cp, owns_cp, err
   if opts.checkpoints then
     cp, owns_cp = checkpoints.for_store(opts.checkpoints, store)
