@@ -66,6 +66,15 @@ describe("pgstore daily commands", function()
     assert.equal(2, rc)
   end)
 
+  it("refuses project's seconds that are no finite positive number", function()
+    for _, bad in ipairs{ "--policy-every nan", "--policy-every -5", "--policy-every inf",
+                          "--lease 0", "--idempotency-ttl -1" } do
+      local out, rc = pg(("project %s x.lua"):format(bad))
+      assert.equal(2, rc, bad .. ": " .. out)
+      assert.matches("takes a number of seconds", out, 1, true)
+    end
+  end)
+
   it("follows new events until SIGTERM, then exits 0", function()
     local p = T.spawn(([[os.exit(os.execute(%q) == 0 and 0 or 3)]]):format(
       ("exec %s --dsn %q tail --table %s --all --follow --from 2"):format(T.host(), T.dsn(), table_name)))

@@ -52,8 +52,9 @@ local function unknown_outcome(err)
   return type(err) == "table" and (err.code == "connection" or err.code == "timeout")
 end
 
+-- A position as Lua holds it: a whole number from 0 to 2^53 (doubles).
 local function is_position(v)
-  return type(v) == "number" and v >= 0 and v % 1 == 0
+  return type(v) == "number" and v >= 0 and v <= 2 ^ 53 and v % 1 == 0
 end
 
 -- state.open{ load, save, latest, from = "start" | "end" | cursor } → state | nil, err
@@ -64,7 +65,7 @@ end
 function _M.open(o)
   local from = o.from or "start"
   if from ~= "start" and from ~= "end" and not is_position(from) then
-    return errors.fail("invalid", format("invalid from: a cursor is a whole number >= 0, got %s", tostring(from)))
+    return errors.fail("invalid", format("invalid from: a cursor is a whole number from 0 to 2^53, got %s", tostring(from)))
   end
   local cursor, err = o.load()
   if err then return nil, err end
@@ -176,7 +177,7 @@ end
 -- state:ack(cursor[, tx]) → true | nil, err. Inside tx the checkpoint
 -- counts as stored only after state:committed().
 function State:ack(cursor, tx)
-  if not is_position(cursor) then return refuse(cursor, "a cursor is a whole number >= 0") end
+  if not is_position(cursor) then return refuse(cursor, "a cursor is a whole number from 0 to 2^53") end
   if cursor > self.cursor then
     return refuse(cursor, format("only delivered up to %d", self.cursor))
   end

@@ -30,10 +30,14 @@ function _M.main(host, args)
       opts.table = args[i + 1]
       i = i + 1
     elseif a == "--lease" or a == "--renew" or a == "--policy-every" or a == "--idempotency-ttl" then
-      opts[a:sub(3):gsub("%-", "_")] = tonumber(args[i + 1])
-      if not opts[a:sub(3):gsub("%-", "_")] then
-        return host.usage_error("project: " .. a .. " takes a number", _M.usage)
+      -- seconds: a finite number, positive (0 for the TTL: keep forever)
+      local n = tonumber(args[i + 1])
+      local least = a == "--idempotency-ttl" and 0 or 1e-3
+      if not n or n ~= n or n == math.huge or n < least then
+        return host.usage_error(("project: %s takes a number of seconds%s, got %s"):format(a,
+          least == 0 and " (0 or more)" or " (more than 0)", tostring(args[i + 1])), _M.usage)
       end
+      opts[a:sub(3):gsub("%-", "_")] = n
       i = i + 1
     elseif a == "--upcasters" or a == "--policy" then
       local key = a:sub(3)
