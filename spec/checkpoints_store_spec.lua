@@ -175,6 +175,43 @@ return {
     assert(db:exec("drop table " .. name))
   end)
 
+  it("gives a partitioned projection its own leases on each store", function()
+    local name = T.unique("cps_part")
+    local sa, sb = name .. "_a", name .. "_b"
+    local es_a = assert(db:events{ table = sa, notify = false })
+    local es_b = assert(db:events{ table = sb, notify = false })
+    fill(es_a, "a-", 8, 5)
+    fill(es_b, "b-", 8, 5)
+    local path = ("%s/%s.lua"):format(dir, name)
+    T.write(path, ([[
+return {
+  name = "pbal", partitioned = true, partitions = 4,
+  setup = "create table if not exists %s (position bigint, store text, primary key (store, position))",
+  handlers = {
+    Added = function(e, tx) assert(tx:exec("insert into %s values ($1, left($2, 1))", e.position, e.stream)) end,
+  },
+}
+]]):format(name, name))
+    -- a worker on store b holds every partition, and keeps them
+    local worker = T.spawn(([[os.execute(%q)]]):format(("%s --dsn %q project --table %s --lease 30 %s")
+      :format(T.host(), T.dsn(), sb, path)))
+    local held = T.eventually(function()
+      local r = db:query("select count(*) as n from pgstore_leases where name like $1 and owner is not null"
+        .. " and expires_at > now()", "%pbal")
+      return r and r[1].n == 4
+    end, 20)
+    -- meanwhile a run on store a gets a's partitions, not b's
+    local out, rc = T.sh(("%s --dsn %q project --table %s --once %s"):format(T.host(), T.dsn(), sa, path))
+    T.sh(("pkill -TERM -f %q"):format(sb .. " --lease 30"))
+    T.wait(worker, 10)
+    assert.is_true(held, "the worker on b never held its partitions: " .. T.output(worker))
+    assert.equal(0, rc, out)
+    assert.equal(40, db:query(("select count(*) as n from %s where store = 'a'"):format(name))[1].n)
+    es_a:close()
+    es_b:close()
+    assert(db:exec("drop table " .. name))
+  end)
+
   it("shows each consumer's lag against its own store in `pgstore status`", function()
     local name = T.unique("cps_status")
     local es_a = assert(db:events{ table = name .. "_a", notify = false })

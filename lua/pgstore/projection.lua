@@ -269,7 +269,10 @@ function Runner:prepare(def)
     for p = 0, def.partitions - 1 do consumers[#consumers + 1] = ("projection:%s:%d"):format(def.name, p) end
     local ok, serr = self:hold_start(consumers)
     if not ok then return nil, serr end
-    local pm, err = db:partitions{ name = "projection:" .. def.name, count = def.partitions,
+    -- Leases, like checkpoints, belong to the store: the same projection
+    -- over two stores is two sets of partitions.
+    local pm, err = db:partitions{ name = ("projection:%s:%s"):format(self.es:store(), def.name),
+                                   count = def.partitions,
                                    lease = self.opts.lease, renew = self.opts.renew, owner = self.opts.owner }
     if not pm then return nil, err end
     def.pm = pm
