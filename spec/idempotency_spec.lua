@@ -168,6 +168,22 @@ describe("idempotency keys", function()
       assert.equal(2, keys_left("f"))
     end)
 
+    it("is the store's: a cleaning handle without one goes by what the writers set", function()
+      keys_aged("w", 2, 8 * 86400)
+      -- the writers keep keys forever; a cleanup with the default week keeps them too
+      local writers = assert(db:events{ table = name, notify = false, idempotency_ttl = 0 })
+      local cleaner = assert(db:events{ table = name, notify = false })
+      assert.equal(0, assert(cleaner:expire_idempotency_keys()))
+      assert.equal(2, keys_left("w"))
+      -- the last TTL set explicitly is the store's
+      local shorter = assert(db:events{ table = name, notify = false, idempotency_ttl = 86400 })
+      assert.equal(2, assert(cleaner:expire_idempotency_keys()))
+      assert.equal(0, keys_left("w"))
+      writers:close()
+      cleaner:close()
+      shorter:close()
+    end)
+
     it("policies:apply removes expired keys, and a dry run only counts them", function()
       keys_aged("p", 4, 4000)
       keys_aged("q", 2, 60)

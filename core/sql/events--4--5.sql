@@ -39,3 +39,9 @@ $fn$;
 -- transaction that made it (now()): an append that waited long for its
 -- stream's head, or came late in a long transaction, gets its whole TTL.
 ALTER TABLE @idempotency@ ALTER COLUMN created_at SET DEFAULT clock_timestamp();
+
+-- The store's idempotency_ttl, as the last handle opened with one
+-- explicitly set it (NULL: none did; each cleaning handle then uses its
+-- own): so `pgstore policy apply` cleans by the writers' TTL, not its own
+-- default.
+ALTER TABLE @end@ ADD COLUMN IF NOT EXISTS idempotency_ttl bigint;

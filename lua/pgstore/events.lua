@@ -36,6 +36,32 @@ _M.IDEMPOTENCY_TTL = IDEMPOTENCY_TTL
 local check_options = options.check
 _M.check_options = check_options
 
+-- The store's TTL lives in <table>_end (core/sql/events--4--5.sql): set by
+-- a handle opened with one, read by the cleanup.
+local function end_table(self)
+  return assert(core.quote_ident(self.handle:store() .. "_end"))
+end
+
+-- Records an explicit idempotency_ttl as the store's. A role that may not
+-- write it, or a store not yet upgraded, keeps it to this handle.
+local function record_ttl(self, ttl)
+  local ok, err = self.db:exec(("INSERT INTO %s AS e (one, position, idempotency_ttl) VALUES (true, 0, $1)"
+    .. " ON CONFLICT (one) DO UPDATE SET idempotency_ttl = EXCLUDED.idempotency_ttl"):format(end_table(self)), ttl)
+  if not ok and (err.sqlstate == "42501" or err.sqlstate == "42P01" or err.sqlstate == "42703") then
+    return true
+  end
+  return ok, err
+end
+
+-- The TTL the cleanup goes by: the store's, when a handle recorded one;
+-- else this handle's.
+local function store_ttl(self)
+  local rows = self.db:query(("SELECT idempotency_ttl FROM %s"):format(end_table(self)))
+  local v = rows and rows[1] and rows[1].idempotency_ttl
+  if type(v) == "number" then return v end
+  return self.idempotency_ttl
+end
+
 -- db:events{ table = "events", notify = "pgstore_events" | false, notify_in_tx = false,
 --            codec = "json" | "raw" | { encode, decode }, migrate = true,
 --            idempotency_ttl = 604800 } → es | nil, err
@@ -63,12 +89,22 @@ function _M.new(db, opts)
     max_event_size = opts.max_event_size,
   })
   if not handle then return nil, err end
-  return setmetatable({
+  local es = setmetatable({
     db = db, handle = handle, codec = codec, upcaster = nil,
     table_name = opts.table or "events", channel = notify or nil,
     idempotency_ttl = opts.idempotency_ttl or IDEMPOTENCY_TTL,
   }, mt)
+  if opts.idempotency_ttl ~= nil then
+    local ok, rerr = record_ttl(es, opts.idempotency_ttl)
+    if not ok then
+      handle:close()
+      return nil, rerr
+    end
+  end
+  return es
 end
+
+
 
 local function check(self, fname)
   if getmetatable(self) ~= mt then
@@ -440,7 +476,7 @@ function Events:expire_idempotency_keys(opts)
   opts = check_options(opts, EXPIRE_OPTIONS, 1, "expire_idempotency_keys")
   local bad = options.int(opts.batch, "batch", 1, 1e7) or options.int(opts.max, "max", 1, 2 ^ 53)
   if bad then return nil, bad end
-  local ttl = self.idempotency_ttl
+  local ttl = store_ttl(self)
   if ttl == 0 then return 0 end
   local batch, max = opts.batch or 1000, opts.max or 100000
   if opts.dry_run then return self.handle:expire_keys(ttl, math.min(max, 2 ^ 31 - 1), true) end
