@@ -235,6 +235,22 @@ return {
     for _, h in ipairs{ cp_a, cp_b, es_a, es_b } do h:close() end
   end)
 
+  it("moves checkpoints saved before to the schema's one event store when it has no events table", function()
+    local schema = T.unique("cps_one")
+    assert(db:exec(("create schema %s"):format(schema)))
+    local orders = assert(db:events{ table = schema .. ".orders", notify = false })
+    orders:close()
+    for _, stmt in ipairs{
+      "create table %s.pgstore_checkpoints (consumer text primary key,"
+        .. " position bigint not null check (position >= 0), updated_at timestamptz not null default now())",
+      "insert into %s.pgstore_checkpoints (consumer, position) values ('projection:totals', 40)",
+      "insert into %s.pgstore_migrations (target, version) values ('checkpoints:%s.pgstore_checkpoints', 1)",
+    } do assert(db:exec(stmt:format(schema, schema))) end
+    local cp = assert(db:checkpoints{ table = schema .. ".pgstore_checkpoints", store = schema .. ".orders" })
+    assert.equal(40, cp:load("projection:totals"))
+    cp:close()
+  end)
+
   it("moves checkpoints saved before to the default event store of their schema", function()
     local schema = T.unique("cps_old")
     -- a checkpoint table at version 1, as checkpoints--1.sql made it

@@ -3,16 +3,30 @@
 -- checkpoint belongs to a store and a consumer. `store` is the event
 -- store's resolved name, "schema.table" unquoted (as in its migration
 -- key), so `events`, `public.events` and a search_path hit are one store.
--- Checkpoints saved before were kept for the default event store, so they
--- move to the events table of this table's schema ("<schema>.events").
+-- Checkpoints saved before carried no store. They move to the event
+-- store of this table's schema: its `events` table when there is one, else
+-- the one event store the schema has (a table beside its <t>_heads and
+-- <t>_position_seq), else "<schema>.events". A schema with several event
+-- stores and no `events` cannot say which a checkpoint was for.
 -- Released: frozen. Placeholder: @table@.
 ALTER TABLE @table@ ADD COLUMN IF NOT EXISTS store text;
 
 UPDATE @table@ SET store = (
-    SELECT CASE WHEN n.nspname ~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN n.nspname || '.events'
+    WITH s AS (SELECT n.oid, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = '@table@'::regclass),
+    stores AS (SELECT t.relname::text AS name FROM pg_class t, s
+                WHERE t.relnamespace = s.oid AND t.relkind IN ('r', 'p')
+                  AND EXISTS (SELECT 1 FROM pg_class h WHERE h.relnamespace = s.oid
+                                 AND h.relname = t.relname || '_heads' AND h.relkind IN ('r', 'p'))
+                  AND EXISTS (SELECT 1 FROM pg_class q WHERE q.relnamespace = s.oid
+                                 AND q.relname = t.relname || '_position_seq' AND q.relkind = 'S'))
+    SELECT CASE WHEN s.nspname ~ '^[A-Za-z_][A-Za-z0-9_]*$'
+                THEN s.nspname || '.' || COALESCE(
+                       (SELECT name FROM stores WHERE name = 'events'),
+                       (SELECT min(name) FROM stores HAVING count(*) = 1),
+                       'events')
                 ELSE 'events' END -- a schema outside the name rules is never resolved to
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = '@table@'::regclass)
+      FROM s)
  WHERE store IS NULL;
 
 ALTER TABLE @table@ ALTER COLUMN store SET NOT NULL;
