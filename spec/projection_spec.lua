@@ -129,6 +129,10 @@ describe("pgstore project", function()
     assert.matches("poisoned event 6", parked[1].error)
     assert.equal("true", parked[1].poison)
     assert.equal(0, #db:query("select 1 from pgstore_parked where projection = $1", skip))
+    -- a parked event belongs to its store
+    assert.same({ es:store(), es:store() }, { db:query([[select store from pgstore_parked
+      where projection = $1]], park)[1].store, db:query([[select store from pgstore_parked
+      where projection = $1]], park)[2].store })
   end)
 
   it("rebuilds to the same read model", function()

@@ -122,17 +122,18 @@ local function schema_step(tx, def, what)
   return run_sql_or_fn(tx, what)
 end
 
-local function park(tx, def, e, msg, tb)
+local function park(tx, unit, e, msg, tb)
+  local def = unit.def
   local cjson = require "cjson"
   local ok, event = pcall(cjson.encode, {
     id = e.id, stream = e.stream, version = e.version, position = e.position, type = e.type,
     schema_version = e.schema_version, data = e.data, metadata = e.metadata, time = e.time,
   })
   if not ok then event = cjson.encode({ id = e.id, position = e.position, unencodable = true }) end
-  return tx:exec([[insert into pgstore_parked (projection, position, stream, type, event, error, traceback)
-    values ($1, $2, $3, $4, $5::jsonb, $6, $7) on conflict (projection, position) do update
+  return tx:exec([[insert into pgstore_parked (store, projection, position, stream, type, event, error, traceback)
+    values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) on conflict (store, projection, position) do update
     set error = excluded.error, traceback = excluded.traceback, parked_at = now()]],
-    def.name, e.position, e.stream, e.type, event, msg, tb)
+    unit.runner.es:store(), def.name, e.position, e.stream, e.type, event, msg, tb)
 end
 
 -- Applies rows inside tx. careful = savepoint per event (skip/park), with
@@ -158,7 +159,7 @@ local function apply(unit, tx, rows, careful, skipped)
           if not res and ok ~= false then return nil, err end -- the savepoint itself failed
           if not res then
             if def.on_error == "park" then
-              local pok, perr = park(tx, def, e, msg, tb)
+              local pok, perr = park(tx, unit, e, msg, tb)
               if not pok then return nil, perr end
             end
             skipped[#skipped + 1] = ("%s: %s %s at position %d: %s"):format(def.name,
@@ -258,7 +259,8 @@ function Runner:prepare(def)
     for _, c in ipairs(self.cp:list() or {}) do
       if c.consumer == mine or c.consumer:sub(1, #mine + 1) == mine .. ":" then self.cp:delete(c.consumer) end
     end
-    db:exec("delete from pgstore_parked where projection = $1", def.name)
+    -- this store's parked events, and those parked before stores were told apart
+    db:exec("delete from pgstore_parked where projection = $1 and store in ($2, '')", def.name, self.es:store())
   end
   if def.setup then
     local ok, err = db:transaction(function(tx) return schema_step(tx, def, def.setup) end)
