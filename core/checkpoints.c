@@ -42,45 +42,12 @@ static const char *const templates[SQL_COUNT] = {
     " WHERE store = $1 ORDER BY consumer",
 };
 
-/* The same on a table still at version 1 (no store column), which a role
- * that may not upgrade it uses for the one store its rows belong to (see
- * open_unmigrated). $1 is only checked: every parameter must be used. */
-static const char *const v1_templates[SQL_COUNT] = {
-    "INSERT INTO @table@ (consumer, position, updated_at)"
-    " SELECT $2, $3::bigint, now() WHERE $1::text IS NOT NULL"
-    " ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position,"
-    " updated_at = EXCLUDED.updated_at",
-
-    "UPDATE @table@ SET position = $3::bigint, updated_at = now()"
-    " WHERE $1::text IS NOT NULL AND consumer = $2 AND position = $4::bigint",
-
-    "INSERT INTO @table@ (consumer, position, updated_at)"
-    " SELECT $2, $3::bigint, now() WHERE $1::text IS NOT NULL"
-    " ON CONFLICT (consumer) DO NOTHING",
-
-    "SELECT position FROM @table@ WHERE $1::text IS NOT NULL AND consumer = $2",
-
-    "DELETE FROM @table@ WHERE $1::text IS NOT NULL AND consumer = $2",
-
-    "SELECT consumer, position AS cursor, updated_at AS time, $1::text AS store FROM @table@"
-    " ORDER BY consumer",
-};
-
 static const pgs_companion_kind_t kind = {
     .series = "checkpoints",
     .default_table = "pgstore_checkpoints",
     .key = "consumer",
     .not_found = "no checkpoint for consumer",
     .sql = templates,
-    .nsql = SQL_COUNT,
-};
-
-static const pgs_companion_kind_t v1_kind = {
-    .series = "checkpoints",
-    .default_table = "pgstore_checkpoints",
-    .key = "consumer",
-    .not_found = "no checkpoint for consumer",
-    .sql = v1_templates,
     .nsql = SQL_COUNT,
 };
 
@@ -106,41 +73,22 @@ static int has_store_column(pgs_companion_t *c, pgs_error_t *err)
     return has;
 }
 
-/* A table still at version 1 that this handle will not upgrade (opened
- * without migrations, or by a role that may not alter it: not its owner)
- * holds the checkpoints of one store, the one 1--2 gives them: the
- * default event store of the table's schema. That store keeps working on
- * it; another store needs the upgrade. On PGS_OK cp->c is set. */
-static pgs_status_t open_unmigrated(pgs_checkpoints_t *cp, pgs_pool_t *pool,
-                                    pgs_companion_opts_t o, int *found, pgs_error_t *err)
+/* Opened without migrations, the table must be at version 2: at version 1
+ * it has no store column, and every statement here keys by store. */
+static pgs_status_t require_store_column(pgs_checkpoints_t *cp, pgs_error_t *err)
 {
-    o.skip_schema_init = 1;
-    pgs_status_t st = pgs_companion_open(&kind, pool, &o, &cp->c, err);
-    if (st != PGS_OK)
-        return st;
-    *found = 1;
     int has = has_store_column(cp->c, err);
-    if (has != 0) {
-        if (has < 0) {
-            pgs_companion_close(cp->c);
-            cp->c = NULL;
-            return err ? err->code : PGS_ESQL;
-        }
+    if (has > 0)
         return PGS_OK;
-    }
-    /* The table's name outlives the handle it is read from. */
-    char own[2 * 64 + 8], raw[2 * 64 + 8];
-    snprintf(raw, sizeof raw, "%s", cp->c->base.raw);
-    const char *dot = strchr(raw, '.');
-    snprintf(own, sizeof own, "%.*sevents", dot ? (int)(dot - raw + 1) : 0, raw);
-    pgs_companion_close(cp->c);
-    cp->c = NULL;
-    if (strcmp(own, cp->store) != 0)
-        return pgs_error_set(err, PGS_ENOTFOUND,
-                             "checkpoints of store %s need table %s at version 2 (a store "
-                             "column): run `pgstore migrate` as its owner",
-                             cp->store, raw);
-    return pgs_companion_open(&v1_kind, pool, &o, &cp->c, err);
+    if (has < 0)
+        return err ? err->code : PGS_ESQL;
+    pgs_status_t st = pgs_error_set(err, PGS_ENOTFOUND,
+                                    "checkpoint table %s is at version 1 (no store column)",
+                                    cp->c->base.raw);
+    if (err)
+        snprintf(err->hint, sizeof err->hint,
+                 "run `pgstore migrate` (or cp:migrate()) as a role that may alter it");
+    return st;
 }
 
 pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t *opts,
@@ -160,26 +108,11 @@ pgs_status_t pgs_checkpoints_open(pgs_pool_t *pool, const pgs_checkpoints_opts_t
     pgs_status_t st = pgs_ident_quote(store, quoted, sizeof quoted, err);
     if (st == PGS_OK && pool)
         st = pgs_store_resolve(pool, store, cp->store, sizeof cp->store, err);
-    pgs_error_t local;
-    if (!err)
-        err = &local;
-    int found = 0;
-    if (st == PGS_OK && o.skip_schema_init) {
-        st = open_unmigrated(cp, pool, o, &found, err);
-    } else if (st == PGS_OK) {
+    if (st == PGS_OK)
         st = pgs_companion_open(&kind, pool, &o, &cp->c, err);
-        /* 42501: not allowed to create or alter the table. When it exists
-         * that is the upgrade to version 2 of a table made by older code,
-         * before its owner ran `pgstore migrate`; else the first error
-         * stands. */
-        if (st != PGS_OK && strcmp(err->sqlstate, "42501") == 0) {
-            pgs_error_t first = *err;
-            st = open_unmigrated(cp, pool, o, &found, err);
-            if (st != PGS_OK && !found) {
-                *err = first;
-                st = first.code;
-            }
-        }
+    if (st == PGS_OK && o.skip_schema_init && (st = require_store_column(cp, err)) != PGS_OK) {
+        pgs_companion_close(cp->c);
+        cp->c = NULL;
     }
     if (st != PGS_OK) {
         free(cp);
