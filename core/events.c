@@ -202,8 +202,10 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
 }
 
 /* Holds the position sequence to what read_all's order argument needs
- * (CACHE 1, NO CYCLE, a positive increment), setting what someone changed
- * by hand; PGS_EINVALID naming the setting when the role may not. */
+ * (CACHE 1, NO CYCLE, a positive increment, LOGGED, not behind the
+ * positions taken: @check_order@ in core/sql/events--2--3.sql), setting
+ * what someone changed by hand; PGS_EINVALID naming it when the role may
+ * not. */
 static pgs_status_t check_order(pgs_events_t *es, pgs_error_t *err)
 {
     pgs_conn_t *c;
