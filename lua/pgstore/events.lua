@@ -104,8 +104,6 @@ function _M.new(db, opts)
   return es
 end
 
-
-
 local function check(self, fname)
   if getmetatable(self) ~= mt then
     options.argerror(1, fname, ("pgstore.events expected; use es:%s()"):format(fname))
