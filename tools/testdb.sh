@@ -87,7 +87,11 @@ CREATE ROLE pgs_secret LOGIN PASSWORD 'pgs-Test-Secret-9417';
 GRANT CONNECT ON DATABASE pgstore_test TO pgs_secret;
 SQL
 
+    # A physical slot keeps every WAL segment the replica has not received:
+    # without one, a checkpoint during a heavy pass may recycle a segment a
+    # lagging replica still needs, and its replay stops for good.
     run_as_cluster_user "$pgbin/pg_basebackup" -D "$dir/replica" -R -X stream -c fast -N \
+        -C -S pgstore_replica \
         -h 127.0.0.1 -p "$pport" -U postgres >&2 || abort "pg_basebackup failed" server.log
     rport=$(start_node "$dir/replica" "$dir/sock-replica" "$dir/replica.log") ||
         abort "replica did not start" replica.log
@@ -144,7 +148,10 @@ cmd_createdb() {
               -c "select '$replayed'::pg_lsn >= '$lsn'::pg_lsn") == t ]] && return 0
         if [[ $replayed == "$last" ]]; then
             still=$((still + 1))
-            ((still < 1200)) || die "the replica stopped replaying at ${replayed:-?} (needs $lsn); see $dir/replica.log"
+            if ((still >= 1200)); then
+                tail -n 30 "$dir/replica.log" >&2
+                die "the replica stopped replaying at ${replayed:-?} (needs $lsn); see $dir/replica.log"
+            fi
         else
             still=0 last=$replayed
         fi
