@@ -7,8 +7,10 @@
 --
 --   build/pgstore --dsn "$DSN" run bench/nginx_bench.lua [seconds]
 --
--- nginx runs with one worker per core; the HTTP client is one LuaJIT
--- process multiplexing its keep-alive connections (spec/helpers/http.lua).
+-- Every request carries the example's bearer token (checked in the access
+-- phase, as deployed). nginx runs with one worker per core; the HTTP client
+-- is one LuaJIT process multiplexing its keep-alive connections
+-- (spec/helpers/http.lua).
 package.path = "spec/helpers/?.lua;" .. package.path
 local lib = require "bench.lib"
 
@@ -41,7 +43,7 @@ local run = os.time() % 100000
 local function over_http(clients, secs)
   local stats = http.load{ port = srv.port, connections = clients, duration = secs, timeout = 10,
     make = function(i)
-      return "POST", ("/streams/bench-http-%d-%d-%d"):format(run, clients, i), nil,
+      return "POST", ("/streams/bench-http-%d-%d-%d"):format(run, clients, i), srv.auth,
         '{"type":"ItemAdded","data":' .. DATA .. '}'
     end }
   assert(next(stats.errors) == nil, "HTTP errors during the benchmark")

@@ -58,8 +58,15 @@ local function run_id()
   return ("%d%04d"):format(os.time() % 100000, math.random(0, 9999))
 end
 
+-- The request's headers with the example's bearer token.
+local function authed(headers)
+  local h = { Authorization = srv.auth.Authorization }
+  for k, v in pairs(headers or {}) do h[k] = v end
+  return h
+end
+
 local function post(c, stream, body, headers)
-  return assert(c:request("POST", "/streams/" .. stream, headers, body, 10))
+  return assert(c:request("POST", "/streams/" .. stream, authed(headers), body, 10))
 end
 
 local function stream_count(stream)
@@ -107,9 +114,11 @@ local function spawn_writers(prefix, n, per)
   local code = [[
     local http = require "http"
     local port, stream, n = tonumber(arg[1]), arg[2], tonumber(arg[3])
+    local token = assert(io.open(arg[4])):read("*l") -- a file: argv is public
     local c = assert(http.connect(port))
     for i = 1, n do
-      local res = assert(c:request("POST", "/streams/" .. stream, { ["If-Match"] = tostring(i - 1) },
+      local res = assert(c:request("POST", "/streams/" .. stream,
+        { ["If-Match"] = tostring(i - 1), Authorization = "Bearer " .. token },
         '{"type":"Written","data":{"i":' .. i .. '}}', 10))
       if res.status ~= 201 then print("status " .. res.status .. ": " .. res.body); os.exit(1) end
     end
@@ -118,7 +127,7 @@ local function spawn_writers(prefix, n, per)
   local procs, streams = {}, {}
   for i = 1, n do
     streams[i] = prefix .. i
-    procs[i] = T.spawn(code, srv.port, streams[i], per)
+    procs[i] = T.spawn(code, srv.port, streams[i], per, srv.token_file)
   end
   return procs, streams
 end
@@ -161,7 +170,7 @@ describe("nginx with resty.pgstore", function()
         .. '{"type":"Deposited","data":{"amount":5}}]', { ["If-Match"] = "1" })
       assert.are.equal(201, res.status)
       assert.are.equal(3, cjson.decode(res.body).last_version)
-      res = assert(c:request("GET", "/streams/" .. stream))
+      res = assert(c:request("GET", "/streams/" .. stream, srv.auth))
       assert.are.equal(200, res.status)
       local evs = cjson.decode(res.body)
       assert.are.same({ "Opened", "Deposited", "Deposited" }, { evs[1].type, evs[2].type, evs[3].type })
@@ -169,7 +178,7 @@ describe("nginx with resty.pgstore", function()
       assert.are.equal("teller", evs[2].metadata.by)
       assert.are.equal(cjson.null, evs[3].metadata)
       assert.are.equal('"3"', res.headers.etag)
-      res = assert(c:request("GET", "/streams/" .. stream .. "?from=2&limit=1"))
+      res = assert(c:request("GET", "/streams/" .. stream .. "?from=2&limit=1", srv.auth))
       assert.are.equal(2, cjson.decode(res.body)[1].version)
       c:close()
     end)
@@ -216,7 +225,7 @@ describe("nginx with resty.pgstore", function()
   it("keeps the event loop free while a query runs in a thread", function()
     local slow = assert(http.connect(srv.port))
     local t0 = http.now()
-    assert(slow:send("GET", "/t/sleep?s=1"))
+    assert(slow:send("GET", "/t/sleep?s=1", srv.auth))
     http.request(srv.port, "GET", "/ping") -- the sleeper is in its thread by now
     local c = assert(http.connect(srv.port))
     local worst = 0
@@ -238,7 +247,7 @@ describe("nginx with resty.pgstore", function()
   describe("Server-Sent Events on /changes", function()
     it("delivers every event of 4 concurrent HTTP writers exactly once, in order", function()
       local prefix = "sse-" .. run_id() .. "-"
-      local s = assert(http.sse(srv.port, "/changes"))
+      local s = assert(http.sse(srv.port, "/changes", srv.auth))
       local procs, streams = spawn_writers(prefix, 4, 250)
       local got = collect(s, prefix, 1000, 60)
       s:close()
@@ -252,12 +261,12 @@ describe("nginx with resty.pgstore", function()
 
     it("resumes after Last-Event-ID without missing or repeating anything", function()
       local prefix = "resume-" .. run_id() .. "-"
-      local first = assert(http.sse(srv.port, "/changes"))
+      local first = assert(http.sse(srv.port, "/changes", srv.auth))
       local procs, streams = spawn_writers(prefix, 4, 250)
       local got, last_id = collect(first, prefix, 300, 60)
       first:close()
       assert.are.equal(300, #got)
-      local second = assert(http.sse(srv.port, "/changes", { ["Last-Event-ID"] = last_id }))
+      local second = assert(http.sse(srv.port, "/changes", authed{ ["Last-Event-ID"] = last_id }))
       local ev = assert(second:next(30))
       assert.is_true(tonumber(ev.id) > tonumber(last_id), "starts after the last id")
       local e = cjson.decode(ev.data)
@@ -270,7 +279,7 @@ describe("nginx with resty.pgstore", function()
     end)
 
     it("serves a cursor from before the feed started with ?after=, then live", function()
-      local s = assert(http.sse(srv.port, "/changes?after=" .. (old.result.first_position - 1)))
+      local s = assert(http.sse(srv.port, "/changes?after=" .. (old.result.first_position - 1), srv.auth))
       local got = collect(s, old.stream, 2, 10)
       assert.are.same({ "A", "B" }, { got[1] and got[1].type, got[2] and got[2].type })
       local c = assert(http.connect(srv.port))
@@ -280,7 +289,7 @@ describe("nginx with resty.pgstore", function()
       s:close()
       assert.are.equal("C", got[3] and got[3].type)
       assert_exactly_once(got, { old.stream }, 3)
-      local bad = http.sse(srv.port, "/changes?after=soon")
+      local bad = http.sse(srv.port, "/changes?after=soon", srv.auth)
       assert.is_nil(bad)
     end)
 
@@ -296,7 +305,7 @@ describe("nginx with resty.pgstore", function()
       local before = T.eventually(function() return #listener_pids() == 1 and listener_pids() end, 10)
       assert.truthy(before, "one LISTEN connection (one worker)")
       local prefix = "listen-" .. run_id()
-      local s = assert(http.sse(srv.port, "/changes"))
+      local s = assert(http.sse(srv.port, "/changes", srv.auth))
       local c = assert(http.connect(srv.port))
       assert.are.equal(201, post(c, prefix, '{"type":"Before"}').status)
       local got = collect(s, prefix, 1, 10)
@@ -329,7 +338,7 @@ describe("nginx with resty.pgstore", function()
                            "events", "stores", "kv_cleanup", "locks", "listen", "relay", "partitions",
                            "subscribe" } do
       it(name, function()
-        local res = assert(http.request(srv.port, "GET", "/t/case?name=" .. name, nil, nil, 30))
+        local res = assert(http.request(srv.port, "GET", "/t/case?name=" .. name, srv.auth, nil, 30))
         assert.are.equal(200, res.status, res.body)
         local r = cjson.decode(res.body)
         assert.is_true(r.ok, r.error)
@@ -340,7 +349,7 @@ describe("nginx with resty.pgstore", function()
       -- The project's proxy cuts the connection around half of the
       -- checkpoint writes, before or after the COMMIT reached the server.
       local P = proxy.start{ patterns = { "SET position = $3::bigint" }, probability = 0.5, lifetime = 120 }
-      local res = http.request(srv.port, "GET", "/t/case?name=subscribe_unknown_ack&port=" .. P.port, nil, nil, 60)
+      local res = http.request(srv.port, "GET", "/t/case?name=subscribe_unknown_ack&port=" .. P.port, srv.auth, nil, 60)
       local cuts = P:cuts()
       P:stop()
       assert.truthy(res, "no answer from nginx")
@@ -357,15 +366,15 @@ describe("nginx with resty.pgstore", function()
       local t = "spec_abandon_" .. run_id()
       assert(admin:exec("create table " .. t .. " (id int primary key, v text)"))
       local function parked()
-        return cjson.decode(assert(http.request(srv.port, "GET", "/t/stats")).body).parked.parked
+        return cjson.decode(assert(http.request(srv.port, "GET", "/t/stats", srv.auth)).body).parked.parked
       end
       local before = parked() -- the LISTEN connections stay parked
-      local res = assert(http.request(srv.port, "GET", "/t/abandon?table=" .. t, nil, nil, 10))
+      local res = assert(http.request(srv.port, "GET", "/t/abandon?table=" .. t, srv.auth, nil, 10))
       assert.are.equal(200, res.status)
       assert.are.equal(before + 1, parked(), "the transaction's connection is parked")
       -- Its tx object is garbage now: collecting it hands the connection to
       -- the reaper, which rolls back within a second.
-      assert(http.request(srv.port, "GET", "/t/gc"))
+      assert(http.request(srv.port, "GET", "/t/gc", srv.auth))
       assert.truthy(T.eventually(function() return parked() == before end, 5), "reaped")
       assert(admin:exec("set lock_timeout = '2s'"))
       assert(admin:exec("insert into " .. t .. " values (1, 'after')"), "the row lock was released")
@@ -378,9 +387,9 @@ describe("nginx with resty.pgstore", function()
     it("answers with a timeout error, not a hang, when no worker thread is free", function()
       local pids = srv:workers()
       local blocker = assert(http.connect(srv.port))
-      assert(blocker:send("GET", "/t/tiny?s=1"))
+      assert(blocker:send("GET", "/t/tiny?s=1", srv.auth))
       http.request(srv.port, "GET", "/ping")
-      local res = assert(http.request(srv.port, "GET", "/t/tiny?s=0&wait=0.2", nil, nil, 5))
+      local res = assert(http.request(srv.port, "GET", "/t/tiny?s=0&wait=0.2", srv.auth, nil, 5))
       assert.are.equal(503, res.status)
       local body = cjson.decode(res.body)
       assert.are.equal("timeout", body.code)
@@ -394,11 +403,11 @@ describe("nginx with resty.pgstore", function()
     it("answers with a timeout error when every thread VM is taken", function()
       local pids = srv:workers()
       local blocker = assert(http.connect(srv.port))
-      assert(blocker:send("GET", "/t/tiny?s=1&pending=200"))
+      assert(blocker:send("GET", "/t/tiny?s=1&pending=200", srv.auth))
       http.request(srv.port, "GET", "/ping")
       local messages = {}
       local stats = http.load{ port = srv.port, connections = 80, requests = 1, timeout = 10,
-        make = function() return "GET", "/t/tiny?s=0&pending=200&wait=0.3" end,
+        make = function() return "GET", "/t/tiny?s=0&pending=200&wait=0.3", srv.auth end,
         on_response = function(_, r)
           if r.status == 503 then messages[#messages + 1] = cjson.decode(r.body).message end
         end }
@@ -412,15 +421,15 @@ describe("nginx with resty.pgstore", function()
     end)
 
     it("runs statements in the rewrite and access phases", function()
-      local res = assert(http.request(srv.port, "GET", "/t/phases"))
+      local res = assert(http.request(srv.port, "GET", "/t/phases", srv.auth))
       assert.are.equal(200, res.status)
       assert.are.equal("rewrite access\n", res.body)
     end)
 
     it("refuses phases that cannot yield, with the phase's name", function()
-      assert(http.request(srv.port, "GET", "/t/logphase"))
+      assert(http.request(srv.port, "GET", "/t/logphase", srv.auth))
       local msg = T.eventually(function()
-        local r = http.request(srv.port, "GET", "/t/shared?key=logphase")
+        local r = http.request(srv.port, "GET", "/t/shared?key=logphase", srv.auth)
         return r and r.body:find("resty.pgstore", 1, true) and r.body
       end, 5)
       assert.truthy(msg and msg:find("cannot run in the log phase", 1, true), msg)
@@ -432,7 +441,7 @@ describe("nginx with resty.pgstore", function()
     local prefix = "load-" .. run_id() .. "-"
     local stats = http.load{ port = srv.port, connections = 32, duration = 10, timeout = 10,
       make = function(i, n)
-        return "POST", "/streams/" .. prefix .. (i % 64), nil,
+        return "POST", "/streams/" .. prefix .. (i % 64), srv.auth,
           '{"type":"Loaded","data":{"conn":' .. i .. ',"n":' .. n .. '}}'
       end }
     print(("\n    load: %d appends in %.1f s = %.0f/s over HTTP, slowest %.0f ms")
@@ -459,7 +468,7 @@ describe("nginx with resty.pgstore", function()
   end)
 
   it("exits cleanly on nginx -s quit, with a client still on /changes", function()
-    local s = assert(http.sse(srv.port, "/changes"))
+    local s = assert(http.sse(srv.port, "/changes", srv.auth))
     local ok, why = srv:stop(15)
     assert.is_true(ok, why)
     -- ngx.sleep(0) without OpenResty's delayed-events patch can hang a

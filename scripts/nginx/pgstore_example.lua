@@ -15,6 +15,9 @@
 --                        either, starts at the current end.
 --   GET  /ping           "pong", without touching the database.
 --
+-- Every route but /ping needs `Authorization: Bearer <token>`: nginx.conf
+-- runs pgstore_auth.lua in the access phase, before these handlers.
+--
 -- Event data travels as JSON text: rows are read raw and spliced into the
 -- responses, never decoded and encoded again.
 local cjson = require "cjson.safe"

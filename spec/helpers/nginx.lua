@@ -6,8 +6,11 @@
 --   local srv = nginx.start{ dsn = T.dsn(), workers = 1,
 --                            locations = "location = /x { … }",  -- server.d/
 --                            main = "thread_pool tiny threads=1;" } -- main.d/
---   (@DSN@, @PORT@, @PREFIX@, @ROOT@ and @BUILD@ are filled in those too)
+--   (@DSN@, @PORT@, @PREFIX@, @ROOT@, @BUILD@ and @TOKEN_FILE@ are filled
+--   in those too)
 --   srv.port, srv.prefix, srv:log(), srv:workers()
+--   srv.token, srv.auth   -- the bearer token (random, in srv.token_file, 0600,
+--                         -- in the prefix) and { Authorization = "Bearer …" }
 --   local ok, why = srv:stop()
 --
 -- A machine without nginx fails here (tools/deps.sh installs it): the
@@ -66,11 +69,19 @@ end
 
 -- The DSN inside a Lua long string [==[ … ]==] in the template.
 local function fill(template, vars)
-  return (template:gsub("@(%u+)@", function(k)
+  return (template:gsub("@([%u_]+)@", function(k)
     local v = vars[k]
     assert(v ~= nil, "template variable @" .. k .. "@ has no value")
     return tostring(v)
   end))
+end
+
+-- A fresh token: 32 random bytes, hex.
+local function random_token()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(32)
+  f:close()
+  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
 
 -- With the sanitizer build, nginx needs the same runtime preloaded.
@@ -85,11 +96,19 @@ end
 local Server = {}
 local mt = { __index = Server }
 
--- nginx.start{ dsn, workers = 1, locations, main, lua_path, template } → server
+-- nginx.start{ dsn, workers = 1, locations, main, lua_path, template,
+--              token = random | token_file = path (used as it is) } → server
 function _M.start(o)
   local nginx = _M.binary()
   local prefix = (sh("mktemp -d /tmp/pgstore-nginx.XXXXXX")):gsub("%s+$", "")
   for _, d in ipairs{ "tmp", "server.d", "main.d" } do assert(sh("mkdir -p " .. q(prefix .. "/" .. d))) end
+  local token, token_file = o.token, o.token_file
+  if not token_file then
+    token = token or random_token()
+    token_file = prefix .. "/token"
+    write(token_file, token .. "\n")
+    assert(sh("chmod 600 " .. q(token_file)))
+  end
   local template = assert(read(o.template or (_M.root() .. "/scripts/nginx/nginx.conf")))
   if o.lua_path then
     template = template:gsub('lua_package_path "', 'lua_package_path "' .. o.lua_path .. ";", 1)
@@ -104,7 +123,7 @@ function _M.start(o)
     local port = math.random(20000, 60000)
     local vars = {
       ROOT = _M.root(), BUILD = _M.build_dir(), PREFIX = prefix, PORT = port,
-      WORKERS = o.workers or 1, DSN = o.dsn,
+      WORKERS = o.workers or 1, DSN = o.dsn, TOKEN_FILE = token_file,
     }
     write(prefix .. "/nginx.conf", fill(template, vars))
     if o.locations then write(prefix .. "/server.d/spec.conf", fill(o.locations, vars)) end
@@ -113,7 +132,9 @@ function _M.start(o)
     local out, rc = sh(preload() .. q(nginx) .. " -p " .. q(prefix) .. " -c " .. q(prefix .. "/nginx.conf")
       .. " -e " .. q(prefix .. "/error.log"))
     if rc == 0 then
-      local self = setmetatable({ port = port, prefix = prefix, nginx = nginx }, mt)
+      local self = setmetatable({ port = port, prefix = prefix, nginx = nginx, token = token,
+                                  token_file = token_file,
+                                  auth = token and { Authorization = "Bearer " .. token } }, mt)
       self.pid = tonumber(read(prefix .. "/nginx.pid") or "")
       local deadline = http.now() + 15
       repeat
@@ -130,6 +151,7 @@ function _M.start(o)
     last = out .. (read(prefix .. "/error.log") or "")
     if not last:find("Address already in use", 1, true) then break end
   end
+  sh("rm -rf " .. q(prefix))
   error("nginx did not start:\n" .. tostring(last))
 end
 
