@@ -2,9 +2,10 @@
 -- The nginx example's bearer token (scripts/nginx/pgstore_auth.lua), in a
 -- real nginx: every data route — and a location added beside them —
 -- answers 401 with a `WWW-Authenticate: Bearer` challenge to a missing or
--- wrong token and writes nothing; the right token works; /ping stays open;
--- the token shows in no response and no log line; and nginx refuses to
--- start without a usable token file.
+-- wrong token (or two Authorization headers) and writes nothing; the right
+-- token works; /ping stays open; the token shows in no response and no log
+-- line; nginx refuses to start without a usable token file, and a reload
+-- without one keeps the running token.
 local cjson = require "cjson"
 local T = require "testenv"
 local http = require "http"
@@ -127,6 +128,14 @@ describe("the nginx example's bearer token", function()
     assert.is_true(seen, "the event came over /changes")
   end)
 
+  it("refuses two Authorization headers, whichever holds the token", function()
+    for _, headers in ipairs{ { Authorization = srv.auth.Authorization, authorization = "Bearer wrong" },
+                              { Authorization = "Bearer wrong", authorization = srv.auth.Authorization } } do
+      local res = assert(http.request(srv.port, "GET", "/t/extra", headers))
+      assert.are.equal(400, res.status, "nginx takes one Authorization header only")
+    end
+  end)
+
   it("keeps /ping open", function()
     local res = assert(http.request(srv.port, "GET", "/ping"))
     assert.are.equal(200, res.status)
@@ -166,6 +175,22 @@ describe("the nginx example's bearer token", function()
       assert.truthy(err:find("pgstore_auth:", 1, true), err)
       return err
     end
+
+    it("keeps the running token when a reload finds none", function()
+      local s = nginx.start{ dsn = T.dsn(), workers = 1, locations = EXTRA }
+      local ok, err = pcall(function()
+        T.write(s.token_file, "")
+        local _, rc = T.sh(("%s -p %s -c %s/nginx.conf -s reload"):format(s.nginx, s.prefix, s.prefix))
+        assert.are.equal(0, rc, "the signal was sent")
+        local refused = T.eventually(function() return s:log():find("token file .* is empty") end, 10)
+        assert.truthy(refused, "the reload was refused")
+        assert.are.equal(200, assert(http.request(s.port, "GET", "/t/extra", s.auth)).status)
+        assert.are.equal(401, assert(http.request(s.port, "GET", "/t/extra")).status)
+      end)
+      s:stop() -- its log holds the refused reload's [error]
+      s:cleanup()
+      assert(ok, err)
+    end)
 
     it("refuses a missing file", function()
       local err = start_with("missing")
