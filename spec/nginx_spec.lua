@@ -7,7 +7,9 @@
 -- Last-Event-ID and a terminated LISTEN connection), the API inside nginx
 -- case by case, a subscriber whose checkpoint writes the proxy cuts around
 -- their commit, a saturated thread pool's clear error, refused phases, a
--- bounded load with a clean error log, and a clean `nginx -s quit`.
+-- bounded load with a clean error log, and a clean `nginx -s quit`. Every
+-- request but /ping carries the example's bearer token (the token itself:
+-- spec/nginx_auth_spec.lua).
 local cjson = require "cjson"
 local T = require "testenv"
 local http = require "http"
@@ -349,7 +351,8 @@ describe("nginx with resty.pgstore", function()
       -- The project's proxy cuts the connection around half of the
       -- checkpoint writes, before or after the COMMIT reached the server.
       local P = proxy.start{ patterns = { "SET position = $3::bigint" }, probability = 0.5, lifetime = 120 }
-      local res = http.request(srv.port, "GET", "/t/case?name=subscribe_unknown_ack&port=" .. P.port, srv.auth, nil, 60)
+      local res = http.request(srv.port, "GET", "/t/case?name=subscribe_unknown_ack&port=" .. P.port,
+        srv.auth, nil, 60)
       local cuts = P:cuts()
       P:stop()
       assert.truthy(res, "no answer from nginx")
