@@ -56,9 +56,7 @@ end
 
 -- ---- output ---------------------------------------------------------------
 
-local function safe_text(s)
-  return (tostring(s):gsub("[%z\1-\8\11-\31\127]", function(c) return format("\\%03d", c:byte()) end))
-end
+local safe_text = require("pgstore.printable").escape
 
 function Repl:say(text)
   io.stdout:write(text, "\n")

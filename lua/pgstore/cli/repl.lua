@@ -38,7 +38,7 @@ function _M.main(host, args)
   local rl = terminal()
   local db, err = host.connect()
   if not db then return host.fail(err) end
-  local ok, es, eerr = pcall(db.events, db)
+  local ok, es, eerr = pcall(db.events, db, { migrate = host.migrate })
   if not ok or not es then
     host.say("es is not available: " .. pretty.error(ok and eerr or es))
     es = nil
