@@ -5,6 +5,7 @@
 -- would repaint the operator's screen or forge a line. Everything pgstore
 -- prints about stored things goes through escape() below.
 local format, gsub, byte, find = string.format, string.gsub, string.byte, string.find
+local type, tostring, pairs, setmetatable = type, tostring, pairs, setmetatable
 
 local _M = {}
 
@@ -43,6 +44,20 @@ local function non_ascii(run)
   return first .. hex_bytes(run:sub(len + 1))
 end
 
+local CONTROLS = "[%z\1-\31\127]"
+local classes = setmetatable({}, { __mode = "k" }) -- escapes table → its pattern
+
+local function class_of(escapes)
+  local class = classes[escapes]
+  if not class then
+    local set = {}
+    for k in pairs(escapes) do set[#set + 1] = "%" .. k end
+    class = "[%z\1-\31\127" .. table.concat(set) .. "]"
+    classes[escapes] = class
+  end
+  return class
+end
+
 -- escape(s [, escapes]) → s with every control character (C0, DEL and the
 -- Unicode ones above) written as an escape: `\027` for a byte below 32 or
 -- DEL, `\xNN` for a byte that is not part of well-formed UTF-8, `\u{XXXX}`
@@ -52,12 +67,7 @@ end
 -- pretty printer's `\n`, `\"`, `\\`); they take precedence.
 function _M.escape(s, escapes)
   s = type(s) == "string" and s or tostring(s)
-  local ascii = "[%z\1-\31\127]"
-  if escapes then
-    local set = {}
-    for k in pairs(escapes) do set[#set + 1] = "%" .. k end
-    ascii = "[%z\1-\31\127" .. table.concat(set) .. "]"
-  end
+  local ascii = escapes and class_of(escapes) or CONTROLS
   if not find(s, ascii) and not find(s, "[\128-\255]") then return s end
   s = gsub(s, ascii, function(c) return escapes and escapes[c] or format("\\%03d", byte(c)) end)
   return (gsub(s, "[\128-\255][\128-\191]*", non_ascii))
