@@ -194,6 +194,7 @@ describe("what reaches the terminal", function()
       [["a\27[2Jb\r"]],
       ([[(db:events{ table = %q, migrate = false }):read_all{ raw = true }]]):format(tname),
       [[error("boom\27[2J\rforged")]],
+      ":trace",
       [[db:query("select 'x' || chr(27) || '[2J' as v")]],
     }, "\n") .. "\n")
     local out = T.sh(("%s --dsn %s repl <%s/in"):format(T.host(), shq(T.dsn()), dir))

@@ -195,7 +195,8 @@ function handlers.set(self, args)
 end
 
 function handlers.trace(self)
-  self:say(self.last_trace or "no error yet")
+  -- the message may quote stored text; the traceback's own lines and tabs stay
+  self:say(self.last_trace and (self.last_trace:gsub("[^\n\t]+", safe_text)) or "no error yet")
 end
 
 function handlers.listen(self, args)
