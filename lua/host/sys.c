@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * sys.c — the few operating-system facts the host's Lua needs, as the
  * preloaded module `pgstore.sys`: is a descriptor a terminal, our process
- * id, hiding an argument from other local users, and graceful signals. SIGINT/SIGTERM only set a flag that long-running
+ * id, a file's permission bits, hiding an argument from other local users,
+ * and graceful signals. SIGINT/SIGTERM only set a flag that long-running
  * commands check between batches (so the batch in flight commits); a second
  * one restores the default action and ends the process at once.
  */
@@ -10,6 +11,7 @@
 
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t caught;
@@ -44,6 +46,16 @@ static int l_isatty(lua_State *L)
 static int l_getpid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+/* sys.file_mode(path) → the permission bits (e.g. 0600) | nil */
+static int l_file_mode(lua_State *L)
+{
+    struct stat st;
+    if (stat(luaL_checkstring(L, 1), &st) != 0)
+        return 0;
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
     return 1;
 }
 
@@ -95,6 +107,7 @@ int luaopen_pgstore_sys(lua_State *L)
     static const luaL_Reg funcs[] = {{"isatty", l_isatty},
                                      {"getpid", l_getpid},
                                      {"hide_arg", l_hide_arg},
+                                     {"file_mode", l_file_mode},
                                      {"trap_signals", l_trap_signals},
                                      {"interrupted", l_interrupted},
                                      {NULL, NULL}};

@@ -73,9 +73,14 @@ local function hide_password(i, from)
 end
 
 -- The DSN of --dsn-file: the file's text, without surrounding whitespace.
+-- A file other users may read is no better than the arguments: said.
 local function read_dsn_file(path)
   local f, err = io.open(path)
   if not f then return nil, "--dsn-file: " .. tostring(err) end
+  local mode = require("pgstore.sys").file_mode(path)
+  if mode and mode % 64 ~= 0 then
+    _M.say(("--dsn-file: %s can be read by other users (mode %03o); chmod 600 it"):format(path, mode))
+  end
   local text = f:read("*a") or ""
   f:close()
   text = text:match("^%s*(.-)%s*$")
