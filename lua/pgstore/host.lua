@@ -2,12 +2,11 @@
 -- pgstore.host — the `pgstore` program: global flags, the DSN (--dsn or
 -- --dsn-file, then PGSTORE_DSN, then the embedded default cluster; a
 -- password left out comes from PGPASSWORD or the passfile, as libpq reads
--- them), and dispatch to the
--- subcommands in pgstore.cli.*. With no command it opens the REPL when
--- stdin is a terminal, and prints the help and exits 2 when it is not (a
--- script that forgot its command fails instead of waiting for input).
--- Exit codes: 0 ok, 1 runtime failure, 2 usage error. Errors are one line
--- on stderr.
+-- them), and dispatch to the subcommands in pgstore.cli.*. With no
+-- command it opens the REPL when stdin is a terminal, and prints the help
+-- and exits 2 when it is not (a script that forgot its command fails
+-- instead of waiting for input). Exit codes: 0 ok, 1 runtime failure,
+-- 2 usage error. Errors are one line on stderr.
 local pgstore = require "pgstore"
 local escape = require("pgstore.printable").escape
 
