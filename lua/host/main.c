@@ -70,6 +70,9 @@ int main(int argc, char **argv)
     }
     luaL_openlibs(L);
     set_paths(L);
+    /* The Lua side gets copies of argv below and may then hide an
+     * argument (a password in --dsn) from /proc/PID/cmdline. */
+    pgs_host_keep_args(argc, argv);
     /* Modules that exist only in the host (the REPL's terminal, signals;
      * pgstore.core, loaded by nginx and busted too, must not have them). */
     lua_getglobal(L, "package");

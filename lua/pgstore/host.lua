@@ -1,25 +1,33 @@
 -- SPDX-License-Identifier: MIT
--- pgstore.host — the `pgstore` program: global flags, the DSN (--dsn, then
--- PGSTORE_DSN, then the embedded default cluster), and dispatch to the
--- subcommands in pgstore.cli.*. With no command it opens the REPL when
--- stdin is a terminal, and prints the help and exits 2 when it is not (a
--- script that forgot its command fails instead of waiting for input).
--- Exit codes: 0 ok, 1 runtime failure, 2 usage error. Errors are one line
--- on stderr.
+-- pgstore.host — the `pgstore` program: global flags, the DSN (--dsn or
+-- --dsn-file, then PGSTORE_DSN, then the embedded default cluster; a
+-- password left out comes from PGPASSWORD or the passfile, as libpq reads
+-- them), and dispatch to the subcommands in pgstore.cli.*. With no
+-- command it opens the REPL when stdin is a terminal, and prints the help
+-- and exits 2 when it is not (a script that forgot its command fails
+-- instead of waiting for input). Exit codes: 0 ok, 1 runtime failure,
+-- 2 usage error. Errors are one line on stderr.
 local pgstore = require "pgstore"
+local escape = require("pgstore.printable").escape
 
 local _M = {}
 
 -- Keep in the order `--help` lists them.
 local COMMANDS = { "repl", "run", "project", "policy", "tail", "append", "status", "migrate", "dev" }
 
-local function eprint(msg) io.stderr:write("pgstore: ", msg, "\n") end
+-- Every line the host prints goes through pgstore.printable: what it
+-- quotes (a stream name, a consumer, a server message) may hold escape
+-- sequences meant for the operator's terminal.
+local function eprint(msg) io.stderr:write("pgstore: ", escape(msg), "\n") end
 
 local function one_line(msg)
   return (tostring(msg):gsub("\n%s*", " "))
 end
 
-function _M.say(msg) io.stderr:write("pgstore: ", msg, "\n") end
+function _M.say(msg) eprint(msg) end
+
+-- One line on stdout, its control characters escaped.
+function _M.print(line) io.stdout:write(escape(line), "\n") end
 
 function _M.fail(err)
   eprint(one_line(err))
@@ -42,6 +50,58 @@ end
 
 local dsn_arg -- from --dsn; not kept in the module table (it may hold a password)
 _M.unsafe_scripts = false -- --unsafe-scripts: projection scripts get the full environment
+_M.migrate = true -- --no-migrate: never create or upgrade a schema (a role without DDL rights)
+
+-- True when a DSN may carry a password: a password keyword, or a URI
+-- whose user info has one (scheme://user:password@…); core/conn.c judges
+-- its error messages the same way.
+local function carries_password(dsn)
+  if dsn:lower():find("password", 1, true) then return true end
+  local info = dsn:match("://([^@]*)@")
+  return info ~= nil and info:find(":", 1, true) ~= nil
+end
+
+-- argv[i] holds the DSN from byte `from` on: other local users can read
+-- it in /proc/PID/cmdline, so a password in it is overwritten (the DSN is
+-- kept here) and the operator told where it belongs.
+local function hide_password(i, from)
+  if not carries_password(dsn_arg) then return end
+  require("pgstore.sys").hide_arg(i, from)
+  _M.say("--dsn carries a password, which other local users can read while pgstore starts;"
+    .. " use --dsn-file, PGPASSWORD or a passfile (PGPASSFILE, ~/.pgpass) instead")
+end
+
+-- The DSN of --dsn-file: the file's text, without surrounding whitespace.
+-- A file other users may read is no better than the arguments: said.
+local function read_dsn_file(path)
+  local f, err = io.open(path)
+  if not f then return nil, "--dsn-file: " .. tostring(err) end
+  local mode = require("pgstore.sys").file_mode(path)
+  if mode and mode % 64 ~= 0 then
+    _M.say(("--dsn-file: %s can be read by other users (mode %03o); chmod 600 it"):format(path, mode))
+  end
+  local text = f:read("*a") or ""
+  f:close()
+  text = text:match("^%s*(.-)%s*$")
+  if text == "" then return nil, "--dsn-file: " .. path .. " is empty" end
+  return text
+end
+
+-- Scripts run with the rights of the role the host connects as, and a
+-- superuser's reach the server's operating-system user (`copy … to
+-- program`). Said once, on stderr, for a DSN the user gave.
+local warned_superuser = false
+function _M.warn_if_superuser(db)
+  if warned_superuser then return end
+  warned_superuser = true
+  local dsn = dsn_arg or os.getenv("PGSTORE_DSN")
+  if not dsn or dsn == "" then return end
+  local rows = db:query("select current_user as u, current_setting('is_superuser') = 'on' as su")
+  if rows and rows[1] and rows[1].su then
+    _M.say(("connected as %s, a superuser: projection scripts can reach everything on the server,"
+      .. " its files and programs too; connect as a role with only the rights they need"):format(rows[1].u))
+  end
+end
 
 -- This worker's name for leases: host name and process id.
 function _M.owner()
@@ -76,7 +136,12 @@ local function help()
 
 options:
   --dsn DSN     libpq connection string or URI (else $PGSTORE_DSN, else the
-                embedded default cluster, see `pgstore dev`)
+                embedded default cluster, see `pgstore dev`); a password
+                is better left to PGPASSWORD or a passfile (PGPASSFILE,
+                ~/.pgpass): other local users can read the arguments
+  --dsn-file FILE  the DSN from a file (keep it mode 0600)
+  --no-migrate  never create or upgrade tables (a role without DDL rights;
+                `pgstore migrate` made them); tail and status never do
   --unsafe-scripts  give projection scripts the full Lua environment
                 (io, os.execute, require …); by default they are sandboxed
   --help        this text; `pgstore COMMAND --help` for one command
@@ -103,11 +168,21 @@ function _M.main(argv)
     elseif a == "--dsn" then
       if not argv[i + 1] then return _M.usage_error("--dsn needs a value") end
       dsn_arg = argv[i + 1]
+      hide_password(i + 1, 0)
       i = i + 1
     elseif a:match("^%-%-dsn=") then
       dsn_arg = a:sub(7)
+      hide_password(i, 6)
+    elseif a == "--dsn-file" then
+      if not argv[i + 1] then return _M.usage_error("--dsn-file needs a file") end
+      local err
+      dsn_arg, err = read_dsn_file(argv[i + 1])
+      if not dsn_arg then return _M.fail(err) end
+      i = i + 1
     elseif a == "--unsafe-scripts" then
       _M.unsafe_scripts = true
+    elseif a == "--no-migrate" then
+      _M.migrate = false
     else
       break
     end

@@ -11,6 +11,7 @@
 -- string_length (400: longer strings inside tables are cut; a value
 -- given directly prints whole).
 local core = require "pgstore.core"
+local escape = require("pgstore.printable").escape
 
 local type, tostring, pairs, next, rawget, getmetatable, pcall =
   type, tostring, pairs, next, rawget, getmetatable, pcall
@@ -29,31 +30,11 @@ _M.KEYWORDS = KEYWORDS
 
 -- ---- scalars --------------------------------------------------------------
 
+-- The printable form of Lua's own escapes; every other control character
+-- is escaped by pgstore.printable (the one place that decides what may
+-- reach a terminal).
 local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
                   ["\a"] = "\\a", ["\b"] = "\\b", ["\f"] = "\\f", ["\v"] = "\\v" }
-
-local function escape_control(c)
-  return ESCAPES[c] or format("\\%03d", c:byte())
-end
-
--- True when s is well-formed UTF-8 (so multi-byte characters can print as
--- themselves; otherwise every byte above 127 is escaped).
-local function valid_utf8(s)
-  if not s:find("[\128-\255]") then return true end
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local len = c < 0x80 and 1 or c >= 0xC2 and c <= 0xDF and 2 or c >= 0xE0 and c <= 0xEF and 3
-      or c >= 0xF0 and c <= 0xF4 and 4 or nil
-    if not len or i + len - 1 > n then return false end
-    for j = i + 1, i + len - 1 do
-      local b = s:byte(j)
-      if b < 0x80 or b > 0xBF then return false end
-    end
-    i = i + len
-  end
-  return true
-end
 
 -- A double-quoted Lua literal for s; cut after `limit` bytes (on a
 -- character boundary) with a note of the full size.
@@ -67,10 +48,7 @@ function _M.quote(s, limit)
     cut = #s
     s = s:sub(1, stop)
   end
-  local body = s:gsub('[%z\1-\31\127"\\]', escape_control)
-  if not valid_utf8(s) then
-    body = body:gsub("[\128-\255]", function(c) return format("\\x%02X", c:byte()) end)
-  end
+  local body = escape(s, ESCAPES)
   if cut then return format('"%s"… (%d bytes)', body, cut) end
   return '"' .. body .. '"'
 end
@@ -88,8 +66,10 @@ local function is_error(v)
   return getmetatable(v) == error_mt
 end
 
+-- Messages may quote what a client stored (a stream name, a payload):
+-- on one line, with control characters escaped.
 local function one_line(s)
-  return (tostring(s):gsub("%s*\n%s*", " "))
+  return escape((tostring(s):gsub("%s*\n%s*", " ")))
 end
 
 -- `error(code): message` for a pgstore error, on one line, followed by the
@@ -106,7 +86,7 @@ end
 local function func(f)
   local ok, info = pcall(debug.getinfo, f, "S")
   if ok and info and info.what ~= "C" and info.short_src then
-    return format("function: %s:%d", info.short_src, info.linedefined or 0)
+    return format("function: %s:%d", escape(info.short_src), info.linedefined or 0)
   end
   return "function: builtin"
 end
@@ -114,7 +94,7 @@ end
 -- tostring through __tostring, which may itself fail.
 local function safe_tostring(v)
   local ok, s = pcall(tostring, v)
-  if ok and type(s) == "string" then return s end
+  if ok and type(s) == "string" then return escape(s) end
   return format("%s (__tostring failed)", type(v))
 end
 
@@ -158,7 +138,7 @@ local function fmt_table(t, opts, level, indent, seen)
   if is_error(t) then return _M.error(t) end
   if type(mt) == "table" and rawget(mt, "__tostring") then return safe_tostring(t) end
   local name = type(mt) == "table" and type(rawget(mt, "__name")) == "string" and rawget(mt, "__name")
-  local prefix = name and name .. " " or ""
+  local prefix = name and escape(name) .. " " or ""
   if next(t) == nil then return prefix .. "{}" end
   if seen[t] then return prefix .. "{<cycle>}" end
   if level >= opts.depth then return prefix .. "{…}" end

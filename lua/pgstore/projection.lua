@@ -231,15 +231,17 @@ local Runner = {}
 Runner.__index = Runner
 
 -- opts: events = es, rebuild, from, once, say = fn(msg), progress = bool,
---       poll = seconds, owner = string (partitioned workers)
+--       poll = seconds, owner = string (partitioned workers),
+--       migrate = true (false: the tables exist; a role without DDL rights)
 function _M.runner(db, defs, opts)
   local self = setmetatable({ db = db, defs = defs, opts = opts, units = {}, say = opts.say or print }, Runner)
   self.es = opts.events
+  local migrate = opts.migrate ~= false
   -- The dead-letter table is the core's (core/sql/parked--*.sql).
-  local ok, err = core.parked_migrate(db.pool, nil, true)
+  local ok, err = core.parked_migrate(db.pool, nil, migrate)
   if not ok then return nil, err end
   -- A projection's checkpoints belong to the event store it runs against.
-  self.cp, err = db:checkpoints{ store = self.es }
+  self.cp, err = db:checkpoints{ store = self.es, skip_schema_init = not migrate }
   if not self.cp then return nil, err end
   for _, def in ipairs(defs) do
     ok, err = self:prepare(def)
@@ -275,7 +277,8 @@ function Runner:prepare(def)
     -- over two stores is two sets of partitions.
     local pm, err = db:partitions{ name = ("projection:%s:%s"):format(self.es:store(), def.name),
                                    count = def.partitions,
-                                   lease = self.opts.lease, renew = self.opts.renew, owner = self.opts.owner }
+                                   lease = self.opts.lease, renew = self.opts.renew, owner = self.opts.owner,
+                                   skip_schema_init = self.opts.migrate == false }
     if not pm then return nil, err end
     def.pm = pm
   else

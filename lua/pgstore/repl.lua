@@ -56,9 +56,7 @@ end
 
 -- ---- output ---------------------------------------------------------------
 
-local function safe_text(s)
-  return (tostring(s):gsub("[%z\1-\8\11-\31\127]", function(c) return format("\\%03d", c:byte()) end))
-end
+local safe_text = require("pgstore.printable").escape
 
 function Repl:say(text)
   io.stdout:write(text, "\n")
@@ -197,7 +195,8 @@ function handlers.set(self, args)
 end
 
 function handlers.trace(self)
-  self:say(self.last_trace or "no error yet")
+  -- the message may quote stored text; the traceback's own lines and tabs stay
+  self:say(self.last_trace and (self.last_trace:gsub("[^\n\t]+", safe_text)) or "no error yet")
 end
 
 function handlers.listen(self, args)

@@ -34,11 +34,12 @@ local mt = { __index = Sub, __name = "pgstore.subscription" }
 
 local OPTIONS = {
   name = "string", events = "table", from = "string|number", types = "table", prefix = "string",
-  batch = "number", poll = "number", checkpoints = "table", listen = "boolean|table",
+  batch = "number", poll = "number", checkpoints = "table", listen = "boolean|table", migrate = "boolean",
 }
 
 -- db:subscribe{ name, events = es, from = "start" | "end" | cursor, types, prefix,
---               batch = 500, poll = 1.0, checkpoints = cp, listen = true } → sub | nil, err
+--               batch = 500, poll = 1.0, checkpoints = cp, listen = true, migrate = true } → sub | nil, err
+-- migrate = false: the checkpoint table exists (a role without DDL rights).
 -- listen: false polls only; a table is the listener's options (heartbeat,
 -- heartbeat_timeout, reconnect_min, reconnect_max: see pgstore.listen).
 function _M.new(db, opts)
@@ -64,7 +65,7 @@ function _M.new(db, opts)
   if opts.checkpoints then
     cp, owns_cp = checkpoints.for_store(opts.checkpoints, store)
   else
-    cp, owns_cp = db:checkpoints{ store = store }, true
+    cp, owns_cp = db:checkpoints{ store = store, skip_schema_init = opts.migrate == false }, true
   end
   if not cp then return nil, owns_cp end
   local st

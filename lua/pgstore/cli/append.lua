@@ -21,7 +21,7 @@ function _M.main(host, argv)
   local db, err = host.connect{ pool_size = 1 }
   if not db then return host.fail(err) end
   local es
-  es, err = db:events{ table = o.table, codec = "raw" }
+  es, err = db:events{ table = o.table, codec = "raw", migrate = host.migrate }
   if not es then db:close(); return host.fail(err) end
   local res
   res, err = es:append(pos[1], { { type = pos[2], data = pos[3], metadata = o.metadata } },
@@ -29,7 +29,7 @@ function _M.main(host, argv)
   es:close()
   db:close()
   if not res then return host.fail(err) end
-  print(cjson.encode(res))
+  host.print(cjson.encode(res))
   return 0
 end
 

@@ -4,6 +4,7 @@
 -- by stream, then does it in bounded batches, with progress on stderr when
 -- that is a terminal. The work itself is pgstore.retention's.
 local pgstore = require "pgstore"
+local escape = require("pgstore.printable").escape
 
 local _M = {
   usage = "pgstore policy apply FILE.lua... [options]",
@@ -32,12 +33,11 @@ local function isatty(fd)
   return ok2 and r == 1
 end
 
--- Stream names may hold anything: keep one stream per line.
+-- Stream names may hold anything: one stream per line, nothing that acts
+-- on the terminal, and a backslash of the name told from an escape.
+local BACKSLASH = { ["\\"] = "\\\\" }
 local function show(s)
-  return (s:gsub("[%c\\]", function(c)
-    if c == "\\" then return "\\\\" end
-    return ("\\x%02x"):format(c:byte())
-  end))
+  return escape(s, BACKSLASH)
 end
 
 local function plural(n, one, many)
@@ -143,7 +143,7 @@ function _M.main(host, args)
   local function header(p)
     if current == p.name then return end
     current = p.name
-    print(("policy '%s' (%s)"):format(p.name, describe(p)))
+    host.print(("policy '%s' (%s)"):format(p.name, describe(p)))
   end
   local by_name = {}
   for _, p in ipairs(set:list()) do by_name[p.name] = p end
@@ -152,7 +152,7 @@ function _M.main(host, args)
     batch = o.batch,
     on_stream = not o.summary and function(item)
       header(by_name[item.policy])
-      print(("  %s: %s"):format(show(item.stream), describe_item(item)))
+      host.print(("  %s: %s"):format(show(item.stream), describe_item(item)))
     end or nil,
     on_policy = function(ps, p)
       header(p)

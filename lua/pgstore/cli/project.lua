@@ -62,7 +62,8 @@ function _M.main(host, args)
   local db, err = host.connect{ pool_size = 2 }
   if not db then return host.fail(err) end
   local es
-  es, err = db:events{ table = opts.table, idempotency_ttl = opts.idempotency_ttl }
+  host.warn_if_superuser(db)
+  es, err = db:events{ table = opts.table, idempotency_ttl = opts.idempotency_ttl, migrate = host.migrate }
   if not es then return host.fail(err) end
   -- Upcasters: handlers see every event in its newest shape. Policies:
   -- retention and archiving applied every --policy-every seconds.
@@ -82,7 +83,7 @@ function _M.main(host, args)
   runner, err = projection.runner(db, defs, {
     events = es, rebuild = opts.rebuild, from = opts.from, once = opts.once,
     lease = opts.lease, renew = opts.renew, owner = host.owner(),
-    progress = sys.isatty(2), say = host.say,
+    progress = sys.isatty(2), say = host.say, migrate = host.migrate,
   })
   if not runner then
     es:close()

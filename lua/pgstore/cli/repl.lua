@@ -38,7 +38,7 @@ function _M.main(host, args)
   local rl = terminal()
   local db, err = host.connect()
   if not db then return host.fail(err) end
-  local ok, es, eerr = pcall(db.events, db)
+  local ok, es, eerr = pcall(db.events, db, { migrate = host.migrate })
   if not ok or not es then
     host.say("es is not available: " .. pretty.error(ok and eerr or es))
     es = nil
@@ -47,7 +47,9 @@ function _M.main(host, args)
   if rl then
     local rows = db:query("select current_database() as d, current_user as u")
     local where = rows and rows[1] and (" — %s as %s"):format(rows[1].d, rows[1].u) or ""
-    banner = ("pgstore %s%s; db, es and pgstore are ready (:help)"):format(pgstore._VERSION, where)
+    -- the database's and role's names are the server's to choose
+    banner = require("pgstore.printable").escape(
+      ("pgstore %s%s; db, es and pgstore are ready (:help)"):format(pgstore._VERSION, where))
   end
   local repl = Repl.new{ db = db, es = es, rl = rl, banner = banner }
   local res = { pcall(repl.run, repl) }

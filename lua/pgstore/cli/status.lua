@@ -25,25 +25,25 @@ end
 -- Each consumer's checkpoint, by store, and its lag behind the head of
 -- its own store. Before `pgstore migrate` gave the table its store
 -- column, every checkpoint is the default event store's.
-local function print_consumers(db)
+local function print_consumers(host, db)
   local has_store = db:query([[select count(*) as n from pg_attribute
     where attrelid = to_regclass('pgstore_checkpoints') and attname = 'store' and not attisdropped]])
   local store = has_store and has_store[1].n > 0 and "store" or "current_schema() || '.events'"
   local rows = db:query(("select %s as store, consumer, position, updated_at from pgstore_checkpoints"
     .. " order by 1, 2"):format(store)) or {}
-  print(("consumers %d"):format(#rows))
+  host.print(("consumers %d"):format(#rows))
   local current, current_head
   for _, r in ipairs(rows) do
     if r.store ~= current then
       current = r.store
       local head, err = head_of(db, current)
       current_head = head
-      print(head and ("  store %s, head position %d"):format(current, head)
+      host.print(head and ("  store %s, head position %d"):format(current, head)
         or ("  store %s: %s"):format(current, err and err.code == "not_found" and "no such event store"
           or tostring(err)))
     end
     local lag = current_head and ("%-8d"):format(math.max(0, current_head - r.position)) or "?       "
-    print(("    %-30s at %-10d lag %s %s"):format(r.consumer, r.position, lag, r.updated_at))
+    host.print(("    %-30s at %-10d lag %s %s"):format(r.consumer, r.position, lag, r.updated_at))
   end
 end
 
@@ -58,9 +58,9 @@ function _M.main(host, argv)
     coalesce(inet_server_addr()::text, 'local socket') as h, current_setting('server_version') as v]])
   if not who then db:close(); return host.fail("cannot query the server") end
   who = who[1]
-  print(("database  %s as %s on %s (PostgreSQL %s)"):format(who.d, who.u, who.h, who.v))
+  host.print(("database  %s as %s on %s (PostgreSQL %s)"):format(who.d, who.u, who.h, who.v))
   if not exists(db, table_name) then
-    print(("events    no table %s yet (run `pgstore migrate`)"):format(table_name))
+    host.print(("events    no table %s yet (run `pgstore migrate`)"):format(table_name))
     db:close()
     return 0
   end
@@ -73,18 +73,18 @@ function _M.main(host, argv)
     (select count(*) from %s where status = 'tombstoned') as tombstoned,
     (select count(*) from %s) as events]]):format(table_name .. "_heads", table_name .. "_heads",
       table_name .. "_heads", table_name))[1]
-  print(("streams   %d (%d archived, %d tombstoned)"):format(counts.streams, counts.archived, counts.tombstoned))
-  print(("events    %d, head position %d"):format(counts.events, head))
+  host.print(("streams   %d (%d archived, %d tombstoned)"):format(counts.streams, counts.archived, counts.tombstoned))
+  host.print(("events    %d, head position %d"):format(counts.events, head))
   if exists(db, "pgstore_checkpoints") then
-    print_consumers(db)
+    print_consumers(host, db)
   end
   if exists(db, "pgstore_leases") then
     local rows = db:query([[select name, partition, coalesce(owner, '-') as owner, token,
       coalesce(to_char(expires_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), '-') as expires,
       coalesce(expires_at < now(), true) as expired from pgstore_leases order by name, partition]])
-    print(("leases    %d"):format(#rows))
+    host.print(("leases    %d"):format(#rows))
     for _, r in ipairs(rows) do
-      print(("  %-28s p%-3d %-28s token %-6d %s%s"):format(r.name, r.partition, r.owner, r.token,
+      host.print(("  %-28s p%-3d %-28s token %-6d %s%s"):format(r.name, r.partition, r.owner, r.token,
         r.expires, r.expired and " (expired)" or ""))
     end
   end

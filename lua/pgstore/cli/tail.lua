@@ -4,6 +4,7 @@
 -- --follow keeps printing new events as they commit (woken by NOTIFY,
 -- polling every second without it) until SIGINT/SIGTERM.
 local args = require "pgstore.cli.args"
+local escape = require("pgstore.printable").escape
 local sys = require "pgstore.sys"
 
 local _M = {
@@ -19,7 +20,8 @@ local function line(e)
   if e.metadata ~= nil and e.metadata ~= require("pgstore").null then
     data = data .. " " .. e.metadata
   end
-  io.write(("%d\t%s\t%d\t%s\t%s\n"):format(e.position, e.stream, e.version, e.type, data))
+  -- fields escaped one by one: the tabs between them are the only ones
+  io.write(("%d\t%s\t%d\t%s\t%s\n"):format(e.position, escape(e.stream), e.version, escape(e.type), escape(data)))
 end
 
 function _M.main(host, argv)
@@ -36,7 +38,8 @@ function _M.main(host, argv)
   local db, err = host.connect{ pool_size = 2 }
   if not db then return host.fail(err) end
   local es
-  es, err = db:events{ table = o.table, codec = "raw" }
+  -- read-only: never creates or upgrades a table
+  es, err = db:events{ table = o.table, codec = "raw", migrate = false }
   if not es then db:close(); return host.fail(err) end
   local types = args.list(o.types)
   local listener

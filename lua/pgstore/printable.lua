@@ -1,0 +1,76 @@
+-- SPDX-License-Identifier: MIT
+-- pgstore.printable — text that is safe to show on a terminal. Stream
+-- names, types, consumers, lease owners, payloads and server messages come
+-- from whoever wrote them; an escape sequence or a carriage return in one
+-- would repaint the operator's screen or forge a line. Everything pgstore
+-- prints about stored things goes through escape() below.
+local format, gsub, byte, find = string.format, string.gsub, string.byte, string.find
+local type, tostring, pairs, setmetatable = type, tostring, pairs, setmetatable
+
+local _M = {}
+
+-- Code points that are valid UTF-8 yet act on a terminal or reorder what
+-- it shows: the C1 controls, the line and paragraph separators, and the
+-- bidirectional marks, embeddings, overrides and isolates.
+local function acts(cp)
+  return (cp >= 0x80 and cp <= 0x9F) or cp == 0x061C or cp == 0x200E or cp == 0x200F
+    or (cp >= 0x2028 and cp <= 0x202E) or (cp >= 0x2066 and cp <= 0x2069)
+end
+
+local function hex_bytes(s)
+  return (gsub(s, ".", function(c) return format("\\x%02X", byte(c)) end))
+end
+
+-- A run of non-ASCII bytes (a lead byte and what continues it): the first
+-- character kept when it is well-formed (not overlong, not a surrogate,
+-- at most U+10FFFF) and harmless, everything else escaped.
+local function non_ascii(run)
+  local c = byte(run)
+  local len, min = 0, 0
+  if c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
+  elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
+  elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000 end
+  if len == 0 or #run < len then return hex_bytes(run) end
+  local cp = c % (2 ^ (7 - len))
+  for i = 2, len do cp = cp * 64 + byte(run, i) % 64 end
+  local first
+  if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
+    first = hex_bytes(run:sub(1, len))
+  elseif acts(cp) then
+    first = format("\\u{%04X}", cp)
+  else
+    first = run:sub(1, len)
+  end
+  return first .. hex_bytes(run:sub(len + 1))
+end
+
+local CONTROLS = "[%z\1-\31\127]"
+local classes = setmetatable({}, { __mode = "k" }) -- escapes table → its pattern
+
+local function class_of(escapes)
+  local class = classes[escapes]
+  if not class then
+    local set = {}
+    for k in pairs(escapes) do set[#set + 1] = "%" .. k end
+    class = "[%z\1-\31\127" .. table.concat(set) .. "]"
+    classes[escapes] = class
+  end
+  return class
+end
+
+-- escape(s [, escapes]) → s with every control character (C0, DEL and the
+-- Unicode ones above) written as an escape: `\027` for a byte below 32 or
+-- DEL, `\xNN` for a byte that is not part of well-formed UTF-8, `\u{XXXX}`
+-- for a code point that acts on the terminal (the forms Lua reads back).
+-- Tabs and newlines are escaped too: one value stays on one line.
+-- `escapes` maps single ASCII characters to the caller's own escapes (the
+-- pretty printer's `\n`, `\"`, `\\`); they take precedence.
+function _M.escape(s, escapes)
+  s = type(s) == "string" and s or tostring(s)
+  local ascii = escapes and class_of(escapes) or CONTROLS
+  if not find(s, ascii) and not find(s, "[\128-\255]") then return s end
+  s = gsub(s, ascii, function(c) return escapes and escapes[c] or format("\\%03d", byte(c)) end)
+  return (gsub(s, "[\128-\255][\128-\191]*", non_ascii))
+end
+
+return _M

@@ -1,0 +1,331 @@
+-- SPDX-License-Identifier: MIT
+-- The host's edges toward other local users, the terminal and the
+-- database: a password given in --dsn is overwritten in /proc/PID/cmdline
+-- (and the host says so), --dsn-file and libpq's PGPASSWORD / passfile
+-- keep it out of the arguments; nothing stored reaches the terminal as a
+-- control character (tail, status, the pretty printer, the REPL, every
+-- host line); a role with only SELECT/INSERT/UPDATE/DELETE on existing
+-- tables runs tail, status, project and db:subscribe without any DDL; and
+-- `pgstore project` warns once when it connects as a superuser.
+local pgstore = require "pgstore"
+local T = require "testenv"
+
+local SECRET = os.getenv("PGSTORE_TEST_SECRET_PASSWORD")
+local USER = os.getenv("PGSTORE_TEST_SECRET_USER")
+local PORT = os.getenv("PGSTORE_TEST_PORT")
+
+local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function base_dsn(user)
+  return ("host=127.0.0.1 port=%s dbname=%s user=%s"):format(PORT, T.dbname(), user)
+end
+
+-- Where a terminal would act on the text: a C0 control other than the
+-- tab and newline that separate fields and lines, DEL, a C1 control, a
+-- bidirectional override or a line separator, or bytes that are not UTF-8.
+local function acting(s)
+  local at = s:find("[%z\1-\8\11-\31\127]") or s:find("\194[\128-\159]") or s:find("\226\128[\168-\174]")
+    or s:find("\226\129[\166-\169]")
+  if at then return at end
+  for pos, run in s:gmatch("()([\128-\255][\128-\191]*)") do
+    if not (run:match("^[\194-\223][\128-\191]$") or run:match("^[\224-\239][\128-\191][\128-\191]$")
+            or run:match("^[\240-\244][\128-\191][\128-\191][\128-\191]$")) then
+      return pos
+    end
+  end
+  return nil
+end
+
+local function lines(s)
+  local n = 0
+  for _ in s:gmatch("[^\n]*\n") do n = n + 1 end
+  return n
+end
+
+describe("a password for the host", function()
+  local admin, dir, tname
+  setup(function()
+    admin = T.connect()
+    dir = T.tmpdir("clisec")
+    tname = T.unique("clisec_pw")
+    local es = assert(admin:events{ table = tname, notify = false })
+    assert(es:append("acct-1", { { type = "Opened", data = {} } }))
+    es:close()
+    assert(admin:exec(("grant select on all tables in schema public to %s;"
+      .. " grant select on all sequences in schema public to %s"):format(USER, USER)))
+  end)
+  teardown(function()
+    T.sh("rm -rf " .. dir)
+    admin:close()
+    T.assert_no_leaks()
+  end)
+
+  -- Starts `pgstore <global> tail --follow`, waits until it printed the
+  -- event (so it connected with the password), then reads what every
+  -- local user can: its /proc/PID/cmdline.
+  local function cmdline_of(global)
+    local out_f, err_f, pid_f = dir .. "/out", dir .. "/err", dir .. "/pid"
+    T.sh(("rm -f %s %s %s"):format(out_f, err_f, pid_f))
+    T.write(dir .. "/run.sh", ("echo $$ > %s; exec %s %s tail --all --follow --table %s\n")
+      :format(pid_f, T.host(), global, tname))
+    T.sh(("sh %s/run.sh >%s 2>%s </dev/null &"):format(dir, out_f, err_f))
+    assert(T.eventually(function() return T.read(out_f):find("acct%-1") end, 10), T.read(err_f))
+    local pid = assert(tonumber(T.read(pid_f):match("%d+")))
+    local cmdline = T.read("/proc/" .. pid .. "/cmdline")
+    T.sh("kill -TERM " .. pid)
+    assert(T.eventually(function() return T.read("/proc/" .. pid .. "/cmdline") == "" end, 5))
+    return cmdline, T.read(err_f)
+  end
+
+  it("is overwritten in the process arguments, with a warning, as --dsn VALUE and --dsn=URI", function()
+    local uri = ("postgresql://%s:%s@127.0.0.1:%s/%s"):format(USER, SECRET, PORT, T.dbname())
+    for _, global in ipairs{ "--dsn " .. shq(base_dsn(USER) .. " password=" .. SECRET), "--dsn=" .. shq(uri) } do
+      local cmdline, err = cmdline_of(global)
+      assert.truthy(cmdline:find("\0tail\0--all\0", 1, true), "not the pgstore process")
+      assert.is_nil(cmdline:find(SECRET, 1, true), "the password shows in /proc/PID/cmdline")
+      assert.truthy(cmdline:find("--dsn", 1, true))
+      assert.matches("--dsn carries a password", err, 1, true)
+      assert.matches("--dsn-file", err, 1, true)
+      assert.is_nil(err:find(SECRET, 1, true))
+    end
+    -- a DSN without one is left as it is, without a warning
+    local cmdline, err = cmdline_of("--dsn " .. shq(T.dsn()))
+    assert.truthy(cmdline:find(T.dsn(), 1, true))
+    assert.is_nil(err:find("password", 1, true))
+  end)
+
+  it("comes from --dsn-file, PGPASSWORD or a passfile instead", function()
+    local host = T.host()
+    local file = T.write(dir .. "/dsn", base_dsn(USER) .. " password=" .. SECRET .. "\n")
+    T.sh("chmod 600 " .. file)
+    local out, rc = T.sh(("%s --dsn-file %s status --table %s"):format(host, file, tname))
+    assert.equal(0, rc, out)
+    assert.matches("as " .. USER, out, 1, true)
+    assert.is_nil(out:find("carries a password", 1, true))
+    assert.is_nil(out:find("other users", 1, true))
+    T.sh("chmod 640 " .. file)
+    out, rc = T.sh(("%s --dsn-file %s status --table %s"):format(host, file, tname))
+    assert.equal(0, rc, out)
+    assert.matches("can be read by other users (mode 640); chmod 600 it", out, 1, true)
+    out, rc = T.sh(("%s --dsn-file %s/none status"):format(host, dir))
+    assert.equal(1, rc)
+    assert.matches("--dsn-file: ", out, 1, true)
+    out, rc = T.sh(("%s --dsn-file"):format(host))
+    assert.equal(2, rc)
+
+    -- the role needs its password: without one it cannot log in
+    local plain = shq(base_dsn(USER))
+    out, rc = T.sh(("PGPASSFILE=%s/none %s --dsn %s status"):format(dir, host, plain))
+    assert.equal(1, rc, out)
+    local passfile = T.write(dir .. "/pgpass", ("127.0.0.1:%s:*:%s:%s\n"):format(PORT, USER, SECRET))
+    T.sh("chmod 600 " .. passfile)
+    out, rc = T.sh(("PGPASSFILE=%s %s --dsn %s status --table %s"):format(passfile, host, plain, tname))
+    assert.equal(0, rc, out)
+    assert.matches("as " .. USER, out, 1, true)
+    local secret_file = T.write(dir .. "/secret", SECRET)
+    out, rc = T.sh(("PGPASSFILE=%s/none PGPASSWORD=$(cat %s) %s --dsn %s tail --all --table %s")
+      :format(dir, secret_file, host, plain, tname))
+    assert.equal(0, rc, out)
+    assert.matches("acct%-1", out)
+  end)
+end)
+
+describe("what reaches the terminal", function()
+  local admin, tname, pm
+  local STREAM = "evil\27[2J\rforged\tline"
+  local TYPE = "Ty\27]0;title\7pe"
+  local CONSUMER = "consumer\27[31m\r"
+  local OWNER = "own\rer\27[K"
+  setup(function()
+    admin = T.connect()
+    tname = T.unique("clisec_tty")
+    local es = assert(admin:events{ table = tname, notify = false })
+    assert(es:append(STREAM, { { type = TYPE, data = { csi = "\194\155" .. "31m", bidi = "a\226\128\174b" } } }))
+    local cp = assert(admin:checkpoints{ store = es })
+    assert(cp:save(CONSUMER, 1))
+    cp:close()
+    es:close()
+    pm = assert(admin:partitions{ name = "lease\27[1m" .. tname, count = 1, owner = OWNER })
+    assert(pm:tick())
+  end)
+  teardown(function()
+    pm:close()
+    admin:close()
+    T.assert_no_leaks()
+  end)
+
+  local function pg(args)
+    return T.sh(("%s --dsn %s %s"):format(T.host(), shq(T.dsn()), args))
+  end
+
+  it("tail escapes stream names, types and data; one event stays one line", function()
+    local out, rc = pg("tail --all --table " .. tname)
+    assert.equal(0, rc, out)
+    assert.is_nil(acting(out), out)
+    assert.equal(1, lines(out))
+    assert.matches("evil\\027[2J\\013forged\\009line\t1\tTy\\027]0;title\\007pe\t", out, 1, true)
+    assert.matches("\\u{009B}31m", out, 1, true)
+    assert.matches("a\\u{202E}b", out, 1, true)
+    out = pg(("tail --table %s %s"):format(tname, shq(STREAM)))
+    assert.is_nil(acting(out), out)
+    assert.equal(1, lines(out))
+  end)
+
+  it("status escapes consumer names and lease owners", function()
+    local out, rc = pg("status --table " .. tname)
+    assert.equal(0, rc, out)
+    assert.is_nil(acting(out), out)
+    assert.matches("consumer\\027[31m\\013", out, 1, true)
+    assert.matches("lease\\027[1m" .. tname, out, 1, true)
+    assert.matches("own\\013er\\027[K", out, 1, true)
+  end)
+
+  it("every host line: usage errors and failures", function()
+    local out, rc = pg(shq("bad\27[2Jcommand"))
+    assert.equal(2, rc)
+    assert.is_nil(acting(out), out)
+    assert.matches("bad\\027[2Jcommand", out, 1, true)
+    out, rc = pg("tail --all --table " .. tname .. " " .. shq("--x\27]0;t\7"))
+    assert.equal(2, rc)
+    assert.is_nil(acting(out), out)
+    out, rc = pg(("append --table %s s1 E '{\"a\": 1}' --expected %s"):format(tname, shq("1\27[2J")))
+    assert.equal(1, rc)
+    assert.is_nil(acting(out), out)
+  end)
+
+  it("the REPL prints values, errors and events escaped", function()
+    local dir = T.tmpdir("clisec_repl")
+    T.write(dir .. "/in", table.concat({
+      [["a\27[2Jb\r"]],
+      ([[(db:events{ table = %q, migrate = false }):read_all{ raw = true }]]):format(tname),
+      [[error("boom\27[2J\rforged")]],
+      ":trace",
+      [[db:query("select 'x' || chr(27) || '[2J' as v")]],
+    }, "\n") .. "\n")
+    local out = T.sh(("%s --dsn %s repl <%s/in"):format(T.host(), shq(T.dsn()), dir))
+    T.sh("rm -rf " .. dir)
+    assert.is_nil(acting(out), out)
+    assert.matches([["a\027[2Jb\r"]], out, 1, true)
+    assert.matches([[evil\027[2J\rforged\tline]], out, 1, true)
+    assert.matches([[boom\027[2J\013forged]], out, 1, true)
+    assert.matches([[x\027[2J]], out, 1, true)
+  end)
+
+  it("pretty and printable: C0, DEL, C1, bidi and bytes that are not UTF-8", function()
+    local pretty, printable = require "pgstore.pretty", require "pgstore.printable"
+    assert.equal('"a\\u{009B}b\\u{202E}c\\xFF"', pretty.format("a\194\155b\226\128\174c\255"))
+    for _, s in ipairs{ "\194\155", "\226\128\174", "\192\175", "\237\160\128", "\226\128", "x\128y", "é中😀" } do
+      assert.equal(s, loadstring("return " .. pretty.quote(s))())
+      assert.is_nil(acting(pretty.quote(s)), pretty.quote(s))
+    end
+    assert.equal("é中😀 plain", printable.escape("é中😀 plain"))
+    assert.equal("\\xC0\\xAF|\\xED\\xA0\\x80|\\xE2\\x80|\\x80", printable.escape("\192\175|\237\160\128|\226\128|\128"))
+    assert.equal("a\\027[2J\\013\\009\\010\\127", printable.escape("a\27[2J\r\t\n\127"))
+    local err = require("pgstore.errors").new("sql", "stream \27[2Jx\r")
+    err.detail = "d\27]0;t\7"
+    assert.equal("error(sql): stream \\027[2Jx\\013 (d\\027]0;t\\007)", pretty.error(err))
+    local named = setmetatable({ 1 }, { __name = "n\27[2J" })
+    assert.equal("n\\027[2J { 1 }", pretty.format(named))
+    local shown = setmetatable({}, { __tostring = function() return "t\27[2J" end })
+    assert.equal("t\\027[2J", pretty.format(shown))
+  end)
+end)
+
+describe("least privilege", function()
+  local admin, tname, role, dir
+  setup(function()
+    admin = T.connect()
+    tname = T.unique("clisec_lp")
+    role = T.unique("pgs_dml")
+    dir = T.tmpdir("clisec_lp")
+    local out, rc = T.sh(("%s --dsn %s migrate --table %s"):format(T.host(), shq(T.dsn()), tname))
+    assert(rc == 0, out)
+    local es = assert(admin:events{ table = tname, notify = tname })
+    assert(es:append("acct-1", { { type = "Opened", data = { n = 1 } }, { type = "Opened", data = { n = 2 } } }))
+    es:close()
+    assert(admin:exec(("create table %s_rm (stream text primary key, n int not null)"):format(tname)))
+    assert(admin:exec(("create role %s login"):format(role)))
+    -- Rows only; and SELECT on the position sequences, where read_all learns
+    -- how far it may read.
+    assert(admin:exec(("grant select, insert, update, delete on all tables in schema public to %s;"
+      .. " grant select on all sequences in schema public to %s"):format(role, role)))
+    -- Any DDL the role runs fails loudly, even an idempotent one.
+    assert(admin:exec(([[create function %s_no_ddl() returns event_trigger language plpgsql as $$
+      begin
+        if current_user = '%s' then raise exception 'DDL by a read/write role: %%', tg_tag; end if;
+      end $$]]):format(role, role)))
+    assert(admin:exec(("create event trigger %s_no_ddl on ddl_command_start execute function %s_no_ddl()")
+      :format(role, role)))
+  end)
+  teardown(function()
+    admin:exec(("drop event trigger if exists %s_no_ddl"):format(role))
+    admin:exec(("drop function if exists %s_no_ddl()"):format(role))
+    admin:exec(("drop owned by %s"):format(role))
+    admin:exec(("drop role if exists %s"):format(role))
+    T.sh("rm -rf " .. dir)
+    admin:close()
+    T.assert_no_leaks()
+  end)
+
+  local function as_role(args, global)
+    return T.sh(("%s --dsn %s %s %s 2>&1"):format(T.host(), shq(base_dsn(role)), global or "", args))
+  end
+
+  it("the role has no DDL rights", function()
+    local db = assert(pgstore.connect{ dsn = base_dsn(role), application_name = "pgstore-spec" })
+    local ok, err = db:exec("create table if not exists " .. tname .. "_rm (a int)")
+    db:close()
+    assert.is_nil(ok)
+    assert.equal("sql", err.code)
+  end)
+
+  it("tail and status run without --no-migrate and without DDL", function()
+    local out, rc = as_role("tail --all --table " .. tname)
+    assert.equal(0, rc, out)
+    assert.equal(2, lines(out))
+    assert.matches("^1\tacct%-1\t1\tOpened\t", out)
+    out, rc = as_role("status --table " .. tname)
+    assert.equal(0, rc, out)
+    assert.matches("as " .. role, out, 1, true)
+    assert.matches("head position 2", out, 1, true)
+  end)
+
+  it("pgstore project --no-migrate runs projections, with no superuser warning", function()
+    T.write(dir .. "/proj.lua", ([[
+      return { name = "lp_totals", handlers = {
+        Opened = function(e, tx)
+          assert(tx:exec("insert into %s_rm (stream, n) values ($1, $2)"
+            .. " on conflict (stream) do update set n = %s_rm.n + excluded.n", e.stream, e.data.n))
+        end } }]]):format(tname, tname))
+    local out, rc = as_role(("project --once --table %s %s/proj.lua"):format(tname, dir), "--no-migrate")
+    assert.equal(0, rc, out)
+    assert.is_nil(out:find("superuser", 1, true))
+    assert.equal(3, admin:query(("select n from %s_rm where stream = 'acct-1'"):format(tname))[1].n)
+    local cp = assert(admin:checkpoints{ store = tname })
+    assert.equal(2, cp:load("projection:lp_totals"))
+    cp:close()
+  end)
+
+  it("db:subscribe{ migrate = false } reads and acks", function()
+    local db = assert(pgstore.connect{ dsn = base_dsn(role), application_name = "pgstore-spec" })
+    local es = assert(db:events{ table = tname, notify = tname, migrate = false })
+    local sub = assert(db:subscribe{ name = "lp-sub", events = es, migrate = false })
+    local batch = assert(sub:next(1))
+    assert.equal(2, #batch)
+    assert(sub:ack(batch[#batch].position))
+    sub:close()
+    es:close()
+    db:close()
+    local cp = assert(admin:checkpoints{ store = tname })
+    assert.equal(2, cp:load("lp-sub"))
+    cp:close()
+  end)
+
+  it("pgstore project warns once on stderr when it connects as a superuser", function()
+    local out, rc = T.sh(("(%s --dsn %s project --once --table %s %s/proj.lua 2>&1 >/dev/null)")
+      :format(T.host(), shq(T.dsn()), tname, dir))
+    assert.equal(0, rc, out)
+    local _, n = out:gsub("a superuser", "")
+    assert.equal(1, n, out)
+  end)
+end)
