@@ -12,8 +12,9 @@
 -- given directly prints whole).
 local core = require "pgstore.core"
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, tostring, pairs, next, rawget, getmetatable, pcall =
-  type, tostring, pairs, next, rawget, getmetatable, pcall
+  type, tostring, pairs, next, rawget, debug.getmetatable, pcall
 local concat, sort = table.concat, table.sort
 local format, rep = string.format, string.rep
 local huge, floor = math.huge, math.floor
