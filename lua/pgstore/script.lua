@@ -90,7 +90,7 @@ function _M.call(fn, ...)
   return unpack(res, 1, table.maxn(res))
 end
 
--- A script file as a function: source text only, whatever the mode.
+-- A script file as a function: source text only, sandboxed or not.
 -- chunk | nil, "path: message".
 function _M.loadfile(path)
   local chunk, err = loadfile(path, "t")
