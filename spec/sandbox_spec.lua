@@ -254,11 +254,14 @@ local function try(name, fn)
   local ok, res = pcall(fn)
   print(("ATTACK %s %s"):format(name, (ok and res ~= nil and res ~= false) and "reachable" or "blocked"))
 end
+local kept
 return {
   name = "sandbox_tx",
+  batch = 1,
   setup = "create table if not exists sandbox_tx_model (n int)",
   handlers = {
     Hook = function(e, tx)
+      kept = tx
       local hook = function() print("HOOKED") return true end
       try("replace tx.exec", function() tx.exec = hook; return true end)
       try("rawset tx.exec", function() rawset(tx, "exec", hook); return true end)
@@ -274,6 +277,10 @@ return {
       try("the query function's env", function() return getfenv(tx.query) end)
     end,
     Write = function(e, tx)
+      if e.version == 2 then
+        try("the same tx in the next batch", function() return rawequal(kept, tx) end)
+        try("a tx kept from an ended batch", function() return kept:query("select 1") end)
+      end
       assert(tx:exec("insert into sandbox_tx_model (n) values ($1)", e.version))
     end,
   },
@@ -287,7 +294,7 @@ return {
     assert.equal(0, rc, out)
     local seen, n = {}, 0
     for name, what in out:gmatch("ATTACK ([^\n]-) (%S+)\n") do seen[name] = what; n = n + 1 end
-    assert.equal(12, n, out)
+    assert.equal(14, n, out)
     for name, what in pairs(seen) do assert.equal("blocked", what, name .. ":\n" .. out) end
     assert.is_nil(out:find("HOOKED", 1, true), out)
     local db = T.connect()
