@@ -314,7 +314,7 @@ local function try(desc, fn, ...)
 end
 
 local function methods(obj)
-  local mt = getmetatable(obj)
+  local mt = debug.getmetatable(obj) -- handles hide theirs from getmetatable
   local idx = type(mt) == "table" and mt.__index
   local out = {}
   if type(idx) == "table" then

@@ -320,7 +320,8 @@ return {
   types = { "Probe" },
   handlers = {
     Probe = function(e, tx)
-      print(("PROBE tx.conn %s"):format(rawget(tx, "conn") and "reachable" or "blocked"))
+      local got, conn = pcall(rawget, tx, "conn")
+      print(("PROBE tx.conn %s"):format((tx.conn or (got and conn)) and "reachable" or "blocked"))
       print(("PROBE tx metatable %s"):format(getmetatable(tx) and "reachable" or "blocked"))
       local ok, err = pcall(function() return tx:query("select 1") end)
       print(("PROBE tx:query %s"):format(ok and "works" or tostring(err)))

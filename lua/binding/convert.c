@@ -216,6 +216,7 @@ void pgs_l_push_rows_n(lua_State *L, pgs_rows_t *res, int max_rows, int max_cols
 void pgs_l_convert_open(lua_State *L)
 {
     luaL_newmetatable(L, PGS_RESULT_MT);
+    pgs_l_metatable_hide(L);
     lua_pushcfunction(L, result_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);

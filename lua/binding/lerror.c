@@ -78,6 +78,7 @@ void pgs_l_error_open(lua_State *L)
     lua_setfield(L, -2, "__tostring");
     lua_pushliteral(L, "pgstore.error");
     lua_setfield(L, -2, "__name");
+    pgs_l_metatable_hide(L);
     lua_pushlightuserdata(L, &error_mt_key);
     lua_pushvalue(L, -2);
     lua_rawset(L, LUA_REGISTRYINDEX);

@@ -52,10 +52,17 @@ static int handle_tostring(lua_State *L)
     return 1;
 }
 
+void pgs_l_metatable_hide(lua_State *L)
+{
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+}
+
 void pgs_l_class_register(lua_State *L, const char *mt, const luaL_Reg *methods,
                           lua_CFunction gc, lua_CFunction tostring)
 {
     luaL_newmetatable(L, mt);
+    pgs_l_metatable_hide(L);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
@@ -141,6 +148,7 @@ void pgs_l_free_owned(lua_State *L, int idx)
 void pgs_l_util_open(lua_State *L)
 {
     luaL_newmetatable(L, PGS_OWNED_MT);
+    pgs_l_metatable_hide(L);
     lua_pushcfunction(L, owned_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);

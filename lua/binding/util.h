@@ -48,7 +48,13 @@ void *pgs_l_handle_get(lua_State *L, int idx, const char *mt);
  * caller frees it. */
 void *pgs_l_handle_take(lua_State *L, int idx, const char *mt);
 
-/* Creates metatable mt: methods as __index, gc as __gc, and tostring as
+/* Hides the metatable at the top of the stack: getmetatable() on what has
+ * it gives false. Every metatable of the binding is shared by the whole
+ * process, so script code must not be able to reach or change one. The C
+ * side (luaL_checkudata, lua_getmetatable) still sees it. */
+void pgs_l_metatable_hide(lua_State *L);
+
+/* Creates metatable mt (hidden): methods as __index, gc as __gc, and tostring as
  * __tostring — NULL for the default, "<mt> (0x…)" or "<mt> (closed)".
  * Leaves nothing pushed. */
 void pgs_l_class_register(lua_State *L, const char *mt, const luaL_Reg *methods,

@@ -23,13 +23,14 @@ local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, error, getmetatable, setmetatable, floor =
-      type, pairs, ipairs, tostring, error, getmetatable, setmetatable, math.floor
+      type, pairs, ipairs, tostring, error, debug.getmetatable, setmetatable, math.floor
 local format = string.format
 
 local _M = {}
 local Agg = {}
-local mt = { __index = Agg, __name = "pgstore.aggregate" }
+local mt = { __index = Agg, __name = "pgstore.aggregate", __metatable = false }
 
 local OPTIONS = {
   events = "table", snapshots = "table", initial = "function", apply = "table", policy = "table",

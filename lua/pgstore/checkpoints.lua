@@ -17,7 +17,8 @@ local C = require "pgstore.companion"
 
 local errors = require "pgstore.errors"
 
-local type, pairs, getmetatable = type, pairs, getmetatable
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local type, pairs, getmetatable = type, pairs, debug.getmetatable
 local null = core.null
 
 -- db:checkpoints(opts) → cp | nil, err

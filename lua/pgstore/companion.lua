@@ -15,8 +15,9 @@ local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local cjson = require("cjson").new()
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, error, pcall, tostring, tonumber, getmetatable, setmetatable =
-      type, pairs, error, pcall, tostring, tonumber, getmetatable, setmetatable
+      type, pairs, error, pcall, tostring, tonumber, debug.getmetatable, setmetatable
 local format, gsub, byte, concat = string.format, string.gsub, string.byte, table.concat
 local huge = math.huge
 local null = core.null
@@ -81,7 +82,7 @@ end
 -- and the store's file adds its own methods (see keyed and whole below).
 function _M.class(name, spec)
   local M = { _VERSION = core._VERSION }
-  local mt = { __index = M, __name = "pgstore." .. name, __tostring = _M.tostring }
+  local mt = { __index = M, __name = "pgstore." .. name, __tostring = _M.tostring, __metatable = false }
   function M.new(db, opts)
     opts = options.check(opts, spec, 1, name)
     local bad = _M.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")

@@ -8,10 +8,12 @@ local options = require "pgstore.options"
 local Tx = require "pgstore.tx"
 
 local type, pcall, unpack, select = type, pcall, unpack, select
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local getmetatable = debug.getmetatable
 local maxn = table.maxn
 
 local Db = {}
-local mt = { __index = Db, __name = "pgstore.db" }
+local mt = { __index = Db, __name = "pgstore.db", __metatable = false }
 
 local ISOLATION = { ["read committed"] = true, ["repeatable read"] = true, serializable = true }
 local TRANSACTION_OPTIONS = { isolation = "string", retries = "number" }

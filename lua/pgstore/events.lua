@@ -10,12 +10,14 @@ local codecs = require "pgstore.codec"
 local Tx = require "pgstore.tx"
 
 local type, ipairs, pairs, tostring, select = type, ipairs, pairs, tostring, select
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local getmetatable = debug.getmetatable
 local floor, huge = math.floor, math.huge
 local null = core.null
 
 local _M = {}
 local Events = {}
-local mt = { __index = Events, __name = "pgstore.events" }
+local mt = { __index = Events, __name = "pgstore.events", __metatable = false }
 _M.Events = Events
 
 local MAX_VERSION = 2 ^ 53

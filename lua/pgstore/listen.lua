@@ -29,7 +29,8 @@ local errors = require "pgstore.errors"
 local Db = require "pgstore.db"
 
 local type, ipairs, pairs, error, tostring = type, ipairs, pairs, error, tostring
-local setmetatable, getmetatable = setmetatable, getmetatable
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local setmetatable, getmetatable = setmetatable, debug.getmetatable
 local format = string.format
 
 local _M = {
@@ -79,7 +80,7 @@ function _M.connection_options(db, opts)
 end
 
 local Listener = {}
-local mt = { __index = Listener, __name = "pgstore.listener" }
+local mt = { __index = Listener, __name = "pgstore.listener", __metatable = false }
 
 local function check(self)
   if getmetatable(self) ~= mt then

@@ -42,13 +42,14 @@ local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local listen = require "pgstore.listen"
 
-local type, error, setmetatable, getmetatable = type, error, setmetatable, getmetatable
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local type, error, setmetatable, getmetatable = type, error, setmetatable, debug.getmetatable
 local pairs, tostring = pairs, tostring
 local format = string.format
 
 local _M = { _VERSION = core._VERSION }
 local Partitions = {}
-local mt = { __index = Partitions, __name = "pgstore.partitions" }
+local mt = { __index = Partitions, __name = "pgstore.partitions", __metatable = false }
 
 local OPTIONS = {
   name = "string", count = "number", lease = "number", renew = "number",

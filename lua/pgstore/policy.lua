@@ -18,13 +18,14 @@ local options = require "pgstore.options"
 local glob = require "pgstore.glob"
 local script = require "pgstore.script"
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, error, setmetatable, getmetatable, floor =
-      type, pairs, ipairs, tostring, error, setmetatable, getmetatable, math.floor
+      type, pairs, ipairs, tostring, error, setmetatable, debug.getmetatable, math.floor
 local format, concat = string.format, table.concat
 
 local _M = {}
 local Set = {}
-local mt = { __index = Set, __name = "pgstore.policies" }
+local mt = { __index = Set, __name = "pgstore.policies", __metatable = false }
 _M.Set = Set
 
 -- ---- durations ----------------------------------------------------------------

@@ -13,8 +13,9 @@
 local core = require "pgstore.core"
 local escape = require("pgstore.printable").escape
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, tostring, pairs, next, rawget, getmetatable, pcall =
-  type, tostring, pairs, next, rawget, getmetatable, pcall
+  type, tostring, pairs, next, rawget, debug.getmetatable, pcall
 local concat, sort = table.concat, table.sort
 local format, rep = string.format, string.rep
 local huge, floor = math.huge, math.floor

@@ -90,20 +90,32 @@ end
 
 -- ---- one unit of work: a projection, or one partition of it --------------------
 
--- What handlers see: the transaction's query and exec, nothing else. A
--- statement that lost the connection is noted in seen.lost: whatever the
--- handler makes of it, the whole transaction is gone, so the handler did
--- not fail (see apply).
+-- What handlers see: the transaction's query and exec, nothing else. It is
+-- a fresh userdata with a hidden metatable, so a handler can neither swap
+-- its methods (rawset needs a table) nor reach the transaction, its
+-- connection or a metatable the host shares; once the transaction ended,
+-- a kept proxy only raises. A statement that lost the connection is noted
+-- in seen.lost: whatever the handler makes of it, the whole transaction is
+-- gone, so the handler did not fail (see apply).
 local function handler_tx(tx, seen)
   local function watch(...)
     local res, err = ...
     if res == nil and seen and errors.is(err, "connection") then seen.lost = err end
     return ...
   end
-  return {
+  local methods = {
     query = function(_, ...) return watch(tx:query(...)) end,
     exec = function(_, ...) return watch(tx:exec(...)) end,
   }
+  local proxy = newproxy(true)
+  local m = getmetatable(proxy)
+  m.__index = methods
+  m.__newindex = function(_, k)
+    error(("cannot set tx.%s: the tx a handler gets is read-only"):format(tostring(k)), 2)
+  end
+  m.__tostring = function() return "pgstore.tx (handler)" end
+  m.__metatable = false
+  return proxy
 end
 
 local function run_sql_or_fn(tx, what)
@@ -229,6 +241,7 @@ end
 
 local Runner = {}
 Runner.__index = Runner
+Runner.__metatable = false
 
 -- opts: events = es, rebuild, from, once, say = fn(msg), progress = bool,
 --       poll = seconds, owner = string (partitioned workers),

@@ -27,14 +27,15 @@ local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local listen = require "pgstore.listen"
 
-local type, pcall, setmetatable, getmetatable = type, pcall, setmetatable, getmetatable
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local type, pcall, setmetatable, getmetatable = type, pcall, setmetatable, debug.getmetatable
 local pairs, error, tostring = pairs, error, tostring
 local now = core.now
 local format = string.format
 
 local _M = { _VERSION = core._VERSION, PAYLOAD_MAX = core.limits.notify_payload }
 local Relay = {}
-local mt = { __index = Relay, __name = "pgstore.relay" }
+local mt = { __index = Relay, __name = "pgstore.relay", __metatable = false }
 
 local OPTIONS = { timeout = "number", max_queue = "number" }
 for k, v in pairs(listen.OPTIONS) do

@@ -20,7 +20,7 @@ local format = string.format
 
 local _M = {}
 local Repl = {}
-local mt = { __index = Repl }
+local mt = { __index = Repl, __metatable = false }
 
 local PROMPT, CONTINUE = "pgstore> ", ">> "
 local MAX_DRAIN = 1000 -- notifications printed per wake-up, so typing stays responsive

@@ -6,14 +6,15 @@
 -- failures read "file.lua:LINE: message".
 --
 -- The sandbox: scripts see the safe parts of the standard library (string,
--- table, math, os.time/clock/date, pairs, …), pgstore's `json` (cjson) and
--- `null`. Not io, os.execute/exit/remove, require, load*, dofile, debug or
--- the raw connection — unless the host is started with --unsafe-scripts.
--- Two holes a plain copy of the library would leave are closed: os.getenv
--- does not hand out the connection settings (PG*, PGSTORE_*: a DSN or a
--- password), and getmetatable does not hand out the metatables the whole
--- process shares — strings', pgstore's errors' and handles' — under which
--- a script could swap functions the host calls.
+-- table, math, os.time/clock/date, pairs, …), a `json` (cjson) and `null`.
+-- Not io, os.execute/exit/remove, require, load*, dofile, debug or the raw
+-- connection — unless the host is started with --unsafe-scripts. Nothing a
+-- script gets is shared with the host: it loads as source text only
+-- (LuaJIT bytecode is not verified, and crafted bytecode reads whatever
+-- the host left in stack slots), its json is a cjson instance of its own,
+-- os.getenv does not hand out the connection settings (PG*, PGSTORE_*),
+-- getmetatable does not hand out strings' metatable (pgstore's own hide
+-- themselves with __metatable), and handlers get proxies, not handles.
 local cjson = require "cjson"
 local core = require "pgstore.core"
 
@@ -32,12 +33,11 @@ local function safe_getenv(name)
   return os.getenv(name)
 end
 
+-- A script can only set metatables on tables; any other value's metatable
+-- (strings' above all) is the whole process's.
 local function safe_getmetatable(v)
-  if type(v) == "string" then return nil end
-  local mt = getmetatable(v)
-  -- pgstore's own (errors, handles) are shared by the whole process too
-  if type(mt) == "table" and rawget(mt, "__name") then return nil end
-  return mt
+  if type(v) ~= "table" then return nil end
+  return getmetatable(v)
 end
 
 local function copy(t)
@@ -58,7 +58,7 @@ function _M.env(name, extra, unsafe)
     env.getmetatable = safe_getmetatable
     env.print = print
   end
-  env.json, env.null = cjson, core.null
+  env.json, env.null = cjson.new(), core.null
   for k, v in pairs(extra or {}) do env[k] = v end
   env._G = env
   return setmetatable(env, {
@@ -90,9 +90,23 @@ function _M.call(fn, ...)
   return unpack(res, 1, table.maxn(res))
 end
 
+-- A script file as a function: source text only, sandboxed or not.
+-- chunk | nil, "path: message".
+function _M.loadfile(path)
+  local chunk, err = loadfile(path, "t")
+  if chunk then return chunk end
+  local f = io.open(path, "rb")
+  local head = f and f:read(1)
+  if f then f:close() end
+  if head == "\27" then -- the mark every Lua and LuaJIT bytecode dump starts with
+    return nil, ("%s: LuaJIT bytecode is refused; scripts load as source text only"):format(path)
+  end
+  return nil, err
+end
+
 -- Loads a script file that returns a table: the table | nil, message.
 function _M.load(path, extra, unsafe)
-  local chunk, err = loadfile(path)
+  local chunk, err = _M.loadfile(path)
   if not chunk then return nil, err end
   setfenv(chunk, _M.env(path, extra, unsafe))
   local ok, res = _M.call(chunk)

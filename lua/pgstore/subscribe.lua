@@ -25,12 +25,13 @@ local state = require "pgstore.subscription_state"
 local checkpoints = require "pgstore.checkpoints"
 local Tx = require "pgstore.tx"
 
-local type, getmetatable, setmetatable = type, getmetatable, setmetatable
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local type, getmetatable, setmetatable = type, debug.getmetatable, setmetatable
 local now, min = core.now, math.min
 
 local _M = {}
 local Sub = {}
-local mt = { __index = Sub, __name = "pgstore.subscription" }
+local mt = { __index = Sub, __name = "pgstore.subscription", __metatable = false }
 
 local OPTIONS = {
   name = "string", events = "table", from = "string|number", types = "table", prefix = "string",

@@ -46,7 +46,7 @@ local format = string.format
 
 local _M = {}
 local State = {}
-local mt = { __index = State, __name = "pgstore.subscription_state" }
+local mt = { __index = State, __name = "pgstore.subscription_state", __metatable = false }
 
 local function unknown_outcome(err)
   return type(err) == "table" and (err.code == "connection" or err.code == "timeout")

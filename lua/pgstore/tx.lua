@@ -8,9 +8,11 @@ local core = require "pgstore.core"
 local options = require "pgstore.options"
 
 local type = type
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local getmetatable = debug.getmetatable
 
 local Tx = {}
-local mt = { __index = Tx, __name = "pgstore.tx" }
+local mt = { __index = Tx, __name = "pgstore.tx", __metatable = false }
 
 function Tx.new(conn)
   return setmetatable({ conn = conn, active = true, retryable = nil }, mt)

@@ -15,13 +15,14 @@
 local options = require "pgstore.options"
 local script = require "pgstore.script"
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, error, pcall, setmetatable, getmetatable =
-      type, pairs, ipairs, tostring, error, pcall, setmetatable, getmetatable
+      type, pairs, ipairs, tostring, error, pcall, setmetatable, debug.getmetatable
 local format, concat, sort, floor = string.format, table.concat, table.sort, math.floor
 
 local _M = {}
 local Registry = {}
-local mt = { __index = Registry, __name = "pgstore.upcasters" }
+local mt = { __index = Registry, __name = "pgstore.upcasters", __metatable = false }
 
 -- The fields an upcaster may have; validate() checks each value.
 local FIELDS = { type = true, from = true, to = true, upcast = true, description = "string" }

@@ -7,7 +7,7 @@ local _M = { usage = "pgstore run FILE.lua [args...]", summary = "run a Lua scri
 function _M.main(host, args)
   local file = args[1]
   if not file then return host.usage_error("run: no script given", _M.usage) end
-  local chunk, lerr = loadfile(file)
+  local chunk, lerr = require("pgstore.script").loadfile(file)
   if not chunk then return host.fail(lerr) end
   local db, err = host.connect()
   if not db then return host.fail(err) end

@@ -6,7 +6,8 @@
 -- cannot run code or touch the database.
 local pretty = require "pgstore.pretty"
 
-local type, rawget, getmetatable, next, pairs = type, rawget, getmetatable, next, pairs
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
+local type, rawget, getmetatable, next, pairs = type, rawget, debug.getmetatable, next, pairs
 local sort = table.sort
 
 local _M = {}

@@ -20,8 +20,9 @@ local options = require "pgstore.options"
 local call_mod = require "resty.pgstore.call"
 local timers = require "resty.pgstore.timers"
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pcall, error, select, unpack, setmetatable, getmetatable, tostring, pairs =
-      type, pcall, error, select, unpack, setmetatable, getmetatable, tostring, pairs
+      type, pcall, error, select, unpack, setmetatable, debug.getmetatable, tostring, pairs
 local maxn = table.maxn
 local newproxy = newproxy
 local format = string.format
@@ -31,7 +32,7 @@ local raise, argerr, check_arg = call_mod.raise, call_mod.arg, call_mod.check
 local park_expire = core.park_expire
 
 local Db = {}
-local mt = { __index = Db, __name = "resty.pgstore.db" }
+local mt = { __index = Db, __name = "resty.pgstore.db", __metatable = false }
 Db.mt = mt
 
 local ISOLATION = { ["read committed"] = true, ["repeatable read"] = true, serializable = true }
@@ -104,7 +105,7 @@ end
 -- ---- pinned connections ----------------------------------------------------------
 
 local Conn = {}
-local conn_mt = { __index = Conn, __name = "resty.pgstore.conn" }
+local conn_mt = { __index = Conn, __name = "resty.pgstore.conn", __metatable = false }
 
 local function conn_check(self, fname)
   if getmetatable(self) ~= conn_mt then
@@ -161,7 +162,7 @@ end
 -- ---- transactions ------------------------------------------------------------------
 
 local Tx = {}
-local tx_mt = { __index = Tx, __name = "resty.pgstore.tx" }
+local tx_mt = { __index = Tx, __name = "resty.pgstore.tx", __metatable = false }
 Db.tx_mt = tx_mt
 
 local function tx_check(self, fname)
@@ -314,7 +315,7 @@ end
 -- ---- locks ------------------------------------------------------------------------------
 
 local Lock = {}
-local lock_mt = { __index = Lock, __name = "resty.pgstore.lock" }
+local lock_mt = { __index = Lock, __name = "resty.pgstore.lock", __metatable = false }
 
 local LOCK_OPTIONS = {
   timeout = "number", mode = "string", ttl = "number", table = "string", hold = "number",

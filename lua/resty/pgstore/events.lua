@@ -19,15 +19,16 @@ local call_mod = require "resty.pgstore.call"
 local stores = require "resty.pgstore.stores"
 local timers = require "resty.pgstore.timers"
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, select =
-      type, pairs, ipairs, tostring, setmetatable, getmetatable, select
+      type, pairs, ipairs, tostring, setmetatable, debug.getmetatable, select
 local format = string.format
 local call, raise, argerr, check_arg = call_mod.call, call_mod.raise, call_mod.arg, call_mod.check
 local null = require("pgstore.core").null
 
 local _M = {}
 local Events = {}
-local mt = { __index = Events, __name = "resty.pgstore.events" }
+local mt = { __index = Events, __name = "resty.pgstore.events", __metatable = false }
 
 local OPTIONS = {
   table = "string", notify = "string|boolean", notify_in_tx = "boolean", codec = "string|table",

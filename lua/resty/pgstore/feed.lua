@@ -34,15 +34,16 @@ local hub_mod = require "resty.pgstore.hub"
 local ngx = ngx
 local now, log, timer_at, exiting = ngx.now, ngx.log, ngx.timer.at, ngx.worker.exiting
 local WARN = ngx.WARN
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall, tonumber =
-      type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall, tonumber
+      type, pairs, ipairs, tostring, setmetatable, debug.getmetatable, pcall, tonumber
 local floor = math.floor
 local format = string.format
 local raise, argerr, check_arg, wait = call_mod.raise, call_mod.arg, call_mod.check, call_mod.wait
 
 local _M = {}
 local Feed = {}
-local feed_mt = { __index = Feed, __name = "resty.pgstore.feed" }
+local feed_mt = { __index = Feed, __name = "resty.pgstore.feed", __metatable = false }
 
 local feeds = {} -- db key | store key → feed
 
@@ -273,7 +274,7 @@ end
 -- ---- db:subscribe -------------------------------------------------------------------------
 
 local Sub = {}
-local sub_mt = { __index = Sub, __name = "resty.pgstore.subscription" }
+local sub_mt = { __index = Sub, __name = "resty.pgstore.subscription", __metatable = false }
 
 local SUB_OPTIONS = {
   name = "string", events = "table", from = "string|number", types = "table", prefix = "string",

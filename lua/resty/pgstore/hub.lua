@@ -30,8 +30,9 @@ local call_mod = require "resty.pgstore.call"
 local ngx = ngx
 local now, log, timer_at, exiting = ngx.now, ngx.log, ngx.timer.at, ngx.worker.exiting
 local WARN, INFO = ngx.WARN, ngx.INFO
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
-      type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall
+      type, pairs, ipairs, tostring, setmetatable, debug.getmetatable, pcall
 local format = string.format
 local call, raise, argerr, check_arg = call_mod.call, call_mod.raise, call_mod.arg, call_mod.check
 local sema_wait = call_mod.wait
@@ -73,7 +74,7 @@ end
 local hubs = {} -- db key → hub
 
 local Hub = {}
-local hub_mt = { __index = Hub }
+local hub_mt = { __index = Hub, __metatable = false }
 
 -- The core's rule (no I/O, safe on the event loop).
 local function channel_error(ch)
@@ -311,7 +312,7 @@ end
 -- ---- db:listen ---------------------------------------------------------------------------
 
 local Listener = {}
-local listener_mt = { __index = Listener, __name = "resty.pgstore.listener" }
+local listener_mt = { __index = Listener, __name = "resty.pgstore.listener", __metatable = false }
 
 function Listener:push(note)
   if self.closed then return end
@@ -481,7 +482,7 @@ end
 -- ---- db:relay --------------------------------------------------------------------------------
 
 local Relay = {}
-local relay_mt = { __index = Relay, __name = "resty.pgstore.relay" }
+local relay_mt = { __index = Relay, __name = "resty.pgstore.relay", __metatable = false }
 local RECONNECTED = {}
 
 local function rpush(self, entry)

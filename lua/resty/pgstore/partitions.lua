@@ -17,14 +17,15 @@ local options = require "pgstore.options"
 
 local ngx = ngx
 local log, WARN = ngx.log, ngx.WARN
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
-      type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall
+      type, pairs, ipairs, tostring, setmetatable, debug.getmetatable, pcall
 local format = string.format
 local call, raise, argerr, check_arg = call_mod.call, call_mod.raise, call_mod.arg, call_mod.check
 
 local _M = {}
 local Partitions = {}
-local mt = { __index = Partitions, __name = "resty.pgstore.partitions" }
+local mt = { __index = Partitions, __name = "resty.pgstore.partitions", __metatable = false }
 
 local OPTIONS = {
   name = "string", count = "number", lease = "number", renew = "number",

@@ -15,8 +15,9 @@ local call_mod = require "resty.pgstore.call"
 local options = require "pgstore.options"
 local timers = require "resty.pgstore.timers"
 
+-- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, tostring, setmetatable, getmetatable, select, unpack =
-      type, pairs, tostring, setmetatable, getmetatable, select, unpack
+      type, pairs, tostring, setmetatable, debug.getmetatable, select, unpack
 local sort, concat, maxn = table.sort, table.concat, table.maxn
 local format = string.format
 local call, raise, argerr = call_mod.call, call_mod.raise, call_mod.arg
@@ -128,7 +129,7 @@ end
 local MTS = {} -- kind → metatable
 for kind, methods in pairs(METHODS) do
   local index = setmetatable({}, { __index = Store })
-  local mt = { __index = index, __name = "resty.pgstore." .. kind }
+  local mt = { __index = index, __name = "resty.pgstore." .. kind, __metatable = false }
   for name, pos in pairs(methods) do index[name] = method(kind, name, pos, mt) end
   mt.__tostring = function(self)
     return format("resty.pgstore.%s%s", kind, self.closed and " (closed)" or "")

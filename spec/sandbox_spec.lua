@@ -1,0 +1,304 @@
+-- SPDX-License-Identifier: MIT
+-- The script sandbox, attacked: scripts load as source text only (real
+-- LuaJIT bytecode, plain and crafted to read stale stack slots, is refused
+-- with a clear error instead of crashing the host); each script has its own
+-- copy of `json`, so replacing its functions changes nothing for the host;
+-- no pgstore metatable is reachable through getmetatable; and the `tx` a
+-- handler gets is a proxy that exposes no connection and cannot be changed.
+local pgstore = require "pgstore"
+local T = require "testenv"
+
+local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- `luajit -b` of a Lua source: the path of the bytecode file.
+local function bytecode(dir, name, src)
+  local from, to = T.write(dir .. "/" .. name .. ".src", src), dir .. "/" .. name
+  local out, rc = T.sh(("luajit -b %s %s"):format(from, to))
+  assert(rc == 0, out)
+  return to
+end
+
+-- The projection that reads what earlier calls left on the Lua stack: its
+-- `peek` is compiled, then the KNIL that clears its eight locals is
+-- replaced by a MOV of slot 0 to itself, so it returns stale slots.
+local PEEK = [[
+local function peek() local a, b, c, d, e, f, g, h; return a, b, c, d, e, f, g, h end
+return { name = "peek", handlers = { Peek = function(e, tx)
+  local got = { peek() }
+  for i = 1, 8 do if got[i] ~= nil then print("STALE", i, type(got[i]), tostring(got[i])) end end
+end } }
+]]
+local KNIL_0_7, MOV_0_0 = "\44\0\7\0", "\18\0\0\0"
+
+local function crafted(dir)
+  local path = bytecode(dir, "peek.lua", PEEK)
+  local code = T.read(path)
+  local at = assert(code:find(KNIL_0_7, 1, true), "no KNIL 0 7 in the compiled peek")
+  return T.write(path, code:sub(1, at - 1) .. MOV_0_0 .. code:sub(at + 4))
+end
+
+local function project(dir, file, global)
+  return T.sh(("PGSTORE_DSN=%s %s %s project --once --rebuild --table sandbox_events %s/%s")
+    :format(shq(T.dsn()), T.host(), global or "", dir, file))
+end
+
+describe("scripts load as text only", function()
+  local dir
+  setup(function()
+    dir = T.tmpdir("sandbox")
+    local db = T.connect()
+    local es = assert(db:events{ table = "sandbox_events", notify = false })
+    assert(es:truncate())
+    assert(es:append("p", { { type = "Peek" }, { type = "Probe" }, { type = "Probe" } }))
+    es:close()
+    db:close()
+  end)
+  teardown(function() T.sh("rm -rf " .. dir) end)
+
+  it("the host refuses a bytecode projection with a clear error and does not crash", function()
+    bytecode(dir, "plain.lua", [[return { name = "plain", handlers = { Probe = function() end } }]])
+    local out, rc = project(dir, "plain.lua")
+    assert.equal(1, rc, out)
+    assert.matches("plain%.lua: LuaJIT bytecode is refused; scripts load as source text", out)
+  end)
+
+  it("refuses bytecode crafted to read stale stack slots, also with --unsafe-scripts", function()
+    local path = crafted(dir)
+    -- it is real bytecode, and run by plain LuaJIT it does read stale slots
+    local probe = assert(loadfile(path))().handlers.Peek
+    local stale, print0 = {}, _G.print
+    local function fill(...)
+      local keep = { secret = true }
+      return (function(...) return { ... } end)(keep, ...)
+    end
+    _G.print = function(_, i, kind) stale[#stale + 1] = kind end
+    fill(1, 2, 3, 4, 5, 6, 7, 8)
+    pcall(probe)
+    _G.print = print0
+    assert.truthy(#stale > 0, "the crafted peek read no stale slot")
+    for _, global in ipairs{ "", "--unsafe-scripts" } do
+      local out, rc = project(dir, "peek.lua", global)
+      assert.equal(1, rc, out)
+      assert.matches("LuaJIT bytecode is refused", out)
+      assert.is_nil(out:find("STALE", 1, true), out)
+    end
+  end)
+
+  it("policies and upcasters refuse bytecode files too", function()
+    local pol = bytecode(dir, "policy.lua", [[return { streams = "x-*", guard = function() return true end }]])
+    local up = bytecode(dir, "up.lua", [[return { type = "E", from = 1, to = 2, upcast = function(d) return d end }]])
+    local ok, err = pcall(pgstore.policies, { pol })
+    assert.is_false(ok)
+    assert.matches("policy%.lua: LuaJIT bytecode is refused", err)
+    ok, err = pcall(pgstore.upcasters, { up })
+    assert.is_false(ok)
+    assert.matches("up%.lua: LuaJIT bytecode is refused", err)
+  end)
+
+  it("the host's `run` refuses bytecode as well", function()
+    local path = bytecode(dir, "run.lua", [[print("ran")]])
+    local out, rc = T.sh(("PGSTORE_DSN=%s %s run %s"):format(shq(T.dsn()), T.host(), path))
+    assert.equal(1, rc, out)
+    assert.matches("LuaJIT bytecode is refused", out)
+    assert.is_nil(out:find("ran\n", 1, true))
+  end)
+end)
+
+describe("a script's modules are its own", function()
+  local db, es, dir
+  setup(function()
+    dir = T.tmpdir("sandbox")
+    db = T.connect()
+    es = assert(db:events{ table = "sandbox_json", notify = false })
+    assert(es:truncate())
+  end)
+  teardown(function()
+    es:close()
+    db:close()
+    T.sh("rm -rf " .. dir)
+    T.assert_no_leaks()
+  end)
+
+  -- Replaces json.encode so that the host's glob list for retention, were
+  -- it encoded with this json, would make the policy govern every stream.
+  local HIJACK = [[
+local real = json.encode
+json.encode = function(v)
+  if type(v) == "table" and type(v[1]) == "table" and v[1].l then return '[{"l":"%","r":null,"x":false}]' end
+  return real(v)
+end
+json.encode_sparse_array(true, 1, 1)
+return { type = "Noted", from = 1, to = 2, upcast = function(d) return d end }
+]]
+
+  it("an upcaster replacing json.encode changes nothing for the host's retention run", function()
+    local three = { { type = "Noted", data = { n = 1 } }, { type = "Noted", data = { n = 2 } }, { type = "Noted" } }
+    assert(es:append("a-kept", three))
+    assert(es:append("free-1", three))
+    T.write(dir .. "/hijack.lua", HIJACK)
+    T.write(dir .. "/policy.lua", [[return { streams = "*-kept", max_count = 1 }]])
+    T.write(dir .. "/noop.lua", [[return { name = "sandbox_json", handlers = { Noted = function() end } }]])
+    local out, rc = T.sh(("PGSTORE_DSN=%s %s project --once --table sandbox_json --upcasters %s/hijack.lua "
+      .. "--policy %s/policy.lua %s/noop.lua"):format(shq(T.dsn()), T.host(), dir, dir, dir))
+    assert.equal(0, rc, out)
+    assert.equal(1, #assert(es:read("a-kept")), out) -- the policy did run
+    assert.equal(3, #assert(es:read("free-1")), "a stream no policy governs lost events:\n" .. out)
+  end)
+
+  it("two scripts get two json tables, neither the host's", function()
+    local script = require "pgstore.script"
+    local src = [[return { json = json, string = string, null = null }]]
+    local a = assert(script.load(T.write(dir .. "/a.lua", src)))
+    local b = assert(script.load(T.write(dir .. "/b.lua", src)))
+    assert(script.load(T.write(dir .. "/hijack.lua", HIJACK)))
+    local cjson = require "cjson"
+    assert.equal("[1]", cjson.encode({ 1 }))
+    assert.equal("[1,null,null,null,5]", cjson.encode({ [1] = 1, [5] = 5 })) -- its settings too
+    assert.are_not.equal(a.json, b.json)
+    assert.are_not.equal(a.json, require "cjson")
+    assert.are_not.equal(a.json.encode, require("cjson").encode)
+    assert.equal(pgstore.null, a.json.null)
+    assert.equal(pgstore.null, a.null)
+    assert.are_not.equal(a.string, string)
+  end)
+end)
+
+describe("pgstore's metatables are out of reach", function()
+  local db
+  T.block_db(setup, teardown, function(d) db = d end)
+
+  -- Every kind of handle the Lua API gives out, C ones included.
+  local function handles()
+    local list = { db = db, pool = db.pool, policies = pgstore.policies{ { streams = "*", max_count = 5 } },
+                   upcasters = pgstore.upcasters{}, aggregate = pgstore.aggregate{
+                     events = db:events{ table = "sandbox_agg", notify = false }, initial = function() return {} end,
+                     apply = { E = function(s) return s end } } }
+    for _, kind in ipairs(db.KINDS) do
+      local opts = ({ listen = "sandbox_ch", subscribe = { table = "sandbox_sub", consumer = "c" },
+                      partitions = { name = "sandbox_pm", partitions = 2 } })[kind]
+      if kind == "events" or kind == "relay" then opts = { table = "sandbox_ev", notify = false } end
+      if kind == "relay" then opts = nil end
+      local ok, h = pcall(db[kind], db, opts)
+      if ok and h then list[kind] = h end
+    end
+    local _, err = db:query("select nope")
+    list.error = err
+    db:transaction(function(tx) list.tx = tx end)
+    local conn = assert(db:acquire())
+    list.conn = conn
+    return list
+  end
+
+  it("getmetatable on any handle gives nothing useful, and the handles still work", function()
+    local list = handles()
+    local n = 0
+    for name, h in pairs(list) do
+      n = n + 1
+      local m = getmetatable(h)
+      assert.is_not_table(m, name)
+      assert.is_not_userdata(m, name)
+      if type(h) == "table" then
+        assert.has_error(function() setmetatable(h, {}) end, "cannot change a protected metatable")
+      end
+    end
+    assert.truthy(n >= 14, "only " .. n .. " handles")
+    -- checks of `self` still tell a handle from a look-alike
+    assert.has_error(function() list.events.append({}, "s", {}) end)
+    assert.matches("pgstore.events", tostring(list.events))
+    assert.equal("sql", list.error.code)
+    assert.matches("nope", tostring(list.error))
+    local pretty = require "pgstore.pretty"
+    assert.matches("pgstore.events", pretty.format(list.events))
+    list.conn:release()
+    for name, h in pairs(list) do
+      if name ~= "db" and name ~= "pool" and name ~= "conn" and name ~= "tx" and name ~= "error"
+         and type(h) == "table" and type(h.close) == "function" then
+        h:close()
+      end
+    end
+    assert.same({ { one = 1 } }, db:query("select 1 as one"))
+  end)
+
+  it("a script's getmetatable gives nothing of a pgstore object, nor of strings", function()
+    local script = require "pgstore.script"
+    local dir = T.tmpdir("sandbox")
+    local got = assert(script.load(T.write(dir .. "/mt.lua", [[
+      return { peek = function(v) return getmetatable(v) end }
+    ]])))
+    T.sh("rm -rf " .. dir)
+    local _, err = db:query("select nope")
+    assert.is_falsy(got.peek(err))
+    assert.is_falsy(got.peek(""))
+    assert.is_falsy(got.peek(db))
+    local own = setmetatable({}, { x = 1 })
+    assert.equal(1, got.peek(own).x) -- a script's own metatables are its own
+  end)
+end)
+
+describe("the tx a handler gets", function()
+  local dir
+  setup(function()
+    dir = T.tmpdir("sandbox")
+    local db = T.connect()
+    local es = assert(db:events{ table = "sandbox_tx", notify = false })
+    assert(es:truncate())
+    assert(es:append("p", { { type = "Hook" }, { type = "Write" }, { type = "Write" } }))
+    assert(db:exec("drop table if exists sandbox_tx_model"))
+    es:close()
+    db:close()
+  end)
+  teardown(function() T.sh("rm -rf " .. dir) end)
+
+  local ATTACK = [=[
+local function try(name, fn)
+  local ok, res = pcall(fn)
+  print(("ATTACK %s %s"):format(name, (ok and res ~= nil and res ~= false) and "reachable" or "blocked"))
+end
+local kept
+return {
+  name = "sandbox_tx",
+  batch = 1,
+  setup = "create table if not exists sandbox_tx_model (n int)",
+  handlers = {
+    Hook = function(e, tx)
+      kept = tx
+      local hook = function() print("HOOKED") return true end
+      try("replace tx.exec", function() tx.exec = hook; return true end)
+      try("rawset tx.exec", function() rawset(tx, "exec", hook); return true end)
+      try("the metatable", function() return getmetatable(tx) end)
+      try("the methods table", function() return getmetatable(tx).__index end)
+      try("tx.conn", function() return tx.conn end)
+      try("rawget tx.conn", function() return rawget(tx, "conn") end)
+      try("pairs over tx", function() return next(tx) end)
+      try("tx.commit", function() return tx.commit end)
+      try("hook commit", function() tx.commit = hook; return true end)
+      try("tx.lock", function() return tx.lock end)
+      try("setfenv of a method", function() return setfenv(tx.exec, {}) end)
+      try("the query function's env", function() return getfenv(tx.query) end)
+    end,
+    Write = function(e, tx)
+      if e.version == 2 then
+        try("the same tx in the next batch", function() return rawequal(kept, tx) end)
+        try("a tx kept from an ended batch", function() return kept:query("select 1") end)
+      end
+      assert(tx:exec("insert into sandbox_tx_model (n) values ($1)", e.version))
+    end,
+  },
+}
+]=]
+
+  it("exposes no connection, and its methods cannot be replaced or hooked", function()
+    T.write(dir .. "/attack.lua", ATTACK)
+    local out, rc = T.sh(("PGSTORE_DSN=%s %s project --once --rebuild --table sandbox_tx %s/attack.lua")
+      :format(shq(T.dsn()), T.host(), dir))
+    assert.equal(0, rc, out)
+    local seen, n = {}, 0
+    for name, what in out:gmatch("ATTACK ([^\n]-) (%S+)\n") do seen[name] = what; n = n + 1 end
+    assert.equal(14, n, out)
+    for name, what in pairs(seen) do assert.equal("blocked", what, name .. ":\n" .. out) end
+    assert.is_nil(out:find("HOOKED", 1, true), out)
+    local db = T.connect()
+    assert.same({ { n = 2 }, { n = 3 } }, db:query("select n from sandbox_tx_model order by n"))
+    db:close()
+  end)
+end)
