@@ -50,11 +50,12 @@ _M.OPTIONS = {
 }
 
 -- Checks a listener's options (misuse raises through pgstore.options) →
--- opts, or nil and an invalid error when a number is not positive.
+-- opts, or nil and an invalid error for a number out of range: every
+-- number but max_queue is seconds, above 0.
 function _M.check_options(opts, spec, n, fname)
   opts = options.check(opts, spec, n, fname)
   for k, v in pairs(opts) do
-    local bad = spec[k] == "number" and options.nonneg(v, k, true)
+    local bad = spec[k] == "number" and k ~= "max_queue" and options.seconds(v, k, true)
     if bad then return nil, bad end
   end
   local bad = options.int(opts.max_queue, "max_queue", 1, 2147483647)
@@ -94,7 +95,7 @@ end
 function Listener:wait(timeout)
   local l = check(self)
   options.arg(timeout, 1, "wait", "number|nil")
-  local bad = options.nonneg(timeout, "timeout")
+  local bad = options.seconds(timeout, "timeout")
   if bad then return nil, bad end
   return l:wait(timeout)
 end

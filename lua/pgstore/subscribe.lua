@@ -54,7 +54,8 @@ function _M.new(db, opts)
   local batch = opts.batch or 500
   local bad = (opts.name == "" and errors.new("invalid", "name (the consumer) must not be empty"))
     or (type(from) == "string" and options.one_of(from, "from", { start = true, ["end"] = true }))
-    or options.int(batch, "batch", 1, 2 ^ 31) or options.nonneg(opts.poll, "poll")
+    or (type(from) == "number" and options.int(from, "from (a cursor)", 0, 2 ^ 53))
+    or options.int(batch, "batch", 1, 2 ^ 31) or options.seconds(opts.poll, "poll")
   if bad then return nil, bad end
 
   -- The checkpoint belongs to (es's store, name): `checkpoints` chooses
