@@ -235,7 +235,16 @@ describe("number options", function()
     refused("listen max_queue", "max_queue", COUNTS, function(v) return db:listen("fine", { max_queue = v }) end)
     local l = assert(db:listen("fine"))
     refused("listener wait", "timeout", SECONDS, function(v) return l:wait(v) end)
+    refused("listener notify", "timeout", SECONDS, function(v) return l:notify("fine", "x", v) end)
     l:close()
+    local es = assert(db:events{ table = "bad_edges_n", notify = false })
+    local sub = assert(db:subscribe{ name = T.unique("n"), events = es, listen = false })
+    refused("sub:next", "timeout", SECONDS, function(v) return sub:next(v) end)
+    sub:close()
+    es:close()
+    local relay = assert(db:relay("fine"))
+    refused("relay:next", "timeout", SECONDS, function(v) return relay:next(v) end)
+    relay:close()
     for _, k in ipairs{ "lease", "renew" } do
       refused("partitions " .. k, k, SECONDS, function(v) return db:partitions{ name = "p", [k] = v } end)
     end
@@ -243,5 +252,30 @@ describe("number options", function()
     refused("relay timeout", "timeout", SECONDS, function(v) return db:relay("fine", { timeout = v }) end)
     refused("relay max_queue", "max_queue", COUNTS, function(v) return db:relay("fine", { max_queue = v }) end)
     S.alive(db)
+  end)
+
+  it("raise in pgstore.core for its direct users, by the same bounds", function()
+    local dsn = T.dsn()
+    for _, k in ipairs{ "connect_timeout", "acquire_timeout", "query_timeout" } do
+      for label, v in pairs(SECONDS) do
+        local ok, err = pcall(core.pool, { dsn = dsn, [k] = v })
+        assert.is_false(ok, k .. " = " .. label)
+        assert.matches("bad option '" .. k .. "'", err, 1, true)
+      end
+    end
+    for label, v in pairs(COUNTS) do
+      local ok, err = pcall(core.pool, { dsn = dsn, pool_size = v })
+      assert.is_false(ok, "pool_size = " .. label)
+      assert.matches("bad option 'pool_size'", err, 1, true)
+    end
+    -- the core refuses a lock's timeout and TTL itself
+    for label, v in pairs{ inf = INF, NaN = NAN, ['1e308'] = 1e308 } do
+      S.fails("invalid", nil, core.lock(db.pool, "k", { timeout = v }, false))
+      S.fails("invalid", nil, core.lock(db.pool, "k", { mode = "table", ttl = v }, true))
+      local _, err = db:transaction(function(tx) return core.xact_lock(tx.conn, "k", v) end)
+      assert.equal("invalid", err.code, label .. ": " .. tostring(err))
+    end
+    assert.equal(1000, core.limits.batches)
+    assert.equal(2147483, core.limits.seconds)
   end)
 end)

@@ -95,8 +95,9 @@ static double opt_timeout(lua_State *L, int idx, double dflt, const char *fname)
     if (lua_isnoneornil(L, idx))
         return dflt;
     double t = luaL_checknumber(L, idx);
-    if (t < 0 || t != t)
-        luaL_error(L, "bad argument #%d to '%s' (timeout must not be negative)", idx - 1, fname);
+    if (!(t >= 0 && t <= PGS_SECONDS_MAX))
+        luaL_error(L, "bad argument #%d to '%s' (timeout must be a number of seconds from 0 to %.0f)",
+                   idx - 1, fname, PGS_SECONDS_MAX);
     return t;
 }
 

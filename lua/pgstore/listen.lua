@@ -113,7 +113,13 @@ end
 -- l:notify(channel, payload[, timeout]) → true | nil, err: on the listener's
 -- own connection, confirmed by the server within timeout (default: the
 -- connect timeout) — what pgstore.relay broadcasts with.
-function Listener:notify(channel, payload, timeout) return check(self):notify(channel, payload, timeout) end
+function Listener:notify(channel, payload, timeout)
+  local l = check(self)
+  options.arg(timeout, 3, "notify", "number|nil")
+  local bad = options.seconds(timeout, "timeout")
+  if bad then return nil, bad end
+  return l:notify(channel, payload, timeout)
+end
 -- l:fd() → socket | nil;  l:due() → seconds until l:wait(0) must run anyway
 function Listener:fd() return check(self):fd() end
 function Listener:due() return check(self):due() end

@@ -178,6 +178,9 @@ end
 -- time (seconds since 1970 a timestamptz holds).
 local SECONDS_MAX, TIME_MAX = limits.seconds, limits.time
 _M.SECONDS_MAX, _M.TIME_MAX = SECONDS_MAX, TIME_MAX
+-- The longest age (retention's max_age, archive_after) the server can
+-- subtract from now: timestamps begin in 4713 BC, 2.1e11 seconds back.
+_M.AGE_MAX = 1e11
 -- Whole numbers beyond 2^53 are not all doubles: no count goes past it.
 local WHOLE_MAX = 2 ^ 53
 
@@ -191,8 +194,8 @@ function _M.seconds(v, name, positive, max)
   if v == nil then return nil end
   max = max or SECONDS_MAX
   if not (v >= 0 and v <= max) or (positive and v == 0) then
-    return out_of_range(name, format("a number of seconds %s %.0f", positive and "above 0 up to" or "from 0 to",
-      max), v)
+    return out_of_range(name, format(positive and "a positive number of seconds up to %.0f"
+      or "a number of seconds from 0 to %.0f", max), v)
   end
 end
 

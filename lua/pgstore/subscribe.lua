@@ -133,7 +133,8 @@ end
 function Sub:next(timeout)
   check(self, "next")
   errors.check(timeout, 1, "next", "number|nil")
-  if timeout ~= timeout then return nil, errors.new("invalid", "timeout must be a number of seconds, not NaN") end
+  local bad = options.seconds(timeout, "timeout")
+  if bad then return nil, bad end
   local deadline = now() + (timeout or 0)
   drain(self)
   while true do
