@@ -254,6 +254,23 @@ describe("number options", function()
     S.alive(db)
   end)
 
+  it("hold projection definitions to the same rule", function()
+    local projection = require "pgstore.projection"
+    for _, field in ipairs{ "batch", "partitions" } do
+      for _, v in ipairs{ "1e300", "0/0", "math.huge", "1.5", "0" } do
+        local path = os.tmpname()
+        local f = assert(io.open(path, "w"))
+        f:write(("return { name = 'p', handlers = { E = function() end }, partitioned = true, %s = %s }")
+          :format(field, v))
+        f:close()
+        local def, msg = projection.load(path)
+        os.remove(path)
+        assert.is_nil(def, field .. " = " .. v)
+        assert.matches(path .. ": " .. field .. " must be a whole number", msg, 1, true)
+      end
+    end
+  end)
+
   it("raise in pgstore.core for its direct users, by the same bounds", function()
     local dsn = T.dsn()
     for _, k in ipairs{ "connect_timeout", "acquire_timeout", "query_timeout" } do
