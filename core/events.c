@@ -409,7 +409,7 @@ static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_
                                    (long long)o->version)
                    : pgs_error_set(err, PGS_EINVALID, "invalid expectation %d", (int)o->expect);
     /* 0 means now; other times are seconds since 1970 a timestamp can hold. */
-    if (o && (!(o->time >= 0) || o->time > 9.2e12))
+    if (o && (!(o->time >= 0) || o->time > PGS_TIME_MAX))
         return pgs_error_set(err, PGS_EINVALID, "time must be a finite number of seconds since 1970");
     if (o && o->idempotency_key && (!*o->idempotency_key || strlen(o->idempotency_key) > 1024))
         return pgs_error_set(err, PGS_EINVALID, "idempotency key must be 1 to 1024 bytes");
@@ -537,6 +537,11 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
         err = &local;
     if (nb < 1 || !batches)
         return pgs_error_set(err, PGS_EINVALID, "no batches given");
+    if (nb > PGS_APPEND_BATCHES_MAX)
+        return pgs_error_set(err, PGS_EINVALID,
+                             "%d batches in one append_many: at most %d; split them into "
+                             "several calls",
+                             nb, PGS_APPEND_BATCHES_MAX);
     if (!results)
         return pgs_error_set(err, PGS_EINVALID, "no room for the results given");
     pgs_strbuf_t *json = calloc((size_t)nb, sizeof *json);

@@ -325,10 +325,13 @@ pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const cha
         st = pgs_companion_check_size("value", len, kv->max_value, err);
     if (st == PGS_OK && len > 0x7fffffff)
         st = pgs_error_set(err, PGS_EINVALID, "value is too long");
+    if (st == PGS_OK && (isnan(ttl) || ttl > PGS_TIME_MAX))
+        st = pgs_error_set(err, PGS_EINVALID, "ttl must be a number of seconds up to %.0f, got %g",
+                           PGS_TIME_MAX, ttl);
     if (st != PGS_OK)
         return st;
     char ttlbuf[32];
-    int expires = ttl > 0 && !isnan(ttl);
+    int expires = ttl > 0;
     if (expires)
         snprintf(ttlbuf, sizeof ttlbuf, "%.17g", ttl);
     pgs_param_t p[3] = {{key, -1}, {value, (int)len}, {expires ? ttlbuf : NULL, -1}};

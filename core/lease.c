@@ -27,6 +27,7 @@
 #include "error.h"
 #include "thread.h"
 #include "sql.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -216,6 +217,8 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
         return pgs_error_set(err, PGS_EINVALID, "a partition set needs a name");
     if (strlen(opts->name) > 200)
         return pgs_error_set(err, PGS_EINVALID, "partition set name longer than 200 bytes");
+    if (!pgs_utf8_valid(opts->name, strlen(opts->name)))
+        return pgs_error_set(err, PGS_EINVALID, "partition set name is not valid UTF-8");
     int32_t count = opts->count > 0 ? opts->count : 8;
     double lease = opts->lease > 0 ? opts->lease : 30;
     double renew = opts->renew > 0 ? opts->renew : 10;
@@ -226,6 +229,11 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
                              "renew (%gs) must be shorter than the lease (%gs)", renew, lease);
     if (opts->owner && (!*opts->owner || strlen(opts->owner) > 200))
         return pgs_error_set(err, PGS_EINVALID, "owner must be 1..200 bytes");
+    if (opts->owner && !pgs_utf8_valid(opts->owner, strlen(opts->owner)))
+        return pgs_error_set(err, PGS_EINVALID, "partition owner is not valid UTF-8");
+    if (!(lease <= PGS_SECONDS_MAX))
+        return pgs_error_set(err, PGS_EINVALID, "lease must be a number of seconds up to %.0f",
+                             PGS_SECONDS_MAX);
 
     pgs_lease_t *l = calloc(1, sizeof *l);
     if (!l)

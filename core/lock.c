@@ -15,6 +15,7 @@
 #include "conn.h"
 #include "error.h"
 #include "sql.h"
+#include "utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,44 +40,6 @@ struct pgs_lock {
 
 /* ---- keys ------------------------------------------------------------------- */
 
-static int valid_utf8(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        /* overlong forms, surrogates, beyond Unicode */
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-            return 0;
-        i += len;
-    }
-    return 1;
-}
-
 pgs_status_t pgs_lock_key_check(const char *key, size_t len, pgs_error_t *err)
 {
     if (!key || len == 0)
@@ -86,7 +49,7 @@ pgs_status_t pgs_lock_key_check(const char *key, size_t len, pgs_error_t *err)
                              PGS_LOCK_KEY_MAX);
     if (memchr(key, '\0', len))
         return pgs_error_set(err, PGS_EINVALID, "invalid lock key: contains a NUL byte");
-    if (!valid_utf8((const unsigned char *)key, len))
+    if (!pgs_utf8_valid(key, len))
         return pgs_error_set(err, PGS_EINVALID, "invalid lock key: not valid UTF-8");
     return PGS_OK;
 }
@@ -325,6 +288,17 @@ static pgs_status_t table_take(pgs_lock_t *l, double timeout, int try_only, int 
 
 /* ---- public --------------------------------------------------------------------- */
 
+/* A timeout (negative: no limit) or TTL the server can hold as int
+ * milliseconds: NaN, infinities and more than PGS_SECONDS_MAX are refused
+ * here rather than by the server as an SQL error. */
+static pgs_status_t check_seconds(const char *what, double s, int negative_ok, pgs_error_t *err)
+{
+    if (s != s || s > PGS_SECONDS_MAX || s < (negative_ok ? -PGS_SECONDS_MAX : 0))
+        return pgs_error_set(err, PGS_EINVALID, "lock %s must be a number of seconds from 0 to %.0f, got %g",
+                             what, PGS_SECONDS_MAX, s);
+    return PGS_OK;
+}
+
 static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pgs_lock_opts_t *opts,
                          int try_only, pgs_lock_t **out, pgs_error_t *err)
 {
@@ -335,6 +309,10 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
     pgs_lock_mode_t mode = opts ? opts->mode : PGS_LOCK_ADVISORY;
     if (mode != PGS_LOCK_ADVISORY && mode != PGS_LOCK_TABLE)
         return pgs_error_set(err, PGS_EINVALID, "unknown lock mode %d", (int)mode);
+    if (opts && (st = check_seconds("timeout", opts->timeout, 1, err)) != PGS_OK)
+        return st;
+    if (opts && mode == PGS_LOCK_TABLE && (st = check_seconds("ttl", opts->ttl, 0, err)) != PGS_OK)
+        return st;
     pgs_lock_t *l = new_lock(pool, key, len, mode);
     if (!l)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
@@ -486,6 +464,8 @@ pgs_status_t pgs_lock_xact(pgs_conn_t *tx, const char *key, size_t len, double t
                            pgs_error_t *err)
 {
     pgs_status_t st = pgs_lock_key_check(key, len, err);
+    if (st == PGS_OK)
+        st = check_seconds("timeout", timeout, 1, err);
     if (st == PGS_OK)
         st = in_transaction(tx, err);
     if (st != PGS_OK)

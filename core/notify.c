@@ -5,6 +5,7 @@
  */
 #include "notify.h"
 #include "conn.h"
+#include "utf8.h"
 
 #include <string.h>
 
@@ -42,6 +43,8 @@ pgs_status_t pgs_notify_payload_check(const char *payload, size_t len, pgs_error
                              len, PGS_NOTIFY_PAYLOAD_MAX);
     if (len && memchr(payload, '\0', len))
         return pgs_error_set(err, PGS_EINVALID, "NOTIFY payload contains a NUL byte");
+    if (!pgs_utf8_valid(payload, len))
+        return pgs_error_set(err, PGS_EINVALID, "NOTIFY payload is not valid UTF-8");
     return PGS_OK;
 }
 

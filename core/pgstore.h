@@ -358,6 +358,20 @@ typedef struct pgs_events pgs_events_t;
 /* The largest event (data + metadata bytes) a store takes by default. */
 #define PGS_EVENT_SIZE_DEFAULT (1024 * 1024)
 
+/* The number rules the core holds every caller to, exported to Lua as
+ * core.limits (seconds, time, batches) so no other layer restates them.
+ * PGS_SECONDS_MAX: the longest timeout, TTL or interval in seconds, since
+ * the server keeps its timeouts as int milliseconds (2^31 - 1 ms, 24.8
+ * days). PGS_TIME_MAX: the latest append time, in seconds since 1970, a
+ * timestamptz holds (it ends in the year 294276). PGS_APPEND_BATCHES_MAX:
+ * batches in one all-or-nothing append_many; each takes two advisory locks
+ * until its transaction ends, and the server's lock table is shared by all
+ * (max_locks_per_transaction x max_connections): split bigger imports into
+ * calls of at most this many, each its own transaction. */
+#define PGS_SECONDS_MAX 2147483.0
+#define PGS_TIME_MAX 9.2e12
+#define PGS_APPEND_BATCHES_MAX 1000
+
 typedef struct pgs_events_opts {
     const char *table;         /* NULL → "events"                          */
     const char *notify;        /* channel woken after appends; NULL →
@@ -435,7 +449,8 @@ typedef struct pgs_append_batch {
 } pgs_append_batch_t;
 
 /* Appends to several streams all-or-nothing, in one round trip. results has
- * nb entries. On failure err->batch is the failing batch (1-based). */
+ * nb entries, 1 <= nb <= PGS_APPEND_BATCHES_MAX (else PGS_EINVALID, nothing
+ * sent). On failure err->batch is the failing batch (1-based). */
 pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *batches, int nb,
                                     pgs_append_result_t *results, pgs_error_t *err);
 

@@ -348,10 +348,11 @@ describe("kv: schema init and the phase hook", function()
     S.drop(db, t, barrier)
   end)
 
-  it("accepts a lock_timeout beyond the server's limit, as its longest wait", function()
+  it("takes a lock_timeout up to the server's longest wait, and refuses one beyond it", function()
     local t = T.unique("kvlongwait")
-    local kv = assert(db:kv{ table = t, cleanup_interval = 0, lock_timeout = 1e9 })
+    local kv = assert(db:kv{ table = t, cleanup_interval = 0, lock_timeout = 2147483 })
     kv:close()
+    S.fails("invalid", nil, db:kv{ table = t, cleanup_interval = 0, lock_timeout = 1e9 })
     S.drop(db, t)
   end)
 

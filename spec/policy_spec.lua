@@ -91,7 +91,8 @@ describe("policies", function()
     end
     local bad = { { "30", "use a number and a unit" }, { "30x", "unknown unit 'x'" }, { "", "empty" },
                   { "0d", "longer than zero" }, { -5, "positive" }, { 0, "positive" }, { "d", "use a number" },
-                  { "5 days", "unknown unit 'days'" }, { true, "got boolean" }, { 0 / 0, "positive" } }
+                  { "5 days", "unknown unit 'days'" }, { true, "got boolean" }, { 0 / 0, "positive" },
+                  { math.huge, "up to" }, { 1e308, "up to" }, { "999999999999w", "at most" } }
     for _, c in ipairs(bad) do
       it(("refuses %q"):format(tostring(c[1])), function()
         local v, err = policy.duration(c[1])

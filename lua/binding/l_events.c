@@ -105,7 +105,7 @@ static int l_events_new(lua_State *L)
     }
     o.notify = notify ? notify : "";
     o.notify_in_tx = pgs_l_opt_bool(L, 2, "notify_in_tx");
-    o.notify_interval = pgs_l_opt_number(L, 2, "notify_interval", 0);
+    o.notify_interval = pgs_l_opt_seconds(L, 2, "notify_interval", 0);
     o.skip_schema_init = !pgs_l_opt_bool(L, 2, "migrate");
     o.max_event_size = pgs_l_opt_size(L, 2, "max_event_size");
 
@@ -189,7 +189,16 @@ static int l_events_append_many(lua_State *L)
 {
     pgs_events_t *es = check_es(L);
     luaL_checktype(L, 2, LUA_TTABLE);
-    int nb = (int)lua_objlen(L, 2);
+    size_t len = lua_objlen(L, 2);
+    pgs_error_t err;
+    /* Refused before a byte is encoded: the core's limit, the core's words. */
+    if (len > PGS_APPEND_BATCHES_MAX) {
+        pgs_append_batch_t none = {0};
+        pgs_append_result_t unused;
+        pgs_events_append_many(es, &none, len > INT_MAX ? INT_MAX : (int)len, &unused, &err);
+        return pgs_l_push_error(L, &err);
+    }
+    int nb = (int)len;
     pgs_append_batch_t *b = lua_newuserdata(L, (size_t)(nb ? nb : 1) * sizeof *b);
     pgs_append_result_t *r = lua_newuserdata(L, (size_t)(nb ? nb : 1) * sizeof *r);
     memset(b, 0, (size_t)(nb ? nb : 1) * sizeof *b);
@@ -223,7 +232,6 @@ static int l_events_append_many(lua_State *L)
         b[i].opts.time = lua_tonumber(L, -1);
         lua_settop(L, holder); /* strings stay alive in the batch tables */
     }
-    pgs_error_t err;
     if (nul) {
         pgs_error_set(&err, PGS_EINVALID,
                       "the stream name or idempotency key of batch %d contains a NUL byte", nul);

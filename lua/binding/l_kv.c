@@ -34,8 +34,8 @@ static pgs_status_t open_store(lua_State *L, pgs_pool_t *pool, void **out, pgs_e
         .table = pgs_l_opt_string(L, 2, "table"),
         .skip_schema_init = pgs_l_opt_bool(L, 2, "schema_init_by_caller") ? PGS_KV_SCHEMA_BY_CALLER
                           : pgs_l_opt_bool(L, 2, "skip_schema_init"),
-        .cleanup_interval = pgs_l_opt_nonneg(L, 2, "cleanup_interval", 0),
-        .lock_timeout = pgs_l_opt_nonneg(L, 2, "lock_timeout", 0),
+        .cleanup_interval = pgs_l_opt_seconds(L, 2, "cleanup_interval", 0),
+        .lock_timeout = pgs_l_opt_seconds(L, 2, "lock_timeout", 0),
         .max_value_size = pgs_l_opt_size(L, 2, "max_value_size"),
     };
     pgs_kv_t *kv;

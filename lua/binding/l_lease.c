@@ -36,8 +36,8 @@ static int l_lease_new(lua_State *L)
     double count = pgs_l_opt_number(L, 2, "count", 0);
     /* Out of range (the Lua side refuses it first): -1, which the core does. */
     o.count = count >= 0 && count <= 1e6 ? (int32_t)count : -1;
-    o.lease = pgs_l_opt_number(L, 2, "lease", 0);
-    o.renew = pgs_l_opt_number(L, 2, "renew", 0);
+    o.lease = pgs_l_opt_seconds(L, 2, "lease", 0);
+    o.renew = pgs_l_opt_seconds(L, 2, "renew", 0);
     o.skip_schema_init = pgs_l_opt_bool(L, 2, "skip_schema_init");
 
     pgs_l_handle_t *h = pgs_l_handle_new(L, PGS_LEASE_MT);

@@ -16,6 +16,7 @@
 #include "binding.h"
 #include "opts.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* ---- options ------------------------------------------------------------------ */
@@ -35,12 +36,12 @@ static int l_listener_new(lua_State *L)
     memset(&o, 0, sizeof o);
     o.conn.conninfo = pgs_l_opt_string(L, 1, "dsn");
     o.conn.application_name = pgs_l_opt_string(L, 1, "application_name");
-    o.conn.connect_timeout = pgs_l_opt_number(L, 1, "connect_timeout", 0);
-    o.heartbeat = pgs_l_opt_number(L, 1, "heartbeat", 0);
-    o.heartbeat_timeout = pgs_l_opt_number(L, 1, "heartbeat_timeout", 0);
-    o.reconnect_min = pgs_l_opt_number(L, 1, "reconnect_min", 0);
-    o.reconnect_max = pgs_l_opt_number(L, 1, "reconnect_max", 0);
-    o.max_queue = (int)pgs_l_opt_number(L, 1, "max_queue", 0);
+    o.conn.connect_timeout = pgs_l_opt_seconds(L, 1, "connect_timeout", 0);
+    o.heartbeat = pgs_l_opt_seconds(L, 1, "heartbeat", 0);
+    o.heartbeat_timeout = pgs_l_opt_seconds(L, 1, "heartbeat_timeout", 0);
+    o.reconnect_min = pgs_l_opt_seconds(L, 1, "reconnect_min", 0);
+    o.reconnect_max = pgs_l_opt_seconds(L, 1, "reconnect_max", 0);
+    o.max_queue = pgs_l_opt_int(L, 1, "max_queue", 0, INT_MAX, 0);
     o.ignore_self = pgs_l_opt_bool(L, 1, "ignore_self");
 
     int n = (int)lua_objlen(L, 2), nul = 0;
@@ -94,8 +95,9 @@ static double opt_timeout(lua_State *L, int idx, double dflt, const char *fname)
     if (lua_isnoneornil(L, idx))
         return dflt;
     double t = luaL_checknumber(L, idx);
-    if (t < 0 || t != t)
-        luaL_error(L, "bad argument #%d to '%s' (timeout must not be negative)", idx - 1, fname);
+    if (!(t >= 0 && t <= PGS_SECONDS_MAX))
+        luaL_error(L, "bad argument #%d to '%s' (timeout must be a number of seconds from 0 to %.0f)",
+                   idx - 1, fname, PGS_SECONDS_MAX);
     return t;
 }
 

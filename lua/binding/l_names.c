@@ -3,7 +3,8 @@
  * rather than restate:
  *
  *   core.limits = { name = 63, channel = 63, notify_payload = 7999,
- *                   event_size = 1048576, lock_key = 512 }
+ *                   event_size = 1048576, lock_key = 512,
+ *                   seconds = 2147483, time = 9.2e12, batches = 1000 }
  *   core.check_table(name[, suffix]) → true | nil, err (code "invalid")
  *   core.check_channel(name) → true | nil, err
  *   core.check_notify(channel, payload) → true | nil, err
@@ -56,11 +57,14 @@ void pgs_l_names_open(lua_State *L)
         {"check_notify", l_check_notify}, {"quote_ident", l_quote_ident},
         {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 8);
     pgs_l_set_number(L, "name", PGS_NAME_MAX);
     pgs_l_set_number(L, "channel", PGS_CHANNEL_MAX);
     pgs_l_set_number(L, "notify_payload", PGS_NOTIFY_PAYLOAD_MAX);
     pgs_l_set_number(L, "event_size", PGS_EVENT_SIZE_DEFAULT);
     pgs_l_set_number(L, "lock_key", PGS_LOCK_KEY_MAX);
+    pgs_l_set_number(L, "seconds", PGS_SECONDS_MAX);
+    pgs_l_set_number(L, "time", PGS_TIME_MAX);
+    pgs_l_set_number(L, "batches", PGS_APPEND_BATCHES_MAX);
     lua_setfield(L, -2, "limits");
 }

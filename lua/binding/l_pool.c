@@ -41,15 +41,12 @@ static int l_pool_new(lua_State *L)
     memset(&o, 0, sizeof o);
     o.conn.conninfo = pgs_l_opt_string(L, 1, "dsn");
     o.conn.application_name = pgs_l_opt_string(L, 1, "application_name");
-    o.conn.connect_timeout = pgs_l_opt_nonneg(L, 1, "connect_timeout", 5);
-    double statement_timeout = pgs_l_opt_nonneg(L, 1, "statement_timeout", 0);
-    o.conn.statement_timeout_ms = statement_timeout > INT_MAX ? INT_MAX : (int)statement_timeout;
-    o.conn.query_timeout = pgs_l_opt_nonneg(L, 1, "query_timeout", 0);
-    double size = pgs_l_opt_nonneg(L, 1, "pool_size", 4);
-    if (size > 10000)
-        return luaL_error(L, "bad option 'pool_size' (at most 10000)");
-    o.max_size = (int)size;
-    o.acquire_timeout = pgs_l_opt_nonneg(L, 1, "acquire_timeout", 5);
+    o.conn.connect_timeout = pgs_l_opt_seconds(L, 1, "connect_timeout", 5);
+    /* milliseconds, as the server's setting */
+    o.conn.statement_timeout_ms = pgs_l_opt_int(L, 1, "statement_timeout", 0, INT_MAX, 0);
+    o.conn.query_timeout = pgs_l_opt_seconds(L, 1, "query_timeout", 0);
+    o.max_size = pgs_l_opt_int(L, 1, "pool_size", 0, 10000, 4);
+    o.acquire_timeout = pgs_l_opt_seconds(L, 1, "acquire_timeout", 5);
     const char *shared_key = pgs_l_opt_string(L, 1, "shared");
 
     lpool_t *p = lua_newuserdata(L, sizeof *p);

@@ -2,7 +2,8 @@
  * opts.c — reading options tables in the binding (see opts.h). The Lua API
  * (pgstore.options) refuses unknown options and wrong types first, at the
  * user's line; these checks keep direct users of pgstore.core from handing
- * the core a value of the wrong type.
+ * the core a value of the wrong type, or a number out of the core's range
+ * (the same rules, from pgstore.h, that pgstore.options applies).
  */
 #include "opts.h"
 
@@ -65,6 +66,22 @@ double pgs_l_opt_nonneg(lua_State *L, int t, const char *k, double dflt)
     if (d < 0 || d != d)
         luaL_error(L, "bad option '%s' (must not be negative)", k);
     return d;
+}
+
+double pgs_l_opt_seconds(lua_State *L, int t, const char *k, double dflt)
+{
+    double d = pgs_l_opt_number(L, t, k, dflt);
+    if (!(d >= 0 && d <= PGS_SECONDS_MAX))
+        luaL_error(L, "bad option '%s' (must be a number of seconds from 0 to %.0f)", k, PGS_SECONDS_MAX);
+    return d;
+}
+
+int pgs_l_opt_int(lua_State *L, int t, const char *k, int lo, int hi, int dflt)
+{
+    double d = pgs_l_opt_number(L, t, k, dflt);
+    if (!(d >= lo && d <= hi) || d != floor(d))
+        luaL_error(L, "bad option '%s' (must be a whole number from %d to %d)", k, lo, hi);
+    return (int)d;
 }
 
 size_t pgs_l_opt_size(lua_State *L, int t, const char *k)

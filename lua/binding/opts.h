@@ -19,6 +19,11 @@ const char *pgs_l_opt_string(lua_State *L, int t, const char *k);
 double pgs_l_opt_number(lua_State *L, int t, const char *k, double dflt);
 /* A number field that must not be negative (nor NaN). */
 double pgs_l_opt_nonneg(lua_State *L, int t, const char *k, double dflt);
+/* Seconds (a timeout, TTL or interval): 0 to PGS_SECONDS_MAX; NaN,
+ * infinities and negatives raise. */
+double pgs_l_opt_seconds(lua_State *L, int t, const char *k, double dflt);
+/* A whole number from lo to hi. */
+int pgs_l_opt_int(lua_State *L, int t, const char *k, int lo, int hi, int dflt);
 /* A byte count: a whole number from 0 to PGS_L_MAX_SIZE (absent: 0). */
 size_t pgs_l_opt_size(lua_State *L, int t, const char *k);
 /* A boolean field (absent: 0). */

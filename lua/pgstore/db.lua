@@ -103,7 +103,7 @@ end
 function Db:acquire(timeout)
   check(self, "acquire")
   options.arg(timeout, 1, "acquire", "number|nil")
-  local bad = options.nonneg(timeout, "timeout")
+  local bad = options.seconds(timeout, "timeout")
   if bad then return nil, bad end
   return self.pool:acquire(timeout)
 end

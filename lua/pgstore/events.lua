@@ -12,7 +12,7 @@ local Tx = require "pgstore.tx"
 local type, ipairs, pairs, tostring, select = type, ipairs, pairs, tostring, select
 -- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local getmetatable = debug.getmetatable
-local floor, huge = math.floor, math.huge
+local floor = math.floor
 local null = core.null
 
 local _M = {}
@@ -21,6 +21,7 @@ local mt = { __index = Events, __name = "pgstore.events", __metatable = false }
 _M.Events = Events
 
 local MAX_VERSION = 2 ^ 53
+local MAX_BATCHES = core.limits.batches
 local EXPECTED = { any = -1, no_stream = -2, exists = -3 }
 local EXPECTED_NAME = { [-1] = "any", [-2] = "no_stream", [-3] = "exists" }
 
@@ -71,7 +72,7 @@ function _M.new(db, opts)
   opts = check_options(opts, OPTIONS, 1, "events")
   local bad = errors.nul(opts, "table", "notify")
     or options.int(opts.max_event_size, "max_event_size", 1, 1073741824)
-    or options.nonneg(opts.notify_interval, "notify_interval")
+    or options.seconds(opts.notify_interval, "notify_interval")
     or options.int(opts.idempotency_ttl, "idempotency_ttl", 0, 2 ^ 32)
   if bad then return nil, bad end
   if opts.table then
@@ -229,9 +230,8 @@ function Events:append(stream, events, opts)
   local conn = opts.tx ~= nil and Tx.conn_of(opts.tx, 3, "append") or nil
   local expected, err = expected_number(opts.expected)
   if not expected then return nil, err end
-  if opts.time ~= nil and (opts.time ~= opts.time or opts.time <= 0 or opts.time == huge) then
-    return nil, errors.new("invalid", "time must be positive unix seconds")
-  end
+  err = options.time(opts.time, "time")
+  if err then return nil, err end
   local encoded
   encoded, err = encode_events(self, events, 2, "append")
   if not encoded then return nil, err end
@@ -258,6 +258,18 @@ local BATCH_FIELDS = { stream = "string", events = "table", expected = "number|s
 
 local APPEND_MANY_OPTIONS = { tx = "table" }
 
+-- check_batch_count(batches) → nil, or an invalid error for none or more
+-- than core.limits.batches, before any batch is looked at: one call is one
+-- transaction whose locks the server's shared lock table must hold.
+function _M.check_batch_count(batches)
+  local n = #batches
+  if n == 0 then return errors.new("invalid", "no batches given") end
+  if n > MAX_BATCHES then
+    return errors.new("invalid", ("%d batches in one append_many: at most %d; split them into several calls")
+      :format(n, MAX_BATCHES))
+  end
+end
+
 -- Inside the caller's transaction: the batches one after another on its
 -- connection (its commit or rollback makes them all or nothing).
 local function append_in_tx(self, out, conn)
@@ -279,7 +291,8 @@ function Events:append_many(batches, opts)
   options.arg(batches, 1, "append_many", "table", "array of batches")
   opts = check_options(opts, APPEND_MANY_OPTIONS, 2, "append_many")
   local conn = opts.tx ~= nil and Tx.conn_of(opts.tx, 2, "append_many") or nil
-  if #batches == 0 then return nil, errors.new("invalid", "no batches given") end
+  local bad = _M.check_batch_count(batches)
+  if bad then return nil, bad end
   local out = {}
   for i, b in ipairs(batches) do
     options.arg(b, 1, "append_many", "table", ("batch %d: table"):format(i))
@@ -288,10 +301,8 @@ function Events:append_many(batches, opts)
     options.arg(b.events, 1, "append_many", "table", ("batch %d: events (table)"):format(i))
     local expected, err = expected_number(b.expected)
     if not expected then err.message = ("batch %d: %s"):format(i, err.message); err.batch = i; return nil, err end
-    local time = b.time
-    if time ~= nil and (time ~= time or time <= 0 or time == huge) then
-      return nil, errors.new("invalid", ("batch %d: time must be positive unix seconds"):format(i), { batch = i })
-    end
+    err = options.time(b.time, "time")
+    if err then err.message = ("batch %d: %s"):format(i, err.message); err.batch = i; return nil, err end
     local encoded
     encoded, err = encode_events(self, b.events, 1, "append_many")
     if not encoded then err.batch = i; return nil, err end

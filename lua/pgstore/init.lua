@@ -38,9 +38,9 @@ function _M.connect(opts)
   options.check(opts, OPTION_TYPES, 1, "connect")
   options.list(opts, "read_dsn", "string", 1, "connect")
   local bad = options.int(opts.pool_size, "pool_size", 1, 10000)
-    or options.nonneg(opts.connect_timeout, "connect_timeout") or options.nonneg(opts.acquire_timeout, "acquire_timeout")
-    or options.nonneg(opts.statement_timeout, "statement_timeout")
-    or options.nonneg(opts.query_timeout, "query_timeout")
+    or options.seconds(opts.connect_timeout, "connect_timeout") or options.seconds(opts.acquire_timeout, "acquire_timeout")
+    or options.int(opts.statement_timeout, "statement_timeout", 0, 2147483647) -- ms, as the server's
+    or options.seconds(opts.query_timeout, "query_timeout")
   if bad then return nil, bad end
   return Db.new(opts)
 end

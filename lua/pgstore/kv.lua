@@ -76,8 +76,8 @@ end
 -- max_value_size (bytes per value, 1 MiB)
 function _M.new(db, opts)
   opts = C.options(opts, OPTIONS, 1, "kv")
-  local bad = options.nonneg(opts.cleanup_interval, "cleanup_interval")
-    or options.nonneg(opts.lock_timeout, "lock_timeout", true)
+  local bad = options.seconds(opts.cleanup_interval, "cleanup_interval")
+    or options.seconds(opts.lock_timeout, "lock_timeout", true)
     or C.size(opts.max_value_size, "max_value_size") or errors.nul(opts, "table")
   local interval = opts.cleanup_interval
   if interval == nil then interval = DEFAULT_CLEANUP_INTERVAL end
@@ -113,14 +113,16 @@ function _M:migrate()
 end
 
 -- kv:set(key, value [, ttl [, { tx = tx }]]) → true | nil, err
--- ttl in seconds (fractions allowed); nil or ≤ 0: never expires.
+-- ttl in seconds (fractions allowed) up to the latest time a timestamp
+-- holds (options.TIME_MAX); nil or ≤ 0: never expires.
 function _M:set(key, value, ttl, opts)
   C.check(self, mt, "set")
   C.arg(key, 1, "set", "string")
   C.arg(value, 2, "set", "string")
   C.arg(ttl, 3, "set", "number|nil")
   local _, conn, tx = C.call_opts(opts, nil, 4, "set")
-  if ttl ~= ttl then return nil, errors.new("invalid", "ttl must be a number of seconds, got nan") end
+  local bad = ttl and not (ttl <= 0) and options.seconds(ttl, "ttl", true, options.TIME_MAX)
+  if bad then return nil, bad end
   return C.note(tx, self.core:set(key, value, ttl, conn))
 end
 

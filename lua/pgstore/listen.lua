@@ -51,11 +51,12 @@ _M.OPTIONS = {
 }
 
 -- Checks a listener's options (misuse raises through pgstore.options) →
--- opts, or nil and an invalid error when a number is not positive.
+-- opts, or nil and an invalid error for a number out of range: every
+-- number but max_queue is seconds, above 0.
 function _M.check_options(opts, spec, n, fname)
   opts = options.check(opts, spec, n, fname)
   for k, v in pairs(opts) do
-    local bad = spec[k] == "number" and options.nonneg(v, k, true)
+    local bad = spec[k] == "number" and k ~= "max_queue" and options.seconds(v, k, true)
     if bad then return nil, bad end
   end
   local bad = options.int(opts.max_queue, "max_queue", 1, 2147483647)
@@ -95,7 +96,7 @@ end
 function Listener:wait(timeout)
   local l = check(self)
   options.arg(timeout, 1, "wait", "number|nil")
-  local bad = options.nonneg(timeout, "timeout")
+  local bad = options.seconds(timeout, "timeout")
   if bad then return nil, bad end
   return l:wait(timeout)
 end
@@ -113,7 +114,13 @@ end
 -- l:notify(channel, payload[, timeout]) → true | nil, err: on the listener's
 -- own connection, confirmed by the server within timeout (default: the
 -- connect timeout) — what pgstore.relay broadcasts with.
-function Listener:notify(channel, payload, timeout) return check(self):notify(channel, payload, timeout) end
+function Listener:notify(channel, payload, timeout)
+  local l = check(self)
+  options.arg(timeout, 3, "notify", "number|nil")
+  local bad = options.seconds(timeout, "timeout")
+  if bad then return nil, bad end
+  return l:notify(channel, payload, timeout)
+end
 -- l:fd() → socket | nil;  l:due() → seconds until l:wait(0) must run anyway
 function Listener:fd() return check(self):fd() end
 function Listener:due() return check(self):due() end

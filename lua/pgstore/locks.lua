@@ -54,8 +54,8 @@ local OPTIONS = {
 local function lock_options(opts, n, fname)
   if opts == nil then return nil end
   options.check(opts, OPTIONS, n, fname)
-  local bad = options.one_of(opts.mode, "mode", MODES) or options.nonneg(opts.timeout, "timeout")
-    or options.nonneg(opts.ttl, "ttl", true) or errors.nul(opts, "table")
+  local bad = options.one_of(opts.mode, "mode", MODES) or options.seconds(opts.timeout, "timeout")
+    or options.seconds(opts.ttl, "ttl", true) or errors.nul(opts, "table")
   if bad then return nil, bad end
   return opts
 end

@@ -5,7 +5,8 @@
 -- misuse and raises, positioned at the caller's line; a value of the right
 -- type that is out of range or malformed is `nil, err` with code "invalid".
 local errors = require "pgstore.errors"
-local null = require("pgstore.core").null
+local core = require "pgstore.core"
+local null, limits = core.null, core.limits
 
 local type, pairs, tostring, error, select = type, pairs, tostring, error, select
 local getinfo = debug.getinfo
@@ -167,22 +168,51 @@ end
 
 -- The checks below return an error value (code "invalid") or nil when the
 -- option is absent or fine; chain them with `or` and return the first.
+-- Every number option of the API goes through one of them, so NaN, the
+-- infinities, negatives, fractions where a count is meant and values past
+-- what the server holds are refused the same way everywhere, before
+-- anything is sent. The bounds are the core's (core.limits, pgstore.h).
 
--- A number that is >= 0 (positive = true: > 0) and not NaN.
-function _M.nonneg(v, name, positive)
+-- The longest timeout, TTL or interval in seconds (2^31 - 1 ms: the
+-- server keeps its timeouts as int milliseconds), and the latest append
+-- time (seconds since 1970 a timestamptz holds).
+local SECONDS_MAX, TIME_MAX = limits.seconds, limits.time
+_M.SECONDS_MAX, _M.TIME_MAX = SECONDS_MAX, TIME_MAX
+-- The longest age (retention's max_age, archive_after) the server can
+-- subtract from now: timestamps begin in 4713 BC, 2.1e11 seconds back.
+_M.AGE_MAX = 1e11
+-- Whole numbers beyond 2^53 are not all doubles: no count goes past it.
+local WHOLE_MAX = 2 ^ 53
+
+local function out_of_range(name, what, v)
+  return errors.new("invalid", format("%s must be %s, got %s", name, what, tostring(v)))
+end
+
+-- A number of seconds (a timeout, TTL, interval): from 0 (positive = true:
+-- above 0) to max (default SECONDS_MAX), fractions allowed.
+function _M.seconds(v, name, positive, max)
   if v == nil then return nil end
-  if v ~= v or v < 0 or (positive and v == 0) then
-    return errors.new("invalid", format("%s must be %s, got %s", name,
-      positive and "positive" or "zero or positive", tostring(v)))
+  max = max or SECONDS_MAX
+  if not (v >= 0 and v <= max) or (positive and v == 0) then
+    return out_of_range(name, format(positive and "a positive number of seconds up to %.0f"
+      or "a number of seconds from 0 to %.0f", max), v)
   end
 end
 
--- A whole number in lo .. hi.
+-- A whole number in lo .. hi (hi at most 2^53).
 function _M.int(v, name, lo, hi)
   if v == nil then return nil end
-  if v ~= v or v % 1 ~= 0 or v < lo or v > hi then
-    return errors.new("invalid", format("%s must be a whole number from %s to %s, got %s",
-      name, tostring(lo), tostring(hi), tostring(v)))
+  if hi > WHOLE_MAX then hi = WHOLE_MAX end
+  if not (v >= lo and v <= hi) or v % 1 ~= 0 then
+    return out_of_range(name, format("a whole number from %.0f to %.0f", lo, hi), v)
+  end
+end
+
+-- A point in time as unix seconds: above 0, up to what a timestamptz holds.
+function _M.time(v, name)
+  if v == nil then return nil end
+  if not (v > 0 and v <= TIME_MAX) then
+    return out_of_range(name, format("positive unix seconds up to %.0f", TIME_MAX), v)
   end
 end
 

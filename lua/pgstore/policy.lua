@@ -33,10 +33,12 @@ _M.Set = Set
 local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
 
 -- "30d", "12h", "15m", "45s", "2w", compounds "1d12h" / "1h 30m", or a
--- number of seconds → seconds | nil, message. Zero and negative refused.
+-- number of seconds → seconds | nil, message. Zero, negative, NaN and
+-- ages the server cannot subtract from now (options.AGE_MAX) refused.
 function _M.duration(v)
   if type(v) == "number" then
-    if v ~= v or v <= 0 or v == math.huge then return nil, "a duration must be a positive number of seconds" end
+    local bad = options.seconds(v, "a duration", true, options.AGE_MAX)
+    if bad then return nil, bad.message end
     return v
   end
   if type(v) ~= "string" then return nil, "a duration must be a string like \"30d\" or seconds, got " .. type(v) end
@@ -56,6 +58,9 @@ function _M.duration(v)
     pos = after
   end
   if total <= 0 then return nil, format("bad duration '%s': it must be longer than zero", v) end
+  if total > options.AGE_MAX then
+    return nil, format("bad duration '%s': at most %.0f seconds", v, options.AGE_MAX)
+  end
   return total
 end
 

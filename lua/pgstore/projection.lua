@@ -73,17 +73,16 @@ function _M.load(path, unsafe)
     end
   end
   def.batch = def.batch or 500
-  if type(def.batch) ~= "number" or def.batch < 1 or def.batch % 1 ~= 0 then
-    return fail(path, "batch must be a positive integer")
-  end
+  if type(def.batch) ~= "number" then return fail(path, "batch must be a positive integer") end
+  local bad = options.int(def.batch, "batch", 1, 2 ^ 31)
+  if bad then return fail(path, bad.message) end
   def.on_error = def.on_error or "stop"
   if def.on_error ~= "stop" and def.on_error ~= "skip" and def.on_error ~= "park" then
     return fail(path, "on_error must be 'stop', 'skip' or 'park'")
   end
   def.partitions = def.partitions or 8
-  if def.partitions ~= def.partitions or def.partitions < 1 or def.partitions > 65536 or def.partitions % 1 ~= 0 then
-    return fail(path, ("partitions must be a whole number from 1 to 65536, got %s"):format(tostring(def.partitions)))
-  end
+  bad = options.int(def.partitions, "partitions", 1, 65536)
+  if bad then return fail(path, bad.message) end
   def.path = path
   return def
 end

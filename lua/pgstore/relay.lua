@@ -126,6 +126,8 @@ end
 function Relay:next(timeout)
   check(self, "next")
   options.arg(timeout, 1, "next", "number|nil")
+  local bad = options.seconds(timeout, "timeout")
+  if bad then return nil, bad end
   local deadline = timeout and now() + timeout
   while true do
     -- Take in whatever has arrived, so remote changes queue up in order

@@ -56,7 +56,8 @@ function _M.new(db, opts)
   local batch = opts.batch or 500
   local bad = (opts.name == "" and errors.new("invalid", "name (the consumer) must not be empty"))
     or (type(from) == "string" and options.one_of(from, "from", { start = true, ["end"] = true }))
-    or options.int(batch, "batch", 1, 2 ^ 31) or options.nonneg(opts.poll, "poll")
+    or (type(from) == "number" and options.int(from, "from (a cursor)", 0, 2 ^ 53))
+    or options.int(batch, "batch", 1, 2 ^ 31) or options.seconds(opts.poll, "poll")
   if bad then return nil, bad end
 
   -- The checkpoint belongs to (es's store, name): `checkpoints` chooses
@@ -134,7 +135,8 @@ end
 function Sub:next(timeout)
   check(self, "next")
   errors.check(timeout, 1, "next", "number|nil")
-  if timeout ~= timeout then return nil, errors.new("invalid", "timeout must be a number of seconds, not NaN") end
+  local bad = options.seconds(timeout, "timeout")
+  if bad then return nil, bad end
   local deadline = now() + (timeout or 0)
   drain(self)
   while true do

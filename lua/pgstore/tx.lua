@@ -112,7 +112,7 @@ function Tx:lock(key, opts)
   check(self)
   options.arg(key, 1, "lock", "string")
   local timeout = options.check(opts, LOCK_OPTIONS, 2, "lock").timeout
-  local bad = options.nonneg(timeout, "timeout")
+  local bad = options.seconds(timeout, "timeout")
   if bad then return nil, bad end
   return note(self, core.xact_lock(self.conn, key, timeout))
 end

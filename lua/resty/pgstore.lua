@@ -88,7 +88,9 @@ function _M.connect(opts)
   local max_pending = opts.max_pending or 32
   local queue_timeout = opts.queue_timeout or 5
   local bad = options.int(opts.pool_size, "pool_size", 1, 10000) or options.int(max_pending, "max_pending", 1, 2 ^ 31)
-    or options.nonneg(queue_timeout, "queue_timeout")
+    or options.seconds(queue_timeout, "queue_timeout")
+    or options.seconds(opts.connect_timeout, "connect_timeout") or options.seconds(opts.acquire_timeout, "acquire_timeout")
+    or options.int(opts.statement_timeout, "statement_timeout", 0, 2147483647) -- ms, as the server's
   if bad then return nil, bad end
   if opts.shared_dict and not ngx.shared[opts.shared_dict] then
     argerr(1, "connect", format("lua_shared_dict '%s' is not defined in nginx.conf", opts.shared_dict))

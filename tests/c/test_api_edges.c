@@ -88,6 +88,51 @@ static void test_append_edges(void)
     pgs_events_close(es);
 }
 
+/* Numbers and text the server cannot hold are PGS_EINVALID in the core
+ * itself, before anything is sent: lock timeouts and TTLs, NOTIFY payloads
+ * and partition names that are not UTF-8, too many append_many batches. */
+static void test_out_of_range_refused(void)
+{
+    pgs_error_t err;
+    pgs_lock_t *lock = NULL;
+    const double bad[] = {INFINITY, NAN, 1e308, PGS_SECONDS_MAX + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pgs_lock_opts_t o = {.mode = PGS_LOCK_ADVISORY, .timeout = bad[i]};
+        CHECK(pgs_lock_acquire(pool, "c-edge", 6, &o, &lock, &err) == PGS_EINVALID && !lock);
+        CHECK(strstr(err.message, "timeout") != NULL);
+        pgs_lock_opts_t t = {.mode = PGS_LOCK_TABLE, .ttl = bad[i]};
+        CHECK(pgs_lock_try(pool, "c-edge", 6, &t, &lock, &err) == PGS_EINVALID && !lock);
+        CHECK(strstr(err.message, "ttl") != NULL);
+    }
+    pgs_conn_t *c;
+    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
+    CHECK(pgs_notify(c, "c_edge", "a\xff" "b", 3, &err) == PGS_EINVALID);
+    CHECK(strstr(err.message, "UTF-8") != NULL);
+    CHECK(pgs_notify(c, "c_edge", "\xc0\xaf", 2, &err) == PGS_EINVALID); /* overlong '/' */
+    CHECK_OK(pgs_notify(c, "c_edge", "h\xc3\xa9", 3, &err), err);
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK(pgs_lock_xact(c, "c-edge", 6, INFINITY, &err) == PGS_EINVALID);
+    CHECK_OK(pgs_tx_rollback(c, &err), err);
+    pgs_pool_release(pool, c);
+    pgs_lease_t *l = NULL;
+    pgs_lease_opts_t lo = {.name = "p\xff"};
+    CHECK(pgs_lease_open(pool, &lo, &l, &err) == PGS_EINVALID && !l);
+    lo = (pgs_lease_opts_t){.name = "p", .owner = "\xed\xa0\x80"}; /* a surrogate */
+    CHECK(pgs_lease_open(pool, &lo, &l, &err) == PGS_EINVALID && !l);
+
+    pgs_events_t *es;
+    pgs_events_opts_t eo = {.table = "c_api_edges", .notify = ""};
+    CHECK_OK(pgs_events_open(pool, &eo, &es, &err), err);
+    /* refused as a whole, before any batch is looked at: none is blamed */
+    pgs_append_batch_t *many = calloc(PGS_APPEND_BATCHES_MAX + 1, sizeof *many);
+    pgs_append_result_t *res = calloc(PGS_APPEND_BATCHES_MAX + 1, sizeof *res);
+    CHECK(pgs_events_append_many(es, many, PGS_APPEND_BATCHES_MAX + 1, res, &err) == PGS_EINVALID);
+    CHECK(err.batch == 0);
+    free(many);
+    free(res);
+    pgs_events_close(es);
+}
+
 static void test_failed_opens_leave_null(void)
 {
     pgs_error_t err;
@@ -172,6 +217,7 @@ int main(void)
     }
     static const pgs_test_t tests[] = {{"rows accessors", test_rows_accessors},
                                        {"append edges", test_append_edges},
+                                       {"out of range refused", test_out_of_range_refused},
                                        {"failed opens leave *out NULL", test_failed_opens_leave_null},
                                        {"secrets and fields", test_secrets_and_fields},
                                        {NULL, NULL}};

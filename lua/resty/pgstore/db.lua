@@ -277,7 +277,7 @@ function Db:transaction(fn, opts)
   local retries = opts.retries or 3
   local timeout = opts.timeout or 30
   local bad = options.one_of(iso, "isolation", ISOLATION) or options.int(retries, "retries", 0, 1000)
-    or options.nonneg(timeout, "timeout", true)
+    or options.seconds(timeout, "timeout", true)
   if bad then return nil, bad end
   local cfg = self.cfg
   reaper(self)

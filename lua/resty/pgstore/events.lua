@@ -141,6 +141,8 @@ function Events:append_many(batches, opts)
   check_arg(opts, 2, "append_many", "table|nil")
   local tx
   opts, tx = stores.split_tx(self.db, opts, 2, "append_many")
+  local bad = pg_events.check_batch_count(batches)
+  if bad then return nil, bad end
   local out = {}
   for i, b in ipairs(batches) do
     if type(b) == "table" then

@@ -234,7 +234,7 @@ local function new_feed(db, opts)
   check_arg(opts, 1, "feed", "table")
   options.check(opts, FEED_OPTIONS, 1, "feed")
   local bad = options.int(opts.buffer, "buffer", 1, 2 ^ 31) or options.int(opts.batch, "batch", 1, 2 ^ 31)
-    or options.nonneg(opts.poll, "poll", true) or options.nonneg(opts.interval, "interval")
+    or options.seconds(opts.poll, "poll", true) or options.seconds(opts.interval, "interval")
   if bad then return nil, bad end
   local es = opts.events
   if not (es and es.skey and es.read_all) then argerr(1, "feed", "option 'events' must be an event store (db:events())") end

@@ -441,10 +441,8 @@ local function check_listen_options(opts, allowed, fname)
     end
   end
   opts = options.check(opts, allowed, 2, fname)
-  for k, v in pairs(opts) do
-    local bad = options.nonneg(v, k, true)
-    if bad then return nil, bad end
-  end
+  local bad = options.int(opts.max_queue, "max_queue", 1, 2147483647) or options.seconds(opts.timeout, "timeout", true)
+  if bad then return nil, bad end
   return opts
 end
 

@@ -77,7 +77,7 @@ function _M.new(db, _, opts)
   local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
   local bad = (opts.name == "" and errors.new("invalid", "name must not be empty"))
     or options.int(count, "count", 1, 65536)
-    or options.nonneg(lease, "lease", true) or options.nonneg(renew, "renew", true)
+    or options.seconds(lease, "lease", true) or options.seconds(renew, "renew", true)
     or (renew >= lease and errors.new("invalid",
           format("renew (%g s) must be shorter than lease (%g s)", renew, lease)))
   if bad then return nil, bad end

@@ -142,7 +142,7 @@ function _M.new(db, kind, opts)
   local spec = OPTIONS[kind]
   opts = check_options(opts, spec, kind)
   local bad = options.int(opts.max_value_size, "max_value_size", 1, 1073741824)
-    or options.nonneg(opts.cleanup_interval, "cleanup_interval")
+    or options.seconds(opts.cleanup_interval, "cleanup_interval")
   if bad then return nil, bad end
   if kind == "checkpoints" and type(opts.store) == "table" then
     -- an event store: its table's name crosses into the thread, which
