@@ -61,8 +61,9 @@ describe("the embedded default cluster", function()
     -- where a program run by the server could leave its mark
     T.sh(("mkdir -m 1777 %s/drop"):format(shq(dir)))
     home = dir .. "/home"
-    env = ("env -u PGSTORE_DSN -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE -u PGPASSWORD PGSTORE_HOME=%s ")
-      :format(shq(home))
+    -- PG* settings meant for another server must not matter
+    env = ("env -u PGSTORE_DSN -u PGPASSWORD PGHOST=/nonexistent PGPORT=1 PGUSER=someone_else"
+      .. " PGDATABASE=elsewhere PGSTORE_HOME=%s "):format(shq(home))
     T.write(dir .. "/who.lua", [[
       local r = db:query([=[select current_user as u, r.rolsuper as s from pg_roles r
                              where r.rolname = current_user]=])[1]
@@ -122,60 +123,69 @@ describe("the embedded default cluster", function()
     assert.matches("role\tpgstore\tnot a superuser", out)
   end)
 
-  it("moves a cluster made by an older pgstore (trust, superuser-owned data) to the owner role", function()
-    -- the layout earlier versions made: trust for everyone, the host as
-    -- the bootstrap superuser `pgstore`, a world-reachable socket directory
-    local bin, data, run = bindir(), home .. "/data", run_dir()
-    T.sh("mkdir -p " .. shq(home))
-    if ROOT then T.sh("chown postgres: " .. shq(home)) end
-    local out, rc = T.sh(as_owner(table.concat({
-      ("%s/initdb -D %s -U pgstore --auth=trust -E UTF8 --locale=C >/dev/null"):format(bin, shq(data)),
-      ("mkdir -m 755 -p %s"):format(shq(run)),
-      ("printf \"listen_addresses = ''\\nunix_socket_directories = '%%s'\\n\" %s >> %s/postgresql.conf")
-        :format(shq(run), shq(data)),
-      ("%s/pg_ctl -D %s -l %s/server.log -w start >/dev/null"):format(bin, shq(data), shq(home)),
-    }, " && ")))
-    assert.equal(0, rc, out)
-    local old = ("host=%s port=5432 dbname=pgstore user=pgstore"):format(run)
-    psql("pgstore", "create database pgstore")
-    out, rc = T.sh(("%s --dsn %s append old-1 Added '{\"n\":1}'"):format(T.host(), shq(old)))
-    assert.equal(0, rc, out)
-    if ROOT then
-      -- the hole itself, before the move: anyone is the superuser
-      out, rc = T.sh(as_nobody(("psql -X -At %s -c 'select rolsuper from pg_roles where rolname = current_user'")
-        :format(shq(old))))
+  for _, running in ipairs{ true, false } do
+    it(("moves a %s cluster made by an older pgstore (trust, superuser-owned data) to the owner role")
+      :format(running and "running" or "stopped"), function()
+      -- the layout earlier versions made: trust for everyone, the host as
+      -- the bootstrap superuser `pgstore`, a world-reachable socket directory
+      local bin, data, run = bindir(), home .. "/data", run_dir()
+      T.sh("mkdir -p " .. shq(home))
+      if ROOT then T.sh("chown postgres: " .. shq(home)) end
+      local out, rc = T.sh(as_owner(table.concat({
+        "unset PGHOST PGPORT PGUSER PGDATABASE",
+        ("%s/initdb -D %s -U pgstore --auth=trust -E UTF8 --locale=C >/dev/null"):format(bin, shq(data)),
+        ("mkdir -m 755 -p %s"):format(shq(run)),
+        ("printf \"listen_addresses = ''\\nunix_socket_directories = '%%s'\\n\" %s >> %s/postgresql.conf")
+          :format(shq(run), shq(data)),
+        ("%s/pg_ctl -D %s -l %s/server.log -w start >/dev/null"):format(bin, shq(data), shq(home)),
+      }, " && ")))
       assert.equal(0, rc, out)
-      assert.equal("t\n", out)
-    end
+      local old = ("host=%s port=5432 dbname=pgstore user=pgstore"):format(run)
+      psql("pgstore", "create database pgstore")
+      out, rc = T.sh(("%s --dsn %s append old-1 Added '{\"n\":1}'"):format(T.host(), shq(old)))
+      assert.equal(0, rc, out)
+      if ROOT then
+        -- the hole itself, before the move: anyone is the superuser
+        out, rc = T.sh(as_nobody(("psql -X -At %s -c 'select rolsuper from pg_roles where rolname = current_user'")
+          :format(shq(old))))
+        assert.equal(0, rc, out)
+        assert.equal("t\n", out)
+      end
 
-    -- still running: the next use moves it
-    out, rc = host("run " .. dir .. "/who.lua")
-    assert.equal(0, rc, out)
-    assert.matches("role\tpgstore\tnot a superuser", out)
-    out, rc = host("append old-1 Added '{\"n\":2}'")
-    assert.equal(0, rc, out)
-    out, rc = host("tail old-1")
-    assert.equal(0, rc, out)
-    assert.matches('"n": 1', out)
-    assert.matches('"n": 2', out)
-    assert.equal("0\n", psql("pgstore_admin", "select count(*) from pg_roles where rolsuper and rolcanlogin and rolname <> 'pgstore_admin'"))
-    local owned = T.sh(("psql -X -At %s -c %s"):format(
-      shq(("host=%s port=5432 dbname=pgstore user=pgstore_admin"):format(run)),
-      shq([[select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
-            where n.nspname = 'public' and pg_get_userbyid(c.relowner) <> 'pgstore']])))
-    assert.equal("0\n", owned)
-    local rules = psql("pgstore_admin", "select type || ' ' || auth_method from pg_hba_file_rules")
-    assert.is_nil(rules:find("trust", 1, true))
-    assert.equal("700", (T.sh("stat -c %a " .. shq(run)):gsub("%s+$", "")))
-    if ROOT then assert_nobody_refused() end
+      if not running then
+        out, rc = T.sh(as_owner(("%s/pg_ctl -D %s -m fast -w stop"):format(bin, shq(data))))
+        assert.equal(0, rc, out)
+      end
+      -- the next use moves it
+      out, rc = host("run " .. dir .. "/who.lua")
+      assert.equal(0, rc, out)
+      assert.matches("role\tpgstore\tnot a superuser", out)
+      out, rc = host("append old-1 Added '{\"n\":2}'")
+      assert.equal(0, rc, out)
+      out, rc = host("tail old-1")
+      assert.equal(0, rc, out)
+      assert.matches('"n": 1', out)
+      assert.matches('"n": 2', out)
+      assert.equal("0\n", psql("pgstore_admin",
+        "select count(*) from pg_roles where rolsuper and rolcanlogin and rolname <> 'pgstore_admin'"))
+      local owned = T.sh(("psql -X -At %s -c %s"):format(
+        shq(("host=%s port=5432 dbname=pgstore user=pgstore_admin"):format(run)),
+        shq([[select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+              where n.nspname = 'public' and pg_get_userbyid(c.relowner) <> 'pgstore']])))
+      assert.equal("0\n", owned)
+      local rules = psql("pgstore_admin", "select type || ' ' || auth_method from pg_hba_file_rules")
+      assert.is_nil(rules:find("trust", 1, true))
+      assert.equal("700", (T.sh("stat -c %a " .. shq(run)):gsub("%s+$", "")))
+      if ROOT then assert_nobody_refused() end
 
-    -- and after a restart it is the same
-    out, rc = host("dev stop")
-    assert.equal(0, rc, out)
-    out, rc = host("run " .. dir .. "/who.lua")
-    assert.equal(0, rc, out)
-    assert.matches("role\tpgstore\tnot a superuser", out)
-    assert.equal("0700\n", psql("pgstore_admin", "show unix_socket_permissions"))
-    if ROOT then assert_nobody_refused() end
-  end)
+      -- and after a restart it is the same
+      out, rc = host("dev stop")
+      assert.equal(0, rc, out)
+      out, rc = host("run " .. dir .. "/who.lua")
+      assert.equal(0, rc, out)
+      assert.matches("role\tpgstore\tnot a superuser", out)
+      assert.equal("0700\n", psql("pgstore_admin", "show unix_socket_permissions"))
+      if ROOT then assert_nobody_refused() end
+    end)
+  end
 end)

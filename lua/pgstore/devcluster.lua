@@ -112,6 +112,7 @@ local function config_files(p)
   local conf = table.concat({
     "# Written by pgstore: reachable by its owner only, through the socket.",
     "listen_addresses = ''",
+    "port = 5432", -- the socket's name; not the PGPORT meant for another server
     format("unix_socket_directories = '%s'", p.run:gsub("'", "''")),
     "unix_socket_permissions = 0700",
   }, "\n")
@@ -300,7 +301,9 @@ function _M.ensure(say)
     format("chmod 0700 %s %s", q(p.home), q(p.run)),
     "changed=",
     -- put FILE TEXT: replaces FILE when its text differs
-    [[put() { if [ "$(cat "$1" 2>/dev/null)" != "$2" ]; then printf '%s\n' "$2" >"$1.new"; mv "$1.new" "$1"; changed=1; fi; }]],
+    [[put() {
+      if [ "$(cat "$1" 2>/dev/null)" != "$2" ]; then printf '%s\n' "$2" >"$1.new"; mv "$1.new" "$1"; changed=1; fi
+    }]],
   }
   for name, text in pairs(config_files(p)) do
     script[#script + 1] = format("put %s/%s %s", q(p.data), name, q(text))
