@@ -35,8 +35,10 @@ local function read_cmd(cmd)
   return out
 end
 
+local root -- whether we run as root, asked once
 local function is_root()
-  return read_cmd("id -u"):match("^0") ~= nil
+  if root == nil then root = read_cmd("id -u"):match("^0") ~= nil end
+  return root
 end
 
 function _M.home()
@@ -170,6 +172,25 @@ local function owner_ready(p)
   return rows and rows[1] and rows[1].ready == true
 end
 
+local INCLUDE = "include_if_exists = 'pgstore.conf'"
+
+-- Whether the cluster runs as pgstore leaves it: its files as written and
+-- the host's role set up. Reads files and connects once; starts nothing.
+local function settled(p)
+  for name, text in pairs(config_files(p)) do
+    local f = io.open(p.data .. "/" .. name)
+    if not f then return false end
+    local have = f:read("*a")
+    f:close()
+    if have ~= text .. "\n" then return false end
+  end
+  local f = io.open(p.data .. "/postgresql.conf")
+  if not f then return false end
+  local conf = f:read("*a")
+  f:close()
+  return conf:find("\n" .. INCLUDE .. "\n", 1, true) ~= nil and owner_ready(p)
+end
+
 -- Every object of the data still owned by the superuser (tables, views,
 -- sequences not tied to a column, functions, types, schemas) goes to the
 -- owner role; what belongs to an extension stays.
@@ -273,6 +294,7 @@ end
 -- an error message. `say` reports progress.
 function _M.ensure(say)
   say = say or function() end
+  if settled(paths()) then return _M.dsn() end
   local bin = _M.bindir()
   if not bin then
     return nil, "PostgreSQL server binaries not found: install the postgresql package or set PGSTORE_PGBIN"
@@ -308,16 +330,17 @@ function _M.ensure(say)
   for name, text in pairs(config_files(p)) do
     script[#script + 1] = format("put %s/%s %s", q(p.data), name, q(text))
   end
-  local include = "include_if_exists = 'pgstore.conf'"
   script[#script + 1] = format("grep -qxF %s %s/postgresql.conf || { echo %s >>%s/postgresql.conf; changed=1; }",
-    q(include), q(p.data), q(include), q(p.data))
+    q(INCLUDE), q(p.data), q(INCLUDE), q(p.data))
   script[#script + 1] = table.concat({
     format("if ! %s/pg_ctl -D %s status >/dev/null 2>&1; then", q(bin), q(p.data)),
     format("  %s/pg_ctl -D %s -l %s -w -t 60 start >/dev/null", q(bin), q(p.data), q(p.log)),
     "  echo started",
-    "elif [ -n \"$changed\" ]; then",
+    -- not settled, yet running: reload even when the files were written
+    -- by a run cut short before its reload
+    "else",
     format("  %s/pg_ctl -D %s reload >/dev/null", q(bin), q(p.data)),
-    "  echo reconfigured",
+    "  if [ -n \"$changed\" ]; then echo reconfigured; fi",
     "fi",
   }, "\n")
   -- -o: the server started under the lock must not keep holding it (older
