@@ -18,6 +18,7 @@ typedef struct pgs_dsn {
     char *secret;        /* the password, kept only to scrub messages */
     int stmt_cache_size;
     double query_timeout; /* seconds; 0: wait as long as the server takes */
+    int statement_timeout_ms; /* pgstore's own, restored on release; 0: none */
 } pgs_dsn_t;
 
 pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err);
@@ -41,6 +42,10 @@ struct pgs_conn {
  * pool's memory lives (hold a reference). For helpers that need a
  * connection of their own beside the pool (the kv cleaner). */
 const pgs_dsn_t *pgs_pool_dsn(pgs_pool_t *pool);
+
+/* Clears what a borrower may have left on a pooled connection (clean.c).
+ * Returns 1 when it is clean and idle, 0 when it must not be reused. */
+int pgs_conn_clean(pgs_conn_t *c);
 
 /* Opens a connection with shared settings (the pool's). */
 pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error_t *err);
