@@ -7,6 +7,7 @@
  */
 #include "conn.h"
 #include "error.h"
+#include "strbuf.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -19,13 +20,41 @@
  * refused inside a transaction block). After RESET ALL the settings come
  * from the startup packet; pgstore's are set again all the same, for a
  * pooler that did not pass the packet's `options` on. The last statement
- * says whether a borrower prepared statements of its own through SQL: it may
- * have put one in place of pgstore's, under its name. */
-static const char clean_sql[] = "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();"
-                                " SET SESSION AUTHORIZATION DEFAULT; RESET ALL;"
+ * names the statements a borrower prepared through SQL (pgstore prepares
+ * through the protocol): they go, and one may have taken the name of one of
+ * pgstore's. RESET ALL comes first:
+ * each statement of the batch runs under the statement_timeout in force
+ * when it starts, which may be the borrower's (1 ms, say). */
+static const char clean_sql[] = "RESET ALL; SET SESSION AUTHORIZATION DEFAULT;"
+                                " CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();"
                                 " DISCARD TEMP; DISCARD SEQUENCES;"
                                 " SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC';%s"
-                                " SELECT EXISTS (SELECT FROM pg_prepared_statements WHERE from_sql)";
+                                " SELECT name FROM pg_prepared_statements WHERE from_sql";
+
+/* DEALLOCATEs the statements named in the first column of r: one round
+ * trip. pgstore's cache re-prepares any of its own that went with them (a
+ * borrower's statement may have taken one's name). */
+static int deallocate_all_of(pgs_conn_t *c, const PGresult *r)
+{
+    pgs_strbuf_t b;
+    pgs_strbuf_init(&b);
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        char *quoted = PQescapeIdentifier(c->pg, name, strlen(name));
+        if (!quoted) {
+            pgs_strbuf_free(&b);
+            return 0;
+        }
+        pgs_strbuf_adds(&b, "DEALLOCATE ");
+        pgs_strbuf_adds(&b, quoted);
+        pgs_strbuf_adds(&b, ";");
+        PQfreemem(quoted);
+    }
+    pgs_strbuf_add(&b, "", 1);
+    int ok = !b.failed && pgs_exec_command(c, b.data, NULL) == PGS_OK;
+    pgs_strbuf_free(&b);
+    return ok;
+}
 
 int pgs_conn_clean(pgs_conn_t *c)
 {
@@ -37,17 +66,11 @@ int pgs_conn_clean(pgs_conn_t *c)
     PGresult *r = NULL;
     if (pgs_exec(c, sql, 0, NULL, &r, NULL) != PGS_OK)
         return 0;
-    int borrowers_own = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    int ok = PQntuples(r) == 0 || deallocate_all_of(c, r);
     PQclear(r);
-    if (borrowers_own) {
-        /* Rare, and then everything goes: pgstore re-prepares what it uses. */
-        if (pgs_exec_command(c, "DEALLOCATE ALL", NULL) != PGS_OK)
-            return 0;
-        pgs_stmtcache_clear(&c->stmts);
-    }
     /* Notifications received before UNLISTEN took effect wait in libpq. */
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL)
         PQfreemem(n);
-    return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+    return ok && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
