@@ -4,6 +4,8 @@
  * cursors, advisory locks, LISTEN and notifications, statements a borrower
  * prepared. pgstore's own prepared statements stay (re-preparing them would
  * cost every borrower round trips), and its session settings come back.
+ * The clean is sent on release and its answer read by the next borrower, so
+ * neither waits for it unless the connection is borrowed again at once.
  */
 #include "conn.h"
 #include "error.h"
@@ -19,21 +21,41 @@
  * statements a pooler such as PgBouncer passes through (DISCARD ALL is
  * refused inside a transaction block). After RESET ALL the settings come
  * from the startup packet; pgstore's are set again all the same, for a
- * pooler that did not pass the packet's `options` on. The last statement
- * names the statements a borrower prepared through SQL (pgstore prepares
- * through the protocol): they go, and one may have taken the name of one of
- * pgstore's. RESET ALL comes first:
- * each statement of the batch runs under the statement_timeout in force
- * when it starts, which may be the borrower's (1 ms, say). */
-static const char clean_sql[] = "RESET ALL; SET SESSION AUTHORIZATION DEFAULT;"
-                                " CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();"
-                                " DISCARD TEMP; DISCARD SEQUENCES;"
-                                " SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC';%s"
-                                " SELECT name FROM pg_prepared_statements WHERE from_sql";
+ * pooler that did not pass the packet's `options` on. RESET ALL comes first:
+ * each statement runs under the statement_timeout in force when it starts,
+ * which may be the borrower's (1 ms, say). The last statement names the
+ * statements a borrower prepared through SQL (pgstore prepares through the
+ * protocol): they go, and one may have taken the name of one of pgstore's.
+ * %s: a ROLLBACK first when the borrower left a transaction open. */
+static const char clean_sql[] =
+    "%sRESET ALL; SET SESSION AUTHORIZATION DEFAULT; CLOSE ALL; UNLISTEN *;"
+    " DISCARD TEMP; DISCARD SEQUENCES;"
+    " SELECT pg_advisory_unlock_all(), set_config('DateStyle', 'ISO, MDY', false),"
+    " set_config('TimeZone', 'UTC', false)%s;"
+    " SELECT name FROM pg_prepared_statements WHERE from_sql";
+
+int pgs_conn_clean_start(pgs_conn_t *c)
+{
+    const char *rollback;
+    switch (PQtransactionStatus(c->pg)) {
+    case PQTRANS_IDLE: rollback = ""; break;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR: rollback = "ROLLBACK; "; break;
+    default: return 0; /* ACTIVE (a result still pending) or UNKNOWN */
+    }
+    char sql[sizeof clean_sql + 96], timeout[80] = "";
+    if (c->dsn->statement_timeout_ms > 0)
+        snprintf(timeout, sizeof timeout, ", set_config('statement_timeout', '%d', false)",
+                 c->dsn->statement_timeout_ms);
+    snprintf(sql, sizeof sql, clean_sql, rollback, timeout);
+    if (!PQsendQuery(c->pg, sql))
+        return 0;
+    c->clean_pending = 1;
+    return 1;
+}
 
 /* DEALLOCATEs the statements named in the first column of r: one round
- * trip. pgstore's cache re-prepares any of its own that went with them (a
- * borrower's statement may have taken one's name). */
+ * trip. pgstore's cache re-prepares any of its own that went with them. */
 static int deallocate_all_of(pgs_conn_t *c, const PGresult *r)
 {
     pgs_strbuf_t b;
@@ -56,17 +78,15 @@ static int deallocate_all_of(pgs_conn_t *c, const PGresult *r)
     return ok;
 }
 
-int pgs_conn_clean(pgs_conn_t *c)
+int pgs_conn_clean_finish(pgs_conn_t *c)
 {
-    char sql[sizeof clean_sql + 64], timeout[48] = "";
-    if (c->dsn->statement_timeout_ms > 0)
-        snprintf(timeout, sizeof timeout, " SET statement_timeout = %d;",
-                 c->dsn->statement_timeout_ms);
-    snprintf(sql, sizeof sql, clean_sql, timeout);
-    PGresult *r = NULL;
-    if (pgs_exec(c, sql, 0, NULL, &r, NULL) != PGS_OK)
-        return 0;
-    int ok = PQntuples(r) == 0 || deallocate_all_of(c, r);
+    if (!c->clean_pending)
+        return 1;
+    c->clean_pending = 0;
+    /* Bounded by the query timeout, like any statement. */
+    PGresult *r = pgs_conn_collect(c);
+    int ok = r && PQresultStatus(r) == PGRES_TUPLES_OK &&
+             (PQntuples(r) == 0 || deallocate_all_of(c, r));
     PQclear(r);
     /* Notifications received before UNLISTEN took effect wait in libpq. */
     PGnotify *n;

@@ -356,6 +356,7 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
     PQfinish(c->pg);
     c->pg = fresh;
     c->abandoned = 0;
+    c->clean_pending = 0;
     pgs_notice_watch(c->pg, &c->fatal);
     pgs_stmtcache_clear(&c->stmts);
     return PGS_OK;
@@ -458,6 +459,12 @@ static PGresult *collect(pgs_conn_t *c, int sent)
     }
     set_running(c, 0);
     return last;
+}
+
+PGresult *pgs_conn_collect(pgs_conn_t *c)
+{
+    set_running(c, 1);
+    return collect(c, 1);
 }
 
 static PGresult *run_simple(pgs_conn_t *c, const char *sql)

@@ -33,6 +33,7 @@ struct pgs_conn {
     struct pgs_conn *next;    /* pool's idle list */
     pgs_fatal_t fatal;        /* the server sent FATAL: reconnect before use */
     int abandoned;            /* a statement ran out of query_timeout: unusable */
+    int clean_pending;        /* the clean was sent, its answer not yet read */
     pthread_mutex_t run_mu;   /* running and cancel, for pgs_conn_cancel */
     int running;              /* a statement is in flight */
     PGcancel *cancel;         /* for this connection's backend */
@@ -43,9 +44,16 @@ struct pgs_conn {
  * connection of their own beside the pool (the kv cleaner). */
 const pgs_dsn_t *pgs_pool_dsn(pgs_pool_t *pool);
 
-/* Clears what a borrower may have left on a pooled connection (clean.c).
- * Returns 1 when it is clean and idle, 0 when it must not be reused. */
-int pgs_conn_clean(pgs_conn_t *c);
+/* Clearing what a borrower may have left on a pooled connection
+ * (clean.c): _start sends it on release (0: the connection cannot be
+ * reused); _finish, before the next use, reads its answer (0: it failed,
+ * the connection must not be used as it is). */
+int pgs_conn_clean_start(pgs_conn_t *c);
+int pgs_conn_clean_finish(pgs_conn_t *c);
+
+/* The last result of a statement sent with PQsend*, bounded by the query
+ * timeout (NULL then, or when the connection failed). The caller's. */
+PGresult *pgs_conn_collect(pgs_conn_t *c);
 
 /* Opens a connection with shared settings (the pool's). */
 pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error_t *err);
