@@ -1,12 +1,15 @@
 -- SPDX-License-Identifier: MIT
 -- pool_bench — what cleaning a connection on release costs (clean.c: one
--- round trip that resets the borrower's session and keeps pgstore's
--- prepared statements), each beside a raw-libpq baseline (bench/rawpq.lua)
--- on the same cluster in the same run:
---   * a borrow and release, beside one trivial round trip (SELECT 1);
+-- round trip, sent on release, that resets the session a borrower's own
+-- SQL may have changed and keeps pgstore's prepared statements), each
+-- beside a raw-libpq baseline (bench/rawpq.lua) on the same cluster in the
+-- same run:
+--   * db:query("SELECT 1") (borrow, the caller's SQL, release and clean),
+--     beside the same round trip through libpq;
 --   * the same with 200 of pgstore's statements prepared on the connection
 --     (the clean looks for statements a borrower prepared in SQL);
---   * a pooled kv:get (borrow, statement, release), beside the statement;
+--   * a pooled kv:get (only pgstore's own statement ran: no clean), beside
+--     the statement through libpq;
 --   * the usual alternative, DISCARD ALL and preparing the statement again,
 --     beside the statement alone.
 --
@@ -67,18 +70,15 @@ local function compare(name, subject, baseline)
     best.scpu, best.bcpu))
 end
 
-local function borrow_release()
-  local c = assert(pool:acquire())
-  c:release()
-end
+local function own_sql() assert(pool:query("SELECT 1")) end
 local function select1() raw:exec("SELECT 1") end
 
 print(("pool benchmark: %g s rounds, best of %d; client CPU in µs per op"):format(SECONDS, ROUNDS))
 print(("%-40s %10s %10s %7s %9s %9s"):format("subject", "pgstore/s", "libpq/s", "ratio", "cpu µs", "libpq µs"))
 
-compare("borrow + release (the clean)", borrow_release, select1)
+compare("db:query, cleaned on release", own_sql, select1)
 
-compare("kv:get, pooled (borrow, get, release)",
+compare("kv:get, pooled (nothing to clean)",
   function()
     local v, err = kv:get("k")
     if not v then error(tostring(err or "miss")) end
@@ -96,7 +96,7 @@ compare("DISCARD ALL + prepare again + get (libpq)",
 -- 200 more of pgstore's statements on the pooled connection.
 for i = 1, 200 do assert(pool:query("select $1::int + " .. i, i)) end
 assert(pool:query("select count(*) as n from pg_prepared_statements")[1].n >= 200)
-compare("borrow + release, 200 statements kept", borrow_release, select1)
+compare("db:query, cleaned, 200 statements kept", own_sql, select1)
 
 raw:close()
 kv:close()

@@ -5,7 +5,11 @@
  * prepared. pgstore's own prepared statements stay (re-preparing them would
  * cost every borrower round trips), and its session settings come back.
  * The clean is sent on release and its answer read by the next borrower, so
- * neither waits for it unless the connection is borrowed again at once.
+ * neither waits for it unless the connection is borrowed again at once; it
+ * is skipped when only pgstore's own statements ran (they set nothing
+ * beyond their transaction): the connection is "touched" by the doors
+ * through which a caller's own SQL comes (pgs_query, pgs_exec_command,
+ * pgs_pipeline_add) and by a session advisory lock.
  */
 #include "conn.h"
 #include "error.h"
@@ -38,7 +42,12 @@ int pgs_conn_clean_start(pgs_conn_t *c)
 {
     const char *rollback;
     switch (PQtransactionStatus(c->pg)) {
-    case PQTRANS_IDLE: rollback = ""; break;
+    case PQTRANS_IDLE:
+        /* Only pgstore's own statements ran: they leave nothing behind. */
+        if (!c->touched)
+            return 1;
+        rollback = "";
+        break;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR: rollback = "ROLLBACK; "; break;
     default: return 0; /* ACTIVE (a result still pending) or UNKNOWN */
@@ -51,6 +60,7 @@ int pgs_conn_clean_start(pgs_conn_t *c)
     if (!PQsendQuery(c->pg, sql))
         return 0;
     c->clean_pending = 1;
+    c->touched = 0; /* if the clean fails, the connection is replaced */
     return 1;
 }
 
@@ -73,7 +83,7 @@ static int deallocate_all_of(pgs_conn_t *c, const PGresult *r)
         PQfreemem(quoted);
     }
     pgs_strbuf_add(&b, "", 1);
-    int ok = !b.failed && pgs_exec_command(c, b.data, NULL) == PGS_OK;
+    int ok = !b.failed && pgs_exec(c, b.data, 0, NULL, NULL, NULL) == PGS_OK;
     pgs_strbuf_free(&b);
     return ok;
 }

@@ -357,6 +357,7 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
     c->pg = fresh;
     c->abandoned = 0;
     c->clean_pending = 0;
+    c->touched = 0;
     pgs_notice_watch(c->pg, &c->fatal);
     pgs_stmtcache_clear(&c->stmts);
     return PGS_OK;
@@ -676,6 +677,10 @@ pgs_status_t pgs_exec(pgs_conn_t *c, const char *sql, int nparams, const pgs_par
 
 pgs_status_t pgs_exec_command(pgs_conn_t *c, const char *sql, pgs_error_t *err)
 {
+    /* The caller's own SQL: it may change the session (the stores' own
+     * commands go through pgs_exec). */
+    if (c)
+        c->touched = 1;
     return pgs_exec(c, sql, 0, NULL, NULL, err);
 }
 

@@ -34,6 +34,8 @@ struct pgs_conn {
     pgs_fatal_t fatal;        /* the server sent FATAL: reconnect before use */
     int abandoned;            /* a statement ran out of query_timeout: unusable */
     int clean_pending;        /* the clean was sent, its answer not yet read */
+    int touched;              /* ran SQL pgstore did not write (pgs_query, a
+                               * session lock …): cleaned on release */
     pthread_mutex_t run_mu;   /* running and cancel, for pgs_conn_cancel */
     int running;              /* a statement is in flight */
     PGcancel *cancel;         /* for this connection's backend */

@@ -116,6 +116,21 @@ describe("a pooled connection given back", function()
     assert.equal(2, #r)
   end)
 
+  it("cleans after a borrower's own SQL, and costs nothing after pgstore's own statements", function()
+    local pid = db:query("select pg_backend_pid() as p")[1].p
+    local function last_query()
+      return T.admin():query("select query from pg_stat_activity where pid = $1", pid)[1].query
+    end
+    assert(T.eventually(function() return last_query():match("^RESET ALL") end))
+    local kv = assert(db:kv{ table = T.unique("ps_kv"), cleanup_interval = 0 })
+    assert(kv:set("k", "v"))
+    assert.equal("v", kv:get("k"))
+    assert(T.eventually(function() return last_query():match("^SELECT value FROM") end))
+    kv:close()
+    assert(db:query("select 1"))
+    assert(T.eventually(function() return last_query():match("^RESET ALL") end))
+  end)
+
   it("does not run a statement a borrower put in place of pgstore's", function()
     local t = T.unique("ps_hijack")
     local cp = assert(db:checkpoints{ table = t })
