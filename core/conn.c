@@ -9,6 +9,7 @@
 #include "error.h"
 #include "thread.h"
 #include "sql.h"
+#include "strbuf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -20,7 +21,6 @@
 #include <time.h>
 
 #define OID_BYTEA 17
-#define MAX_KEYS 40
 
 /* ---- settings ------------------------------------------------------------ */
 
@@ -79,9 +79,53 @@ static void parse_error(pgs_error_t *err, const char *conninfo, const char *perr
     memcpy(err->message, masked, o + 1);
 }
 
+/* The longest `options` pgstore sends: the server refuses a startup packet
+ * over 10,000 bytes, and the other keywords need room beside it. */
+#define OPTIONS_MAX 8000
+
+/* The `options` line: the user's own (from the DSN or PGOPTIONS), then the
+ * session settings pgstore relies on (ISO dates in UTC, its statement
+ * timeout), last so that they win. A user's line ending in an unpaired
+ * backslash would escape the space before pgstore's and swallow them:
+ * refused, as is a line the server would refuse. *out is the caller's. */
+static pgs_status_t session_options(const char *user, int statement_timeout_ms, char **out,
+                                    pgs_error_t *err)
+{
+    *out = NULL;
+    size_t n = user ? strlen(user) : 0, slashes = 0;
+    while (slashes < n && user[n - 1 - slashes] == '\\')
+        slashes++;
+    if (slashes % 2)
+        return pgs_error_set(err, PGS_EINVALID,
+                             "invalid connection string: options= ends in an unpaired backslash");
+    if (n > OPTIONS_MAX)
+        return pgs_error_set(err, PGS_EINVALID,
+                             "invalid connection string: options= is %zu bytes long, at most %d "
+                             "are accepted",
+                             n, OPTIONS_MAX);
+    pgs_strbuf_t b;
+    pgs_strbuf_init(&b);
+    if (n) {
+        pgs_strbuf_add(&b, user, n);
+        pgs_strbuf_adds(&b, " ");
+    }
+    pgs_strbuf_adds(&b, "-c DateStyle=ISO,MDY -c TimeZone=UTC");
+    if (statement_timeout_ms > 0) {
+        char st[48];
+        snprintf(st, sizeof st, " -c statement_timeout=%d", statement_timeout_ms);
+        pgs_strbuf_adds(&b, st);
+    }
+    pgs_strbuf_add(&b, "", 1); /* the terminating NUL, or a failed allocation */
+    if (b.failed) {
+        pgs_strbuf_free(&b);
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    *out = b.data;
+    return PGS_OK;
+}
+
 /* Builds keyword/value arrays: every option the user set, then pgstore's
- * defaults for what they left out, then the session settings pgstore
- * relies on (ISO dates in UTC) appended to any `options` they gave. */
+ * defaults for what they left out, then the `options` line above. */
 pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err)
 {
     char *perr = NULL;
@@ -93,39 +137,6 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         return PGS_EINVALID;
     }
 
-    pgs_dsn_t *d = calloc(1, sizeof *d);
-    if (d) {
-        d->keys = calloc(MAX_KEYS + 1, sizeof *d->keys);
-        d->vals = calloc(MAX_KEYS + 1, sizeof *d->vals);
-    }
-    if (!d || !d->keys || !d->vals) {
-        PQconninfoFree(parsed);
-        pgs_dsn_free(d);
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    }
-    int n = 0;
-    /* A copy: the parsed options are freed before the session line is made. */
-    char *user_options = getenv("PGOPTIONS") ? strdup(getenv("PGOPTIONS")) : NULL;
-    for (PQconninfoOption *o = parsed; o->keyword && n < MAX_KEYS - 8; o++) {
-        if (!o->val)
-            continue;
-        if (strcmp(o->keyword, "options") == 0) {
-            free(user_options);
-            user_options = strdup(o->val);
-            continue;
-        }
-        if (strcmp(o->keyword, "password") == 0)
-            d->secret = strdup(o->val);
-        d->keys[n] = strdup(o->keyword);
-        d->vals[n] = strdup(o->val);
-        n++;
-    }
-    PQconninfoFree(parsed);
-    if (!d->secret && getenv("PGPASSWORD"))
-        d->secret = strdup(getenv("PGPASSWORD"));
-
-    char buf[512];
-    double ct = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 5;
     struct { const char *k; const char *v; } defaults[] = {
         {"connect_timeout", NULL},
         {"application_name", opts && opts->application_name ? opts->application_name : "pgstore"},
@@ -134,10 +145,54 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         {"keepalives_interval", "10"},
         {"keepalives_count", "3"},
     };
+    const size_t ndefaults = sizeof defaults / sizeof defaults[0];
+    /* Room for every keyword set, the defaults, `options` and the NULL end. */
+    size_t room = ndefaults + 2;
+    for (PQconninfoOption *o = parsed; o->keyword; o++)
+        room += o->val != NULL;
+
+    pgs_dsn_t *d = calloc(1, sizeof *d);
+    if (d) {
+        d->keys = calloc(room, sizeof *d->keys);
+        d->vals = calloc(room, sizeof *d->vals);
+    }
+    if (!d || !d->keys || !d->vals) {
+        PQconninfoFree(parsed);
+        pgs_dsn_free(d);
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    int n = 0;
+    char *session = NULL;
+    const char *user_options = getenv("PGOPTIONS");
+    for (PQconninfoOption *o = parsed; o->keyword; o++)
+        if (o->val && strcmp(o->keyword, "options") == 0)
+            user_options = o->val;
+    /* Made before the parse is freed: user_options may point into it. */
+    pgs_status_t st = session_options(user_options, opts ? opts->statement_timeout_ms : 0,
+                                      &session, err);
+    for (PQconninfoOption *o = parsed; st == PGS_OK && o->keyword; o++) {
+        if (!o->val || strcmp(o->keyword, "options") == 0)
+            continue;
+        if (strcmp(o->keyword, "password") == 0)
+            d->secret = strdup(o->val);
+        d->keys[n] = strdup(o->keyword);
+        d->vals[n] = strdup(o->val);
+        n++;
+    }
+    PQconninfoFree(parsed);
+    if (st != PGS_OK) {
+        pgs_dsn_free(d);
+        return st;
+    }
+    if (!d->secret && getenv("PGPASSWORD"))
+        d->secret = strdup(getenv("PGPASSWORD"));
+
+    char buf[64];
+    double ct = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 5;
     /* libpq's connect_timeout is whole seconds, at least 2 (and an int). */
     snprintf(buf, sizeof buf, "%.0f", ct < 2 ? 2 : ct > 1e9 ? 1e9 : ceil(ct));
     defaults[0].v = buf;
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+    for (size_t i = 0; i < ndefaults; i++) {
         if (has_key(d->keys, n, defaults[i].k) >= 0 || (i == 0 && getenv("PGCONNECT_TIMEOUT")) ||
             (i == 1 && getenv("PGAPPNAME")))
             continue;
@@ -145,19 +200,8 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         d->vals[n] = strdup(defaults[i].v);
         n++;
     }
-    char session[1024];
-    int len = snprintf(session, sizeof session, "%s%s-c DateStyle=ISO,MDY -c TimeZone=UTC",
-                       user_options ? user_options : "", user_options ? " " : "");
-    free(user_options);
-    if (len < 0 || (size_t)len >= sizeof session - 32) {
-        pgs_dsn_free(d);
-        return pgs_error_set(err, PGS_EINVALID, "the connection's options are too long");
-    }
-    if (opts && opts->statement_timeout_ms > 0)
-        snprintf(session + len, sizeof session - (size_t)len, " -c statement_timeout=%d",
-                 opts->statement_timeout_ms);
     d->keys[n] = strdup("options");
-    d->vals[n] = strdup(session);
+    d->vals[n] = session;
     n++;
     for (int i = 0; i < n; i++)
         if (!d->keys[i] || !d->vals[i]) {
@@ -166,6 +210,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         }
     d->stmt_cache_size = opts && opts->stmt_cache_size > 0 ? opts->stmt_cache_size : 256;
     d->query_timeout = opts && opts->query_timeout > 0 ? opts->query_timeout : 0;
+    d->statement_timeout_ms = opts && opts->statement_timeout_ms > 0 ? opts->statement_timeout_ms : 0;
     *out = d;
     return PGS_OK;
 }
@@ -174,7 +219,8 @@ void pgs_dsn_free(pgs_dsn_t *d)
 {
     if (!d)
         return;
-    for (int i = 0; d->keys && d->keys[i]; i++) {
+    /* Up to the NULL end; a pair half made when memory ran out is freed too. */
+    for (int i = 0; d->keys && (d->keys[i] || d->vals[i]); i++) {
         free((char *)d->keys[i]);
         free((char *)d->vals[i]);
     }
@@ -310,6 +356,8 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
     PQfinish(c->pg);
     c->pg = fresh;
     c->abandoned = 0;
+    c->clean_pending = 0;
+    c->touched = 0;
     pgs_notice_watch(c->pg, &c->fatal);
     pgs_stmtcache_clear(&c->stmts);
     return PGS_OK;
@@ -412,6 +460,12 @@ static PGresult *collect(pgs_conn_t *c, int sent)
     }
     set_running(c, 0);
     return last;
+}
+
+PGresult *pgs_conn_collect(pgs_conn_t *c)
+{
+    set_running(c, 1);
+    return collect(c, 1);
 }
 
 static PGresult *run_simple(pgs_conn_t *c, const char *sql)
@@ -623,6 +677,10 @@ pgs_status_t pgs_exec(pgs_conn_t *c, const char *sql, int nparams, const pgs_par
 
 pgs_status_t pgs_exec_command(pgs_conn_t *c, const char *sql, pgs_error_t *err)
 {
+    /* The caller's own SQL: it may change the session (the stores' own
+     * commands go through pgs_exec). */
+    if (c)
+        c->touched = 1;
     return pgs_exec(c, sql, 0, NULL, NULL, err);
 }
 

@@ -18,6 +18,7 @@ typedef struct pgs_dsn {
     char *secret;        /* the password, kept only to scrub messages */
     int stmt_cache_size;
     double query_timeout; /* seconds; 0: wait as long as the server takes */
+    int statement_timeout_ms; /* pgstore's own, restored on release; 0: none */
 } pgs_dsn_t;
 
 pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err);
@@ -32,6 +33,9 @@ struct pgs_conn {
     struct pgs_conn *next;    /* pool's idle list */
     pgs_fatal_t fatal;        /* the server sent FATAL: reconnect before use */
     int abandoned;            /* a statement ran out of query_timeout: unusable */
+    int clean_pending;        /* the clean was sent, its answer not yet read */
+    int touched;              /* ran SQL pgstore did not write (pgs_query, a
+                               * session lock …): cleaned on release */
     pthread_mutex_t run_mu;   /* running and cancel, for pgs_conn_cancel */
     int running;              /* a statement is in flight */
     PGcancel *cancel;         /* for this connection's backend */
@@ -41,6 +45,17 @@ struct pgs_conn {
  * pool's memory lives (hold a reference). For helpers that need a
  * connection of their own beside the pool (the kv cleaner). */
 const pgs_dsn_t *pgs_pool_dsn(pgs_pool_t *pool);
+
+/* Clearing what a borrower may have left on a pooled connection
+ * (clean.c): _start sends it on release (0: the connection cannot be
+ * reused); _finish, before the next use, reads its answer (0: it failed,
+ * the connection must not be used as it is). */
+int pgs_conn_clean_start(pgs_conn_t *c);
+int pgs_conn_clean_finish(pgs_conn_t *c);
+
+/* The last result of a statement sent with PQsend*, bounded by the query
+ * timeout (NULL then, or when the connection failed). The caller's. */
+PGresult *pgs_conn_collect(pgs_conn_t *c);
 
 /* Opens a connection with shared settings (the pool's). */
 pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error_t *err);

@@ -514,7 +514,7 @@ static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
     int count = 0;
     st = pgs_pipeline_begin(c, &p, err);
     for (int i = 0; st == PGS_OK && i < nb; i++)
-        st = pgs_pipeline_add(p, es->sql_append, 7, ap[i].p, err);
+        st = pgs_pipeline_add_own(p, es->sql_append, 7, ap[i].p, err);
     if (st == PGS_OK)
         st = pgs_pipeline_run(p, &rs, &count, err);
     else if (p)

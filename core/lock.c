@@ -147,6 +147,8 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
     pgs_status_t st = pgs_pool_acquire(l->pool, timeout > 0 ? timeout : -1, &l->conn, err);
     if (st != PGS_OK)
         return st;
+    /* A session lock: should its unlock fail, the clean on release drops it. */
+    l->conn->touched = 1;
     char key[32];
     snprintf(key, sizeof key, "%lld", (long long)l->key);
     PGresult *r = NULL;

@@ -226,7 +226,8 @@ typedef struct pgs_pool_opts {
 } pgs_pool_opts_t;
 
 /* Creates a thread-safe pool. Connections open lazily; the conninfo is
- * checked now (PGS_EINVALID when it does not parse). *out is owned by the
+ * checked now (PGS_EINVALID when it does not parse, or when its options=
+ * is over 8,000 bytes or ends in an unpaired backslash). *out is owned by the
  * caller: pgs_pool_close() it. */
 pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_error_t *err);
 
@@ -237,7 +238,11 @@ pgs_status_t pgs_pool_open(const pgs_pool_opts_t *opts, pgs_pool_t **out, pgs_er
 pgs_status_t pgs_pool_acquire(pgs_pool_t *pool, double timeout, pgs_conn_t **out, pgs_error_t *err);
 
 /* Gives a connection back. A connection left inside a transaction is rolled
- * back; one left busy or broken is closed and replaced later. */
+ * back; one left busy or broken is closed and replaced later. When the
+ * borrower ran SQL of its own (pgs_query, pgs_exec_command, a pipeline),
+ * its session is cleaned for the next borrower: settings reset, temporary
+ * tables, cursors, LISTEN, session advisory locks and statements prepared
+ * through SQL dropped; pgstore's prepared statements stay. */
 void pgs_pool_release(pgs_pool_t *pool, pgs_conn_t *conn);
 
 /* Closes the pool: idle connections now, borrowed ones on release. The pool

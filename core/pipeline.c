@@ -37,6 +37,14 @@ pgs_status_t pgs_pipeline_begin(pgs_conn_t *c, pgs_pipeline_t **out, pgs_error_t
 pgs_status_t pgs_pipeline_add(pgs_pipeline_t *p, const char *sql, int nparams,
                               const pgs_param_t *params, pgs_error_t *err)
 {
+    /* The caller's own SQL: the pool cleans the session on release. */
+    p->conn->touched = 1;
+    return pgs_pipeline_add_own(p, sql, nparams, params, err);
+}
+
+pgs_status_t pgs_pipeline_add_own(pgs_pipeline_t *p, const char *sql, int nparams,
+                                  const pgs_param_t *params, pgs_error_t *err)
+{
     const char *vstack[32];
     int lstack[32];
     const char **values = nparams > 32 ? malloc((size_t)nparams * sizeof *values) : vstack;

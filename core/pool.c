@@ -5,8 +5,10 @@
  * longest waiter (or, when it is closed, the right to open one does), so a
  * caller that keeps borrowing cannot starve the others.
  * Every connection handed out has passed a liveness check (a dead one is
- * reconnected first), and every connection given back is idle: an open
- * transaction is rolled back, a busy or broken one is closed.
+ * reconnected first), and every connection given back is idle and clean: an
+ * open transaction is rolled back, the borrower's session state is cleared
+ * (clean.c: sent on release, its answer read by the next borrower; a
+ * connection whose clean failed is replaced), a busy or broken one is closed.
  *
  * Lifetime: the pool is reference-counted by its owner and by each borrowed
  * connection, so closing it while connections are out is safe; the last
@@ -186,7 +188,7 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
         st = pgs_conn_open_dsn(p->dsn, &c, err);
         if (st == PGS_OK)
             c->pool = p;
-    } else if (!pgs_conn_alive(c)) {
+    } else if (!pgs_conn_clean_finish(c) || !pgs_conn_alive(c)) {
         st = pgs_conn_reset(c, err);
         if (st != PGS_OK) {
             pgs_conn_close(c);
@@ -209,23 +211,13 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
     return PGS_OK;
 }
 
-/* Brings a returned connection back to a clean idle state, or says it
- * cannot be reused. */
+/* Starts bringing a returned connection back to a clean idle state (an
+ * open transaction rolled back, nothing of its borrower's session left:
+ * clean.c), or says it cannot be reused. */
 static int make_idle(pgs_conn_t *c)
 {
-    if (PQstatus(c->pg) != CONNECTION_OK)
-        return 0;
-    switch (PQtransactionStatus(c->pg)) {
-    case PQTRANS_IDLE:
-        return 1;
-    case PQTRANS_INTRANS:
-    case PQTRANS_INERROR:
-        /* Through pgs_exec: bounded by the query timeout like any statement. */
-        return pgs_exec_command(c, "ROLLBACK", NULL) == PGS_OK &&
-               PQtransactionStatus(c->pg) == PQTRANS_IDLE;
-    default: /* ACTIVE (a result still pending) or UNKNOWN */
-        return 0;
-    }
+    return PQstatus(c->pg) == CONNECTION_OK && !c->abandoned && !c->fatal.seen &&
+           pgs_conn_clean_start(c);
 }
 
 void pgs_pool_release(pgs_pool_t *p, pgs_conn_t *c)

@@ -17,6 +17,11 @@ static inline PGresult *pgs_rows_pg(const pgs_rows_t *rows) { return (PGresult *
 pgs_status_t pgs_exec(pgs_conn_t *conn, const char *sql, int nparams,
                       const pgs_param_t *params, PGresult **res, pgs_error_t *err);
 
+/* pgs_pipeline_add for the stores' own statements, which leave nothing in
+ * the session: the connection is not marked for a clean on release. */
+pgs_status_t pgs_pipeline_add_own(pgs_pipeline_t *p, const char *sql, int nparams,
+                                  const pgs_param_t *params, pgs_error_t *err);
+
 /* Rows affected by a command result (0 when not applicable). */
 int64_t pgs_result_affected(const PGresult *res);
 

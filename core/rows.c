@@ -4,6 +4,7 @@
  * libpq headers and do not break when libpq changes.
  */
 #include "pq.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -90,6 +91,9 @@ pgs_status_t pgs_query(pgs_conn_t *conn, const char *sql, int nparams, const pgs
                        pgs_rows_t **rows, pgs_error_t *err)
 {
     PGresult *r = NULL;
+    /* The caller's own SQL: the pool cleans the session on release. */
+    if (conn)
+        conn->touched = 1;
     pgs_status_t st = pgs_exec(conn, sql, nparams, params, rows ? &r : NULL, err);
     if (rows)
         *rows = pgs_rows_wrap(r);

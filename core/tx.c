@@ -24,7 +24,7 @@ pgs_status_t pgs_tx_begin(pgs_conn_t *c, pgs_isolation_t iso, pgs_error_t *err)
 {
     if ((int)iso < 0 || iso > PGS_SERIALIZABLE)
         return pgs_error_set(err, PGS_EINVALID, "unknown isolation level %d", (int)iso);
-    return pgs_exec_command(c, begin_sql[iso], err);
+    return pgs_exec(c, begin_sql[iso], 0, NULL, NULL, err);
 }
 
 pgs_status_t pgs_tx_commit(pgs_conn_t *c, pgs_error_t *err)
@@ -45,7 +45,7 @@ pgs_status_t pgs_tx_rollback(pgs_conn_t *c, pgs_error_t *err)
 {
     if (c && c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
         return PGS_OK;
-    return pgs_exec_command(c, "ROLLBACK", err);
+    return pgs_exec(c, "ROLLBACK", 0, NULL, NULL, err);
 }
 
 static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *tmpl, const char *name,
@@ -60,7 +60,7 @@ static pgs_status_t savepoint_cmd(pgs_conn_t *c, const char *tmpl, const char *n
     const char *names[] = {"name"}, *values[] = {quoted};
     if ((st = pgs_sql_fill(tmpl, names, values, 1, &sql, err)) != PGS_OK)
         return st;
-    st = pgs_exec_command(c, sql, err);
+    st = pgs_exec(c, sql, 0, NULL, NULL, err);
     free(sql);
     return st;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT
  * test_pool.c — the pool from several threads: bounded size, acquire
- * timeout, replacement of a terminated backend, close with borrowers out.
+ * timeout, replacement of a terminated backend, close with borrowers out,
+ * nothing of a borrower's session left for the next, options= in a DSN.
  */
 #include "harness.h"
 
@@ -133,6 +134,97 @@ static void test_release_rolls_back(void)
     pgs_pool_close(p);
 }
 
+/* The first value of sql on c, in buf ("" on an error, a test failure). */
+static const char *first(pgs_conn_t *c, const char *sql, char *buf, size_t size)
+{
+    pgs_rows_t *r = NULL;
+    pgs_error_t err;
+    buf[0] = '\0';
+    CHECK_OK(pgs_query(c, sql, 0, NULL, &r, &err), err);
+    if (r) {
+        const char *v = pgs_rows_value(r, 0, 0, NULL);
+        snprintf(buf, size, "%s", v ? v : "(null)");
+        pgs_rows_free(r);
+    }
+    return buf;
+}
+
+static void test_release_cleans_session(void)
+{
+    pgs_pool_opts_t o = {.conn = {.conninfo = pgs_test_dsn(), .statement_timeout_ms = 3000},
+                         .max_size = 1};
+    pgs_pool_t *p = NULL;
+    pgs_conn_t *c;
+    pgs_error_t err;
+    char buf[128], pid[32];
+    CHECK_OK(pgs_pool_open(&o, &p, &err), err);
+    CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
+    pgs_param_t one = {"1", -1};
+    CHECK_OK(pgs_query(c, "select $1::int + 1", 1, &one, NULL, &err), err);
+    first(c, "select pg_backend_pid()", pid, sizeof pid);
+    /* statement_timeout last: it holds for the rest of a batch. */
+    CHECK_OK(pgs_exec_command(c, "set search_path = pg_catalog; set TimeZone = 'Asia/Tokyo';"
+                                 " create temp table gone (a int); select pg_advisory_lock(77);"
+                                 " listen gone; prepare mine as select 1; set statement_timeout = 1",
+                              &err),
+             err);
+    pgs_pool_release(p, c);
+
+    CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
+    CHECK_STR(first(c, "select pg_backend_pid()", buf, sizeof buf), pid);
+    CHECK_STR(first(c, "show search_path", buf, sizeof buf), "\"$user\", public");
+    CHECK_STR(first(c, "show statement_timeout", buf, sizeof buf), "3s");
+    CHECK_STR(first(c, "show TimeZone", buf, sizeof buf), "UTC");
+    CHECK_STR(first(c, "select count(*) from pg_class where relpersistence = 't'", buf, sizeof buf),
+              "0");
+    CHECK_STR(first(c, "select count(*) from pg_locks where locktype = 'advisory'"
+                       " and pid = pg_backend_pid()", buf, sizeof buf), "0");
+    CHECK_STR(first(c, "select count(*) from pg_listening_channels()", buf, sizeof buf), "0");
+    /* The borrower's statement is gone, pgstore's is still prepared. */
+    CHECK_STR(first(c, "select count(*) from pg_prepared_statements where from_sql", buf, sizeof buf),
+              "0");
+    CHECK_STR(first(c, "select count(*) from pg_prepared_statements"
+                       " where statement = 'select $1::int + 1'", buf, sizeof buf), "1");
+    pgs_rows_t *r = NULL;
+    CHECK_OK(pgs_query(c, "select $1::int + 1", 1, &one, &r, &err), err);
+    CHECK_STR(r ? pgs_rows_value(r, 0, 0, NULL) : NULL, "2");
+    pgs_rows_free(r);
+    pgs_pool_release(p, c);
+    pgs_pool_close(p);
+}
+
+/* options= of any length the server takes, pgstore's settings kept; one
+ * that would swallow them, or that the server would refuse, is invalid. */
+static void test_dsn_options(void)
+{
+    static char dsn[40000], opts[34000];
+    pgs_pool_t *p = NULL;
+    pgs_conn_t *c;
+    pgs_error_t err;
+    char buf[64];
+    for (size_t len = 0; len + 16 < 4000; len += 16)
+        memcpy(opts + len, "-c work_mem=9MB ", 17);
+    snprintf(dsn, sizeof dsn, "%s options='%s'", pgs_test_dsn(), opts);
+    pgs_pool_opts_t o = {.conn = {.conninfo = dsn, .statement_timeout_ms = 2147483647},
+                         .max_size = 1};
+    CHECK_OK(pgs_pool_open(&o, &p, &err), err);
+    CHECK_OK(pgs_pool_acquire(p, -1, &c, &err), err);
+    CHECK_STR(first(c, "show work_mem", buf, sizeof buf), "9MB");
+    CHECK_STR(first(c, "show TimeZone", buf, sizeof buf), "UTC");
+    CHECK_STR(first(c, "show statement_timeout", buf, sizeof buf), "2147483647ms");
+    pgs_pool_release(p, c);
+    pgs_pool_close(p);
+
+    snprintf(dsn, sizeof dsn, "%s options='-c work_mem=9MB\\\\'", pgs_test_dsn());
+    CHECK(pgs_pool_open(&o, &p, &err) == PGS_EINVALID && p == NULL);
+    CHECK(strstr(err.message, "backslash") != NULL);
+    for (size_t len = 0; len + 16 < sizeof opts; len += 16)
+        memcpy(opts + len, "-c work_mem=9MB ", 17);
+    snprintf(dsn, sizeof dsn, "%s options='%s'", pgs_test_dsn(), opts);
+    CHECK(pgs_pool_open(&o, &p, &err) == PGS_EINVALID && p == NULL);
+    CHECK(strstr(err.message, "options=") != NULL);
+}
+
 static void test_close_with_borrowers(void)
 {
     pgs_pool_t *p = open_pool(2, 5);
@@ -164,6 +256,8 @@ int main(void)
                                        {"threads share a pool", test_threads_share_pool},
                                        {"terminated backend replaced", test_terminated_backend_replaced},
                                        {"release rolls back", test_release_rolls_back},
+                                       {"release cleans the session", test_release_cleans_session},
+                                       {"options= in the DSN", test_dsn_options},
                                        {"close with borrowers out", test_close_with_borrowers},
                                        {"shared pool by key", test_shared_pool},
                                        {NULL, NULL}};
