@@ -231,6 +231,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
         {es->fn_replay, "_replay", "replay"},    {es->fn_order_lock, "_order_lock", "order_lock"},
         {es->fn_check_order, "_check_order", "check_order"}, {es->end_floor, "_end", "end"},
+        {es->fn_seq_last, "_seq_last", "seq_last"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);

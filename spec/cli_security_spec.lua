@@ -5,7 +5,8 @@
 -- keep it out of the arguments; nothing stored reaches the terminal as a
 -- control character (tail, status, the pretty printer, the REPL, every
 -- host line); a role with only SELECT/INSERT/UPDATE/DELETE on existing
--- tables runs tail, status, project and db:subscribe without any DDL; and
+-- tables runs tail, status, project and db:subscribe without any DDL or
+-- any right on the position sequence (appending takes USAGE on it); and
 -- `pgstore project` warns once when it connects as a superuser.
 local pgstore = require "pgstore"
 local T = require "testenv"
@@ -51,8 +52,7 @@ describe("a password for the host", function()
     local es = assert(admin:events{ table = tname, notify = false })
     assert(es:append("acct-1", { { type = "Opened", data = {} } }))
     es:close()
-    assert(admin:exec(("grant select on all tables in schema public to %s;"
-      .. " grant select on all sequences in schema public to %s"):format(USER, USER)))
+    assert(admin:exec(("grant select on all tables in schema public to %s"):format(USER)))
   end)
   teardown(function()
     T.sh("rm -rf " .. dir)
@@ -245,10 +245,10 @@ describe("least privilege", function()
     es:close()
     assert(admin:exec(("create table %s_rm (stream text primary key, n int not null)"):format(tname)))
     assert(admin:exec(("create role %s login"):format(role)))
-    -- Rows only; and SELECT on the position sequences, where read_all learns
-    -- how far it may read.
-    assert(admin:exec(("grant select, insert, update, delete on all tables in schema public to %s;"
-      .. " grant select on all sequences in schema public to %s"):format(role, role)))
+    -- Rows only: no right on any sequence (read_all learns how far it may
+    -- read through the store's <table>_seq_last()).
+    assert(admin:exec(("grant select, insert, update, delete on all tables in schema public to %s")
+      :format(role)))
     -- Any DDL the role runs fails loudly, even an idempotent one.
     assert(admin:exec(([[create function %s_no_ddl() returns event_trigger language plpgsql as $$
       begin
@@ -271,12 +271,27 @@ describe("least privilege", function()
     return T.sh(("%s --dsn %s %s %s 2>&1"):format(T.host(), shq(base_dsn(role)), global or "", args))
   end
 
-  it("the role has no DDL rights", function()
+  it("the role has no DDL rights and no right on the position sequence", function()
     local db = assert(pgstore.connect{ dsn = base_dsn(role), application_name = "pgstore-spec" })
     local ok, err = db:exec("create table if not exists " .. tname .. "_rm (a int)")
-    db:close()
     assert.is_nil(ok)
     assert.equal("sql", err.code)
+    local rights = assert(db:query(("select has_sequence_privilege('%s_position_seq', 'select') as s,"
+      .. " has_sequence_privilege('%s_position_seq', 'usage') as u"):format(tname, tname)))[1]
+    assert.same({ s = false, u = false }, rights)
+    db:close()
+  end)
+
+  it("read_all and the end need no right on the position sequence", function()
+    local db = assert(pgstore.connect{ dsn = base_dsn(role), application_name = "pgstore-spec" })
+    local es = assert(db:events{ table = tname, notify = false, migrate = false })
+    local rows, cursor = es:read_all{ after = 0 }
+    assert.is_table(rows, tostring(cursor))
+    assert.equal(2, #rows)
+    assert.equal(2, cursor)
+    assert.equal(2, assert(es:latest_position()))
+    es:close()
+    db:close()
   end)
 
   it("tail and status run without --no-migrate and without DDL", function()
@@ -319,6 +334,24 @@ describe("least privilege", function()
     local cp = assert(admin:checkpoints{ store = tname })
     assert.equal(2, cp:load("lp-sub"))
     cp:close()
+  end)
+
+  it("appends with USAGE on the position sequence, without SELECT on it", function()
+    local db = assert(pgstore.connect{ dsn = base_dsn(role), application_name = "pgstore-spec" })
+    local es = assert(db:events{ table = tname, notify = false, migrate = false })
+    local ok, err = es:append("acct-2", { { type = "Opened", data = { n = 3 } } })
+    assert.is_nil(ok)
+    assert.matches("permission denied for sequence", err.message, 1, true)
+    -- nextval is what needs it
+    assert(admin:exec(("grant usage on sequence %s_position_seq to %s"):format(tname, role)))
+    local res = assert(es:append("acct-2", { { type = "Opened", data = { n = 3 } } }))
+    assert.equal(3, res.last_position)
+    local rows = assert(es:read_all{ after = 2 })
+    assert.equal(1, #rows)
+    assert.equal("acct-2", rows[1].stream)
+    es:close()
+    db:close()
+    assert(admin:exec(("revoke usage on sequence %s_position_seq from %s"):format(tname, role)))
   end)
 
   it("pgstore project warns once on stderr when it connects as a superuser", function()

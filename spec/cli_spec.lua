@@ -93,9 +93,9 @@ describe("pgstore daily commands", function()
     local cp = assert(db:checkpoints{ store = table_name })
     assert(cp:save("cli-consumer", 1))
     local user, pw = os.getenv("PGSTORE_TEST_SECRET_USER"), os.getenv("PGSTORE_TEST_SECRET_PASSWORD")
-    -- the end is read_all's cursor, which reads the position sequence
-    assert(db:exec(("grant select on all tables in schema public to %s;"
-      .. " grant select on all sequences in schema public to %s"):format(user, user)))
+    -- rows only: the end is read_all's cursor, which needs no right on the
+    -- position sequence
+    assert(db:exec(("grant select on all tables in schema public to %s"):format(user)))
     local dsn = T.dsn() .. (" user=%s password=%s"):format(user, pw)
     local out, rc = pg("status --table " .. table_name, dsn)
     assert.equal(0, rc, out)

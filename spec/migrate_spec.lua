@@ -308,6 +308,96 @@ describe("migrate: a fresh database", function()
   end)
 end)
 
+-- The text of core/sql/<file> with the placeholders of the events store
+-- public.<t> filled as core/events.c fills them.
+local function events_file(file, t)
+  local text = T.read(("%s/core/sql/%s"):format(T.root(), file))
+  local names = { events = ('"public"."%s"'):format(t), idem_stream = ('"%s_idem_stream"'):format(t) }
+  for name, suffix in pairs{ heads = "_heads", idempotency = "_idempotency", seq = "_position_seq",
+                             append = "_append", read_all = "_read_all", import = "_import", replay = "_replay",
+                             order_lock = "_order_lock", check_order = "_check_order", ["end"] = "_end",
+                             seq_last = "_seq_last" } do
+    names[name] = ('"public"."%s%s"'):format(t, suffix)
+  end
+  text = text:gsub("@([%w_]+)@", names)
+  assert.is_nil(text:match("@[%w_]+@"), "a placeholder left in " .. file)
+  return text
+end
+
+describe("migrate: events version 5 to 6", function()
+  it("lets a role with only row rights follow the store, and keeps the sequence its owner's", function()
+    local dsn, name = fresh_db()
+    local owner, reader = T.unique("pgs_owner"), T.unique("pgs_rows")
+    assert(admin:exec(("create role %s login; create role %s login"):format(owner, reader)))
+    local db = connect(dsn)
+    assert(db:exec(("grant usage, create on schema public to %s"):format(owner)))
+    -- the owner makes the store and takes it back to version 5: the
+    -- functions of events--2--3.sql (3--4 and 4--5 make none), no
+    -- <t>_seq_last, version 5 in the book
+    local odb = T.connect{ dsn = dsn .. " user=" .. owner, pool_size = 2 }
+    local es = assert(odb:events{ table = "up5", notify = false })
+    assert(es:append("acct-1", { { type = "Opened" }, { type = "Deposited" } }))
+    es:close()
+    assert(odb:checkpoints{ store = "up5" }):close()
+    assert(odb:exec(events_file("events--2--3.sql", "up5")))
+    assert(odb:exec("drop function public.up5_seq_last()"))
+    assert(odb:exec("update pgstore_migrations set version = 5 where target = 'events:public.up5'"))
+    assert(odb:exec(("grant usage on schema public to %s;"
+      .. " grant select, insert, update, delete on all tables in schema public to %s"):format(reader, reader)))
+
+    -- at version 5, read_all reads the sequence itself
+    local rdb = T.connect{ dsn = dsn .. " user=" .. reader, pool_size = 2 }
+    local res = assert(rdb:events{ table = "up5", notify = false, migrate = false })
+    local rows, err = res:read_all{ after = 0 }
+    assert.is_nil(rows)
+    assert.matches("permission denied for sequence", err.message, 1, true)
+
+    -- a superuser upgrades it; the new function is the sequence owner's
+    local up = assert(db:events{ table = "up5", notify = false })
+    up:close()
+    assert.equal(EV, book(db, "public")["events:public.up5"])
+    local fn = assert(db:query([[select proowner::regrole::text as owner, prosecdef as definer,
+      array_to_string(proconfig, ',') as config from pg_proc where oid = 'public.up5_seq_last'::regproc]]))[1]
+    assert.same({ owner = owner, definer = true, config = "search_path=pg_catalog, pg_temp" }, fn)
+    for _, f in ipairs{ "up5_read_all", "up5_check_order", "up5_order_lock" } do
+      local src = assert(db:query("select prosrc from pg_proc where oid = $1::regproc", "public." .. f))[1].prosrc
+      assert.is_nil(src:lower():find('from "public"."up5_position_seq"', 1, true), f .. " reads the sequence itself")
+      assert.truthy(src:find('"public"."up5_seq_last"()', 1, true), f)
+    end
+    local sec = assert(db:query("select prosecdef from pg_proc where oid = 'public.up5_read_all'::regproc"))[1]
+    assert.is_false(sec.prosecdef, "read_all runs with its caller's rights")
+
+    -- the same handle, opened before the upgrade, now follows
+    rows, err = res:read_all{ after = 0 }
+    assert.is_table(rows, tostring(err))
+    assert.equal(2, #rows)
+    assert.equal(2, assert(res:latest_position()))
+    local sub = assert(rdb:subscribe{ name = "rows-only", events = res, migrate = false })
+    assert.equal(2, #assert(sub:next(1)))
+    sub:close()
+    -- appending takes USAGE on the sequence, and no SELECT
+    assert(odb:exec(("grant usage on sequence up5_position_seq to %s"):format(reader)))
+    assert.equal(3, assert(res:append("acct-1", { { type = "Withdrawn" } }, { expected = 2 })).last_position)
+    assert.same({ { s = false } }, rdb:query("select has_sequence_privilege('up5_position_seq', 'select') as s"))
+    assert.equal(3, #assert(res:read_all{ after = 0 }))
+    res:close()
+    -- reading the events stays the caller's right
+    assert(odb:exec(("revoke select on up5 from %s"):format(reader)))
+    res = assert(rdb:events{ table = "up5", notify = false, migrate = false })
+    rows, err = res:read_all{ after = 0 }
+    assert.is_nil(rows)
+    assert.matches("permission denied for table up5", err.message, 1, true)
+    res:close()
+
+    rdb:close()
+    odb:close()
+    db:close()
+    admin:exec(("select pg_terminate_backend(pid) from pg_stat_activity where datname = '%s'"):format(name))
+    assert(admin:exec(("drop database %s"):format(name)))
+    assert(admin:exec(("drop role %s; drop role %s"):format(owner, reader)))
+  end)
+end)
+
 describe("migrate: stores opened without migrations", function()
   it("fail with not_found naming the missing table, for every store", function()
     local dsn = fresh_db()
