@@ -41,8 +41,8 @@ describe("names and limits", function()
   end)
 
   it("exports the core's limits, and the Lua modules use them", function()
-    assert.same({ name = 63, channel = 63, notify_payload = 7999, event_size = 1024 * 1024, lock_key = 512 },
-      core.limits)
+    assert.same({ name = 63, channel = 63, notify_payload = 7999, event_size = 1024 * 1024, lock_key = 512,
+      seconds = 2147483, time = 9.2e12, batches = 1000 }, core.limits)
     assert.equal(core.limits.channel, listen.CHANNEL_MAX)
     assert.equal(core.limits.notify_payload, listen.PAYLOAD_MAX)
     assert.equal(core.limits.notify_payload, relay.PAYLOAD_MAX)
