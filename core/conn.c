@@ -32,51 +32,61 @@ static int has_key(const char **keys, int n, const char *k)
     return -1;
 }
 
-/* True when a connection string may hold a password: a password keyword,
- * or a URI whose user info has one (scheme://user:password@…). */
-static int may_hold_secret(const char *conninfo)
+/* A connection string libpq could not parse may still hold a password
+ * somewhere: a `password` keyword, a URI's user info (user:password@) or a
+ * query parameter whose name is percent-encoded (p%61ssword=). Judged
+ * from the text alone, so any of "pass", '@' or '%' counts. */
+static int unparsed_may_hold_secret(const char *conninfo)
 {
     for (const char *p = conninfo; *p; p++)
-        if (strncasecmp(p, "password", 8) == 0)
+        if (strncasecmp(p, "pass", 4) == 0 || *p == '@' || *p == '%')
             return 1;
-    const char *scheme = strstr(conninfo, "://");
-    if (!scheme)
-        return 0;
-    const char *info = scheme + 3, *at = strchr(info, '@');
-    return at && memchr(info, ':', (size_t)(at - info)) != NULL;
+    return 0;
+}
+
+int pgs_conninfo_has_password(const char *conninfo)
+{
+    char *perr = NULL;
+    conninfo = conninfo ? conninfo : "";
+    /* libpq's own parse, key=value and URI alike, percent-decoding both
+     * keywords and values: the password is what libpq would send. */
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    PQfreemem(perr);
+    if (!parsed)
+        return unparsed_may_hold_secret(conninfo);
+    int found = 0;
+    for (PQconninfoOption *o = parsed; o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
+            found = 1;
+    PQconninfoFree(parsed);
+    return found;
 }
 
 /* libpq could not parse the string, so nothing says which part is the
- * password, and its message quotes the offending part ("invalid
- * percent-encoded token: \"…\"", a whole URI): when the string may hold a
- * password, every quoted span of the message is masked. */
+ * password, and its message quotes a piece of the string ("invalid
+ * percent-encoded token: \"…\"") from wherever the parse stopped — a
+ * quote in the password ends any quoting early. When the string may hold
+ * a password, only libpq's words before the first quote are kept: the
+ * kind of error, never a piece of the string. */
 static void parse_error(pgs_error_t *err, const char *conninfo, const char *perr)
 {
     pgs_error_set(err, PGS_EINVALID, "invalid connection string: %s", perr ? perr : "out of memory");
     if (!err)
         return;
+    if (unparsed_may_hold_secret(conninfo)) {
+        char kind[PGS_ERROR_MESSAGE_MAX];
+        snprintf(kind, sizeof kind, "%s", perr ? perr : "out of memory");
+        kind[strcspn(kind, "\"\n")] = '\0';
+        size_t k = strlen(kind);
+        while (k > 0 && (kind[k - 1] == ' ' || kind[k - 1] == ':'))
+            kind[--k] = '\0';
+        pgs_error_set(err, PGS_EINVALID,
+                      "invalid connection string: %s (not shown: it may hold a password)", kind);
+        return;
+    }
     size_t n = strlen(err->message);
     while (n > 0 && (err->message[n - 1] == '\n' || err->message[n - 1] == ' '))
         err->message[--n] = '\0';
-    if (!may_hold_secret(conninfo))
-        return;
-    char masked[PGS_ERROR_MESSAGE_MAX];
-    size_t o = 0;
-    int quoted = 0;
-    for (const char *p = err->message; *p && o + 4 < sizeof masked; p++) {
-        if (*p == '"') {
-            quoted = !quoted;
-            if (!quoted) {
-                memcpy(masked + o, "***", 3);
-                o += 3;
-            }
-            masked[o++] = '"';
-        } else if (!quoted) {
-            masked[o++] = *p;
-        }
-    }
-    masked[o] = '\0';
-    memcpy(err->message, masked, o + 1);
 }
 
 /* The longest `options` pgstore sends: the server refuses a startup packet

@@ -11,7 +11,8 @@
 
 typedef struct pgs_fatal {
     int seen;           /* the server sent FATAL or PANIC: reconnect before use */
-    char message[200];  /* what it said ("" when nothing yet) */
+    char message[200];  /* what it said ("" when nothing yet), password masked */
+    PGconn *pg;         /* whose password that is */
 } pgs_fatal_t;
 
 /* Clears *fatal and routes pg's notices to it. fatal must live as long as

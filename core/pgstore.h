@@ -113,6 +113,13 @@ typedef struct pgs_conn_opts {
                                     is stuck. 0: no limit                    */
 } pgs_conn_opts_t;
 
+/* 1 when a connection string carries a password, as libpq parses it (a
+ * `password` keyword, a URI's user:password@, a percent-encoded
+ * p%61ssword= parameter); when libpq cannot parse it, 1 when it might
+ * ("pass", '@' or '%' anywhere in it). For callers that must keep such a
+ * string out of sight (process arguments). */
+int pgs_conninfo_has_password(const char *conninfo);
+
 /* Opens one connection. On success *out is owned by the caller and freed
  * with pgs_conn_close(). The session runs with DateStyle ISO and UTC. */
 pgs_status_t pgs_conn_open(const pgs_conn_opts_t *opts, pgs_conn_t **out, pgs_error_t *err);

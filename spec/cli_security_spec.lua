@@ -79,7 +79,10 @@ describe("a password for the host", function()
 
   it("is overwritten in the process arguments, with a warning, as --dsn VALUE and --dsn=URI", function()
     local uri = ("postgresql://%s:%s@127.0.0.1:%s/%s"):format(USER, SECRET, PORT, T.dbname())
-    for _, global in ipairs{ "--dsn " .. shq(base_dsn(USER) .. " password=" .. SECRET), "--dsn=" .. shq(uri) } do
+    -- libpq decodes a URI's parameter names too: p%61ssword is a password
+    local encoded = ("postgresql://127.0.0.1:%s/%s?user=%s&p%%61ssword=%s"):format(PORT, T.dbname(), USER, SECRET)
+    for _, global in ipairs{ "--dsn " .. shq(base_dsn(USER) .. " password=" .. SECRET), "--dsn=" .. shq(uri),
+                             "--dsn " .. shq(encoded), "--no-migrate --dsn=" .. shq(encoded) } do
       local cmdline, err = cmdline_of(global)
       assert.truthy(cmdline:find("\0tail\0--all\0", 1, true), "not the pgstore process")
       assert.is_nil(cmdline:find(SECRET, 1, true), "the password shows in /proc/PID/cmdline")
@@ -92,6 +95,60 @@ describe("a password for the host", function()
     local cmdline, err = cmdline_of("--dsn " .. shq(T.dsn()))
     assert.truthy(cmdline:find(T.dsn(), 1, true))
     assert.is_nil(err:find("password", 1, true))
+  end)
+
+  -- Reads /proc/PID/cmdline in a tight loop from the moment the host is
+  -- spawned (posix_spawn: no shell in between) until it ends. Each round
+  -- reads /proc/PID/maps first: once pgstore.core is mapped, the host has
+  -- loaded LuaJIT's libraries and its modules. Returns how many reads
+  -- showed the password, and how many of those came after that point.
+  local function watch_cmdline(argv)
+    local ffi = require "ffi"
+    pcall(ffi.cdef, [[
+      int posix_spawn(int *pid, const char *path, const void *file_actions, const void *attrp,
+                      char *const argv[], char *const envp[]);
+      int posix_spawn_file_actions_init(void *actions);
+      int posix_spawn_file_actions_addopen(void *actions, int fd, const char *path, int flags, int mode);
+      int posix_spawn_file_actions_destroy(void *actions);
+      int waitpid(int pid, int *status, int options);
+      extern char **environ;]])
+    local c_argv, keep = ffi.new("char *[?]", #argv + 1), {}
+    for i, a in ipairs(argv) do
+      keep[i] = ffi.new("char[?]", #a + 1, a)
+      c_argv[i - 1] = keep[i]
+    end
+    -- its output goes to /dev/null (the struct is 80 bytes in glibc)
+    local actions = ffi.new("uint64_t[32]")
+    assert(ffi.C.posix_spawn_file_actions_init(actions) == 0)
+    for fd = 1, 2 do assert(ffi.C.posix_spawn_file_actions_addopen(actions, fd, "/dev/null", 1, 0) == 0) end
+    local pid, status = ffi.new("int[1]"), ffi.new("int[1]")
+    local rc = ffi.C.posix_spawn(pid, argv[1], actions, nil, c_argv, ffi.C.environ)
+    ffi.C.posix_spawn_file_actions_destroy(actions)
+    assert(rc == 0)
+    local proc = "/proc/" .. pid[0]
+    local shown, shown_loaded, reads, loaded = 0, 0, 0, false
+    while ffi.C.waitpid(pid[0], status, 1) == 0 do -- WNOHANG
+      loaded = loaded or T.read(proc .. "/maps"):find("pgstore/core.so", 1, true) ~= nil
+      local cmdline = T.read(proc .. "/cmdline")
+      reads = reads + 1
+      if cmdline:find(SECRET, 1, true) then
+        shown = shown + 1
+        if loaded then shown_loaded = shown_loaded + 1 end
+      end
+    end
+    return shown, shown_loaded, reads, loaded
+  end
+
+  it("is hidden before the host loads anything (read in a tight loop from the spawn)", function()
+    local argv = { T.host(), "--dsn", base_dsn(USER) .. " password=" .. SECRET, "status", "--table", tname }
+    -- The only window left is the dynamic loader's, before main() runs;
+    -- hiding it in Lua left the password there until the modules had loaded.
+    for _ = 1, 5 do
+      local _, shown_loaded, reads, loaded = watch_cmdline(argv)
+      assert.is_true(loaded, "pgstore.core never showed in /proc/PID/maps")
+      assert.truthy(reads > 10)
+      assert.equal(0, shown_loaded, "the password showed after the modules had loaded")
+    end
   end)
 
   it("comes from --dsn-file, PGPASSWORD or a passfile instead", function()

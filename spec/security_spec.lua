@@ -106,6 +106,118 @@ describe("the password", function()
   end)
 end)
 
+-- Passwords as libpq sees them: percent-encoded keywords, quotes, blanks,
+-- a message cut in the middle of one, and the ones libpq finds itself
+-- (passfile, service file). The role logs in without a password (trust),
+-- so any password can be given; the server echoes it back in an error.
+describe("the password, however it is given", function()
+  local core = require "pgstore.core"
+  local dir
+  setup(function() dir = T.tmpdir("secret_forms") end)
+  teardown(function()
+    T.sh("rm -rf " .. dir)
+    T.assert_no_leaks()
+  end)
+
+  -- The error of a statement that quotes `text` back, on a db opened with dsn.
+  local function echoed(dsn, text)
+    local db = assert(pgstore.connect{ dsn = dsn, application_name = "pgstore-spec" })
+    local rows, err = db:query("select $1::int", text)
+    db:close()
+    assert.is_nil(rows)
+    return err
+  end
+
+  local function with_password(pw)
+    return T.dsn() .. " password='" .. pw:gsub("[\\']", "\\%0") .. "'"
+  end
+
+  it("is masked in a URI's percent-encoded keyword, and libpq's quoted fragments never show", function()
+    local base = ("postgresql://127.0.0.1:%s/%s"):format(PORT, T.dbname())
+    for label, dsn in pairs{
+      ["p%61ssword, bad escape"] = base .. "?user=pgs_secret&p%61ssword=TopSecret%zz",
+      ["a quote in user info"] = 'postgresql://u:ab"TopSecret%zz@127.0.0.1/x',
+      ["a quote, then more quotes"] = 'postgresql://u:"TopSecret"x"%zz@127.0.0.1/x',
+      ["unterminated value"] = "host=127.0.0.1 password='TopSecret",
+      ["bad escape in the password"] = "postgresql://u:TopSecret%g1@127.0.0.1/x",
+    } do
+      local db, err = pgstore.connect{ dsn = dsn, application_name = "pgstore-spec" }
+      assert.is_nil(db, label)
+      assert.equal("invalid", err.code, label)
+      assert.is_nil(tostring(err):find("Secret", 1, true), label .. ": " .. tostring(err))
+      assert.matches("invalid connection string", tostring(err), 1, true)
+    end
+    -- what libpq decodes is what is used: the percent-encoded keyword logs in
+    local db = assert(pgstore.connect{ application_name = "pgstore-spec",
+      dsn = ("%s?user=%s&p%%61ssword=%s"):format(base, USER, SECRET) })
+    assert.equal(USER, db:query("select current_user as u")[1].u)
+    db:close()
+    -- and a string without a password still says where libpq stopped
+    local _, err = pgstore.connect{ dsn = "host=127.0.0.1 bogus_keyword=1" }
+    assert.matches('"bogus_keyword"', tostring(err), 1, true)
+  end)
+
+  it("is found the way libpq parses the DSN (core.dsn_has_password)", function()
+    local yes = { "host=x password=p", "postgresql://u:p@h/db", "postgresql://h/db?user=u&p%61ssword=p",
+      "postgresql://h/db?password=p", "host=x password = 'a b'",
+      -- not parsable: judged from the text
+      "postgresql://h/db?p%61ssword=x%zz", 'postgresql://u:a"b%zz@h/x', "host=x pass" }
+    for _, dsn in ipairs(yes) do assert.is_true(core.dsn_has_password(dsn), dsn) end
+    local no = { T.dsn(), "postgresql://u@h/db", "postgresql://h/db?user=u", "host=x password=", "" }
+    for _, dsn in ipairs(no) do assert.is_false(core.dsn_has_password(dsn), dsn) end
+  end)
+
+  it("with blanks in it (runs of spaces, a tab, a trailing newline) is masked as written", function()
+    for _, pw in ipairs{ "Top  Secret", "Tab\tSecret", "Trail Secret\n", "  Lead Secret" } do
+      local err = echoed(with_password(pw), pw)
+      assert.equal("sql", err.code)
+      assert.is_nil(tostring(err):find("Secret", 1, true), ("%q: %s"):format(pw, tostring(err)))
+      assert.matches("*", err.message, 1, true)
+    end
+  end)
+
+  it("straddling the cut of a long message does not show in part", function()
+    local pw = "TopSecretX"
+    local dsn = with_password(pw)
+    local prefix = 'invalid input syntax for type integer: "'
+    for k = 1, #pw - 1 do
+      -- the message is cut at 1,023 bytes, after k bytes of the password
+      local text = ("a"):rep(1023 - #prefix - k) .. pw
+      local err = echoed(dsn, text)
+      assert.is_nil(err.message:find(pw:sub(1, 3), 1, true), ("cut after %d: %s"):format(k, err.message:sub(-20)))
+      assert.is_nil(err.message:find("a" .. pw:sub(1, 1), 1, true), k)
+      assert.truthy(#err.message > 1000, #err.message)
+    end
+  end)
+
+  it("from a passfile or a service file is masked too", function()
+    local pw = "FileSecret-5531"
+    local passfile = T.write(dir .. "/pgpass", ("127.0.0.1:%s:*:*:%s\n"):format(PORT, pw))
+    T.sh("chmod 600 " .. passfile)
+    local err = echoed(T.dsn() .. " passfile=" .. passfile, "x " .. pw .. " y")
+    assert.equal("sql", err.code)
+    assert.is_nil(tostring(err):find(pw, 1, true), tostring(err))
+    assert.matches("x *", err.message, 1, true)
+    -- a service file, through the host; and PGPASSFILE
+    local spw = "ServiceSecret-8812"
+    local services = T.write(dir .. "/services", ("[pgs_spec]\nhost=127.0.0.1\nport=%s\ndbname=%s\nuser=postgres\npassword=%s\n")
+      :format(PORT, T.dbname(), spw))
+    local script = T.write(dir .. "/echo.lua", [[
+      local pw = os.getenv("ECHO_PW")
+      local rows, err = db:query("select $1::int", "x " .. pw .. " y")
+      print(rows, err)]])
+    for label, env in pairs{
+      service = ("PGSERVICEFILE=%s ECHO_PW=%s"):format(services, spw),
+      passfile = ("PGPASSFILE=%s ECHO_PW=%s"):format(passfile, pw),
+    } do
+      local dsn = label == "service" and "service=pgs_spec" or T.dsn()
+      local out = T.sh(("%s %s --dsn %s run %s"):format(env, T.host(), shq(dsn), script))
+      assert.matches("x *", out, 1, true)
+      assert.is_nil(out:find(label == "service" and spw or pw, 1, true), label .. ": " .. out)
+    end
+  end)
+end)
+
 describe("TLS", function()
   local dir, admin
   local PGDATA, OWNER = os.getenv("PGSTORE_TEST_PGDATA"), os.getenv("PGSTORE_TEST_USER")

@@ -26,10 +26,18 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* core.dsn_has_password(dsn) → bool (see pgs_conninfo_has_password) */
+static int l_dsn_has_password(lua_State *L)
+{
+    lua_pushboolean(L, pgs_conninfo_has_password(luaL_checkstring(L, 1)));
+    return 1;
+}
+
 __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        {"backoff", l_backoff}, {"sleep", l_sleep}, {"now", l_now}, {NULL, NULL}};
+        {"backoff", l_backoff}, {"sleep", l_sleep}, {"now", l_now},
+        {"dsn_has_password", l_dsn_has_password}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, funcs, 0);
     lua_pushliteral(L, PGSTORE_VERSION);

@@ -10,7 +10,10 @@
 int luaopen_pgstore_readline(lua_State *L);
 int luaopen_pgstore_sys(lua_State *L);
 
-/* Lets pgstore.sys overwrite the process's arguments (sys.hide_arg); argv
- * stays the caller's. */
-void pgs_host_keep_args(int argc, char **argv);
+/* Called first in main(), before anything is loaded: overwrites the value
+ * of --dsn X / --dsn=X in argv with '*' (it may hold a password, and other
+ * local users read /proc/PID/cmdline) and returns copies of every argument
+ * as given, for the Lua side (NULL when out of memory). sys.show_arg puts
+ * a value back once the host found no password in it. */
+char **pgs_host_hide_dsn(int argc, char **argv);
 #endif

@@ -63,6 +63,13 @@ static int traceback(lua_State *L)
 
 int main(int argc, char **argv)
 {
+    /* Before LuaJIT and the modules load (tens of milliseconds): a password
+     * in --dsn would be readable in /proc/PID/cmdline all that time. */
+    char **args = pgs_host_hide_dsn(argc, argv);
+    if (!args) {
+        fputs("pgstore: out of memory\n", stderr);
+        return 1;
+    }
     lua_State *L = luaL_newstate();
     if (!L) {
         fputs("pgstore: cannot create a Lua state\n", stderr);
@@ -70,9 +77,6 @@ int main(int argc, char **argv)
     }
     luaL_openlibs(L);
     set_paths(L);
-    /* The Lua side gets copies of argv below and may then hide an
-     * argument (a password in --dsn) from /proc/PID/cmdline. */
-    pgs_host_keep_args(argc, argv);
     /* Modules that exist only in the host (the REPL's terminal, signals;
      * pgstore.core, loaded by nginx and busted too, must not have them). */
     lua_getglobal(L, "package");
@@ -91,7 +95,7 @@ int main(int argc, char **argv)
         lua_getfield(L, -1, "main");
         lua_createtable(L, argc, 0);
         for (int i = 0; i < argc; i++) {
-            lua_pushstring(L, argv[i]);
+            lua_pushstring(L, args[i]);
             lua_rawseti(L, -2, i);
         }
         status = lua_pcall(L, 1, 1, 1);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * sys.c — the few operating-system facts the host's Lua needs, as the
  * preloaded module `pgstore.sys`: is a descriptor a terminal, our process
- * id, a file's permission bits, hiding an argument from other local users,
+ * id, a file's permission bits, the --dsn values main() hides from other
+ * local users (shown again when they hold no password),
  * and graceful signals. SIGINT/SIGTERM only set a flag that long-running
  * commands check between batches (so the batch in flight commits); a second
  * one restores the default action and ends the process at once.
@@ -10,6 +11,7 @@
 #include <lua.h>
 
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,14 +19,44 @@
 static volatile sig_atomic_t caught;
 
 /* The process's own argument strings: /proc/PID/cmdline reads them from
- * this memory, so overwriting them changes what `ps` shows. */
+ * this memory, so overwriting them changes what `ps` shows. The copies
+ * are what the Lua side gets. */
 static int arg_count;
-static char **arg_values;
+static char **arg_values, **arg_copies;
 
-void pgs_host_keep_args(int argc, char **argv)
+/* Where the value of a DSN flag starts in argument i, or -1: `--dsn X`
+ * (X is argument i) and `--dsn=X`. Only the global flags before the
+ * command are looked at; the value of --dsn-file is skipped. */
+static int dsn_value_at(int argc, char **argv, int i)
 {
+    for (int j = 1; j < argc && j <= i && argv[j][0] == '-'; j++) {
+        int takes_value = strcmp(argv[j], "--dsn") == 0 || strcmp(argv[j], "--dsn-file") == 0;
+        if (j == i)
+            return strncmp(argv[j], "--dsn=", 6) == 0 ? 6 : -1;
+        if (takes_value && j + 1 == i)
+            return strcmp(argv[j], "--dsn") == 0 ? 0 : -1;
+        j += takes_value;
+    }
+    return -1;
+}
+
+char **pgs_host_hide_dsn(int argc, char **argv)
+{
+    char **copies = calloc((size_t)argc + 1, sizeof *copies);
+    for (int i = 0; copies && i < argc; i++)
+        if (!(copies[i] = strdup(argv[i])))
+            return NULL;
+    if (!copies)
+        return NULL;
+    for (int i = 1; i < argc; i++) {
+        int from = dsn_value_at(argc, argv, i);
+        if (from >= 0)
+            memset(argv[i] + from, '*', strlen(argv[i] + from));
+    }
     arg_count = argc;
     arg_values = argv;
+    arg_copies = copies;
+    return copies;
 }
 
 static void on_signal(int sig)
@@ -59,20 +91,17 @@ static int l_file_mode(lua_State *L)
     return 1;
 }
 
-/* sys.hide_arg(i [, from]) → bool: overwrites argument i (argv[i], as the
- * Lua table main() receives numbers them) from byte `from` (0-based) on
- * with '*', so a secret in it no longer shows to other local users. The
- * Lua side already holds its own copy. */
-static int l_hide_arg(lua_State *L)
+/* sys.show_arg(i) → bool: puts argument i (argv[i], as the Lua table
+ * main() receives numbers them) back as it was given, after main() hid it
+ * (a --dsn value) and the host found no password in it. */
+static int l_show_arg(lua_State *L)
 {
-    lua_Integer i = luaL_checkinteger(L, 1), from = luaL_optinteger(L, 2, 0);
-    if (!arg_values || i < 1 || i >= arg_count || from < 0) {
+    lua_Integer i = luaL_checkinteger(L, 1);
+    if (!arg_values || i < 1 || i >= arg_count) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    size_t n = strlen(arg_values[i]);
-    if ((size_t)from < n)
-        memset(arg_values[i] + from, '*', n - (size_t)from);
+    memcpy(arg_values[i], arg_copies[i], strlen(arg_copies[i]));
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -106,7 +135,7 @@ int luaopen_pgstore_sys(lua_State *L)
 {
     static const luaL_Reg funcs[] = {{"isatty", l_isatty},
                                      {"getpid", l_getpid},
-                                     {"hide_arg", l_hide_arg},
+                                     {"show_arg", l_show_arg},
                                      {"file_mode", l_file_mode},
                                      {"trap_signals", l_trap_signals},
                                      {"interrupted", l_interrupted},

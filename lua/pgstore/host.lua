@@ -52,21 +52,15 @@ local dsn_arg -- from --dsn; not kept in the module table (it may hold a passwor
 _M.unsafe_scripts = false -- --unsafe-scripts: projection scripts get the full environment
 _M.migrate = true -- --no-migrate: never create or upgrade a schema (a role without DDL rights)
 
--- True when a DSN may carry a password: a password keyword, or a URI
--- whose user info has one (scheme://user:password@…); core/conn.c judges
--- its error messages the same way.
-local function carries_password(dsn)
-  if dsn:lower():find("password", 1, true) then return true end
-  local info = dsn:match("://([^@]*)@")
-  return info ~= nil and info:find(":", 1, true) ~= nil
-end
-
--- argv[i] holds the DSN from byte `from` on: other local users can read
--- it in /proc/PID/cmdline, so a password in it is overwritten (the DSN is
--- kept here) and the operator told where it belongs.
-local function hide_password(i, from)
-  if not carries_password(dsn_arg) then return end
-  require("pgstore.sys").hide_arg(i, from)
+-- argv[i] holds the DSN of --dsn: main() hid it from other local users
+-- (/proc/PID/cmdline) before anything loaded. Without a password — as
+-- libpq parses it, the same judgement core/conn.c makes of its errors —
+-- it is shown again; with one, the operator is told where it belongs.
+local function check_password(i)
+  if not require("pgstore.core").dsn_has_password(dsn_arg) then
+    require("pgstore.sys").show_arg(i)
+    return
+  end
   _M.say("--dsn carries a password, which other local users can read while pgstore starts;"
     .. " use --dsn-file, PGPASSWORD or a passfile (PGPASSFILE, ~/.pgpass) instead")
 end
@@ -168,11 +162,11 @@ function _M.main(argv)
     elseif a == "--dsn" then
       if not argv[i + 1] then return _M.usage_error("--dsn needs a value") end
       dsn_arg = argv[i + 1]
-      hide_password(i + 1, 0)
+      check_password(i + 1)
       i = i + 1
     elseif a:match("^%-%-dsn=") then
       dsn_arg = a:sub(7)
-      hide_password(i, 6)
+      check_password(i)
     elseif a == "--dsn-file" then
       if not argv[i + 1] then return _M.usage_error("--dsn-file needs a file") end
       local err

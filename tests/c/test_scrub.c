@@ -78,11 +78,51 @@ static void test_asterisk_passwords(void)
     }
 }
 
+/* A field already cut to its size, ending in the start of the password
+ * (…aaaTopSecretX cut after "Top"): that start is masked too. */
+static void test_secret_at_the_cut(void)
+{
+    const char *secret = "TopSecretX";
+    for (size_t k = 1; k < strlen(secret); k++) {
+        pgs_error_t err;
+        pgs_error_clear(&err);
+        size_t room = sizeof err.message - 1;
+        memset(err.message, 'a', room - k);
+        memcpy(err.message + room - k, secret, k);
+        err.message[room] = '\0';
+        pgs_error_scrub(&err, secret);
+        CHECK(strlen(err.message) == room);
+        CHECK(err.message[room - k] == '*' && err.message[room - 1] == '*');
+        CHECK(err.message[room - k - 1] == 'a');
+    }
+    /* A field that was not cut keeps a tail that merely looks like it. */
+    pgs_error_t err;
+    pgs_error_clear(&err);
+    snprintf(err.message, sizeof err.message, "value Top");
+    pgs_error_scrub(&err, secret);
+    CHECK(strcmp(err.message, "value Top") == 0);
+}
+
+/* Whitespace inside the password: masked as it is written. */
+static void test_blank_passwords(void)
+{
+    const char *secrets[] = {"Top  Secret", "Tab\tSecret", "Trail Secret\n"};
+    for (size_t i = 0; i < 3; i++) {
+        pgs_error_t err;
+        pgs_error_clear(&err);
+        snprintf(err.hint, sizeof err.hint, "say \"%s\" twice: %s", secrets[i], secrets[i]);
+        pgs_error_scrub(&err, secrets[i]);
+        CHECK(strstr(err.hint, "Secret") == NULL);
+    }
+}
+
 int main(void)
 {
     alarm(60);
     static const pgs_test_t tests[] = {{"every short input ends", test_every_short_input_ends},
                                        {"passwords of asterisks", test_asterisk_passwords},
+                                       {"a password at the cut", test_secret_at_the_cut},
+                                       {"passwords with blanks", test_blank_passwords},
                                        {NULL, NULL}};
     return pgs_test_run(tests);
 }
