@@ -5,7 +5,10 @@
 -- wrong token (or two Authorization headers) and writes nothing; the right
 -- token works; /ping stays open; the token shows in no response and no log
 -- line; nginx refuses to start without a usable token file, and a reload
--- without one keeps the running token.
+-- without one keeps the running token. Locations that answer in the
+-- rewrite phase (rewrite_by_lua, `return`, a server-level `return`) need
+-- it too; a fresh nginx holds the token in no process's memory; the
+-- workers run as the template's user.
 local cjson = require "cjson"
 local T = require "testenv"
 local http = require "http"
@@ -15,7 +18,19 @@ local EXTRA = [[
 location = /t/extra {
     content_by_lua_block { ngx.say("data of a location added to the example") }
 }
+location = /t/rewrite {
+    rewrite_by_lua_block { ngx.say("answered in the rewrite phase") return ngx.exit(200) }
+}
+location = /t/return {
+    return 200 "answered by return\n";
+}
+if ($uri = /t/server-return) {
+    return 200 "answered by a server-level return\n";
+}
 ]]
+
+-- Routes of EXTRA that answer before the access phase.
+local REWRITE_ROUTES = { "/t/rewrite", "/t/return", "/t/server-return" }
 
 local srv, admin
 
@@ -53,7 +68,40 @@ local function every_route(headers)
     out["GET /changes"] = assert(http.request(srv.port, "GET", "/changes?after=0", h()))
   end
   out["GET /t/extra"] = assert(http.request(srv.port, "GET", "/t/extra", h()))
+  for _, path in ipairs(REWRITE_ROUTES) do
+    out["GET " .. path] = assert(http.request(srv.port, "GET", path, h()))
+  end
   return out, stream
+end
+
+-- Reads a process's memory through /proc/<pid>/mem (as its owner or root).
+-- → whether `needle` occurs in a readable mapping, and the names of the
+-- mappings read (so a scan that read nothing cannot pass).
+local function memory_holds(pid, needle)
+  local maps = assert(io.open("/proc/" .. pid .. "/maps"))
+  local mem = assert(io.open("/proc/" .. pid .. "/mem", "rb"))
+  mem:setvbuf("no") -- a read past a mapping's end would fail the whole read
+  local found, read = false, {}
+  local CHUNK = 1024 * 1024
+  for line in maps:lines() do
+    local from, to, perms, name = line:match("^(%x+)%-(%x+) (%S+) %S+ %S+ %S+%s*(.*)$")
+    from, to = tonumber(from, 16), tonumber(to, 16)
+    if perms:sub(1, 1) == "r" and name ~= "[vvar]" and name ~= "[vsyscall]" then
+      local at, tail = from, ""
+      while at < to and not found do
+        local n = math.min(CHUNK, to - at)
+        local data = mem:seek("set", at) and mem:read(n)
+        if not data then break end
+        read[name ~= "" and name or "anonymous"] = true
+        found = (tail .. data):find(needle, 1, true) ~= nil
+        tail = data:sub(-#needle)
+        at = at + n
+      end
+    end
+  end
+  maps:close()
+  mem:close()
+  return found, read
 end
 
 local function assert_refused(responses, challenge)
@@ -116,6 +164,10 @@ describe("the nginx example's bearer token", function()
     assert.are.equal(200, responses["HEAD /streams"].status)
     assert.are.equal(200, responses["GET /changes"].status)
     assert.are.equal(200, responses["GET /t/extra"].status)
+    for _, path in ipairs(REWRITE_ROUTES) do
+      assert.are.equal(200, responses["GET " .. path].status, path)
+      assert.truthy(responses["GET " .. path].body:find("^answered"), path)
+    end
     assert.are.equal(1, stream_count(stream))
     -- The scheme is case-insensitive (RFC 7235); /changes streams with the token.
     local s = assert(http.sse(srv.port, "/changes?after=0", { Authorization = "bearer " .. srv.token }))
@@ -140,6 +192,50 @@ describe("the nginx example's bearer token", function()
     local res = assert(http.request(srv.port, "GET", "/ping"))
     assert.are.equal(200, res.status)
     assert.are.equal("pong\n", res.body)
+  end)
+
+  it("leaves the token in no process of a fresh nginx (read through /proc/<pid>/mem)", function()
+    local s = nginx.start{ dsn = T.dsn(), workers = 2 } -- served /ping only, without the token
+    local ok, err = pcall(function()
+      local pids = s:workers()
+      assert.are.equal(2, #pids)
+      table.insert(pids, 1, s.pid)
+      for _, pid in ipairs(pids) do
+        local holds, read = memory_holds(pid, s.token)
+        assert.is_false(holds, "pid " .. pid .. (pid == s.pid and " (master)" or " (worker)")
+          .. " holds the token")
+        -- The scan read what it must: the heap, the stack, and the
+        -- configuration (which names the token file).
+        assert.is_true(read["[heap]"] and read["[stack]"], "pid " .. pid .. ": heap and stack read")
+        assert.is_true((memory_holds(pid, s.token_file)), "pid " .. pid .. ": the scan finds the file's name")
+      end
+    end)
+    s:stop()
+    s:cleanup()
+    assert(ok, err)
+  end)
+
+  it("runs the workers as the template's @USER@", function()
+    local s = nginx.start{ dsn = T.dsn(), workers = 1, user = "daemon daemon" }
+    local uids = {}
+    for _, pid in ipairs(s:workers()) do
+      uids[#uids + 1] = T.read("/proc/" .. pid .. "/status"):match("\nUid:%s+(%d+)")
+    end
+    local root = T.read("/proc/self/status"):match("\nUid:%s+(%d+)") == "0"
+    s:stop()
+    s:cleanup()
+    assert.are.equal(1, #uids)
+    -- Started as root, nginx switches its workers to the user; otherwise
+    -- it cannot, and they run as whoever started it.
+    assert.are.equal(root and "1" or T.read("/proc/self/status"):match("\nUid:%s+(%d+)"), uids[1])
+  end)
+
+  it("refuses a second server_rewrite_by_lua in the server (the check cannot be replaced)", function()
+    local ok, err = pcall(nginx.start, { dsn = T.dsn(), workers = 1,
+      locations = 'server_rewrite_by_lua_block { return }' })
+    if ok then err:stop(); err:cleanup() end
+    assert.is_false(ok, "nginx started")
+    assert.truthy(tostring(err):find("is duplicate", 1, true), err)
   end)
 
   it("never shows a token, right or wrong, in a response or the error log", function()

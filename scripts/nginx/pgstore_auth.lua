@@ -1,13 +1,30 @@
 -- SPDX-License-Identifier: MIT
 -- Bearer-token authentication for scripts/nginx/nginx.conf, run in
--- access_by_lua: a request without `Authorization: Bearer <token>` is
--- answered 401 with a `WWW-Authenticate: Bearer` challenge. The token is read
--- from a file once, by the master (init_by_lua); without a usable one nginx
--- does not start. Only its digest is kept, and compared in constant time.
+-- server_rewrite_by_lua (before any location's rewrite or access phase): a
+-- request without `Authorization: Bearer <token>` is answered 401 with a
+-- `WWW-Authenticate: Bearer` challenge. The token is read from a file once,
+-- by the master (init_by_lua); without a usable one nginx does not start.
+-- Only its digest is kept, and compared in constant time.
 local bit = require "bit"
+local ffi = require "ffi"
+require "resty.core.hash" -- declares ngx_http_lua_ffi_sha1_bin
 
 local ngx = ngx
+local C = ffi.C
 local byte, bor, bxor = string.byte, bit.bor, bit.bxor
+
+-- The token file is read with read(2) into a buffer that is zeroed after
+-- hashing: the token never becomes a Lua string (strings cannot be wiped)
+-- nor passes through a stdio buffer, so the workers, forked after this,
+-- inherit no copy of it.
+for _, decl in ipairs{
+  "int open(const char *path, int flags, ...);",
+  "long read(int fd, void *buf, size_t count);",
+  "int close(int fd);",
+  "char *strerror(int errnum);",
+} do
+  pcall(ffi.cdef, decl) -- already declared by another module: the same libc function
+end
 
 local _M = {}
 
@@ -21,28 +38,83 @@ local function refuse(why)
   error("pgstore_auth: " .. why .. "; nginx does not serve the example without a token", 0)
 end
 
+-- Bytes a token may hold: RFC 6750's b64token, what a client can send
+-- verbatim in the header (`=` only as trailing padding).
+local TOKEN_BYTE = {}
+for c in ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"):gmatch(".") do
+  TOKEN_BYTE[c:byte()] = true
+end
+local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
+local EQUALS = ("="):byte()
+local MAX_FILE = 4096
+local EINTR = 4
+
+-- The whole file into buf (MAX_FILE + 1 bytes). → bytes read | nil, why
+local function read_file(path, buf)
+  local fd = C.open(path, 0) -- O_RDONLY
+  if fd < 0 then return nil, path .. ": " .. ffi.string(C.strerror(ffi.errno())) end
+  local len = 0
+  while len <= MAX_FILE do
+    local n = C.read(fd, buf + len, MAX_FILE + 1 - len)
+    if n == 0 then break end
+    if n < 0 then
+      local e = ffi.errno()
+      if e ~= EINTR then
+        C.close(fd)
+        return nil, path .. ": " .. ffi.string(C.strerror(e))
+      end
+    else
+      len = len + tonumber(n)
+    end
+  end
+  C.close(fd)
+  return len
+end
+
+-- What is wrong with the token in buf[0 .. len-1], if anything (never
+-- saying what it holds). → length without trailing spaces, nil | nil, why
+local function examine(path, buf, len)
+  if len > MAX_FILE then
+    return nil, ("the token file %s is longer than %d bytes"):format(path, MAX_FILE)
+  end
+  while len > 0 and SPACE[buf[len - 1]] do len = len - 1 end -- the newline `echo` or an editor leaves
+  if len == 0 then return nil, "the token file " .. path .. " is empty" end
+  local word = len
+  while word > 0 and buf[word - 1] == EQUALS do word = word - 1 end
+  local ok = word > 0
+  for i = 0, word - 1 do ok = ok and TOKEN_BYTE[buf[i]] == true end
+  if not ok then
+    return nil, "the token file " .. path .. " must hold one token of letters, digits and -._~+/ "
+      .. "(one line, no spaces)"
+  end
+  if len < MIN_LENGTH then
+    return nil, ("the token in %s is shorter than %d characters"):format(path, MIN_LENGTH)
+  end
+  return len
+end
+
 -- init_by_lua: configure{ token_file = path }. Raises (so nginx refuses to
 -- start, or a reload keeps the old configuration) when the file is missing,
--- unreadable, empty, holds more than one token68 word, or a short one. No
--- message ever shows the file's content.
+-- unreadable, empty, longer than 4,096 bytes, holds more than one token68
+-- word, or a short one. No message ever shows the file's content.
 function _M.configure(c)
   local path = c and c.token_file
   if type(path) ~= "string" or path == "" then refuse("no token_file is configured") end
-  local f, err = io.open(path, "rb")
-  if not f then refuse("cannot read the token file (" .. tostring(err) .. ")") end
-  local text = f:read("*a") or ""
-  f:close()
-  local token = text:gsub("%s+$", "") -- the newline `echo` or an editor leaves
-  if token == "" then refuse("the token file " .. path .. " is empty") end
-  -- RFC 6750's b64token: what a client can send verbatim in the header.
-  if not token:match("^[%w%-%._~%+/]+=*$") then
-    refuse("the token file " .. path .. " must hold one token of letters, digits and -._~+/ "
-      .. "(one line, no spaces)")
+  local buf = ffi.new("unsigned char[?]", MAX_FILE + 1)
+  local size, err = read_file(path, buf)
+  if not size then refuse("cannot read the token file (" .. err .. ")") end
+  local len
+  len, err = examine(path, buf, size)
+  local out = ffi.new("unsigned char[20]")
+  if len then C.ngx_http_lua_ffi_sha1_bin(buf, len, out) end
+  ffi.fill(buf, MAX_FILE + 1)
+  if len then
+    digest = ffi.string(out, 20)
+    -- The same call over as many zero bytes overwrites what hashing the
+    -- token left in the stack below this frame.
+    C.ngx_http_lua_ffi_sha1_bin(buf, len, out)
   end
-  if #token < MIN_LENGTH then
-    refuse(("the token in %s is shorter than %d characters"):format(path, MIN_LENGTH))
-  end
-  digest = ngx.sha1_bin(token)
+  if not len then refuse(err) end
 end
 
 -- Digests of equal length, compared without an early exit: the time taken
@@ -64,10 +136,18 @@ local function deny(challenge)
   return ngx.exit(ngx.HTTP_OK) -- the response is complete: no later phase runs
 end
 
--- access_by_lua: returns when the request carries the token; otherwise
--- answers 401 and ends it. Wrong tokens are logged (the client's address,
--- never what it sent).
-function _M.check()
+-- server_rewrite_by_lua: check{ open = { uri, … } } returns when the
+-- request carries the token, or its URI ($uri, as nginx normalized it) is
+-- one of `open`; otherwise answers 401 and ends it. Wrong tokens are logged
+-- (the client's address, never what it sent).
+function _M.check(c)
+  local open = c and c.open
+  if open then
+    local uri = ngx.var.uri
+    for i = 1, #open do
+      if uri == open[i] then return end
+    end
+  end
   if not digest then
     -- configure never ran (a configuration other than the example's):
     -- deny everything rather than serve it open.

@@ -16,7 +16,7 @@
 --   GET  /ping           "pong", without touching the database.
 --
 -- Every route but /ping needs `Authorization: Bearer <token>`: nginx.conf
--- runs pgstore_auth.lua in the access phase, before these handlers.
+-- runs pgstore_auth.lua in the server-rewrite phase, before these handlers.
 --
 -- Event data travels as JSON text: rows are read raw and spliced into the
 -- responses, never decoded and encoded again.

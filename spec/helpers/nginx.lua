@@ -6,8 +6,9 @@
 --   local srv = nginx.start{ dsn = T.dsn(), workers = 1,
 --                            locations = "location = /x { … }",  -- server.d/
 --                            main = "thread_pool tiny threads=1;" } -- main.d/
---   (@DSN@, @PORT@, @PREFIX@, @ROOT@, @BUILD@ and @TOKEN_FILE@ are filled
---   in those too)
+--   (@DSN@, @PORT@, @PREFIX@, @ROOT@, @BUILD@, @TOKEN_FILE@ and @USER@ are
+--   filled in those too; @USER@ is `user` or "nobody nogroup", nginx's
+--   default)
 --   srv.port, srv.prefix, srv:log(), srv:workers()
 --   srv.token, srv.auth   -- the bearer token (random, in srv.token_file, 0600,
 --                         -- in the prefix) and { Authorization = "Bearer …" }
@@ -96,7 +97,7 @@ end
 local Server = {}
 local mt = { __index = Server }
 
--- nginx.start{ dsn, workers = 1, locations, main, lua_path, template,
+-- nginx.start{ dsn, workers = 1, locations, main, lua_path, template, user,
 --              token = random | token_file = path (used as it is) } → server
 function _M.start(o)
   local nginx = _M.binary()
@@ -124,6 +125,7 @@ function _M.start(o)
     local vars = {
       ROOT = _M.root(), BUILD = _M.build_dir(), PREFIX = prefix, PORT = port,
       WORKERS = o.workers or 1, DSN = o.dsn, TOKEN_FILE = token_file,
+      USER = o.user or "nobody nogroup",
     }
     write(prefix .. "/nginx.conf", fill(template, vars))
     if o.locations then write(prefix .. "/server.d/spec.conf", fill(o.locations, vars)) end
