@@ -3,6 +3,7 @@
  */
 #include "companion.h"
 #include "sql.h"
+#include "utf8.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,7 +34,7 @@ pgs_status_t pgs_companion_check_key(const char *what, const char *s, pgs_error_
         return pgs_error_set(err, PGS_EINVALID, "%s must be a string, got NULL", what);
     if (!*s)
         return pgs_error_set(err, PGS_EINVALID, "%s must not be empty", what);
-    return PGS_OK;
+    return pgs_utf8_check(what, s, strlen(s), err);
 }
 
 pgs_status_t pgs_companion_check_size(const char *what, size_t n, size_t max, pgs_error_t *err)

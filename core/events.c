@@ -7,6 +7,7 @@
 #include "events.h"
 #include "conn.h"
 #include "error.h"
+#include "utf8.h"
 #include "sql.h"
 #include "json.h"
 #include "strbuf.h"
@@ -102,9 +103,10 @@ pgs_status_t pgs_events_check_stream(const char *stream, pgs_error_t *err)
 {
     if (!stream || !*stream)
         return pgs_error_set(err, PGS_EINVALID, "stream name must not be empty");
-    if (strlen(stream) > PGS_STREAM_MAX)
+    size_t n = strlen(stream);
+    if (n > PGS_STREAM_MAX)
         return pgs_error_set(err, PGS_EINVALID, "stream name is longer than %d bytes", PGS_STREAM_MAX);
-    return PGS_OK;
+    return pgs_utf8_check("stream name", stream, n, err);
 }
 
 pgs_pool_t *pgs_events_pool(pgs_events_t *es, pgs_pool_t *via)
@@ -347,6 +349,10 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
                                  MAX_TYPE_LEN);
         if (memchr(e->type, '\0', e->type_len))
             return pgs_error_set(err, PGS_EINVALID, "event %d: type contains a NUL byte", i + 1);
+        if (!pgs_utf8_valid(e->type, e->type_len))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: type is not valid UTF-8", i + 1);
+        if (e->id && !pgs_utf8_valid(e->id, strlen(e->id)))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: id is not valid UTF-8", i + 1);
         size_t size = (e->data ? e->data_len : 0) + (e->metadata ? e->metadata_len : 0);
         if (size > es->max_event_size)
             return pgs_error_set(err, PGS_EINVALID,
@@ -359,10 +365,11 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
          * it must be one value, or it could add events or keys (json.c). */
         if (e->data && !pgs_json_valid(e->data, e->data_len))
             return pgs_error_set(err, PGS_EINVALID,
-                                 "event %d: invalid json in data: not exactly one JSON value", i + 1);
+                                 "event %d: invalid json in data: not exactly one JSON value in UTF-8",
+                                 i + 1);
         if (e->metadata && !pgs_json_valid(e->metadata, e->metadata_len))
             return pgs_error_set(err, PGS_EINVALID,
-                                 "event %d: invalid json in metadata: not exactly one JSON value",
+                                 "event %d: invalid json in metadata: not exactly one JSON value in UTF-8",
                                  i + 1);
         if (e->schema_version < 0)
             return pgs_error_set(err, PGS_EINVALID, "event %d: schema_version must be >= 1", i + 1);
@@ -414,6 +421,8 @@ static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_
         return pgs_error_set(err, PGS_EINVALID, "time must be a finite number of seconds since 1970");
     if (o && o->idempotency_key && (!*o->idempotency_key || strlen(o->idempotency_key) > 1024))
         return pgs_error_set(err, PGS_EINVALID, "idempotency key must be 1 to 1024 bytes");
+    if (o && o->idempotency_key)
+        return pgs_utf8_check("idempotency key", o->idempotency_key, strlen(o->idempotency_key), err);
     return PGS_OK;
 }
 

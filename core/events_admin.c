@@ -6,6 +6,7 @@
 #include "events.h"
 #include "conn.h"
 #include "error.h"
+#include "utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,8 @@ static pgs_status_t lifecycle(pgs_events_t *es, const char *stream, const char *
                               const char *reason, pgs_error_t *err)
 {
     pgs_status_t checked = pgs_events_check_stream(stream, err);
+    if (checked == PGS_OK && reason)
+        checked = pgs_utf8_check("reason", reason, strlen(reason), err);
     if (checked != PGS_OK)
         return checked;
     lifecycle_t lc = {es, stream, to, reason};

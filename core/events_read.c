@@ -6,6 +6,7 @@
 #include "events.h"
 #include "conn.h"
 #include "error.h"
+#include "utf8.h"
 #include "strbuf.h"
 
 #include <stdio.h>
@@ -34,6 +35,8 @@ static pgs_status_t types_json(const char *const *types, int n, pgs_strbuf_t *b,
     for (int i = 0; i < n; i++) {
         if (!types[i])
             return pgs_error_set(err, PGS_EINVALID, "types[%d] is not a string", i + 1);
+        if (!pgs_utf8_valid(types[i], strlen(types[i])))
+            return pgs_error_set(err, PGS_EINVALID, "types[%d] is not valid UTF-8", i + 1);
         if (i)
             pgs_strbuf_add(b, ",", 1);
         pgs_strbuf_add_json_string(b, types[i], strlen(types[i]));
@@ -151,6 +154,11 @@ pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o,
     char after[24], lim[16];
     snprintf(after, sizeof after, "%lld", (long long)o->after);
     snprintf(lim, sizeof lim, "%d", limit);
+    if (o->prefix) {
+        pgs_status_t checked = pgs_utf8_check("prefix", o->prefix, strlen(o->prefix), err);
+        if (checked != PGS_OK)
+            return checked;
+    }
     pgs_strbuf_t types;
     pgs_strbuf_init(&types);
     char *pattern = o->prefix && *o->prefix ? like_prefix(o->prefix) : NULL;

@@ -3,11 +3,14 @@
  * grammar, optional surrounding whitespace), without building anything.
  * An append splices each event's data and metadata text into one JSON
  * array for the server; text that is not one value could close its event
- * and open others ("null},{\"type\":…"), or add keys to it. The server
- * checks encodings (UTF-8) and limits; this checks structure, in one pass,
- * with no allocation and no recursion: nesting is a bit stack.
+ * and open others ("null},{\"type\":…"), or add keys to it. This checks
+ * structure, in one pass, with no allocation and no recursion (nesting is
+ * a bit stack), and that the text is UTF-8 (RFC 8259 section 8.1): the
+ * server would refuse other bytes only after the caller's transaction has
+ * begun, and abort it.
  */
 #include "json.h"
+#include "utf8.h"
 
 #include <stdint.h>
 
@@ -122,7 +125,7 @@ int pgs_json_valid(const char *text, size_t len)
     uint8_t stack[PGS_JSON_MAX_DEPTH / 8];
     int depth = 0;
     cursor_t c = {(const unsigned char *)text, (const unsigned char *)text + len};
-    if (!text)
+    if (!text || !pgs_utf8_valid(text, len))
         return 0;
     skip_ws(&c);
     for (;;) {

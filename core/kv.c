@@ -26,6 +26,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "thread.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <math.h>
@@ -325,7 +326,8 @@ pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const cha
         st = pgs_companion_check_size("value", len, kv->max_value, err);
     if (st == PGS_OK && len > 0x7fffffff)
         st = pgs_error_set(err, PGS_EINVALID, "value is too long");
-    if (st == PGS_OK && (isnan(ttl) || ttl > PGS_TIME_MAX))
+    /* ttl <= 0 is no expiry, but -inf is no number of seconds */
+    if (st == PGS_OK && (isnan(ttl) || isinf(ttl) || ttl > PGS_TIME_MAX))
         st = pgs_error_set(err, PGS_EINVALID, "ttl must be a number of seconds up to %.0f, got %g",
                            PGS_TIME_MAX, ttl);
     if (st != PGS_OK)
@@ -391,6 +393,9 @@ pgs_status_t pgs_kv_delete_prefix(pgs_kv_t *kv, pgs_conn_t *tx, const char *pref
         return pgs_error_set(err, PGS_EINVALID, "prefix must be a string, got NULL");
     if (!*prefix)
         return delete_where(kv, tx, SQL_CLEAR, NULL, removed, err);
+    pgs_status_t checked = pgs_utf8_check("prefix", prefix, strlen(prefix), err);
+    if (checked != PGS_OK)
+        return checked;
     /* Match the prefix literally: escape LIKE's wildcards and its escape
      * character, then add the one wildcard we mean. */
     size_t n = strlen(prefix);

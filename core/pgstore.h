@@ -802,8 +802,9 @@ pgs_kv_phase_t pgs_kv_init_phase(const pgs_kv_init_t *it);
 pgs_status_t pgs_kv_init_step(pgs_kv_init_t *it, pgs_error_t *err);
 void pgs_kv_init_free(pgs_kv_init_t *it);
 
-/* Stores len bytes under key; ttl > 0 expires it after ttl seconds, any
- * other ttl (0, negative, NaN) never. */
+/* Stores len bytes under key; ttl > 0 expires it after ttl seconds, 0 or a
+ * negative ttl never; NaN, the infinities and more than PGS_TIME_MAX are
+ * PGS_EINVALID. */
 pgs_status_t pgs_kv_set(pgs_kv_t *kv, pgs_conn_t *tx, const char *key, const char *value,
                         size_t len, double ttl, pgs_error_t *err);
 /* PGS_ENOTFOUND when absent or expired. On PGS_OK *value and *len point

@@ -11,6 +11,7 @@
  * and writes nothing. Zero rows affected is the conflict.
  */
 #include "companion.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,8 @@ pgs_status_t pgs_sessions_save(pgs_sessions_t *s, pgs_conn_t *tx, const char *id
         st = pgs_companion_check_version("version", version, err);
     if (st == PGS_OK)
         st = pgs_companion_check_key("state", state_json, err);
+    if (st == PGS_OK)
+        st = pgs_utf8_check("history", history_json, strlen(history_json), err);
     if (st == PGS_OK)
         st = pgs_companion_check_size("state and history",
                                       strlen(state_json) + strlen(history_json), s->c.max_value,

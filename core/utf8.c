@@ -45,3 +45,10 @@ int pgs_utf8_valid(const char *text, size_t n)
     }
     return 1;
 }
+
+pgs_status_t pgs_utf8_check(const char *what, const char *s, size_t n, pgs_error_t *err)
+{
+    if (pgs_utf8_valid(s, n))
+        return PGS_OK;
+    return pgs_error_set(err, PGS_EINVALID, "%s is not valid UTF-8", what);
+}

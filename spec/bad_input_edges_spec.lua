@@ -93,6 +93,76 @@ describe("bad input at the edges", function()
     pm:close()
   end)
 
+  it("refuses invalid UTF-8 in every stored name before sending it: a transaction goes on", function()
+    local raw = assert(db:events{ table = "bad_edges", notify = false, codec = "raw", migrate = false })
+    local kv = assert(db:kv{ table = "bad_edges_kv" })
+    local cp = assert(db:checkpoints{ store = es })
+    local ss = assert(db:snapshots{ table = "bad_edges_snap" })
+    local sess = assert(db:sessions{ table = "bad_edges_sess" })
+    local xs = assert(db:exec_checkpoints{ table = "bad_edges_xs" })
+    local BAD = "ab\255"
+    -- what: the message names it; fn(tx) is one call with the bad text
+    local doors = {
+      { "stream name", function(tx) return es:append(BAD, { { type = "E" } }, { tx = tx }) end },
+      { "type", function(tx) return es:append("s", { { type = BAD } }, { tx = tx }) end },
+      { "idempotency key", function(tx) return es:append("s", { { type = "E" } }, { tx = tx, idempotency_key = BAD }) end },
+      { "data", function(tx) return raw:append("s", { { type = "E", data = '"' .. BAD .. '"' } }, { tx = tx }) end },
+      { "data", function(tx) return es:append("s", { { type = "E", data = { k = BAD } } }, { tx = tx }) end },
+      { "metadata", function(tx) return raw:append("s", { { type = "E", data = "1", metadata = '{"m":"' .. BAD .. '"}' } }, { tx = tx }) end },
+      { "key", function(tx) return kv:set(BAD, "v", nil, { tx = tx }) end },
+      { "key", function(tx) return kv:get(BAD, { tx = tx }) end },
+      { "key", function(tx) return kv:delete(BAD, { tx = tx }) end },
+      { "prefix", function(tx) return kv:delete_prefix(BAD, { tx = tx }) end },
+      { "consumer", function(tx) return cp:save(BAD, 1, { tx = tx }) end },
+      { "consumer", function(tx) return cp:load(BAD, { tx = tx }) end },
+      { "stream", function(tx) return ss:save(BAD, 1, { n = 1 }, { tx = tx }) end },
+      { "state", function(tx) return ss:save("s", 1, { n = BAD }, { tx = tx }) end },
+      { "session id", function(tx) return sess:save(BAD, { version = 1, state = {} }, { tx = tx }) end },
+      { "execution id", function(tx) return xs:save(BAD, { step = 1 }, { tx = tx }) end },
+    }
+    for i, door in ipairs(doors) do
+      local what, call = door[1], door[2]
+      local got
+      assert(db:transaction(function(tx)
+        local res, err = call(tx)
+        got = { res = res, err = err }
+        -- the transaction is not aborted: the next statement goes through
+        return assert(es:append("ok", { { type = "E" } }, { tx = tx }))
+      end))
+      local label = ("door %d (%s)"):format(i, what)
+      assert.is_nil(got.res, label .. ": accepted")
+      assert.is_table(got.err, label)
+      assert.equal("invalid", got.err.code, label .. ": " .. tostring(got.err))
+      assert.truthy(got.err.message:find("UTF-8", 1, true), label .. ": " .. got.err.message)
+      assert.truthy(got.err.message:find(what, 1, true), label .. ": " .. got.err.message)
+    end
+    assert.equal(#doors, events())
+    -- outside a transaction: reads, filters, tombstone reasons, subscriptions
+    assert(es:append("s", { { type = "E" } }))
+    local outside = {
+      { "stream name", function() return es:read(BAD) end },
+      { "types[1]", function() return es:read("s", { types = { BAD } }) end },
+      { "types[1]", function() return es:read_all{ types = { BAD } } end },
+      { "prefix", function() return es:read_all{ prefix = BAD } end },
+      { "reason", function() return es:tombstone("s", BAD) end },
+      { "consumer", function() return db:subscribe{ name = BAD, events = es } end },
+    }
+    for i, door in ipairs(outside) do
+      local res, err = door[2]()
+      local label = ("outside %d (%s)"):format(i, door[1])
+      assert.is_nil(res, label .. ": accepted")
+      assert.equal("invalid", err.code, label .. ": " .. tostring(err))
+      assert.truthy(err.message:find("UTF-8", 1, true), label .. ": " .. err.message)
+      assert.truthy(err.message:find(door[1], 1, true), label .. ": " .. err.message)
+    end
+    assert.equal(1, #assert(es:read("s")), "the stream was not tombstoned")
+    -- valid UTF-8 goes through everywhere
+    assert(es:append("strëam ✓", { { type = "Tÿpe" } }, { idempotency_key = "kéy" }))
+    assert(kv:set("kéy", "v"))
+    assert(cp:save("cönsumer", 1))
+    for _, h in ipairs{ raw, kv, cp, ss, sess, xs } do h:close() end
+  end)
+
   it("refuses subscription cursors and poll intervals at the call", function()
     local name = T.unique("edges")
     local bad_from = { negative = -5, fractional = 0.5, ['1e300'] = 1e300, inf = INF, NaN = NAN,

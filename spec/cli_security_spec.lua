@@ -198,6 +198,9 @@ describe("what reaches the terminal", function()
     tname = T.unique("clisec_tty")
     local es = assert(admin:events{ table = tname, notify = false })
     assert(es:append(STREAM, { { type = TYPE, data = { csi = "\194\155" .. "31m", bidi = "a\226\128\174b" } } }))
+    -- named with the four characters an escaped ESC is shown as, and with a real ESC
+    assert(es:append("amb\\027[2J", { { type = "Lookalike" } }))
+    assert(es:append("amb\27[2J", { { type = "Lookalike" } }))
     local cp = assert(admin:checkpoints{ store = es })
     assert(cp:save(CONSUMER, 1))
     cp:close()
@@ -216,7 +219,7 @@ describe("what reaches the terminal", function()
   end
 
   it("tail escapes stream names, types and data; one event stays one line", function()
-    local out, rc = pg("tail --all --table " .. tname)
+    local out, rc = pg("tail --all --table " .. tname .. " --limit 1")
     assert.equal(0, rc, out)
     assert.is_nil(acting(out), out)
     assert.equal(1, lines(out))
@@ -226,6 +229,28 @@ describe("what reaches the terminal", function()
     out = pg(("tail --table %s %s"):format(tname, shq(STREAM)))
     assert.is_nil(acting(out), out)
     assert.equal(1, lines(out))
+  end)
+
+  it("tail tells a stream named with a backslash from one with the control it spells", function()
+    local out, rc = pg(("tail --all --table %s --types Lookalike"):format(tname))
+    assert.equal(0, rc, out)
+    assert.is_nil(acting(out), out)
+    local a, b = out:match("^%d+\t(%S+)\t.-\n%d+\t(%S+)\t.-\n$")
+    assert.equal("amb\\\\027[2J", a)
+    assert.equal("amb\\027[2J", b)
+    assert.equal("a\\\\b", require("pgstore.printable").escape("a\\b"))
+  end)
+
+  it("a sandboxed script's print escapes each value and keeps its tabs", function()
+    local dir = T.tmpdir("clisec_print")
+    T.write(dir .. "/proj.lua", [[
+      return { name = "printer", handlers = {
+        ["Ty\27]0;title\7pe"] = function(e) print(e.stream, "\27]0;pwned\7", 42, nil) end } }]])
+    local out, rc = pg(("project --once --table %s %s/proj.lua"):format(tname, dir))
+    T.sh("rm -rf " .. dir)
+    assert.equal(0, rc, out)
+    assert.is_nil(acting(out), out)
+    assert.matches("evil\\027[2J\\013forged\\009line\t\\027]0;pwned\\007\t42\tnil\n", out, 1, true)
   end)
 
   it("status escapes consumer names and lease owners", function()
@@ -258,6 +283,7 @@ describe("what reaches the terminal", function()
       [[error("boom\27[2J\rforged")]],
       ":trace",
       [[db:query("select 'x' || chr(27) || '[2J' as v")]],
+      "\\unlisten ch\27]0;pwned\7",
     }, "\n") .. "\n")
     local out = T.sh(("%s --dsn %s repl <%s/in"):format(T.host(), shq(T.dsn()), dir))
     T.sh("rm -rf " .. dir)
@@ -266,6 +292,7 @@ describe("what reaches the terminal", function()
     assert.matches([[evil\027[2J\rforged\tline]], out, 1, true)
     assert.matches([[boom\027[2J\013forged]], out, 1, true)
     assert.matches([[x\027[2J]], out, 1, true)
+    assert.matches([[not listening on ch\027]0;pwned\007]], out, 1, true)
   end)
 
   it("pretty and printable: C0, DEL, C1, bidi and bytes that are not UTF-8", function()
@@ -278,6 +305,7 @@ describe("what reaches the terminal", function()
     assert.equal("é中😀 plain", printable.escape("é中😀 plain"))
     assert.equal("\\xC0\\xAF|\\xED\\xA0\\x80|\\xE2\\x80|\\x80", printable.escape("\192\175|\237\160\128|\226\128|\128"))
     assert.equal("a\\027[2J\\013\\009\\010\\127", printable.escape("a\27[2J\r\t\n\127"))
+    assert.equal("a\\\\027", printable.escape("a\\027"))
     local err = require("pgstore.errors").new("sql", "stream \27[2Jx\r")
     err.detail = "d\27]0;t\7"
     assert.equal("error(sql): stream \\027[2Jx\\013 (d\\027]0;t\\007)", pretty.error(err))

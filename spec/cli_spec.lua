@@ -71,8 +71,52 @@ describe("pgstore daily commands", function()
                           "--lease 0", "--idempotency-ttl -1" } do
       local out, rc = pg(("project %s x.lua"):format(bad))
       assert.equal(2, rc, bad .. ": " .. out)
-      assert.matches("takes a number of seconds", out, 1, true)
+      assert.matches(bad:match("^%S+") .. " must be a", out, 1, true)
     end
+  end)
+
+  it("holds every number flag to the API's ranges: a usage error before connecting", function()
+    -- nothing listens there: a flag that got past parsing would fail to connect (exit 1)
+    local nowhere = "host=127.0.0.1 port=1 dbname=x connect_timeout=1"
+    local dir = T.tmpdir("cli_numbers")
+    T.write(dir .. "/p.lua", "return {}")
+    local cases = {
+      { "project --policy-every 1e308 x.lua", "--policy-every must be a positive number of seconds up to 2147483, got '1e308'" },
+      { "project --policy-every 3000000 x.lua", "--policy-every must be" },
+      { "project --lease 1e308 x.lua", "--lease must be" },
+      { "project --renew inf x.lua", "--renew must be" },
+      { "project --idempotency-ttl 1e308 x.lua", "--idempotency-ttl must be a whole number from 0 to 4294967296, got '1e308'" },
+      { "project --idempotency-ttl 1.5 x.lua", "--idempotency-ttl must be a whole number" },
+      { "project x.lua --table", "--table needs a value" },
+      { "project --table --once x.lua", "--table needs a value" },
+      { "project --policy x.lua", "no projection file given" },
+      { "tail --all --limit 1e308", "--limit must be a whole number from 0 to 9007199254740992, got '1e308'" },
+      { "tail --all --limit 9007199254740993", "got '9007199254740993'" },
+      { "tail --all --from 9007199254740993", "--from must be a whole number" },
+      { "tail --all --from 1e308", "--from must be a whole number" },
+      { "tail --all --from -1", "--from must be a whole number" },
+      { "tail s --limit 1e308", "--limit must be a whole number" },
+      { "tail --all --limit 0x10", "--limit must be a whole number" },
+      { "tail --all --table", "--table needs a value" },
+      { "append s E {} --expected 9007199254740993", "--expected must be a whole number" },
+      { "policy apply " .. dir .. "/p.lua --batch 1e308", "--batch must be a whole number from 1 to 10000000" },
+      { "policy apply " .. dir .. "/p.lua --idempotency-ttl -1", "--idempotency-ttl must be a whole number" },
+    }
+    for _, c in ipairs(cases) do
+      local out, rc = pg(c[1], nowhere)
+      assert.equal(2, rc, c[1] .. ": " .. out)
+      assert.matches(c[2], out, 1, true)
+      assert.matches("usage: pgstore", out, 1, true)
+    end
+    -- the largest values the API takes get past parsing (to the failed connection)
+    for _, ok in ipairs{ "tail --all --limit 9007199254740992 --from 9007199254740992",
+                         "policy apply " .. dir .. "/p.lua --batch 10000000 --idempotency-ttl 4294967296" } do
+      local out, rc = pg(ok, nowhere)
+      assert.equal(1, rc, ok .. ": " .. out)
+    end
+    local out, rc = pg(("tail --table %s --all --limit 9007199254740992 --from 007"):format(table_name))
+    assert.equal(0, rc, out)
+    T.sh("rm -rf " .. dir)
   end)
 
   it("follows new events until SIGTERM, then exits 0", function()

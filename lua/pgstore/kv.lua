@@ -114,14 +114,15 @@ end
 
 -- kv:set(key, value [, ttl [, { tx = tx }]]) → true | nil, err
 -- ttl in seconds (fractions allowed) up to the latest time a timestamp
--- holds (options.TIME_MAX); nil or ≤ 0: never expires.
+-- holds (options.TIME_MAX); nil or ≤ 0: never expires; NaN and the
+-- infinities are `invalid`.
 function _M:set(key, value, ttl, opts)
   C.check(self, mt, "set")
   C.arg(key, 1, "set", "string")
   C.arg(value, 2, "set", "string")
   C.arg(ttl, 3, "set", "number|nil")
   local _, conn, tx = C.call_opts(opts, nil, 4, "set")
-  local bad = ttl and not (ttl <= 0) and options.seconds(ttl, "ttl", true, options.TIME_MAX)
+  local bad = ttl and not (ttl <= 0 and ttl > -math.huge) and options.seconds(ttl, "ttl", true, options.TIME_MAX)
   if bad then return nil, bad end
   return C.note(tx, self.core:set(key, value, ttl, conn))
 end

@@ -44,7 +44,9 @@ local function non_ascii(run)
   return first .. hex_bytes(run:sub(len + 1))
 end
 
-local CONTROLS = "[%z\1-\31\127]"
+-- The backslash too: escaped as `\\`, so `\027` in the output is always
+-- an ESC that was there, never the four characters a stream was named with.
+local CONTROLS = "[%z\1-\31\127\\]"
 local classes = setmetatable({}, { __mode = "k" }) -- escapes table → its pattern
 
 local function class_of(escapes)
@@ -52,7 +54,7 @@ local function class_of(escapes)
   if not class then
     local set = {}
     for k in pairs(escapes) do set[#set + 1] = "%" .. k end
-    class = "[%z\1-\31\127" .. table.concat(set) .. "]"
+    class = "[%z\1-\31\127\\" .. table.concat(set) .. "]"
     classes[escapes] = class
   end
   return class
@@ -62,14 +64,17 @@ end
 -- Unicode ones above) written as an escape: `\027` for a byte below 32 or
 -- DEL, `\xNN` for a byte that is not part of well-formed UTF-8, `\u{XXXX}`
 -- for a code point that acts on the terminal (the forms Lua reads back).
--- Tabs and newlines are escaped too: one value stays on one line.
+-- Tabs and newlines are escaped too: one value stays on one line. A
+-- backslash is `\\`, so the output reads back unambiguously.
 -- `escapes` maps single ASCII characters to the caller's own escapes (the
 -- pretty printer's `\n`, `\"`, `\\`); they take precedence.
 function _M.escape(s, escapes)
   s = type(s) == "string" and s or tostring(s)
   local ascii = escapes and class_of(escapes) or CONTROLS
   if not find(s, ascii) and not find(s, "[\128-\255]") then return s end
-  s = gsub(s, ascii, function(c) return escapes and escapes[c] or format("\\%03d", byte(c)) end)
+  s = gsub(s, ascii, function(c)
+    return escapes and escapes[c] or (c == "\\" and "\\\\") or format("\\%03d", byte(c))
+  end)
   return (gsub(s, "[\128-\255][\128-\191]*", non_ascii))
 end
 

@@ -201,7 +201,7 @@ end
 
 function handlers.listen(self, args)
   if args == "" then
-    self:say(#self.channels > 0 and "listening on " .. concat(self.channels, ", ") or "not listening")
+    self:say(#self.channels > 0 and "listening on " .. safe_text(concat(self.channels, ", ")) or "not listening")
     return
   end
   self:listen(args)
@@ -253,7 +253,7 @@ end
 
 function Repl:listen(channel)
   for _, c in ipairs(self.channels) do
-    if c == channel then return self:say("already listening on " .. channel) end
+    if c == channel then return self:say("already listening on " .. safe_text(channel)) end
   end
   if self.listener then
     local added, err = self.listener:add(channel)
@@ -264,7 +264,7 @@ function Repl:listen(channel)
     self.listener = l
   end
   self.channels[#self.channels + 1] = channel
-  self:say("listening on " .. channel)
+  self:say("listening on " .. safe_text(channel))
 end
 
 function Repl:close_listener()
@@ -283,7 +283,8 @@ function Repl:unlisten(channel)
   for _, c in ipairs(self.channels) do
     if c == channel then found = true else left[#left + 1] = c end
   end
-  if not found then return self:say("not listening on " .. channel) end
+  -- the name as typed, which may be anything
+  if not found then return self:say("not listening on " .. safe_text(channel)) end
   self:close_listener()
   self.channels = left
   if #left > 0 then
@@ -294,7 +295,7 @@ function Repl:unlisten(channel)
     end
     self.listener = l
   end
-  self:say("stopped listening on " .. channel)
+  self:say("stopped listening on " .. safe_text(channel))
 end
 
 function _M.notification_text(n)

@@ -14,11 +14,14 @@
 -- the host left in stack slots), its json is a cjson instance of its own,
 -- os.getenv does not hand out the connection settings (PG*, PGSTORE_*),
 -- getmetatable does not hand out strings' metatable (pgstore's own hide
--- themselves with __metatable), and handlers get proxies, not handles.
+-- themselves with __metatable), handlers get proxies, not handles, and
+-- print escapes what it prints (pgstore.printable).
 local cjson = require "cjson"
 local core = require "pgstore.core"
+local escape = require("pgstore.printable").escape
 
 local type, setmetatable, setfenv, loadfile, xpcall, tostring = type, setmetatable, setfenv, loadfile, xpcall, tostring
+local select, concat = select, table.concat
 
 local _M = {}
 
@@ -31,6 +34,15 @@ local SAFE = {
 local function safe_getenv(name)
   if type(name) == "string" and (name:match("^PG") or name:match("^PGSTORE")) then return nil end
   return os.getenv(name)
+end
+
+-- print as Lua's (tostring, tabs between values, a newline), each value
+-- escaped: a script prints what it read — stream names, payloads — and an
+-- escape sequence in one would reach the operator's terminal.
+local function safe_print(...)
+  local parts = {}
+  for i = 1, select("#", ...) do parts[i] = escape(tostring((select(i, ...)))) end
+  io.stdout:write(concat(parts, "\t"), "\n")
 end
 
 -- A script can only set metatables on tables; any other value's metatable
@@ -56,7 +68,7 @@ function _M.env(name, extra, unsafe)
     env.string, env.table, env.math = copy(string), copy(table), copy(math)
     env.os = { time = os.time, clock = os.clock, date = os.date, getenv = safe_getenv }
     env.getmetatable = safe_getmetatable
-    env.print = print
+    env.print = safe_print
   end
   env.json, env.null = cjson.new(), core.null
   for k, v in pairs(extra or {}) do env[k] = v end

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT
  * fuzz_json.c — libFuzzer target for the JSON an append builds: the
  * structural check that keeps raw event data to one value (json.c), and
- * the string escaper (strbuf.c). Oracles: any bytes, escaped, are one
- * JSON value; a value that passes the check, spliced into the batch array
- * the way events.c does, leaves an array that still passes it.
+ * the string escaper (strbuf.c). Oracles: any UTF-8 text, escaped, is one
+ * JSON value (the escaper keeps other bytes as they are, and JSON text is
+ * UTF-8: events.c refuses a type that is not first); a value that passes
+ * the check, spliced into the batch array the way events.c does, leaves
+ * an array that still passes it.
  */
 #include "json.h"
 #include "strbuf.h"
+#include "utf8.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pgs_strbuf_t b;
     pgs_strbuf_init(&b);
     pgs_strbuf_add_json_string(&b, text, size);
-    if (!b.failed && !pgs_json_valid(b.data, b.len))
+    if (!b.failed && pgs_utf8_valid(text, size) && !pgs_json_valid(b.data, b.len))
         abort(); /* an escaped string that is not one JSON value */
     if (valid) {
         pgs_strbuf_t arr;

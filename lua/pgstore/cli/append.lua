@@ -17,7 +17,11 @@ function _M.main(host, argv)
   if not o then return host.usage_error("append: " .. pos, _M.usage) end
   if #pos ~= 3 then return host.usage_error("append: expected STREAM TYPE JSON", _M.usage) end
   local expected = o.expected
-  if expected and expected:match("^%d+$") then expected = tonumber(expected) end
+  if expected and expected:match("^%d+$") then
+    local msg
+    expected, msg = args.number("--expected", expected, args.whole(0, 2 ^ 53))
+    if not expected then return host.usage_error("append: " .. msg, _M.usage) end
+  end
   local db, err = host.connect{ pool_size = 1 }
   if not db then return host.fail(err) end
   local es

@@ -4,6 +4,7 @@
 -- by stream, then does it in bounded batches, with progress on stderr when
 -- that is a terminal. The work itself is pgstore.retention's.
 local pgstore = require "pgstore"
+local args_ = require "pgstore.cli.args"
 local escape = require("pgstore.printable").escape
 
 local _M = {
@@ -75,18 +76,11 @@ local function parse(host, args)
     elseif a == "--batch" or a == "--table" or a == "--idempotency-ttl" then
       local v = args[i + 1]
       if not v then return nil, host.usage_error(a .. " needs a value", _M.usage) end
-      if a == "--idempotency-ttl" then
-        local n = tonumber(v)
-        if not n or n < 0 or n % 1 ~= 0 or n > 2 ^ 32 then
-          return nil, host.usage_error("--idempotency-ttl must be a whole number of seconds, got '" .. v .. "'", _M.usage)
-        end
-        o.idempotency_ttl = n
-      elseif a == "--batch" then
-        local n = tonumber(v)
-        if not n or n < 1 or n % 1 ~= 0 or n > 10000000 then
-          return nil, host.usage_error("--batch must be a whole number from 1 to 10000000, got '" .. v .. "'", _M.usage)
-        end
-        o.batch = n
+      if a == "--idempotency-ttl" or a == "--batch" then
+        -- as db:events{ idempotency_ttl } and set:apply{ batch } take them
+        local n, msg = args_.number(a, v, a == "--batch" and args_.whole(1, 1e7) or args_.whole(0, 2 ^ 32))
+        if not n then return nil, host.usage_error("policy apply: " .. msg, _M.usage) end
+        o[a == "--batch" and "batch" or "idempotency_ttl"] = n
       else
         o.table = v
       end

@@ -4,6 +4,7 @@
 -- transaction per batch holds the read-model writes and the checkpoint.
 -- SIGINT/SIGTERM finish the batch in flight, commit and exit 0. Progress
 -- goes to stderr when it is a terminal.
+local args = require "pgstore.cli.args"
 local projection = require "pgstore.projection"
 local sys = require "pgstore.sys"
 
@@ -13,44 +14,21 @@ local _M = {
   summary = "run projections: catch up, then follow live",
 }
 
-function _M.main(host, args)
-  local files, opts = {}, { from = "start" }
-  local i = 1
-  while args[i] do
-    local a = args[i]
-    if a == "--once" then opts.once = true
-    elseif a == "--rebuild" then opts.rebuild = true
-    elseif a == "--from" then
-      opts.from = args[i + 1]
-      if opts.from ~= "start" and opts.from ~= "end" then
-        return host.usage_error("project: --from takes start or end", _M.usage)
-      end
-      i = i + 1
-    elseif a == "--table" then
-      opts.table = args[i + 1]
-      i = i + 1
-    elseif a == "--lease" or a == "--renew" or a == "--policy-every" or a == "--idempotency-ttl" then
-      -- seconds: a finite number, positive (0 for the TTL: keep forever)
-      local n = tonumber(args[i + 1])
-      local least = a == "--idempotency-ttl" and 0 or 1e-3
-      if not n or n ~= n or n == math.huge or n < least then
-        return host.usage_error(("project: %s takes a number of seconds%s, got %s"):format(a,
-          least == 0 and " (0 or more)" or " (more than 0)", tostring(args[i + 1])), _M.usage)
-      end
-      opts[a:sub(3):gsub("%-", "_")] = n
-      i = i + 1
-    elseif a == "--upcasters" or a == "--policy" then
-      local key = a:sub(3)
-      opts[key] = opts[key] or {}
-      if not args[i + 1] then return host.usage_error("project: " .. a .. " needs a file", _M.usage) end
-      table.insert(opts[key], args[i + 1])
-      i = i + 1
-    elseif a:sub(1, 2) == "--" then
-      return host.usage_error("project: unknown option " .. a, _M.usage)
-    else
-      files[#files + 1] = a
-    end
-    i = i + 1
+-- Seconds as partitions' lease and renew and the policy timer take them;
+-- the TTL in whole seconds as db:events{ idempotency_ttl } does (0: forever).
+local SPEC = {
+  ["--once"] = "flag", ["--rebuild"] = "flag", ["--from"] = "value", ["--table"] = "value",
+  ["--lease"] = args.seconds(true), ["--renew"] = args.seconds(true),
+  ["--policy-every"] = args.seconds(true), ["--idempotency-ttl"] = args.whole(0, 2 ^ 32),
+  ["--upcasters"] = "list", ["--policy"] = "list",
+}
+
+function _M.main(host, argv)
+  local opts, files = args.parse(argv, SPEC)
+  if not opts then return host.usage_error("project: " .. files, _M.usage) end
+  opts.from = opts.from or "start"
+  if opts.from ~= "start" and opts.from ~= "end" then
+    return host.usage_error("project: --from takes start or end", _M.usage)
   end
   if #files == 0 then return host.usage_error("project: no projection file given", _M.usage) end
   local defs = {}

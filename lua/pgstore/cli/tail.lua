@@ -13,7 +13,7 @@ local _M = {
 }
 
 local SPEC = { ["--all"] = "flag", ["--follow"] = "flag", ["--types"] = "value",
-               ["--from"] = "value", ["--limit"] = "value", ["--table"] = "value" }
+               ["--from"] = args.whole(0, 2 ^ 53), ["--limit"] = args.whole(0, 2 ^ 53), ["--table"] = "value" }
 
 local function line(e)
   local data = e.data
@@ -31,10 +31,7 @@ function _M.main(host, argv)
   if (stream == nil) == (o.all == nil) or #pos > 1 then
     return host.usage_error("tail: give one STREAM or --all", _M.usage)
   end
-  local from, limit = tonumber(o.from or "0"), tonumber(o.limit or "0")
-  if not from or from < 0 or from % 1 ~= 0 or not limit or limit < 0 or limit % 1 ~= 0 then
-    return host.usage_error("tail: --from and --limit take whole numbers", _M.usage)
-  end
+  local from, limit = o.from or 0, o.limit or 0
   local db, err = host.connect{ pool_size = 2 }
   if not db then return host.fail(err) end
   local es
