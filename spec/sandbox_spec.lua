@@ -3,8 +3,10 @@
 -- LuaJIT bytecode, plain and crafted to read stale stack slots, is refused
 -- with a clear error instead of crashing the host); each script has its own
 -- copy of `json`, so replacing its functions changes nothing for the host;
--- no pgstore metatable is reachable through getmetatable; and the `tx` a
--- handler gets is a proxy that exposes no connection and cannot be changed.
+-- no pgstore metatable is reachable through getmetatable; the `tx` a
+-- handler gets is a proxy that exposes no connection and cannot be changed;
+-- and the table a projection script returns is copied when it loads, so
+-- nothing the runner keeps or reads later is in the script's reach.
 local pgstore = require "pgstore"
 local T = require "testenv"
 
@@ -450,6 +452,16 @@ return def
     assert.equal("copy", def.name)
     assert.same({ "Ping" }, def.types)
     assert.is_nil(own.batch) -- the defaults went into the copy, not into the script's table
+    -- fields are read once and raw: an __index that answers differently each time is not asked
+    T.write(path, [[
+local asked = 0
+return setmetatable({ name = "copy", handlers = { Ping = function() end } }, { __index = function(_, k)
+  asked = asked + 1
+  if k == "batch" then return asked == 1 and 10 or -1 end
+end })
+]])
+    def = assert(projection.load(path))
+    assert.equal(500, def.batch)
   end)
 
   it("no store shares its codec: changing one store's changes no other's", function()

@@ -27,6 +27,7 @@ local options = require "pgstore.options"
 local script = require "pgstore.script"
 
 local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
+local fields = script.fields
 local now = core.now
 
 local _M = {}
@@ -41,14 +42,6 @@ local FIELDS = {
   name = true, description = "string", types = true, setup = true, teardown = true, handlers = true,
   batch = true, on_error = true, partitioned = "boolean", partitions = "number",
 }
-
--- A table's own fields, each read once: what a script returned may carry
--- a metatable whose __index answers differently every time it is asked.
-local function fields(t)
-  local out = {}
-  for k, v in next, t do out[k] = v end
-  return out
-end
 
 -- The runner's own copy of a projection definition: every field checked
 -- and copied (handlers as functions, types as strings) into tables the

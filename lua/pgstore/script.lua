@@ -121,6 +121,15 @@ function _M.loadfile(path)
   return nil, err
 end
 
+-- A table's own fields in a new table, each read once and raw: what a
+-- script returned may carry a metatable whose __index answers differently
+-- every time it is asked, so checks and copies read this instead.
+function _M.fields(t)
+  local out = {}
+  for k, v in next, t do out[k] = v end
+  return out
+end
+
 -- Loads a script file that returns a table: the table | nil, message.
 function _M.load(path, extra, unsafe)
   local chunk, err = _M.loadfile(path)
