@@ -3,8 +3,10 @@
 -- LuaJIT bytecode, plain and crafted to read stale stack slots, is refused
 -- with a clear error instead of crashing the host); each script has its own
 -- copy of `json`, so replacing its functions changes nothing for the host;
--- no pgstore metatable is reachable through getmetatable; and the `tx` a
--- handler gets is a proxy that exposes no connection and cannot be changed.
+-- no pgstore metatable is reachable through getmetatable; the `tx` a
+-- handler gets is a proxy that exposes no connection and cannot be changed;
+-- and the table a projection script returns is copied when it loads, so
+-- nothing the runner keeps or reads later is in the script's reach.
 local pgstore = require "pgstore"
 local T = require "testenv"
 
@@ -300,5 +302,208 @@ return {
     local db = T.connect()
     assert.same({ { n = 2 }, { n = 3 } }, db:query("select n from sandbox_tx_model order by n"))
     db:close()
+  end)
+end)
+
+describe("a projection script's own table", function()
+  local db, es, dir
+  setup(function()
+    dir = T.tmpdir("sandbox")
+    db = T.connect()
+    es = assert(db:events{ table = "sandbox_own", notify = false })
+    assert(es:truncate())
+    assert(es:append("p", { { type = "Ping", data = { n = 1 } }, { type = "Ping", data = { n = 2 } },
+                            { type = "Ping", data = { n = 3 } } }))
+    assert(db:exec("drop table if exists sandbox_escaped, sandbox_trust_model"))
+  end)
+  teardown(function()
+    assert(db:exec("drop table if exists sandbox_escaped, sandbox_trust_model"))
+    es:close()
+    db:close()
+    T.sh("rm -rf " .. dir)
+    T.assert_no_leaks()
+  end)
+
+  local function run(file, src)
+    T.write(dir .. "/" .. file, src)
+    return T.sh(("PGSTORE_DSN=%s %s project --once --rebuild --table sandbox_own %s/%s")
+      :format(shq(T.dsn()), T.host(), dir, file))
+  end
+
+  -- Each try prints "ESCAPE <what> reachable|blocked"; whatever is reachable
+  -- is also used the way an attacker would.
+  local TRY = [=[
+local function try(name, fn)
+  local ok, res = pcall(fn)
+  local got = ok and res ~= nil and res ~= false
+  print(("ESCAPE %s %s"):format(name, got and "reachable" or "blocked"))
+  return got and res or nil
+end
+]=]
+
+  local function outcomes(out)
+    local seen, n = {}, 0
+    for name, what in out:gmatch("ESCAPE ([^\n]-) (%S+)\n") do
+      seen[name] = what
+      n = n + 1
+    end
+    return seen, n
+  end
+
+  -- A partitioned projection reads what the runner stored in its table.
+  local HOST_HANDLES = TRY .. [=[
+local def
+def = {
+  name = "sandbox_escape", partitioned = true, partitions = 1, batch = 1,
+  handlers = {
+    Ping = function(e, tx)
+      if e.data.n ~= 1 then
+        try("a codec changed by an earlier event", function() return e.data.hijacked end)
+        return
+      end
+      try("the lease handle", function() return def.pm.core end)
+      local db = try("the host's db", function() return def.pm.db end)
+      if db then
+        try("a query as the host", function() return db:exec("create table sandbox_escaped (n int)") end)
+        try("the DSN", function() return db._dsn(db) end)
+        try("a raw connection", function() local c = db.pool:acquire(); c:release(); return c end)
+        try("the default codec", function()
+          local es = db:events{ table = "sandbox_own", notify = false }
+          es.codec.decode = function() return { hijacked = true } end
+          return true
+        end)
+        try("the host's pool", function()
+          db.pool = setmetatable({}, { __index = function() error("HIJACKED POOL") end })
+          return true
+        end)
+      end
+    end,
+  },
+}
+return def
+]=]
+
+  it("a partitioned projection finds no host handle in it", function()
+    local out, rc = run("escape.lua", HOST_HANDLES)
+    assert.equal(0, rc, out)
+    local seen, n = outcomes(out)
+    assert.truthy(n >= 3, out)
+    for name, what in pairs(seen) do assert.equal("blocked", what, name .. ":\n" .. out) end
+    assert.is_nil(out:find("HIJACKED", 1, true), out)
+    assert.matches("projected 3 events", out)
+    assert.same({}, assert(db:query("select 1 from pg_class where relname = 'sandbox_escaped'")))
+    local cp = assert(db:checkpoints{ store = es })
+    assert.equal(es:latest_position(), cp:load("projection:sandbox_escape:0"))
+    cp:close()
+  end)
+
+  -- A projection writes the fields the runner trusts: a lease manager whose
+  -- guard gets the batch's transaction, a handler swapped, a count inflated.
+  local TRUSTED_FIELDS = [=[
+local def
+def = {
+  name = "sandbox_trust", batch = 1,
+  setup = "create table if not exists sandbox_trust_model (n int)",
+  handlers = {
+    Ping = function(e, tx)
+      assert(tx:exec("insert into sandbox_trust_model (n) values ($1)", e.data.n))
+      if e.data.n == 1 then
+        def.pm = {
+          renew = 1, tick = function() end, owned = function() return { [0] = 1 } end,
+          token = function() return 1 end, partition_for = function() return 0 end,
+          guard = function(_, htx)
+            print("GUARD GOT " .. tostring(htx) .. " " .. tostring(rawget(htx, "conn")))
+            return true
+          end,
+        }
+        def.next_tick, def.retired, def.on_error, def.batch = 0, 1000000, "skip", 1000
+        def.handlers.Ping = function() print("SWAPPED HANDLER") end
+      end
+    end,
+  },
+}
+return def
+]=]
+
+  it("the runner reads nothing a handler can write", function()
+    local out, rc = run("trust.lua", TRUSTED_FIELDS)
+    assert.equal(0, rc, out)
+    assert.is_nil(out:find("GUARD GOT", 1, true), out)
+    assert.is_nil(out:find("SWAPPED HANDLER", 1, true), out)
+    assert.matches("projected 3 events", out)
+    assert.same({ { n = 1 }, { n = 2 }, { n = 3 } }, db:query("select n from sandbox_trust_model order by n"))
+  end)
+
+  it("loading makes the runner's own copy; the script's table is never read again", function()
+    local projection = require "pgstore.projection"
+    local path = T.write(dir .. "/copy.lua", [[
+local def
+def = { name = "copy", types = { "Ping" }, handlers = { Ping = function() end, Own = function() return def end } }
+return def
+]])
+    local def = assert(projection.load(path))
+    local own = def.handlers.Own()
+    assert.are_not.equal(own, def)
+    assert.are_not.equal(own.handlers, def.handlers)
+    assert.are_not.equal(own.types, def.types)
+    assert.equal(own.handlers.Ping, def.handlers.Ping)
+    own.handlers.Ping, own.name, own.types[2] = print, "other", "Own"
+    assert.are_not.equal(print, def.handlers.Ping)
+    assert.equal("copy", def.name)
+    assert.same({ "Ping" }, def.types)
+    assert.is_nil(own.batch) -- the defaults went into the copy, not into the script's table
+    -- fields are read once and raw: an __index that answers differently each time is not asked
+    T.write(path, [[
+local asked = 0
+return setmetatable({ name = "copy", handlers = { Ping = function() end } }, { __index = function(_, k)
+  asked = asked + 1
+  if k == "batch" then return asked == 1 and 10 or -1 end
+end })
+]])
+    def = assert(projection.load(path))
+    assert.equal(500, def.batch)
+  end)
+
+  it("no store shares its codec: changing one store's changes no other's", function()
+    local a = assert(db:events{ table = "sandbox_own", notify = false })
+    local b = assert(db:events{ table = "sandbox_own", notify = false })
+    assert.are_not.equal(a.codec, b.codec)
+    a.codec.decode = function() return { hijacked = true } end
+    a.codec.encode = function() return '{"hijacked":true}' end
+    local c = assert(db:events{ table = "sandbox_own", notify = false })
+    for _, s in ipairs{ b, c } do
+      local evs = assert(s:read("p"))
+      assert.equal(1, evs[1].data.n)
+      assert.is_nil(evs[1].data.hijacked)
+    end
+    local raw1 = assert(db:events{ table = "sandbox_own", notify = false, codec = "raw" })
+    local raw2 = assert(db:events{ table = "sandbox_own", notify = false, codec = "raw" })
+    assert.are_not.equal(raw1.codec, raw2.codec)
+    for _, s in ipairs{ a, b, c, raw1, raw2 } do s:close() end
+  end)
+
+  it("an aggregate keeps its own copy of the apply handlers", function()
+    local pgstore = require "pgstore"
+    local apply = { Ping = function(s, e) s.n = s.n + e.data.n; return s end }
+    local agg = pgstore.aggregate{ events = es, initial = function() return { n = 0 } end, apply = apply }
+    apply.Ping = function() error("swapped") end
+    local state = assert(agg:load("p"))
+    assert.equal(6, state.n)
+  end)
+
+  it("bytecode behind a byte-order mark or a #! line is refused, naming the file", function()
+    local plain = bytecode(dir, "plain.lua", [[return { name = "plain", handlers = { Ping = function() end } }]])
+    local code = T.read(plain)
+    for name, head in pairs{ ["bom.lua"] = "\239\187\191", ["shebang.lua"] = "#!/usr/bin/env luajit\n",
+                             ["both.lua"] = "\239\187\191#!x\r\n" } do
+      T.write(dir .. "/" .. name, head .. code)
+      local out, rc = T.sh(("PGSTORE_DSN=%s %s project --once --table sandbox_own %s/%s")
+        :format(shq(T.dsn()), T.host(), dir, name))
+      assert.equal(1, rc, out)
+      assert.matches(name:gsub("%.", "%%.") .. ": LuaJIT bytecode is refused", out)
+      local ok, err = pcall(pgstore.policies, { dir .. "/" .. name })
+      assert.is_false(ok)
+      assert.matches(name:gsub("%.", "%%.") .. ": LuaJIT bytecode is refused", err)
+    end
   end)
 end)

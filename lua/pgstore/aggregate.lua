@@ -63,11 +63,14 @@ function _M.new(opts)
   end
   if not opts.initial then options.argerror(1, "aggregate", "option 'initial' (function() → state) is required") end
   if not opts.apply then options.argerror(1, "aggregate", "option 'apply' ({ EventType = function(state, event) }) is required") end
-  for k, v in pairs(opts.apply) do
+  -- the aggregate's own copy: changing the caller's table later changes nothing here
+  local handlers = {}
+  for k, v in next, opts.apply do
     if type(k) ~= "string" or type(v) ~= "function" then
       options.argerror(1, "aggregate", format("option 'apply' must map event types to functions (%s = %s)",
         tostring(k), type(v)))
     end
+    handlers[k] = v
   end
   local bad = options.int(opts.snapshot_every, "snapshot_every", 1, 2 ^ 31)
     or options.int(opts.retries, "retries", 0, 2 ^ 31) or options.int(opts.schema_version, "schema_version", 1, 2 ^ 31)
@@ -77,7 +80,7 @@ function _M.new(opts)
     options.argerror(1, "aggregate", "option 'snapshot_every' needs a snapshot store (option 'snapshots')")
   end
   return setmetatable({
-    events = opts.events, snapshots = opts.snapshots, initial = opts.initial, handlers = opts.apply,
+    events = opts.events, snapshots = opts.snapshots, initial = opts.initial, handlers = handlers,
     policy = opts.policy, snapshot_every = opts.snapshot_every, retries = opts.retries or 3,
     ignore_unknown = opts.ignore_unknown == true, schema_version = opts.schema_version or 1,
     page = opts.page or 1000,

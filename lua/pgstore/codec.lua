@@ -4,6 +4,8 @@
 --   "json" (default): Lua values ↔ JSON via lua-cjson (JSON null ↔ pgstore.null)
 --   "raw": strings of JSON text in and out, untouched (the server checks them)
 --   { encode = fn(value) → json_text, decode = fn(json_text) → value }: your own
+-- Each store gets a codec table of its own (es.codec): one that changes its
+-- functions changes no other store's.
 local cjson = require "cjson.safe"
 
 local type, pcall = type, pcall
@@ -33,12 +35,14 @@ local raw = {
   decode = function(s) return s end,
 }
 
--- codec option → codec table, or nil and a message.
+-- codec option → a new codec table, or nil and a message.
 function _M.resolve(c)
-  if c == nil or c == "json" then return json end
-  if c == "raw" then return raw end
-  if type(c) == "table" and type(c.encode) == "function" and type(c.decode) == "function" then
-    return { name = c.name or "custom", encode = c.encode, decode = c.decode }
+  if c == nil or c == "json" then c = json elseif c == "raw" then c = raw end
+  if type(c) == "table" then
+    local name, encode, decode = c.name, c.encode, c.decode
+    if type(encode) == "function" and type(decode) == "function" then
+      return { name = name or "custom", encode = encode, decode = decode }
+    end
   end
   return nil, "codec must be 'json', 'raw' or { encode = fn, decode = fn }"
 end

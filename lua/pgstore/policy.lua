@@ -92,6 +92,8 @@ end
 -- Checks one policy table; returns the normalised policy.
 local function validate(p, where)
   if type(p) ~= "table" then fail(format("%s: a policy must be a table, got %s", where, type(p))) end
+  p = script.fields(p)
+  if type(p.streams) == "table" then p.streams = script.fields(p.streams) end
   local problem = options.problem(p, FIELDS, "name, streams, max_age, max_count, truncate_before, "
     .. "archive_after, archive_to, snapshot_every, guard, description")
   if problem then fail(format("%s: %s", where, problem)) end

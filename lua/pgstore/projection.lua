@@ -27,6 +27,7 @@ local options = require "pgstore.options"
 local script = require "pgstore.script"
 
 local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
+local fields = script.fields
 local now = core.now
 
 local _M = {}
@@ -42,49 +43,77 @@ local FIELDS = {
   batch = true, on_error = true, partitioned = "boolean", partitions = "number",
 }
 
--- Loads and checks a projection script: def | nil, message.
+-- The runner's own copy of a projection definition: every field checked
+-- and copied (handlers as functions, types as strings) into tables the
+-- script never sees, so what a handler later writes into the table it
+-- returned changes nothing the runner reads. def | nil, "where: message".
+local checked = setmetatable({}, { __mode = "k" }) -- the copies check made
+
+local function check(script_def, where)
+  if type(script_def) ~= "table" then return fail(where, "a projection must be a table") end
+  local raw = fields(script_def)
+  local problem = options.problem(raw, FIELDS, "name, handlers, types, setup, teardown, batch, on_error, "
+    .. "partitioned, partitions, description")
+  if problem then return fail(where, problem) end
+  local def = { name = raw.name, description = raw.description, partitioned = raw.partitioned == true,
+                path = where }
+  if type(def.name) ~= "string" or not def.name:match("^[%w_%-%.:]+$") then
+    return fail(where, "name must be a string of letters, digits, _ - . :")
+  end
+  local handlers = type(raw.handlers) == "table" and fields(raw.handlers)
+  if not handlers or next(handlers) == nil then
+    return fail(where, "handlers must be a table of functions keyed by event type")
+  end
+  for k, v in pairs(handlers) do
+    if type(k) ~= "string" or type(v) ~= "function" then
+      return fail(where, ("handlers.%s must be a function"):format(tostring(k)))
+    end
+  end
+  def.handlers = handlers
+  local types = {}
+  if raw.types == nil then
+    for k in pairs(handlers) do types[#types + 1] = k end
+    table.sort(types)
+  elseif type(raw.types) ~= "table" then
+    return fail(where, "types must be an array of event types")
+  else
+    local given = fields(raw.types)
+    for i = 1, #given do
+      if type(given[i]) ~= "string" then return fail(where, "types must be an array of event types (strings)") end
+      types[i] = given[i]
+    end
+    for k in pairs(given) do
+      if types[k] == nil then return fail(where, "types must be an array of event types (strings)") end
+    end
+  end
+  def.types = types
+  for _, f in ipairs{ "setup", "teardown" } do
+    local v = raw[f]
+    if v ~= nil and type(v) ~= "string" and type(v) ~= "function" then
+      return fail(where, f .. " must be SQL text or a function(tx)")
+    end
+    def[f] = v
+  end
+  def.batch = raw.batch or 500
+  if type(def.batch) ~= "number" then return fail(where, "batch must be a positive integer") end
+  local bad = options.int(def.batch, "batch", 1, 2 ^ 31)
+  if bad then return fail(where, bad.message) end
+  def.on_error = raw.on_error or "stop"
+  if def.on_error ~= "stop" and def.on_error ~= "skip" and def.on_error ~= "park" then
+    return fail(where, "on_error must be 'stop', 'skip' or 'park'")
+  end
+  def.partitions = raw.partitions or 8
+  bad = options.int(def.partitions, "partitions", 1, 65536)
+  if bad then return fail(where, bad.message) end
+  checked[def] = true
+  return def
+end
+
+-- Loads and checks a projection script: the runner's copy | nil, message.
 function _M.load(path, unsafe)
   local def, err = script.load(path, nil, unsafe)
   if not def then return nil, err end
-  local problem = options.problem(def, FIELDS, "name, handlers, types, setup, teardown, batch, on_error, "
-    .. "partitioned, partitions, description")
-  if problem then return fail(path, problem) end
-  if type(def.name) ~= "string" or not def.name:match("^[%w_%-%.:]+$") then
-    return fail(path, "name must be a string of letters, digits, _ - . :")
-  end
-  if type(def.handlers) ~= "table" or next(def.handlers) == nil then
-    return fail(path, "handlers must be a table of functions keyed by event type")
-  end
-  for k, v in pairs(def.handlers) do
-    if type(k) ~= "string" or type(v) ~= "function" then
-      return fail(path, ("handlers.%s must be a function"):format(tostring(k)))
-    end
-  end
-  if def.types == nil then
-    def.types = {}
-    for k in pairs(def.handlers) do def.types[#def.types + 1] = k end
-    table.sort(def.types)
-  elseif type(def.types) ~= "table" then
-    return fail(path, "types must be an array of event types")
-  end
-  for _, f in ipairs{ "setup", "teardown" } do
-    if def[f] ~= nil and type(def[f]) ~= "string" and type(def[f]) ~= "function" then
-      return fail(path, f .. " must be SQL text or a function(tx)")
-    end
-  end
-  def.batch = def.batch or 500
-  if type(def.batch) ~= "number" then return fail(path, "batch must be a positive integer") end
-  local bad = options.int(def.batch, "batch", 1, 2 ^ 31)
-  if bad then return fail(path, bad.message) end
-  def.on_error = def.on_error or "stop"
-  if def.on_error ~= "stop" and def.on_error ~= "skip" and def.on_error ~= "park" then
-    return fail(path, "on_error must be 'stop', 'skip' or 'park'")
-  end
-  def.partitions = def.partitions or 8
-  bad = options.int(def.partitions, "partitions", 1, 65536)
-  if bad then return fail(path, bad.message) end
-  def.path = path
-  return def
+  return check(def, path)
 end
 
 -- ---- one unit of work: a projection, or one partition of it --------------------
@@ -133,18 +162,20 @@ local function schema_step(tx, def, what)
   return run_sql_or_fn(tx, what)
 end
 
-local function park(tx, unit, e, msg, tb)
+-- at: the event's position, stream and type as read before its handler
+-- ran (the handler may have changed the event table it was given).
+local function park(tx, unit, e, at, msg, tb)
   local def = unit.def
   local cjson = require "cjson"
   local ok, event = pcall(cjson.encode, {
-    id = e.id, stream = e.stream, version = e.version, position = e.position, type = e.type,
+    id = e.id, stream = at.stream, version = e.version, position = at.position, type = at.type,
     schema_version = e.schema_version, data = e.data, metadata = e.metadata, time = e.time,
   })
-  if not ok then event = cjson.encode({ id = e.id, position = e.position, unencodable = true }) end
+  if not ok then event = cjson.encode({ id = e.id, position = at.position, unencodable = true }) end
   return tx:exec([[insert into pgstore_parked (store, projection, position, stream, type, event, error, traceback)
     values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) on conflict (store, projection, position) do update
     set error = excluded.error, traceback = excluded.traceback, parked_at = now()]],
-    unit.runner.es:store(), def.name, e.position, e.stream, e.type, event, msg, tb)
+    unit.runner.es:store(), def.name, at.position, at.stream, at.type, event, msg, tb)
 end
 
 -- Applies rows inside tx. careful = savepoint per event (skip/park), with
@@ -159,6 +190,8 @@ local function apply(unit, tx, rows, careful, skipped)
     if not unit.wanted or unit.wanted(e) then
       local fn = def.handlers[e.type]
       if fn then
+        -- what the host says and parks, read before the handler may change it
+        local position, stream, etype = e.position, e.stream, e.type
         if careful then
           local ok, msg, tb
           local res, err = tx:nested(function()
@@ -170,18 +203,18 @@ local function apply(unit, tx, rows, careful, skipped)
           if not res and ok ~= false then return nil, err end -- the savepoint itself failed
           if not res then
             if def.on_error == "park" then
-              local pok, perr = park(tx, unit, e, msg, tb)
+              local pok, perr = park(tx, unit, e, { position = position, stream = stream, type = etype }, msg, tb)
               if not pok then return nil, perr end
             end
             skipped[#skipped + 1] = ("%s: %s %s at position %d: %s"):format(def.name,
-              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg)
+              def.on_error == "park" and "parked" or "skipped", etype, position, msg)
           end
         else
           local ok, msg = script.call(fn, e, htx)
           if seen.lost then return nil, seen.lost end
           if not ok then
             return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
-              :format(msg, e.type, e.position, e.stream), { handler_failed = true })
+              :format(msg, etype, position, stream), { handler_failed = true })
           end
         end
       end
@@ -242,11 +275,24 @@ local Runner = {}
 Runner.__index = Runner
 Runner.__metatable = false
 
+-- defs: what _M.load returned, or definition tables (checked and copied
+--       here the same way);
 -- opts: events = es, rebuild, from, once, say = fn(msg), progress = bool,
 --       poll = seconds, owner = string (partitioned workers),
 --       migrate = true (false: the tables exist; a role without DDL rights)
+-- What the runner keeps per projection (its lease manager, when to tick
+-- it next) lives in its own tables, keyed by its copy of the definition.
 function _M.runner(db, defs, opts)
-  local self = setmetatable({ db = db, defs = defs, opts = opts, units = {}, say = opts.say or print }, Runner)
+  local self = setmetatable({ db = db, defs = {}, opts = opts, units = {}, say = opts.say or print,
+                              leases = {}, next_tick = {} }, Runner)
+  for i, def in ipairs(defs) do
+    if not checked[def] then
+      local err
+      def, err = check(def, ("projection %d"):format(i))
+      if not def then return nil, errors.new("invalid", err) end
+    end
+    self.defs[i] = def
+  end
   self.es = opts.events
   local migrate = opts.migrate ~= false
   -- The dead-letter table is the core's (core/sql/parked--*.sql).
@@ -255,7 +301,7 @@ function _M.runner(db, defs, opts)
   -- A projection's checkpoints belong to the event store it runs against.
   self.cp, err = db:checkpoints{ store = self.es, skip_schema_init = not migrate }
   if not self.cp then return nil, err end
-  for _, def in ipairs(defs) do
+  for _, def in ipairs(self.defs) do
     ok, err = self:prepare(def)
     if not ok then return nil, err end
   end
@@ -292,7 +338,7 @@ function Runner:prepare(def)
                                    lease = self.opts.lease, renew = self.opts.renew, owner = self.opts.owner,
                                    skip_schema_init = self.opts.migrate == false }
     if not pm then return nil, err end
-    def.pm = pm
+    self.leases[def] = pm
   else
     local unit, err = self:unit(def, "projection:" .. def.name)
     if not unit then return nil, err end
@@ -325,7 +371,7 @@ function Runner:unit(def, consumer, partition)
   local unit = { def = def, sub = sub, runner = self, processed = 0, failed = 0,
                  partition = partition, say = self.say }
   if partition then
-    local pm = def.pm
+    local pm = self.leases[def]
     unit.pm, unit.token = pm, pm:token(partition)
     unit.wanted = function(e) return pm:partition_for(e.stream) == partition end
   end
@@ -336,10 +382,10 @@ end
 -- Follows lease changes: a unit per owned partition.
 function Runner:rebalance()
   for _, def in ipairs(self.defs) do
-    local pm = def.pm
-    if pm and (not def.next_tick or now() >= def.next_tick) then
+    local pm = self.leases[def]
+    if pm and (not self.next_tick[def] or now() >= self.next_tick[def]) then
       pm:tick()
-      def.next_tick = now() + (self.opts.renew or pm.renew or 10) / 2
+      self.next_tick[def] = now() + (self.opts.renew or pm.renew or 10) / 2
       local owned = pm:owned()
       local keep = {}
       for _, u in ipairs(self.units) do
@@ -378,7 +424,7 @@ function Runner:step(wait)
       if not ok then
         if type(err) == "table" and err.code == "lease_lost" then
           self.say(("%s: lost partition %d, leaving it"):format(unit.def.name, unit.partition))
-          unit.def.next_tick = 0
+          self.next_tick[unit.def] = 0
         else
           return nil, err
         end
@@ -412,7 +458,6 @@ end
 function Runner:processed()
   local n = 0
   for _, u in ipairs(self.units) do n = n + u.processed end
-  for _, d in ipairs(self.defs) do n = n + (d.retired or 0) end
   return n
 end
 
@@ -434,7 +479,7 @@ end
 
 function Runner:close()
   for _, u in ipairs(self.units) do u.sub:close() end
-  for _, d in ipairs(self.defs) do if d.pm then d.pm:close() end end
+  for _, d in ipairs(self.defs) do if self.leases[d] then self.leases[d]:close() end end
   if self.cp then self.cp:close() end
 end
 

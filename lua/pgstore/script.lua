@@ -102,18 +102,44 @@ function _M.call(fn, ...)
   return unpack(res, 1, table.maxn(res))
 end
 
+-- True when the file holds a bytecode dump: its mark (ESC, which every Lua
+-- and LuaJIT dump starts with) first, or after what the loader skips — a
+-- UTF-8 byte-order mark, then a first line starting with '#' ("#!…").
+local function is_bytecode(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local text = f:read("*a") or ""
+  f:close()
+  local at = text:sub(1, 3) == "\239\187\191" and 4 or 1
+  if text:sub(at, at) == "#" then
+    local eol = text:find("[\r\n]", at)
+    if not eol then return false end
+    -- one line end: \n, \r, \r\n or \n\r
+    local pair = text:sub(eol, eol + 1)
+    at = eol + ((pair == "\r\n" or pair == "\n\r") and 2 or 1)
+  end
+  return text:sub(at, at) == "\27"
+end
+
 -- A script file as a function: source text only, sandboxed or not.
 -- chunk | nil, "path: message".
 function _M.loadfile(path)
   local chunk, err = loadfile(path, "t")
   if chunk then return chunk end
-  local f = io.open(path, "rb")
-  local head = f and f:read(1)
-  if f then f:close() end
-  if head == "\27" then -- the mark every Lua and LuaJIT bytecode dump starts with
+  if is_bytecode(path) then
     return nil, ("%s: LuaJIT bytecode is refused; scripts load as source text only"):format(path)
   end
+  if not tostring(err):find(path, 1, true) then err = ("%s: %s"):format(path, tostring(err)) end
   return nil, err
+end
+
+-- A table's own fields in a new table, each read once and raw: what a
+-- script returned may carry a metatable whose __index answers differently
+-- every time it is asked, so checks and copies read this instead.
+function _M.fields(t)
+  local out = {}
+  for k, v in next, t do out[k] = v end
+  return out
 end
 
 -- Loads a script file that returns a table: the table | nil, message.

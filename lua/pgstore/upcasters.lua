@@ -47,6 +47,7 @@ end
 -- Checks one upcaster table; returns a normalised copy.
 local function validate(u, where)
   if type(u) ~= "table" then fail(format("%s: an upcaster must be a table, got %s", where, type(u))) end
+  u = script.fields(u)
   local problem = options.problem(u, FIELDS, "type, from, to, upcast, description")
   if problem then fail(format("%s: %s", where, problem)) end
   if type(u.type) ~= "string" or u.type == "" then
