@@ -57,7 +57,7 @@ describe("a pooled connection given back", function()
       assert(c:exec("set application_name = 'someone-else'"))
       assert(c:exec("set default_transaction_read_only = on"))
       assert(c:exec("select set_config('pgstore.order_lock_1', 'held', false)"))
-      assert(c:exec("set statement_timeout = 1")) -- last: it holds for what follows
+      assert(c:exec("set statement_timeout = 1500")) -- last: it holds for what follows (not 1 ms: the reset starts under it)
     end)
     assert.equal(pid, db:query("select pg_backend_pid() as p")[1].p)
     assert.equal('"$user", public', setting(db, "search_path"))
