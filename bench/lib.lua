@@ -64,4 +64,39 @@ function _M.header(title)
   print(("%-44s %12s %12s   %5s"):format("benchmark", "pgstore", "baseline", "ratio"))
 end
 
+-- Runs op(i) for `seconds`, `per` calls between clock reads; returns
+-- ops/s and client CPU µs per op.
+local function run(op, seconds, per)
+  local n, t0, c0 = 0, core.now(), os.clock()
+  local deadline = t0 + seconds
+  repeat
+    for _ = 1, per do
+      n = n + 1
+      op(n)
+    end
+  until core.now() >= deadline
+  local wall, cpu = core.now() - t0, os.clock() - c0
+  return n / wall, cpu / n * 1e6
+end
+
+-- Prints subject beside baseline: the best of `rounds` alternating rounds
+-- of `seconds` each, after a warm-up of both (prepares, JIT). opts:
+-- { seconds, rounds, per = 20, width = 30 }.
+function _M.compare(name, subject, baseline, opts)
+  local per = opts.per or 20
+  run(subject, 0.2, per)
+  run(baseline, 0.2, per)
+  local best = { s = 0, b = 0, scpu = math.huge, bcpu = math.huge }
+  for _ = 1, opts.rounds do
+    local ops, cpu = run(baseline, opts.seconds, per)
+    if ops > best.b then best.b = ops end
+    if cpu < best.bcpu then best.bcpu = cpu end
+    ops, cpu = run(subject, opts.seconds, per)
+    if ops > best.s then best.s = ops end
+    if cpu < best.scpu then best.scpu = cpu end
+  end
+  print(("%-" .. (opts.width or 30) .. "s %10.0f %10.0f %7.2f %9.1f %9.1f"):format(name, best.s, best.b,
+    best.s / best.b, best.scpu, best.bcpu))
+end
+
 return _M

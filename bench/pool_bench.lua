@@ -25,7 +25,7 @@ local rawpq = require "rawpq"
 
 local SECONDS = tonumber(arg and arg[1]) or 0.5
 local ROUNDS = 4
-local now, clock = core.now, os.clock
+local lib = require "bench.lib"
 
 -- One connection, so every borrow gets the same warm backend.
 local pool = assert(pgstore.connect{ dsn = db.opts.dsn, pool_size = 1, application_name = "pgstore-bench" })
@@ -40,34 +40,8 @@ local get_sql = assert(pool:query("select statement from pg_prepared_statements 
 local raw = rawpq.connect(db.opts.dsn)
 raw:prepare("get", get_sql)
 
--- Runs op() for `seconds`; returns ops/s and client CPU µs per op.
-local function run(op, seconds)
-  local n, t0, c0 = 0, now(), clock()
-  local deadline = t0 + seconds
-  repeat
-    for _ = 1, 20 do
-      n = n + 1
-      op(n)
-    end
-  until now() >= deadline
-  local wall, cpu = now() - t0, clock() - c0
-  return n / wall, cpu / n * 1e6
-end
-
 local function compare(name, subject, baseline)
-  run(subject, 0.2) -- warm up both (prepares, JIT)
-  run(baseline, 0.2)
-  local best = { s = 0, b = 0, scpu = math.huge, bcpu = math.huge }
-  for _ = 1, ROUNDS do
-    local ops, cpu = run(baseline, SECONDS)
-    if ops > best.b then best.b = ops end
-    if cpu < best.bcpu then best.bcpu = cpu end
-    ops, cpu = run(subject, SECONDS)
-    if ops > best.s then best.s = ops end
-    if cpu < best.scpu then best.scpu = cpu end
-  end
-  print(("%-40s %10.0f %10.0f %7.2f %9.1f %9.1f"):format(name, best.s, best.b, best.s / best.b,
-    best.scpu, best.bcpu))
+  lib.compare(name, subject, baseline, { seconds = SECONDS, rounds = ROUNDS, per = 20, width = 40 })
 end
 
 local function own_sql() assert(pool:query("SELECT 1")) end

@@ -19,7 +19,7 @@ local rawpq = require "rawpq"
 
 local SECONDS = tonumber(arg and arg[1]) or 0.5
 local ROUNDS = 4
-local now, clock = core.now, os.clock
+local lib = require "bench.lib"
 
 local SESS_T, KV_T = "pgstore_bench_sessions", "pgstore_bench_kv"
 local function reset()
@@ -41,9 +41,11 @@ local sql = assert(db:transaction(function(tx)
   local found = {}
   for _, r in ipairs(assert(tx:query("select statement from pg_prepared_statements"))) do
     local s = r.statement
-    if s:find('INSERT INTO "' .. SESS_T .. '"', 1, true) then found.save = s end
-    if s:find('INSERT INTO "' .. KV_T .. '"', 1, true) then found.set = s end
-    if s:find('SELECT value FROM "' .. KV_T .. '"', 1, true) then found.get = s end
+    -- table names may come schema-qualified ("public"."t")
+    local function names(verb, t) return s:find(verb, 1, true) and s:find('"' .. t .. '"', 1, true) end
+    if names("INSERT INTO ", SESS_T) then found.save = s end
+    if names("INSERT INTO ", KV_T) then found.set = s end
+    if names("SELECT value FROM ", KV_T) then found.get = s end
   end
   assert(found.save and found.set and found.get, "store statements not found")
   return found
@@ -63,34 +65,8 @@ local VALUE = ("v"):rep(100) -- plain ASCII, so valid bytea text input for the b
 local KEYS = {}
 for i = 0, 999 do KEYS[i] = "key:" .. i end
 
--- Runs op(i) for `seconds`; returns ops/s and client CPU µs per op.
-local function run(op, seconds)
-  local n, t0, c0 = 0, now(), clock()
-  local deadline = t0 + seconds
-  repeat
-    for _ = 1, 50 do
-      n = n + 1
-      op(n)
-    end
-  until now() >= deadline
-  local wall, cpu = now() - t0, clock() - c0
-  return n / wall, cpu / n * 1e6
-end
-
 local function compare(name, subject, baseline)
-  run(subject, 0.2) -- warm up both (prepares, JIT)
-  run(baseline, 0.2)
-  local best = { s = 0, b = 0, scpu = math.huge, bcpu = math.huge }
-  for _ = 1, ROUNDS do
-    local ops, cpu = run(baseline, SECONDS)
-    if ops > best.b then best.b = ops end
-    if cpu < best.bcpu then best.bcpu = cpu end
-    ops, cpu = run(subject, SECONDS)
-    if ops > best.s then best.s = ops end
-    if cpu < best.scpu then best.scpu = cpu end
-  end
-  print(("%-30s %10.0f %10.0f %7.2f %9.1f %9.1f"):format(name, best.s, best.b, best.s / best.b,
-    best.scpu, best.bcpu))
+  lib.compare(name, subject, baseline, { seconds = SECONDS, rounds = ROUNDS, per = 50, width = 30 })
 end
 
 -- Versions only go up; each side has its own session row.
