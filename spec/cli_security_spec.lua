@@ -224,8 +224,9 @@ describe("what reaches the terminal", function()
     assert.is_nil(acting(out), out)
     assert.equal(1, lines(out))
     assert.matches("evil\\027[2J\\013forged\\009line\t1\tTy\\027]0;title\\007pe\t", out, 1, true)
-    assert.matches("\\u{009B}31m", out, 1, true)
-    assert.matches("a\\u{202E}b", out, 1, true)
+    -- the data column is JSON still: the server's text, with \uXXXX escapes
+    assert.matches("\\u009B31m", out, 1, true)
+    assert.matches("a\\u202Eb", out, 1, true)
     out = pg(("tail --table %s %s"):format(tname, shq(STREAM)))
     assert.is_nil(acting(out), out)
     assert.equal(1, lines(out))
@@ -445,5 +446,97 @@ describe("least privilege", function()
     assert.equal(0, rc, out)
     local _, n = out:gsub("a superuser", "")
     assert.equal(1, n, out)
+  end)
+end)
+
+describe("JSON on the terminal, and escaping once", function()
+  local admin, tname, dir
+  local cjson = require "cjson"
+  local printable = require "pgstore.printable"
+  local INVISIBLE = { "\194\173", "\226\128\139", "\226\128\140", "\226\128\141", "\226\128\142", "\226\128\143",
+                      "\226\129\160", "\226\129\161", "\226\129\164", "\239\187\191" }
+  setup(function()
+    admin = T.connect()
+    dir = T.tmpdir("clisec_json")
+    tname = T.unique("clisec_json")
+    local es = assert(admin:events{ table = tname, notify = false })
+    es:close()
+  end)
+  teardown(function()
+    T.sh("rm -rf " .. dir)
+    admin:close()
+    T.assert_no_leaks()
+  end)
+
+  local function pg(args)
+    return T.sh(("%s --dsn %s %s"):format(T.host(), shq(T.dsn()), args))
+  end
+
+  it("append prints JSON that decodes to the stream it names", function()
+    for _, name in ipairs{ "back\\slash", "line\226\128\168sep", "bidi\226\128\174x", "zw\226\128\139",
+                           "q\"uote/\127del" } do
+      local out, rc = pg(("append --table %s %s T '{}'"):format(tname, shq(name)))
+      assert.equal(0, rc, out)
+      assert.is_nil(acting(out), out)
+      assert.equal(1, lines(out))
+      assert.is_nil(out:find("\\u{", 1, true), out)
+      assert.equal(name, cjson.decode(out).stream)
+    end
+  end)
+
+  it("tail's data column is JSON, one event one line", function()
+    local es = assert(admin:events{ table = tname, notify = false })
+    local data = { s = "a\\b\"c\226\128\168d\194\155e\226\128\139f\127", n = "x\ny" }
+    assert(es:append("json-1", { { type = "J", data = data } }))
+    es:close()
+    local out, rc = pg(("tail --table %s json-1"):format(tname))
+    assert.equal(0, rc, out)
+    assert.is_nil(acting(out), out)
+    assert.equal(1, lines(out))
+    local column = out:match("^%d+\tjson%-1\t1\tJ\t(.-)\n$")
+    assert.same(data, cjson.decode(column))
+  end)
+
+  it("printable.json keeps JSON and its escapes; bytes that are not UTF-8 become U+FFFD", function()
+    for _, s in ipairs{ "plain", "é中😀", "a\\b", "\27[2J\r\n\t", "\194\155\226\128\174\226\128\168", "\127",
+                        table.concat(INVISIBLE, "|") } do
+      local text = printable.json(cjson.encode{ s })
+      assert.is_nil(acting(text), text)
+      assert.is_nil(text:find("[\n\r\t]"), text)
+      assert.same({ s }, cjson.decode(text))
+    end
+    assert.equal('"\\u200B\\u00AD\\uFEFF"', printable.json('"\226\128\139\194\173\239\187\191"'))
+    assert.equal('"a\\uFFFDb\\uFFFD\\uFFFD"', printable.json('"a\255b\226\128"'))
+  end)
+
+  it("zero-width and invisible characters are escaped: s1 and s1 with U+200B look different", function()
+    for _, c in ipairs(INVISIBLE) do
+      local shown = printable.escape("s1" .. c)
+      assert.matches("^s1\\u{%x%x%x%x}$", shown)
+      assert.equal("s1" .. c, loadstring("return \"" .. shown .. "\"")())
+    end
+    local es = assert(admin:events{ table = tname, notify = false })
+    assert(es:append("s1", { { type = "Z" } }))
+    assert(es:append("s1\226\128\139", { { type = "Z" } }))
+    es:close()
+    local out, rc = pg(("tail --all --types Z --table %s"):format(tname))
+    assert.equal(0, rc, out)
+    local a, b = out:match("^%d+\t(%S+)\t.-\n%d+\t(%S+)\t.-\n$")
+    assert.equal("s1", a)
+    assert.equal("s1\\u{200B}", b)
+  end)
+
+  it("policy apply escapes a stream name once, as tail does", function()
+    local name = "evil\226\128\174x\27[2J\\y"
+    local es = assert(admin:events{ table = tname, notify = false })
+    assert(es:append(name, { { type = "E" }, { type = "E" } }))
+    es:close()
+    T.write(dir .. "/p.lua", [[return { name = "trim", streams = "evil*", max_count = 1 }]])
+    local out, rc = pg(("policy apply %s/p.lua --dry-run --table %s"):format(dir, tname))
+    assert.equal(0, rc, out)
+    assert.is_nil(acting(out), out)
+    local tailed = pg(("tail --table %s %s"):format(tname, shq(name))):match("^%d+\t(%S+)\t")
+    assert.equal("evil\\u{202E}x\\027[2J\\\\y", tailed)
+    assert.matches("\n  " .. tailed .. ": remove 1 event", out, 1, true)
   end)
 end)

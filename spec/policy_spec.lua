@@ -316,3 +316,44 @@ describe("policies", function()
     end)
   end)
 end)
+
+describe("a policy's archive_to", function()
+  local db, es, dir
+  local FORGED = [[setmetatable({}, { __name = "pgstore.events",
+    __index = function(_, k) if k == "table_name" then return "pgstore_events" end end })]]
+  T.block_db(setup, teardown, function(d) db = d end, { pool_size = 1 })
+  setup(function()
+    dir = T.tmpdir("pol_forge")
+    es = assert(db:events{ table = T.unique("pol_forge"), notify = false })
+  end)
+  teardown(function()
+    es:close()
+    T.sh("rm -rf " .. dir)
+  end)
+
+  it("is an event store by its real metatable, not by a __name a table can carry", function()
+    local forged = assert(loadstring("return " .. FORGED))()
+    local ok, err = pcall(pgstore.policy, { name = "forge", streams = { "victim-*" }, archive_after = "1s",
+                                            archive_to = forged })
+    assert.is_false(ok)
+    assert.matches("field 'archive_to' must be an events table name or an event store, got table", err, 1, true)
+    local file = T.write(dir .. "/forge.lua", ([[return { name = "forge", streams = { "victim-*" },
+      archive_after = "1s", archive_to = %s }]]):format(FORGED))
+    ok, err = pcall(pgstore.policies, { file })
+    assert.is_false(ok)
+    assert.matches("field 'archive_to' must be an events table name or an event store", err, 1, true)
+  end)
+
+  it("is checked before a stream is flagged archived: a closed store leaves it active", function()
+    assert(es:append("victim-1", { { type = "E" } }, { time = os.time() - 86400 }))
+    local other = assert(db:events{ table = T.unique("pol_forge_to"), notify = false })
+    local set = pgstore.policy{ name = "closed", streams = "victim-*", archive_after = "1s", archive_to = other }
+    other:close()
+    local res, err = set:apply(es)
+    assert.is_nil(res)
+    assert.equal("invalid", err.code)
+    assert.matches("archive_to is not an open event store", err.message, 1, true)
+    assert.equal("active", es:status("victim-1"))
+    assert.equal(1, #assert(es:read("victim-1")))
+  end)
+end)

@@ -549,8 +549,14 @@ function Events:migrate()
   return self.handle:migrate()
 end
 
+-- is_store(v) → whether v is an event store this module made: its real
+-- metatable, not a `__name` any table can carry.
+function _M.is_store(v)
+  return getmetatable(v) == mt
+end
+
 local function check_other(other, fname)
-  if getmetatable(other) ~= mt then options.argerror(2, fname, "pgstore.events expected") end
+  if not _M.is_store(other) then options.argerror(2, fname, "pgstore.events expected") end
   if not other.handle then options.raise("attempt to use a closed event store") end
 end
 

@@ -8,7 +8,8 @@
 -- instead of waiting for input). Exit codes: 0 ok, 1 runtime failure,
 -- 2 usage error. Errors are one line on stderr.
 local pgstore = require "pgstore"
-local escape = require("pgstore.printable").escape
+local printable = require "pgstore.printable"
+local escape = printable.escape
 
 local _M = {}
 
@@ -28,6 +29,10 @@ function _M.say(msg) eprint(msg) end
 
 -- One line on stdout, its control characters escaped.
 function _M.print(line) io.stdout:write(escape(line), "\n") end
+
+-- One line of JSON on stdout (cjson's or the server's text): still JSON,
+-- nothing in it that acts on a terminal (printable.json).
+function _M.print_json(text) io.stdout:write(printable.json(text), "\n") end
 
 function _M.fail(err)
   eprint(one_line(err))

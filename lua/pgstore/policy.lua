@@ -84,9 +84,10 @@ local function whole(v)
   return type(v) == "number" and v == v and v >= 1 and v <= 2 ^ 53 and v == floor(v)
 end
 
+-- The real event store's metatable, not its `__name`: a policy script can
+-- set that on any table.
 local function is_events(v)
-  local m = type(v) == "table" and getmetatable(v)
-  return m and m.__name == "pgstore.events"
+  return require("pgstore.events").is_store(v)
 end
 
 -- Checks one policy table; returns the normalised policy.

@@ -183,6 +183,9 @@ local function archive_store(es, p, opened)
     end
   else
     other = to
+    if not require("pgstore.events").is_store(other) or not other.handle then
+      return nil, errors.new("invalid", format("policy '%s': archive_to is not an open event store", p.name))
+    end
   end
   if other.db == es.db then
     local rows, err = es.db:query("SELECT to_regclass($1) = to_regclass($2) AS same",
@@ -286,7 +289,13 @@ function _M.apply(set, es, opts, fname)
           end
           -- archiving, one stream at a time
           for _, item in ipairs(arch) do
-            local n
+            -- the store it moves to, checked before the stream is flagged:
+            -- a refused target leaves the stream as it was
+            local n, other
+            if p.archive_to then
+              other, err = archive_store(es, p, opened)
+              if not other then return finish(false, err) end
+            end
             if item.status == "active" then
               n, err = db:exec(format("UPDATE %s SET status = 'archived', reason = NULL, updated_at = now()"
                 .. " WHERE stream = $1 AND status = 'active' AND version = $2", t.heads), item.stream, item.version)
@@ -294,10 +303,7 @@ function _M.apply(set, es, opts, fname)
             else
               n = 1 -- already flagged by an interrupted run; move what is left
             end
-            if n == 1 and p.archive_to then
-              local other
-              other, err = archive_store(es, p, opened)
-              if not other then return finish(false, err) end
+            if n == 1 and other then
               local moved, merr = es:archive_to(item.stream, other)
               if not moved and (merr.code == "deleted" or merr.code == "duplicate") then
                 -- refused for this stream alone (tombstoned in the archive, or

@@ -33,7 +33,7 @@ function _M.main(host, argv)
   es:close()
   db:close()
   if not res then return host.fail(err) end
-  host.print(cjson.encode(res))
+  host.print_json(cjson.encode(res))
   return 0
 end
 

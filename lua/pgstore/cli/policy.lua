@@ -5,7 +5,6 @@
 -- that is a terminal. The work itself is pgstore.retention's.
 local pgstore = require "pgstore"
 local args_ = require "pgstore.cli.args"
-local escape = require("pgstore.printable").escape
 
 local _M = {
   usage = "pgstore policy apply FILE.lua... [options]",
@@ -32,13 +31,6 @@ local function isatty(fd)
   pcall(ffi.cdef, "int isatty(int fd);")
   local ok2, r = pcall(function() return ffi.C.isatty(fd) end)
   return ok2 and r == 1
-end
-
--- Stream names may hold anything: one stream per line, nothing that acts
--- on the terminal, and a backslash of the name told from an escape.
-local BACKSLASH = { ["\\"] = "\\\\" }
-local function show(s)
-  return escape(s, BACKSLASH)
 end
 
 local function plural(n, one, many)
@@ -146,7 +138,8 @@ function _M.main(host, args)
     batch = o.batch,
     on_stream = not o.summary and function(item)
       header(by_name[item.policy])
-      host.print(("  %s: %s"):format(show(item.stream), describe_item(item)))
+      -- host.print escapes the line once: stream names may hold anything
+      host.print(("  %s: %s"):format(item.stream, describe_item(item)))
     end or nil,
     on_policy = function(ps, p)
       header(p)

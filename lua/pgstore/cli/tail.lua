@@ -4,7 +4,8 @@
 -- --follow keeps printing new events as they commit (woken by NOTIFY,
 -- polling every second without it) until SIGINT/SIGTERM.
 local args = require "pgstore.cli.args"
-local escape = require("pgstore.printable").escape
+local printable = require "pgstore.printable"
+local escape, json = printable.escape, printable.json
 local sys = require "pgstore.sys"
 
 local _M = {
@@ -20,8 +21,9 @@ local function line(e)
   if e.metadata ~= nil and e.metadata ~= require("pgstore").null then
     data = data .. " " .. e.metadata
   end
-  -- fields escaped one by one: the tabs between them are the only ones
-  io.write(("%d\t%s\t%d\t%s\t%s\n"):format(e.position, escape(e.stream), e.version, escape(e.type), escape(data)))
+  -- fields escaped one by one: the tabs between them are the only ones;
+  -- data and metadata are the server's JSON text, kept JSON
+  io.write(("%d\t%s\t%d\t%s\t%s\n"):format(e.position, escape(e.stream), e.version, escape(e.type), json(data)))
 end
 
 function _M.main(host, argv)
