@@ -23,8 +23,9 @@ end
 
 -- A run of non-ASCII bytes (a lead byte and what continues it): the first
 -- character kept when it is well-formed (not overlong, not a surrogate,
--- at most U+10FFFF) and harmless, everything else escaped.
-local function non_ascii(run)
+-- at most U+10FFFF) and, unless keep_acting, harmless; everything else
+-- escaped.
+local function non_ascii(run, keep_acting)
   local c = byte(run)
   local len, min = 0, 0
   if c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
@@ -36,13 +37,15 @@ local function non_ascii(run)
   local first
   if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
     first = hex_bytes(run:sub(1, len))
-  elseif acts(cp) then
+  elseif acts(cp) and not keep_acting then
     first = format("\\u{%04X}", cp)
   else
     first = run:sub(1, len)
   end
   return first .. hex_bytes(run:sub(len + 1))
 end
+
+local function well_formed(run) return non_ascii(run, true) end
 
 -- The backslash too: escaped as `\\`, so `\027` in the output is always
 -- an ESC that was there, never the four characters a stream was named with.
@@ -76,6 +79,17 @@ function _M.escape(s, escapes)
     return escapes and escapes[c] or (c == "\\" and "\\\\") or format("\\%03d", byte(c))
   end)
   return (gsub(s, "[\128-\255][\128-\191]*", non_ascii))
+end
+
+-- utf8(s) → s as text PostgreSQL stores: every byte that is not part of
+-- well-formed UTF-8, and NUL, written as `\xNN`; everything else as it was
+-- (newlines, tabs, every valid character). For what a script raised or
+-- wrote that the server keeps as text (a parked event's error).
+function _M.utf8(s)
+  s = type(s) == "string" and s or tostring(s)
+  if not find(s, "[%z\128-\255]") then return s end
+  s = gsub(s, "%z", "\\x00")
+  return (gsub(s, "[\128-\255][\128-\191]*", well_formed))
 end
 
 return _M
