@@ -570,6 +570,24 @@ describe("a failing handler and its event", function()
     assert.equal(es:latest_position(), checkpoint("orders"))
   end)
 
+  it("parks an event an upcaster made unencodable by its id, with the error", function()
+    assert(es:append("u-1", { { type = "U", data = { k = "v" } } }))
+    T.write(dir .. "/up.lua", [[return { type = "U", from = 1, to = 2,
+      upcast = function(d) d.k = "\255"; return d end }]])
+    T.write(dir .. "/upped.lua", [[return { name = "upped", on_error = "park", handlers = {
+      U = function(e) error("upped " .. e.data.k) end } }]])
+    local out, rc = T.sh(("PGSTORE_DSN=%s %s project --once --rebuild --table %s --upcasters %s/up.lua %s/upped.lua")
+      :format(shq(T.dsn()), T.host(), TABLE, dir, dir))
+    assert.equal(0, rc, out)
+    local rows = parked("upped")
+    assert.equal(1, #rows, out)
+    assert.matches("upped \\xFF", rows[1].error, 1, true)
+    local event = require("cjson").decode(rows[1].event)
+    assert.is_true(event.unencodable)
+    assert.equal(rows[1].position, event.position)
+    assert.equal(es:latest_position(), checkpoint("upped"))
+  end)
+
   it("skips and parks the stored events whatever the handler wrote into its table", function()
     assert(es:append("t-1", { { type = "T" }, { type = "T" } }))
     local first = assert(es:read("t-1"))[1].position
