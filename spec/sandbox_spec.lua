@@ -631,7 +631,7 @@ local tries = {
   "release s", "release savepoint s", "rollback to s", "prepare transaction 'p'", "commit prepared 'p'",
   "/* a /* nested */ comment */ commit", "-- a line\n  Commit work", "select 1; commit",
   "select 'a;b'; /* x */ end", "select $q$ ; $q$; commit", "select 'a\\' , 'b ; commit ; --'",
-  "select e'\\''; commit", 'select ";" ; rollback',
+  "select e'\\''; commit", 'select ";" ; rollback', "PREPARE /* c */ transaction 'p'", "select 1 ;; Abort",
 }
 return { name = "control", setup = "create table if not exists sandbox_fail_model (n int)",
   handlers = { X = function(e, tx)
@@ -654,7 +654,7 @@ return { name = "control", setup = "create table if not exists sandbox_fail_mode
       n = n + 1
       assert.equal("invalid", what, out)
     end
-    assert.equal(42, n, out)
+    assert.equal(46, n, out)
     assert.matches("DO nil sql", out, 1, true)
     assert.matches("stop here", out, 1, true)
     -- the handler's insert rolled back with its batch; the checkpoint did not move

@@ -118,8 +118,6 @@ function _M.load(path, unsafe)
   return check(def, path)
 end
 
--- ---- one unit of work: a projection, or one partition of it --------------------
-
 -- ---- the statements a handler may not send ------------------------------------
 
 -- The first word of a statement that ends, splits or leaves the batch's
@@ -189,6 +187,8 @@ local function control_word(sql, backslash)
       if prepare and w == "transaction" then return "prepare transaction" end
       prepare = first and w == "prepare"
       first = false
+      -- no `;` further on: no other statement begins (the common case, read no further)
+      if not prepare and not find(sql, ";", i, true) then return nil end
       if (w == "e") and sub(sql, i, i) == "'" then i = string_end(sql, i, true) end
     else
       first, prepare, i = false, false, i + 1
@@ -204,6 +204,8 @@ local function refused(sql)
   if not word then return nil end
   return errors.new("invalid", ("a handler cannot end or split the batch's transaction (%s)"):format(word:upper()))
 end
+
+-- ---- one unit of work: a projection, or one partition of it --------------------
 
 -- What handlers see: the transaction's query and exec, nothing else. It is
 -- a fresh userdata with a hidden metatable, so a handler can neither swap
