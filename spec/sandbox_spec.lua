@@ -507,3 +507,158 @@ end })
     end
   end)
 end)
+
+-- A failing handler and the event it was given: what it raised (any
+-- bytes) is parked as text the server takes, the event parked or skipped
+-- is the stored one whatever the handler wrote into its table, and no
+-- statement of a handler ends or splits the batch's transaction.
+describe("a failing handler and its event", function()
+  local db, es, dir
+  local TABLE = "sandbox_fail"
+  setup(function()
+    dir = T.tmpdir("sandbox")
+    db = T.connect()
+    es = assert(db:events{ table = TABLE, notify = false })
+    assert(db:exec("drop table if exists sandbox_fail_model"))
+  end)
+  before_each(function() assert(es:truncate()) end)
+  teardown(function()
+    assert(db:exec("drop table if exists sandbox_fail_model"))
+    es:close()
+    db:close()
+    T.sh("rm -rf " .. dir)
+    T.assert_no_leaks()
+  end)
+
+  local function run(name, src)
+    T.write(dir .. "/" .. name .. ".lua", src)
+    return T.sh(("PGSTORE_DSN=%s %s project --once --rebuild --table %s %s/%s.lua")
+      :format(shq(T.dsn()), T.host(), TABLE, dir, name))
+  end
+
+  local function parked(name)
+    return assert(db:query([[select position, stream, type, error, traceback, event::text as event
+      from pgstore_parked where projection = $1 order by position]], name))
+  end
+
+  local function checkpoint(name)
+    local cp = assert(db:checkpoints{ store = es })
+    local at = cp:load("projection:" .. name)
+    cp:close()
+    return at
+  end
+
+  it("parks what a handler raised in bytes that are not UTF-8, and the stored event", function()
+    assert(es:append("o-1", { { type = "OrderPlaced", data = { sku = "éclair" } },
+                              { type = "Raw", data = { k = "v" } }, { type = "Wrote", data = { k = "v" } } }))
+    local out, rc = run("orders", [[return { name = "orders", on_error = "park", handlers = {
+      OrderPlaced = function(e, tx) if #e.data.sku ~= 4 then error(("bad sku %.1s…"):format(e.data.sku)) end end,
+      Raw = function() error("\255\0") end,
+      Wrote = function(e) e.data.k = "\255"; e.data.extra = true; e.type = "Forged"; error("wrote") end,
+    } }]])
+    assert.equal(0, rc, out)
+    local rows = parked("orders")
+    assert.equal(3, #rows, out)
+    assert.matches("bad sku \\xC3…", rows[1].error, 1, true)
+    assert.matches("\\xFF\\x00", rows[2].error, 1, true)
+    assert.truthy(#rows[1].traceback > 0)
+    local cjson = require "cjson"
+    assert.same({ sku = "éclair" }, cjson.decode(rows[1].event).data)
+    assert.equal("Wrote", rows[3].type)
+    assert.same({ k = "v" }, cjson.decode(rows[3].event).data)
+    assert.equal("Wrote", cjson.decode(rows[3].event).type)
+    assert.equal(es:latest_position(), checkpoint("orders"))
+  end)
+
+  it("parks an event an upcaster made unencodable by its id, with the error", function()
+    assert(es:append("u-1", { { type = "U", data = { k = "v" } } }))
+    T.write(dir .. "/up.lua", [[return { type = "U", from = 1, to = 2,
+      upcast = function(d) d.k = "\255"; return d end }]])
+    T.write(dir .. "/upped.lua", [[return { name = "upped", on_error = "park", handlers = {
+      U = function(e) error("upped " .. e.data.k) end } }]])
+    local out, rc = T.sh(("PGSTORE_DSN=%s %s project --once --rebuild --table %s --upcasters %s/up.lua %s/upped.lua")
+      :format(shq(T.dsn()), T.host(), TABLE, dir, dir))
+    assert.equal(0, rc, out)
+    local rows = parked("upped")
+    assert.equal(1, #rows, out)
+    assert.matches("upped \\xFF", rows[1].error, 1, true)
+    local event = require("cjson").decode(rows[1].event)
+    assert.is_true(event.unencodable)
+    assert.equal(rows[1].position, event.position)
+    assert.equal(es:latest_position(), checkpoint("upped"))
+  end)
+
+  it("skips and parks the stored events whatever the handler wrote into its table", function()
+    assert(es:append("t-1", { { type = "T" }, { type = "T" } }))
+    local first = assert(es:read("t-1"))[1].position
+    local out, rc = run("retype", [[return { name = "retype", on_error = "skip", handlers = {
+      T = function(e, tx) e.type = "Nope"; error("boom") end } }]])
+    assert.equal(0, rc, out)
+    assert.matches("skipped T at position " .. first, out, 1, true)
+    assert.matches("skipped T at position " .. (first + 1), out, 1, true)
+    out, rc = run("forge", [[return { name = "forge", on_error = "park", handlers = {
+      T = function(e, tx) e.position = 424242; e.stream = "forged"; e.type = "Nope"; error("boom") end } }]])
+    assert.equal(0, rc, out)
+    local rows = parked("forge")
+    assert.equal(2, #rows, out)
+    for i, row in ipairs(rows) do
+      assert.equal(first + i - 1, row.position)
+      assert.equal("t-1", row.stream)
+      assert.equal("T", row.type)
+    end
+  end)
+
+  it("gives each handler call a fresh copy of the event", function()
+    assert(es:append("c-1", { { type = "C", data = { n = 1, deep = { x = 1 } } } }))
+    local out, rc = run("copies", [[
+local calls = 0
+return { name = "copies", on_error = "skip", handlers = { C = function(e, tx)
+  calls = calls + 1
+  print("SAW " .. calls .. " " .. tostring(e.data.deep.x) .. " " .. tostring(e.data.extra))
+  e.data.deep.x, e.data.extra = 99, true
+  error("again")
+end } }]])
+    assert.equal(0, rc, out)
+    assert.matches("SAW 1 1 nil", out, 1, true)
+    assert.matches("SAW 2 1 nil", out, 1, true)
+  end)
+
+  it("refuses every statement that ends or splits the batch's transaction", function()
+    assert(es:append("x-1", { { type = "X" } }))
+    local out, rc = run("control", [==[
+local tries = {
+  "commit", "  COMMIT", "rollback", "end", "abort", "begin", "start transaction", "savepoint s",
+  "release s", "release savepoint s", "rollback to s", "prepare transaction 'p'", "commit prepared 'p'",
+  "/* a /* nested */ comment */ commit", "-- a line\n  Commit work", "select 1; commit",
+  "select 'a;b'; /* x */ end", "select $q$ ; $q$; commit", "select 'a\\' , 'b ; commit ; --'",
+  "select e'\\''; commit", 'select ";" ; rollback', "PREPARE /* c */ transaction 'p'", "select 1 ;; Abort",
+}
+return { name = "control", setup = "create table if not exists sandbox_fail_model (n int)",
+  handlers = { X = function(e, tx)
+    assert(tx:exec("insert into sandbox_fail_model (n) values (1)"))
+    for _, sql in ipairs(tries) do
+      local ok, err = tx:exec(sql)
+      print(("CONTROL %s %s"):format(ok and "ran" or err.code, sql:gsub("\n", " ")))
+      ok, err = tx:query(sql)
+      print(("CONTROL %s %s"):format(ok and "ran" or err.code, sql:gsub("\n", " ")))
+    end
+    assert(tx:query("select 'commit' as w, $1::text as p", "rollback"))
+    assert(tx:exec("prepare sandbox_p as select 1"))
+    local ok, err = tx:exec("do $$ begin commit; end $$")
+    print("DO " .. tostring(ok) .. " " .. tostring(err and err.code))
+    error("stop here")
+  end } }]==])
+    assert.equal(1, rc, out)
+    local n = 0
+    for what in out:gmatch("CONTROL (%S+)") do
+      n = n + 1
+      assert.equal("invalid", what, out)
+    end
+    assert.equal(46, n, out)
+    assert.matches("DO nil sql", out, 1, true)
+    assert.matches("stop here", out, 1, true)
+    -- the handler's insert rolled back with its batch; the checkpoint did not move
+    assert.same({}, assert(db:query("select n from sandbox_fail_model")))
+    assert.is_falsy(checkpoint("control"))
+  end)
+end)

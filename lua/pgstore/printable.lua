@@ -29,8 +29,8 @@ local function lua_code_point(cp) return format("\\u{%04X}", cp) end
 
 -- A run of non-ASCII bytes (a lead byte and what continues it): the first
 -- character kept when it is well-formed (not overlong, not a surrogate,
--- at most U+10FFFF) and harmless; one that acts is written by `point`,
--- bytes that are not well-formed UTF-8 by `bad`.
+-- at most U+10FFFF) and harmless; one that acts is written by
+-- `point(cp, character)`, bytes that are not well-formed UTF-8 by `bad`.
 local function non_ascii(run, point, bad)
   local c = byte(run)
   local len, min = 0, 0
@@ -44,7 +44,7 @@ local function non_ascii(run, point, bad)
   if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
     first = bad(run:sub(1, len))
   elseif acts(cp) then
-    first = point(cp)
+    first = point(cp, run:sub(1, len))
   else
     first = run:sub(1, len)
   end
@@ -52,6 +52,9 @@ local function non_ascii(run, point, bad)
 end
 
 local function lua_non_ascii(run) return non_ascii(run, lua_code_point, hex_bytes) end
+local function itself(_, character) return character end
+-- Keeps every well-formed character, even one that acts (for stored text).
+local function well_formed(run) return non_ascii(run, itself, hex_bytes) end
 
 -- The backslash too: escaped as `\\`, so `\027` in the output is always
 -- an ESC that was there, never the four characters a stream was named with.
@@ -103,6 +106,17 @@ function _M.json(s)
   if not find(s, "[%z\1-\31\127-\255]") then return s end
   s = gsub(s, "[%z\1-\31\127]", json_ascii)
   return (gsub(s, "[\128-\255][\128-\191]*", json_non_ascii))
+end
+
+-- utf8(s) → s as text PostgreSQL stores: every byte that is not part of
+-- well-formed UTF-8, and NUL, written as `\xNN`; everything else as it was
+-- (newlines, tabs, every valid character). For what a script raised or
+-- wrote that the server keeps as text (a parked event's error).
+function _M.utf8(s)
+  s = type(s) == "string" and s or tostring(s)
+  if not find(s, "[%z\128-\255]") then return s end
+  s = gsub(s, "%z", "\\x00")
+  return (gsub(s, "[\128-\255][\128-\191]*", well_formed))
 end
 
 return _M

@@ -24,9 +24,11 @@
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
+local printable = require "pgstore.printable"
 local script = require "pgstore.script"
 
-local type, pairs, ipairs, tostring, format = type, pairs, ipairs, tostring, string.format
+local type, pairs, next, ipairs, tostring, format = type, pairs, next, ipairs, tostring, string.format
+local lower, find, sub, match = string.lower, string.find, string.sub, string.match
 local fields = script.fields
 local now = core.now
 
@@ -116,6 +118,93 @@ function _M.load(path, unsafe)
   return check(def, path)
 end
 
+-- ---- the statements a handler may not send ------------------------------------
+
+-- The first word of a statement that ends, splits or leaves the batch's
+-- transaction (PREPARE only with TRANSACTION after it). A DO block or a
+-- procedure cannot commit inside a transaction block, so the first word
+-- decides.
+local CONTROL = { commit = true, rollback = true, ["end"] = true, abort = true, begin = true,
+                  start = true, savepoint = true, release = true }
+
+-- Where the string literal opening at i ends (past its quote). backslash:
+-- a backslash escapes the next character (E'…', or any '…' when the
+-- session turned standard_conforming_strings off).
+local function string_end(sql, i, backslash)
+  local j = i + 1
+  while true do
+    local q = find(sql, backslash and "['\\]" or "'", j)
+    if not q then return #sql + 1 end
+    if sub(sql, q, q) == "\\" then
+      j = q + 2
+    elseif sub(sql, q + 1, q + 1) == "'" then
+      j = q + 2
+    else
+      return q + 1
+    end
+  end
+end
+
+-- The transaction-control word that begins any statement of sql (a call
+-- without parameters may send several, separated by `;`), or nil. Reads
+-- past whitespace, `--` lines, nested `/* */` comments, quoted strings,
+-- identifiers and dollar quotes, with the session's reading of '…'
+-- strings given by `backslash`.
+local function control_word(sql, backslash)
+  local i, n = 1, #sql
+  local first, prepare = true, false -- the next word begins a statement; it follows PREPARE
+  while i <= n do
+    local c = sub(sql, i, i)
+    local two = sub(sql, i, i + 1)
+    if find(c, "^%s") then
+      i = i + 1
+    elseif two == "--" then
+      i = (find(sql, "\n", i, true) or n) + 1
+    elseif two == "/*" then
+      local depth = 1
+      i = i + 2
+      while i <= n and depth > 0 do
+        local t = sub(sql, i, i + 1)
+        if t == "/*" then depth, i = depth + 1, i + 2
+        elseif t == "*/" then depth, i = depth - 1, i + 2
+        else i = i + 1 end
+      end
+    elseif c == ";" then
+      first, prepare, i = true, false, i + 1
+    elseif c == "'" then
+      first, prepare, i = false, false, string_end(sql, i, backslash)
+    elseif c == '"' then
+      first, prepare, i = false, false, (find(sql, '"', i + 1, true) or n) + 1
+    elseif c == "$" and (match(sql, "^%$%$", i) or match(sql, "^%$[%a_\128-\255][%w_\128-\255]*%$", i)) then
+      local tag = match(sql, "^%$%$", i) or match(sql, "^%$[%a_\128-\255][%w_\128-\255]*%$", i)
+      local close = find(sql, tag, i + #tag, true)
+      first, prepare, i = false, false, close and close + #tag or n + 1
+    elseif find(c, "^[%a_\128-\255]") then
+      local word = match(sql, "^[%w_$\128-\255]+", i)
+      local w = lower(word)
+      i = i + #word
+      if first and CONTROL[w] then return w end
+      if prepare and w == "transaction" then return "prepare transaction" end
+      prepare = first and w == "prepare"
+      first = false
+      -- no `;` further on: no other statement begins (the common case, read no further)
+      if not prepare and not find(sql, ";", i, true) then return nil end
+      if (w == "e") and sub(sql, i, i) == "'" then i = string_end(sql, i, true) end
+    else
+      first, prepare, i = false, false, i + 1
+    end
+  end
+end
+
+-- nil | the `invalid` error for a statement a handler may not send. Read
+-- both ways a '…' string can be read, so a session setting cannot hide one.
+local function refused(sql)
+  if type(sql) ~= "string" then return nil end
+  local word = control_word(sql, false) or control_word(sql, true)
+  if not word then return nil end
+  return errors.new("invalid", ("a handler cannot end or split the batch's transaction (%s)"):format(word:upper()))
+end
+
 -- ---- one unit of work: a projection, or one partition of it --------------------
 
 -- What handlers see: the transaction's query and exec, nothing else. It is
@@ -132,8 +221,16 @@ local function handler_tx(tx, seen)
     return ...
   end
   local methods = {
-    query = function(_, ...) return watch(tx:query(...)) end,
-    exec = function(_, ...) return watch(tx:exec(...)) end,
+    query = function(_, sql, ...)
+      local bad = refused(sql)
+      if bad then return nil, bad end
+      return watch(tx:query(sql, ...))
+    end,
+    exec = function(_, sql, ...)
+      local bad = refused(sql)
+      if bad then return nil, bad end
+      return watch(tx:exec(sql, ...))
+    end,
   }
   local proxy = newproxy(true)
   local m = getmetatable(proxy)
@@ -162,20 +259,56 @@ local function schema_step(tx, def, what)
   return run_sql_or_fn(tx, what)
 end
 
--- at: the event's position, stream and type as read before its handler
--- ran (the handler may have changed the event table it was given).
-local function park(tx, unit, e, at, msg, tb)
+-- A copy of a stored event for one handler call: the row's fields and
+-- its data and metadata, table by table (shared tables and cycles kept as
+-- such). A handler changes only its copy, never what the runner skips,
+-- parks or gives the next handler or pass.
+local function copy(v, seen)
+  if type(v) ~= "table" then return v end
+  if seen[v] then return seen[v] end
+  local c = {}
+  seen[v] = c
+  for k, x in next, v do c[copy(k, seen)] = copy(x, seen) end
+  local mt = debug.getmetatable(v)
+  if mt then debug.setmetatable(c, mt) end
+  return c
+end
+
+local function fresh(e)
+  local c = {}
+  for k, v in next, e do c[k] = v end
+  if type(e.data) == "table" or type(e.metadata) == "table" then
+    local seen = {}
+    c.data, c.metadata = copy(e.data, seen), copy(e.metadata, seen)
+  end
+  return c
+end
+
+-- Parks e, the event as the runner read it (no handler saw this table).
+-- What the handler raised is made text the server takes (pgstore.printable);
+-- an event that does not encode to valid JSON text is parked by id.
+local function park(tx, unit, e, msg, tb)
   local def = unit.def
   local cjson = require "cjson"
   local ok, event = pcall(cjson.encode, {
-    id = e.id, stream = at.stream, version = e.version, position = at.position, type = at.type,
+    id = e.id, stream = e.stream, version = e.version, position = e.position, type = e.type,
     schema_version = e.schema_version, data = e.data, metadata = e.metadata, time = e.time,
   })
-  if not ok then event = cjson.encode({ id = e.id, position = at.position, unencodable = true }) end
+  if not ok or printable.utf8(event) ~= event or find(event, "\\u0000", 1, true) then
+    event = cjson.encode({ id = e.id, position = e.position, unencodable = true })
+  end
   return tx:exec([[insert into pgstore_parked (store, projection, position, stream, type, event, error, traceback)
     values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) on conflict (store, projection, position) do update
     set error = excluded.error, traceback = excluded.traceback, parked_at = now()]],
-    unit.runner.es:store(), def.name, at.position, at.stream, at.type, event, msg, tb)
+    unit.runner.es:store(), def.name, e.position, e.stream, e.type, event, printable.utf8(msg),
+    tb and printable.utf8(tb))
+end
+
+-- nil | the error when a handler's statements left the batch's transaction
+-- (refused by handler_tx; checked again after every call all the same).
+local function left_batch(tx)
+  if tx.conn:tx_status() ~= "idle" then return nil end
+  return errors.new("invalid", "a handler ended the batch's transaction; nothing of the batch is committed")
 end
 
 -- Applies rows inside tx. careful = savepoint per event (skip/park), with
@@ -186,35 +319,40 @@ end
 local function apply(unit, tx, rows, careful, skipped)
   local def, seen = unit.def, {}
   local htx = handler_tx(tx, seen)
+  -- rows are the runner's: a handler gets fresh(e), so e.position,
+  -- e.stream and e.type below are what was stored
   for _, e in ipairs(rows) do
     if not unit.wanted or unit.wanted(e) then
       local fn = def.handlers[e.type]
       if fn then
-        -- what the host says and parks, read before the handler may change it
-        local position, stream, etype = e.position, e.stream, e.type
         if careful then
-          local ok, msg, tb
+          local ok, msg, tb, left
           local res, err = tx:nested(function()
-            ok, msg, tb = script.call(fn, e, htx)
+            ok, msg, tb = script.call(fn, fresh(e), htx)
+            left = left_batch(tx)
+            if left then return true end
             if not ok then return nil, msg end
             return true
           end)
           if seen.lost then return nil, seen.lost end
+          if left then return nil, left end
           if not res and ok ~= false then return nil, err end -- the savepoint itself failed
           if not res then
             if def.on_error == "park" then
-              local pok, perr = park(tx, unit, e, { position = position, stream = stream, type = etype }, msg, tb)
+              local pok, perr = park(tx, unit, e, msg, tb)
               if not pok then return nil, perr end
             end
             skipped[#skipped + 1] = ("%s: %s %s at position %d: %s"):format(def.name,
-              def.on_error == "park" and "parked" or "skipped", etype, position, msg)
+              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg)
           end
         else
-          local ok, msg = script.call(fn, e, htx)
+          local ok, msg = script.call(fn, fresh(e), htx)
           if seen.lost then return nil, seen.lost end
+          local left = left_batch(tx)
+          if left then return nil, left end
           if not ok then
             return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
-              :format(msg, etype, position, stream), { handler_failed = true })
+              :format(msg, e.type, e.position, e.stream), { handler_failed = true })
           end
         end
       end
