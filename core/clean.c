@@ -52,10 +52,14 @@ int pgs_conn_clean_start(pgs_conn_t *c)
     case PQTRANS_INERROR: rollback = "ROLLBACK; "; break;
     default: return 0; /* ACTIVE (a result still pending) or UNKNOWN */
     }
-    char sql[sizeof clean_sql + 96], timeout[80] = "";
+    char sql[sizeof clean_sql + 160], timeout[160] = "";
+    int used = 0;
     if (c->dsn->statement_timeout_ms > 0)
-        snprintf(timeout, sizeof timeout, ", set_config('statement_timeout', '%d', false)",
-                 c->dsn->statement_timeout_ms);
+        used = snprintf(timeout, sizeof timeout, ", set_config('statement_timeout', '%d', false)",
+                        c->dsn->statement_timeout_ms);
+    if (c->dsn->lock_timeout_ms > 0)
+        snprintf(timeout + used, sizeof timeout - (size_t)used,
+                 ", set_config('lock_timeout', '%d', false)", c->dsn->lock_timeout_ms);
     snprintf(sql, sizeof sql, clean_sql, rollback, timeout);
     if (!PQsendQuery(c->pg, sql))
         return 0;

@@ -95,11 +95,11 @@ static void parse_error(pgs_error_t *err, const char *conninfo, const char *perr
 
 /* The `options` line: the user's own (from the DSN or PGOPTIONS), then the
  * session settings pgstore relies on (ISO dates in UTC, its statement
- * timeout), last so that they win. A user's line ending in an unpaired
+ * and lock timeouts), last so that they win. A user's line ending in an unpaired
  * backslash would escape the space before pgstore's and swallow them:
  * refused, as is a line the server would refuse. *out is the caller's. */
-static pgs_status_t session_options(const char *user, int statement_timeout_ms, char **out,
-                                    pgs_error_t *err)
+static pgs_status_t session_options(const char *user, int statement_timeout_ms,
+                                    int lock_timeout_ms, char **out, pgs_error_t *err)
 {
     *out = NULL;
     size_t n = user ? strlen(user) : 0, slashes = 0;
@@ -124,6 +124,11 @@ static pgs_status_t session_options(const char *user, int statement_timeout_ms, 
         char st[48];
         snprintf(st, sizeof st, " -c statement_timeout=%d", statement_timeout_ms);
         pgs_strbuf_adds(&b, st);
+    }
+    if (lock_timeout_ms > 0) {
+        char lt[48];
+        snprintf(lt, sizeof lt, " -c lock_timeout=%d", lock_timeout_ms);
+        pgs_strbuf_adds(&b, lt);
     }
     pgs_strbuf_add(&b, "", 1); /* the terminating NUL, or a failed allocation */
     if (b.failed) {
@@ -179,7 +184,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
             user_options = o->val;
     /* Made before the parse is freed: user_options may point into it. */
     pgs_status_t st = session_options(user_options, opts ? opts->statement_timeout_ms : 0,
-                                      &session, err);
+                                      opts ? opts->lock_timeout_ms : 0, &session, err);
     for (PQconninfoOption *o = parsed; st == PGS_OK && o->keyword; o++) {
         if (!o->val || strcmp(o->keyword, "options") == 0)
             continue;
@@ -221,6 +226,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
     d->stmt_cache_size = opts && opts->stmt_cache_size > 0 ? opts->stmt_cache_size : 256;
     d->query_timeout = opts && opts->query_timeout > 0 ? opts->query_timeout : 0;
     d->statement_timeout_ms = opts && opts->statement_timeout_ms > 0 ? opts->statement_timeout_ms : 0;
+    d->lock_timeout_ms = opts && opts->lock_timeout_ms > 0 ? opts->lock_timeout_ms : 0;
     *out = d;
     return PGS_OK;
 }

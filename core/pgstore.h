@@ -111,6 +111,9 @@ typedef struct pgs_conn_opts {
                                     it) and the call fails PGS_ETIMEOUT —
                                     also when the network, not the server,
                                     is stuck. 0: no limit                    */
+    int lock_timeout_ms;         /* the session's lock_timeout: how long a
+                                    statement waits for a row or table lock
+                                    before it fails; 0 → server default     */
 } pgs_conn_opts_t;
 
 /* 1 when a connection string carries a password, as libpq parses it (a

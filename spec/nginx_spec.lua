@@ -387,40 +387,30 @@ describe("nginx with resty.pgstore", function()
   end)
 
   describe("saturation and phases", function()
-    it("answers with a timeout error, not a hang, when no worker thread is free", function()
+    it("answers with a timeout error, not a hang, when no connection is free", function()
       local pids = srv:workers()
       local blocker = assert(http.connect(srv.port))
-      assert(blocker:send("GET", "/t/tiny?s=1", srv.auth))
+      assert(blocker:send("GET", "/t/small?s=1", srv.auth))
       http.request(srv.port, "GET", "/ping")
-      local res = assert(http.request(srv.port, "GET", "/t/tiny?s=0&wait=0.2", srv.auth, nil, 5))
+      local res = assert(http.request(srv.port, "GET", "/t/small?s=0&wait=0.2", srv.auth, nil, 5))
       assert.are.equal(503, res.status)
       local body = cjson.decode(res.body)
       assert.are.equal("timeout", body.code)
-      assert.truthy(body.message:find("max_pending", 1, true), body.message)
+      assert.truthy(body.message:find("pool_size", 1, true), body.message)
       assert.is_true(res.time >= 0.15 and res.time < 0.9, "waited queue_timeout: " .. res.time)
       assert.are.equal(200, assert(blocker:receive(5)).status)
       blocker:close()
       assert.are.same(pids, srv:workers(), "no worker died")
     end)
 
-    it("answers with a timeout error when every thread VM is taken", function()
-      local pids = srv:workers()
-      local blocker = assert(http.connect(srv.port))
-      assert(blocker:send("GET", "/t/tiny?s=1&pending=200", srv.auth))
-      http.request(srv.port, "GET", "/ping")
-      local messages = {}
-      local stats = http.load{ port = srv.port, connections = 80, requests = 1, timeout = 10,
-        make = function() return "GET", "/t/tiny?s=0&pending=200&wait=0.3", srv.auth end,
-        on_response = function(_, r)
-          if r.status == 503 then messages[#messages + 1] = cjson.decode(r.body).message end
-        end }
-      assert.are.equal(200, assert(blocker:receive(5)).status)
-      blocker:close()
-      assert.are.equal(80, stats.requests)
-      assert.is_true(#messages > 0, "some calls found no thread VM")
-      assert.truthy(messages[1]:find("lua_worker_thread_vm_pool_size", 1, true), messages[1])
-      assert.are.equal(80, (stats.statuses[200] or 0) + (stats.statuses[503] or 0))
-      assert.are.same(pids, srv:workers(), "no worker died")
+    it("refuses a thread pool with fewer threads than its pools can keep busy, naming it", function()
+      local res = assert(http.request(srv.port, "GET", "/t/toosmall", srv.auth, nil, 5))
+      assert.are.equal(200, res.status)
+      local body = cjson.decode(res.body)
+      assert.are.equal("invalid", body.code)
+      assert.truthy(body.message:find("thread_pool tiny", 1, true), body.message)
+      assert.truthy(body.message:find("threads=1", 1, true), body.message)
+      assert.truthy(body.message:find("at least 4", 1, true), body.message)
     end)
 
     it("runs statements in the rewrite and access phases", function()
@@ -500,7 +490,7 @@ load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 worker_processes 2;
 pid @PREFIX@/nginx.pid;
 error_log @PREFIX@/error.log warn;
-thread_pool pgstore threads=1 max_queue=64;
+thread_pool pgstore threads=8 max_queue=64;
 events { worker_connections 64; }
 http {
     access_log off;

@@ -45,6 +45,7 @@ static int l_pool_new(lua_State *L)
     /* milliseconds, as the server's setting */
     o.conn.statement_timeout_ms = pgs_l_opt_int(L, 1, "statement_timeout", 0, INT_MAX, 0);
     o.conn.query_timeout = pgs_l_opt_seconds(L, 1, "query_timeout", 0);
+    o.conn.lock_timeout_ms = pgs_l_opt_int(L, 1, "lock_timeout", 0, INT_MAX, 0);
     o.max_size = pgs_l_opt_int(L, 1, "pool_size", 0, 10000, 4);
     o.acquire_timeout = pgs_l_opt_seconds(L, 1, "acquire_timeout", 5);
     const char *shared_key = pgs_l_opt_string(L, 1, "shared");

@@ -31,13 +31,14 @@ local function pool_opts(base, dsn, shared)
     connect_timeout = base.connect_timeout,
     acquire_timeout = base.acquire_timeout,
     statement_timeout = base.statement_timeout,
+    lock_timeout = base.lock_timeout,
     query_timeout = base.query_timeout,
     application_name = base.application_name,
   }
 end
 
 -- opts: { dsn, pool_size, read_dsn (string or list), connect_timeout,
--- acquire_timeout, statement_timeout (ms), query_timeout (seconds the
+-- acquire_timeout, statement_timeout (ms), lock_timeout (ms), query_timeout (seconds the
 -- client waits for any statement before it cancels it and gives the
 -- connection up: "timeout"; also when the network is what hangs),
 -- application_name, shared }

@@ -20,7 +20,7 @@ local _M = {
 local OPTION_TYPES = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
-  statement_timeout = "number", query_timeout = "number", application_name = "string",
+  statement_timeout = "number", lock_timeout = "number", query_timeout = "number", application_name = "string",
   shared = "string",
 }
 
@@ -40,6 +40,7 @@ function _M.connect(opts)
   local bad = options.int(opts.pool_size, "pool_size", 1, 10000)
     or options.seconds(opts.connect_timeout, "connect_timeout") or options.seconds(opts.acquire_timeout, "acquire_timeout")
     or options.int(opts.statement_timeout, "statement_timeout", 0, 2147483647) -- ms, as the server's
+    or options.int(opts.lock_timeout, "lock_timeout", 0, 2147483647)
     or options.seconds(opts.query_timeout, "query_timeout")
   if bad then return nil, bad end
   return Db.new(opts)

@@ -45,17 +45,26 @@ local _M = {
 local OPTIONS = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
-  statement_timeout = "number", application_name = "string",
+  statement_timeout = "number", lock_timeout = "number", application_name = "string",
   -- resty.pgstore
   thread_pool = "string",   -- the nginx thread_pool to run in ("pgstore")
-  max_pending = "number",   -- calls of this worker in flight per thread pool (32)
-  queue_timeout = "number", -- seconds a call waits for one of them (5)
+  queue_timeout = "number", -- seconds a call waits for a connection slot (5)
   shared_dict = "string",   -- lua_shared_dict electing one worker per nginx (none)
   key = "string",           -- the shared pool's key (derived from the options)
 }
 
-local POOL_OPTIONS = { "dsn", "pool_size", "read_dsn", "connect_timeout", "acquire_timeout",
-                       "statement_timeout", "application_name" }
+local POOL_OPTIONS = { "dsn", "pool_size", "read_dsn", "connect_timeout",
+                       "statement_timeout", "lock_timeout", "application_name" }
+
+-- Appends and lock calls made from nginx wait at most this long (ms) for a
+-- row or advisory lock: a holder that never commits costs a `timeout`,
+-- not a frozen worker.
+local LOCK_TIMEOUT = 5000
+
+-- The C pool's acquire is a safety net: a caller holds a slot, so a
+-- connection is free (resty.pgstore.call). Should that ever not hold, a
+-- thread gives up at once instead of waiting.
+local ACQUIRE_NOW = 0.1
 
 -- The pool key: the connection options, so equal options share one pool.
 local function derive_key(spec)
@@ -70,9 +79,10 @@ local function derive_key(spec)
 end
 
 -- pgstore.connect(dsn | { dsn, pool_size = 4, read_dsn, connect_timeout = 5,
---   acquire_timeout = 5, statement_timeout, application_name = "pgstore",
---   thread_pool = "pgstore", max_pending = 32, queue_timeout = 5,
---   shared_dict, key }) → db | nil, err
+--   statement_timeout, lock_timeout = 5000, application_name = "pgstore",
+--   thread_pool = "pgstore", queue_timeout = 5, shared_dict, key })
+--   → db | nil, err (also "invalid" when the thread pool is too small for
+--   pool_size: resty.pgstore.call's rule)
 function _M.connect(opts)
   if ngx.get_phase() == "init" then
     raise("resty.pgstore: connect is not available in init_by_lua: the master process forks "
@@ -85,12 +95,12 @@ function _M.connect(opts)
     argerr(1, "connect", "string or table expected, got " .. type(opts))
   end
   options.check(opts, OPTIONS, 1, "connect")
-  local max_pending = opts.max_pending or 32
   local queue_timeout = opts.queue_timeout or 5
-  local bad = options.int(opts.pool_size, "pool_size", 1, 10000) or options.int(max_pending, "max_pending", 1, 2 ^ 31)
+  local bad = options.int(opts.pool_size, "pool_size", 1, 10000)
     or options.seconds(queue_timeout, "queue_timeout")
     or options.seconds(opts.connect_timeout, "connect_timeout") or options.seconds(opts.acquire_timeout, "acquire_timeout")
     or options.int(opts.statement_timeout, "statement_timeout", 0, 2147483647) -- ms, as the server's
+    or options.int(opts.lock_timeout, "lock_timeout", 0, 2147483647)
   if bad then return nil, bad end
   if opts.shared_dict and not ngx.shared[opts.shared_dict] then
     argerr(1, "connect", format("lua_shared_dict '%s' is not defined in nginx.conf", opts.shared_dict))
@@ -99,19 +109,27 @@ function _M.connect(opts)
   local spec = {}
   for _, k in ipairs(POOL_OPTIONS) do spec[k] = opts[k] end
   if spec.application_name == nil then spec.application_name = "pgstore" end
+  if spec.lock_timeout == nil then spec.lock_timeout = LOCK_TIMEOUT end
+  local pool_size = spec.pool_size or 4
   local key = opts.key or derive_key(spec)
+  local routes, rerr = call_mod.routes(opts.thread_pool or "pgstore", key, pool_size, queue_timeout)
+  if not routes then return nil, rerr end
+  -- Every thread VM opens the same pool by key: one connection per slot
+  -- (pool_size for callers, one for the adapter's loops).
   spec.shared = key
+  spec.pool_size = routes.fg.size + 1
+  spec.acquire_timeout = ACQUIRE_NOW
   -- The pool itself, from the main VM: no connection opens here (they open
   -- lazily, in threads); it checks the DSN and serves pool_stats().
   local pool, err = core.pool{
     dsn = spec.dsn, pool_size = spec.pool_size, connect_timeout = spec.connect_timeout,
     acquire_timeout = spec.acquire_timeout, statement_timeout = spec.statement_timeout,
-    application_name = spec.application_name, shared = key,
+    lock_timeout = spec.lock_timeout, application_name = spec.application_name, shared = key,
   }
   if not pool then return nil, err end
   return setmetatable({
-    spec = spec, key = key, pool = pool,
-    cfg = call_mod.config(opts.thread_pool or "pgstore", max_pending, queue_timeout),
+    spec = spec, key = key, pool = pool, cfg = routes.fg,
+    lock_wait = spec.lock_timeout > 0 and spec.lock_timeout / 1000 or nil,
     shared_dict = opts.shared_dict,
   }, Db.mt)
 end
@@ -131,11 +149,13 @@ function _M.every(name, interval, fn, opts)
     { dict = opts and opts.shared_dict, ttl = opts and opts.ttl })
 end
 
--- pgstore.stats(db) → { parked = { parked, busy, expired }, pool = {…} }
+-- pgstore.stats(db) → { parked = { parked, busy, expired }, pool = {…},
+-- slots = { free, size, background_free }, threads = { held, lanes } }
 -- for status pages; no I/O.
 function _M.stats(db)
   Db._check(db, "stats")
-  return { parked = core.park_stats(), pool = db.pool:stats() }
+  return { parked = core.park_stats(), pool = db.pool:stats(), slots = call_mod.slots(db.cfg),
+           threads = call_mod.stats() }
 end
 
 return _M

@@ -503,13 +503,18 @@ function _M.route()
     local rows, err = db:query("select pg_sleep($1::float8)::text as slept", tonumber(ngx.var.arg_s) or 1)
     if not rows then return reply(500, { error = tostring(err) }) end
     return reply(200, { slept = true })
-  elseif route == "tiny" then
-    -- A pool of one thread for this worker, one call in flight at most.
-    local tiny = connect({ thread_pool = "tiny", max_pending = tonumber(ngx.var.arg_pending) or 1,
-                           queue_timeout = tonumber(ngx.var.arg_wait) or 0.2, key = "spec-tiny" })
-    local rows, err = tiny:query("select pg_sleep($1::float8)::text as slept", tonumber(ngx.var.arg_s) or 0)
+  elseif route == "small" then
+    -- A pool of one connection for this worker.
+    local small = connect({ pool_size = 1, queue_timeout = tonumber(ngx.var.arg_wait) or 0.2,
+                            key = "spec-small" })
+    local rows, err = small:query("select pg_sleep($1::float8)::text as slept", tonumber(ngx.var.arg_s) or 0)
     if not rows then return reply(503, { code = err.code, message = err.message }) end
     return reply(200, { slept = true })
+  elseif route == "toosmall" then
+    -- thread_pool tiny has one thread: too few for any pool.
+    local _, err = pgstore.connect{ dsn = ngx.var.pgstore_dsn, thread_pool = "tiny", pool_size = 1,
+                                    key = "spec-tiny" }
+    return reply(200, { code = err and err.code, message = err and err.message })
   elseif route == "abandon" then
     -- Leaves a transaction open: ngx.exit ends the request inside fn.
     local t = ngx.var.arg_table

@@ -1,38 +1,55 @@
 -- SPDX-License-Identifier: MIT
--- resty.pgstore.call — how the event loop hands work to a worker thread.
+-- resty.pgstore.call — how work reaches nginx's worker threads, built so
+-- that a worker can never starve, lose a permit or hang.
 --
--- call(cfg, fname, ...) runs resty.pgstore.thread's fname(...) through
--- ngx.run_worker_thread on cfg.thread_pool and returns what it returned,
--- with error tables given back their metatable. Around it:
+-- Why it cannot deadlock:
+-- 1. Connection slots, on the event loop. Each pool has, per worker,
+--    pool_size slots for callers and one more for the adapter's own loops
+--    (feed reads, KV cleanup, lease renewal, NOTIFY after commit): an
+--    ngx.semaphore each, waited on with queue_timeout. A call takes a slot
+--    before it asks for a thread; a transaction, a db:acquire connection
+--    and an advisory lock keep theirs until they end. The C pool has
+--    exactly as many connections as there are slots, so a thread never
+--    waits for a connection (its acquire is a safety net that gives up at
+--    once).
+-- 2. Threads. Every thread task holds a slot, runs on a handle that holds
+--    one, or is one of the adapter's slotless tasks: the LISTEN wait (one
+--    per pool) and the reaper (one). A slot runs one statement at a time.
+--    So at most need = Σ (pool_size + 2) + 1 tasks are ever in flight on a
+--    thread pool, and connect refuses a `thread_pool` whose threads or
+--    max_queue are fewer (read from the running nginx: threadpool.lua).
+--    Every task therefore finds a thread at once — the COMMIT of a
+--    transaction that others wait for, the reaper, the feed — and the
+--    queue never fills (a full queue crashes 0.10.23's workers). Lock waits
+--    are bounded as well: connect's lock_timeout.
+-- 3. Permits outlive their requests. A request never posts a thread task
+--    itself: it hands the job to a runner — a long-lived timer of this
+--    worker — and sleeps on a semaphore of its own. The runner posts the
+--    task, waits for it, settles the slot and wakes the request. A client
+--    abort, ngx.exit or an error kills only the request's coroutine: the
+--    runner still finishes, and when nobody is left to wake it rolls back
+--    the transaction whose statement it ran, or gives back the handle
+--    nobody received. A transaction abandoned between two statements is
+--    handed to the reaper when its tx object is collected (the reaper
+--    collects garbage while such a handle sits idle) or its timeout ends.
 --
--- * Admission. At most cfg.max_pending calls of this worker are in flight
---   per thread pool (an ngx.semaphore); the others wait up to
---   cfg.queue_timeout seconds, then get nil, err with code "timeout".
---   lua-nginx-module 0.10.23 crashes the worker ("free(): invalid
---   pointer") when a task is posted to a thread pool whose queue is full,
---   so the queue must never fill: every task holds one of the worker's
---   thread VMs until its result is back, so a pool with
---   max_queue >= lua_worker_thread_vm_pool_size can never overflow, and
---   max_pending <= lua_worker_thread_vm_pool_size keeps our own calls
---   waiting here instead of failing. When the VMs are all taken anyway
---   ("no available Lua vm": other code uses them too), the call retries
---   until queue_timeout, then fails with "timeout".
--- * Phases. Only where the request may yield: rewrite, access, content and
---   ngx.timer callbacks. Elsewhere it raises at once, naming the phase.
--- * Errors. A thread function that raises (misuse: a bad argument) raises
---   here with the same message; runtime failures come back as nil, err.
---   Misuse is reported at the user's line (pgstore.options).
+-- Misuse raises through pgstore.options at the user's line; runtime
+-- failures come back as nil, err.
 local core = require "pgstore.core"
+local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local semaphore = require "ngx.semaphore"
+local threadpool = require "resty.pgstore.threadpool"
 
 local ngx = ngx
-local type, error, select, setmetatable, getmetatable, tostring, pcall =
-      type, error, select, setmetatable, getmetatable, tostring, pcall
+local type, error, select, setmetatable, getmetatable, tostring, pcall, pairs =
+      type, error, select, setmetatable, getmetatable, tostring, pcall, pairs
+local collectgarbage = collectgarbage
 local unpack = unpack
 local run = ngx.run_worker_thread
 local get_phase = ngx.get_phase
-local sleep, now = ngx.sleep, ngx.now
+local sleep, now, timer_at, exiting = ngx.sleep, ngx.now, ngx.timer.at, ngx.worker.exiting
+local log, WARN = ngx.log, ngx.WARN
 local format = string.format
 
 local _M = {}
@@ -72,6 +89,7 @@ local MIN_WAIT = 0.001
 function _M.wait(sema, seconds)
   return sema:wait(seconds > MIN_WAIT and seconds or MIN_WAIT)
 end
+local wait = _M.wait
 
 -- ngx.sleep(seconds), at least a millisecond.
 function _M.sleep(seconds)
@@ -92,19 +110,82 @@ function _M.check_phase(fname)
   raise(format("resty.pgstore: %s %s", fname, why))
 end
 
--- ---- configuration per thread pool ----------------------------------------------
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
 
-local configs = {} -- thread pool name → cfg (per worker process)
+-- ---- lanes: a thread pool as this worker uses it -------------------------------------
 
--- The shared settings of a thread pool: the first caller's values stand.
-function _M.config(pool, max_pending, queue_timeout)
-  local cfg = configs[pool]
-  if cfg then return cfg end
-  local sema = assert(semaphore.new(max_pending))
-  cfg = { thread_pool = pool, max_pending = max_pending, queue_timeout = queue_timeout,
-          sema = sema }
-  configs[pool] = cfg
-  return cfg
+local lanes = {} -- thread pool name → lane
+
+local function not_found(name)
+  raise(format("resty.pgstore: thread pool '%s' not found: add `thread_pool %s threads=8 "
+    .. "max_queue=1024;` to the main context of nginx.conf", name, name))
+end
+
+-- The lane of thread pool `name`: its job queue, its runners, and what the
+-- pools using it need (the reaper's thread to begin with).
+local function lane_for(name)
+  local lane = lanes[name]
+  if lane then return lane end
+  local info = threadpool.read(name)
+  if info == false then not_found(name) end
+  lane = { name = name, info = info, need = 1, parts = { "1 for the reaper" },
+           queue = {}, head = 1, tail = 0, jobs = semaphore.new(0),
+           runners = 0, idle = 0, starting = 0 }
+  lanes[name] = lane
+  return lane
+end
+
+-- The rule, for a lane that is about to need `more` threads:
+-- → nil | an "invalid" error naming the setting.
+local function check_rule(lane, more, part)
+  local need = lane.need + more
+  local info = lane.info
+  if info then
+    local short
+    if info.threads < need then
+      short = format("threads=%d", info.threads)
+    elseif info.max_queue < need then
+      short = format("max_queue=%d", info.max_queue)
+    end
+    if short then
+      local parts = { part }
+      for i = 1, #lane.parts do parts[#parts + 1] = lane.parts[i] end
+      return errors.new("invalid", format("resty.pgstore: `thread_pool %s` has %s, and this worker "
+        .. "needs %d threads and queue places on it (%s): a call could then wait for a thread held "
+        .. "by another that waits for it. Raise it to at least %d, or lower pool_size",
+        lane.name, short, need, table.concat(parts, " + "), need))
+    end
+  end
+  lane.need = need
+  table.insert(lane.parts, 1, part)
+end
+
+-- ---- routes: a pool's slots ------------------------------------------------------------
+
+local pools = {} -- pool key → { fg = route, bg = route }
+
+-- The routes of the pool `key` on thread pool `thread_pool`, made once per
+-- worker: fg (pool_size slots, for callers) and bg (one slot, for the
+-- adapter's loops). → { fg, bg } | nil, err (the rule is broken)
+function _M.routes(thread_pool, key, pool_size, queue_timeout)
+  local p = pools[key]
+  if p then return p end
+  local lane = lane_for(thread_pool)
+  local err = check_rule(lane, pool_size + 2, format("%d for pool_size %d, its loops and its "
+    .. "LISTEN", pool_size + 2, pool_size))
+  if err then return nil, err end
+  p = {
+    fg = { lane = lane, slots = semaphore.new(pool_size), size = pool_size,
+           queue_timeout = queue_timeout, what = "pool_size" },
+    bg = { lane = lane, slots = semaphore.new(1), size = 1,
+           queue_timeout = queue_timeout, what = "the background slot" },
+  }
+  p.fg.bg = p.bg
+  p.bg.bg = p.bg
+  pools[key] = p
+  return p
 end
 
 -- ---- results ------------------------------------------------------------------------
@@ -123,69 +204,321 @@ local function bare(msg)
   return (msg:gsub("^[^\n]-%.lua:%d+: ", "", 1))
 end
 
-local function overloaded(cfg, what)
-  return nil, setmetatable({
-    code = "timeout",
-    message = format("resty.pgstore: %s within %gs (thread pool '%s', %d calls in flight in "
-      .. "this worker): raise max_pending, lua_worker_thread_vm_pool_size or the pool's threads",
-      what, cfg.queue_timeout, cfg.thread_pool, cfg.max_pending - math.max(cfg.sema:count(), 0)),
-  }, error_mt)
+local function timeout(message)
+  return setmetatable({ code = "timeout", message = message }, error_mt)
 end
 
--- What run_worker_thread's failure (returned or raised) means.
-local function failure(cfg, msg, fname)
+-- Misuse found in a runner is raised by the request, at the user's line:
+-- execute returns MISUSE, message.
+local MISUSE = {}
+
+-- What run_worker_thread's failure (returned or raised) means:
+-- → MISUSE, message | nil, err.
+local function failure(lane, msg, fname)
   msg = tostring(msg)
   if msg:find("^thread pool .* not found") or msg == "thread_pool not found" then
-    raise(format("resty.pgstore: thread pool '%s' not found: add `thread_pool %s threads=4 "
-      .. "max_queue=1024;` to the main context of nginx.conf", cfg.thread_pool, cfg.thread_pool))
+    return MISUSE, format("resty.pgstore: thread pool '%s' not found: add `thread_pool %s "
+      .. "threads=8 max_queue=1024;` to the main context of nginx.conf", lane.name, lane.name)
   elseif msg:find("unsupported Lua type", 1, true) or msg:find("^unsupported %a+ %a+$") then
-    raise(format("resty.pgstore: %s: %s (only nil, booleans, numbers, strings and tables of "
-      .. "those cross into a worker thread; functions and userdata do not)", fname, msg))
+    return MISUSE, format("resty.pgstore: %s: %s (only nil, booleans, numbers, strings and tables "
+      .. "of those cross into a worker thread; functions and userdata do not)", fname, msg)
   elseif msg == "ngx_thread_task_post failed" then
-    -- The queue was full (0.10.23 has usually crashed the worker by now).
-    return overloaded(cfg, "the thread pool's queue is full; nothing ran")
+    -- The queue was full: other code shares this thread pool.
+    return nil, timeout(format("resty.pgstore: thread pool '%s''s queue is full; nothing ran "
+      .. "(is it shared with other code?)", lane.name))
   end
-  raise(bare(msg))
+  return MISUSE, bare(msg)
 end
 
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
--- call(cfg, fname, ...) → the thread function's results | nil, err
-function _M.call(cfg, fname, ...)
-  _M.check_phase(fname)
-  local start = now()
-  local ok, err = cfg.sema:wait(cfg.queue_timeout)
-  if not ok then
-    if err == "timeout" then return overloaded(cfg, "no worker thread became free") end
-    raise("resty.pgstore: " .. tostring(err))
-  end
-  local delay = 0.001
+-- Runs the job's thread function; retries while every thread VM of the
+-- worker is taken (other code's calls, or lua_worker_thread_vm_pool_size
+-- below the rule's need), up to the route's queue_timeout.
+-- → the thread function's results | nil, err | MISUSE, message.
+local function execute(job)
+  local lane, route = job.route.lane, job.route
+  local start, delay = now(), 0.001
+  local args = job.args
   while true do
-    local r = pack(pcall(run, cfg.thread_pool, MODULE, fname, ...))
-    if not r[1] then
-      cfg.sema:post(1)
-      return failure(cfg, r[2], fname)
-    end
+    local r = pack(pcall(run, lane.name, MODULE, job.fname, unpack(args, 1, args.n)))
+    if not r[1] then return failure(lane, r[2], job.fname) end
     if r[2] then
-      cfg.sema:post(1)
       if r[3] == nil and r.n >= 4 then return nil, fix_error(r[4]) end
       return unpack(r, 3, r.n)
     end
-    local msg = r[3]
-    if msg ~= "no available Lua vm" then
-      cfg.sema:post(1)
-      return failure(cfg, msg, fname)
-    end
-    -- Every thread VM of this worker is busy (with other code's calls too).
-    if now() - start >= cfg.queue_timeout then
-      cfg.sema:post(1)
-      return overloaded(cfg, "no thread VM became free (lua_worker_thread_vm_pool_size)")
+    if r[3] ~= "no available Lua vm" then return failure(lane, r[3], job.fname) end
+    if now() - start >= route.queue_timeout then
+      return nil, timeout(format("resty.pgstore: no thread VM became free within %gs: raise "
+        .. "lua_worker_thread_vm_pool_size to at least %d (the threads of thread pool '%s')",
+        route.queue_timeout, lane.need, lane.name))
     end
     sleep(delay)
     delay = delay < 0.02 and delay * 2 or delay
   end
+end
+
+-- ---- held handles --------------------------------------------------------------------
+
+-- Parked handles that keep a slot (a transaction's or db:acquire's
+-- connection, an advisory lock's): id → { slots, kind, busy, last }.
+local held = {}
+
+local function hold(id, slots, kind)
+  held[id] = { slots = slots, kind = kind, last = now(), busy = 0 }
+end
+
+-- Gives the slot of handle id back (once, whoever comes first).
+local function free(id)
+  local h = held[id]
+  if h then
+    held[id] = nil
+    h.slots:post(1)
+  end
+end
+_M.free_held = free
+
+-- ---- runners --------------------------------------------------------------------------
+
+local RUNNER_WAIT = 1 -- seconds a runner waits for work before it looks at exiting()
+
+local submit
+
+-- Runs one job: the thread call, then the slot, then whoever waits.
+local function run_job(job)
+  local res = pack(pcall(execute, job))
+  if job.settle then pcall(job.settle, res) end
+  local done = job.done
+  if not done then return end
+  job.res = res
+  done:post(1)
+  -- The request posted the job and went to sleep on `done` at once; if the
+  -- post found nobody, the request is gone (client abort, ngx.exit, a kill).
+  if done:count() > 0 and job.orphan then pcall(job.orphan, res) end
+end
+
+local function runner(premature, lane)
+  lane.starting = lane.starting - 1
+  if premature then return end
+  lane.runners = lane.runners + 1
+  while true do
+    lane.idle = lane.idle + 1
+    local ok = lane.jobs:wait(RUNNER_WAIT)
+    lane.idle = lane.idle - 1
+    if ok then
+      local job = lane.queue[lane.head]
+      lane.queue[lane.head] = nil
+      lane.head = lane.head + 1
+      run_job(job)
+    elseif exiting() and lane.head > lane.tail then
+      break
+    end
+  end
+  lane.runners = lane.runners - 1
+end
+
+-- Queues job on its lane, starting a runner when none is free for it.
+-- → true | nil, why (no runner: run it yourself)
+function submit(job)
+  local lane = job.route.lane
+  local queued = lane.tail - lane.head + 2
+  if queued > lane.idle + lane.starting then
+    local ok, err = timer_at(0, runner, lane)
+    if ok then
+      lane.starting = lane.starting + 1
+    elseif lane.runners + lane.starting == 0 then
+      -- No timer can start (the worker is exiting, or lua_max_pending_timers
+      -- is reached) and no runner is left: the caller runs it.
+      return nil, err
+    end
+  end
+  lane.tail = lane.tail + 1
+  lane.queue[lane.tail] = job
+  lane.jobs:post(1)
+  return true
+end
+
+-- Hands the job to a runner and sleeps until it is done. → its results.
+local FOREVER = 86400 * 7
+local function await(job)
+  job.done = semaphore.new(0)
+  local res
+  if submit(job) then
+    local ok, err
+    repeat
+      ok, err = job.done:wait(FOREVER)
+    until ok or err ~= "timeout"
+    if not ok then raise("resty.pgstore: " .. tostring(err)) end
+    res = job.res
+  else
+    res = pack(pcall(execute, job))
+    if job.settle then job.settle(res) end
+  end
+  if not res[1] then error(res[2], 0) end
+  if res[2] == MISUSE then raise(res[3]) end
+  return unpack(res, 2, res.n)
+end
+
+-- A job nobody waits for (cleaning up after an orphan).
+local function detach(route, fname, settle, ...)
+  local job = { route = route, fname = fname, args = pack(...), settle = settle }
+  if not submit(job) then run_job(job) end
+end
+
+-- ---- taking slots ------------------------------------------------------------------------
+
+local function overloaded(route, seconds)
+  local free_now = route.slots:count()
+  return nil, timeout(format("resty.pgstore: no connection became free within %gs (%d of "
+    .. "%s %d in use by this worker): raise pool_size, or make transactions shorter",
+    seconds, route.size - (free_now > 0 and free_now or 0), route.what, route.size))
+end
+
+-- Waits for a slot of route on the event loop. → true | nil, err
+local function take(route, seconds)
+  seconds = seconds or route.queue_timeout
+  local ok, err = wait(route.slots, seconds)
+  if ok then return true end
+  if err == "timeout" then return overloaded(route, seconds) end
+  raise("resty.pgstore: " .. tostring(err))
+end
+
+local function release_slot(slots)
+  return function() slots:post(1) end
+end
+
+-- ---- the calls ----------------------------------------------------------------------------
+
+-- call(route, fname, ...) → thread.fname(...)'s results | nil, err
+-- with one of the route's slots for the time of the call.
+function _M.call(route, fname, ...)
+  _M.check_phase(fname)
+  local ok, err = take(route)
+  if not ok then return nil, err end
+  return await({ route = route, fname = fname, args = pack(...), settle = release_slot(route.slots) })
+end
+
+-- call2(route_a, route_b, fname, ...): with a slot of each (two
+-- connections; the routes may be one pool's).
+function _M.call2(a, b, fname, ...)
+  _M.check_phase(fname)
+  local ok, err = take(a)
+  if not ok then return nil, err end
+  ok, err = take(b)
+  if not ok then
+    a.slots:post(1)
+    return nil, err
+  end
+  return await({ route = a, fname = fname, args = pack(...),
+                 settle = function() a.slots:post(1); b.slots:post(1) end })
+end
+
+-- What gives back a handle that nobody received or that was abandoned:
+-- by kind, the thread function and its arguments.
+local RELEASE = {
+  tx = { "unpin", false }, conn = { "unpin", nil }, lock = { "lock_call", "release" },
+}
+
+local function release_handle(route, id, kind)
+  local how = RELEASE[kind]
+  detach(route, how[1], function() free(id) end, id, how[2])
+end
+
+-- pin(route, kind, fname, ...) → id, ... | nil, err: fname makes a parked
+-- handle (a pinned connection, a lock) and returns its id first; the
+-- slot stays with the handle (kind "tx", "conn" or "lock") until
+-- unpin(). keep(res) decides, when given, whether the handle holds a
+-- connection at all (a table-mode lock does not).
+function _M.pin(route, kind, fname, timeout_s, keep, ...)
+  _M.check_phase(fname)
+  local ok, err = take(route, timeout_s)
+  if not ok then return nil, err end
+  local slots = route.slots
+  return await({
+    route = route, fname = fname, args = pack(...),
+    settle = function(res)
+      local id = res[1] and res[2]
+      if id and (not keep or keep(res)) then
+        hold(id, slots, kind)
+      else
+        slots:post(1)
+      end
+    end,
+    orphan = function(res)
+      -- A handle without a connection (a table-mode lock) ends with its TTL.
+      local id = res[1] and res[2]
+      if id and held[id] then release_handle(route, id, kind) end
+    end,
+  })
+end
+
+-- on(route, id, fname, ...) → results: a call on held handle id, whose
+-- slot covers it. A transaction whose request is gone mid-statement is
+-- rolled back and given back at once.
+function _M.on(route, id, fname, ...)
+  _M.check_phase(fname)
+  local h = held[id]
+  if h then h.busy = h.busy + 1 end
+  return await({
+    route = route, fname = fname, args = pack(...),
+    settle = function()
+      if h then h.busy, h.last = h.busy - 1, now() end
+    end,
+    orphan = function()
+      if h and held[id] == h and h.kind == "tx" then release_handle(route, id, "tx") end
+    end,
+  })
+end
+
+-- unpin(route, id, fname, ...) → results: the last call on handle id
+-- (COMMIT, ROLLBACK, release); its slot is free afterwards.
+function _M.unpin(route, id, fname, ...)
+  _M.check_phase(fname)
+  return await({ route = route, fname = fname, args = pack(...), settle = function() free(id) end })
+end
+
+-- unslotted(route, fname, ...) → results: the adapter's slotless tasks
+-- (the LISTEN connection's calls, the reaper), counted in the rule.
+function _M.unslotted(route, fname, ...)
+  _M.check_phase(fname)
+  return await({ route = route, fname = fname, args = pack(...) })
+end
+
+-- ---- the reaper's view ------------------------------------------------------------------
+
+local IDLE_GC = 1 -- seconds a held connection may sit idle before garbage is collected
+local last_gc = 0
+
+-- Collects garbage when a transaction or pinned connection has been idle
+-- for a while: if its owner is gone (ngx.exit in fn, a client abort
+-- between statements), collecting its tx object hands it to the reaper.
+function _M.collect_abandoned()
+  local t = now()
+  if t - last_gc < IDLE_GC then return end
+  for _, h in pairs(held) do
+    if h.kind ~= "lock" and h.busy == 0 and t - h.last >= IDLE_GC then
+      last_gc = t
+      collectgarbage()
+      return
+    end
+  end
+end
+
+-- stats() → { held, runners, idle, need, threads, max_queue } per lane name.
+function _M.stats()
+  local n = 0
+  for _ in pairs(held) do n = n + 1 end
+  local out = { held = n, lanes = {} }
+  for name, lane in pairs(lanes) do
+    out.lanes[name] = { runners = lane.runners, idle = lane.idle, queued = lane.tail - lane.head + 1,
+                        need = lane.need, threads = lane.info and lane.info.threads,
+                        max_queue = lane.info and lane.info.max_queue }
+  end
+  return out
+end
+
+-- slots(route) → free slots of the route's pool (callers' and background).
+function _M.slots(route)
+  return { free = route.slots:count(), size = route.size,
+           background_free = route.bg.slots:count() }
 end
 
 return _M

@@ -27,7 +27,7 @@ local maxn = table.maxn
 local newproxy = newproxy
 local format = string.format
 local ngx_now = ngx.now
-local call = call_mod.call
+local call, on, pin, unpin = call_mod.call, call_mod.on, call_mod.pin, call_mod.unpin
 local raise, argerr, check_arg = call_mod.raise, call_mod.arg, call_mod.check
 local park_expire = core.park_expire
 
@@ -123,7 +123,8 @@ function Db:acquire(timeout, opts)
   check_arg(opts, 2, "acquire", "table|nil")
   local hold = opts and opts.hold
   check_arg(hold, 2, "acquire", "number|nil")
-  local id, err = call(self.cfg, "pin", self.spec, timeout, nil, hold and core.now() + hold or 0)
+  local id, err = pin(self.cfg, "conn", "pin", timeout, nil, self.spec, nil,
+                      hold and core.now() + hold or 0)
   if not id then return nil, err end
   reaper(self)
   return setmetatable({ db = self, id = id, guard = guard(id) }, conn_mt)
@@ -133,7 +134,7 @@ for _, m in ipairs{ "query", "exec" } do
   Conn[m] = function(self, sql, ...)
     conn_check(self, m)
     check_arg(sql, 1, m, "string")
-    return call(self.db.cfg, "conn", self.id, m, sql, ...)
+    return on(self.db.cfg, self.id, "conn", self.id, m, sql, ...)
   end
 end
 
@@ -141,7 +142,7 @@ for _, m in ipairs{ "begin", "commit", "rollback", "savepoint", "rollback_to",
                     "release_savepoint", "tx_status", "backend_pid" } do
   Conn[m] = function(self, ...)
     conn_check(self, m)
-    return call(self.db.cfg, "conn", self.id, m, ...)
+    return on(self.db.cfg, self.id, "conn", self.id, m, ...)
   end
 end
 
@@ -152,7 +153,7 @@ function Conn:release()
   local id = self.id
   if not id then return true end
   self.id = nil
-  return call(self.db.cfg, "unpin", id, nil)
+  return unpin(self.db.cfg, id, "unpin", id, nil)
 end
 
 conn_mt.__tostring = function(self)
@@ -184,13 +185,13 @@ Tx._note = note
 function Tx:query(sql, ...)
   tx_check(self, "query")
   check_arg(sql, 1, "query", "string")
-  return note(self, call(self.db.cfg, "conn", self.id, "query", sql, ...))
+  return note(self, on(self.db.cfg, self.id, "conn", self.id, "query", sql, ...))
 end
 
 function Tx:exec(sql, ...)
   tx_check(self, "exec")
   check_arg(sql, 1, "exec", "string")
-  return note(self, call(self.db.cfg, "conn", self.id, "exec", sql, ...))
+  return note(self, on(self.db.cfg, self.id, "conn", self.id, "exec", sql, ...))
 end
 
 local SAVEPOINT_OPS = { savepoint = "savepoint", rollback_to = "rollback_to", release = "release_savepoint" }
@@ -198,7 +199,7 @@ for name, op in pairs(SAVEPOINT_OPS) do
   Tx[name] = function(self, sp)
     tx_check(self, name)
     check_arg(sp, 1, name, "string")
-    return call(self.db.cfg, "conn", self.id, op, sp)
+    return on(self.db.cfg, self.id, "conn", self.id, op, sp)
   end
 end
 
@@ -208,19 +209,19 @@ function Tx:nested(fn)
   check_arg(fn, 1, "nested", "function")
   self.depth = (self.depth or 0) + 1
   local name = "pgs_sp_" .. self.depth
-  local ok, err = call(self.db.cfg, "conn", self.id, "savepoint", name)
+  local ok, err = on(self.db.cfg, self.id, "conn", self.id, "savepoint", name)
   if not ok then self.depth = self.depth - 1; return nil, err end
   local res = { pcall(fn, self) }
   self.depth = self.depth - 1
   if not res[1] then
-    call(self.db.cfg, "conn", self.id, "rollback_to", name)
+    on(self.db.cfg, self.id, "conn", self.id, "rollback_to", name)
     error(res[2], 0)
   end
   if res[2] == nil and res[3] ~= nil then
-    call(self.db.cfg, "conn", self.id, "rollback_to", name)
+    on(self.db.cfg, self.id, "conn", self.id, "rollback_to", name)
     return nil, res[3]
   end
-  call(self.db.cfg, "conn", self.id, "release_savepoint", name)
+  on(self.db.cfg, self.id, "conn", self.id, "release_savepoint", name)
   return unpack(res, 2, maxn(res))
 end
 
@@ -233,13 +234,14 @@ function Tx:lock(key, opts)
   if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
     argerr(2, "lock", "timeout must be a non-negative number")
   end
-  return note(self, call(self.db.cfg, "tx_lock", self.id, key, timeout, false))
+  if timeout == nil then timeout = self.db.lock_wait end
+  return note(self, on(self.db.cfg, self.id, "tx_lock", self.id, key, timeout, false))
 end
 
 function Tx:try_lock(key)
   tx_check(self, "try_lock")
   check_arg(key, 1, "try_lock", "string")
-  return note(self, call(self.db.cfg, "tx_lock", self.id, key, nil, true))
+  return note(self, on(self.db.cfg, self.id, "tx_lock", self.id, key, nil, true))
 end
 
 -- tx:notify(channel, payload) → true | nil, err: delivered at commit.
@@ -247,7 +249,7 @@ function Tx:notify(channel, payload)
   tx_check(self, "notify")
   check_arg(channel, 1, "notify", "string")
   check_arg(payload, 2, "notify", "string|nil")
-  return call(self.db.cfg, "tx_notify", self.id, channel, payload or "")
+  return on(self.db.cfg, self.id, "tx_notify", self.id, channel, payload or "")
 end
 
 tx_mt.__tostring = function(self)
@@ -282,24 +284,24 @@ function Db:transaction(fn, opts)
   local cfg = self.cfg
   reaper(self)
   for attempt = 0, retries do
-    local id, err = call(cfg, "pin", self.spec, nil, iso, core.now() + timeout)
+    local id, err = pin(cfg, "tx", "pin", nil, nil, self.spec, iso, core.now() + timeout)
     if not id then return nil, err end
     local tx = setmetatable({ db = self, id = id, active = true, guard = guard(id) }, tx_mt)
     local res = { pcall(fn, tx) }
     tx.active = false
     local again = tx.retryable ~= nil and attempt < retries
     if not res[1] then
-      call(cfg, "unpin", id, false)
+      unpin(cfg, id, "unpin", id, false)
       if not again then error(res[2], 0) end
     elseif res[2] == nil and res[3] ~= nil then
-      call(cfg, "unpin", id, false)
+      unpin(cfg, id, "unpin", id, false)
       if not again then return nil, res[3] end
     elseif tx.retryable then
-      call(cfg, "unpin", id, false)
+      unpin(cfg, id, "unpin", id, false)
       if not again then return nil, tx.retryable end
     else
       local ok
-      ok, err = call(cfg, "unpin", id, true)
+      ok, err = unpin(cfg, id, "unpin", id, true)
       if ok then
         if tx.appended then
           for channel, pos in pairs(tx.appended) do timers.notify(self, channel, pos) end
@@ -332,15 +334,25 @@ local function lock_options(opts, n, fname)
   return out, opts.hold
 end
 
+-- An advisory lock keeps its connection (and slot) while held.
+local function pinned(res) return res[4] == true end
+
 local function take_lock(self, key, opts, try, fname)
   local o, hold = lock_options(opts, 2, fname)
-  local id, token = call(self.cfg, "lock", self.spec, key, o, try, hold and core.now() + hold or 0)
+  if not try and (o == nil or o.timeout == nil) then
+    -- From nginx a wait is always bounded: connect's lock_timeout.
+    o = o or {}
+    o.timeout = self.lock_wait
+  end
+  local id, token, kept = pin(self.cfg, "lock", "lock", nil, pinned, self.spec, key, o, try,
+                              hold and core.now() + hold or 0)
   if not id then
     if id == false then return nil end -- try: held elsewhere
     return nil, token
   end
   reaper(self)
-  return setmetatable({ db = self, id = id, name = key, tok = token, guard = guard(id) }, lock_mt)
+  return setmetatable({ db = self, id = id, name = key, tok = token, pinned = kept,
+                        guard = guard(id) }, lock_mt)
 end
 
 -- db:lock(key[, { timeout, mode = "advisory"|"table", ttl, table, hold }]) → lock | nil, err
@@ -380,12 +392,14 @@ function Lock:release()
   local id = self.id
   if not id then return true end
   self.id = nil
+  if self.pinned then return unpin(self.db.cfg, id, "lock_call", id, "release") end
   return call(self.db.cfg, "lock_call", id, "release")
 end
 lock_mt.__call = Lock.release
 
 function Lock:renew()
   if not self.id then raise("attempt to use a released lock") end
+  if self.pinned then return on(self.db.cfg, self.id, "lock_call", self.id, "renew") end
   return call(self.db.cfg, "lock_call", self.id, "renew")
 end
 
@@ -424,6 +438,20 @@ end
 
 function Db:is_closed()
   return self.closed == true
+end
+
+-- The same db on its pool's background slot: for the adapter's own loops
+-- (feed reads, KV cleanup, NOTIFY after commit), which so never wait behind
+-- callers' transactions for a connection.
+function Db:_background()
+  local bg = self.background
+  if bg then return bg end
+  bg = {}
+  for k, v in pairs(self) do bg[k] = v end
+  bg.cfg = self.cfg.bg
+  bg.background = bg
+  self.background = setmetatable(bg, mt)
+  return bg
 end
 
 mt.__tostring = function(self)

@@ -68,9 +68,23 @@ local function check(self, fname)
   if self.db.closed then raise("attempt to use a closed connection") end
 end
 
+-- A store call; inside a transaction it runs on the transaction's
+-- connection (and slot).
 local function run(self, method, txid, txarg, n, ...)
   local db = self.db
+  if txid then
+    return call_mod.on(db.cfg, txid, "store", db.spec, "events", self.skey, self.sopts, method,
+                       txid, txarg, n, ...)
+  end
   return call(db.cfg, "store", db.spec, "events", self.skey, self.sopts, method, txid, txarg, n, ...)
+end
+
+-- The same store on its db's background slot (the feed's reads).
+function Events:_background()
+  local bg = {}
+  for k, v in pairs(self) do bg[k] = v end
+  bg.db = self.db:_background()
+  return setmetatable(bg, mt)
 end
 
 -- ---- writes ----------------------------------------------------------------------
@@ -242,7 +256,7 @@ local function move(self, stream, other, method)
   if other.closed then raise("attempt to use a closed event store") end
   local me = { self.db.spec, self.skey, self.sopts }
   local them = { other.db.spec, other.skey, other.sopts }
-  return call(self.db.cfg, "events_move", me, them, stream, method)
+  return call_mod.call2(self.db.cfg, other.db.cfg, "events_move", me, them, stream, method)
 end
 
 -- es:archive_to(stream, other_es) → events moved | nil, err

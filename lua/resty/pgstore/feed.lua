@@ -63,7 +63,7 @@ end
 
 -- Reads what was committed after the cursor into the ring. → rows read | nil, err
 local function read(self)
-  local rows, cursor = self.es:read_all{ after = self.cursor, limit = self.batch, raw = true }
+  local rows, cursor = self.loop_es:read_all{ after = self.cursor, limit = self.batch, raw = true }
   if not rows then return nil, cursor end
   local ring = self.ring
   for i = 1, #rows do
@@ -80,7 +80,7 @@ local function read(self)
 end
 
 local function start(self)
-  local head, err = self.es:latest_position()
+  local head, err = self.loop_es:latest_position()
   if not head then return nil, err end
   -- Any position will do as a base: the ring then holds exactly what
   -- read_all returns after it.
@@ -244,7 +244,7 @@ local function new_feed(db, opts)
     local size, batch, poll, interval = opts.buffer or 1000, opts.batch or 500, opts.poll or 1,
                                         opts.interval or 0.01
     self = setmetatable({
-      db = db, es = es, size = size, batch = batch, poll = poll, interval = interval, last_read = 0,
+      db = db, es = es, loop_es = es:_background(), size = size, batch = batch, poll = poll, interval = interval, last_read = 0,
       ring = {}, head = 1, tail = 0, base = 0, cursor = 0, started = false,
       wake = semaphore.new(0), news = semaphore.new(0),
     }, feed_mt)

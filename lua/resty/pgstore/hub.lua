@@ -34,7 +34,9 @@ local WARN, INFO = ngx.WARN, ngx.INFO
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
       type, pairs, ipairs, tostring, setmetatable, debug.getmetatable, pcall
 local format = string.format
-local call, raise, argerr, check_arg = call_mod.call, call_mod.raise, call_mod.arg, call_mod.check
+-- The listener has its own connection: its calls take no slot (the rule
+-- counts one thread per pool for them).
+local call, raise, argerr, check_arg = call_mod.unslotted, call_mod.raise, call_mod.arg, call_mod.check
 local sema_wait = call_mod.wait
 
 local _M = {}

@@ -55,7 +55,7 @@ end
 -- One claim/renew round in a thread. → changes | nil, err
 local function tick(self)
   local before = self.info_cache and self.info_cache.failures or 0
-  local changes, state = call(self.db.cfg, "lease_call", self.id, "tick")
+  local changes, state = call(self.db.cfg.bg, "lease_call", self.id, "tick")
   if not changes then return nil, state end
   merge(self, changes)
   self.owned_tokens = state.owned or {}
@@ -102,7 +102,7 @@ function _M.new(db, _, opts)
       if self.id then
         local id = self.id
         self.id = nil
-        pcall(call, db.cfg, "lease_call", id, "close")
+        pcall(call, db.cfg.bg, "lease_call", id, "close")
       end
     end,
   })
@@ -168,7 +168,7 @@ function Partitions:guard(tx, p, token)
   check_arg(token, 3, "guard", "number|nil")
   local bad = check_partition(self, p, 2, "guard") or options.int(token, "token", 1, 2 ^ 53)
   if bad then return nil, bad end
-  local ok, err = call(self.db.cfg, "lease_guard", self.id, tx.id, p, token)
+  local ok, err = call_mod.on(self.db.cfg, tx.id, "lease_guard", self.id, tx.id, p, token)
   if not ok then tx._note(tx, ok, err) end
   return ok, err
 end

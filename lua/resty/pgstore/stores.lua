@@ -119,8 +119,14 @@ local function method(kind, name, pos, mt)
       args[pos], tx = split_tx(self.db, args[pos], pos, name)
     end
     local db = self.db
-    local res = { call(db.cfg, "store", db.spec, kind, self.skey, self.sopts, name,
-                       tx and tx.id or nil, pos, n, unpack(args, 1, n)) }
+    local res
+    if tx then
+      res = { call_mod.on(db.cfg, tx.id, "store", db.spec, kind, self.skey, self.sopts, name,
+                          tx.id, pos, n, unpack(args, 1, n)) }
+    else
+      res = { call(db.cfg, "store", db.spec, kind, self.skey, self.sopts, name, nil, pos, n,
+                   unpack(args, 1, n)) }
+    end
     if tx and res[1] == nil then tx._note(tx, res[1], res[2]) end
     return unpack(res, 1, maxn(res))
   end
@@ -176,7 +182,7 @@ function _M.start_cleanup(kv, interval)
   kv.cleaner, kv.cleanup_name = c, name
   timers.every(name, interval, function()
     c.elected = true
-    local n, err = call(db.cfg, "store", db.spec, "kv", kv.skey, kv.sopts, "cleanup", nil, 0, 0)
+    local n, err = call(db.cfg.bg, "store", db.spec, "kv", kv.skey, kv.sopts, "cleanup", nil, 0, 0)
     c.runs = c.runs + 1
     if n then
       c.removed = c.removed + n

@@ -128,12 +128,14 @@ end
 -- ---- pinned connections (transactions, db:acquire) ---------------------------------
 
 -- Borrows a connection, optionally BEGINs, and parks it until `deadline`
--- (core.now() seconds; 0: none). → id | nil, err
-function _M.pin(spec, timeout, iso, deadline)
+-- (core.now() seconds; 0: none). The caller holds a connection slot, so the
+-- pool has one free (resty.pgstore.call): acquire never waits here.
+-- → id | nil, err
+function _M.pin(spec, iso, deadline)
   local db, err = db_for(spec)
   if not db then return done(nil, plain(err)) end
   local conn
-  conn, err = db.pool:acquire(timeout)
+  conn, err = db.pool:acquire()
   if not conn then return done(nil, plain(err)) end
   if iso then
     local ok
@@ -275,7 +277,8 @@ end
 
 -- ---- locks ---------------------------------------------------------------------------------
 
--- db:lock / db:try_lock: → id | false (try: held elsewhere) | nil, err
+-- db:lock / db:try_lock: → id, token, pinned (an advisory lock keeps its
+-- connection) | false (try: held elsewhere) | nil, err
 function _M.lock(spec, key, opts, try, deadline)
   local db, err = db_for(spec)
   if not db then return done(nil, plain(err)) end
@@ -290,7 +293,8 @@ function _M.lock(spec, key, opts, try, deadline)
     return done(nil, plain(err))
   end
   local token = lock:token()
-  return done(core.park(lock, deadline), token)
+  local pinned = opts == nil or opts.mode == nil or opts.mode == "advisory"
+  return done(core.park(lock, deadline), token, pinned)
 end
 
 -- lock:renew() / lock:release() on a parked lock.
@@ -422,13 +426,14 @@ end
 -- Gives back every parked handle whose time is up (a transaction past its
 -- timeout, a handle whose owner was garbage-collected): a connection is
 -- rolled back and returned to its pool, a lock released, a lease or
--- listener closed. → how many
+-- listener closed. → the ids given back (their slots are free again)
 function _M.reap()
-  local n = 0
+  local ids, n = {}, 0
   while true do
-    local h = core.unpark_expired()
+    local h, id = core.unpark_expired()
     if not h then break end
     n = n + 1
+    ids[n] = id
     local name = tostring(h)
     if name:find("^pgstore%.conn") then
       pcall(h.rollback, h)
@@ -439,7 +444,7 @@ function _M.reap()
       pcall(h.close, h)
     end
   end
-  return done(n)
+  return done(ids)
 end
 
 return _M

@@ -113,12 +113,17 @@ local core = require "pgstore.core"
 -- garbage-collected. It looks at the registry every second (no I/O) and
 -- only calls a thread when something is due.
 function _M.reaper(cfg)
-  local name = "reaper:" .. cfg.thread_pool
+  local name = "reaper:" .. cfg.lane.name
   if running[name] then return end
   local ok, err = _M.every(name, 1, function()
+    call_mod.collect_abandoned()
     if core.park_stats().expired > 0 then
-      local n, rerr = call_mod.call(cfg, "reap")
-      if not n then log(WARN, "resty.pgstore: reaper: ", tostring(rerr)) end
+      local ids, rerr = call_mod.unslotted(cfg, "reap")
+      if not ids then
+        log(WARN, "resty.pgstore: reaper: ", tostring(rerr))
+      else
+        for i = 1, #ids do call_mod.free_held(ids[i]) end
+      end
     end
   end)
   if not ok then log(ERR, "resty.pgstore: cannot start the reaper: ", err) end
@@ -133,7 +138,7 @@ local function flush(premature, k)
   local p = pending[k]
   pending[k] = nil
   if not p or premature then return end
-  local ok, err = call_mod.call(p.db.cfg, "notify", p.db.spec, p.channel, format("%d", p.position))
+  local ok, err = call_mod.call(p.db.cfg.bg, "notify", p.db.spec, p.channel, format("%d", p.position))
   if not ok then
     -- A hint only: readers catch up from stored positions anyway.
     log(WARN, "resty.pgstore: NOTIFY ", p.channel, " failed: ", tostring(err))
