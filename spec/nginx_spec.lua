@@ -633,6 +633,26 @@ location = /t/raise_values {
         ngx.say(require("cjson").encode{ t1 == mine, t2 == "boom", t3 == mine, t4 == mine })
     }
 }
+location = /t/feed_rows {
+    content_by_lua_block {
+        local db = require("resty.pgstore").connect{ dsn = [==[@DSN@]==] }
+        local es = db:events()
+        local feed = db:feed{ events = es }
+        local cursor = feed:position(5) -- live only: what commits from here on
+        local stream = "feed-rows-" .. ngx.var.arg_id
+        local res = es:append(stream, { { type = "T", data = { n = 1 }, metadata = { m = 2 } } })
+        local a, after = feed:next(cursor, 5, 10)
+        local b = feed:next(cursor, 5, 10)
+        local decoded = es:decode(a)
+        ngx.say(require("cjson").encode{
+            live_only = #a == 1 and a[1].stream == stream and after == res.last_position,
+            raw = type(a[1].data) == "string" and a[1].data:find('"n"') ~= nil,
+            shared = a[1] == b[1],
+            decoded = decoded[1].data.n == 1 and decoded[1].metadata.m == 2 and decoded[1].stream == stream,
+            untouched = type(a[1].data) == "string" and type(a[1].metadata) == "string",
+        })
+    }
+}
 ]]
 
   setup(function()
@@ -665,6 +685,13 @@ location = /t/raise_values {
         .. '" does not exist', 1, true), line)
       assert.is_nil(line:find("unknown reason", 1, true), line)
     end
+  end)
+
+  it("serves feed rows raw and shared, es:decode copies decoded, feed:position starts live only", function()
+    local res = assert(http.request(s.port, "GET", "/t/feed_rows?id=" .. run_id(), s.auth, nil, 20))
+    assert.are.equal(200, res.status, res.body)
+    assert.are.same({ live_only = true, raw = true, shared = true, decoded = true, untouched = true },
+      cjson.decode(res.body))
   end)
 
   it("passes on the caller's own raised values unchanged", function()
