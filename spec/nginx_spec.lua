@@ -587,3 +587,116 @@ http {
     end
   end)
 end)
+
+describe("what nginx shows of resty.pgstore's results", function()
+  local s
+
+  -- Uncaught: a pgstore error raised through each of the three; and what
+  -- the caller gets back when it catches them, or raises its own values.
+  local RAISE = [[
+location = /t/raise {
+    content_by_lua_block {
+        local db = require("resty.pgstore").connect{ dsn = [==[@DSN@]==] }
+        local what = ngx.var.arg_what
+        local sql = "select * from pgstore_no_such_" .. what
+        if what == "tx" then
+            db:transaction(function(tx) assert(tx:exec(sql)) end)
+        elseif what == "nested" then
+            db:transaction(function(tx)
+                local ok, err = pcall(tx.nested, tx, function(t) assert(t:exec(sql)) end)
+                error(type(err) == "string" and err or "tx:nested raised a " .. type(err))
+            end)
+        elseif what == "lock" then
+            db:with_lock("pgstore-spec-raise", function() assert(db:exec(sql)) end)
+        end
+        ngx.say("not raised")
+    }
+}
+location = /t/raise_values {
+    content_by_lua_block {
+        local db = require("resty.pgstore").connect{ dsn = [==[@DSN@]==] }
+        local mine = { mine = true }
+        local _, t1 = pcall(db.transaction, db, function() error(mine) end)
+        local _, t2 = pcall(db.transaction, db, function() error("boom", 0) end)
+        local _, t3 = pcall(db.with_lock, db, "pgstore-spec-raise", function() error(mine) end)
+        local _, t4 = pcall(db.transaction, db, function(tx) return tx:nested(function() error(mine) end) end)
+        ngx.say(require("cjson").encode{ t1 == mine, t2 == "boom", t3 == mine, t4 == mine })
+    }
+}
+location = /t/feed_rows {
+    content_by_lua_block {
+        local db = require("resty.pgstore").connect{ dsn = [==[@DSN@]==] }
+        local es = db:events()
+        local feed = db:feed{ events = es }
+        local cursor = feed:position(5) -- live only: what commits from here on
+        local stream = "feed-rows-" .. ngx.var.arg_id
+        local res = es:append(stream, { { type = "T", data = { n = 1 }, metadata = { m = 2 } } })
+        local a, after = feed:next(cursor, 5, 10)
+        local b = feed:next(cursor, 5, 10)
+        local decoded = es:decode(a)
+        ngx.say(require("cjson").encode{
+            live_only = #a == 1 and a[1].stream == stream and after == res.last_position,
+            raw = type(a[1].data) == "string" and a[1].data:find('"n"') ~= nil,
+            shared = a[1] == b[1],
+            decoded = decoded[1].data.n == 1 and decoded[1].metadata.m == 2 and decoded[1].stream == stream,
+            untouched = type(a[1].data) == "string" and type(a[1].metadata) == "string",
+        })
+    }
+}
+]]
+
+  setup(function()
+    s = nginx.start{ dsn = T.dsn(), workers = 1, locations = RAISE }
+  end)
+
+  teardown(function()
+    if s then s:cleanup() end
+  end)
+
+  it("reads a stream that does not exist as [], not {}", function()
+    local res = assert(http.request(s.port, "GET", "/streams/missing-" .. run_id(), s.auth))
+    assert.are.equal(200, res.status, res.body)
+    assert.are.equal("[]\n", res.body)
+    res = assert(http.request(s.port, "GET", "/streams/missing-" .. run_id() .. "?from=5&backward=1", s.auth))
+    assert.are.equal("[]\n", res.body)
+  end)
+
+  it("logs a pgstore error raised through db:transaction, tx:nested or db:with_lock with its code and message", function()
+    for _, what in ipairs{ "tx", "nested", "lock" } do
+      local since = #s:log()
+      local res = assert(http.request(s.port, "GET", "/t/raise?what=" .. what, s.auth))
+      assert.are.equal(500, res.status, what)
+      local line = T.eventually(function()
+        local text = s:log():sub(since + 1)
+        return text:match("[^\n]*runtime error: [^\n]*")
+      end, 5)
+      assert.truthy(line, "no runtime error logged for " .. what .. ":\n" .. s:log():sub(since + 1))
+      assert.truthy(line:find('pgstore error sql (SQLSTATE 42P01): relation "pgstore_no_such_' .. what
+        .. '" does not exist', 1, true), line)
+      assert.is_nil(line:find("unknown reason", 1, true), line)
+    end
+  end)
+
+  it("serves feed rows raw and shared, es:decode copies decoded, feed:position starts live only", function()
+    local res = assert(http.request(s.port, "GET", "/t/feed_rows?id=" .. run_id(), s.auth, nil, 20))
+    assert.are.equal(200, res.status, res.body)
+    assert.are.same({ live_only = true, raw = true, shared = true, decoded = true, untouched = true },
+      cjson.decode(res.body))
+  end)
+
+  it("passes on the caller's own raised values unchanged", function()
+    local res = assert(http.request(s.port, "GET", "/t/raise_values", s.auth))
+    assert.are.equal(200, res.status, res.body)
+    assert.are.same({ true, true, true, true }, cjson.decode(res.body))
+  end)
+
+  it("quits cleanly, the runtime errors above its only [error] lines", function()
+    local ok, why = s:stop(15)
+    assert.truthy(ok or why:find("nginx logged errors", 1, true), why)
+    for line in (why or ""):gmatch("[^\n]+") do
+      if line:find("%[") then
+        assert.truthy(line:find("runtime error: ", 1, true) and line:find("pgstore error sql (", 1, true), line)
+      end
+    end
+  end)
+end)

@@ -8,7 +8,10 @@
 --                        201 + the append's result; 400 bad JSON or events;
 --                        409 version conflict; 410 tombstoned stream.
 --   GET  /streams/{id}   ?from=&limit=&backward=1 → 200, a JSON array of
---                        events; ETag: the version of the last one.
+--                        events ([] for a stream that does not exist: the
+--                        array is written here, since Debian's lua-cjson
+--                        encodes an empty table as {}); ETag: the version
+--                        of the last one.
 --   GET  /changes        Server-Sent Events, one per committed event in
 --                        global order, `id:` = its position; resumes after
 --                        Last-Event-ID (or ?after=<position>); without

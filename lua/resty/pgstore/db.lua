@@ -19,6 +19,7 @@ local core = require "pgstore.core"
 local options = require "pgstore.options"
 local call_mod = require "resty.pgstore.call"
 local timers = require "resty.pgstore.timers"
+local reraise = require("resty.pgstore.raise").again
 
 -- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pcall, error, select, unpack, setmetatable, getmetatable, tostring, pairs =
@@ -215,7 +216,7 @@ function Tx:nested(fn)
   self.depth = self.depth - 1
   if not res[1] then
     on(self.db.cfg, self.id, "conn", self.id, "rollback_to", name)
-    error(res[2], 0)
+    reraise(res[2])
   end
   if res[2] == nil and res[3] ~= nil then
     on(self.db.cfg, self.id, "conn", self.id, "rollback_to", name)
@@ -292,7 +293,7 @@ function Db:transaction(fn, opts)
     local again = tx.retryable ~= nil and attempt < retries
     if not res[1] then
       unpin(cfg, id, "unpin", id, false)
-      if not again then error(res[2], 0) end
+      if not again then reraise(res[2]) end
     elseif res[2] == nil and res[3] ~= nil then
       unpin(cfg, id, "unpin", id, false)
       if not again then return nil, res[3] end
@@ -381,7 +382,7 @@ function Db:with_lock(key, fn, opts)
   if not lock then return nil, err end
   local res = { pcall(fn, lock) }
   local released, rerr = lock:release()
-  if not res[1] then error(res[2], 0) end
+  if not res[1] then reraise(res[2]) end
   if not released then return nil, rerr end
   return unpack(res, 2, maxn(res))
 end
