@@ -104,8 +104,8 @@ local function assert_healthy(srv, pool, what)
   assert.is_true(res.time < 0.1, ("%s: a healthy request took %.0f ms"):format(what, res.time * 1000))
 end
 
--- 32 plain statements at once (every permit the worker has, by default),
--- all answered.
+-- 32 plain statements at once, all answered: a worker that lost its
+-- permits answers them with `timeout`.
 local function assert_capacity(srv, pool, what)
   local bodies = {}
   local stats = http.load{ port = srv.port, connections = 32, requests = 1, timeout = 5,
@@ -130,12 +130,14 @@ local function assert_parallel(srv, pool, what)
   assert.is_true(elapsed < 0.55, ("%s: %d statements of 0.3 s at once took %.2f s"):format(what, pool, elapsed))
 end
 
--- `nginx -s quit` within 5 s, then a clean error log (but for `expected`
--- patterns).
+-- `nginx -s quit` within 5 s, every connection of nginx closed, and a
+-- clean error log (but for `expected` patterns).
 local function assert_quit(srv, what, expected)
   local exited, secs = srv:quit(5)
   assert.is_true(exited, what .. ": " .. tostring(secs))
   assert.is_true(secs < 5, ("%s: nginx -s quit took %.1f s"):format(what, secs))
+  assert.truthy(T.eventually(function() return backends().n == 0 end, 5),
+    what .. ": connections of nginx left after it quit")
   local bad = {}
   for _, line in ipairs(srv:errors()) do
     local known = false
