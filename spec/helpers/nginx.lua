@@ -13,6 +13,7 @@
 --   srv.token, srv.auth   -- the bearer token (random, in srv.token_file, 0600,
 --                         -- in the prefix) and { Authorization = "Bearer …" }
 --   local ok, why = srv:stop()
+--   local exited, seconds = srv:quit(5)  -- the same, without looking at the log
 --
 -- A machine without nginx fails here (tools/deps.sh installs it): the
 -- nginx specs must not pass by skipping.
@@ -186,15 +187,16 @@ local function alive(pid)
   return rc == 0
 end
 
--- nginx -s quit, then waits (bounded) for the master to exit.
--- → true | false, why (with the log's bad lines)
-function Server:stop(timeout)
-  if self.stopped then return true end
+-- nginx -s quit, then waits (bounded) for the master to exit; past the
+-- bound, kills the master and its workers. → true, seconds | false, why
+function Server:quit(timeout)
+  if self.stopped then return true, 0 end
   self.stopped = true
+  local t0 = http.now()
   local out, rc = sh(q(self.nginx) .. " -p " .. q(self.prefix) .. " -c " .. q(self.prefix .. "/nginx.conf")
     .. " -s quit")
   if rc ~= 0 then return false, "nginx -s quit failed: " .. out end
-  local deadline = http.now() + (timeout or 20)
+  local deadline = t0 + (timeout or 20)
   local workers = self:workers()
   for _, pid in ipairs(self.started_workers or {}) do workers[#workers + 1] = pid end
   while self.pid and alive(self.pid) do
@@ -205,6 +207,15 @@ function Server:stop(timeout)
     end
     sh("sleep 0.05")
   end
+  return true, http.now() - t0
+end
+
+-- quit(timeout), then the log must be clean.
+-- → true | false, why (with the log's bad lines)
+function Server:stop(timeout)
+  if self.stopped then return true end
+  local ok, why = self:quit(timeout)
+  if not ok then return false, why end
   local bad = self:errors()
   if #bad > 0 then return false, "nginx logged errors:\n" .. table.concat(bad, "\n") end
   return true
