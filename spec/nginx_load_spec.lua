@@ -14,6 +14,9 @@ local nginx = require "nginx"
 
 local APP = "pgstore-nginx-load" -- the routes' application_name
 local THREADS = 4                -- of the "load" thread pool
+-- A wider one, where pool_size 8 is accepted: 7 appends can wait for a row
+-- lock in threads while the holder's COMMIT still finds one.
+local WIDE_THREADS = 12
 
 local LOCATIONS = [[
 set $pgstore_dsn '@DSN@';
@@ -21,7 +24,8 @@ location /load/ {
     content_by_lua_block { require("nginx_load_app").route() }
 }
 ]]
-local MAIN = "thread_pool load threads=" .. THREADS .. " max_queue=1024;"
+local MAIN = "thread_pool load threads=" .. THREADS .. " max_queue=1024;\n"
+  .. "thread_pool wide threads=" .. WIDE_THREADS .. " max_queue=1024;"
 
 local admin
 
@@ -89,8 +93,9 @@ local function assert_baseline(srv, pool, base, what, bound)
   local last
   local ok = T.eventually(function()
     last = counts(srv, pool)
+    -- pool_size connections for callers, one for the adapter's loops.
     return last.borrowed == base.borrowed and last.parked == base.parked and last.busy == 0
-      and last.backends <= pool
+      and last.backends <= pool + 1
   end, bound or 2)
   assert.truthy(ok, ("%s: counts not back to the baseline within %g s: %s (baseline %s)")
     :format(what, bound or 2, show(last), show(base)))
@@ -188,7 +193,9 @@ local function pool_size(srv, want)
   error("no pool_size was accepted on " .. THREADS .. " threads: " .. tostring(refused))
 end
 
--- /ping, polled during a run: every answer 200 within 100 ms.
+-- /ping, polled during a run: every answer 200, none slower than 500 ms (a
+-- worker whose event loop waited for a thread would stall for seconds; the
+-- bound leaves room for a loaded machine).
 local function pinger(srv)
   local p = { n = 0, worst = 0, bad = {} }
   function p.poll()
@@ -203,7 +210,7 @@ local function pinger(srv)
   function p.check(what)
     assert.is_true(p.n > 0, what .. ": /ping was polled")
     assert.are.same({}, p.bad, what .. ": /ping failed")
-    assert.is_true(p.worst < 0.1, ("%s: slowest /ping %.0f ms"):format(what, p.worst * 1000))
+    assert.is_true(p.worst < 0.5, ("%s: slowest /ping %.0f ms"):format(what, p.worst * 1000))
   end
   return p
 end
@@ -260,7 +267,11 @@ describe("resty.pgstore under load, one nginx worker", function()
 
   it("completes 3 × pool_size concurrent transactions, then quits promptly", function()
     with_nginx(function(srv)
-      local pool = pool_size(srv, THREADS)
+      -- 12 clients on 4 connections: on 4 threads only pool_size 1 would be
+      -- accepted, so on the wide thread pool.
+      assert.are.equal(200, assert(get(srv, "/load/use?tp=wide")).status)
+      local pool = pool_size(srv, 4)
+      assert.are.equal(4, pool, "pool_size 4 is accepted on " .. WIDE_THREADS .. " threads")
       local t = create_table()
       assert_healthy(srv, pool, "before")
       local base = counts(srv, pool)
@@ -287,40 +298,48 @@ describe("resty.pgstore under load, one nginx worker", function()
     end)
   end)
 
-  it("lets 8 transactions on one hot stream commit or time out, /ping answering throughout", function()
-    with_nginx(function(srv)
-      -- The issue's setting: 8 connections on 4 threads, unless refused.
-      local pool = pool_size(srv, 8)
-      local es = T.unique("load_hot")
-      local stream = "hot"
-      -- The stream exists: each append waits for its head row's lock.
-      local res = assert(get(srv, ("/load/append?pool=%d&table=%s&stream=%s"):format(pool, es, stream)))
-      assert.are.equal(201, res.status, res.body)
-      assert_healthy(srv, pool, "before")
-      local base = counts(srv, pool)
-      local paths = {}
-      for i = 1, 8 do paths[i] = ("/load/hot?pool=%d&table=%s&stream=%s&s=0.05"):format(pool, es, stream) end
-      local pings = pinger(srv)
-      local out = concurrently(srv, paths, 8, pings.poll)
-      local committed, bad = 0, {}
-      for i, r in ipairs(out) do
-        local body = r.res and cjson.decode(r.res.body) or {}
-        if r.res and r.res.status == 200 then
-          committed = committed + 1
-        elseif not (r.res and r.res.status == 503 and body.error == "timeout") then
-          bad[#bad + 1] = ("#%d: %s"):format(i, r.res and (r.res.status .. " " .. r.res.body) or r.err)
+  for _, tp in ipairs{ { "load", THREADS }, { "wide", WIDE_THREADS } } do
+    it(("lets 8 transactions on one hot stream commit or time out, /ping answering throughout (%d threads)")
+         :format(tp[2]), function()
+      with_nginx(function(srv)
+        -- The issue's setting: 8 connections on 4 threads, unless refused
+        -- (then 1); on the wide pool, 8 connections on 12 threads.
+        assert.are.equal(200, assert(get(srv, "/load/use?tp=" .. tp[1])).status)
+        local pool = pool_size(srv, 8)
+        if tp[1] == "wide" then assert.are.equal(8, pool, "pool_size 8 on " .. tp[2] .. " threads") end
+        local es = T.unique("load_hot")
+        local stream = "hot"
+        -- The stream exists: each append waits for its head row's lock.
+        local res = assert(get(srv, ("/load/append?pool=%d&table=%s&stream=%s"):format(pool, es, stream)))
+        assert.are.equal(201, res.status, res.body)
+        assert_healthy(srv, pool, "before")
+        local base = counts(srv, pool)
+        local paths = {}
+        for i = 1, 8 do paths[i] = ("/load/hot?pool=%d&table=%s&stream=%s&s=0.05"):format(pool, es, stream) end
+        local pings = pinger(srv)
+        local out = concurrently(srv, paths, 8, pings.poll)
+        local committed, bad = 0, {}
+        for i, r in ipairs(out) do
+          local body = r.res and cjson.decode(r.res.body) or {}
+          if r.res and r.res.status == 200 then
+            committed = committed + 1
+          elseif not (r.res and r.res.status == 503 and body.error == "timeout") then
+            bad[#bad + 1] = ("#%d: %s"):format(i, r.res and (r.res.status .. " " .. r.res.body) or r.err)
+          end
         end
-      end
-      local what = ("8 transactions on one stream, %d connections on %d threads"):format(pool, THREADS)
-      assert.are.same({}, bad, what .. ": each commits or gets `timeout`")
-      assert.are.equal(1 + committed, rows_in(es, " where stream = $1", stream),
-        what .. ": the stream holds exactly the committed appends")
-      pings.check(what)
-      assert_healthy(srv, pool, what)
-      assert_baseline(srv, pool, base, what)
-      assert_quit(srv, what)
+        local what = ("8 transactions on one stream, %d connections on %d threads"):format(pool, tp[2])
+        assert.are.same({}, bad, what .. ": each commits or gets `timeout`")
+        assert.are.equal(1 + committed, rows_in(es, " where stream = $1", stream),
+          what .. ": the stream holds exactly the committed appends")
+      -- Each holds the lock for 50 ms: well inside lock_timeout, all commit.
+      assert.are.equal(8, committed, what .. ": all committed")
+        pings.check(what)
+        assert_healthy(srv, pool, what)
+        assert_baseline(srv, pool, base, what)
+        assert_quit(srv, what)
+      end)
     end)
-  end)
+  end
 
   it("comes back whole after wrk runs that end with requests in flight", function()
     with_nginx(function(srv)

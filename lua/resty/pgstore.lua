@@ -111,8 +111,10 @@ function _M.connect(opts)
   if spec.application_name == nil then spec.application_name = "pgstore" end
   if spec.lock_timeout == nil then spec.lock_timeout = LOCK_TIMEOUT end
   local pool_size = spec.pool_size or 4
-  local key = opts.key or derive_key(spec)
-  local routes, rerr = call_mod.routes(opts.thread_pool or "pgstore", key, pool_size, queue_timeout)
+  local thread_pool = opts.thread_pool or "pgstore"
+  -- A pool belongs to one thread pool: its slots count in that one's rule.
+  local key = opts.key or (derive_key(spec) .. "\2thread_pool=" .. thread_pool)
+  local routes, rerr = call_mod.routes(thread_pool, key, pool_size, queue_timeout)
   if not routes then return nil, rerr end
   -- Every thread VM opens the same pool by key: one connection per slot
   -- (pool_size for callers, one for the adapter's loops).

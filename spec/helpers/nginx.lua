@@ -98,6 +98,15 @@ end
 local Server = {}
 local mt = { __index = Server }
 
+-- A port from /dev/urandom: specs started in the same second would draw
+-- the same math.random sequence and race for one port.
+local function random_port()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local b1, b2 = f:read(2):byte(1, 2)
+  f:close()
+  return 20000 + (b1 * 256 + b2) % 40000
+end
+
 -- nginx.start{ dsn, workers = 1, locations, main, lua_path, template, user,
 --              token = random | token_file = path (used as it is) } → server
 function _M.start(o)
@@ -122,7 +131,7 @@ function _M.start(o)
   assert(not o.dsn:find("]==]", 1, true), "the DSN cannot contain ]==]")
   local last
   for _ = 1, 5 do
-    local port = math.random(20000, 60000)
+    local port = random_port()
     local vars = {
       ROOT = _M.root(), BUILD = _M.build_dir(), PREFIX = prefix, PORT = port,
       WORKERS = o.workers or 1, DSN = o.dsn, TOKEN_FILE = token_file,

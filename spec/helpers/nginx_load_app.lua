@@ -2,8 +2,9 @@
 -- Routes for spec/nginx_load_spec.lua, run inside nginx under /load/:
 -- slow statements, transactions, appends to one hot stream, transactions
 -- left by ngx.exit or an error, and the adapter's counts. Every route
--- takes ?pool=<pool_size> and runs on the spec's own thread pool ("load"),
--- so the spec decides how connections relate to threads.
+-- takes ?pool=<pool_size> and runs on one of the spec's own thread pools
+-- ("load" unless /load/use?tp= chose another for this nginx), so the spec
+-- decides how connections relate to threads.
 local pgstore = require "resty.pgstore"
 local cjson = require "cjson.safe"
 
@@ -13,12 +14,13 @@ local tonumber, tostring, pcall, type = tonumber, tostring, pcall, type
 local _M = {}
 
 local APP = "pgstore-nginx-load"
+local thread_pool = "load" -- the worker's choice (each case runs its own nginx, one worker)
 
 -- The db of this request's pool size; equal options share one pool.
 -- → db | nil, err (a refused setting comes back as err, raised or returned)
 local function connect()
   local ok, db, err = pcall(pgstore.connect, {
-    dsn = ngx.var.pgstore_dsn, application_name = APP, thread_pool = "load",
+    dsn = ngx.var.pgstore_dsn, application_name = APP, thread_pool = thread_pool,
     pool_size = tonumber(ngx.var.arg_pool) or 4,
     -- Short, so a call that cannot get going says so within the spec's bounds.
     queue_timeout = tonumber(ngx.var.arg_wait) or 1,
@@ -47,6 +49,12 @@ end
 local ROUTES = {}
 
 -- Whether this pool size is accepted on the thread pool: connect, one statement.
+-- Chooses the thread pool of every later route.
+function ROUTES.use()
+  thread_pool = ngx.var.arg_tp
+  return reply(200, { ok = true })
+end
+
 function ROUTES.probe()
   local db, err = connect()
   if db then
@@ -149,7 +157,7 @@ function _M.route()
   local name = ngx.var.uri:match("^/load/(.+)$")
   local f = ROUTES[name]
   if not f then return reply(404, { error = "no such route" }) end
-  if name == "probe" then return f() end
+  if name == "probe" or name == "use" then return f() end
   local db, err = connect()
   if not db then return fail(err) end
   return f(db)

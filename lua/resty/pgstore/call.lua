@@ -484,7 +484,9 @@ end
 
 -- ---- the reaper's view ------------------------------------------------------------------
 
-local IDLE_GC = 1 -- seconds a held connection may sit idle before garbage is collected
+-- Seconds a held connection may sit idle before garbage is collected (and
+-- the least time between two collections).
+local IDLE_GC = 0.5
 local last_gc = 0
 
 -- Collects garbage when a transaction or pinned connection has been idle
