@@ -295,9 +295,11 @@ local function run_job(job)
   if done:count() > 0 and job.orphan then pcall(job.orphan, res) end
 end
 
-local function runner(premature, lane)
+-- A runner serves until the worker exits and no job is left. A premature
+-- start (the worker is shutting down) still serves: a job already queued
+-- belongs to a request that is still being answered.
+local function runner(_, lane)
   lane.starting = lane.starting - 1
-  if premature then return end
   lane.runners = lane.runners + 1
   while true do
     lane.idle = lane.idle + 1
