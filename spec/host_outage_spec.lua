@@ -15,8 +15,8 @@ local private = require "privatedb"
 local function launch(dir, name, cmd)
   local p = { dir = dir, out = ("%s/%s.out"):format(dir, name), err = ("%s/%s.err"):format(dir, name),
               rc = ("%s/%s.rc"):format(dir, name), pidfile = ("%s/%s.pid"):format(dir, name) }
-  T.sh(("(%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")
-    :format(cmd, p.out, p.err, p.pidfile, p.rc))
+  T.sh(("rm -f %s %s; (%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) >/dev/null 2>&1 &")
+    :format(p.rc, p.pidfile, cmd, p.out, p.err, p.pidfile, p.rc))
   p.pid = T.eventually(function() return tonumber(T.read(p.pidfile):match("%d+")) end, 5)
   assert(p.pid, "did not start: " .. cmd)
   return p
@@ -97,7 +97,7 @@ describe("the host across a database restart", function()
   end)
   teardown(function()
     if db then db:close() end
-    cluster:stop()
+    if cluster then cluster:stop() end
     T.sh("rm -rf " .. dir)
   end)
   before_each(function()
@@ -108,19 +108,25 @@ describe("the host across a database restart", function()
   end)
 
   it("replaces a pooled connection whose server restarted", function()
-    assert(db:query("select 1"))
-    cluster:restart("fast")
-    local rows, err = db:query("select 1 as one")
-    assert.is_nil(err)
-    assert.equal(1, rows[1].one)
+    for _, mode in ipairs{ "fast", "immediate" } do
+      assert(db:query("select 1"))
+      cluster:restart(mode)
+      local rows, err = db:query("select 1 as one")
+      assert.is_nil(err, mode)
+      assert.equal(1, rows[1].one)
+    end
   end)
 
-  it("keeps `pgstore project` running; the read model counts every event once", function()
+  -- stop: a lost connection taken for a handler's failure would end the
+  -- host; park: it would park events.
+  for _, on_error in ipairs{ "stop", "park" } do
+  it("keeps `pgstore project` running; the read model counts every event once (on_error = " .. on_error .. ")",
+     function()
     db:exec("drop table if exists counted")
     db:exec("delete from pgstore_checkpoints")
     T.write(dir .. "/counted.lua", [[
       return {
-        name = "counted", on_error = "park", batch = 50,
+        name = "counted", on_error = "]] .. on_error .. [[", batch = 50,
         setup = "create table if not exists counted (position bigint primary key, n int not null)",
         handlers = { Added = function(e, tx)
           tx:query("select pg_sleep(0.002)")
@@ -129,7 +135,7 @@ describe("the host across a database restart", function()
         end },
       }]])
     for i = 1, 200 do append(es, -i) end
-    local p = launch(dir, "project", ("%s --dsn %q project %s/counted.lua"):format(T.host(), cluster.dsn, dir))
+    local p = launch(dir, "project_" .. on_error, ("%s --dsn %q project %s/counted.lua"):format(T.host(), cluster.dsn, dir))
     -- running (a server away at start is a start that fails, as before)
     assert.truthy(T.eventually(function()
       local r = db:query("select count(*) as n from counted")
@@ -142,19 +148,21 @@ describe("the host across a database restart", function()
       return r and r[1].n == #want
     end, 30)
     local err = T.read(p.err)
-    assert.is_false(ended(p), "the host ended: " .. err)
+    assert.is_false(ended(p), ("the host ended (status %s): %s"):format(T.read(p.rc), err))
     assert.truthy(caught, "the read model did not catch up: " .. err)
     local rows = assert(db:query("select position, n from counted order by position"))
     for k, pos in ipairs(want) do
       assert.equal(pos, rows[k].position)
       assert.equal(1, rows[k].n, ("position %d counted %d times"):format(pos, rows[k].n))
     end
-    assert.equal(0, assert(db:query("select count(*) as n from pgstore_parked"))[1].n, "a lost connection was parked")
+    local parked = db:query("select count(*) as n from pgstore_parked")
+    assert.equal(0, parked and parked[1].n or 0, "a lost connection was parked")
     assert.equal(0, stop(p), err)
     err = T.read(p.err)
-    assert_outage_told(err, ("project, %d events"):format(#want))
+    assert_outage_told(err, ("project (%s), %d events"):format(on_error, #want))
     assert.no.matches("handler", err)
   end)
+  end
 
   it("keeps `pgstore tail --follow` printing every event once, in order", function()
     for i = 1, 50 do append(es, -i) end
@@ -252,6 +260,34 @@ describe("the host across a database restart", function()
     end)
     cluster:up()
     assert(ok, why)
+  end)
+
+  it("still ends `pgstore project` on a real error: the read model's INSERT right revoked", function()
+    db:exec("delete from pgstore_checkpoints")
+    db:exec("drop table if exists guarded")
+    db:exec("drop role if exists outage_writer")
+    assert(db:exec("create role outage_writer login"))
+    assert(db:exec("create table guarded (position bigint primary key)"))
+    assert(db:exec("grant select, insert, update, delete on all tables in schema public to outage_writer"))
+    assert(db:exec("grant usage on all sequences in schema public to outage_writer"))
+    T.write(dir .. "/guarded.lua", [[
+      return { name = "guarded", handlers = { Added = function(e, tx)
+        assert(tx:exec("insert into guarded values ($1)", e.position))
+      end } }]])
+    for i = 1, 5 do append(es, i) end
+    local dsn = cluster.dsn:gsub("user=postgres", "user=outage_writer")
+    local p = launch(dir, "guarded", ("%s --dsn %q --no-migrate project %s/guarded.lua"):format(T.host(), dsn, dir))
+    assert.truthy(T.eventually(function()
+      local r = db:query("select count(*) as n from guarded")
+      return r and r[1].n == 5
+    end, 20), T.read(p.err))
+    assert(db:exec("revoke insert on guarded from outage_writer"))
+    append(es, 6)
+    assert.truthy(T.eventually(function() return ended(p) end, 20), "the host did not end: " .. T.read(p.err))
+    local err = T.read(p.err)
+    assert.equal(1, tonumber(T.read(p.rc):match("%d+")), err)
+    assert.matches("permission denied for table guarded", err)
+    assert.no.matches("connection to the server lost", err)
   end)
 
   it("still ends `pgstore project` on a real error: a handler that raises", function()

@@ -27,11 +27,19 @@ function P.start(name)
     dir=$(mktemp -d /tmp/pgstore-private-%s.XXXX); chown "$owner:" "$dir"; chmod 755 "$dir"
     run_as_cluster_user mkdir "$dir/sock"
     run_as_cluster_user "$pgbin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
-    port=$(free_port)
-    printf "listen_addresses = '127.0.0.1'\nport = %%s\nunix_socket_directories = '%%s'\nfsync = off\n" \
-      "$port" "$dir/sock" >>"$dir/data/postgresql.conf"
-    run_as_cluster_user "$pgbin/pg_ctl" start -w -t 60 -D "$dir/data" -l "$dir/server.log" >/dev/null
-    echo "cluster $dir $port $pgbin"]]):format(T.root(), name)))
+    printf "listen_addresses = '127.0.0.1'\nunix_socket_directories = '%%s'\nfsync = off\ninclude_if_exists = 'port.conf'\n" \
+      "$dir/sock" >>"$dir/data/postgresql.conf"
+    # a free port may be taken before the server binds it (other specs start
+    # servers too): try another
+    for attempt in 1 2 3 4 5; do
+      port=$(free_port)
+      echo "port = $port" >"$dir/data/port.conf"
+      if run_as_cluster_user "$pgbin/pg_ctl" start -w -t 60 -D "$dir/data" -l "$dir/server.log" >/dev/null; then
+        echo "cluster $dir $port $pgbin"; exit 0
+      fi
+      grep -q "Address already in use" "$dir/server.log" || break
+    done
+    tail -n 20 "$dir/server.log"; rm -rf -- "$dir"; exit 1]]):format(T.root(), name)))
   local dir, port, pgbin = out:match("cluster (%S+) (%d+) (%S+)")
   assert(rc == 0 and dir, "could not start a private cluster: " .. out)
   return setmetatable({ dir = dir, port = tonumber(port), pgbin = pgbin,
