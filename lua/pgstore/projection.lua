@@ -23,6 +23,7 @@
 -- commits only if its lease's fencing token is still current.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
+local outage = require "pgstore.outage"
 local options = require "pgstore.options"
 local printable = require "pgstore.printable"
 local script = require "pgstore.script"
@@ -388,6 +389,9 @@ local function process(unit, rows, cursor)
     -- The writes and the checkpoint commit together, so the stored
     -- checkpoint says where to go on from.
     local cursor, rerr = unit.sub:rolled_back(err)
+    -- The checkpoint could not be read back (the server is away): the
+    -- cursor is at the last ack, the next ack reads it first, and run()
+    -- waits for the server (pgstore.outage).
     if not cursor then return nil, rerr end
     local why
     if err.code == "conflict" then
@@ -417,6 +421,8 @@ Runner.__metatable = false
 --       here the same way);
 -- opts: events = es, rebuild, from, once, say = fn(msg), progress = bool,
 --       poll = seconds, owner = string (partitioned workers),
+--       stopping = fn → true once a signal asks to stop (ends a wait for
+--       the server: run() rides through lost connections),
 --       migrate = true (false: the tables exist; a role without DDL rights)
 -- What the runner keeps per projection (its lease manager, when to tick
 -- it next) lives in its own tables, keyed by its copy of the definition.
@@ -504,7 +510,8 @@ end
 
 function Runner:unit(def, consumer, partition)
   local sub, err = self.db:subscribe{ name = consumer, events = self.es, types = def.types,
-    batch = def.batch, from = self.opts.from, checkpoints = self.cp, poll = self.opts.poll }
+    batch = def.batch, from = self.opts.from, checkpoints = self.cp, poll = self.opts.poll,
+    wait_for_server = false } -- run() waits for the server, once for every unit
   if not sub then return nil, err end
   local unit = { def = def, sub = sub, runner = self, processed = 0, failed = 0,
                  partition = partition, say = self.say }
@@ -573,13 +580,22 @@ function Runner:step(wait)
   return total
 end
 
--- Runs until caught up (opts.once) or interrupted. Returns totals.
+-- Runs until caught up (opts.once) or interrupted. Returns totals. A lost
+-- connection is no failure: the step is tried again (pgstore.outage) from
+-- the checkpoints, which the batch in flight committed with its writes or
+-- not at all, until the server answers or opts.stopping() (a signal).
 function Runner:run(interrupted)
   local started, last_report, last_count = now(), now(), 0
   local progress = self.opts.progress
+  local ride = outage.new{ what = "projections", say = self.say }
+  local wait = self.opts.once and 0 or 0.5
+  local step = function() return self:step(wait) end
   while true do
-    local n, err = self:step(self.opts.once and 0 or 0.5)
-    if not n then return nil, err end
+    local n, err = ride:call(step, { stopping = self.opts.stopping })
+    if not n then
+      if outage.lost(err) then break end -- stopped by a signal while the server was away
+      return nil, err
+    end
     if progress and now() - last_report >= 1 then
       local count = self:processed()
       io.stderr:write(("\r%s  %d events  %.0f/s  lag %s   "):format(os.date("%H:%M:%S"), count,
@@ -607,6 +623,7 @@ end
 
 function Runner:caught_up()
   local head = self.es:latest_position()
+  if not head then return false end -- the server is away: not known to be caught up
   for _, u in ipairs(self.units) do
     if u.sub:position() < head then return false end
   end

@@ -16,11 +16,14 @@
 --
 -- Delivery is at least once across restarts (events after the last ack are
 -- delivered again); exactly once for effects written to PostgreSQL with
--- sub:ack(cursor, tx) in the same transaction.
+-- sub:ack(cursor, tx) in the same transaction. A server restart or
+-- failover is ridden through: sub:next waits for the server, and an ack
+-- lost with the connection is covered by the next one.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local events = require "pgstore.events"
+local outage = require "pgstore.outage"
 local state = require "pgstore.subscription_state"
 local checkpoints = require "pgstore.checkpoints"
 local Tx = require "pgstore.tx"
@@ -36,11 +39,17 @@ local mt = { __index = Sub, __name = "pgstore.subscription", __metatable = false
 local OPTIONS = {
   name = "string", events = "table", from = "string|number", types = "table", prefix = "string",
   batch = "number", poll = "number", checkpoints = "table", listen = "boolean|table", migrate = "boolean",
+  say = "function", wait_for_server = "boolean",
 }
 
 -- db:subscribe{ name, events = es, from = "start" | "end" | cursor, types, prefix,
---               batch = 500, poll = 1.0, checkpoints = cp, listen = true, migrate = true } → sub | nil, err
+--               batch = 500, poll = 1.0, checkpoints = cp, listen = true, migrate = true,
+--               say = fn(msg) } → sub | nil, err
 -- migrate = false: the checkpoint table exists (a role without DDL rights).
+-- say: where the outage lines go (lost, back after N s); none by default.
+-- wait_for_server = false: a lost connection is sub:next's nil, err
+-- (`connection`), for a caller that waits for the server itself (the
+-- projection runner: one wait, told once, for all its subscriptions).
 -- listen: false polls only; a table is the listener's options (heartbeat,
 -- heartbeat_timeout, reconnect_min, reconnect_max: see pgstore.listen).
 function _M.new(db, opts)
@@ -80,6 +89,7 @@ function _M.new(db, opts)
     db = db, es = es, name = opts.name, cp = cp, owns_cp = owns_cp, state = st,
     types = opts.types, prefix = opts.prefix,
     batch = batch, poll = opts.poll or 1.0, listener = nil, reconnects = 0,
+    ride = opts.wait_for_server ~= false and outage.new{ what = "subscription " .. opts.name, say = opts.say },
   }, mt)
   if opts.listen ~= false and es.channel then
     -- Without a listener (none available, or the server refuses LISTEN,
@@ -131,7 +141,10 @@ local function drain(self)
 end
 
 -- sub:next(timeout) → array of events after the cursor, in read_all order
--- (empty when nothing arrived within timeout seconds) | nil, err
+-- (empty when nothing arrived within timeout seconds) | nil, err. A lost
+-- connection is waited out with backoff (pgstore.outage) until the
+-- deadline: then the batch is empty, and the next call goes on waiting
+-- from the same cursor — nothing is skipped or delivered twice.
 function Sub:next(timeout)
   check(self, "next")
   errors.check(timeout, 1, "next", "number|nil")
@@ -139,9 +152,18 @@ function Sub:next(timeout)
   if bad then return nil, bad end
   local deadline = now() + (timeout or 0)
   drain(self)
+  local read = function()
+    return self.es:read_all{ after = self.state.cursor, limit = self.batch, types = self.types,
+                             prefix = self.prefix }
+  end
   while true do
-    local rows, cursor = self.es:read_all{ after = self.state.cursor, limit = self.batch,
-                                           types = self.types, prefix = self.prefix }
+    local rows, cursor
+    if self.ride then
+      rows, cursor = self.ride:call(read, { deadline = deadline })
+      if not rows and outage.lost(cursor) then return {} end -- the server is still away
+    else
+      rows, cursor = read()
+    end
     if not rows then return nil, cursor end
     self.state:delivered(cursor)
     if #rows > 0 then return rows end

@@ -2,8 +2,10 @@
 -- `pgstore project FILE.lua… [--once] [--rebuild] [--from start|end]` — runs
 -- projections: setup, catch up from the checkpoint, then follow live. One
 -- transaction per batch holds the read-model writes and the checkpoint.
--- SIGINT/SIGTERM finish the batch in flight, commit and exit 0. Progress
--- goes to stderr when it is a terminal.
+-- SIGINT/SIGTERM finish the batch in flight, commit and exit 0. A lost
+-- connection (a restart, a failover) is waited out with backoff, said once
+-- when lost and once when back, and the projections go on from their
+-- checkpoints (pgstore.outage). Progress goes to stderr when it is a terminal.
 local args = require "pgstore.cli.args"
 local projection = require "pgstore.projection"
 local sys = require "pgstore.sys"
@@ -61,7 +63,7 @@ function _M.main(host, argv)
   runner, err = projection.runner(db, defs, {
     events = es, rebuild = opts.rebuild, from = opts.from, once = opts.once,
     lease = opts.lease, renew = opts.renew, owner = host.owner(),
-    progress = sys.isatty(2), say = host.say, migrate = host.migrate,
+    progress = sys.isatty(2), say = host.say, migrate = host.migrate, stopping = sys.interrupted,
   })
   if not runner then
     es:close()

@@ -2,11 +2,13 @@
 -- `pgstore tail [STREAM | --all] [--follow] [--types A,B] [--from N] [--limit N]`
 -- prints events one per line: position, stream, version, type, data (JSON).
 -- --follow keeps printing new events as they commit (woken by NOTIFY,
--- polling every second without it) until SIGINT/SIGTERM.
+-- polling every second without it) until SIGINT/SIGTERM, waiting out a
+-- lost connection (a restart, a failover) with backoff (pgstore.outage).
 local args = require "pgstore.cli.args"
 local printable = require "pgstore.printable"
 local escape, json = printable.escape, printable.json
 local sys = require "pgstore.sys"
+local outage = require "pgstore.outage"
 
 local _M = {
   usage = "pgstore tail [STREAM | --all] [--follow] [--types A,B] [--from N] [--limit N] [--table T]",
@@ -50,16 +52,30 @@ function _M.main(host, argv)
 
   local printed, cursor, version = 0, from, (from > 0 and from or 1)
   local rc = 0
+  -- One read from where the last one ended: rows | nil, err.
+  local function read()
+    if stream then
+      local rows, rerr = es:read(stream, { from = version, types = types, raw = true,
+                                           limit = limit > 0 and limit - printed or nil })
+      if rows and #rows > 0 then version = rows[#rows].version + 1 end
+      return rows, rerr
+    end
+    local rows, after = es:read_all{ after = cursor, types = types, raw = true,
+                                     limit = limit > 0 and math.min(1000, limit - printed) or 1000 }
+    if not rows then return nil, after end
+    cursor = after
+    return rows
+  end
+  -- --follow rides through a lost connection: the next read starts where
+  -- the last one that answered ended, so nothing is printed twice or skipped.
+  local ride = o.follow and outage.new{ what = "tail", say = host.say }
   while true do
     local rows
-    if stream then
-      rows, err = es:read(stream, { from = version, types = types, raw = true,
-                                    limit = limit > 0 and limit - printed or nil })
-      if rows and #rows > 0 then version = rows[#rows].version + 1 end
+    if ride then
+      rows, err = ride:call(read, { stopping = sys.interrupted })
+      if not rows and outage.lost(err) then break end -- a signal while the server was away
     else
-      rows, cursor = es:read_all{ after = cursor, types = types, raw = true,
-                                  limit = limit > 0 and math.min(1000, limit - printed) or 1000 }
-      if not rows then err = cursor end
+      rows, err = read()
     end
     if not rows then rc = host.fail(err); break end
     for _, e in ipairs(rows) do line(e) end
@@ -68,7 +84,12 @@ function _M.main(host, argv)
     if limit > 0 and printed >= limit then break end
     if #rows == 0 then
       if not o.follow or sys.interrupted() then break end
-      if listener then listener:wait(1) else require("pgstore.core").sleep(1) end
+      local note, werr
+      if listener then note, werr = listener:wait(1) end
+      -- no listener, or one reconnecting by itself: poll
+      if not listener or (not note and werr and werr.code ~= "timeout") then
+        require("pgstore.core").sleep(listener and 0.1 or 1)
+      end
       if sys.interrupted() then break end
     end
   end
