@@ -12,7 +12,8 @@
 --
 --   build/pgstore --dsn "$DSN" run bench/nginx_bench.lua [seconds]
 --
--- Every request carries the example's bearer token (checked in the access
+-- Each figure is the best of two alternating rounds. Every request
+-- carries the example's bearer token (checked in the access
 -- phase, as deployed). nginx runs with one worker per core; the HTTP client
 -- is one LuaJIT process multiplexing its keep-alive connections
 -- (spec/helpers/http.lua).
@@ -117,10 +118,14 @@ local ok, err = pcall(function()
   print(("%-44s %10s %10s %6s %11s %6s"):format("requests/s", "HTTP", "host", "ratio", "raw thread", "ratio"))
   for _, op in ipairs{ "append", "read" } do
     for _, clients in ipairs{ 1, 8, 32 } do
-      local subject = over_http(op, clients, seconds)
-      local host = op == "append" and lib.parallel(clients, "bench/nginx_bench.lua", dsn, "worker", seconds)
-        or lib.parallel(clients, "bench/nginx_bench.lua", dsn, "reader", seconds, read_stream)
-      local raw = over_http("raw_" .. op, clients, seconds)
+      -- The best of two alternating rounds of each: a shared machine is noisy.
+      local subject, host, raw = 0, 0, 0
+      for _ = 1, 2 do
+        subject = math.max(subject, over_http(op, clients, seconds))
+        host = math.max(host, op == "append" and lib.parallel(clients, "bench/nginx_bench.lua", dsn, "worker", seconds)
+          or lib.parallel(clients, "bench/nginx_bench.lua", dsn, "reader", seconds, read_stream))
+        raw = math.max(raw, over_http("raw_" .. op, clients, seconds))
+      end
       local name = op == "append" and "append 1 event over HTTP" or ("read a %d-event stream over HTTP"):format(READ_EVENTS)
       print(("%-44s %10.0f %10.0f %6.2f %11.0f %6.2f"):format(
         ("%s, %d connection%s"):format(name, clients, clients > 1 and "s" or ""),
