@@ -172,12 +172,13 @@ end
 -- The waiting call (see the header). → notifications taken | nil, err
 function Hub:wait()
   self.waiting = true
-  local notes, fd, _, pid, connected = call(self.db.cfg, "listener_wait", self.id, DRAIN_MAX,
+  -- → notifications, fd, due, pid, connected | nil, err
+  local notes, err, _, pid, connected = call(self.db.cfg, "listener_wait", self.id, DRAIN_MAX,
     self.wake_fd and WAIT_MAX or 0.05, self.wake_fd)
   self.waiting = false
   if not notes then
-    if type(fd) == "table" and fd.code == "closed" then self.id = nil end
-    return nil, fd
+    if type(err) == "table" and err.code == "closed" then self.id = nil end
+    return nil, err
   end
   self.pid, self.connected = pid, connected
   for i = 1, #notes do
