@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- the listener ------------------------------------------------------------- */
 
@@ -68,6 +69,11 @@ struct pgs_listener {
     double connect_timeout, heartbeat, heartbeat_timeout, reconnect_min, reconnect_max;
     int max_queue, ignore_self;
     long reconnects, dropped;
+
+    /* pgs_listener_wait_wake: the caller's wake descriptor (-1: none) and
+     * whether it became readable during this wait. */
+    int wake_fd;
+    int woken;
 };
 
 /* deadline < 0 means "none". */
@@ -405,13 +411,32 @@ static void collect(pgs_listener_t *l)
         lost(l, "connection lost: ");
 }
 
+/* The caller asked for its thread back (pgs_listener_wait_wake): one
+ * read(2) takes an eventfd's whole count, or what a pipe holds up to the
+ * buffer; a leftover byte only costs a spurious wake-up later. */
+static void take_wake(pgs_listener_t *l)
+{
+    char buf[64];
+    ssize_t n = read(l->wake_fd, buf, sizeof buf);
+    (void)n;
+    l->woken = 1;
+}
+
+/* Sleeps ms milliseconds (reconnect backoff), or less if woken. */
+static void wait_wake(pgs_listener_t *l, int ms)
+{
+    struct pollfd p = {.fd = l->wake_fd, .events = POLLIN, .revents = 0};
+    if (poll(&p, l->wake_fd >= 0 ? 1 : 0, ms) > 0 && p.revents)
+        take_wake(l);
+}
+
 /* The loop behind every call: moves the connection along (connect, sync,
  * heartbeat, results, reconnect) until `want` holds or the deadline
  * (monotonic seconds, < 0 for none) passes. */
 static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_error_t *err)
 {
     for (;;) {
-        if (want == W_NOTIFICATION && l->head)
+        if (want == W_NOTIFICATION && (l->head || l->woken))
             return PGS_OK;
         if (want == W_IDLE && l->state == L_READY && l->busy == B_NONE)
             return PGS_OK;
@@ -436,7 +461,9 @@ static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_
             double until = earliest(deadline, l->next_attempt);
             int ms = ms_until(until, now);
             if (ms > 0)
-                poll(NULL, 0, ms);
+                wait_wake(l, ms);
+            if (l->woken)
+                continue;
             if (deadline >= 0 && pgs_clock_now() >= deadline && l->next_attempt > deadline)
                 return pgs_error_set(err, PGS_ETIMEOUT, "nothing arrived in time");
             continue;
@@ -452,8 +479,9 @@ static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_
         } else {
             until = earliest(until, l->last_traffic + l->heartbeat);
         }
-        struct pollfd p = {.fd = PQsocket(l->pg), .events = events, .revents = 0};
-        int r = poll(&p, 1, ms_until(until, now));
+        struct pollfd p[2] = {{.fd = PQsocket(l->pg), .events = events, .revents = 0},
+                              {.fd = l->wake_fd, .events = POLLIN, .revents = 0}};
+        int r = poll(p, l->wake_fd >= 0 ? 2 : 1, ms_until(until, now));
         if (r < 0 && errno == EINTR)
             continue;
         now = pgs_clock_now();
@@ -461,7 +489,9 @@ static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_
             lost(l, "poll failed: ");
             continue;
         }
-        if (r > 0) {
+        if (l->wake_fd >= 0 && p[1].revents)
+            take_wake(l);
+        if (p[0].revents) {
             if (l->state == L_CONNECTING) {
                 advance_connect(l);
             } else if (!PQconsumeInput(l->pg)) {
@@ -472,6 +502,8 @@ static pgs_status_t drive(pgs_listener_t *l, double deadline, lwant_t want, pgs_
             }
             continue;
         }
+        if (l->woken)
+            continue;
         if (l->state == L_CONNECTING && now >= l->connect_deadline) {
             pgs_error_set(&l->last_err, PGS_ECONNECTION, "could not connect: timed out after %gs",
                           l->connect_timeout);
@@ -585,6 +617,7 @@ pgs_status_t pgs_listener_open(const pgs_listener_opts_t *opts, const char *cons
     if (l->reconnect_max < l->reconnect_min)
         l->reconnect_max = l->reconnect_min;
     l->ignore_self = opts && opts->ignore_self;
+    l->wake_fd = -1;
     for (int i = 0; i < nchannels; i++)
         if (find_channel(l, channels[i]) < 0 && !add_channel(l, channels[i])) {
             pgs_listener_close(l);
@@ -691,6 +724,27 @@ pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notificati
     pgs_status_t st = drive(l, deadline, W_NOTIFICATION, err);
     if (st != PGS_OK)
         return st;
+    pgs_notification_t *n = l->head;
+    l->head = n->next;
+    if (!l->head)
+        l->tail = NULL;
+    l->queued--;
+    n->next = NULL;
+    *out = n;
+    return PGS_OK;
+}
+
+pgs_status_t pgs_listener_wait_wake(pgs_listener_t *l, double timeout, int wake_fd,
+                                    pgs_notification_t **out, pgs_error_t *err)
+{
+    *out = NULL;
+    l->wake_fd = wake_fd;
+    l->woken = 0;
+    pgs_status_t st = drive(l, pgs_clock_deadline(timeout), W_NOTIFICATION, err);
+    l->wake_fd = -1;
+    l->woken = 0;
+    if (st != PGS_OK || !l->head)
+        return st; /* PGS_OK with *out NULL: woken */
     pgs_notification_t *n = l->head;
     l->head = n->next;
     if (!l->head)

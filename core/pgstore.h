@@ -912,6 +912,15 @@ pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notificati
                                pgs_error_t *err);
 void pgs_notification_free(pgs_notification_t *n);
 
+/* pgs_listener_wait that also returns as soon as wake_fd is readable:
+ * PGS_OK with *out NULL. wake_fd (an eventfd or a pipe's read end,
+ * non-blocking) stays the caller's; the listener drains it with one read.
+ * So one thread may block here for as long as nothing happens while
+ * another thread asks for the listener back by writing to wake_fd.
+ * Heartbeats and reconnects happen inside the wait, as in pgs_listener_wait. */
+pgs_status_t pgs_listener_wait_wake(pgs_listener_t *l, double timeout, int wake_fd,
+                                    pgs_notification_t **out, pgs_error_t *err);
+
 /* Sends pg_notify(channel, payload) on the listener's own connection and
  * waits for the server's confirmation, never longer than timeout seconds
  * (<= 0: the connect timeout). Reconnects within that time if a reconnect is

@@ -4,8 +4,9 @@
  *   core.listener({ dsn=, application_name=, connect_timeout=, heartbeat=,
  *                   heartbeat_timeout=, reconnect_min=, reconnect_max=,
  *                   max_queue=, ignore_self= }, { channel, … })  → listener
- *   l:wait([timeout]) → { channel=, payload=, pid= }
+ *   l:wait([timeout[, wake_fd]]) → { channel=, payload=, pid= }
  *                       | { channel="*", reconnected=true } | { channel="*", overflow=true }
+ *                       | false (wake_fd became readable: pgs_listener_wait_wake)
  *   l:add(ch), l:remove(ch), l:notify(ch, payload[, timeout]) → true
  *   l:fd() → integer | nil    l:due() → seconds    l:stats()    l:channels()
  *   l:close()
@@ -129,10 +130,17 @@ static int l_listener_wait(lua_State *L)
 {
     pgs_listener_t *l = check_listener(L);
     double timeout = opt_timeout(L, 2, -1, "wait");
+    int wake_fd = lua_isnoneornil(L, 3) ? -1 : (int)luaL_checkinteger(L, 3);
     pgs_notification_t *n;
     pgs_error_t err;
-    if (pgs_listener_wait(l, timeout, &n, &err) != PGS_OK)
+    pgs_status_t st = wake_fd >= 0 ? pgs_listener_wait_wake(l, timeout, wake_fd, &n, &err)
+                                   : pgs_listener_wait(l, timeout, &n, &err);
+    if (st != PGS_OK)
         return pgs_l_push_error(L, &err);
+    if (!n) {
+        lua_pushboolean(L, 0); /* woken through wake_fd */
+        return 1;
+    }
     push_notification(L, n);
     return 1;
 }

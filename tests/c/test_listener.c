@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT
  * test_listener.c — the listener against a real server: delivery, timeout,
- * channel and payload checks before the server, add/remove, the fd, and
- * recovery with a reconnect marker after pg_terminate_backend.
+ * channel and payload checks before the server, add/remove, the fd,
+ * recovery with a reconnect marker after pg_terminate_backend, and a wait
+ * that a wake descriptor ends early.
  */
 #include "harness.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 static pgs_listener_t *open_listener(const char *const *channels, int n)
 {
@@ -250,6 +254,64 @@ static void test_open_failure(void)
     }
 }
 
+/* A long wait ends at once when the wake descriptor is written, drains
+ * it, and still delivers what comes next; also across a reconnect. */
+static void test_wait_wake(void)
+{
+    const char *ch[] = {"pgs_c_w"};
+    pgs_listener_t *l = open_listener(ch, 1);
+    pgs_conn_t *c = pgs_test_conn_open();
+    pgs_error_t err;
+    pgs_notification_t *n = (pgs_notification_t *)1;
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    CHECK(efd >= 0);
+    uint64_t one = 1;
+
+    CHECK(write(efd, &one, sizeof one) == (ssize_t)sizeof one);
+    double t0 = pgs_test_now();
+    CHECK_OK(pgs_listener_wait_wake(l, 10, efd, &n, &err), err);
+    CHECK(n == NULL);
+    CHECK(pgs_test_now() - t0 < 0.5);
+    /* Drained: the next wait sleeps until its timeout. */
+    t0 = pgs_test_now();
+    CHECK(pgs_listener_wait_wake(l, 0.2, efd, &n, &err) == PGS_ETIMEOUT);
+    CHECK(pgs_test_now() - t0 >= 0.19);
+
+    CHECK_OK(pgs_notify(c, "pgs_c_w", "woke", 4, &err), err);
+    CHECK_OK(pgs_listener_wait_wake(l, 5, efd, &n, &err), err);
+    CHECK(n != NULL);
+    if (n) {
+        CHECK_STR(n->payload, "woke");
+        pgs_notification_free(n);
+    }
+    /* A plain wait afterwards is not taken for woken. */
+    CHECK(write(efd, &one, sizeof one) == (ssize_t)sizeof one);
+    CHECK_OK(pgs_listener_wait_wake(l, 5, efd, &n, &err), err);
+    CHECK(n == NULL);
+    CHECK(pgs_listener_wait(l, 0.1, &n, &err) == PGS_ETIMEOUT);
+
+    /* The backend is killed: the wait reconnects and reports it. */
+    pgs_listener_stats_t s;
+    pgs_listener_stats(l, &s);
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", s.pid);
+    pgs_param_t p = {pid, -1};
+    CHECK_OK(pgs_query(c, "SELECT pg_terminate_backend($1::int)", 1, &p, NULL, &err), err);
+    CHECK_OK(pgs_listener_wait_wake(l, 10, efd, &n, &err), err);
+    CHECK(n != NULL && n->reconnected == 1);
+    pgs_notification_free(n);
+    CHECK_OK(pgs_notify(c, "pgs_c_w", "again", 5, &err), err);
+    CHECK_OK(pgs_listener_wait_wake(l, 5, efd, &n, &err), err);
+    CHECK(n != NULL);
+    if (n) {
+        CHECK_STR(n->payload, "again");
+        pgs_notification_free(n);
+    }
+    close(efd);
+    pgs_conn_close(c);
+    pgs_listener_close(l);
+}
+
 int main(void)
 {
     static const pgs_test_t tests[] = {
@@ -261,6 +323,7 @@ int main(void)
         {"the heartbeat finds a server that went silent", test_heartbeat_finds_silent_server},
         {"notifies on its own connection without echo", test_notify_on_listener},
         {"reports a failed first connection", test_open_failure},
+        {"a wake descriptor ends a wait early", test_wait_wake},
         {NULL, NULL}};
     return pgs_test_run(tests);
 }

@@ -228,7 +228,7 @@ end
 local FEED_OPTIONS = { events = "table", buffer = "number", batch = "number", poll = "number",
                        interval = "number" }
 
--- db:feed{ events = es, buffer = 1000, batch = 500, poll = 1, interval = 0.01 } → feed | nil, err
+-- db:feed{ events = es, buffer = 1000, batch = 500, poll = 1, interval = 0.002 } → feed | nil, err
 -- The worker's feed for that store (the first call's options stand).
 local function new_feed(db, opts)
   check_arg(opts, 1, "feed", "table")
@@ -242,7 +242,7 @@ local function new_feed(db, opts)
   local self = feeds[key]
   if not self then
     local size, batch, poll, interval = opts.buffer or 1000, opts.batch or 500, opts.poll or 1,
-                                        opts.interval or 0.01
+                                        opts.interval or 0.002
     self = setmetatable({
       db = db, es = es, loop_es = es:_background(), size = size, batch = batch, poll = poll, interval = interval, last_read = 0,
       ring = {}, head = 1, tail = 0, base = 0, cursor = 0, started = false,

@@ -4,15 +4,23 @@
 -- (db:listen, db:relay, the change feed), driven by a timer loop.
 --
 -- The loop never calls libpq on the event loop. The listener (pgstore's,
--- pulled) is parked in the process-wide registry; the loop only looks at
--- its socket with poll(2) and a zero timeout, and when the socket is
--- readable, or the listener is due (heartbeat, reconnect, connecting), or
--- it has no socket (down), it runs one drain — l:wait(0) until empty — in
--- a worker thread, which is also where reconnecting happens (the listener
--- reconnects by itself with backoff and reports it with a "*" marker).
--- lua-nginx-module 0.10.23 cannot wait on a foreign fd, so the loop sleeps
--- between looks: 1 ms after traffic, doubling while idle up to 50 ms.
--- A new channel is LISTENed (in a thread) before db:listen returns.
+-- pulled) is parked in the process-wide registry, and the loop keeps one
+-- call in a worker thread (thread.lua's listener_wait) that blocks in
+-- poll(2) on the listener's socket and on the hub's eventfd: it returns
+-- as soon as a notification arrives, having drained what else came with
+-- it, so a commit reaches the subscribers in one thread wake-up, with no
+-- sleeping or polling on the event loop. Heartbeats and reconnects (the
+-- listener reconnects by itself with backoff and reports it with a "*"
+-- marker) happen inside that wait. So this waiting call occupies one
+-- thread of the pool for as long as the hub runs: count one thread per
+-- hub (per worker and db) when sizing `threads`.
+--
+-- Whoever needs the listener itself — a new channel to LISTEN (before
+-- db:listen returns), a relay's NOTIFY, shutting down — writes to the
+-- eventfd, which ends the wait at once, and takes the hub's mutex, which
+-- the loop hands over before it waits again. At worker exit (nginx -s quit
+-- or reload) a pending timer, fired early by nginx, writes to the eventfd
+-- of every hub, so no thread stays blocked and the worker exits promptly.
 --
 -- Notifications fan out to the subscribers of their channel through
 -- ngx.semaphore; a marker ({ channel = "*", reconnected = true }) goes to
@@ -41,34 +49,40 @@ local sema_wait = call_mod.wait
 
 local _M = {}
 
-local MIN_DELAY, MAX_DELAY = 0.001, 0.05
+-- The longest a waiting call lasts when nothing happens at all; everything
+-- that needs the listener sooner wakes it through the eventfd.
+local WAIT_MAX = 5
 local DRAIN_MAX = 1000
+-- The exit watcher's timer: re-armed while the worker runs (nginx's timers
+-- must stay well below 2^31 ms), fired early when it exits.
+local EXIT_WATCH = 3600
 local PAYLOAD_MAX, check_channel = core.limits.notify_payload, core.check_channel
 
--- ---- poll(2) on the listener's socket ------------------------------------------------
+-- ---- the wake descriptor ------------------------------------------------------------
 
--- Declared under names of our own (asm redirects to poll), so no other
--- module's declaration of poll or struct pollfd can clash.
-local pollfd_t, c_poll
+-- An eventfd per hub, owned by the event loop (created and closed here;
+-- the thread only polls and drains it). Declared under names of our own
+-- (asm redirects), so no other module's declarations can clash.
+local c = {}
 do
-  local ok = pcall(ffi.cdef, [[
-    struct pgstore_pollfd { int fd; short events; short revents; };
-    int pgstore_poll(struct pgstore_pollfd *fds, unsigned long nfds, int timeout) asm("poll");
+  -- Declared once per VM; a second load finds them declared already.
+  pcall(ffi.cdef, [[
+    int pgstore_eventfd(unsigned int initval, int flags) asm("eventfd");
+    long pgstore_write(int fd, const void *buf, unsigned long count) asm("write");
+    int pgstore_close(int fd) asm("close");
   ]])
-  if ok or pcall(ffi.typeof, "struct pgstore_pollfd") then
-    pollfd_t = ffi.typeof("struct pgstore_pollfd[1]")
-    c_poll = ffi.C.pgstore_poll
-  end
+  pcall(function()
+    c.eventfd, c.write, c.close = ffi.C.pgstore_eventfd, ffi.C.pgstore_write, ffi.C.pgstore_close
+  end)
 end
-local POLLIN = 1
-local pfd = pollfd_t and pollfd_t()
+local EFD_NONBLOCK_CLOEXEC = 0x800 + 0x80000 -- O_NONBLOCK | O_CLOEXEC (Linux)
+local ONE = ffi.new("uint64_t[1]", 1)
 
--- True when fd has something to read, or when that cannot be known (the
--- loop then drains in a thread every round: correct, only busier).
-local function readable(fd)
-  if not c_poll then return true end
-  pfd[0].fd, pfd[0].events, pfd[0].revents = fd, POLLIN, 0
-  return c_poll(pfd, 1, 0) ~= 0
+-- → fd | nil (no eventfd here: the waiting call then lasts at most 50 ms)
+local function wake_open()
+  if not c.eventfd then return nil end
+  local ok, fd = pcall(c.eventfd, 0, EFD_NONBLOCK_CLOEXEC)
+  if ok and fd >= 0 then return fd end
 end
 
 -- ---- the hub ----------------------------------------------------------------------------------
@@ -111,16 +125,16 @@ end
 function Hub:open()
   local list = {}
   for ch in pairs(self.channels) do list[#list + 1] = ch end
-  local id, fd, due, pid = call(self.db.cfg, "listener_open", listener_options(self.db), list)
+  local id, err, _, pid = call(self.db.cfg, "listener_open", listener_options(self.db), list)
   if not id then
     self.failures = self.failures + 1
     if self.failures == 1 or self.failures % 50 == 0 then
-      log(WARN, "resty.pgstore: LISTEN connection failed (", self.failures, " times): ", tostring(fd))
+      log(WARN, "resty.pgstore: LISTEN connection failed (", self.failures, " times): ", tostring(err))
     end
-    self.last_error = tostring(fd)
-    return nil, fd
+    self.last_error = tostring(err)
+    return nil, err
   end
-  self.id, self.fd, self.due_at, self.pid = id, fd, now() + (due or 0), pid
+  self.id, self.pid = id, pid
   self.listening = {}
   for _, ch in ipairs(list) do self.listening[ch] = true end
   if self.opened then
@@ -150,14 +164,25 @@ function Hub:sync()
   return true
 end
 
--- One drain in a thread. → notifications taken | nil, err
-function Hub:poll()
-  local notes, fd, due, pid, connected = call(self.db.cfg, "listener_poll", self.id, DRAIN_MAX)
+-- Ends the waiting call now (it returns what it has), if there is one;
+-- at worker exit (force) also the loop's nap.
+function Hub:interrupt(force)
+  if self.wake_fd and (force or self.waiting) then c.write(self.wake_fd, ONE, 8) end
+  if force and self.wake:count() < 0 then self.wake:post(1) end
+end
+
+-- The waiting call (see the header). → notifications taken | nil, err
+function Hub:wait()
+  self.waiting = true
+  -- → notifications, fd, due, pid, connected | nil, err
+  local notes, err, _, pid, connected = call(self.db.cfg, "listener_wait", self.id, DRAIN_MAX,
+    self.wake_fd and WAIT_MAX or 0.05, self.wake_fd)
+  self.waiting = false
   if not notes then
-    if type(fd) == "table" and fd.code == "closed" then self.id = nil end
-    return nil, fd
+    if type(err) == "table" and err.code == "closed" then self.id = nil end
+    return nil, err
   end
-  self.fd, self.due_at, self.pid, self.connected = fd, now() + (due or 0), pid, connected
+  self.pid, self.connected = pid, connected
   for i = 1, #notes do
     local n = notes[i]
     if n.channel == "*" and n.reconnected then self.reconnects = self.reconnects + 1 end
@@ -166,7 +191,9 @@ function Hub:poll()
   return #notes
 end
 
+-- Runs fn(self, ...) holding the listener: the waiting call is ended first.
 function Hub:locked(fn, ...)
+  self:interrupt()
   local ok, err = self.mutex:wait(30)
   if not ok then return nil, errors.new("timeout", "resty.pgstore: the listener stayed busy: " .. tostring(err)) end
   local res = { pcall(fn, self, ...) }
@@ -175,6 +202,9 @@ function Hub:locked(fn, ...)
   return res[2], res[3]
 end
 
+-- One round of the loop, holding the mutex. → true when it waited in a
+-- thread (or someone else wants the listener now), false when the loop
+-- should nap (down, or the call failed).
 local function round(self)
   if not self.id then
     if now() < self.retry_at then return false end
@@ -191,26 +221,25 @@ local function round(self)
       log(INFO, "resty.pgstore: LISTEN change deferred: ", tostring(err))
     end
   end
-  if self.fd and now() < self.due_at and not readable(self.fd) then return false end
-  local n = self:poll()
-  return n and n > 0
+  -- Someone waits for the mutex (a new channel, a relay's NOTIFY): the
+  -- semaphore hands it over in order, before this loop's next round.
+  if self.mutex:count() < 0 or exiting() then return true end
+  return self:wait() ~= nil
 end
 
 local function loop(premature, self)
-  local delay = MIN_DELAY
   while not premature and not exiting() do
-    local ok, busy = pcall(self.locked, self, round)
+    local ok, waited = pcall(self.locked, self, round)
     if not ok then
-      log(WARN, "resty.pgstore: LISTEN loop: ", tostring(busy))
-      busy = false
+      log(WARN, "resty.pgstore: LISTEN loop: ", tostring(waited))
+      waited = false
     end
-    delay = busy and MIN_DELAY or math.min(delay * 2, MAX_DELAY)
-    local wait = delay
-    if self.id and self.fd then
-      local due = self.due_at - now()
-      if due < wait then wait = due > 0 and due or 0 end
+    if not waited and not exiting() then
+      -- Down, or no thread to be had: until the next retry, at most a
+      -- second, or until a subscriber comes.
+      local nap = self.id and 0.05 or self.retry_at - now()
+      sema_wait(self.wake, nap < 1 and nap or 1)
     end
-    sema_wait(self.wake, wait)
   end
   self.running = false
   if self.id then
@@ -222,6 +251,22 @@ local function loop(premature, self)
     end
     self.id = nil
   end
+  if self.wake_fd then
+    c.close(self.wake_fd)
+    self.wake_fd = nil
+  end
+end
+
+-- Fired early by nginx when the worker exits: wakes every hub's waiting
+-- call, so no thread of the pool stays blocked on a listener.
+local watching = false
+local function watch_exit(premature)
+  if premature or exiting() then
+    watching = false
+    for _, hub in pairs(hubs) do hub:interrupt(true) end
+    return
+  end
+  watching = timer_at(EXIT_WATCH, watch_exit) and true or false
 end
 
 -- The worker's hub for db, started on first use.
@@ -236,6 +281,12 @@ function _M.get(db)
     hubs[db.key] = self
   end
   if not self.running then
+    if not watching then
+      local ok, err = timer_at(EXIT_WATCH, watch_exit)
+      if not ok then return nil, errors.new("invalid", "resty.pgstore: cannot start the LISTEN loop: " .. tostring(err)) end
+      watching = true
+    end
+    self.wake_fd = self.wake_fd or wake_open()
     local ok, err = timer_at(0, loop, self)
     if not ok then return nil, errors.new("invalid", "resty.pgstore: cannot start the LISTEN loop: " .. tostring(err)) end
     self.running = true

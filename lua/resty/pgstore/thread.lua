@@ -380,19 +380,24 @@ function _M.listener_open(opts, channels)
   return done(core.park(l), fd, due, pid, connected)
 end
 
--- Takes up to max notifications without waiting (reading, heartbeats and
--- reconnects happen here, never on the event loop).
--- → notifications, fd, due, pid, connected | nil, err
-function _M.listener_poll(id, max)
+-- The hub's waiting call: blocks in poll(2) on the listener's socket and
+-- on wake_fd (the hub's eventfd, written by the event loop when it needs
+-- the listener back) for up to `timeout` seconds, heartbeats and
+-- reconnects included; then takes up to max notifications without
+-- waiting. So a commit reaches the event loop in one thread wake-up.
+-- wake_fd nil: the same with a plain wait (returns on a notification or
+-- the timeout). → notifications, fd, due, pid, connected | nil, err
+function _M.listener_wait(id, max, timeout, wake_fd)
   local l = core.unpark(id, true)
   if not l then return done(fail("closed", "the listener was closed")) end
   local out, n = {}, 0
   local ok, err = pcall(function()
-    while n < max do
-      local note = l:wait(0)
-      if not note then break end
+    local note = l:wait(timeout, wake_fd)
+    while note do
       n = n + 1
       out[n] = note
+      if n >= max then break end
+      note = l:wait(0)
     end
   end)
   local fd, due, pid, connected = listener_state(l)

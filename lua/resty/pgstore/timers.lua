@@ -137,11 +137,13 @@ end
 
 local NOTIFY_INTERVAL = 0.005
 local pending = {} -- db key .. channel → { db, channel, position }
+local sent_at = {} -- db key .. channel → when its last NOTIFY left
 
 local function flush(premature, k)
   local p = pending[k]
   pending[k] = nil
   if not p or premature then return end
+  sent_at[k] = ngx.now()
   local ok, err = call_mod.call(p.db.cfg.bg, "notify", p.db.spec, p.channel, format("%d", p.position))
   if not ok then
     -- A hint only: readers catch up from stored positions anyway.
@@ -149,8 +151,9 @@ local function flush(premature, k)
   end
 end
 
--- After a committed append: NOTIFY channel with the position, coalesced
--- over `interval` seconds (0.005).
+-- After a committed append: NOTIFY channel with the position. The first
+-- after a quiet spell leaves at once; within `interval` seconds (0.005) of
+-- the last one they are coalesced into one, sent when the interval ends.
 function _M.notify(db, channel, position, interval)
   local k = db.key .. "\0" .. channel
   local p = pending[k]
@@ -159,7 +162,8 @@ function _M.notify(db, channel, position, interval)
     return
   end
   pending[k] = { db = db, channel = channel, position = position }
-  local ok, err = timer_at(interval or NOTIFY_INTERVAL, flush, k)
+  local wait = (sent_at[k] or 0) + (interval or NOTIFY_INTERVAL) - ngx.now()
+  local ok, err = timer_at(wait > 0 and wait or 0, flush, k)
   if not ok then
     pending[k] = nil
     log(WARN, "resty.pgstore: cannot schedule NOTIFY: ", err)
