@@ -5,12 +5,14 @@ local core = require "pgstore.core"
 
 local _M = {}
 
+-- sh(cmd) → what cmd printed.
 local function sh(cmd)
   local f = io.popen(cmd)
   local out = f:read("*a")
   f:close()
   return out
 end
+_M.sh = sh
 
 -- The host binary running this script (so workers use the same build).
 function _M.host()

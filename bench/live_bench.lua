@@ -88,12 +88,7 @@ local function percentile(xs, q)
   return xs[math.max(1, math.ceil(#xs * q))] * 1000
 end
 
-local function sh(cmd)
-  local f = io.popen(cmd)
-  local out = f:read("*a")
-  f:close()
-  return out
-end
+local sh = lib.sh
 
 local dir = sh("mktemp -d /tmp/pgstore-live-bench.XXXXXX"):gsub("%s+$", "")
 local srv = nginx.start{ dsn = dsn, workers = 1 }

@@ -716,6 +716,18 @@ pgs_status_t pgs_listener_remove(pgs_listener_t *l, const char *channel, pgs_err
     return PGS_OK;
 }
 
+/* Takes the oldest queued notification (the queue is not empty). */
+static pgs_notification_t *take_first(pgs_listener_t *l)
+{
+    pgs_notification_t *n = l->head;
+    l->head = n->next;
+    if (!l->head)
+        l->tail = NULL;
+    l->queued--;
+    n->next = NULL;
+    return n;
+}
+
 pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notification_t **out,
                                pgs_error_t *err)
 {
@@ -724,13 +736,7 @@ pgs_status_t pgs_listener_wait(pgs_listener_t *l, double timeout, pgs_notificati
     pgs_status_t st = drive(l, deadline, W_NOTIFICATION, err);
     if (st != PGS_OK)
         return st;
-    pgs_notification_t *n = l->head;
-    l->head = n->next;
-    if (!l->head)
-        l->tail = NULL;
-    l->queued--;
-    n->next = NULL;
-    *out = n;
+    *out = take_first(l);
     return PGS_OK;
 }
 
@@ -745,13 +751,7 @@ pgs_status_t pgs_listener_wait_wake(pgs_listener_t *l, double timeout, int wake_
     l->woken = 0;
     if (st != PGS_OK || !l->head)
         return st; /* PGS_OK with *out NULL: woken */
-    pgs_notification_t *n = l->head;
-    l->head = n->next;
-    if (!l->head)
-        l->tail = NULL;
-    l->queued--;
-    n->next = NULL;
-    *out = n;
+    *out = take_first(l);
     return PGS_OK;
 }
 
