@@ -149,6 +149,74 @@ function ROUTES.raise(db)
   return reply(500, { error = "not reached" })
 end
 
+-- Light threads killed at random moments while they take and give back
+-- pinned connections and advisory locks, for ?s= seconds.
+function ROUTES.killrace(db)
+  local s, t0, n = tonumber(ngx.var.arg_s) or 2, ngx.now(), 0
+  while ngx.now() - t0 < s do
+    n = n + 1
+    local k = n
+    local th = ngx.thread.spawn(function()
+      if k % 2 == 0 then
+        local c = db:acquire()
+        if c then c:query("select 1"); c:release() end
+      else
+        local l = db:lock("load-killrace:" .. k)
+        if l then l:release() end
+      end
+    end)
+    ngx.sleep(0.001 * (k % 4 + 1))
+    ngx.thread.kill(th)
+    ngx.update_time()
+  end
+  return reply(200, { rounds = n })
+end
+
+-- Relay broadcasts in light threads killed while they wait for the
+-- listener, then a LISTEN on a new channel (?c=) that must still work.
+function ROUTES.relaykill(db)
+  local r = assert(db:relay("load-relay"))
+  for i = 1, 40 do
+    local th = ngx.thread.spawn(function() r:broadcast({ i = i }) end)
+    ngx.sleep(0.001 * (i % 3 + 1))
+    ngx.thread.kill(th)
+  end
+  local ch = ngx.var.arg_c
+  local l = assert(db:listen(ch))
+  local t0 = ngx.now()
+  assert(db:notify(ch, "hello"))
+  local note, err = l:wait(3)
+  l:close()
+  ngx.update_time()
+  return reply(200, { payload = note and note.payload, error = err and tostring(err), took = ngx.now() - t0 })
+end
+
+-- Two statements of one transaction at once: a light thread's statement
+-- is killed while it runs, and fn goes on with another (misuse: the handle
+-- is busy). The transaction's connection must still go back.
+function ROUTES.spawnkill(db)
+  local ok, err = pcall(db.transaction, db, function(tx)
+    local th = ngx.thread.spawn(function() return tx:query("select pg_sleep(0.3)") end)
+    ngx.sleep(0.05)
+    ngx.thread.kill(th)
+    return tx:query("select 1 as x")
+  end)
+  return reply(200, { raised = not ok, message = tostring(err) })
+end
+
+-- Holds advisory lock ?k= for ?s= seconds (the spec's client goes away).
+function ROUTES.holdlock(db)
+  db:with_lock(ngx.var.arg_k, function() ngx.sleep(tonumber(ngx.var.arg_s) or 2) end)
+  return reply(200, { held = true })
+end
+
+-- Whether advisory lock ?k= can be taken now.
+function ROUTES.trylock(db)
+  local l, err = db:try_lock(ngx.var.arg_k)
+  if l then l:release() end
+  return reply(200, { taken = l ~= nil, error = err and tostring(err) })
+end
+
 function ROUTES.stats(db)
   return reply(200, pgstore.stats(db))
 end

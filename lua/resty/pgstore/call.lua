@@ -170,9 +170,15 @@ local pools = {} -- pool key → { fg = route, bg = route }
 -- worker: fg (pool_size slots, for callers) and bg (one slot, for the
 -- adapter's loops). → { fg, bg } | nil, err (the rule is broken)
 function _M.routes(thread_pool, key, pool_size, queue_timeout)
-  local p = pools[key]
-  if p then return p end
   local lane = lane_for(thread_pool)
+  local p = pools[key]
+  if p then
+    if p.fg.lane ~= lane then
+      raise(format("resty.pgstore: the pool '%s' runs on thread pool '%s' already, not '%s' "
+        .. "(a key names one pool: its first connect's options stand)", key, p.fg.lane.name, thread_pool))
+    end
+    return p
+  end
   local err = check_rule(lane, pool_size + 2, format("%d for pool_size %d, its loops and its "
     .. "LISTEN", pool_size + 2, pool_size))
   if err then return nil, err end
@@ -242,6 +248,7 @@ local function execute(job)
     local r = pack(pcall(run, lane.name, MODULE, job.fname, unpack(args, 1, args.n)))
     if not r[1] then return failure(lane, r[2], job.fname) end
     if r[2] then
+      job.returned = true -- the thread function ran to its end (not a raise)
       if r[3] == nil and r.n >= 4 then return nil, fix_error(r[4]) end
       return unpack(r, 3, r.n)
     end
@@ -259,11 +266,12 @@ end
 -- ---- held handles --------------------------------------------------------------------
 
 -- Parked handles that keep a slot (a transaction's or db:acquire's
--- connection, an advisory lock's): id → { slots, kind, busy, last }.
+-- connection, an advisory lock's): id → { slots, kind, born, busy, last }.
 local held = {}
 
 local function hold(id, slots, kind)
-  held[id] = { slots = slots, kind = kind, last = now(), busy = 0 }
+  local t = now()
+  held[id] = { slots = slots, kind = kind, born = t, last = t, busy = 0 }
 end
 
 -- Gives the slot of handle id back (once, whoever comes first).
@@ -282,6 +290,12 @@ local RUNNER_WAIT = 1 -- seconds a runner waits for work before it looks at exit
 
 local submit
 
+-- A job whose result nobody received: its request went away (client
+-- abort, ngx.exit, a killed light thread) before it resumed.
+local function unreceived(premature, job)
+  if not job.received then pcall(job.orphan, job.res) end
+end
+
 -- Runs one job: the thread call, then the slot, then whoever waits.
 local function run_job(job)
   local res = pack(pcall(execute, job))
@@ -290,9 +304,19 @@ local function run_job(job)
   if not done then return end
   job.res = res
   done:post(1)
-  -- The request posted the job and went to sleep on `done` at once; if the
-  -- post found nobody, the request is gone (client abort, ngx.exit, a kill).
-  if done:count() > 0 and job.orphan then pcall(job.orphan, res) end
+  if not job.orphan then return end
+  -- The request sleeps on `done`: when the post finds nobody, it is gone.
+  -- It can also die after the post took it off the queue and before it
+  -- resumed (within this pass of the event loop): for a new handle, which
+  -- nobody else knows of (watch), whether it received the result is looked
+  -- at again a millisecond later. (A transaction's statement needs no
+  -- watch: its tx object's collection finds an owner that died so.)
+  if done:count() > 0 then
+    pcall(job.orphan, res)
+  elseif job.watch and not timer_at(0.001, unreceived, job) then
+    log(WARN, "resty.pgstore: cannot watch a result for its receiver; an abandoned handle goes back "
+      .. "with its owner's collection or timeout")
+  end
 end
 
 -- A runner serves until the worker exits and no job is left. A premature
@@ -350,6 +374,7 @@ local function await(job)
     until ok or err ~= "timeout"
     if not ok then raise("resty.pgstore: " .. tostring(err)) end
     res = job.res
+    job.received = true
   else
     res = pack(pcall(execute, job))
     if job.settle then job.settle(res) end
@@ -435,9 +460,9 @@ function _M.pin(route, kind, fname, timeout_s, keep, ...)
   if not ok then return nil, err end
   local slots = route.slots
   return await({
-    route = route, fname = fname, args = pack(...),
+    route = route, fname = fname, args = pack(...), watch = true,
     settle = function(res)
-      local id = res[1] and res[2]
+      local id = res[1] and type(res[2]) == "number" and res[2]
       if id and (not keep or keep(res)) then
         hold(id, slots, kind)
       else
@@ -446,7 +471,7 @@ function _M.pin(route, kind, fname, timeout_s, keep, ...)
     end,
     orphan = function(res)
       -- A handle without a connection (a table-mode lock) ends with its TTL.
-      local id = res[1] and res[2]
+      local id = res[1] and type(res[2]) == "number" and res[2]
       if id and held[id] then release_handle(route, id, kind) end
     end,
   })
@@ -471,10 +496,18 @@ function _M.on(route, id, fname, ...)
 end
 
 -- unpin(route, id, fname, ...) → results: the last call on handle id
--- (COMMIT, ROLLBACK, release); its slot is free afterwards.
+-- (COMMIT, ROLLBACK, release); its slot is free afterwards. When the
+-- thread function did not run to its end (no thread VM; the handle busy
+-- with another statement of the same transaction), the handle is still
+-- parked or out: it is marked for the reaper, which gives the slot back
+-- once the handle is idle again.
 function _M.unpin(route, id, fname, ...)
   _M.check_phase(fname)
-  return await({ route = route, fname = fname, args = pack(...), settle = function() free(id) end })
+  local job = { route = route, fname = fname, args = pack(...) }
+  job.settle = function()
+    if job.returned then free(id) else core.park_expire(id) end
+  end
+  return await(job)
 end
 
 -- unslotted(route, fname, ...) → results: the adapter's slotless tasks
@@ -486,21 +519,28 @@ end
 
 -- ---- the reaper's view ------------------------------------------------------------------
 
--- Seconds a held connection may sit idle before garbage is collected (and
--- the least time between two collections).
-local IDLE_GC = 0.5
-local last_gc = 0
+-- Seconds a held handle may sit idle before garbage is collected; the
+-- pause between collections doubles up to GC_MAX while they find nothing
+-- (a lock held for an hour on purpose costs a collection every 8 s), and
+-- starts again at IDLE_GC for each new handle.
+local IDLE_GC, GC_MAX = 0.5, 8
+local last_gc, gc_pause, newest = 0, IDLE_GC, 0
 
--- Collects garbage when a transaction or pinned connection has been idle
--- for a while: if its owner is gone (ngx.exit in fn, a client abort
--- between statements), collecting its tx object hands it to the reaper.
+-- Collects garbage when a handle has been idle for a while: if its owner
+-- is gone (ngx.exit in fn, a client abort while fn or a lock holder waited
+-- on something else), collecting its tx or lock object hands it to the
+-- reaper.
 function _M.collect_abandoned()
   local t = now()
-  if t - last_gc < IDLE_GC then return end
   for _, h in pairs(held) do
-    if h.kind ~= "lock" and h.busy == 0 and t - h.last >= IDLE_GC then
+    if h.born > newest then newest, gc_pause = h.born, IDLE_GC end
+  end
+  if t - last_gc < gc_pause then return end
+  for _, h in pairs(held) do
+    if h.busy == 0 and t - h.last >= IDLE_GC then
       last_gc = t
       collectgarbage()
+      if core.park_stats().expired == 0 then gc_pause = math.min(gc_pause * 2, GC_MAX) end
       return
     end
   end

@@ -15,10 +15,11 @@
 -- thread of the pool for as long as the hub runs: count one thread per
 -- hub (per worker and db) when sizing `threads`.
 --
--- Whoever needs the listener itself — a new channel to LISTEN (before
--- db:listen returns), a relay's NOTIFY, shutting down — writes to the
--- eventfd, which ends the wait at once, and takes the hub's mutex, which
--- the loop hands over before it waits again. At worker exit (nginx -s quit
+-- Only the loop uses the listener. Whoever needs it — a new channel to
+-- LISTEN (before db:listen returns), a relay's NOTIFY — queues an ask
+-- (Hub:ask) and writes to the eventfd, which ends the wait at once; the
+-- loop answers every ask before it waits again. So a request that goes
+-- away while it waits holds nothing the loop needs. At worker exit (nginx -s quit
 -- or reload) a pending timer, fired early by nginx, writes to the eventfd
 -- of every hub, so no thread stays blocked and the worker exits promptly.
 --
@@ -42,6 +43,7 @@ local WARN, INFO = ngx.WARN, ngx.INFO
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
       type, pairs, ipairs, tostring, setmetatable, debug.getmetatable, pcall
 local format = string.format
+local select, unpack = select, unpack
 -- The listener has its own connection: its calls take no slot (the rule
 -- counts one thread per pool for them).
 local call, raise, argerr, check_arg = call_mod.unslotted, call_mod.raise, call_mod.arg, call_mod.check
@@ -121,7 +123,7 @@ local function listener_options(db)
 end
 
 -- Opens the listener in a thread (LISTENing to every channel wanted).
--- Called with the mutex held. → true | nil, err
+-- Called in the loop. → true | nil, err
 function Hub:open()
   local list = {}
   for ch in pairs(self.channels) do list[#list + 1] = ch end
@@ -146,7 +148,7 @@ function Hub:open()
   return true
 end
 
--- LISTEN / UNLISTEN what changed. Called with the mutex held.
+-- LISTEN / UNLISTEN what changed. Called in the loop.
 function Hub:sync()
   for ch in pairs(self.channels) do
     if not self.listening[ch] then
@@ -191,21 +193,46 @@ function Hub:wait()
   return #notes
 end
 
--- Runs fn(self, ...) holding the listener: the waiting call is ended first.
-function Hub:locked(fn, ...)
+-- Runs fn(self, ...) with the listener, in the hub's own loop (the
+-- waiting call is ended first), and waits up to 30 s for its results.
+-- Only the loop ever uses the listener, so a request that goes away while
+-- it waits here (a client abort, a killed light thread) leaves nothing
+-- held: its LISTEN or NOTIFY is still made, its answer dropped.
+local ASK_WAIT = 30
+function Hub:ask(fn, ...)
+  local a = { fn = fn, args = { n = select("#", ...), ... }, done = semaphore.new(0) }
+  self.asks[#self.asks + 1] = a
   self:interrupt()
-  local ok, err = self.mutex:wait(30)
-  if not ok then return nil, errors.new("timeout", "resty.pgstore: the listener stayed busy: " .. tostring(err)) end
-  local res = { pcall(fn, self, ...) }
-  self.mutex:post(1)
-  if not res[1] then error(res[2], 0) end
-  return res[2], res[3]
+  if self.wake:count() < 0 then self.wake:post(1) end
+  local ok, err = self.done_wait(a.done, ASK_WAIT)
+  if not ok then
+    return nil, errors.new("timeout", "resty.pgstore: the listener stayed busy: " .. tostring(err))
+  end
+  if not a.res[1] then error(a.res[2], 0) end
+  return a.res[2], a.res[3]
 end
 
--- One round of the loop, holding the mutex. → true when it waited in a
--- thread (or someone else wants the listener now), false when the loop
--- should nap (down, or the call failed).
+-- Answers every ask queued so far (in the loop).
+local function answer(self, why)
+  local asks = self.asks
+  if #asks == 0 then return end
+  self.asks = {}
+  for i = 1, #asks do
+    local a = asks[i]
+    if why then
+      a.res = { true, nil, errors.new("closed", why) }
+    else
+      a.res = { pcall(a.fn, self, unpack(a.args, 1, a.args.n)) }
+    end
+    a.done:post(1)
+  end
+end
+
+-- One round of the loop. → true when it waited in a thread (or someone
+-- asked for the listener meanwhile), false when the loop should nap (down,
+-- or the call failed).
 local function round(self)
+  answer(self)
   if not self.id then
     if now() < self.retry_at then return false end
     if not self:open() then
@@ -221,15 +248,15 @@ local function round(self)
       log(INFO, "resty.pgstore: LISTEN change deferred: ", tostring(err))
     end
   end
-  -- Someone waits for the mutex (a new channel, a relay's NOTIFY): the
-  -- semaphore hands it over in order, before this loop's next round.
-  if self.mutex:count() < 0 or exiting() then return true end
+  -- Someone asked for the listener (a new channel, a relay's NOTIFY):
+  -- answered at the top of the next round.
+  if #self.asks > 0 or exiting() then return true end
   return self:wait() ~= nil
 end
 
 local function loop(premature, self)
   while not premature and not exiting() do
-    local ok, waited = pcall(self.locked, self, round)
+    local ok, waited = pcall(round, self)
     if not ok then
       log(WARN, "resty.pgstore: LISTEN loop: ", tostring(waited))
       waited = false
@@ -242,6 +269,7 @@ local function loop(premature, self)
     end
   end
   self.running = false
+  answer(self, "resty.pgstore: the worker is exiting")
   if self.id then
     -- Shutting down: close it here if no thread can be had any more.
     local ok = pcall(call, self.db.cfg, "listener_close", self.id)
@@ -275,7 +303,7 @@ function _M.get(db)
   if not self then
     self = setmetatable({
       db = db, channels = {}, listening = {}, subs = {}, all = {},
-      mutex = semaphore.new(1), wake = semaphore.new(0),
+      asks = {}, wake = semaphore.new(0), done_wait = sema_wait,
       failures = 0, reconnects = 0, retry_at = 0, opened = false,
     }, hub_mt)
     hubs[db.key] = self
@@ -311,7 +339,7 @@ function Hub:subscribe(sub, channels)
     self.dirty = true
     if call_mod.yieldable() then
       -- Listening before returning, so nothing sent afterwards is missed.
-      local ok, err = self:locked(function(h)
+      local ok, err = self:ask(function(h)
         if not h.id then
           local opened, oerr = h:open()
           if not opened then return nil, oerr end
@@ -349,7 +377,7 @@ function Hub:send(channel, payload, timeout)
     return nil, errors.new("connection", "resty.pgstore: the LISTEN connection is not open"
       .. (self.last_error and (": " .. self.last_error) or ""))
   end
-  return self:locked(function(h)
+  return self:ask(function(h)
     if not h.id then return nil, errors.new("connection", "resty.pgstore: the LISTEN connection is not open") end
     return call(h.db.cfg, "listener_call", h.id, "notify", channel, payload, timeout)
   end)
