@@ -67,7 +67,7 @@ describe("lease holders", function()
       local core = require "pgstore.core"
       io.stdout:setvbuf("line")
       local pm = assert(db:partitions{ name = %q, owner = "same-owner", count = 8, lease = %g, renew = %g })
-      print("INSTANCE " .. pm:info().instance)
+      print("INSTANCE " .. tostring(pm:info().instance))
       local function exists(f) local h = io.open(f) if h then h:close() end return h ~= nil end
       local deadline = core.now() + 30
       while not exists(%q) and core.now() < deadline do

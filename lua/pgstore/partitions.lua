@@ -79,6 +79,8 @@ function _M.new(db, opts)
   local renew = opts.renew or lease / 3
   local bad = (opts.name == "" and errors.new("invalid", "name must not be empty"))
     or options.int(count, "count", 1, 65536)
+    -- a given renew first: the default lease derives from it
+    or (opts.renew ~= nil and options.seconds(renew, "renew", true))
     or options.seconds(lease, "lease", true) or options.seconds(renew, "renew", true)
     or (renew >= lease and errors.new("invalid",
           format("renew (%g s) must be shorter than lease (%g s)", renew, lease)))

@@ -10,7 +10,8 @@ local sys = require "pgstore.sys"
 
 local _M = {
   usage = "pgstore project FILE.lua... [--once] [--rebuild] [--from start|end] [--table EVENTS]"
-    .. " [--upcasters FILE] [--policy FILE [--policy-every SECONDS] [--idempotency-ttl SECONDS]]",
+    .. " [--upcasters FILE] [--policy FILE [--policy-every SECONDS] [--idempotency-ttl SECONDS]]"
+    .. " [--lease SECONDS] [--renew SECONDS]",
   summary = "run projections: catch up, then follow live",
 }
 
