@@ -189,8 +189,8 @@ return {
   handlers = {
     Added = function(e, tx)
       -- slow enough that a freeze lands inside a batch
-      assert(tx:exec("select pg_sleep(0.02) as held_by_frozen_batch"))
-      assert(tx:exec("insert into %s (position, stream) values ($1, $2)", e.position, e.stream))
+      assert(tx:exec("select pg_sleep(0.02) as in_frozen_batch"))
+      assert(tx:exec("insert into %s (position, stream) values ($1, $2) -- in_frozen_batch", e.position, e.stream))
     end,
   },
 }
@@ -221,14 +221,18 @@ return {
     local one = spawn(("os.execute(%q)"):format(cmd))
     local one_pid = child(one)
     -- freeze the only worker inside a batch: its backend is in a handler's statement
+    local function backends(state)
+      local rows = db:query([[select count(*) as n from pg_stat_activity where datname = current_database()
+        and query like '%in_frozen_batch%' and query not like '%pg_stat_activity%' and state = $1]], state)
+      return rows and rows[1].n or 0
+    end
+    -- stopped inside a batch: its transaction is open (else resume, try again)
     local frozen = T.eventually(function()
-      local rows = db:query([[select count(*) as n from pg_stat_activity
-        where datname = current_database() and query like '%held_by_frozen_batch%' and state = 'active'
-          and pid <> pg_backend_pid()]])
-      if rows and rows[1].n > 0 then
-        T.sh("kill -STOP " .. one_pid)
-        return true
-      end
+      if backends("active") == 0 then return false end
+      T.sh("kill -STOP " .. one_pid)
+      if T.eventually(function() return backends("idle in transaction") > 0 end, 0.5) then return true end
+      T.sh("kill -CONT " .. one_pid)
+      return false
     end, 20)
     assert.truthy(frozen, "the worker never ran a batch: " .. T.output(one))
     local two = spawn(("os.execute(%q)"):format(cmd))
