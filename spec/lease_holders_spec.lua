@@ -244,14 +244,19 @@ return {
     assert.truthy(done, "the second worker did not finish: " .. T.output(two))
     T.sh("kill -CONT " .. one_pid)
     local refused = T.eventually(function() return T.output(one):find("lease_lost", 1, true) end, 10)
+    -- the resumed worker is a member again: the other gives it its share
+    T.eventually(function() return T.output(two):find("rebalanced", 1, true) end, 10)
     -- status while both run: workers, owners, per-partition lag
     local status = T.sh(("%s --dsn %q status --table %s"):format(T.host(), T.dsn(), events))
     T.sh(("kill -TERM %d %d"):format(one_pid, child(two)))
     local out1, out2 = T.wait(one, 10), T.wait(two, 10)
     assert.truthy(refused, "no lease_lost from the resumed worker:\n" .. out1)
     assert.falsy(out1:find("checkpoint moved by another runner", 1, true), out1)
-    -- the second worker logged its takeovers, one line per change
-    assert.truthy(out2:find("took over partition", 1, true), out2)
+    -- one line per change: acquisitions, takeovers, losses, rebalances
+    assert.truthy(out1:find("acquired partitions 0, 1, 2, 3", 1, true), out1)
+    assert.truthy(out1:find("lost partitions", 1, true), out1)
+    assert.truthy(out2:find("took over partition %d from %S+ %(its lease expired%)"), out2)
+    assert.truthy(out2:find("rebalanced: released partitions", 1, true), out2)
     -- exactly once: the stale batch committed nothing
     local dup = assert(db:query(("select count(*) as n from (select position from %s group by position having count(*) > 1) d")
       :format(model)))
