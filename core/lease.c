@@ -2,25 +2,44 @@
  * lease.c — partition leases: N partitions of a named set shared by
  * competing workers through one table, with fencing tokens.
  *
- * Design. A row per partition (name, partition, owner, token, expires_at)
- * and a row per live worker in <table>_members. One tick is ONE statement
+ * Design. A row per partition (name, partition, owner, instance, token,
+ * expires_at) and a row per live holder in <table>_members. A holder is an
+ * instance: a random id drawn when the handle opens, beside the readable
+ * owner ("hostname:pid" by default), so two processes given one owner
+ * string — two containers, each pid 1 — are two members with two shares,
+ * and neither passes the other's guard. One tick is ONE statement
  * (data-modifying CTEs, so one round trip and one transaction): it renews
- * the worker's membership, counts live members W, derives this worker's
- * quota — ⌊P/W⌋, plus one for the first P mod W members in byte order of
- * owner — keeps (renews) its lowest partitions up to the quota, releases the
- * rest, and claims free or expired partitions up to the quota with
- * FOR UPDATE SKIP LOCKED. Every claim bumps the partition's token, so a
- * token names one tenure; releasing keeps it. All times are the server's
+ * the holder's membership, counts live members W, derives its quota —
+ * ⌊P/W⌋, plus one for the first P mod W members in byte order of (owner,
+ * instance) — keeps (renews) its lowest partitions up to the quota,
+ * releases the rest, and claims free or expired partitions up to the quota
+ * with FOR UPDATE SKIP LOCKED. Every claim bumps the partition's token, so
+ * a token names one tenure; releasing keeps it. A claim of an expired
+ * lease reports whose it was (a takeover). All times are the server's
  * clock; expires_at = now + lease.
  *
- * Fencing. <table>_guard(name, partition, owner, token) locks the lease row
- * FOR SHARE inside the caller's transaction and raises SQLSTATE PGSL1 unless
- * that owner still holds that token unexpired. The row lock makes a takeover
- * (an UPDATE) wait for the guarded transaction to finish, so nothing commits
- * under a token after the token has changed. Locally, a lease counts as
- * held until (time the tick was sent + lease), which is never later than the
- * server's expiry.
- */
+ * Fencing. <table>_guard(name, partition, owner, instance, token, bound)
+ * locks the lease row FOR SHARE inside the caller's transaction and raises
+ * SQLSTATE PGSL1 unless that instance still holds that token unexpired.
+ * The row lock makes a takeover (an UPDATE) wait for the guarded
+ * transaction to finish, so nothing commits under a token after the token
+ * has changed. Locally, a lease counts as held until (time the tick was
+ * sent + lease), which is never later than the server's expiry.
+ *
+ * A frozen holder. Claimers skip locked rows, so a holder stopped after its
+ * guard (SIGSTOP, a debugger, a swapped-out VM) would keep its partition
+ * for as long as its transaction stays open. The guard therefore bounds
+ * the rest of that transaction, transaction-locally: no statement may run
+ * and no idle pause may last longer than one lease (statement_timeout,
+ * idle_in_transaction_session_timeout; a tighter setting of the session is
+ * kept). Past it the server ends the session, which releases the lock, and
+ * the next tick of another worker claims the partition: at most one lease
+ * after its expiry, whatever the old holder does. This keeps the guard a
+ * lock — the one way a commit can be ordered before a takeover in READ
+ * COMMITTED — instead of a check that a takeover could overtake; the price
+ * is that a guarded transaction must finish within one lease of its guard
+ * (guard last, just before commit, as documented), which a healthy holder
+ * does by far. */
 #include "store.h"
 #include "clock.h"
 #include "conn.h"
@@ -33,7 +52,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +63,7 @@
 struct pgs_lease {
     pgs_store_base_t base;
     char *name, *owner;
+    char instance[PGS_LEASE_INSTANCE_LEN + 1]; /* random, one per handle */
     int32_t count;
     double lease, renew;
     char lease_ms[32], lock_timeout_ms[32];
@@ -70,37 +92,40 @@ static const char seed_sql[] =
     "INSERT INTO @table@ (name, partition)"
     " SELECT $1, g FROM generate_series(0, $2::int - 1) g ON CONFLICT DO NOTHING";
 
-/* $1 name, $2 owner, $3 count, $4 lease ms, $5 lock_timeout ms. The cfg CTE
- * sets lock_timeout before anything can wait for a row lock (everything that
- * locks joins it), so a tick blocked by a long guarded transaction gives up
- * instead of hanging; it is transaction-local, so the pooled session keeps
- * its own setting. */
+/* $1 name, $2 owner, $3 count, $4 lease ms, $5 lock_timeout ms, $6 instance.
+ * The cfg CTE sets lock_timeout before anything can wait for a row lock
+ * (everything that locks joins it), so a tick blocked by a long guarded
+ * transaction gives up instead of hanging; it is transaction-local, so the
+ * pooled session keeps its own setting. A member is an instance; the
+ * owner is its readable name. Claims return the owner they took the
+ * partition from when its lease had expired (a takeover). */
 static const char tick_sql[] =
     "WITH cfg AS MATERIALIZED ("
     "  SELECT clock_timestamp() AS now, set_config('lock_timeout', $5, true) AS lt"
     "), member AS ("
-    "  INSERT INTO @members@ AS m (name, owner, expires_at)"
-    "  SELECT $1, $2, cfg.now + $4::float8 * interval '1 millisecond' FROM cfg"
-    "  ON CONFLICT (name, owner) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+    "  INSERT INTO @members@ AS m (name, owner, instance, expires_at)"
+    "  SELECT $1, $2, $6, cfg.now + $4::float8 * interval '1 millisecond' FROM cfg"
+    "  ON CONFLICT (name, instance) DO UPDATE SET expires_at = EXCLUDED.expires_at"
     "  RETURNING 1"
     "), purge AS ("
-    "  DELETE FROM @members@ d WHERE (d.name, d.owner) IN ("
-    "    SELECT o.name, o.owner FROM @members@ o, cfg"
-    "    WHERE o.name = $1 AND o.owner <> $2"
+    "  DELETE FROM @members@ d WHERE (d.name, d.instance) IN ("
+    "    SELECT o.name, o.instance FROM @members@ o, cfg"
+    "    WHERE o.name = $1 AND o.instance <> $6"
     "      AND o.expires_at < cfg.now - 10 * $4::float8 * interval '1 millisecond'"
     "    FOR UPDATE OF o SKIP LOCKED)"
     "  RETURNING 1"
     "), live AS ("
-    "  SELECT o.owner FROM @members@ o, cfg"
-    "  WHERE o.name = $1 AND o.owner <> $2 AND o.expires_at > cfg.now"
+    "  SELECT o.owner, o.instance FROM @members@ o, cfg"
+    "  WHERE o.name = $1 AND o.instance <> $6 AND o.expires_at > cfg.now"
     "), quota AS ("
     "  SELECT $3::int / (n + 1) + CASE WHEN ahead < $3::int % (n + 1) THEN 1 ELSE 0 END AS q"
     "  FROM (SELECT count(*)::int AS n,"
-    "               (count(*) FILTER (WHERE owner COLLATE \"C\" < $2 COLLATE \"C\"))::int AS ahead"
+    "               (count(*) FILTER (WHERE owner COLLATE \"C\" < $2 COLLATE \"C\""
+    "                  OR (owner = $2 AND instance COLLATE \"C\" < $6 COLLATE \"C\")))::int AS ahead"
     "        FROM live) s"
     "), mine AS MATERIALIZED ("
     "  SELECT l.partition FROM @table@ l, cfg"
-    "  WHERE l.name = $1 AND l.owner = $2 AND l.partition < $3::int"
+    "  WHERE l.name = $1 AND l.instance = $6 AND l.partition < $3::int"
     "  ORDER BY l.partition FOR UPDATE OF l"
     "), keep AS MATERIALIZED ("
     "  SELECT partition FROM mine ORDER BY partition LIMIT (SELECT q FROM quota)"
@@ -109,37 +134,39 @@ static const char tick_sql[] =
     "  WHERE l.name = $1 AND l.partition IN (SELECT partition FROM keep)"
     "  RETURNING l.partition, l.token"
     "), released AS ("
-    "  UPDATE @table@ l SET owner = NULL, expires_at = NULL"
-    "  WHERE l.name = $1 AND l.owner = $2 AND l.partition NOT IN (SELECT partition FROM keep)"
+    "  UPDATE @table@ l SET owner = NULL, instance = NULL, expires_at = NULL"
+    "  WHERE l.name = $1 AND l.instance = $6 AND l.partition NOT IN (SELECT partition FROM keep)"
     "  RETURNING l.partition, l.token"
     "), free AS MATERIALIZED ("
-    "  SELECT l.partition FROM @table@ l, cfg"
+    "  SELECT l.partition, CASE WHEN l.expires_at IS NOT NULL THEN l.owner END AS prev"
+    "  FROM @table@ l, cfg"
     "  WHERE l.name = $1 AND l.partition < $3::int"
     "    AND (l.owner IS NULL OR l.expires_at IS NULL OR l.expires_at <= cfg.now)"
-    "    AND l.owner IS DISTINCT FROM $2"
+    "    AND l.instance IS DISTINCT FROM $6"
     "  ORDER BY l.partition"
     "  LIMIT greatest(0, (SELECT q FROM quota) - (SELECT count(*) FROM keep))"
     "  FOR UPDATE OF l SKIP LOCKED"
     "), claimed AS ("
-    "  UPDATE @table@ l SET owner = $2, token = l.token + 1,"
+    "  UPDATE @table@ l SET owner = $2, instance = $6, token = l.token + 1,"
     "         expires_at = cfg.now + $4::float8 * interval '1 millisecond'"
-    "  FROM cfg WHERE l.name = $1 AND l.partition IN (SELECT partition FROM free)"
-    "  RETURNING l.partition, l.token"
+    "  FROM cfg, free f WHERE l.name = $1 AND l.partition = f.partition"
+    "  RETURNING l.partition, l.token, f.prev"
     ")"
-    " SELECT 'k' AS kind, partition, token FROM renewed"
-    " UNION ALL SELECT 'r', partition, token FROM released"
-    " UNION ALL SELECT 'c', partition, token FROM claimed";
+    " SELECT 'k' AS kind, partition, token, NULL::text AS prev FROM renewed"
+    " UNION ALL SELECT 'r', partition, token, NULL FROM released"
+    " UNION ALL SELECT 'c', partition, token, prev FROM claimed";
 
-/* $1 name, $2 owner, $3 lock_timeout ms (as for the tick). */
+/* $1 name, $2 instance, $3 lock_timeout ms (as for the tick). */
 static const char release_sql[] =
     "WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $3, true) AS lt),"
     " r AS ("
-    "  UPDATE @table@ l SET owner = NULL, expires_at = NULL FROM cfg"
-    "  WHERE l.name = $1 AND l.owner = $2 RETURNING l.partition, l.token"
-    "), m AS (DELETE FROM @members@ d USING cfg WHERE d.name = $1 AND d.owner = $2 RETURNING 1)"
-    " SELECT 'r' AS kind, partition, token FROM r";
+    "  UPDATE @table@ l SET owner = NULL, instance = NULL, expires_at = NULL FROM cfg"
+    "  WHERE l.name = $1 AND l.instance = $2 RETURNING l.partition, l.token"
+    "), m AS (DELETE FROM @members@ d USING cfg WHERE d.name = $1 AND d.instance = $2 RETURNING 1)"
+    " SELECT 'r' AS kind, partition, token, NULL::text AS prev FROM r";
 
-static const char guard_sql[] = "SELECT @guard@($1, $2::int, $3, $4::bigint)";
+/* $1 name, $2 partition, $3 owner, $4 instance, $5 token, $6 bound ms. */
+static const char guard_sql[] = "SELECT @guard@($1, $2::int, $3, $4, $5::bigint, $6::int)";
 
 /* ---- opening ------------------------------------------------------------------ */
 
@@ -157,6 +184,21 @@ static char *default_owner(void)
     else
         snprintf(owner, sizeof owner, "%s:%ld:%d", host, (long)getpid(), n);
     return strdup(owner);
+}
+
+/* A fresh instance id: PGS_LEASE_INSTANCE_LEN hex digits from the kernel's
+ * random source; where that fails, from the clock, the pid and an address
+ * (unique enough on one host, which is where the owner strings collide). */
+static void new_instance(char out[PGS_LEASE_INSTANCE_LEN + 1])
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^
+            ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)out;
+    }
+    snprintf(out, PGS_LEASE_INSTANCE_LEN + 1, "%016llx", (unsigned long long)r);
 }
 
 /* The set's schema for the runner; members and guard receive the quoted
@@ -220,15 +262,16 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
     if (!pgs_utf8_valid(opts->name, strlen(opts->name)))
         return pgs_error_set(err, PGS_EINVALID, "partition set name is not valid UTF-8");
     int32_t count = opts->count > 0 ? opts->count : 8;
-    double lease = opts->lease > 0 ? opts->lease : 30;
-    double renew = opts->renew > 0 ? opts->renew : 10;
+    /* The defaults follow what was given: a lease 3 renews long. */
+    double lease = opts->lease > 0 ? opts->lease : opts->renew * 3 > 10 ? opts->renew * 3 : 10;
+    double renew = opts->renew > 0 ? opts->renew : lease / 3;
     if (opts->count < 0 || count > 65536)
         return pgs_error_set(err, PGS_EINVALID, "partition count %d is over 65536", (int)count);
     if (renew >= lease)
         return pgs_error_set(err, PGS_EINVALID,
                              "renew (%gs) must be shorter than the lease (%gs)", renew, lease);
-    if (opts->owner && (!*opts->owner || strlen(opts->owner) > 200))
-        return pgs_error_set(err, PGS_EINVALID, "owner must be 1..200 bytes");
+    if (opts->owner && (!*opts->owner || strlen(opts->owner) > PGS_LEASE_OWNER_MAX))
+        return pgs_error_set(err, PGS_EINVALID, "owner must be 1..%d bytes", PGS_LEASE_OWNER_MAX);
     if (opts->owner && !pgs_utf8_valid(opts->owner, strlen(opts->owner)))
         return pgs_error_set(err, PGS_EINVALID, "partition owner is not valid UTF-8");
     if (!(lease <= PGS_SECONDS_MAX))
@@ -260,6 +303,7 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
     snprintf(l->lock_timeout_ms, sizeof l->lock_timeout_ms, "%.0f", lock_ms);
     l->name = strdup(opts->name);
     l->owner = opts->owner ? strdup(opts->owner) : default_owner();
+    new_instance(l->instance);
     l->tokens = calloc((size_t)count, sizeof *l->tokens);
     const char *tmpl[] = {tick_sql, release_sql, guard_sql, seed_sql};
     char *sql[4] = {NULL, NULL, NULL, NULL}, *seed = NULL;
@@ -296,7 +340,8 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
 /* ---- ticks ------------------------------------------------------------------------ */
 
 /* Called with mu held. */
-static void note_change(pgs_lease_t *l, int32_t p, pgs_lease_change_kind_t kind, int64_t token)
+static void note_change(pgs_lease_t *l, int32_t p, pgs_lease_change_kind_t kind, int64_t token,
+                        const char *from)
 {
     if (l->npending == l->cappending) {
         /* Nobody collects them (a background renewer with no reader): keep
@@ -314,20 +359,28 @@ static void note_change(pgs_lease_t *l, int32_t p, pgs_lease_change_kind_t kind,
             l->cappending = cap;
         }
     }
-    l->pending[l->npending++] = (pgs_lease_change_t){.partition = p, .kind = kind, .token = token};
+    pgs_lease_change_t *c = &l->pending[l->npending++];
+    *c = (pgs_lease_change_t){.partition = p, .kind = kind, .token = token};
+    if (from)
+        snprintf(c->from, sizeof c->from, "%s", from);
 }
 
-/* Applies a result of (kind, partition, token) rows: 'k' kept, 'c' claimed,
- * 'r' released. Anything held before and absent now was lost. */
+/* Applies a result of (kind, partition, token, prev) rows: 'k' kept, 'c'
+ * claimed (prev: the owner whose expired lease it took over, or NULL), 'r'
+ * released. Anything held before and absent now was lost. */
 static pgs_status_t apply(pgs_lease_t *l, PGresult *r, double sent, pgs_error_t *err)
 {
     int64_t *now = calloc((size_t)l->count, sizeof *now);
     char *released = calloc((size_t)l->count, 1);
-    if (!now || !released) {
+    int *row = malloc((size_t)l->count * sizeof *row); /* of the claim, or -1 */
+    if (!now || !released || !row) {
         free(now);
         free(released);
+        free(row);
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     }
+    for (int32_t p = 0; p < l->count; p++)
+        row[p] = -1;
     for (int i = 0; i < PQntuples(r); i++) {
         char kind = PQgetvalue(r, i, 0)[0];
         long p = strtol(PQgetvalue(r, i, 1), NULL, 10);
@@ -338,20 +391,24 @@ static pgs_status_t apply(pgs_lease_t *l, PGresult *r, double sent, pgs_error_t 
             released[p] = 1;
         else
             now[p] = token;
+        if (kind == 'c' && !PQgetisnull(r, i, 3))
+            row[p] = i;
     }
     pthread_mutex_lock(&l->mu);
     for (int32_t p = 0; p < l->count; p++) {
         int64_t before = l->tokens[p];
         if (before && before != now[p])
-            note_change(l, p, released[p] ? PGS_LEASE_RELEASED : PGS_LEASE_LOST, before);
+            note_change(l, p, released[p] ? PGS_LEASE_RELEASED : PGS_LEASE_LOST, before, NULL);
         if (now[p] && now[p] != before)
-            note_change(l, p, PGS_LEASE_ACQUIRED, now[p]);
+            note_change(l, p, PGS_LEASE_ACQUIRED, now[p],
+                        row[p] >= 0 ? PQgetvalue(r, row[p], 3) : NULL);
     }
     memcpy(l->tokens, now, (size_t)l->count * sizeof *now);
     l->valid_until = sent + l->lease;
     pthread_mutex_unlock(&l->mu);
     free(now);
     free(released);
+    free(row);
     return PGS_OK;
 }
 
@@ -360,9 +417,10 @@ static pgs_status_t run_round(pgs_lease_t *l, int release, pgs_error_t *err)
     pthread_mutex_lock(&l->tick_mu);
     char n[16];
     snprintf(n, sizeof n, "%d", (int)l->count);
-    pgs_param_t tick_params[5] = {
-        {l->name, -1}, {l->owner, -1}, {n, -1}, {l->lease_ms, -1}, {l->lock_timeout_ms, -1}};
-    pgs_param_t release_params[3] = {{l->name, -1}, {l->owner, -1}, {l->lock_timeout_ms, -1}};
+    pgs_param_t tick_params[6] = {{l->name, -1},     {l->owner, -1},
+                                  {n, -1},           {l->lease_ms, -1},
+                                  {l->lock_timeout_ms, -1}, {l->instance, -1}};
+    pgs_param_t release_params[3] = {{l->name, -1}, {l->instance, -1}, {l->lock_timeout_ms, -1}};
     pgs_conn_t *c;
     PGresult *r = NULL;
     double sent = pgs_clock_now();
@@ -370,7 +428,7 @@ static pgs_status_t run_round(pgs_lease_t *l, int release, pgs_error_t *err)
     if (st == PGS_OK) {
         sent = pgs_clock_now();
         st = release ? pgs_exec(c, l->release_sql, 3, release_params, &r, err)
-                     : pgs_exec(c, l->tick_sql, 5, tick_params, &r, err);
+                     : pgs_exec(c, l->tick_sql, 6, tick_params, &r, err);
         pgs_pool_release(l->base.pool, c);
     }
     if (st == PGS_OK) {
@@ -464,6 +522,7 @@ void pgs_lease_info(pgs_lease_t *l, pgs_lease_info_t *out)
     pthread_mutex_lock(&l->mu);
     out->name = l->name;
     out->owner = l->owner;
+    out->instance = l->instance;
     out->table = l->base.given;
     out->count = l->count;
     out->lease = l->lease;
@@ -493,8 +552,9 @@ pgs_status_t pgs_lease_guard(pgs_lease_t *l, pgs_conn_t *tx, int32_t partition, 
     char p[16], t[32];
     snprintf(p, sizeof p, "%d", (int)partition);
     snprintf(t, sizeof t, "%lld", (long long)token);
-    pgs_param_t params[4] = {{l->name, -1}, {p, -1}, {l->owner, -1}, {t, -1}};
-    pgs_status_t st = pgs_exec(tx, l->guard_sql, 4, params, NULL, err);
+    pgs_param_t params[6] = {{l->name, -1},     {p, -1}, {l->owner, -1},
+                             {l->instance, -1}, {t, -1}, {l->lease_ms, -1}};
+    pgs_status_t st = pgs_exec(tx, l->guard_sql, 6, params, NULL, err);
     if (st != PGS_OK && err && strcmp(err->sqlstate, LEASE_LOST_SQLSTATE) == 0)
         err->code = st = PGS_ELEASE_LOST;
     return st;

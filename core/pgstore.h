@@ -987,6 +987,12 @@ int64_t pgs_lock_key(const char *key, size_t len);
  * renewer (pgs_lease_start) may tick while other threads read and guard. */
 typedef struct pgs_lease pgs_lease_t;
 
+/* A lease holder is an instance: the readable owner plus a random id of
+ * this many hex digits, drawn when the handle opens, so two processes given
+ * one owner string (two containers, each "host:1") are two holders. */
+#define PGS_LEASE_INSTANCE_LEN 16
+#define PGS_LEASE_OWNER_MAX 200
+
 /* Creates or upgrades the lease tables (NULL → "pgstore_leases") through
  * the migration runner, as pgs_lease_open does unless skip_schema_init. */
 pgs_status_t pgs_lease_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err);
@@ -995,8 +1001,10 @@ typedef struct pgs_lease_opts {
     const char *table;         /* NULL → "pgstore_leases"                   */
     const char *name;          /* the partition set (required)              */
     int32_t count;             /* partitions; 0 → 8                         */
-    double lease;              /* seconds a claim or renewal lasts; 0 → 30  */
-    double renew;              /* seconds between ticks; 0 → 10; < lease    */
+    double lease;              /* seconds a claim or renewal lasts; 0 → 10
+                                  or 3 × renew, whichever is longer         */
+    double renew;              /* seconds between ticks; 0 → lease / 3;
+                                  < lease                                   */
     const char *owner;         /* unique per live worker; NULL →
                                   "hostname:pid" (":n" for the n-th set
                                   opened in the process)                   */
@@ -1017,6 +1025,8 @@ typedef struct pgs_lease_change {
     int32_t partition;
     pgs_lease_change_kind_t kind;
     int64_t token;
+    char from[PGS_LEASE_OWNER_MAX + 1]; /* acquired from a holder whose lease
+                                  had expired (a takeover): its owner; else "" */
 } pgs_lease_change_t;
 
 /* Migrates the table, makes sure the set's partition rows exist, and
@@ -1055,10 +1065,14 @@ int pgs_lease_owned(pgs_lease_t *l, int64_t *tokens);
 
 /* Fencing, inside the caller's open transaction on tx: fails the statement
  * — and so the transaction — with PGS_ELEASE_LOST (SQLSTATE PGSL1) unless
- * this worker still holds `partition` with `token` (<= 0: the token held
+ * this instance still holds `partition` with `token` (<= 0: the token held
  * now) and the lease has not expired. On success the lease row stays locked
  * FOR SHARE until the transaction ends, so no takeover can commit before
- * it: run it last, just before commit, under READ COMMITTED; under
+ * it; that transaction is bounded from then on: a statement or an idle
+ * pause longer than the lease ends the session (statement_timeout and
+ * idle_in_transaction_session_timeout, transaction-local), so a holder
+ * frozen after its guard cannot keep the partition. Run it last, just
+ * before commit, under READ COMMITTED; under
  * REPEATABLE READ/SERIALIZABLE run it first (a renewal between snapshot and
  * guard is a serialization failure). Pass the token your work started
  * under when the work spans ticks. */
@@ -1067,6 +1081,7 @@ pgs_status_t pgs_lease_guard(pgs_lease_t *l, pgs_conn_t *tx, int32_t partition, 
 
 typedef struct pgs_lease_info {
     const char *name, *owner, *table; /* owned by the lease handle          */
+    const char *instance;      /* this holder's random id (owned likewise)  */
     int32_t count;
     double lease, renew;
     long ticks, failures;      /* rounds run, rounds failed                 */

@@ -2,7 +2,8 @@
  * l_lease.c — partition leases and the stable hashes in pgstore.core.
  *
  *   core.lease(pool, { table=, name=, count=, lease=, renew=, owner= }) → lease
- *   lease:tick() → { acquired = {p…}, released = {p…}, lost = {p…} }
+ *   lease:tick() → { acquired = {p…}, released = {p…}, lost = {p…},
+ *                    taken = { [p] = owner whose expired lease was taken over } }
  *   lease:changes() → the same, for changes made by the background renewer
  *   lease:release() → the same, after giving up everything now
  *   lease:owned() → { [p] = token }   lease:token(p) → token | nil
@@ -69,16 +70,23 @@ static int l_lease_tostring(lua_State *L)
 /* Keep in the same order as enum pgs_lease_change_kind. */
 static const char *const kind_names[] = {"acquired", "released", "lost"};
 
-/* Pushes { acquired = {…}, released = {…}, lost = {…} } from a malloc'd
- * array, which it frees. */
+/* Pushes { acquired = {…}, released = {…}, lost = {…}, taken = {…} } from
+ * a malloc'd array, which it frees. */
 static void push_changes(lua_State *L, pgs_lease_change_t *c, int n)
 {
     pgs_l_own(L, c);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     for (int k = 0; k < 3; k++) {
         lua_newtable(L);
         lua_setfield(L, -2, kind_names[k]);
     }
+    lua_newtable(L);
+    for (int i = 0; i < n; i++)
+        if (c[i].kind == PGS_LEASE_ACQUIRED && c[i].from[0]) {
+            lua_pushstring(L, c[i].from);
+            lua_rawseti(L, -2, c[i].partition);
+        }
+    lua_setfield(L, -2, "taken");
     int counts[3] = {0, 0, 0};
     for (int i = 0; i < n; i++) {
         int k = (int)c[i].kind;
@@ -196,9 +204,10 @@ static int l_lease_info(lua_State *L)
 {
     pgs_lease_info_t info;
     pgs_lease_info(check_lease(L), &info);
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 11);
     pgs_l_set_string(L, "name", info.name);
     pgs_l_set_string(L, "owner", info.owner);
+    pgs_l_set_string(L, "instance", info.instance);
     pgs_l_set_string(L, "table", info.table);
     pgs_l_set_number(L, "count", info.count);
     pgs_l_set_number(L, "lease", info.lease);

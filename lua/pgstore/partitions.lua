@@ -2,16 +2,18 @@
 -- pgstore.partitions — N partitions of a named set, shared by competing
 -- workers through leases with fencing tokens:
 --
---   local pm = assert(db:partitions{ name = "projector" })  -- 8 partitions, 30 s lease, renew 10 s
---   every pm.renew seconds:  local changes = pm:tick()      -- { acquired = {…}, released = {…}, lost = {…} }
+--   local pm = assert(db:partitions{ name = "projector" })  -- 8 partitions, 10 s lease, renew every 3.3 s
+--   every pm.renew seconds:  local changes = pm:tick()      -- { acquired = {…}, released = {…}, lost = {…}, taken = {…} }
 --   for p, token in pairs(pm:owned()) do … end              -- partitions are 0 .. count-1
 --   db:transaction(function(tx)
 --     … work for partition p …
 --     return pm:guard(tx, p)   -- fails the transaction with "lease_lost" if p moved on
 --   end)
 --
--- Options: name (required), count = 8, lease = 30, renew = 10 (seconds,
--- renew < lease), owner = "hostname:pid" (unique per live worker), table =
+-- Options: name (required), count = 8, lease = 10 (or 3 × renew when
+-- that is longer), renew = lease / 3 (seconds, renew < lease), owner = "hostname:pid" (a readable name; every
+-- handle is also an instance with a random id, pm.instance, so two
+-- processes given one owner are two workers), table =
 -- "pgstore_leases", background = false (a C thread ticks every `renew`
 -- seconds; collect its changes with pm:changes()), skip_schema_init = false
 -- (true: create nothing; missing tables are a "not_found" error). All
@@ -19,16 +21,26 @@
 -- first tick.
 --
 -- Balancing: with W live workers each ends up with ⌊P/W⌋ or ⌈P/W⌉
--- partitions (the first P mod W workers by owner, in byte order, take one
--- more). A worker that stops ticking loses its partitions when its lease
--- expires; the others take them over at their next tick. pm:close()
--- releases everything at once.
+-- partitions (the first P mod W workers by (owner, instance), in byte
+-- order, take one more). A worker that stops ticking loses its partitions
+-- when its lease expires; the others take them over at their next tick
+-- (changes.taken[p] = the owner it was taken from). pm:close() releases
+-- everything at once.
+--
+-- Why a 10 s lease: a crashed worker's partitions stand idle for up to one
+-- lease plus one renew interval, so the lease is what a crash costs; it
+-- must still outlast what a healthy worker can meet between two ticks (a
+-- slow statement, a GC pause, a short server restart). 10 s with a tick
+-- every 3.3 s leaves two retries before expiry and caps the idle time of a
+-- crash at ~13 s (30 s before). A clean exit (pm:close) hands over at once.
 --
 -- Fencing: every change of owner increases the partition's token.
 -- pm:guard(tx, p[, token]) fails with "lease_lost" — and aborts the
--- transaction — unless this worker still holds p with that token (default:
--- the one held now); it locks the lease row until the transaction ends, so
--- no takeover commits first. Call it last, just before commit, under read
+-- transaction — unless this instance still holds p with that token
+-- (default: the one held now); it locks the lease row until the transaction
+-- ends, so no takeover commits first. From the guard on, a statement or an
+-- idle pause longer than the lease ends the session (so a holder frozen
+-- after its guard cannot keep the partition). Call it last, just before commit, under read
 -- committed; first under repeatable read / serializable. Pass the token your
 -- work started under when the work spans ticks.
 --
@@ -61,9 +73,14 @@ function _M.new(db, opts)
   options.arg(opts, 1, "partitions", "table", "options table")
   options.check(opts, OPTIONS, 1, "partitions")
   options.required(opts, "name", 1, "partitions")
-  local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
+  -- the defaults follow what was given: a lease 3 renews long
+  local count = opts.count or 8
+  local lease = opts.lease or (type(opts.renew) == "number" and math.max(10, 3 * opts.renew)) or 10
+  local renew = opts.renew or lease / 3
   local bad = (opts.name == "" and errors.new("invalid", "name must not be empty"))
     or options.int(count, "count", 1, 65536)
+    -- a given renew first: the default lease derives from it
+    or (opts.renew ~= nil and options.seconds(renew, "renew", true))
     or options.seconds(lease, "lease", true) or options.seconds(renew, "renew", true)
     or (renew >= lease and errors.new("invalid",
           format("renew (%g s) must be shorter than lease (%g s)", renew, lease)))
@@ -84,7 +101,8 @@ function _M.new(db, opts)
   end
   local info = lease_handle:info()
   return setmetatable({
-    core = lease_handle, db = db, name = info.name, owner = info.owner, table = info.table,
+    core = lease_handle, db = db, name = info.name, owner = info.owner, instance = info.instance,
+    table = info.table,
     count = count, lease = lease, renew = renew,
   }, mt)
 end
@@ -102,7 +120,7 @@ local function check_partition(self, p, n, fname)
   return options.int(p, "partition", 0, self.count - 1)
 end
 
--- pm:tick() → { acquired = {p…}, released = {p…}, lost = {p…} } | nil, err
+-- pm:tick() → { acquired = {p…}, released = {p…}, lost = {p…}, taken = { [p] = owner } } | nil, err
 function Partitions:tick()
   check(self, "tick")
   return self.core:tick()
@@ -165,7 +183,7 @@ function Partitions:release()
   return self.core:release()
 end
 
--- { name, owner, table, count, lease, renew, ticks, failures, background, last_error }
+-- { name, owner, instance, table, count, lease, renew, ticks, failures, background, last_error }
 function Partitions:info()
   check(self, "info")
   return self.core:info()
@@ -181,7 +199,7 @@ function Partitions:close()
 end
 
 mt.__tostring = function(self)
-  return self.core and format("pgstore.partitions (%s as %s)", self.name, self.owner)
+  return self.core and format("pgstore.partitions (%s as %s, instance %s)", self.name, self.owner, self.instance)
     or "pgstore.partitions (closed)"
 end
 

@@ -371,12 +371,14 @@ local function process(unit, rows, cursor)
       skipped, committing = {}, false
       local ok, err = apply(unit, tx, rows, careful, skipped)
       if not ok then return nil, err end
-      ok, err = unit.sub:ack(cursor, tx)
-      if not ok then return nil, err end
+      -- The guard before the checkpoint: a stale worker is told its lease
+      -- is lost, not that the checkpoint moved (its successor moved it).
       if unit.pm then
         ok, err = unit.pm:guard(tx, unit.partition, unit.token)
         if not ok then return nil, err end
       end
+      ok, err = unit.sub:ack(cursor, tx)
+      if not ok then return nil, err end
       committing = true
       return true
     end)
@@ -393,6 +395,7 @@ local function process(unit, rows, cursor)
     -- cursor is at the last ack, the next ack reads it first, and run()
     -- waits for the server (pgstore.outage).
     if not cursor then return nil, rerr end
+    if err.code == "lease_lost" then return nil, err end -- the runner leaves the partition
     local why
     if err.code == "conflict" then
       why = "checkpoint moved by another runner"
@@ -524,17 +527,54 @@ function Runner:unit(def, consumer, partition)
   return unit
 end
 
+local function list(ps)
+  table.sort(ps)
+  return table.concat(ps, ", ")
+end
+
+-- One line per kind of lease change of a tick: acquisitions, takeovers
+-- (whose expired lease, each), losses and what a rebalance gave up.
+local function tell_changes(say, def, pm, changes)
+  local acquired, taken = {}, {}
+  for _, p in ipairs(changes.acquired) do
+    local from = changes.taken and changes.taken[p]
+    if from then taken[#taken + 1] = { p = p, from = from } else acquired[#acquired + 1] = p end
+  end
+  if #acquired > 0 then say(("%s: acquired partitions %s"):format(def.name, list(acquired))) end
+  table.sort(taken, function(a, b) return a.p < b.p end)
+  for _, t in ipairs(taken) do
+    say(("%s: took over partition %d from %s (its lease expired)"):format(def.name, t.p, t.from))
+  end
+  if #changes.lost > 0 then
+    say(("%s: lost partitions %s (lease expired or taken over)"):format(def.name, list(changes.lost)))
+  end
+  if #changes.released > 0 then
+    local n = 0
+    for _ in pairs(pm:owned()) do n = n + 1 end
+    say(("%s: rebalanced: released partitions %s to other workers, holding %d of %d")
+      :format(def.name, list(changes.released), n, pm.count))
+  end
+end
+
 -- Follows lease changes: a unit per owned partition.
 function Runner:rebalance()
   for _, def in ipairs(self.defs) do
     local pm = self.leases[def]
     if pm and (not self.next_tick[def] or now() >= self.next_tick[def]) then
-      pm:tick()
-      self.next_tick[def] = now() + (self.opts.renew or pm.renew or 10) / 2
+      local changes, terr = pm:tick()
+      if changes then
+        tell_changes(self.say, def, pm, changes)
+        self.tick_failing = nil
+      elseif not self.tick_failing then
+        self.tick_failing = true -- told once per outage
+        self.say(("%s: cannot renew leases (%s); partitions count as held until their lease runs out")
+          :format(def.name, tostring(terr)))
+      end
+      self.next_tick[def] = now() + (self.opts.renew or pm.renew) / 2
       local owned = pm:owned()
       local keep = {}
       for _, u in ipairs(self.units) do
-        if u.def ~= def or (owned[u.partition] and owned[u.partition] == u.token) then
+        if u.def ~= def or (not u.lost and owned[u.partition] and owned[u.partition] == u.token) then
           keep[#keep + 1] = u
         else
           u.sub:close()
@@ -568,7 +608,9 @@ function Runner:step(wait)
       ok, err = process(unit, rows, unit.sub:position())
       if not ok then
         if type(err) == "table" and err.code == "lease_lost" then
-          self.say(("%s: lost partition %d, leaving it"):format(unit.def.name, unit.partition))
+          unit.lost = true
+          self.say(("%s: partition %d: lease_lost, its batch of %d events refused (%s); leaving it")
+            :format(unit.def.name, unit.partition, #rows, err.detail or "taken over"))
           self.next_tick[unit.def] = 0
         else
           return nil, err

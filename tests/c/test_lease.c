@@ -191,10 +191,14 @@ static void test_fencing(void)
     tick(a, NULL, NULL);
     CHECK(held(a) == 4 && held(b) == 4 && pgs_lease_token(b, 2) > 0);
 
-    /* A guarded transaction still open holds off the takeover of its row. */
+    /* A guarded transaction still at work holds off the takeover of its
+     * row (each pause and statement shorter than the lease). */
     CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
     CHECK_OK(pgs_lease_guard(b, c, 2, 0, &err), err);
-    pgs_test_sleep(1.2); /* b's leases expire while the transaction is open */
+    for (int i = 0; i < 4; i++) { /* b's leases expire while it works */
+        pgs_test_sleep(0.3);
+        CHECK_OK(pgs_exec_command(c, "SELECT 1", &err), err);
+    }
     tick(a, &ch, &n);
     CHECK(pgs_lease_token(a, 2) == 0); /* skipped: locked by b's guard */
     CHECK(held(a) == 7);
@@ -202,6 +206,25 @@ static void test_fencing(void)
     CHECK_OK(pgs_tx_commit(c, &err), err);
     tick(a, NULL, NULL);
     CHECK(held(a) == 8);
+    pgs_pool_release(pool, c);
+
+    /* A guarded transaction that pauses longer than the lease (a frozen
+     * holder) loses its session, and with it the lock: no holder keeps a
+     * partition past its lease by keeping a transaction open. */
+    tick(b, NULL, NULL);
+    tick(a, NULL, NULL);
+    tick(b, NULL, NULL);
+    CHECK(held(b) == 4);
+    int32_t p = 0;
+    while (p < 7 && pgs_lease_token(b, p) == 0)
+        p++;
+    CHECK_OK(pgs_pool_acquire(pool, -1, &c, &err), err);
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK_OK(pgs_lease_guard(b, c, p, 0, &err), err);
+    pgs_test_sleep(1.3);
+    tick(a, NULL, NULL);
+    CHECK(pgs_lease_token(a, p) > 0 && held(a) == 8);
+    CHECK(pgs_tx_commit(c, &err) == PGS_ECONNECTION);
     pgs_pool_release(pool, c);
     pgs_lease_close(a);
     pgs_lease_close(b);
@@ -245,7 +268,14 @@ static void test_bad_options(void)
     CHECK_OK(pgs_lease_open(pool, &o, &l, &err), err);
     pgs_lease_info_t info;
     pgs_lease_info(l, &info);
-    CHECK(info.count == 8 && info.lease == 30 && info.renew == 10);
+    CHECK(info.count == 8 && info.lease == 10 && info.renew > 3.33 && info.renew < 3.34);
+    CHECK(info.instance && strlen(info.instance) == PGS_LEASE_INSTANCE_LEN);
+    pgs_lease_t *twin = NULL; /* the same owner: another instance */
+    CHECK_OK(pgs_lease_open(pool, &o, &twin, &err), err);
+    pgs_lease_info_t twin_info;
+    pgs_lease_info(twin, &twin_info);
+    CHECK(strcmp(info.instance, twin_info.instance) != 0);
+    pgs_lease_close(twin);
     CHECK(strchr(info.owner, ':') != NULL); /* hostname:pid */
     pgs_lease_close(l);
 }

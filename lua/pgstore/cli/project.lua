@@ -12,9 +12,36 @@ local sys = require "pgstore.sys"
 
 local _M = {
   usage = "pgstore project FILE.lua... [--once] [--rebuild] [--from start|end] [--table EVENTS]"
-    .. " [--upcasters FILE] [--policy FILE [--policy-every SECONDS] [--idempotency-ttl SECONDS]]",
+    .. " [--upcasters FILE] [--policy FILE [--policy-every SECONDS] [--idempotency-ttl SECONDS]]"
+    .. " [--lease SECONDS] [--renew SECONDS]",
   summary = "run projections: catch up, then follow live",
 }
+
+_M.help = [[run projections: setup, catch up from the checkpoint, then follow live
+(one transaction per batch holds the read-model writes and the checkpoint).
+
+  --once              stop when caught up
+  --rebuild           teardown, forget checkpoints and parked events, start over
+  --from start|end    where a projection without a checkpoint begins (default start)
+  --table EVENTS      the event store (default events)
+  --upcasters FILE    upcasters applied before handlers see an event
+  --policy FILE       store policies, applied every --policy-every SECONDS (default 3600)
+  --idempotency-ttl SECONDS  how long append idempotency keys are kept (0: forever)
+
+Partitioned projections (partitioned = true) share their partitions among
+every process that runs them, through leases with fencing tokens:
+  --lease SECONDS     how long a claim lasts without renewal (default 10): a
+                      crashed worker's partitions stand idle at most this
+                      plus one renew interval, so shorter means less idle
+                      work, but it must outlast a slow tick (a server
+                      restart, a long pause); a clean exit hands over at once
+  --renew SECONDS     time between lease ticks (default lease / 3, two retries
+                      before expiry); must be shorter than --lease
+Each process is one worker: its owner is hostname:pid plus a random instance
+id. It logs every acquisition, takeover, loss and rebalance; a batch whose
+lease was lost is refused (lease_lost) and nothing of it commits.
+`pgstore status` shows the live workers, who holds what, and each partition's
+lag. SIGINT/SIGTERM finish the batch in flight, commit, release the leases and exit 0.]]
 
 -- Seconds as partitions' lease and renew and the policy timer take them;
 -- the TTL in whole seconds as db:events{ idempotency_ttl } does (0: forever).

@@ -1,11 +1,20 @@
 -- SPDX-License-Identifier: MIT
 -- `pgstore status [--table T]`: where the database stands — streams, events
 -- and the head position; each consumer's checkpoint and its lag behind its
--- own store's head; each lease's owner and expiry. Never prints connection
+-- own store's head; per partition set, the live workers, who holds each
+-- partition until when, and (for partitioned projections) each
+-- partition's lag in positions and seconds. Never prints connection
 -- secrets: the server says who and where we are.
 local args = require "pgstore.cli.args"
 
-local _M = { usage = "pgstore status [--table EVENTS]", summary = "streams, positions, consumer lag, leases" }
+local _M = { usage = "pgstore status [--table EVENTS]",
+  summary = "streams, positions, consumer lag, lease workers and partition lag" }
+
+local function has_column(db, tbl, col)
+  local rows = db:query([[select count(*) as n from pg_attribute
+    where attrelid = to_regclass($1) and attname = $2 and not attisdropped]], tbl, col)
+  return rows and rows[1].n > 0
+end
 
 local function exists(db, name)
   local rows = db:query("select to_regclass($1) is not null as ok", name)
@@ -47,6 +56,80 @@ local function print_consumers(host, db)
   end
 end
 
+-- Checkpoints of partitioned projections by their lease set's name
+-- ("projection:<store>:<name>", as pgstore.projection names both):
+-- set → partition → { store, position }.
+local function partition_checkpoints(db)
+  local out = {}
+  if not exists(db, "pgstore_checkpoints") or not has_column(db, "pgstore_checkpoints", "store") then return out end
+  for _, r in ipairs(db:query([[select store, consumer, position from pgstore_checkpoints
+      where consumer like 'projection:%']]) or {}) do
+    local name, p = r.consumer:match("^projection:(.+):(%d+)$")
+    if name then
+      local set = "projection:" .. r.store .. ":" .. name
+      out[set] = out[set] or {}
+      out[set][tonumber(p)] = { store = r.store, position = r.position }
+    end
+  end
+  return out
+end
+
+-- " lag N positions, S.Ss": behind the store's head, and the age of the
+-- oldest event past the checkpoint (0 s when caught up).
+local function lag_of(db, cp, heads, clock)
+  if not cp then return "" end
+  local h = heads[cp.store]
+  if h == nil then
+    local es = db:events{ table = cp.store, notify = false, migrate = false }
+    h = { es = es or false, head = es and es:latest_position() }
+    heads[cp.store] = h
+  end
+  if not h.head then return (" checkpoint %d"):format(cp.position) end
+  local behind = math.max(0, h.head - cp.position)
+  local secs = 0
+  if behind > 0 then
+    local evs = h.es:read_all{ after = cp.position, limit = 1, raw = true }
+    if evs and evs[1] and evs[1].time then secs = math.max(0, clock - evs[1].time) end
+  end
+  return (" checkpoint %d lag %d positions %.1fs"):format(cp.position, behind, secs)
+end
+
+local function print_leases(host, db)
+  local inst = has_column(db, "pgstore_leases", "instance") and "instance" or "owner"
+  local rows = db:query(([[select name, partition, coalesce(owner, '-') as owner, coalesce(%s, '-') as instance,
+    token, coalesce(to_char(expires_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), '-') as expires,
+    coalesce(expires_at < now(), true) as expired from pgstore_leases order by name, partition]]):format(inst)) or {}
+  local members = {}
+  if exists(db, "pgstore_leases_members") then
+    local minst = has_column(db, "pgstore_leases_members", "instance") and "instance" or "owner"
+    for _, m in ipairs(db:query(([[select name, owner, %s as instance,
+        extract(epoch from expires_at - now())::float8 as left from pgstore_leases_members
+        where expires_at > now() order by name, owner, 3]]):format(minst)) or {}) do
+      members[m.name] = members[m.name] or {}
+      table.insert(members[m.name], m)
+    end
+  end
+  local clock = db:query("select extract(epoch from now())::float8 as t")[1].t
+  local cps, heads = partition_checkpoints(db), {}
+  host.print(("leases    %d"):format(#rows))
+  local current
+  for _, r in ipairs(rows) do
+    if r.name ~= current then
+      current = r.name
+      local live = members[current] or {}
+      host.print(("  set %s: workers %d live"):format(current, #live))
+      for _, m in ipairs(live) do
+        host.print(("    worker %s (instance %s), membership expires in %.1fs"):format(m.owner, m.instance, m.left))
+      end
+    end
+    local cp = cps[r.name] and cps[r.name][r.partition]
+    host.print(("    p%-3d %-28s token %-6d %s%s%s"):format(r.partition,
+      r.owner == "-" and "-" or ("%s (%s)"):format(r.owner, r.instance), r.token, r.expires,
+      r.expired and " (expired)" or "", lag_of(db, cp, heads, clock)))
+  end
+  for _, h in pairs(heads) do if h.es then h.es:close() end end
+end
+
 function _M.main(host, argv)
   local o, pos = args.parse(argv, { ["--table"] = "value" })
   if not o then return host.usage_error("status: " .. pos, _M.usage) end
@@ -78,16 +161,7 @@ function _M.main(host, argv)
   if exists(db, "pgstore_checkpoints") then
     print_consumers(host, db)
   end
-  if exists(db, "pgstore_leases") then
-    local rows = db:query([[select name, partition, coalesce(owner, '-') as owner, token,
-      coalesce(to_char(expires_at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), '-') as expires,
-      coalesce(expires_at < now(), true) as expired from pgstore_leases order by name, partition]])
-    host.print(("leases    %d"):format(#rows))
-    for _, r in ipairs(rows) do
-      host.print(("  %-28s p%-3d %-28s token %-6d %s%s"):format(r.name, r.partition, r.owner, r.token,
-        r.expires, r.expired and " (expired)" or ""))
-    end
-  end
+  if exists(db, "pgstore_leases") then print_leases(host, db) end
   es:close()
   db:close()
   return 0
