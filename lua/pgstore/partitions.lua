@@ -68,12 +68,10 @@ local OPTIONS = {
   owner = "string", table = "string", background = "boolean", skip_schema_init = "boolean",
 }
 
--- db:partitions(opts) → pm | nil, err
-function _M.new(db, opts)
-  options.arg(opts, 1, "partitions", "table", "options table")
-  options.check(opts, OPTIONS, 1, "partitions")
-  options.required(opts, "name", 1, "partitions")
-  -- the defaults follow what was given: a lease 3 renews long
+-- The count and timing a partition set's options ask for (also
+-- resty.pgstore's): → count, lease, renew | nil, err. The defaults follow
+-- what was given: a lease 3 renews long.
+function _M.timing(opts)
   local count = opts.count or 8
   local lease = opts.lease or (type(opts.renew) == "number" and math.max(10, 3 * opts.renew)) or 10
   local renew = opts.renew or lease / 3
@@ -86,6 +84,16 @@ function _M.new(db, opts)
           format("renew (%g s) must be shorter than lease (%g s)", renew, lease)))
     or errors.nul(opts, "name", "owner", "table")
   if bad then return nil, bad end
+  return count, lease, renew
+end
+
+-- db:partitions(opts) → pm | nil, err
+function _M.new(db, opts)
+  options.arg(opts, 1, "partitions", "table", "options table")
+  options.check(opts, OPTIONS, 1, "partitions")
+  options.required(opts, "name", 1, "partitions")
+  local count, lease, renew = _M.timing(opts)
+  if not count then return nil, lease end
   local lease_handle, err = core.lease(db.pool, {
     name = opts.name, count = count, lease = lease, renew = renew,
     owner = opts.owner, table = opts.table, skip_schema_init = opts.skip_schema_init,

@@ -14,9 +14,10 @@ local timers = require "resty.pgstore.timers"
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
+local timing = require("pgstore.partitions").timing
 
 local ngx = ngx
-local log, WARN = ngx.log, ngx.WARN
+local log, WARN, INFO = ngx.log, ngx.WARN, ngx.INFO
 -- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
 local type, pairs, ipairs, tostring, setmetatable, getmetatable, pcall =
       type, pairs, ipairs, tostring, setmetatable, debug.getmetatable, pcall
@@ -50,6 +51,21 @@ local function merge(self, changes)
   for _, kind in ipairs{ "acquired", "released", "lost" } do
     for _, p in ipairs(changes[kind] or {}) do acc[kind][#acc[kind] + 1] = p end
   end
+  for p, from in pairs(changes.taken or {}) do acc.taken[p] = from end
+end
+
+-- One line per change a renewal made, as the host logs them.
+local function tell(self, changes)
+  local function list(kind)
+    local ps = changes[kind]
+    return ps and #ps > 0 and table.concat(ps, ",")
+  end
+  local acquired, lost = list("acquired"), list("lost")
+  if acquired then log(INFO, "resty.pgstore: partitions ", self.name, ": acquired ", acquired) end
+  for p, from in pairs(changes.taken or {}) do
+    log(INFO, "resty.pgstore: partitions ", self.name, ": took ", p, " over from ", from)
+  end
+  if lost then log(WARN, "resty.pgstore: partitions ", self.name, ": lost ", lost) end
 end
 
 -- One claim/renew round in a thread. → changes | nil, err
@@ -58,13 +74,15 @@ local function tick(self)
   local changes, state = call(self.db.cfg.bg, "lease_call", self.id, "tick")
   if not changes then return nil, state end
   merge(self, changes)
+  tell(self, changes)
   self.owned_tokens = state.owned or {}
   self.info_cache = state.info
   if (state.info and state.info.failures or 0) == before then self.last_ok = core.now() end
   return changes
 end
 
--- db:partitions{ name, count = 8, lease = 30, renew = 10, owner, table } → pm | nil, err
+-- db:partitions{ name, count = 8, lease = 10, renew = lease / 3, owner, table } → pm | nil, err
+-- (the timing rules are pgstore's: pgstore.partitions.timing)
 -- Opens (migrating the table) in a thread and starts the worker's renewal
 -- loop, whose first round runs at once.
 function _M.new(db, _, opts)
@@ -74,13 +92,8 @@ function _M.new(db, _, opts)
   end
   options.check(opts, OPTIONS, 1, "partitions")
   options.required(opts, "name", 1, "partitions")
-  local count, lease, renew = opts.count or 8, opts.lease or 30, opts.renew or 10
-  local bad = (opts.name == "" and errors.new("invalid", "name must not be empty"))
-    or options.int(count, "count", 1, 65536)
-    or options.seconds(lease, "lease", true) or options.seconds(renew, "renew", true)
-    or (renew >= lease and errors.new("invalid",
-          format("renew (%g s) must be shorter than lease (%g s)", renew, lease)))
-  if bad then return nil, bad end
+  local count, lease, renew = timing(opts)
+  if not count then return nil, lease end
   local id, state = call(db.cfg, "lease_open", db.spec, {
     name = opts.name, count = count, lease = lease, renew = renew, owner = opts.owner, table = opts.table,
     skip_schema_init = opts.skip_schema_init,
@@ -88,8 +101,9 @@ function _M.new(db, _, opts)
   if not id then return nil, state end
   local self = setmetatable({
     db = db, id = id, name = state.info.name, owner = state.info.owner, table = state.info.table,
+    instance = state.info.instance,
     count = count, lease = lease, renew = renew, owned_tokens = {}, info_cache = state.info,
-    pending = { acquired = {}, released = {}, lost = {} }, last_ok = 0,
+    pending = { acquired = {}, released = {}, lost = {}, taken = {} }, last_ok = 0,
   }, mt)
   self.loop_name = "partitions:" .. db.key .. ":" .. self.name .. ":" .. id
   timers.every(self.loop_name, renew, function()
@@ -119,7 +133,7 @@ end
 function Partitions:changes()
   check(self, "changes")
   local out = self.pending
-  self.pending = { acquired = {}, released = {}, lost = {} }
+  self.pending = { acquired = {}, released = {}, lost = {}, taken = {} }
   return out
 end
 
