@@ -1113,6 +1113,12 @@ typedef struct pgs_lock pgs_lock_t;
 pgs_status_t pgs_parked_migrate(pgs_pool_t *pool, const char *table, int migrate,
                                 pgs_error_t *err);
 
+/* The relay's table for changes larger than a NOTIFY payload (NULL →
+ * "pgstore_relay"): migrated when migrate, else checked (PGS_ENOTFOUND when
+ * missing). */
+pgs_status_t pgs_relay_migrate(pgs_pool_t *pool, const char *table, int migrate,
+                               pgs_error_t *err);
+
 /* Creates or upgrades the lock table (NULL → "pgstore_locks") through the
  * migration runner; table-mode acquires do it on first use unless
  * skip_schema_init. */

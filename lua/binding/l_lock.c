@@ -208,6 +208,17 @@ static int l_parked_migrate(lua_State *L)
     return pgs_l_push_status(L, pgs_parked_migrate(pool, table, migrate, &err), &err);
 }
 
+/* core.relay_migrate(pool, table|nil, migrate) → true | nil, err: the
+ * relay's table for large changes (migrate false: only checked). */
+static int l_relay_migrate(lua_State *L)
+{
+    pgs_pool_t *pool = pgs_l_checkpool(L, 1);
+    const char *table = lua_isnoneornil(L, 2) ? NULL : pgs_l_checkcstr(L, 2, "table");
+    int migrate = lua_toboolean(L, 3);
+    pgs_error_t err;
+    return pgs_l_push_status(L, pgs_relay_migrate(pool, table, migrate, &err), &err);
+}
+
 void pgs_l_lock_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -234,4 +245,6 @@ void pgs_l_lock_open(lua_State *L)
     lua_setfield(L, -2, "lease_migrate");
     lua_pushcfunction(L, l_parked_migrate);
     lua_setfield(L, -2, "parked_migrate");
+    lua_pushcfunction(L, l_relay_migrate);
+    lua_setfield(L, -2, "relay_migrate");
 }

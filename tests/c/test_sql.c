@@ -68,7 +68,7 @@ static void test_files(void)
         free(out);
     }
     static const char *const series[] = {"events", "snapshots", "checkpoints", "exec_checkpoints",
-                                         "sessions", "kv", "leases", "locks", "parked", NULL};
+                                         "sessions", "kv", "leases", "locks", "parked", "relay", NULL};
     for (int s = 0; series[s]; s++) {
         int latest = pgs_sql_latest(series[s]);
         CHECK(latest >= 1);
