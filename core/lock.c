@@ -31,6 +31,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The SQL every lock fills with its tables (table_sql below). */
+enum { TABLE_TAKE, TABLE_RENEW, TABLE_RELEASE, TABLE_HELD, TOKEN_NEXT, TOKEN_HOLDER,
+       LOCK_SQL_COUNT };
+
 struct pgs_lock {
     pgs_pool_t *pool;          /* referenced */
     pgs_lock_mode_t mode;
@@ -41,7 +45,7 @@ struct pgs_lock {
     char tokens[PGS_IDENT_MAX]; /* advisory tokens: <table>_tokens, quoted */
     char raw[PGS_IDENT_MAX];   /* the lock table, resolved, unquoted */
     int migrate;               /* may create the tables */
-    char *sql[6];              /* LOCK_SQL_COUNT templates, filled */
+    char *sql[LOCK_SQL_COUNT]; /* table_sql, filled */
     char owner[160];
     int64_t token;
     char ttl_ms[32];
@@ -88,8 +92,6 @@ static const char restore_sql[] = "SELECT set_config('lock_timeout', $1, true)";
 static const char xact_try_sql[] = "SELECT pg_try_advisory_xact_lock($1::bigint)";
 
 /* The tables are core/sql/locks--*.sql. */
-enum { TABLE_TAKE, TABLE_RENEW, TABLE_RELEASE, TABLE_HELD, TOKEN_NEXT, TOKEN_HOLDER,
-       LOCK_SQL_COUNT };
 static const char *const table_sql[LOCK_SQL_COUNT] = {
     /* $1 key, $2 owner, $3 ttl ms: a row is taken when absent or expired. */
     "INSERT INTO @table@ AS t (key, owner, token, expires_at)"

@@ -142,11 +142,13 @@ local function push(self, entry)
   self.queue[self.tail] = entry
 end
 
--- A large change's row, decoded → change | nil, why.
+-- A large change's JSON, read back from the relay table → json | nil, why.
 local function fetch(self, id, channel)
   local rows, err = self.db:query(self.fetch_sql, id, channel)
   if not rows then return nil, tostring(err) end
-  if not rows[1] then return nil, "it is no longer in the relay table (kept " .. self.keep .. " s)" end
+  if not rows[1] then
+    return nil, "it is no longer in the relay table (its sender keeps large changes `keep` seconds)"
+  end
   return rows[1].change
 end
 
