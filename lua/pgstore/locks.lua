@@ -50,6 +50,7 @@
 -- for advisory locks a counter per key in <table>_tokens (default
 -- pgstore_locks_tokens, migrated on first use; skip_schema_init = true
 -- makes a missing table "not_found"), raised while the lock is held.
+-- Rows are never deleted; dropping that table would start the tokens over.
 -- lock:guard(tx) → true | nil, err, inside db:transaction, checks that the
 -- token is still the current hold's (advisory: and that its session still
 -- holds the lock; table mode: that its TTL has not run out) and locks the
