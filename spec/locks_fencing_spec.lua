@@ -36,6 +36,11 @@ describe("lock fencing", function()
     local key = T.unique("held")
     local lock = assert(db:lock(key))
     assert.is_true(lock:held())
+    local t0, n = core.now(), 200
+    for _ = 1, n do assert.is_true(lock:held()) end
+    local each = (core.now() - t0) / n
+    print(("held(): one round trip, %.0f µs each on loopback"):format(each * 1e6))
+    assert.truthy(each < 0.02, each)
     terminate(assert(holder_pid(key)))
     assert(T.eventually(function() return holder_pid(key) == nil end, 5))
     local held, err = lock:held()
@@ -95,6 +100,7 @@ describe("lock fencing", function()
     for i, r in ipairs(results) do assert.equal(0, r.rc, "worker " .. i .. ": " .. r.out) end
     local rows = assert(db:query("select worker, token, t_enter from " .. log .. " order by t_enter"))
     assert.truthy(#rows >= 10, "only " .. #rows .. " holds")
+    print(("tokens: %d holds by 3 processes, each token larger than the last"):format(#rows))
     local last = t1 + 1
     for _, row in ipairs(rows) do
       assert.truthy(row.token > last, ("token %d after %d"):format(row.token, last))
