@@ -9,6 +9,14 @@
  * locks (CockroachDB): a row per key taken by compare-and-set
  * (INSERT … ON CONFLICT … WHERE expired), held for a TTL that the holder
  * renews, with a token that grows on every acquisition.
+ *
+ * Fencing (Kleppmann's fencing tokens): every hold has a token that is
+ * larger than any earlier hold's of the same key — table mode's row token,
+ * or for advisory locks a counter per key in <table>_tokens, raised while
+ * the lock is held. pgs_lock_guard checks a token inside the caller's
+ * transaction and locks the row FOR SHARE, so the next holder's acquisition
+ * (an UPDATE of that row) waits for the guarded transaction: nothing
+ * commits under a token once a larger one has been handed out.
  */
 #include "store.h"
 #include "clock.h"
@@ -23,16 +31,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The SQL every lock fills with its tables (table_sql below). */
+enum { TABLE_TAKE, TABLE_RENEW, TABLE_RELEASE, TABLE_HELD, TOKEN_NEXT, TOKEN_HOLDER,
+       LOCK_SQL_COUNT };
+
 struct pgs_lock {
     pgs_pool_t *pool;          /* referenced */
     pgs_lock_mode_t mode;
     char *name;                /* the key as given */
     int64_t key;               /* advisory */
     pgs_conn_t *conn;          /* advisory: the pinned connection */
-    char table[PGS_IDENT_MAX]; /* table mode: quoted */
-    char raw[PGS_IDENT_MAX];   /* table mode: as given */
-    int migrate;               /* table mode: may create the table */
-    char *sql[3];              /* table mode: take, renew, release */
+    char table[PGS_IDENT_MAX]; /* the lock table: quoted, resolved */
+    char tokens[PGS_IDENT_MAX]; /* advisory tokens: <table>_tokens, quoted */
+    char raw[PGS_IDENT_MAX];   /* the lock table, resolved, unquoted */
+    int migrate;               /* may create the tables */
+    char *sql[LOCK_SQL_COUNT]; /* table_sql, filled */
     char owner[160];
     int64_t token;
     char ttl_ms[32];
@@ -78,9 +91,8 @@ static const char xact_timed_sql[] =
 static const char restore_sql[] = "SELECT set_config('lock_timeout', $1, true)";
 static const char xact_try_sql[] = "SELECT pg_try_advisory_xact_lock($1::bigint)";
 
-/* Table mode: the table is core/sql/locks--*.sql. */
-enum { TABLE_TAKE, TABLE_RENEW, TABLE_RELEASE, TABLE_SQL_COUNT };
-static const char *const table_sql[TABLE_SQL_COUNT] = {
+/* The tables are core/sql/locks--*.sql. */
+static const char *const table_sql[LOCK_SQL_COUNT] = {
     /* $1 key, $2 owner, $3 ttl ms: a row is taken when absent or expired. */
     "INSERT INTO @table@ AS t (key, owner, token, expires_at)"
     " VALUES ($1, $2, 1, clock_timestamp() + $3::float8 * interval '1 millisecond')"
@@ -99,7 +111,35 @@ static const char *const table_sql[TABLE_SQL_COUNT] = {
     "       WHERE key = $1 AND owner = $2 AND token = $3::bigint) o"
     " WHERE t.key = $1 AND t.owner = $2 AND t.token = $3::bigint"
     " RETURNING o.was > clock_timestamp()",
+
+    "SELECT 1 FROM @table@ WHERE key = $1 AND owner = $2 AND token = $3::bigint"
+    " AND expires_at > clock_timestamp()",
+
+    /* Advisory: run by the holder with the lock held, so increments of one
+     * key never race; it waits (within $2 ms, 0: no limit) for transactions
+     * guarded by the previous token. */
+    "WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', $2, true) AS lt)"
+    " INSERT INTO @tokens@ AS t (key, token, pid) SELECT $1::bigint, 1, pg_backend_pid() FROM cfg"
+    " ON CONFLICT (key) DO UPDATE SET token = t.token + 1, pid = EXCLUDED.pid"
+    " RETURNING t.token",
+
+    /* Advisory guard: the current token, whether its holder's session still
+     * holds the lock, and a share lock on the row. */
+    "SELECT t.token, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+    "   AND granted AND objsubid = 1 AND pid = t.pid"
+    "   AND classid = (($1::bigint >> 32) & 4294967295)::oid"
+    "   AND objid = ($1::bigint & 4294967295)::oid)"
+    " FROM @tokens@ t WHERE t.key = $1::bigint FOR SHARE OF t",
 };
+
+/* Table-mode guard: the row's token and whether it is unexpired. */
+static const char table_guard_sql[] =
+    "SELECT token, expires_at > clock_timestamp() FROM @table@ WHERE key = $1 FOR SHARE";
+
+/* Makes a transaction that failed its guard unable to commit. */
+static const char stale_sql[] =
+    "DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'PGSL2',"
+    " MESSAGE = 'pgstore: a lock''s fencing token is not current'; END$$";
 
 /* ---- advisory ------------------------------------------------------------------ */
 
@@ -127,7 +167,7 @@ static void free_lock(pgs_lock_t *l)
     if (l->conn)
         pgs_pool_release(l->pool, l->conn);
     pgs_pool_unref(l->pool);
-    pgs_sql_free_all(l->sql, TABLE_SQL_COUNT);
+    pgs_sql_free_all(l->sql, LOCK_SQL_COUNT);
     free(l->name);
     free(l);
 }
@@ -137,8 +177,32 @@ static int first_is_true(const PGresult *r)
     return r && PQntuples(r) > 0 && PQgetvalue(r, 0, 0)[0] == 't';
 }
 
-/* Takes the advisory lock on a pinned connection; try_only: one attempt.
- * *got tells whether it is held. */
+/* With the advisory lock held: the hold's fencing token, one more than the
+ * last hold's. Waits for transactions guarded by the previous token, until
+ * deadline (< 0: no limit). */
+static pgs_status_t token_next(pgs_lock_t *l, double deadline, pgs_error_t *err)
+{
+    char key[32], ms[32] = "0";
+    snprintf(key, sizeof key, "%lld", (long long)l->key);
+    if (deadline >= 0) {
+        double left = (deadline - pgs_clock_now()) * 1000;
+        snprintf(ms, sizeof ms, "%.0f", left < 1 ? 1 : left + 0.5);
+    }
+    pgs_param_t p[2] = {{key, -1}, {ms, -1}};
+    PGresult *r = NULL;
+    pgs_status_t st = pgs_exec(l->conn, l->sql[TOKEN_NEXT], 2, p, &r, err);
+    if (st == PGS_OK)
+        l->token = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    else if (st == PGS_ETIMEOUT)
+        pgs_error_set(err, PGS_ETIMEOUT,
+                      "lock '%.200s': its fencing token was not raised in time (a transaction"
+                      " guarded by the previous token is still open)", l->name);
+    PQclear(r);
+    return st;
+}
+
+/* Takes the advisory lock on a pinned connection and raises its token;
+ * try_only: one attempt. *got tells whether it is held. */
 static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, int *got,
                                   pgs_error_t *err)
 {
@@ -172,6 +236,16 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
                           timeout);
     }
     PQclear(r);
+    /* A single attempt does not wait for the previous holder's guarded
+     * transactions either: while one is open, the lock is not yet free. */
+    if (*got && (st = token_next(l, try_only || timeout == 0 ? pgs_clock_now() : deadline,
+                                 err)) != PGS_OK) {
+        pgs_param_t p = {key, -1};
+        (void)pgs_exec(l->conn, unlock_sql, 1, &p, NULL, NULL);
+        *got = 0;
+        if (st == PGS_ETIMEOUT && (try_only || timeout == 0))
+            st = PGS_OK;
+    }
     if (!*got) {
         pgs_pool_release(l->pool, l->conn);
         l->conn = NULL;
@@ -181,16 +255,20 @@ static pgs_status_t advisory_take(pgs_lock_t *l, double timeout, int try_only, i
 
 /* ---- table mode ----------------------------------------------------------------- */
 
+/* quoted: the lock table, then its tokens table. */
 static void lock_schema(const char *raw, const char *const *quoted, pgs_schema_t *s)
 {
     memset(s, 0, sizeof *s);
     s->series = "locks";
     s->table = raw;
-    s->nnames = 1;
+    s->nnames = 2;
     s->names[0] = "table";
     s->values[0] = quoted[0];
-    s->ntables = 1;
+    s->names[1] = "tokens";
+    s->values[1] = quoted[1];
+    s->ntables = 2;
     s->tables[0] = quoted[0];
+    s->tables[1] = quoted[1];
 }
 
 pgs_status_t pgs_lock_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *err)
@@ -204,20 +282,23 @@ pgs_status_t pgs_lock_migrate(pgs_pool_t *pool, const char *table, pgs_error_t *
         st = pgs_store_resolve(pool, table, raw, sizeof raw, err);
     if (st == PGS_OK)
         st = pgs_ident_quote(raw, quoted, sizeof quoted, err);
+    char tokens[PGS_IDENT_MAX];
+    if (st == PGS_OK)
+        st = pgs_ident_quote_suffix(raw, "_tokens", tokens, sizeof tokens, err);
     if (st != PGS_OK)
         return st;
-    const char *q = quoted;
+    const char *q[2] = {quoted, tokens};
     pgs_schema_t s;
-    lock_schema(raw, &q, &s);
+    lock_schema(raw, q, &s);
     return pgs_migrate_run(pool, &s, NULL, NULL, err);
 }
 
 /* The table is missing (first use, or dropped): migrate, or say so. */
 static pgs_status_t table_init(pgs_lock_t *l, pgs_error_t *err)
 {
-    const char *q = l->table;
+    const char *q[2] = {l->table, l->tokens};
     pgs_schema_t s;
-    lock_schema(l->raw, &q, &s);
+    lock_schema(l->raw, q, &s);
     return pgs_migrate_open(l->pool, &s, l->migrate, err);
 }
 
@@ -320,25 +401,31 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");
     double timeout = opts ? opts->timeout : 0;
     int got = 0;
-    if (mode == PGS_LOCK_TABLE) {
+    const char *given = opts && opts->table ? opts->table : "pgstore_locks";
+    l->migrate = !(opts && opts->skip_schema_init);
+    st = pgs_ident_quote(given, l->table, sizeof l->table, err);
+    if (st == PGS_OK) /* a table, not a spelling: schema-qualified from here on */
+        st = pgs_store_resolve(l->pool, given, l->raw, sizeof l->raw, err);
+    if (st == PGS_OK)
+        st = pgs_ident_quote(l->raw, l->table, sizeof l->table, err);
+    if (st == PGS_OK)
+        st = pgs_ident_quote_suffix(l->raw, "_tokens", l->tokens, sizeof l->tokens, err);
+    if (st == PGS_OK) {
+        const char *names[] = {"table", "tokens"}, *values[] = {l->table, l->tokens};
+        st = pgs_sql_fill_all(table_sql, LOCK_SQL_COUNT, names, values, 2, l->sql, err);
+    }
+    if (st == PGS_OK && mode == PGS_LOCK_TABLE) {
         double ttl = opts->ttl > 0 ? opts->ttl : 30;
         snprintf(l->ttl_ms, sizeof l->ttl_ms, "%.0f", ttl * 1000);
         make_owner(l);
-        const char *given = opts->table ? opts->table : "pgstore_locks";
-        l->migrate = !opts->skip_schema_init;
-        st = pgs_ident_quote(given, l->table, sizeof l->table, err);
-        if (st == PGS_OK) /* a table, not a spelling: schema-qualified from here on */
-            st = pgs_store_resolve(l->pool, given, l->raw, sizeof l->raw, err);
-        if (st == PGS_OK)
-            st = pgs_ident_quote(l->raw, l->table, sizeof l->table, err);
-        if (st == PGS_OK) {
-            const char *names[] = {"table"}, *values[] = {l->table};
-            st = pgs_sql_fill_all(table_sql, TABLE_SQL_COUNT, names, values, 1, l->sql, err);
-        }
-        if (st == PGS_OK)
-            st = table_take(l, timeout, try_only, &got, err);
-    } else {
+        st = table_take(l, timeout, try_only, &got, err);
+    } else if (st == PGS_OK) {
         st = advisory_take(l, timeout, try_only, &got, err);
+        if (st == PGS_ESQL && err && strcmp(err->sqlstate, "42P01") == 0) {
+            st = table_init(l, err); /* first use of the tokens table */
+            if (st == PGS_OK)
+                st = advisory_take(l, timeout, try_only, &got, err);
+        }
     }
     if (st != PGS_OK || !got) {
         free_lock(l);
@@ -396,6 +483,99 @@ pgs_status_t pgs_lock_renew(pgs_lock_t *l, pgs_error_t *err)
     return st;
 }
 
+pgs_status_t pgs_lock_held(pgs_lock_t *l, int *held, pgs_error_t *err)
+{
+    *held = 0;
+    char key[32], token[32];
+    PGresult *r = NULL;
+    pgs_status_t st;
+    if (l->mode == PGS_LOCK_ADVISORY) {
+        /* The session that took it must still exist and still hold it: a
+         * terminated backend or a restarted server shows only here. */
+        snprintf(key, sizeof key, "%lld", (long long)l->key);
+        pgs_param_t p = {key, -1};
+        st = pgs_exec(l->conn, held_sql, 1, &p, &r, err);
+        *held = st == PGS_OK && PQntuples(r) == 1 && atoi(PQgetvalue(r, 0, 0)) > 0;
+    } else {
+        snprintf(token, sizeof token, "%lld", (long long)l->token);
+        pgs_param_t p[3] = {{l->name, -1}, {l->owner, -1}, {token, -1}};
+        pgs_conn_t *c;
+        st = pgs_pool_acquire(l->pool, -1, &c, err);
+        if (st == PGS_OK) {
+            st = pgs_exec(c, l->sql[TABLE_HELD], 3, p, &r, err);
+            pgs_pool_release(l->pool, c);
+        }
+        *held = st == PGS_OK && PQntuples(r) == 1;
+    }
+    PQclear(r);
+    return st;
+}
+
+static pgs_status_t in_transaction(pgs_conn_t *tx, pgs_error_t *err);
+
+/* The guard of both modes: tmpl names the table, filled with quoted. */
+static pgs_status_t guard(pgs_conn_t *tx, pgs_lock_mode_t mode, const char *quoted,
+                          const char *name, size_t len, int64_t token, pgs_error_t *err)
+{
+    pgs_status_t st = in_transaction(tx, err);
+    if (st != PGS_OK)
+        return st;
+    const char *names[] = {mode == PGS_LOCK_TABLE ? "table" : "tokens"}, *values[] = {quoted};
+    char *sql = NULL;
+    st = pgs_sql_fill(mode == PGS_LOCK_TABLE ? table_guard_sql : table_sql[TOKEN_HOLDER], names,
+                      values, 1, &sql, err);
+    if (st != PGS_OK)
+        return st;
+    char key[32]; /* advisory: the 64-bit key; table mode: the name itself */
+    snprintf(key, sizeof key, "%lld", (long long)pgs_lock_key(name, len));
+    pgs_param_t p = {mode == PGS_LOCK_TABLE ? name : key, -1};
+    PGresult *r = NULL;
+    st = pgs_exec(tx, sql, 1, &p, &r, err);
+    free(sql);
+    if (st != PGS_OK) {
+        PQclear(r);
+        return st;
+    }
+    int found = PQntuples(r) == 1;
+    long long current = found ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    int live = found && PQgetvalue(r, 0, 1)[0] == 't';
+    PQclear(r);
+    if (found && current == token && live)
+        return PGS_OK;
+    (void)pgs_exec(tx, stale_sql, 0, NULL, NULL, NULL); /* the transaction cannot commit */
+    if (found && current != token)
+        return pgs_error_set(err, PGS_ELEASE_LOST,
+                             "lock '%.*s': fencing token %lld is not current (now %lld)",
+                             (int)(len > 200 ? 200 : len), name, (long long)token, current);
+    return pgs_error_set(err, PGS_ELEASE_LOST, "lock '%.*s': token %lld is no longer held (%s)",
+                         (int)(len > 200 ? 200 : len), name, (long long)token,
+                         mode == PGS_LOCK_TABLE ? "its TTL ran out" : "its session is gone");
+}
+
+pgs_status_t pgs_lock_guard(const pgs_lock_t *l, pgs_conn_t *tx, pgs_error_t *err)
+{
+    return guard(tx, l->mode, l->mode == PGS_LOCK_TABLE ? l->table : l->tokens, l->name,
+                 strlen(l->name), l->token, err);
+}
+
+pgs_status_t pgs_lock_guard_token(pgs_conn_t *tx, const char *key, size_t len,
+                                  const pgs_lock_opts_t *opts, int64_t token, pgs_error_t *err)
+{
+    pgs_lock_mode_t mode = opts ? opts->mode : PGS_LOCK_ADVISORY;
+    if (mode != PGS_LOCK_ADVISORY && mode != PGS_LOCK_TABLE)
+        return pgs_error_set(err, PGS_EINVALID, "unknown lock mode %d", (int)mode);
+    pgs_status_t st = pgs_lock_key_check(key, len, err);
+    const char *given = opts && opts->table ? opts->table : "pgstore_locks";
+    char quoted[PGS_IDENT_MAX];
+    if (st == PGS_OK)
+        st = mode == PGS_LOCK_TABLE
+                 ? pgs_ident_quote(given, quoted, sizeof quoted, err)
+                 : pgs_ident_quote_suffix(given, "_tokens", quoted, sizeof quoted, err);
+    if (st != PGS_OK)
+        return st;
+    return guard(tx, mode, quoted, key, len, token, err);
+}
+
 pgs_status_t pgs_lock_release(pgs_lock_t *l, pgs_error_t *err)
 {
     if (!l)
@@ -443,7 +623,7 @@ const char *pgs_lock_name(const pgs_lock_t *l)
 
 int64_t pgs_lock_token(const pgs_lock_t *l)
 {
-    return l->mode == PGS_LOCK_TABLE ? l->token : l->key;
+    return l->token;
 }
 
 pgs_lock_mode_t pgs_lock_mode(const pgs_lock_t *l)

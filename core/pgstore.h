@@ -1122,10 +1122,11 @@ typedef struct pgs_lock_opts {
     pgs_lock_mode_t mode;
     double timeout;            /* acquire: seconds to wait; < 0 without
                                   limit; 0 a single attempt                 */
-    const char *table;         /* table mode: NULL → "pgstore_locks",
-                                  migrated on first use in the process     */
+    const char *table;         /* NULL → "pgstore_locks" (advisory mode:
+                                  its tokens in <table>_tokens), migrated
+                                  on first use                              */
     double ttl;                /* table mode: seconds; 0 → 30               */
-    int skip_schema_init;      /* table mode: never create the table; a
+    int skip_schema_init;      /* never create the tables; a
                                   missing one is PGS_ENOTFOUND              */
 } pgs_lock_opts_t;
 
@@ -1135,6 +1136,12 @@ typedef struct pgs_lock pgs_lock_t;
  * when migrate, else checked (PGS_ENOTFOUND when missing). */
 pgs_status_t pgs_parked_migrate(pgs_pool_t *pool, const char *table, int migrate,
                                 pgs_error_t *err);
+
+/* The relay's table for changes larger than a NOTIFY payload (NULL →
+ * "pgstore_relay"): migrated when migrate, else checked (PGS_ENOTFOUND when
+ * missing). */
+pgs_status_t pgs_relay_migrate(pgs_pool_t *pool, const char *table, int migrate,
+                               pgs_error_t *err);
 
 /* Creates or upgrades the lock table (NULL → "pgstore_locks") through the
  * migration runner; table-mode acquires do it on first use unless
@@ -1164,8 +1171,27 @@ pgs_status_t pgs_lock_renew(pgs_lock_t *lock, pgs_error_t *err);
  * protected to the end. */
 pgs_status_t pgs_lock_release(pgs_lock_t *lock, pgs_error_t *err);
 
-/* The key as given (owned by the lock); the fencing token of a table-mode
- * hold (grows with every acquisition of the key), or the advisory key. */
+/* Asks the server whether the lock is still held by this handle (one round
+ * trip): advisory, whether its pinned session still holds it; table mode,
+ * whether its row still has this token unexpired. *held is 0 whenever the
+ * server could not be asked (and the status says why). */
+pgs_status_t pgs_lock_held(pgs_lock_t *lock, int *held, pgs_error_t *err);
+
+/* Fencing: inside the caller's open transaction tx, locks the key's token
+ * row FOR SHARE and checks that token is the current hold's — and, for an
+ * advisory lock, that its holder's session still holds it; table mode,
+ * that the row is unexpired. A later holder's acquisition waits for tx.
+ * PGS_ELEASE_LOST (and tx can no longer commit) when the token is stale.
+ * pgs_lock_guard_token takes the key, token and opts (mode, table: the
+ * name as the lock was taken with, resolved by tx's search_path) of a
+ * lock held elsewhere. */
+pgs_status_t pgs_lock_guard(const pgs_lock_t *lock, pgs_conn_t *tx, pgs_error_t *err);
+pgs_status_t pgs_lock_guard_token(pgs_conn_t *tx, const char *key, size_t len,
+                                  const pgs_lock_opts_t *opts, int64_t token, pgs_error_t *err);
+
+/* The key as given (owned by the lock); the hold's fencing token, larger
+ * than every earlier hold's of the key (both modes; advisory tokens are
+ * kept in <table>_tokens). */
 const char *pgs_lock_name(const pgs_lock_t *lock);
 int64_t pgs_lock_token(const pgs_lock_t *lock);
 pgs_lock_mode_t pgs_lock_mode(const pgs_lock_t *lock);

@@ -55,12 +55,12 @@ describe("db:relay", function()
 
   it("refuses changes that are too big or not JSON, before sending anything", function()
     local ch = T.unique("relay")
-    local a = assert(db:relay(ch))
+    local a = assert(db:relay(ch, { max_change = 7999 }))
     local b = assert(db:relay(ch))
     local ok, err = a:broadcast{ blob = ("x"):rep(8000) }
     assert.is_nil(ok)
     assert.equal("invalid", err.code)
-    assert.matches("over the NOTIFY limit of 7999 bytes", err.message)
+    assert.matches("over the relay's max_change of 7999 bytes", err.message)
     ok, err = a:broadcast{ f = print }
     assert.equal("invalid", err.code)
     assert.is_true(a:broadcast{ blob = ("x"):rep(7988) }) -- {"blob":"…"} is 7999 bytes
@@ -83,9 +83,14 @@ describe("db:relay", function()
     assert.is_true(r.db == nil)
   end)
 
-  it("keeps a bounded queue, dropping the oldest and counting them", function()
+  it("keeps a bounded queue, dropping the oldest, counting them and saying so first", function()
     local r = assert(db:relay(T.unique("relay"), { max_queue = 3 }))
     for i = 1, 5 do assert(r:broadcast{ i = i }) end
+    local none, err = r:next(0)
+    assert.is_nil(none)
+    assert.equal("lost", err.code)
+    assert.same({ 2, "overflow" }, { err.lost, err.reason })
+    assert.matches("2 changes were lost", err.message)
     local got = {}
     while true do
       local change = r:next(0.1)

@@ -15,7 +15,7 @@ local _M = { mt = core.error_mt }
 _M.codes = {
   sql = true, connection = true, timeout = true, invalid = true, conflict = true,
   duplicate = true, not_found = true, deleted = true, archived = true,
-  lease_lost = true, rejected = true, closed = true, nomem = true,
+  lease_lost = true, rejected = true, closed = true, nomem = true, lost = true,
 }
 
 -- Builds an error value: errors.new("invalid", "events must not be empty", { field = … }).

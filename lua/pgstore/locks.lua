@@ -6,6 +6,8 @@
 --   release()                                                    -- true | nil, err
 --   local release = db:try_lock("invoice:42")                    -- release | nil (held elsewhere) | nil, err
 --   db:with_lock("invoice:42", function(lock) … end, opts)      -- fn's results | nil, err
+--   db:transaction(function(tx) assert(lock:guard(tx)) … end)  -- fenced work
+--   db:lock_guard(tx, key, token[, opts])                         -- a token passed on
 --   tx:lock(key[, { timeout = s }]), tx:try_lock(key)             -- until commit/rollback (pgstore.tx)
 --
 -- Advisory mode (the default) takes a session-level pg_advisory_lock on a
@@ -32,12 +34,39 @@
 --
 -- The lock handle: lock() or lock:release() → true | nil, err (err
 -- "lease_lost" when the lock had already been lost: connection dropped or
--- TTL ran out); lock:renew() → true | nil, err; lock:key(); lock:token()
--- (table mode); lock:held().
+-- TTL ran out); lock:renew() → true | nil, err; lock:key(); lock:token();
+-- lock:held(); lock:guard(tx).
+--
+-- lock:held() → true | false[, err] asks the server, one round trip: an
+-- advisory lock is held while the session that took it still holds it (a
+-- terminated backend, a restarted server or a broken connection make it
+-- false); a table-mode lock while its row has its token unexpired. false
+-- comes with err when the server could not be asked. It is a hint for the
+-- moment it answers — a holder can be cut off right after — so work that
+-- must not happen under a lost lock is fenced instead:
+--
+-- Fencing tokens (both modes). lock:token() is larger than the token of
+-- every earlier hold of the key, in any process: table mode's row token, or
+-- for advisory locks a counter per key in <table>_tokens (default
+-- pgstore_locks_tokens, migrated on first use; skip_schema_init = true
+-- makes a missing table "not_found"), raised while the lock is held.
+-- Rows are never deleted; dropping that table would start the tokens over.
+-- lock:guard(tx) → true | nil, err, inside db:transaction, checks that the
+-- token is still the current hold's (advisory: and that its session still
+-- holds the lock; table mode: that its TTL has not run out) and locks the
+-- token's row FOR SHARE: the next holder's acquisition waits until tx ends,
+-- so nothing commits under a token after a larger one was handed out. A
+-- stale token is "lease_lost" and the transaction can no longer commit.
+-- db:lock_guard(tx, key, token[, { mode, table }]) does the same for a
+-- token passed on from elsewhere (a job carrying the token of the lock its
+-- sender held). A single attempt (try_lock, timeout = 0) while a
+-- transaction guarded by the previous token is still open finds the lock
+-- not free yet.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local Db = require "pgstore.db"
+local Tx = require "pgstore.tx"
 
 local type, pcall, error, pairs, tostring, unpack = type, pcall, error, pairs, tostring, unpack
 local maxn = table.maxn
@@ -98,6 +127,22 @@ function Db:with_lock(key, fn, opts)
   if not res[1] then error(res[2], 0) end
   if not released then return nil, rerr end
   return unpack(res, 2, maxn(res))
+end
+
+local GUARD_OPTIONS = { mode = "string", table = "string" }
+
+-- db:lock_guard(tx, key, token[, opts]) → true | nil, err ("lease_lost")
+function Db:lock_guard(tx, key, token, opts)
+  Db._check(self, "lock_guard")
+  local conn = Tx.conn_of(tx, 1, "lock_guard", "tx")
+  options.arg(key, 2, "lock_guard", "string")
+  options.arg(token, 3, "lock_guard", "number")
+  if opts ~= nil then
+    options.check(opts, GUARD_OPTIONS, 4, "lock_guard")
+    local bad = options.one_of(opts.mode, "mode", MODES) or errors.nul(opts, "table")
+    if bad then return nil, bad end
+  end
+  return core.lock_guard(conn, key, token, opts)
 end
 
 -- locks.key(key) → the advisory key as a decimal string.

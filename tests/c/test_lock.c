@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  * test_lock.c — locks between two pools (two "processes" as far as the
  * server can tell): advisory exclusion, try, bounded waits, the key the
- * server sees, loss with the connection, transaction-scoped locks, and the
- * table mode's compare-and-set with growing tokens and a TTL.
+ * server sees, loss with the connection (held, fencing tokens and the
+ * guard), transaction-scoped locks, and the table mode's compare-and-set
+ * with growing tokens and a TTL.
  */
 #include "harness.h"
 
@@ -106,6 +107,25 @@ static void test_lost_with_connection(void)
             pgs_test_sleep(0.02);
     }
     CHECK(b != NULL);
+    int held = 1;
+    (void)pgs_lock_held(a, &held, &err); /* its session is gone: asked, or failed to ask */
+    CHECK(held == 0);
+    CHECK_OK(pgs_lock_held(b, &held, &err), err);
+    CHECK(held == 1);
+    /* Fencing: b's token is larger, and a's is refused inside a transaction. */
+    CHECK(pgs_lock_token(b) > pgs_lock_token(a));
+    CHECK_OK(pgs_pool_acquire(pb, -1, &c, &err), err);
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK(pgs_lock_guard(a, c, &err) == PGS_ELEASE_LOST);
+    CHECK(strstr(err.message, "is not current") != NULL);
+    CHECK(pgs_tx_commit(c, &err) != PGS_OK); /* the failed guard left it unable to commit */
+    (void)pgs_tx_rollback(c, &err);
+    CHECK_OK(pgs_tx_begin(c, PGS_READ_COMMITTED, &err), err);
+    CHECK_OK(pgs_lock_guard(b, c, &err), err);
+    CHECK_OK(pgs_lock_guard_token(c, k, n, NULL, pgs_lock_token(b), &err), err);
+    CHECK_OK(pgs_tx_commit(c, &err), err);
+    CHECK(pgs_lock_guard(b, c, &err) == PGS_EINVALID); /* outside a transaction */
+    pgs_pool_release(pb, c);
     CHECK(pgs_lock_renew(a, &err) == PGS_ELEASE_LOST);
     CHECK(pgs_lock_release(a, &err) == PGS_ELEASE_LOST);
     CHECK(strstr(err.message, "no longer held") != NULL);

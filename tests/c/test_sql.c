@@ -11,7 +11,7 @@
 static const char *const names[] = {"table", "index", "members", "guard", "events", "heads",
                                     "idempotency", "seq", "append", "read_all", "import",
                                     "replay", "order_lock", "check_order", "idem_stream",
-                                    "end", "seq_last"};
+                                    "end", "seq_last", "tokens"};
 #define NNAMES ((int)(sizeof names / sizeof names[0]))
 
 static void test_fill(void)
@@ -68,7 +68,7 @@ static void test_files(void)
         free(out);
     }
     static const char *const series[] = {"events", "snapshots", "checkpoints", "exec_checkpoints",
-                                         "sessions", "kv", "leases", "locks", "parked", NULL};
+                                         "sessions", "kv", "leases", "locks", "parked", "relay", NULL};
     for (int s = 0; series[s]; s++) {
         int latest = pgs_sql_latest(series[s]);
         CHECK(latest >= 1);
