@@ -358,8 +358,23 @@ function CASES.locks(db)
   eq(err.code, "timeout", "waits then times out")
   assert(lock:release())
   local l2 = assert(other:try_lock(key))
+  local token2 = l2:token()
   assert(l2())
   eq(assert(db:with_lock(key, function(l) return l:key() end)), key, "with_lock")
+  -- Fencing: a later hold's token is larger; the old one no longer guards.
+  local l3 = assert(db:lock(key, { timeout = 2 }))
+  ok(l3:token() > token2, "tokens grow: " .. tostring(token2) .. " then " .. tostring(l3:token()))
+  eq(assert(db:transaction(function(tx) return l3:guard(tx) end)), true, "the holder's guard passes")
+  local _, gerr = db:transaction(function(tx) return db:lock_guard(tx, key, token2) end)
+  eq(gerr and gerr.code, "lease_lost", "a stale token's guard fails")
+  -- held() asks the server: false once the lock's backend is gone.
+  local pid = assert(db:query([[select pid from pg_locks where locktype = 'advisory' and granted
+    and pid <> pg_backend_pid() and objid = ($1::bigint & 4294967295)::oid]],
+    require("pgstore.locks").key(key)))[1]
+  if pid then assert(db:query("select pg_terminate_backend($1)", pid.pid)) end
+  ok(pid ~= nil, "the lock's backend found")
+  eq(l3:held(), false, "held() after the backend was terminated")
+  l3:release()
 end
 
 function CASES.listen(db)

@@ -48,12 +48,12 @@ Db._check = check
 
 -- A userdata whose collection marks parked handle `id` due for the reaper:
 -- whatever owned it (a transaction, a lock) was dropped without finishing.
-local function guard(id)
+local function sentinel(id)
   local p = newproxy(true)
   getmetatable(p).__gc = function() park_expire(id) end
   return p
 end
-Db._guard = guard
+Db._sentinel = sentinel
 
 -- Starts this worker's reaper (once) for parked handles of this db.
 local function reaper(self)
@@ -128,7 +128,7 @@ function Db:acquire(timeout, opts)
                       hold and core.now() + hold or 0)
   if not id then return nil, err end
   reaper(self)
-  return setmetatable({ db = self, id = id, guard = guard(id) }, conn_mt)
+  return setmetatable({ db = self, id = id, sentinel = sentinel(id) }, conn_mt)
 end
 
 for _, m in ipairs{ "query", "exec" } do
@@ -287,7 +287,7 @@ function Db:transaction(fn, opts)
   for attempt = 0, retries do
     local id, err = pin(cfg, "tx", "pin", nil, nil, self.spec, iso, core.now() + timeout)
     if not id then return nil, err end
-    local tx = setmetatable({ db = self, id = id, active = true, guard = guard(id) }, tx_mt)
+    local tx = setmetatable({ db = self, id = id, active = true, sentinel = sentinel(id) }, tx_mt)
     local res = { pcall(fn, tx) }
     tx.active = false
     local again = tx.retryable ~= nil and attempt < retries
@@ -353,7 +353,8 @@ local function take_lock(self, key, opts, try, fname)
   end
   reaper(self)
   return setmetatable({ db = self, id = id, name = key, tok = token, pinned = kept,
-                        guard = guard(id) }, lock_mt)
+                        opts = o and (o.mode or o.table) and { mode = o.mode, table = o.table } or nil,
+                        sentinel = sentinel(id) }, lock_mt)
 end
 
 -- db:lock(key[, { timeout, mode = "advisory"|"table", ttl, table, hold }]) → lock | nil, err
@@ -406,7 +407,38 @@ end
 
 function Lock:key() return self.name end
 function Lock:token() return self.tok end
-function Lock:held() return self.id ~= nil end
+
+-- lock:held() → boolean | false, err: asks the server (one thread call),
+-- as pgstore's: false once the lock's session is gone or its TTL ran out.
+function Lock:held()
+  if not self.id then return false end
+  if self.pinned then return on(self.db.cfg, self.id, "lock_call", self.id, "held") end
+  return call(self.db.cfg, "lock_call", self.id, "held")
+end
+
+local GUARD_OPTIONS = { mode = "string", table = "string" }
+
+local function guard_in(db, tx, key, token, opts, fname)
+  if getmetatable(tx) ~= tx_mt then argerr(1, fname, "resty.pgstore tx expected, got " .. type(tx)) end
+  if not tx.active then raise("attempt to use a finished transaction") end
+  return Tx._note(tx, on(db.cfg, tx.id, "lock_guard", tx.id, key, token, opts))
+end
+
+-- lock:guard(tx) → true | nil, err ("lease_lost"): the work of tx commits
+-- only while this lock's token is current (pgstore's fencing).
+function Lock:guard(tx)
+  if getmetatable(self) ~= lock_mt then raise("bad argument #1 to 'guard' (resty.pgstore.lock expected)") end
+  return guard_in(self.db, tx, self.name, self.tok, self.opts, "guard")
+end
+
+-- db:lock_guard(tx, key, token[, { mode, table }]) → true | nil, err
+function Db:lock_guard(tx, key, token, opts)
+  check(self, "lock_guard")
+  check_arg(key, 2, "lock_guard", "string")
+  check_arg(token, 3, "lock_guard", "number")
+  if opts ~= nil then options.check(opts, GUARD_OPTIONS, 4, "lock_guard") end
+  return guard_in(self, tx, key, token, opts, "lock_guard")
+end
 
 lock_mt.__tostring = function(self)
   return self.id and format("resty.pgstore.lock (%s)", self.name) or "resty.pgstore.lock (closed)"

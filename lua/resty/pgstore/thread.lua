@@ -306,10 +306,27 @@ function _M.lock_call(id, method)
     if not ok then error(res, 0) end
     return done(res, plain(err))
   end
+  if method ~= "renew" and method ~= "held" then
+    error("unknown lock method '" .. tostring(method) .. "'", 0)
+  end
   local lock = core.unpark(id, true)
-  if not lock then return done(fail("lease_lost", "the lock was already released")) end
-  local ok, res, err = pcall(lock.renew, lock)
+  if not lock then
+    if method == "held" then return done(false) end
+    return done(fail("lease_lost", "the lock was already released"))
+  end
+  local ok, res, err = pcall(lock[method], lock)
   core.repark(id, lock)
+  if not ok then error(res, 0) end
+  return done(res, plain(err))
+end
+
+-- lock_guard(txid, key, token, opts): core.lock_guard on the pinned
+-- transaction: fails with lease_lost unless token is still current.
+function _M.lock_guard(txid, key, token, opts)
+  local conn = core.unpark(txid, true)
+  if not conn then return done(fail("timeout", GONE)) end
+  local ok, res, err = pcall(core.lock_guard, conn, key, token, opts)
+  core.repark(txid, conn)
   if not ok then error(res, 0) end
   return done(res, plain(err))
 end
