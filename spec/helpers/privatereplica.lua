@@ -46,12 +46,15 @@ function R.start(name)
 end
 
 -- The replica's server processes: the postmaster and its children.
-local PIDS = [[pm=$(head -n 1 "$dir/replica/postmaster.pid"); pids="$pm $(pgrep -P "$pm" | tr '\n' ' ')"]]
+local PIDS = [[pm=$(head -n 1 "$dir/replica/postmaster.pid"); pids="$pm $(pgrep -P "$pm" | tr '\n' ' ' || true)"]]
 
 -- SIGSTOP to every process of the replica: it accepts TCP connections
--- (the kernel does) and answers nothing until thaw().
-function Replica:freeze()
-  local out, rc = self:sh(PIDS .. "\nrun_as_cluster_user kill -STOP $pids")
+-- (the kernel does) and answers nothing until thaw(), or until `limit`
+-- seconds (default 10) have passed, so a reader that hangs fails its spec
+-- instead of hanging it.
+function Replica:freeze(limit)
+  local out, rc = self:sh(PIDS .. ("\nrun_as_cluster_user kill -STOP $pids"
+    .. "\n(sleep %d; kill -CONT $pids) >/dev/null 2>&1 </dev/null &"):format(limit or 10))
   assert(rc == 0, "freeze failed: " .. out)
 end
 
