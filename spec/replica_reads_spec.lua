@@ -11,6 +11,31 @@ local R = require "privatereplica"
 
 local APP = "pgstore-replica-reads"
 
+describe("causal tokens", function()
+  local replicas = require "pgstore.replicas"
+  for _, c in ipairs{
+    { "0/0", 0 }, { "0/3000060", 0x3000060 }, { "16/B374D848", 0x16 * 2 ^ 32 + 0xB374D848 },
+    { "FFFF/FFFFFFFF", 0xFFFF * 2 ^ 32 + 0xFFFFFFFF },
+    { "", nil }, { "0/", nil }, { "x/1", nil }, { "1/123456789", nil }, { " 0/1", nil }, { 5, nil },
+  } do
+    it(("reads %q as %s"):format(tostring(c[1]), tostring(c[2])), function()
+      assert.equal(c[2], replicas.lsn_number(c[1]))
+    end)
+  end
+
+  it("refuses a malformed after_lsn with no replica too", function()
+    local db = T.connect{ application_name = APP }
+    local es = assert(db:events{ table = "rr_tok", notify = false })
+    local rows, err = es:read("s", { after_lsn = "0/ZZ" })
+    assert.is_nil(rows)
+    assert.equal("invalid", err.code)
+    assert.same({}, assert(es:read("s", { after_lsn = "0/1" })))
+    es:close()
+    db:close()
+    T.assert_no_leaks(APP)
+  end)
+end)
+
 describe("reads on replicas", function()
   local rep, admin, radmin
   local function connect(extra)

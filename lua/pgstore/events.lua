@@ -8,6 +8,7 @@ local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local codecs = require "pgstore.codec"
 local Tx = require "pgstore.tx"
+local replicas = require "pgstore.replicas"
 
 local type, ipairs, pairs, tostring, select = type, ipairs, pairs, tostring, select
 -- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
@@ -409,6 +410,9 @@ function Events:read(stream, opts)
   local bad = check_count(opts.from, "from") or check_count(opts.to, "to") or check_count(opts.limit, "limit")
     or options.seconds(opts.consistent_timeout, "consistent_timeout")
   if bad then return nil, bad end
+  if opts.after_lsn and not replicas.lsn_number(opts.after_lsn) then
+    return nil, errors.new("invalid", "after_lsn must be a token from db:causal_token(), such as '0/3000060'")
+  end
   local rows, err = on_reader(self, opts, function(pool)
     return self.handle:read(stream, opts.from, opts.to, opts.limit, opts.types, opts.backward, pool)
   end)

@@ -5,9 +5,8 @@
 -- frozen, promoted, or lagging past replica_max_lag. A read that a
 -- replica cannot serve goes to the next replica, then to the primary.
 local core = require "pgstore.core"
-local errors = require "pgstore.errors"
 
-local tonumber, type, unpack, select = tonumber, type, unpack, select
+local tonumber, type, unpack, select, ipairs = tonumber, type, unpack, select, ipairs
 
 local _M = {}
 
@@ -142,14 +141,7 @@ local function pack(...) return { n = select("#", ...), ... } end
 -- that fails the read is skipped and the next one tried, so a sick
 -- replica never fails a read the primary can answer.
 function _M.read(set, primary, fn, lsn, timeout)
-  local target
-  if lsn then
-    target = lsn_number(lsn)
-    if not target then
-      return nil, errors.new("invalid", "after_lsn must be a WAL position such as '0/3000060', got "
-        .. tostring(lsn):sub(1, 40))
-    end
-  end
+  local target = lsn and lsn_number(lsn) -- checked by the caller
   local deadline = core.now() + (timeout or 1)
   local tried = {}
   while true do
