@@ -5,6 +5,7 @@
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
+local replicas = require "pgstore.replicas"
 local Tx = require "pgstore.tx"
 
 local type, pcall, unpack, select = type, pcall, unpack, select
@@ -41,7 +42,7 @@ end
 -- acquire_timeout, statement_timeout (ms), lock_timeout (ms), query_timeout (seconds the
 -- client waits for any statement before it cancels it and gives the
 -- connection up: "timeout"; also when the network is what hangs),
--- application_name, shared }
+-- application_name, shared, replica_max_lag (seconds) }
 function Db.new(opts)
   local shared = opts.shared
   local pool, err = core.pool(pool_opts(opts, opts.dsn, shared))
@@ -50,18 +51,23 @@ function Db.new(opts)
   for k, v in pairs(opts) do
     if k ~= "dsn" and k ~= "read_dsn" then public[k] = v end
   end
-  local self = setmetatable({ pool = pool, readers = {}, next_reader = 0, opts = public }, mt)
+  local self = setmetatable({ pool = pool, readers = {}, opts = public }, mt)
   dsns[self] = opts.dsn
   local read = opts.read_dsn
   if type(read) == "string" then read = { read } end
   for i, dsn in ipairs(read or {}) do
-    local rp, rerr = core.pool(pool_opts(opts, dsn, shared and (shared .. "#read" .. i)))
+    local ro = pool_opts(opts, dsn, shared and (shared .. "#read" .. i))
+    -- A frozen replica answers nothing: its statements give up after the
+    -- connect timeout, and the read goes elsewhere (pgstore.replicas).
+    ro.query_timeout = ro.query_timeout or ro.connect_timeout or 5
+    local rp, rerr = core.pool(ro)
     if not rp then
       self:close()
       return nil, rerr
     end
     self.readers[i] = rp
   end
+  self.replicas = replicas.new(self.readers, opts.replica_max_lag)
   return self
 end
 
@@ -91,13 +97,27 @@ function Db:exec(sql, ...)
   return self.pool:exec(sql, ...)
 end
 
--- A pool for reads: replicas in turn when there are any, else the primary.
+-- A pool for reads: the next usable replica in turn (pgstore.replicas),
+-- else the primary.
 function Db:reader()
   check(self, "reader")
-  local n = #self.readers
-  if n == 0 then return self.pool end
-  self.next_reader = self.next_reader % n + 1
-  return self.readers[self.next_reader]
+  if #self.readers == 0 then return self.pool end
+  return replicas.reader(self.replicas, self.pool)
+end
+
+-- Runs fn(pool) for a read on a usable replica, else on the primary; with
+-- lsn, only on a replica that has replayed it (waiting up to timeout).
+function Db:_read(fn, lsn, timeout)
+  if #self.readers == 0 then return fn(self.pool) end
+  return replicas.read(self.replicas, self.pool, fn, lsn, timeout)
+end
+
+-- A causal token: the primary's WAL position covering every write
+-- committed so far, by any process. Another process passes it to
+-- es:read(stream, { after_lsn = token }). → string | nil, err
+function Db:causal_token()
+  check(self, "causal_token")
+  return replicas.token(self.pool)
 end
 
 -- Borrows a connection for a block of work; the caller must release() it.

@@ -8,6 +8,7 @@ local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local codecs = require "pgstore.codec"
 local Tx = require "pgstore.tx"
+local replicas = require "pgstore.replicas"
 
 local type, ipairs, pairs, tostring, select = type, ipairs, pairs, tostring, select
 -- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
@@ -249,7 +250,6 @@ function Events:append(stream, events, opts)
     end
     return nil, name_expected(err)
   end
-  self.db.wrote = true
   return res
 end
 
@@ -334,7 +334,6 @@ function Events:append_many(batches, opts)
     end
     return nil, name_expected(err)
   end
-  self.db.wrote = true
   return res
 end
 
@@ -371,28 +370,27 @@ end
 -- codec and upcaster fields.
 _M.decode_rows = finish
 
--- The pool a read goes to: a replica when there is one; with `consistent`,
--- only once it has replayed everything the primary had written when the
--- read began (bounded by consistent_timeout, else the primary).
-local function read_pool(self, opts)
+-- A read on a replica when there is one: with `consistent`, one that has
+-- replayed every write committed on the primary before the read began (a
+-- round trip to the primary for its position); with `after_lsn`, one that
+-- has replayed that causal token (none). Waits up to consistent_timeout,
+-- else reads the primary (pgstore.replicas).
+local function on_reader(self, opts, fn)
   local db = self.db
-  if #db.readers == 0 or (opts and opts.primary) then return nil end
-  local reader = db:reader()
-  if not (opts and opts.consistent) or not db.wrote then return reader end
-  local lsn = db.pool:query("select pg_current_wal_lsn()::text as lsn")
-  if not lsn then return nil end
-  local deadline = core.now() + (opts.consistent_timeout or 1)
-  repeat
-    local rows = reader:query("select pg_last_wal_replay_lsn() >= $1::pg_lsn as ok", lsn[1].lsn)
-    if rows and rows[1].ok == true then return reader end
-    core.sleep(0.002)
-  until core.now() > deadline
-  return nil -- the replica lags: read the primary
+  if #db.readers == 0 or opts.primary then return fn(nil) end
+  local lsn = opts.after_lsn
+  if opts.consistent then
+    local err
+    lsn, err = db:causal_token()
+    if not lsn then return nil, err end
+  end
+  return db:_read(fn, lsn, opts.consistent_timeout)
 end
 
 local READ_OPTIONS = {
   from = "number", to = "number", limit = "number", types = "table", backward = "boolean",
   raw = "boolean", consistent = "boolean", consistent_timeout = "number", primary = "boolean",
+  after_lsn = "string",
 }
 
 local function check_count(v, name)
@@ -401,17 +399,23 @@ local function check_count(v, name)
   end
 end
 
--- es:read(stream, { from, to, limit, types, backward, raw, consistent, primary }) → events
--- primary = true reads the primary even when there are replicas (read your writes).
+-- es:read(stream, { from, to, limit, types, backward, raw, consistent, after_lsn,
+--                   consistent_timeout, primary }) → events
+-- primary = true reads the primary even when there are replicas.
 function Events:read(stream, opts)
   check(self, "read")
   check_stream(stream, "read")
   opts = check_options(opts, READ_OPTIONS, 2, "read")
   options.list(opts, "types", "string", 2, "read")
   local bad = check_count(opts.from, "from") or check_count(opts.to, "to") or check_count(opts.limit, "limit")
+    or options.seconds(opts.consistent_timeout, "consistent_timeout")
   if bad then return nil, bad end
-  local rows, err = self.handle:read(stream, opts.from, opts.to, opts.limit, opts.types,
-    opts.backward, read_pool(self, opts))
+  if opts.after_lsn and not replicas.lsn_number(opts.after_lsn) then
+    return nil, errors.new("invalid", "after_lsn must be a token from db:causal_token(), such as '0/3000060'")
+  end
+  local rows, err = on_reader(self, opts, function(pool)
+    return self.handle:read(stream, opts.from, opts.to, opts.limit, opts.types, opts.backward, pool)
+  end)
   if not rows then return nil, err end
   return finish(self, rows, opts.raw)
 end
@@ -444,13 +448,15 @@ end
 function Events:version(stream)
   check(self, "version")
   check_stream(stream, "version")
-  return self.handle:version(stream, read_pool(self))
+  -- The primary: "read the version, then append with it" must see one's
+  -- own and everyone's last append.
+  return self.handle:version(stream)
 end
 
 function Events:status(stream)
   check(self, "status")
   check_stream(stream, "status")
-  return self.handle:status(stream, read_pool(self))
+  return self.handle:status(stream)
 end
 
 -- The store: the table as resolved when the store opened, "schema.table".

@@ -21,7 +21,7 @@ local OPTION_TYPES = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
   statement_timeout = "number", lock_timeout = "number", query_timeout = "number", application_name = "string",
-  shared = "string",
+  shared = "string", replica_max_lag = "number",
 }
 
 -- pgstore.connect(dsn) or pgstore.connect{ dsn = …, pool_size = 4, … } → db | nil, err
@@ -42,6 +42,7 @@ function _M.connect(opts)
     or options.int(opts.statement_timeout, "statement_timeout", 0, 2147483647) -- ms, as the server's
     or options.int(opts.lock_timeout, "lock_timeout", 0, 2147483647)
     or options.seconds(opts.query_timeout, "query_timeout")
+    or options.seconds(opts.replica_max_lag, "replica_max_lag", true)
   if bad then return nil, bad end
   return Db.new(opts)
 end
