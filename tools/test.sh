@@ -18,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # backends, or load the machine and time themselves (the soak, lease
 # timeouts, nginx's latency and load test): each runs alone, after the
 # parallel batch.
-ALONE=(fault_crash fault_lease fault_listen lease_holders listen nginx nginx_live nginx_load partitions pool relay security soak)
+ALONE=(fault_crash fault_lease fault_listen lease_holders listen nginx nginx_live nginx_load partitions pool relay replica_reads security soak)
 
 passed=0 failed=0 cluster_env="" san_preload="" out=$(mktemp) all=$(mktemp) work=$(mktemp -d)
 finish() {

@@ -46,6 +46,7 @@ local OPTIONS = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
   statement_timeout = "number", lock_timeout = "number", application_name = "string",
+  replica_max_lag = "number",
   -- resty.pgstore
   thread_pool = "string",   -- the nginx thread_pool to run in ("pgstore")
   queue_timeout = "number", -- seconds a call waits for a connection slot (5)
@@ -54,7 +55,7 @@ local OPTIONS = {
 }
 
 local POOL_OPTIONS = { "dsn", "pool_size", "read_dsn", "connect_timeout",
-                       "statement_timeout", "lock_timeout", "application_name" }
+                       "statement_timeout", "lock_timeout", "application_name", "replica_max_lag" }
 
 -- Appends and lock calls made from nginx wait at most this long (ms) for a
 -- row or advisory lock: a holder that never commits costs a `timeout`,
