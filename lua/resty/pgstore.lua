@@ -130,6 +130,9 @@ function _M.connect(opts)
     lock_timeout = spec.lock_timeout, application_name = spec.application_name, shared = key,
   }
   if not pool then return nil, err end
+  -- The reaper runs from the start: it also cleans up after results
+  -- nobody received, which a first call may leave.
+  timers.reaper(routes.fg)
   return setmetatable({
     spec = spec, key = key, pool = pool, cfg = routes.fg,
     lock_wait = spec.lock_timeout > 0 and spec.lock_timeout / 1000 or nil,

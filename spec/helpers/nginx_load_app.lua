@@ -217,6 +217,14 @@ function ROUTES.trylock(db)
   return reply(200, { taken = l ~= nil, error = err and tostring(err) })
 end
 
+-- Waits on a listener with no timeout (a client that stays, like an
+-- EventSource): a quit must not wait for it.
+function ROUTES.listenwait(db)
+  local l = assert(db:listen(ngx.var.arg_c))
+  local note, err = l:wait()
+  return reply(200, { payload = note and note.payload, error = err and err.code })
+end
+
 function ROUTES.stats(db)
   return reply(200, pgstore.stats(db))
 end

@@ -275,10 +275,14 @@ local function hold(id, slots, kind)
 end
 
 -- Gives the slot of handle id back (once, whoever comes first).
+-- id → when a collection last found the idle handle alive (collect_abandoned).
+local examined = {}
+
 local function free(id)
   local h = held[id]
   if h then
     held[id] = nil
+    examined[id] = nil
     h.slots:post(1)
   end
 end
@@ -286,9 +290,14 @@ _M.free_held = free
 
 -- ---- runners --------------------------------------------------------------------------
 
-local RUNNER_WAIT = 1 -- seconds a runner waits for work before it looks at exiting()
+local RUNNER_WAIT = 1       -- seconds a runner waits for work before it looks around
+local RUNNER_IDLE_EXIT = 60 -- a runner beyond the first leaves after this long without work
 
 local submit
+
+-- Results of new handles whose receipt could not be watched by a timer:
+-- the reaper looks at them (check_unreceived).
+local unwatched = {}
 
 -- A job whose result nobody received: its request went away (client
 -- abort, ngx.exit, a killed light thread) before it resumed.
@@ -309,22 +318,32 @@ local function run_job(job)
   -- It can also die after the post took it off the queue and before it
   -- resumed (within this pass of the event loop): for a new handle, which
   -- nobody else knows of (watch), whether it received the result is looked
-  -- at again a millisecond later. (A transaction's statement needs no
-  -- watch: its tx object's collection finds an owner that died so.)
+  -- at again a millisecond later, or by the reaper when no timer can be
+  -- had. (A transaction's statement needs no watch: its tx object's
+  -- collection finds an owner that died so.)
   if done:count() > 0 then
     pcall(job.orphan, res)
   elseif job.watch and not timer_at(0.001, unreceived, job) then
-    log(WARN, "resty.pgstore: cannot watch a result for its receiver; an abandoned handle goes back "
-      .. "with its owner's collection or timeout")
+    unwatched[#unwatched + 1] = job
   end
 end
 
--- A runner serves until the worker exits and no job is left. A premature
--- start (the worker is shutting down) still serves: a job already queued
--- belongs to a request that is still being answered.
+-- Called by the reaper: cleans up after results nobody received.
+function _M.check_unreceived()
+  if #unwatched == 0 then return end
+  local jobs = unwatched
+  unwatched = {}
+  for i = 1, #jobs do unreceived(false, jobs[i]) end
+end
+
+-- A runner serves until the worker exits and no job is left (a premature
+-- start — the worker shutting down — still serves: a queued job belongs to
+-- a request still being answered); one beyond the first also leaves after
+-- a minute without work.
 local function runner(_, lane)
-  lane.starting = lane.starting - 1
+  if lane.starting > 0 then lane.starting = lane.starting - 1 end
   lane.runners = lane.runners + 1
+  local last = now()
   while true do
     lane.idle = lane.idle + 1
     local ok = lane.jobs:wait(RUNNER_WAIT)
@@ -333,8 +352,13 @@ local function runner(_, lane)
       local job = lane.queue[lane.head]
       lane.queue[lane.head] = nil
       lane.head = lane.head + 1
-      run_job(job)
-    elseif exiting() and lane.head > lane.tail then
+      if not job.cancelled then
+        job.started = true
+        run_job(job)
+      end
+      last = now()
+    elseif lane.head > lane.tail
+        and (exiting() or (lane.runners > 1 and now() - last > RUNNER_IDLE_EXIT)) then
       break
     end
   end
@@ -342,7 +366,7 @@ local function runner(_, lane)
 end
 
 -- Queues job on its lane, starting a runner when none is free for it.
--- → true | nil, why (no runner: run it yourself)
+-- → true | nil, why (no runner, and none can start)
 function submit(job)
   local lane = job.route.lane
   local queued = lane.tail - lane.head + 2
@@ -351,8 +375,6 @@ function submit(job)
     if ok then
       lane.starting = lane.starting + 1
     elseif lane.runners + lane.starting == 0 then
-      -- No timer can start (the worker is exiting, or lua_max_pending_timers
-      -- is reached) and no runner is left: the caller runs it.
       return nil, err
     end
   end
@@ -362,23 +384,39 @@ function submit(job)
   return true
 end
 
+-- What settle sees for a job that never ran.
+local function not_run(err)
+  return pack(true, nil, err)
+end
+
 -- Hands the job to a runner and sleeps until it is done. → its results.
+-- A job no runner took within queue_timeout (no timer could run one:
+-- lua_max_running_timers) is taken back: its slot is given back, and the
+-- caller gets `timeout`. Once a runner has it, the call waits for it.
 local FOREVER = 86400 * 7
 local function await(job)
   job.done = semaphore.new(0)
-  local res
-  if submit(job) then
-    local ok, err
-    repeat
-      ok, err = job.done:wait(FOREVER)
-    until ok or err ~= "timeout"
-    if not ok then raise("resty.pgstore: " .. tostring(err)) end
-    res = job.res
-    job.received = true
-  else
-    res = pack(pcall(execute, job))
-    if job.settle then job.settle(res) end
+  local route = job.route
+  local ok, err = submit(job)
+  if not ok then
+    local e = timeout("resty.pgstore: no runner timer can start (" .. tostring(err)
+      .. "): raise lua_max_pending_timers")
+    if job.settle then job.settle(not_run(e)) end
+    return nil, e
   end
+  ok, err = wait(job.done, route.queue_timeout)
+  if not ok and err == "timeout" and not job.started then
+    job.cancelled = true
+    route.lane.starting = 0 -- the runners counted as starting never ran
+    local e = timeout(format("resty.pgstore: no runner took the call within %gs: raise "
+      .. "lua_max_running_timers (runners are timers of the worker)", route.queue_timeout))
+    if job.settle then job.settle(not_run(e)) end
+    return nil, e
+  end
+  while not ok and err == "timeout" do ok, err = job.done:wait(FOREVER) end
+  if not ok then raise("resty.pgstore: " .. tostring(err)) end
+  local res = job.res
+  job.received = true
   if not res[1] then error(res[2], 0) end
   if res[2] == MISUSE then raise(res[3]) end
   return unpack(res, 2, res.n)
@@ -519,30 +557,45 @@ end
 
 -- ---- the reaper's view ------------------------------------------------------------------
 
--- Seconds a held handle may sit idle before garbage is collected; the
--- pause between collections doubles up to GC_MAX while they find nothing
--- (a lock held for an hour on purpose costs a collection every 8 s), and
--- starts again at IDLE_GC for each new handle.
-local IDLE_GC, GC_MAX = 0.5, 8
-local last_gc, gc_pause, newest = 0, IDLE_GC, 0
+-- Finding abandoned handles by collection. A handle idle for IDLE_GC
+-- seconds that no collection has looked at since it went idle is a new
+-- candidate: its owner may be gone (ngx.exit in fn, a client abort while
+-- fn or a lock holder waited on something else), and collecting its tx or
+-- lock object would hand it to the reaper. Candidates a collection already
+-- found alive are looked at again after a pause that doubles up to
+-- RECHECK_MAX while collections find nothing. On a small heap the
+-- collection is full (a few ms); past FULL_GC_KB it is one incremental
+-- step, so a big heap never stalls the event loop — there an abandoned
+-- transaction may wait for the normal collector or its timeout.
+local IDLE_GC, RECHECK_MIN, RECHECK_MAX = 0.5, 1, 60
+local FULL_GC_KB, STEP_KB = 64 * 1024, 4096
+local last_gc, recheck = 0, RECHECK_MIN
 
--- Collects garbage when a handle has been idle for a while: if its owner
--- is gone (ngx.exit in fn, a client abort while fn or a lock holder waited
--- on something else), collecting its tx or lock object hands it to the
--- reaper.
 function _M.collect_abandoned()
   local t = now()
-  for _, h in pairs(held) do
-    if h.born > newest then newest, gc_pause = h.born, IDLE_GC end
-  end
-  if t - last_gc < gc_pause then return end
-  for _, h in pairs(held) do
+  if t - last_gc < IDLE_GC then return end
+  local any, new = false, false
+  for id, h in pairs(held) do
     if h.busy == 0 and t - h.last >= IDLE_GC then
-      last_gc = t
-      collectgarbage()
-      if core.park_stats().expired == 0 then gc_pause = math.min(gc_pause * 2, GC_MAX) end
-      return
+      any = true
+      local seen = examined[id]
+      if not seen or seen < h.last then new = true end
     end
+  end
+  if not any or (not new and t - last_gc < recheck) then return end
+  last_gc = t
+  if collectgarbage("count") < FULL_GC_KB then
+    collectgarbage()
+  else
+    collectgarbage("step", STEP_KB)
+  end
+  if core.park_stats().expired > 0 then
+    recheck = RECHECK_MIN
+  elseif not new then
+    recheck = math.min(recheck * 2, RECHECK_MAX)
+  end
+  for id, h in pairs(held) do
+    if h.busy == 0 and t - h.last >= IDLE_GC then examined[id] = t end
   end
 end
 

@@ -91,6 +91,14 @@ end
 
 local hubs = {} -- db key → hub
 
+-- Subscribers are held weakly: a listener or relay whose request went away
+-- without closing it (a client abort) is collected, not fed for ever.
+local WEAK = { __mode = "k" }
+
+-- A waiting l:wait() or relay:next() looks at ngx.worker.exiting() this
+-- often, so a quit or reload never waits for its client.
+local EXIT_LOOK = 0.5
+
 local Hub = {}
 local hub_mt = { __index = Hub, __metatable = false }
 
@@ -302,7 +310,7 @@ function _M.get(db)
   local self = hubs[db.key]
   if not self then
     self = setmetatable({
-      db = db, channels = {}, listening = {}, subs = {}, all = {},
+      db = db, channels = {}, listening = {}, subs = {}, all = setmetatable({}, WEAK),
       asks = {}, wake = semaphore.new(0), done_wait = sema_wait,
       failures = 0, reconnects = 0, retry_at = 0, opened = false,
     }, hub_mt)
@@ -328,7 +336,7 @@ function Hub:subscribe(sub, channels)
   self.all[sub] = true
   local new = false
   for _, ch in ipairs(channels) do
-    self.subs[ch] = self.subs[ch] or {}
+    self.subs[ch] = self.subs[ch] or setmetatable({}, WEAK)
     self.subs[ch][sub] = true
     if not self.channels[ch] then
       self.channels[ch] = true
@@ -437,10 +445,11 @@ function Listener:wait(timeout)
       self.head = self.head + 1
       return n
     end
-    local left = deadline and deadline - now() or 60
+    local left = deadline and deadline - now() or EXIT_LOOK
     if left <= 0 then return nil, errors.new("timeout", "nothing arrived in time") end
-    sema_wait(self.sema, left)
+    sema_wait(self.sema, left < EXIT_LOOK and left or EXIT_LOOK)
     if self.closed then return nil, errors.new("closed", "the listener was closed") end
+    if exiting() then return nil, errors.new("closed", "the worker is exiting") end
   end
 end
 
@@ -652,10 +661,11 @@ function Relay:next(timeout)
       end
       return e.change, e.origin
     end
-    local left = deadline and deadline - now() or 60
+    local left = deadline and deadline - now() or EXIT_LOOK
     if left <= 0 then return nil, errors.new("timeout", "no change arrived in time") end
-    sema_wait(self.sema, left)
+    sema_wait(self.sema, left < EXIT_LOOK and left or EXIT_LOOK)
     if self.closed then return nil, errors.new("closed", "the relay was closed") end
+    if exiting() then return nil, errors.new("closed", "the worker is exiting") end
   end
 end
 

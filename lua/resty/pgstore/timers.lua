@@ -120,6 +120,7 @@ function _M.reaper(cfg)
   local name = "reaper:" .. cfg.lane.name
   if running[name] then return end
   local ok, err = _M.every(name, REAP_INTERVAL, function()
+    call_mod.check_unreceived()
     call_mod.collect_abandoned()
     if core.park_stats().expired > 0 then
       local ids, rerr = call_mod.unslotted(cfg, "reap")
