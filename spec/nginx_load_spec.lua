@@ -325,6 +325,8 @@ describe("resty.pgstore under load, one nginx worker", function()
             committed = committed + 1
           elseif not (r.res and r.res.status == 503 and body.error == "timeout") then
             bad[#bad + 1] = ("#%d: %s"):format(i, r.res and (r.res.status .. " " .. r.res.body) or r.err)
+          else
+            print("\n    timed out: " .. tostring(body.message))
           end
         end
         local what = ("8 transactions on one stream, %d connections on %d threads"):format(pool, tp[2])
