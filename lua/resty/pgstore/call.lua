@@ -274,10 +274,10 @@ local function hold(id, slots, kind)
   held[id] = { slots = slots, kind = kind, born = t, last = t, busy = 0 }
 end
 
--- Gives the slot of handle id back (once, whoever comes first).
 -- id → when a collection last found the idle handle alive (collect_abandoned).
 local examined = {}
 
+-- Gives the slot of handle id back (once, whoever comes first).
 local function free(id)
   local h = held[id]
   if h then
