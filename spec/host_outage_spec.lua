@@ -219,7 +219,9 @@ describe("the host across a database restart", function()
       end
       sub:close()
       db:close()]])
-    local p = launch(dir, "sub", ("luajit %s/sub.lua %q %s/sub.stop"):format(dir, cluster.dsn, dir))
+    -- luajit loads pgstore/core.so: under the sanitizer build, with its runtime.
+    local p = launch(dir, "sub", ("%sluajit %s/sub.lua %q %s/sub.stop"):format(require("nginx").preload(),
+      dir, cluster.dsn, dir))
     assert.truthy(T.eventually(function() return T.read(p.out) ~= "" end, 20), T.read(p.err))
     appends_across_restarts(cluster, es)
     local want = positions(es)

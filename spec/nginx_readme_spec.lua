@@ -56,7 +56,7 @@ describe("the README's nginx configuration", function()
   local prefix, port, master
 
   local function run(args)
-    return T.sh(("%s -p %s -c %s -e %s -g %s %s"):format(q(nginx.binary()), q(prefix), q(prefix .. "/nginx.conf"),
+    return T.sh(("%s%s -p %s -c %s -e %s -g %s %s"):format(nginx.preload(), q(nginx.binary()), q(prefix), q(prefix .. "/nginx.conf"),
       q(prefix .. "/error.log"), q("pid " .. prefix .. "/nginx.pid;"), args or ""))
   end
 

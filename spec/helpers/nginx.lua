@@ -86,7 +86,9 @@ local function random_token()
   return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
 
--- With the sanitizer build, nginx needs the same runtime preloaded.
+-- With the sanitizer build, a program that loads pgstore/core.so but is
+-- not ours (nginx, luajit) needs the same runtime preloaded: the prefix for
+-- its command line ("" otherwise).
 local function preload()
   local p = os.getenv("LD_PRELOAD")
   if p and p:find("libasan", 1, true) then
@@ -94,6 +96,7 @@ local function preload()
   end
   return ""
 end
+_M.preload = preload
 
 local Server = {}
 local mt = { __index = Server }

@@ -295,15 +295,10 @@ local RUNNER_IDLE_EXIT = 60 -- a runner beyond the first leaves after this long 
 
 local submit
 
--- Results of new handles whose receipt could not be watched by a timer:
--- the reaper looks at them (check_unreceived).
+-- Results of new handles handed to a request, for the reaper to see
+-- whether the request received them (check_unreceived).
 local unwatched = {}
 
--- A job whose result nobody received: its request went away (client
--- abort, ngx.exit, a killed light thread) before it resumed.
-local function unreceived(premature, job)
-  if not job.received then pcall(job.orphan, job.res) end
-end
 
 -- Runs one job: the thread call, then the slot, then whoever waits.
 local function run_job(job)
@@ -317,23 +312,27 @@ local function run_job(job)
   -- The request sleeps on `done`: when the post finds nobody, it is gone.
   -- It can also die after the post took it off the queue and before it
   -- resumed (within this pass of the event loop): for a new handle, which
-  -- nobody else knows of (watch), whether it received the result is looked
-  -- at again a millisecond later, or by the reaper when no timer can be
-  -- had. (A transaction's statement needs no watch: its tx object's
-  -- collection finds an owner that died so.)
+  -- nobody else knows of (watch), the reaper — a timer already running,
+  -- which a full lua_max_running_timers cannot drop — looks at its next
+  -- round whether the request received it. (A transaction's statement
+  -- needs no watch: its tx object's collection finds an owner that died.)
   if done:count() > 0 then
     pcall(job.orphan, res)
-  elseif job.watch and not timer_at(0.001, unreceived, job) then
+  elseif job.watch then
     unwatched[#unwatched + 1] = job
   end
 end
 
--- Called by the reaper: cleans up after results nobody received.
+-- Called by the reaper (rounds apart, so every request has had its turn):
+-- cleans up after results nobody received.
 function _M.check_unreceived()
   if #unwatched == 0 then return end
   local jobs = unwatched
   unwatched = {}
-  for i = 1, #jobs do unreceived(false, jobs[i]) end
+  for i = 1, #jobs do
+    local job = jobs[i]
+    if not job.received then pcall(job.orphan, job.res) end
+  end
 end
 
 -- A runner serves until the worker exits and no job is left (a premature
@@ -563,12 +562,13 @@ end
 -- fn or a lock holder waited on something else), and collecting its tx or
 -- lock object would hand it to the reaper. Candidates a collection already
 -- found alive are looked at again after a pause that doubles up to
--- RECHECK_MAX while collections find nothing. On a small heap the
--- collection is full (a few ms); past FULL_GC_KB it is one incremental
--- step, so a big heap never stalls the event loop — there an abandoned
--- transaction may wait for the normal collector or its timeout.
+-- RECHECK_MAX while collections find nothing; a handle's later statements
+-- do not make it new again. On a small heap the collection is full (about
+-- 10 ms at FULL_GC_KB); past it, one incremental step, so a big heap never
+-- stalls the event loop — there an abandoned transaction may wait for the
+-- normal collector or its timeout.
 local IDLE_GC, RECHECK_MIN, RECHECK_MAX = 0.5, 1, 60
-local FULL_GC_KB, STEP_KB = 64 * 1024, 4096
+local FULL_GC_KB, STEP_KB = 8 * 1024, 1024
 local last_gc, recheck = 0, RECHECK_MIN
 
 function _M.collect_abandoned()
@@ -578,8 +578,7 @@ function _M.collect_abandoned()
   for id, h in pairs(held) do
     if h.busy == 0 and t - h.last >= IDLE_GC then
       any = true
-      local seen = examined[id]
-      if not seen or seen < h.last then new = true end
+      if not examined[id] then new = true end
     end
   end
   if not any or (not new and t - last_gc < recheck) then return end

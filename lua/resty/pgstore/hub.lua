@@ -156,8 +156,15 @@ function Hub:open()
   return true
 end
 
--- LISTEN / UNLISTEN what changed. Called in the loop.
+-- LISTEN / UNLISTEN what changed. Called in the loop. A channel nobody
+-- listens to any more (closed, or collected with its request) is dropped.
 function Hub:sync()
+  for ch in pairs(self.channels) do
+    local subs = self.subs[ch]
+    if not subs or next(subs) == nil then
+      self.channels[ch], self.subs[ch] = nil, nil
+    end
+  end
   for ch in pairs(self.channels) do
     if not self.listening[ch] then
       local ok, err = call(self.db.cfg, "listener_call", self.id, "add", ch)
@@ -372,8 +379,8 @@ function Hub:unsubscribe(sub, channels)
     if subs then
       subs[sub] = nil
       if next(subs) == nil then
-        self.subs[ch] = nil
-        -- The feed's and relays' channels stay: re-LISTENing costs more.
+        -- UNLISTENed at the loop's next sync (unless someone comes back).
+        self.dirty = true
       end
     end
   end
