@@ -296,8 +296,9 @@ local RUNNER_IDLE_EXIT = 60 -- a runner beyond the first leaves after this long 
 local submit
 
 -- Results of new handles handed to a request, for the reaper to see
--- whether the request received them (check_unreceived).
-local unwatched = {}
+-- whether the request received them (check_unreceived): fresh ones, and
+-- those a whole reaper round old.
+local unwatched, aging = {}, {}
 
 
 -- Runs one job: the thread call, then the slot, then whoever waits.
@@ -313,8 +314,8 @@ local function run_job(job)
   -- It can also die after the post took it off the queue and before it
   -- resumed (within this pass of the event loop): for a new handle, which
   -- nobody else knows of (watch), the reaper — a timer already running,
-  -- which a full lua_max_running_timers cannot drop — looks at its next
-  -- round whether the request received it. (A transaction's statement
+  -- which a full lua_max_running_timers cannot drop — looks a round later
+  -- whether the request received it. (A transaction's statement
   -- needs no watch: its tx object's collection finds an owner that died.)
   if done:count() > 0 then
     pcall(job.orphan, res)
@@ -323,12 +324,13 @@ local function run_job(job)
   end
 end
 
--- Called by the reaper (rounds apart, so every request has had its turn):
--- cleans up after results nobody received.
+-- Called by the reaper: cleans up after results nobody received. A result
+-- is judged a round after it was handed over — the reaper's timer can run
+-- in the same pass of the event loop as the post, before the request it
+-- wakes has resumed — so every living request has received its own.
 function _M.check_unreceived()
-  if #unwatched == 0 then return end
-  local jobs = unwatched
-  unwatched = {}
+  local jobs = aging
+  aging, unwatched = unwatched, {}
   for i = 1, #jobs do
     local job = jobs[i]
     if not job.received then pcall(job.orphan, job.res) end
