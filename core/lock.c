@@ -457,11 +457,8 @@ pgs_status_t pgs_lock_renew(pgs_lock_t *l, pgs_error_t *err)
     PGresult *r = NULL;
     pgs_status_t st;
     if (l->mode == PGS_LOCK_ADVISORY) {
-        snprintf(key, sizeof key, "%lld", (long long)l->key);
-        pgs_param_t p = {key, -1};
-        st = pgs_exec(l->conn, held_sql, 1, &p, &r, err);
-        int held = st == PGS_OK && PQntuples(r) == 1 && atoi(PQgetvalue(r, 0, 0)) > 0;
-        PQclear(r);
+        int held;
+        st = pgs_lock_held(l, &held, err);
         if (st == PGS_OK && held)
             return PGS_OK;
         return pgs_error_set(err, PGS_ELEASE_LOST, "lock '%.200s' is no longer held%s", l->name,

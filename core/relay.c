@@ -9,13 +9,5 @@
 pgs_status_t pgs_relay_migrate(pgs_pool_t *pool, const char *table, int migrate,
                                pgs_error_t *err)
 {
-    pgs_store_base_t b;
-    pgs_status_t st = pgs_store_init(&b, pool, table, "pgstore_relay", err);
-    if (st != PGS_OK)
-        return st;
-    pgs_schema_t s;
-    pgs_store_schema(&b, "relay", NULL, &s);
-    st = pgs_migrate_open(pool, &s, migrate, err);
-    pgs_store_fini(&b);
-    return st;
+    return pgs_store_migrate_table(pool, table, "pgstore_relay", "relay", migrate, err);
 }

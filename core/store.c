@@ -118,3 +118,17 @@ void pgs_store_schema(pgs_store_base_t *b, const char *series, const char *legac
         s->legacy[0] = b->legacy_key;
     }
 }
+
+pgs_status_t pgs_store_migrate_table(pgs_pool_t *pool, const char *table, const char *dflt,
+                                     const char *series, int migrate, pgs_error_t *err)
+{
+    pgs_store_base_t b;
+    pgs_status_t st = pgs_store_init(&b, pool, table, dflt, err);
+    if (st != PGS_OK)
+        return st;
+    pgs_schema_t s;
+    pgs_store_schema(&b, series, NULL, &s);
+    st = pgs_migrate_open(pool, &s, migrate, err);
+    pgs_store_fini(&b);
+    return st;
+}

@@ -50,4 +50,9 @@ void pgs_store_end(pgs_store_base_t *b, pgs_conn_t *tx, pgs_conn_t *conn);
  * tables and indexes to *s after this. */
 void pgs_store_schema(pgs_store_base_t *b, const char *series, const char *legacy_kind,
                       pgs_schema_t *s);
+
+/* Migrates (or, migrate 0, checks) a store that is one table and nothing
+ * else, `table` or `dflt`, through the file series `series`. */
+pgs_status_t pgs_store_migrate_table(pgs_pool_t *pool, const char *table, const char *dflt,
+                                     const char *series, int migrate, pgs_error_t *err);
 #endif
