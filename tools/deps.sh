@@ -9,7 +9,7 @@ installed() { [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == i
 
 want=(cmake make gcc pkg-config libpq-dev postgresql lua-cjson lua-busted
       nginx libnginx-mod-http-lua lua-resty-core libedit-dev tmux procps
-      iproute2 valgrind openssl clang libclang-rt-14-dev wrk)
+      iproute2 valgrind openssl clang libclang-rt-14-dev wrk pgbouncer luarocks)
 
 # LuaJIT: prefer luajit2 (what Debian's nginx Lua module uses), but never swap
 # out a plain luajit that is already there: the two conflict.
