@@ -39,10 +39,12 @@ local cjson = require "cjson"
 local errors = require "pgstore.errors"
 local options = require "pgstore.options"
 local listen = require "pgstore.listen"
+local relay_queue = require "pgstore.relay_queue"
+local relay_table = require "pgstore.relay_table"
 
 -- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
-local type, pcall, setmetatable, getmetatable = type, pcall, setmetatable, debug.getmetatable
-local pairs, error, tostring = pairs, error, tostring
+local pcall, setmetatable, getmetatable = pcall, setmetatable, debug.getmetatable
+local pairs, tostring = pairs, tostring
 local now = core.now
 local format = string.format
 
@@ -54,14 +56,9 @@ local mt = { __index = Relay, __name = "pgstore.relay", __metatable = false }
 -- reading it as seconds.
 local OPTIONS = { timeout = "number", max_queue = "number", table = "string", max_change = "number|nil",
   keep = "number" }
-local MAX_CHANGE, KEEP = 1024 * 1024, 60
-local CHANGE_LIMIT = 256 * 1024 * 1024 -- the largest max_change accepted
 for k, v in pairs(listen.OPTIONS) do
   if k ~= "ignore_self" and k ~= "max_queue" then OPTIONS[k] = v end
 end
-
-local RECONNECTED = {} -- queue entry standing for a reconnect
--- A queue entry standing for dropped changes is { lost = n|nil, reason = … }.
 
 -- db:relay(channel[, opts]) → relay | nil, err
 function _M.new(db, channel, opts)
@@ -73,26 +70,18 @@ function _M.new(db, channel, opts)
   for k, v in pairs(opts) do
     if listen.OPTIONS[k] then lopts[k] = v end
   end
-  bad = options.int(opts.max_change, "max_change", 1, CHANGE_LIMIT) or options.seconds(opts.keep, "keep")
-    or errors.nul(opts, "table")
+  bad = relay_table.check_options(opts)
   if bad then return nil, bad end
-  local qtable, err = core.quote_ident(opts.table or "pgstore_relay")
-  if not qtable then return nil, err end
   local max_queue = opts.max_queue or 1000
   lopts.max_queue = max_queue
   lopts.ignore_self = true -- our own broadcasts are delivered locally
-  local l
-  l, err = core.listener(listen.connection_options(db, lopts), { channel })
+  local l, err = core.listener(listen.connection_options(db, lopts), { channel })
   if not l then return nil, err end
   return setmetatable({
-    l = l, db = db, channel = channel, timeout = opts.timeout or 2, max_queue = max_queue,
-    table = opts.table, max_change = opts.max_change or MAX_CHANGE, keep = opts.keep or KEEP,
-    store_sql = ("WITH gone AS (DELETE FROM %s WHERE id IN (SELECT id FROM %s ORDER BY id LIMIT 100)"
-      .. " AND created_at < clock_timestamp() - $3::float8 * interval '1 second')"
-      .. " INSERT INTO %s (channel, change) VALUES ($1, $2) RETURNING id"):format(qtable, qtable, qtable),
-    fetch_sql = ("SELECT change FROM %s WHERE id = $1::bigint AND channel = $2"):format(qtable),
-    queue = {}, head = 1, tail = 0,
-    counts = { sent = 0, received = 0, dropped = 0, overflow = 0, invalid = 0 },
+    l = l, db = db, channel = channel, timeout = opts.timeout or 2, q = relay_queue.new(max_queue),
+    table = opts.table, max_change = opts.max_change or relay_table.MAX_CHANGE, keep = opts.keep or relay_table.KEEP,
+    counts = { sent = 0, received = 0, dropped = 0, invalid = 0 },
+    fetch = function(id, ch) return relay_table.fetch(db, opts.table, id, ch) end,
   }, mt)
 end
 
@@ -103,93 +92,29 @@ local function check(self, fname)
   if not self.l then options.raise("attempt to use a closed relay") end
 end
 
-local function is_marker(e) return e == RECONNECTED or e.reason ~= nil end
-
--- Two markers as one: a reconnect says all; counts add up when both known.
-local function merge(a, b)
-  if a == RECONNECTED or b == RECONNECTED then return RECONNECTED end
-  return { lost = a.lost and b.lost and a.lost + b.lost or nil, reason = a.reason, why = a.why or b.why }
-end
-
--- Appends to the queue. When it is full the oldest change goes, and the
--- loss stays in the queue as a marker at its head (merged with a marker
--- already there): the consumer learns of it before any later change.
-local function push(self, entry)
-  if self.tail - self.head + 1 >= self.max_queue then
-    local q = self.queue
-    local marker = q[self.head]
-    q[self.head] = nil
-    self.head = self.head + 1
-    local dropped = marker
-    if is_marker(marker) then
-      dropped = q[self.head] -- keep the marker, drop what follows it
-      if dropped then
-        q[self.head] = nil
-        self.head = self.head + 1
-      end
-    else
-      marker = nil
-    end
-    if dropped and not is_marker(dropped) then
-      self.counts.overflow = self.counts.overflow + 1
-      dropped = { lost = 1, reason = "overflow" }
-    end
-    if marker and dropped then marker = merge(marker, dropped) else marker = marker or dropped end
-    self.head = self.head - 1
-    q[self.head] = marker
-  end
-  self.tail = self.tail + 1
-  self.queue[self.tail] = entry
-end
-
--- A large change's JSON, read back from the relay table → json | nil, why.
-local function fetch(self, id, channel)
-  local rows, err = self.db:query(self.fetch_sql, id, channel)
-  if not rows then return nil, tostring(err) end
-  if not rows[1] then
-    return nil, "it is no longer in the relay table (its sender keeps large changes `keep` seconds)"
-  end
-  return rows[1].change
-end
-
+-- A notification into the queue: a change, a large change's reference (read
+-- back when taken, in order), or a loss the listener reported.
 local function accept(self, n)
   if n.channel == "*" then
     if n.reconnected then
-      push(self, RECONNECTED)
+      self.q:push(relay_queue.RECONNECTED)
     elseif n.overflow then -- the listener's queue overflowed
-      push(self, { reason = "overflow" })
+      self.q:push(relay_queue.lost(nil, "overflow"))
     end
     return
   end
-  local payload, id = n.payload, n.payload:match("^@(%d+)$")
+  local id = relay_table.id_of(n.payload)
   if id then
-    local why
-    payload, why = fetch(self, id, n.channel)
-    if not payload then
-      push(self, { lost = 1, reason = "unreadable", why = why })
-      return
-    end
+    self.q:push({ ref = id, channel = n.channel, origin = n.pid })
+    return
   end
-  local ok, change = pcall(cjson.decode, payload)
-  if not ok or type(change) ~= "table" then
+  local change = relay_queue.decode(n.payload)
+  if not change then
     self.counts.invalid = self.counts.invalid + 1
     return
   end
   self.counts.received = self.counts.received + 1
-  push(self, { change = change, origin = n.pid })
-end
-
--- A large change into the relay table (made on first use), deleting rows
--- older than `keep` seconds on the way → its id | nil, err.
-local function store(self, json)
-  if not self.migrated then
-    local ok, err = core.relay_migrate(self.db.pool, self.table, true)
-    if not ok then return nil, err end
-    self.migrated = true
-  end
-  local rows, err = self.db:query(self.store_sql, self.channel, json, self.keep)
-  if not rows then return nil, err end
-  return rows[1].id
+  self.q:push({ change = change, origin = n.pid })
 end
 
 -- relay:broadcast(change) → true | nil, err
@@ -208,15 +133,15 @@ function Relay:broadcast(change)
   end
   local payload = json
   if #json > _M.PAYLOAD_MAX then
-    local id, err = store(self, json)
+    local id, err = relay_table.store(self.db, self.table, self.channel, json, self.keep)
     if not id then
       self.counts.dropped = self.counts.dropped + 1
       return nil, err
     end
-    payload = "@" .. id
+    payload = relay_table.ref(id)
   end
   -- Locally the same shape other servers will see: decoded from the JSON.
-  push(self, { change = cjson.decode(json), origin = "local" })
+  self.q:push({ change = cjson.decode(json), origin = "local" })
   local sent, err = self.l:notify(self.channel, payload, self.timeout)
   if not sent then
     self.counts.dropped = self.counts.dropped + 1
@@ -241,21 +166,11 @@ function Relay:next(timeout)
       if not n then break end
       accept(self, n)
     end
-    if self.head <= self.tail then
-      local e = self.queue[self.head]
-      self.queue[self.head] = nil
-      self.head = self.head + 1
-      if e == RECONNECTED then
-        return errors.fail("connection",
-          "the relay reconnected: changes sent meanwhile by other servers are lost",
-          { reconnected = true })
-      elseif e.reason then
-        return errors.fail("lost", format("%s change%s lost (%s)%s", e.lost or "some",
-          e.lost == 1 and " was" or "s were", e.reason == "overflow" and "the queue overflowed"
-          or "a large change could not be read back", e.why and ": " .. e.why or ""),
-          { lost = e.lost, reason = e.reason })
-      end
-      return e.change, e.origin
+    local e = self.q:take()
+    while e do
+      local change, origin = relay_queue.settle(e, self.fetch, self.counts)
+      if change ~= false then return change, origin end
+      e = self.q:take()
     end
     local left = deadline and deadline - now()
     if left and left <= 0 then
@@ -275,7 +190,7 @@ function Relay:stats()
   local c = self.counts
   return {
     sent = c.sent, received = c.received, dropped = c.dropped, invalid = c.invalid,
-    overflow = c.overflow + s.dropped, queued = self.tail - self.head + 1,
+    overflow = self.q.overflow + s.dropped, queued = self.q:size(),
     connected = s.connected, reconnects = s.reconnects,
   }
 end
@@ -290,7 +205,7 @@ end
 
 function Relay:due()
   check(self, "due")
-  return self.head <= self.tail and 0 or self.l:due()
+  return self.q:size() > 0 and 0 or self.l:due()
 end
 
 -- Closes the relay's connection (and the db when it owns it, see

@@ -401,7 +401,33 @@ function CASES.relay(db)
   eq(change and change.kind, "remote", "remote change"); eq(type(origin), "number", "origin pid")
   local _, err = r:next(0.1)
   eq(err.code, "timeout", "own broadcast came once")
+  -- a change over a NOTIFY payload goes through the relay table
+  local big = { kind = "big", blob = ("x"):rep(100000) }
+  assert(r:broadcast(big))
+  change = r:next(1)
+  eq(change and #change.blob, 100000, "large change delivered locally")
+  local rows = assert(db:query("SELECT count(*)::int AS n FROM pgstore_relay WHERE channel = $1", ch))
+  eq(rows[1].n, 1, "stored in the relay table")
+  local id = assert(db:run("pgstore.relay_table", "store", nil, ch, cjson.encode(big), 60))
+  assert(db:notify(ch, "@" .. id)) -- as another server announces one
+  change, origin = r:next(3)
+  eq(change and #change.blob, 100000, "a remote large change read back"); eq(type(origin), "number", "its origin")
+  assert(db:notify(ch, "@999999999"))
+  _, err = r:next(3)
+  eq(err and err.code, "lost", "a large change gone is a loss"); eq(err.reason, "unreadable", "its reason")
+  local _, toobig = r:broadcast({ blob = ("y"):rep(2000000) })
+  eq(toobig and toobig.code, "invalid", "over max_change")
   r:close()
+  -- a full queue loses the oldest changes, and says so before the rest
+  local small = assert(db:relay(ch, { max_queue = 3 }))
+  for i = 1, 10 do assert(db:notify(ch, cjson.encode{ i = i })) end
+  ngx.sleep(0.5)
+  _, err = small:next(1)
+  eq(err and err.code, "lost", "the overflow reported first"); eq(err.reason, "overflow", "its reason")
+  eq(err.lost, 7, "how many")
+  for i = 8, 10 do eq((small:next(1) or {}).i, i, "then the changes kept, in order") end
+  eq(small:stats().overflow, 7, "counted")
+  small:close()
 end
 
 function CASES.partitions(db)

@@ -33,6 +33,8 @@ local cjson = require "cjson.safe"
 local errors = require "pgstore.errors"
 local core = require "pgstore.core"
 local options = require "pgstore.options"
+local relay_queue = require "pgstore.relay_queue"
+local relay_table = require "pgstore.relay_table"
 local semaphore = require "ngx.semaphore"
 local call_mod = require "resty.pgstore.call"
 
@@ -526,7 +528,8 @@ end
 -- The options of db:listen and db:relay: the LISTEN connection is the
 -- worker's, so its heartbeat and reconnect settings are pgstore's defaults.
 local LISTEN_OPTIONS = { max_queue = "number" }
-local RELAY_OPTIONS = { max_queue = "number", timeout = "number" }
+local RELAY_OPTIONS = { max_queue = "number", timeout = "number", table = "string", max_change = "number|nil",
+  keep = "number" }
 
 -- → opts (never nil), or nil and an invalid error for a number not positive.
 local function check_listen_options(opts, allowed, fname)
@@ -578,33 +581,32 @@ end
 
 local Relay = {}
 local relay_mt = { __index = Relay, __name = "resty.pgstore.relay", __metatable = false }
-local RECONNECTED = {}
 
-local function rpush(self, entry)
-  if self.tail - self.head + 1 >= self.max_queue then
-    self.queue[self.head] = nil
-    self.head = self.head + 1
-    self.counts.overflow = self.counts.overflow + 1
-  end
-  self.tail = self.tail + 1
-  self.queue[self.tail] = entry
-  if self.sema:count() < 1 then self.sema:post(1) end
-end
-
--- From the hub: another server's broadcast, or a reconnect.
+-- From the hub: another server's broadcast (a large one as a reference to
+-- the relay table, read back when taken), or a loss.
 function Relay:push(note)
   if self.closed then return end
   if note.channel == "*" then
-    if note.reconnected then rpush(self, RECONNECTED) end
-    return
+    if note.reconnected then
+      self.q:push(relay_queue.RECONNECTED)
+    elseif note.overflow then -- the hub's queue overflowed
+      self.q:push(relay_queue.lost(nil, "overflow"))
+    end
+  else
+    local id = relay_table.id_of(note.payload)
+    if id then
+      self.q:push({ ref = id, channel = note.channel, origin = note.pid })
+    else
+      local change = relay_queue.decode(note.payload)
+      if not change then
+        self.counts.invalid = self.counts.invalid + 1
+        return
+      end
+      self.counts.received = self.counts.received + 1
+      self.q:push({ change = change, origin = note.pid })
+    end
   end
-  local change = cjson.decode(note.payload)
-  if type(change) ~= "table" then
-    self.counts.invalid = self.counts.invalid + 1
-    return
-  end
-  self.counts.received = self.counts.received + 1
-  rpush(self, { change = change, origin = note.pid })
+  if self.sema:count() < 1 then self.sema:post(1) end
 end
 
 local function rcheck(self, fname)
@@ -625,23 +627,35 @@ function Relay:broadcast(change)
     self.counts.dropped = self.counts.dropped + 1
     return nil, errors.new("invalid", "the change cannot be encoded as JSON: " .. tostring(jerr))
   end
-  if #json > PAYLOAD_MAX then
+  if #json > self.max_change then
     self.counts.dropped = self.counts.dropped + 1
     return nil, errors.new("invalid", format(
-      "the change is %d bytes as JSON, over the NOTIFY limit of %d bytes", #json, PAYLOAD_MAX))
+      "the change is %d bytes as JSON, over the relay's max_change of %d bytes", #json, self.max_change))
+  end
+  local payload = json
+  if #json > PAYLOAD_MAX then
+    local id, err = self.db:run("pgstore.relay_table", "store", self.table, self.channel, json, self.keep)
+    if not id then
+      self.counts.dropped = self.counts.dropped + 1
+      return nil, err
+    end
+    payload = relay_table.ref(id)
   end
   local hub = self.hub
   local subs = hub.subs[self.channel]
   if subs then
     for sub in pairs(subs) do
       if getmetatable(sub) == relay_mt then
-        if not sub.closed then rpush(sub, { change = cjson.decode(json), origin = "local" }) end
+        if not sub.closed then
+          sub.q:push({ change = cjson.decode(json), origin = "local" })
+          if sub.sema:count() < 1 then sub.sema:post(1) end
+        end
       else
-        sub:push({ channel = self.channel, payload = json, pid = hub.pid or 0 })
+        sub:push({ channel = self.channel, payload = payload, pid = hub.pid or 0 })
       end
     end
   end
-  local ok, err = hub:send(self.channel, json, self.timeout)
+  local ok, err = hub:send(self.channel, payload, self.timeout)
   if not ok then
     self.counts.dropped = self.counts.dropped + 1
     return nil, err
@@ -651,22 +665,19 @@ function Relay:broadcast(change)
 end
 
 -- relay:next([timeout]) → change, origin ("local" or the sender's backend
--- pid) | nil, err ("timeout"; "connection" with err.reconnected once after
--- the LISTEN connection was re-established)
+-- pid) | nil, err ("timeout"; "lost" with err.lost and err.reason after
+-- changes were dropped; "connection" with err.reconnected once after the
+-- LISTEN connection was re-established; "closed")
 function Relay:next(timeout)
   rcheck(self, "next")
   check_arg(timeout, 1, "next", "number|nil")
   local deadline = timeout and now() + timeout
   while true do
-    if self.head <= self.tail then
-      local e = self.queue[self.head]
-      self.queue[self.head] = nil
-      self.head = self.head + 1
-      if e == RECONNECTED then
-        return nil, errors.new("connection",
-          "the relay reconnected: changes sent meanwhile by other servers are lost", { reconnected = true })
-      end
-      return e.change, e.origin
+    local e = self.q:take()
+    while e do
+      local change, origin = relay_queue.settle(e, self.fetch, self.counts)
+      if change ~= false then return change, origin end
+      e = self.q:take()
     end
     local left = deadline and deadline - now() or EXIT_LOOK
     if left <= 0 then return nil, errors.new("timeout", "no change arrived in time") end
@@ -680,7 +691,7 @@ function Relay:stats()
   rcheck(self, "stats")
   local c, s = self.counts, self.hub:stats()
   return { sent = c.sent, received = c.received, dropped = c.dropped, invalid = c.invalid,
-           overflow = c.overflow, queued = self.tail - self.head + 1,
+           overflow = self.q.overflow, queued = self.q:size(),
            connected = s.connected, reconnects = s.reconnects }
 end
 
@@ -695,21 +706,24 @@ relay_mt.__tostring = function(self)
   return self.closed and "resty.pgstore.relay (closed)" or format("resty.pgstore.relay (%s)", self.channel)
 end
 
--- db:relay(channel[, { timeout = 2, max_queue = 1000 }]) → relay | nil, err
+-- db:relay(channel[, { timeout = 2, max_queue = 1000, max_change = 1048576, keep = 60,
+-- table = "pgstore_relay" }]) → relay | nil, err
 local function new_relay(db, channel, opts)
   check_arg(channel, 1, "relay", "string")
   local bad
   opts, bad = check_listen_options(opts, RELAY_OPTIONS, "relay")
   if not opts then return nil, bad end
-  local err = channel_error(channel)
+  local err = channel_error(channel) or relay_table.check_options(opts)
   if err then return nil, err end
   local hub
   hub, err = _M.get(db)
   if not hub then return nil, err end
+  local tbl = opts.table
   local self = setmetatable({
-    db = db, hub = hub, channel = channel, timeout = opts.timeout or 2,
-    max_queue = opts.max_queue or 1000, queue = {}, head = 1, tail = 0, sema = semaphore.new(0),
-    counts = { sent = 0, received = 0, dropped = 0, overflow = 0, invalid = 0 },
+    db = db, hub = hub, channel = channel, timeout = opts.timeout or 2, q = relay_queue.new(opts.max_queue or 1000),
+    table = tbl, max_change = opts.max_change or relay_table.MAX_CHANGE, keep = opts.keep or relay_table.KEEP,
+    sema = semaphore.new(0), counts = { sent = 0, received = 0, dropped = 0, invalid = 0 },
+    fetch = function(id, ch) return db:run("pgstore.relay_table", "fetch", tbl, id, ch) end,
   }, relay_mt)
   local ok
   ok, err = hub:subscribe(self, { channel })
