@@ -92,31 +92,6 @@ local function check(self, fname)
   if not self.l then options.raise("attempt to use a closed relay") end
 end
 
--- A notification into the queue: a change, a large change's reference (read
--- back when taken, in order), or a loss the listener reported.
-local function accept(self, n)
-  if n.channel == "*" then
-    if n.reconnected then
-      self.q:push(relay_queue.RECONNECTED)
-    elseif n.overflow then -- the listener's queue overflowed
-      self.q:push(relay_queue.lost(nil, "overflow"))
-    end
-    return
-  end
-  local id = relay_table.id_of(n.payload)
-  if id then
-    self.q:push({ ref = id, channel = n.channel, origin = n.pid })
-    return
-  end
-  local change = relay_queue.decode(n.payload)
-  if not change then
-    self.counts.invalid = self.counts.invalid + 1
-    return
-  end
-  self.counts.received = self.counts.received + 1
-  self.q:push({ change = change, origin = n.pid })
-end
-
 -- relay:broadcast(change) → true | nil, err
 function Relay:broadcast(change)
   check(self, "broadcast")
@@ -164,7 +139,7 @@ function Relay:next(timeout)
     while true do
       local n = self.l:wait(0)
       if not n then break end
-      accept(self, n)
+      self.q:accept(n, self.counts)
     end
     local e = self.q:take()
     while e do
@@ -178,7 +153,7 @@ function Relay:next(timeout)
     end
     local n, err = self.l:wait(left)
     if not n then return nil, err end
-    accept(self, n)
+    self.q:accept(n, self.counts)
   end
 end
 

@@ -6,6 +6,7 @@
 -- and resty.pgstore's relay.
 local cjson = require "cjson"
 local errors = require "pgstore.errors"
+local relay_table = require "pgstore.relay_table"
 
 local pcall, type, tostring = pcall, type, tostring
 
@@ -66,6 +67,36 @@ function Queue:push(entry)
   end
   self.tail = self.tail + 1
   self.items[self.tail] = entry
+end
+
+-- A notification from the relay's channel into the queue: a change, a
+-- large change's reference (read back when taken, in order), or a loss the
+-- listener reported ("*" notes). → true when something was queued; a
+-- payload that is not a JSON table is counted in counts.invalid.
+function Queue:accept(n, counts)
+  if n.channel == "*" then
+    if n.reconnected then
+      self:push(RECONNECTED)
+    elseif n.overflow then
+      self:push(_M.lost(nil, "overflow"))
+    else
+      return false
+    end
+    return true
+  end
+  local id = relay_table.id_of(n.payload)
+  if id then
+    self:push({ ref = id, channel = n.channel, origin = n.pid })
+    return true
+  end
+  local change = _M.decode(n.payload)
+  if not change then
+    counts.invalid = counts.invalid + 1
+    return false
+  end
+  counts.received = counts.received + 1
+  self:push({ change = change, origin = n.pid })
+  return true
 end
 
 -- → the oldest entry (a change or a marker), or nil when empty.

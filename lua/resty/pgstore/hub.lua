@@ -582,31 +582,9 @@ end
 local Relay = {}
 local relay_mt = { __index = Relay, __name = "resty.pgstore.relay", __metatable = false }
 
--- From the hub: another server's broadcast (a large one as a reference to
--- the relay table, read back when taken), or a loss.
+-- From the hub: another server's broadcast, or a loss.
 function Relay:push(note)
-  if self.closed then return end
-  if note.channel == "*" then
-    if note.reconnected then
-      self.q:push(relay_queue.RECONNECTED)
-    elseif note.overflow then -- the hub's queue overflowed
-      self.q:push(relay_queue.lost(nil, "overflow"))
-    end
-  else
-    local id = relay_table.id_of(note.payload)
-    if id then
-      self.q:push({ ref = id, channel = note.channel, origin = note.pid })
-    else
-      local change = relay_queue.decode(note.payload)
-      if not change then
-        self.counts.invalid = self.counts.invalid + 1
-        return
-      end
-      self.counts.received = self.counts.received + 1
-      self.q:push({ change = change, origin = note.pid })
-    end
-  end
-  if self.sema:count() < 1 then self.sema:post(1) end
+  if not self.closed and self.q:accept(note, self.counts) and self.sema:count() < 1 then self.sema:post(1) end
 end
 
 local function rcheck(self, fname)
