@@ -23,11 +23,13 @@ describe("pgstore daily commands", function()
     for _ = 1, 2 do
       local out, rc = pg("migrate --table " .. table_name)
       assert.equal(0, rc, out)
-      for _, s in ipairs{ "events", "checkpoints", "snapshots", "sessions", "exec_checkpoints", "kv" } do
+      for _, s in ipairs{ "events", "checkpoints", "snapshots", "sessions", "exec_checkpoints", "kv", "leases",
+                          "locks", "parked", "relay" } do
         assert.matches(s .. ": ok", out)
       end
     end
     assert.is_true(db:query("select to_regclass($1) is not null as ok", table_name .. "_heads")[1].ok)
+    assert.is_true(db:query("select to_regclass('pgstore_relay') is not null as ok")[1].ok, "the relay's table")
   end)
 
   it("appends from the command line and reports failures with exit 1", function()

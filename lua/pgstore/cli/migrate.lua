@@ -1,13 +1,13 @@
 -- SPDX-License-Identifier: MIT
 -- `pgstore migrate [--table T]` creates or upgrades the schema of the event
 -- store and of every other store's default tables (companions, leases,
--- locks, the dead-letter table), upgrading what older versions made in
+-- locks, the dead-letter table, the relay's table), upgrading what older versions made in
 -- place. Idempotent, and safe to run from many processes at once (each
 -- store migrates under its advisory lock).
 local args = require "pgstore.cli.args"
 local core = require "pgstore.core"
 
--- Leases, the lock table and the dead-letter table have no store object
+-- Leases, the lock table, the dead-letter and relay tables have no store object
 -- to open here: a stand-in whose migrate() runs theirs.
 local function table_only(db, migrate, ...)
   local extra = { ... }
@@ -35,6 +35,7 @@ function _M.main(host, argv)
     { "leases", function() return table_only(db, core.lease_migrate) end },
     { "locks", function() return table_only(db, core.lock_migrate) end },
     { "parked", function() return table_only(db, core.parked_migrate, true) end },
+    { "relay", function() return table_only(db, core.relay_migrate, true) end },
   }
   for _, step in ipairs(steps) do
     local store, serr = step[2]()
