@@ -85,6 +85,13 @@ function Db:notify(channel, payload)
   return call(self.cfg, "notify", self.spec, channel, payload or "")
 end
 
+-- db:causal_token() → the primary's WAL position covering every write
+-- committed so far (pgstore's db:causal_token) | nil, err
+function Db:causal_token()
+  check(self, "causal_token")
+  return call(self.cfg, "causal_token", self.spec)
+end
+
 -- db:run(module, fname, ...) → require(module)[fname](db, ...)'s results,
 -- run in a worker thread with a plain pgstore db on the same pool: for work
 -- with many statements and logic between them, in one trip. Arguments and

@@ -112,6 +112,12 @@ function _M.notify(spec, channel, payload)
   return done(db:notify(channel, payload))
 end
 
+function _M.causal_token(spec)
+  local db, err = db_for(spec)
+  if not db then return done(nil, plain(err)) end
+  return done(db:causal_token())
+end
+
 -- Runs require(module)[fname](db, ...) with a plain pgstore db: for work
 -- that needs many statements and logic between them in one trip.
 function _M.run(spec, module, fname, ...)
