@@ -127,6 +127,14 @@ describe("pgstore behind PgBouncer (pool_mode = transaction)", function()
     timed:close()
   end)
 
+  it("sends bytea parameters binary with unnamed statements", function()
+    local kv = assert(db:kv{ table = T.unique("bnc_kv"), cleanup_interval = 3600 })
+    local bytes = "\0\1\255 \\x00 '\0"
+    for i = 1, 20 do assert(kv:set("k" .. i, bytes .. i)) end
+    for i = 1, 20 do assert.equal(bytes .. i, kv:get("k" .. i)) end
+    kv:close()
+  end)
+
   it("delivers live events to a subscription listening on listen_dsn", function()
     local name = T.unique("bnc_sub")
     local es = assert(db:events{ table = name })
