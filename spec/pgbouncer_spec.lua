@@ -168,6 +168,11 @@ describe("pgstore behind PgBouncer (pool_mode = transaction)", function()
     assert.equal("invalid", err.code)
     assert.matches("listen_dsn", err.message, 1, true)
     nolisten:close()
+    local bad
+    bad, err = pgstore.connect{ dsn = bouncer.dsn, pooler = "statement" }
+    assert.is_nil(bad)
+    assert.equal("invalid", err.code)
+    assert.matches("pooler", err.message)
     -- table-mode locks and transaction locks work through the pooler
     local key = T.unique("tk")
     lock = assert(db:lock(key, { mode = "table", ttl = 5 }))
