@@ -38,6 +38,13 @@ static const char clean_sql[] =
     " set_config('TimeZone', 'UTC', false)%s;"
     " SELECT name FROM pg_prepared_statements WHERE from_sql";
 
+/* Behind a transaction pooler the server session is the pooler's, shared
+ * with other clients, and its state is not this connection's to clear: an
+ * open transaction is rolled back, and the settings the pooler keeps per
+ * client come back (the borrower may have SET them). */
+static const char clean_pooled_sql[] =
+    "%sSELECT set_config('DateStyle', 'ISO, MDY', false), set_config('TimeZone', 'UTC', false)";
+
 int pgs_conn_clean_start(pgs_conn_t *c)
 {
     const char *rollback;
@@ -54,6 +61,14 @@ int pgs_conn_clean_start(pgs_conn_t *c)
     }
     char sql[sizeof clean_sql + 160], timeout[160] = "";
     int used = 0;
+    if (c->dsn->pooler == PGS_POOLER_TRANSACTION) {
+        snprintf(sql, sizeof sql, clean_pooled_sql, rollback);
+        if (!PQsendQuery(c->pg, sql))
+            return 0;
+        c->clean_pending = 1;
+        c->touched = 0;
+        return 1;
+    }
     if (c->dsn->statement_timeout_ms > 0)
         used = snprintf(timeout, sizeof timeout, ", set_config('statement_timeout', '%d', false)",
                         c->dsn->statement_timeout_ms);
@@ -100,7 +115,8 @@ int pgs_conn_clean_finish(pgs_conn_t *c)
     /* Bounded by the query timeout, like any statement. */
     PGresult *r = pgs_conn_collect(c);
     int ok = r && PQresultStatus(r) == PGRES_TUPLES_OK &&
-             (PQntuples(r) == 0 || deallocate_all_of(c, r));
+             (c->dsn->pooler == PGS_POOLER_TRANSACTION || PQntuples(r) == 0 ||
+              deallocate_all_of(c, r));
     PQclear(r);
     /* Notifications received before UNLISTEN took effect wait in libpq. */
     PGnotify *n;

@@ -98,8 +98,8 @@ static void parse_error(pgs_error_t *err, const char *conninfo, const char *perr
  * and lock timeouts), last so that they win. A user's line ending in an unpaired
  * backslash would escape the space before pgstore's and swallow them:
  * refused, as is a line the server would refuse. *out is the caller's. */
-static pgs_status_t session_options(const char *user, int statement_timeout_ms,
-                                    int lock_timeout_ms, char **out, pgs_error_t *err)
+static pgs_status_t session_options(const char *user, const pgs_conn_opts_t *opts, char **out,
+                                    pgs_error_t *err)
 {
     *out = NULL;
     size_t n = user ? strlen(user) : 0, slashes = 0;
@@ -113,13 +113,20 @@ static pgs_status_t session_options(const char *user, int statement_timeout_ms,
                              "invalid connection string: options= is %zu bytes long, at most %d "
                              "are accepted",
                              n, OPTIONS_MAX);
+    /* A transaction pooler refuses `options` in the startup packet (PgBouncer
+     * 1.18: "unsupported startup parameter"), or drops it: pgstore's settings
+     * go elsewhere then (connect_pg, pgs_tx_begin) and only the user's line
+     * is sent, if any. */
+    int pooled = opts && opts->pooler == PGS_POOLER_TRANSACTION;
+    int statement_timeout_ms = !pooled && opts ? opts->statement_timeout_ms : 0;
+    int lock_timeout_ms = !pooled && opts ? opts->lock_timeout_ms : 0;
     pgs_strbuf_t b;
     pgs_strbuf_init(&b);
-    if (n) {
+    if (n)
         pgs_strbuf_add(&b, user, n);
-        pgs_strbuf_adds(&b, " ");
-    }
-    pgs_strbuf_adds(&b, "-c DateStyle=ISO,MDY -c TimeZone=UTC");
+    if (!pooled)
+        pgs_strbuf_adds(&b, n ? " -c DateStyle=ISO,MDY -c TimeZone=UTC"
+                              : "-c DateStyle=ISO,MDY -c TimeZone=UTC");
     if (statement_timeout_ms > 0) {
         char st[48];
         snprintf(st, sizeof st, " -c statement_timeout=%d", statement_timeout_ms);
@@ -183,8 +190,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         if (o->val && strcmp(o->keyword, "options") == 0)
             user_options = o->val;
     /* Made before the parse is freed: user_options may point into it. */
-    pgs_status_t st = session_options(user_options, opts ? opts->statement_timeout_ms : 0,
-                                      opts ? opts->lock_timeout_ms : 0, &session, err);
+    pgs_status_t st = session_options(user_options, opts, &session, err);
     for (PQconninfoOption *o = parsed; st == PGS_OK && o->keyword; o++) {
         if (!o->val || strcmp(o->keyword, "options") == 0)
             continue;
@@ -215,9 +221,13 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         d->vals[n] = strdup(defaults[i].v);
         n++;
     }
-    d->keys[n] = strdup("options");
-    d->vals[n] = session;
-    n++;
+    if (*session) {
+        d->keys[n] = strdup("options");
+        d->vals[n] = session;
+        n++;
+    } else {
+        free(session);
+    }
     for (int i = 0; i < n; i++)
         if (!d->keys[i] || !d->vals[i]) {
             pgs_dsn_free(d);
@@ -227,6 +237,8 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
     d->query_timeout = opts && opts->query_timeout > 0 ? opts->query_timeout : 0;
     d->statement_timeout_ms = opts && opts->statement_timeout_ms > 0 ? opts->statement_timeout_ms : 0;
     d->lock_timeout_ms = opts && opts->lock_timeout_ms > 0 ? opts->lock_timeout_ms : 0;
+    d->pooler = opts && opts->pooler == PGS_POOLER_TRANSACTION ? PGS_POOLER_TRANSACTION
+                                                               : PGS_POOLER_NONE;
     *out = d;
     return PGS_OK;
 }
@@ -258,6 +270,21 @@ static pgs_status_t connect_pg(const pgs_dsn_t *dsn, PGconn **out, pgs_error_t *
         pgs_error_scrub(err, dsn->secret);
         PQfinish(pg);
         return PGS_ECONNECTION;
+    }
+    /* Behind a transaction pooler, session SETs of the parameters the
+     * server reports (DateStyle, TimeZone) are kept by the pooler per client
+     * and applied to whichever server session runs the client's next
+     * transaction; others would land on a session shared with strangers. */
+    if (dsn->pooler == PGS_POOLER_TRANSACTION) {
+        PGresult *r = PQexec(pg, "SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC'");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            pgs_error_from_result(err, pg, r);
+            pgs_error_scrub(err, dsn->secret);
+            PQclear(r);
+            PQfinish(pg);
+            return PGS_ECONNECTION;
+        }
+        PQclear(r);
     }
     *out = pg;
     return PGS_OK;
@@ -509,6 +536,13 @@ static PGresult *run_prepared(pgs_conn_t *c, const char *name, int n, const char
     return collect(c, PQsendQueryPrepared(c->pg, name, n, values, lengths, formats, 0));
 }
 
+static PGresult *run_unnamed(pgs_conn_t *c, const char *sql, int n, const Oid *types,
+                             const char *const *values, const int *lengths, const int *formats)
+{
+    set_running(c, 1);
+    return collect(c, PQsendQueryParams(c->pg, sql, n, types, values, lengths, formats, 0));
+}
+
 /* ---- statements ------------------------------------------------------------ */
 
 static pgs_status_t result_error(pgs_conn_t *c, PGresult *r, pgs_error_t *err)
@@ -581,6 +615,61 @@ static pgs_status_t prepare(pgs_conn_t *c, const char *sql, int nparams, pgs_stm
     return PGS_OK;
 }
 
+/* Behind a transaction pooler no statement outlives its Sync: the one
+ * server session that parsed it may serve another client next. The
+ * parameter types are learnt instead with an unnamed Parse and Describe
+ * under ONE Sync (a pipeline), so one server session answers both, and kept
+ * in the cache as if prepared; the statement itself then goes as
+ * Parse/Bind/Execute/Sync every time (PQsendQueryParams). */
+static pgs_status_t describe_unnamed(pgs_conn_t *c, const char *sql, pgs_stmt_t **out,
+                                     pgs_error_t *err)
+{
+    pgs_stmt_free(pgs_stmtcache_take_victim(&c->stmts)); /* nothing on the server */
+    pgs_stmt_t *s = pgs_stmt_new(&c->stmts, sql);
+    if (!s)
+        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    if (!PQenterPipelineMode(c->pg)) {
+        pgs_stmt_free(s);
+        return pgs_error_from_conn(err, PGS_ECONNECTION, "cannot enter pipeline mode: ", c->pg);
+    }
+    int sent = PQsendPrepare(c->pg, "", sql, 0, NULL) && PQsendDescribePrepared(c->pg, "") &&
+               PQpipelineSync(c->pg);
+    /* One result per step, each followed by a NULL: the parse, the
+     * description (PIPELINE_ABORTED when the parse failed), the sync. */
+    set_running(c, 1);
+    PGresult *parsed = collect(c, sent);
+    set_running(c, 1);
+    PGresult *described = collect(c, sent && !c->abandoned);
+    set_running(c, 1);
+    PQclear(collect(c, sent && !c->abandoned));
+    if (!c->abandoned)
+        PQexitPipelineMode(c->pg);
+    pgs_status_t st = PGS_OK;
+    if (!parsed || PQresultStatus(parsed) != PGRES_COMMAND_OK) {
+        PQclear(described);
+        st = result_error(c, parsed, err);
+    } else if (!described || PQresultStatus(described) != PGRES_COMMAND_OK) {
+        PQclear(parsed);
+        st = result_error(c, described, err);
+    } else {
+        PQclear(parsed);
+        s->nparams = PQnparams(described);
+        s->types = calloc((size_t)(s->nparams ? s->nparams : 1), sizeof *s->types);
+        for (int i = 0; s->types && i < s->nparams; i++)
+            s->types[i] = PQparamtype(described, i);
+        PQclear(described);
+        if (!s->types)
+            st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    }
+    if (st != PGS_OK) {
+        pgs_stmt_free(s);
+        return st;
+    }
+    pgs_stmtcache_add(&c->stmts, s);
+    *out = s;
+    return PGS_OK;
+}
+
 /* A cached statement the server no longer knows (DISCARD ALL) or whose
  * plan no longer fits (a table was dropped and re-created). */
 static int stale_statement(const PGresult *r)
@@ -602,7 +691,9 @@ static pgs_status_t exec_prepared(pgs_conn_t *c, const char *sql, int nparams,
     for (int attempt = 0;; attempt++) {
         pgs_stmt_t *s = pgs_stmtcache_find(&c->stmts, sql);
         if (!s) {
-            pgs_status_t st = prepare(c, sql, nparams, &s, err);
+            pgs_status_t st = c->dsn->pooler == PGS_POOLER_TRANSACTION
+                                  ? describe_unnamed(c, sql, &s, err)
+                                  : prepare(c, sql, nparams, &s, err);
             if (st != PGS_OK)
                 return st;
         }
@@ -635,7 +726,9 @@ static pgs_status_t exec_prepared(pgs_conn_t *c, const char *sql, int nparams,
                                    i + 1);
         }
         PGresult *r = NULL;
-        if (st == PGS_OK)
+        if (st == PGS_OK && c->dsn->pooler == PGS_POOLER_TRANSACTION)
+            r = run_unnamed(c, sql, nparams, s->types, values, lengths, formats);
+        else if (st == PGS_OK)
             r = run_prepared(c, s->name, nparams, values, lengths, formats);
         if (values != vstack) {
             free(values);

@@ -20,6 +20,7 @@ typedef struct pgs_dsn {
     double query_timeout; /* seconds; 0: wait as long as the server takes */
     int statement_timeout_ms; /* pgstore's own, restored on release; 0: none */
     int lock_timeout_ms;      /* the same for lock_timeout */
+    pgs_pooler_t pooler;      /* transaction pooling: no session state */
 } pgs_dsn_t;
 
 pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err);

@@ -396,6 +396,13 @@ static pgs_status_t take(pgs_pool_t *pool, const char *key, size_t len, const pg
         return st;
     if (opts && mode == PGS_LOCK_TABLE && (st = check_seconds("ttl", opts->ttl, 0, err)) != PGS_OK)
         return st;
+    /* A session advisory lock lives on one server session; behind a
+     * transaction pooler that session serves other clients between this
+     * one's transactions, so the lock would be neither held nor released. */
+    if (mode == PGS_LOCK_ADVISORY && pgs_pool_dsn(pool)->pooler == PGS_POOLER_TRANSACTION)
+        return pgs_error_set(err, PGS_EINVALID,
+                             "advisory locks are session locks, which a transaction pooler "
+                             "cannot keep (pooler = \"transaction\"): use mode = \"table\"");
     pgs_lock_t *l = new_lock(pool, key, len, mode);
     if (!l)
         return pgs_error_set(err, PGS_ENOMEM, "out of memory");

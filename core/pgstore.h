@@ -98,6 +98,20 @@ int pgs_error_retryable(const pgs_error_t *err);
 
 typedef struct pgs_conn pgs_conn_t;
 
+/* A connection pooler in front of the server. In transaction pooling mode
+ * (PgBouncer's pool_mode = transaction) each transaction, and each statement
+ * outside one, may run on another server session, so pgstore keeps nothing
+ * on the session: statements go unnamed (Parse/Bind/Execute in one message
+ * sequence, their parameter types cached on the client), pgstore's settings
+ * are set where the pooler keeps them per client (DateStyle, TimeZone) or
+ * per transaction (statement_timeout, lock_timeout, at BEGIN), and what
+ * needs a session of its own — session advisory locks — is refused
+ * (PGS_EINVALID). LISTEN needs a direct connection (listen_dsn in Lua). */
+typedef enum pgs_pooler {
+    PGS_POOLER_NONE = 0,         /* a direct connection, or session pooling */
+    PGS_POOLER_TRANSACTION       /* transaction pooling                     */
+} pgs_pooler_t;
+
 typedef struct pgs_conn_opts {
     const char *conninfo;        /* libpq key=value string or URI; NULL or ""
                                     means libpq's PG* environment            */
@@ -114,6 +128,7 @@ typedef struct pgs_conn_opts {
     int lock_timeout_ms;         /* the session's lock_timeout: how long a
                                     statement waits for a row or table lock
                                     before it fails; 0 → server default     */
+    pgs_pooler_t pooler;         /* what sits between pgstore and the server */
 } pgs_conn_opts_t;
 
 /* 1 when a connection string carries a password, as libpq parses it (a

@@ -24,7 +24,21 @@ pgs_status_t pgs_tx_begin(pgs_conn_t *c, pgs_isolation_t iso, pgs_error_t *err)
 {
     if ((int)iso < 0 || iso > PGS_SERIALIZABLE)
         return pgs_error_set(err, PGS_EINVALID, "unknown isolation level %d", (int)iso);
-    return pgs_exec(c, begin_sql[iso], 0, NULL, NULL, err);
+    if (!c || !c->dsn || c->dsn->pooler != PGS_POOLER_TRANSACTION ||
+        (c->dsn->statement_timeout_ms <= 0 && c->dsn->lock_timeout_ms <= 0))
+        return pgs_exec(c, begin_sql[iso], 0, NULL, NULL, err);
+    /* Behind a transaction pooler the session is not the client's: pgstore's
+     * timeouts hold for each transaction instead, from its BEGIN (one
+     * message: the pooler runs it on one server session). */
+    char sql[160];
+    int used = snprintf(sql, sizeof sql, "%s", begin_sql[iso]);
+    if (c->dsn->statement_timeout_ms > 0)
+        used += snprintf(sql + used, sizeof sql - (size_t)used, "; SET LOCAL statement_timeout = %d",
+                         c->dsn->statement_timeout_ms);
+    if (c->dsn->lock_timeout_ms > 0)
+        snprintf(sql + used, sizeof sql - (size_t)used, "; SET LOCAL lock_timeout = %d",
+                 c->dsn->lock_timeout_ms);
+    return pgs_exec(c, sql, 0, NULL, NULL, err);
 }
 
 pgs_status_t pgs_tx_commit(pgs_conn_t *c, pgs_error_t *err)

@@ -2,7 +2,8 @@
  * l_pool.c — the pool and pinned-connection userdata of pgstore.core.
  *
  *   core.pool{ dsn=, pool_size=, connect_timeout=, acquire_timeout=,
- *              statement_timeout=, query_timeout=, application_name=, shared= }  → pool
+ *              statement_timeout=, query_timeout=, application_name=, shared=,
+ *              pooler= "none" | "transaction" }  → pool
  *   pool:query(sql, …) → rows      pool:exec(sql, …) → affected
  *   pool:acquire([timeout]) → conn (pinned until conn:release())
  *   conn:query/exec, conn:begin(iso)/commit()/rollback(),
@@ -46,6 +47,8 @@ static int l_pool_new(lua_State *L)
     o.conn.statement_timeout_ms = pgs_l_opt_int(L, 1, "statement_timeout", 0, INT_MAX, 0);
     o.conn.query_timeout = pgs_l_opt_seconds(L, 1, "query_timeout", 0);
     o.conn.lock_timeout_ms = pgs_l_opt_int(L, 1, "lock_timeout", 0, INT_MAX, 0);
+    static const char *const poolers[] = {"none", "transaction", NULL};
+    o.conn.pooler = (pgs_pooler_t)pgs_l_opt_enum(L, 1, "pooler", "none", poolers);
     o.max_size = pgs_l_opt_int(L, 1, "pool_size", 0, 10000, 4);
     o.acquire_timeout = pgs_l_opt_seconds(L, 1, "acquire_timeout", 5);
     const char *shared_key = pgs_l_opt_string(L, 1, "shared");

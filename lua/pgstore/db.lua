@@ -35,6 +35,7 @@ local function pool_opts(base, dsn, shared)
     lock_timeout = base.lock_timeout,
     query_timeout = base.query_timeout,
     application_name = base.application_name,
+    pooler = base.pooler,
   }
 end
 
@@ -42,17 +43,18 @@ end
 -- acquire_timeout, statement_timeout (ms), lock_timeout (ms), query_timeout (seconds the
 -- client waits for any statement before it cancels it and gives the
 -- connection up: "timeout"; also when the network is what hangs),
--- application_name, shared, replica_max_lag (seconds) }
+-- application_name, shared, replica_max_lag (seconds), pooler ("none" |
+-- "transaction"), listen_dsn (for LISTEN connections) }
 function Db.new(opts)
   local shared = opts.shared
   local pool, err = core.pool(pool_opts(opts, opts.dsn, shared))
   if not pool then return nil, err end
   local public = {}
   for k, v in pairs(opts) do
-    if k ~= "dsn" and k ~= "read_dsn" then public[k] = v end
+    if k ~= "dsn" and k ~= "read_dsn" and k ~= "listen_dsn" then public[k] = v end
   end
   local self = setmetatable({ pool = pool, readers = {}, opts = public }, mt)
-  dsns[self] = opts.dsn
+  dsns[self] = { dsn = opts.dsn, listen = opts.listen_dsn }
   local read = opts.read_dsn
   if type(read) == "string" then read = { read } end
   for i, dsn in ipairs(read or {}) do
@@ -72,7 +74,20 @@ function Db.new(opts)
 end
 
 function Db._dsn(self)
-  return dsns[self]
+  return dsns[self] and dsns[self].dsn
+end
+
+-- The DSN LISTEN connections use: listen_dsn, else dsn — unless dsn goes
+-- through a transaction pooler, which cannot keep a LISTEN (the session is
+-- shared): then listen_dsn is required. → dsn | nil, err "invalid"
+function Db._listen_dsn(self)
+  local d = dsns[self]
+  if d and d.listen then return d.listen end
+  if self.opts.pooler == "transaction" then
+    return nil, errors.new("invalid", "LISTEN needs a session of its own, which a transaction pooler"
+      .. " (pooler = \"transaction\") cannot give: connect with listen_dsn, a direct connection string")
+  end
+  return d and d.dsn
 end
 
 local function check(self, fname)

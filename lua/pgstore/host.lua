@@ -121,6 +121,11 @@ function _M.connect(opts)
   opts = opts or {}
   opts.dsn = dsn
   opts.application_name = opts.application_name or "pgstore"
+  -- Behind PgBouncer in transaction mode: PGSTORE_POOLER=transaction, and
+  -- PGSTORE_LISTEN_DSN, a direct DSN for LISTEN (follow modes, projections).
+  local pooler, listen_dsn = os.getenv("PGSTORE_POOLER"), os.getenv("PGSTORE_LISTEN_DSN")
+  if pooler and pooler ~= "" then opts.pooler = opts.pooler or pooler end
+  if listen_dsn and listen_dsn ~= "" then opts.listen_dsn = opts.listen_dsn or listen_dsn end
   return pgstore.connect(opts)
 end
 

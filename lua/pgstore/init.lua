@@ -21,11 +21,15 @@ local OPTION_TYPES = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
   statement_timeout = "number", lock_timeout = "number", query_timeout = "number", application_name = "string",
-  shared = "string", replica_max_lag = "number",
+  shared = "string", replica_max_lag = "number", pooler = "string", listen_dsn = "string",
 }
+local POOLERS = { none = true, transaction = true }
 
 -- pgstore.connect(dsn) or pgstore.connect{ dsn = …, pool_size = 4, … } → db | nil, err
--- With no dsn, libpq's PG* environment variables apply. shared = key takes
+-- With no dsn, libpq's PG* environment variables apply. pooler =
+-- "transaction" when dsn reaches the server through a transaction pooler
+-- (PgBouncer's pool_mode = transaction): no session state is relied on, and
+-- LISTEN goes through listen_dsn, a direct connection string. shared = key takes
 -- the pools from the process-wide registry under that key (created with
 -- these options by the first caller; closing the db only drops its
 -- reference): how resty.pgstore's worker-thread VMs share connections.
@@ -43,6 +47,7 @@ function _M.connect(opts)
     or options.int(opts.lock_timeout, "lock_timeout", 0, 2147483647)
     or options.seconds(opts.query_timeout, "query_timeout")
     or options.seconds(opts.replica_max_lag, "replica_max_lag", true)
+    or options.one_of(opts.pooler, "pooler", POOLERS)
   if bad then return nil, bad end
   return Db.new(opts)
 end

@@ -69,10 +69,13 @@ function _M.check_options(opts, spec, n, fname)
   return opts
 end
 
--- The listener's own connection uses the db's settings.
+-- The listener's own connection uses the db's settings and its listen_dsn
+-- (Db._listen_dsn). → options | nil, err
 function _M.connection_options(db, opts)
+  local dsn, err = Db._listen_dsn(db)
+  if not dsn and err then return nil, err end
   local o = {
-    dsn = Db._dsn(db),
+    dsn = dsn,
     application_name = db.opts.application_name,
     connect_timeout = db.opts.connect_timeout,
   }
@@ -156,7 +159,10 @@ function _M.new(db, channels, opts)
   local bad
   opts, bad = _M.check_options(opts, _M.OPTIONS, 2, "listen")
   if not opts then return nil, bad end
-  local l, err = core.listener(_M.connection_options(db, opts), channels)
+  local copts, err = _M.connection_options(db, opts)
+  if not copts then return nil, err end
+  local l
+  l, err = core.listener(copts, channels)
   if not l then return nil, err end
   return setmetatable({ core = l, db = db }, mt)
 end

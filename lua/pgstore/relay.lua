@@ -75,7 +75,10 @@ function _M.new(db, channel, opts)
   local max_queue = opts.max_queue or 1000
   lopts.max_queue = max_queue
   lopts.ignore_self = true -- our own broadcasts are delivered locally
-  local l, err = core.listener(listen.connection_options(db, lopts), { channel })
+  local copts, err = listen.connection_options(db, lopts)
+  if not copts then return nil, err end
+  local l
+  l, err = core.listener(copts, { channel })
   if not l then return nil, err end
   return setmetatable({
     l = l, db = db, channel = channel, timeout = opts.timeout or 2, q = relay_queue.new(max_queue),

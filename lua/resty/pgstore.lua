@@ -46,7 +46,7 @@ local OPTIONS = {
   dsn = "string", pool_size = "number", read_dsn = "string|table",
   connect_timeout = "number", acquire_timeout = "number",
   statement_timeout = "number", lock_timeout = "number", application_name = "string",
-  replica_max_lag = "number",
+  replica_max_lag = "number", pooler = "string", listen_dsn = "string",
   -- resty.pgstore
   thread_pool = "string",   -- the nginx thread_pool to run in ("pgstore")
   queue_timeout = "number", -- seconds a call waits for a connection slot (5)
@@ -55,7 +55,8 @@ local OPTIONS = {
 }
 
 local POOL_OPTIONS = { "dsn", "pool_size", "read_dsn", "connect_timeout",
-                       "statement_timeout", "lock_timeout", "application_name", "replica_max_lag" }
+                       "statement_timeout", "lock_timeout", "application_name", "replica_max_lag",
+                       "pooler", "listen_dsn" }
 
 -- Appends and lock calls made from nginx wait at most this long (ms) for a
 -- row or advisory lock: a holder that never commits costs a `timeout`,
@@ -81,6 +82,7 @@ end
 
 -- pgstore.connect(dsn | { dsn, pool_size = 4, read_dsn, connect_timeout = 5,
 --   statement_timeout, lock_timeout = 5000, application_name = "pgstore",
+--   pooler = "none" | "transaction", listen_dsn (pgstore.connect's),
 --   thread_pool = "pgstore", queue_timeout = 5, shared_dict, key })
 --   → db | nil, err (also "invalid" when the thread pool is too small for
 --   pool_size: resty.pgstore.call's rule)
@@ -102,6 +104,7 @@ function _M.connect(opts)
     or options.seconds(opts.connect_timeout, "connect_timeout") or options.seconds(opts.acquire_timeout, "acquire_timeout")
     or options.int(opts.statement_timeout, "statement_timeout", 0, 2147483647) -- ms, as the server's
     or options.int(opts.lock_timeout, "lock_timeout", 0, 2147483647)
+    or options.one_of(opts.pooler, "pooler", { none = true, transaction = true })
   if bad then return nil, bad end
   if opts.shared_dict and not ngx.shared[opts.shared_dict] then
     argerr(1, "connect", format("lua_shared_dict '%s' is not defined in nginx.conf", opts.shared_dict))
@@ -128,6 +131,7 @@ function _M.connect(opts)
     dsn = spec.dsn, pool_size = spec.pool_size, connect_timeout = spec.connect_timeout,
     acquire_timeout = spec.acquire_timeout, statement_timeout = spec.statement_timeout,
     lock_timeout = spec.lock_timeout, application_name = spec.application_name, shared = key,
+    pooler = spec.pooler,
   }
   if not pool then return nil, err end
   -- The reaper runs from the start: it also cleans up after results

@@ -95,6 +95,44 @@ static void test_stmt_cache_eviction_and_replan(void)
     pgs_conn_close(c);
 }
 
+/* pooler = transaction: nothing prepared on the server, parameter types
+ * still decide the wire format, errors still carry SQLSTATEs, and the
+ * session settings come from SETs after connecting (no `options`). */
+static void test_unnamed_statements(void)
+{
+    pgs_conn_opts_t o = {.conninfo = pgs_test_dsn(), .stmt_cache_size = 4,
+                         .pooler = PGS_POOLER_TRANSACTION};
+    pgs_conn_t *c = NULL;
+    pgs_error_t err;
+    pgs_rows_t *r;
+    CHECK_OK(pgs_conn_open(&o, &c, &err), err);
+    const char raw[] = {'a', 0, '\\', 'x', (char)0xff};
+    pgs_param_t p = {raw, 5};
+    char sql[64];
+    for (int i = 0; i < 10; i++) { /* past the cache's size, and again */
+        snprintf(sql, sizeof sql, "select length($1::bytea) + %d", i % 6);
+        CHECK_OK(pgs_query(c, sql, 1, &p, &r, &err), err);
+        CHECK(atoi(pgs_rows_value(r, 0, 0, NULL)) == 5 + i % 6);
+        pgs_rows_free(r);
+    }
+    CHECK_OK(pgs_query(c, "select count(*), current_setting('TimeZone'), current_setting('DateStyle')"
+                          " from pg_prepared_statements where $1::int = 1",
+                       1, &(pgs_param_t){"1", -1}, &r, &err), err);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "0");
+    CHECK_STR(pgs_rows_value(r, 0, 1, NULL), "UTC");
+    CHECK_STR(pgs_rows_value(r, 0, 2, NULL), "ISO, MDY");
+    pgs_rows_free(r);
+    CHECK(pgs_query(c, "select $1::int / 0", 1, &(pgs_param_t){"1", -1}, NULL, &err) == PGS_ESQL);
+    CHECK_STR(err.sqlstate, "22012");
+    CHECK(pgs_query(c, "selec $1", 1, &(pgs_param_t){"1", -1}, NULL, &err) == PGS_ESQL);
+    CHECK_STR(err.sqlstate, "42601");
+    /* the connection is usable after a failed describe */
+    CHECK_OK(pgs_query(c, "select $1::int + 1", 1, &(pgs_param_t){"1", -1}, &r, &err), err);
+    CHECK_STR(pgs_rows_value(r, 0, 0, NULL), "2");
+    pgs_rows_free(r);
+    pgs_conn_close(c);
+}
+
 static void test_bad_connections(void)
 {
     pgs_error_t err;
@@ -126,6 +164,7 @@ int main(void)
                                        {"bytea is binary-safe", test_bytea_binary_safe},
                                        {"sql errors carry sqlstate", test_sql_errors},
                                        {"statement cache", test_stmt_cache_eviction_and_replan},
+                                       {"unnamed statements", test_unnamed_statements},
                                        {"bad connections", test_bad_connections},
                                        {NULL, NULL}};
     return pgs_test_run(tests);

@@ -127,7 +127,7 @@ end
 local function listener_options(db)
   local s = db.spec
   return {
-    dsn = s.dsn, connect_timeout = s.connect_timeout, ignore_self = true,
+    dsn = s.listen_dsn or s.dsn, connect_timeout = s.connect_timeout, ignore_self = true,
     application_name = ((s.application_name or "pgstore") .. ":listen"):sub(1, 63),
   }
 end
@@ -137,7 +137,14 @@ end
 function Hub:open()
   local list = {}
   for ch in pairs(self.channels) do list[#list + 1] = ch end
-  local id, err, _, pid = call(self.db.cfg, "listener_open", listener_options(self.db), list)
+  local id, err, _, pid
+  if self.db.spec.pooler == "transaction" and not self.db.spec.listen_dsn then
+    -- LISTEN on a session the pooler hands to other clients hears nothing
+    err = errors.new("invalid", "LISTEN needs a session of its own, which a transaction pooler"
+      .. " (pooler = \"transaction\") cannot give: connect with listen_dsn, a direct connection string")
+  else
+    id, err, _, pid = call(self.db.cfg, "listener_open", listener_options(self.db), list)
+  end
   if not id then
     self.failures = self.failures + 1
     if self.failures == 1 or self.failures % 50 == 0 then
