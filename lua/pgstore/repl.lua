@@ -35,16 +35,26 @@ local LISTEN_RETRY = 1  -- seconds between l:wait() calls after it failed (or wh
 -- out of (its error ends in '<eof>', as luajit's own REPL checks) is
 -- incomplete; a plain string cannot continue on the next line unless the
 -- line ends in a backslash, so that one is an error at once.
-function _M.compile(chunk)
+local function ran_out(err, chunk)
+  return err:match("'<eof>'$") and not (err:match("unfinished string near '<eof>'$") and not chunk:match("\\$"))
+end
+
+-- An unfinished expression (`{`, `1 +`) continues too, as in Lua 5.3's
+-- `lua`: the statement parser fails on it before the end, the same text
+-- after `return` runs out. `name` is the chunk's name in messages and
+-- `first` the number of its first line (errors name the line as typed).
+function _M.compile(chunk, name, first)
+  name = "=" .. (name or "repl")
+  local pad = ("\n"):rep((first or 1) - 1)
   chunk = chunk:gsub("^%s*=", "", 1) -- Lua 5.1's `=expr`
-  local fn = loadstring("local __values = ... return __values(" .. chunk .. "\n)", "=repl")
+  local fn = loadstring("local __values = ... return __values(" .. pad .. chunk .. "\n)", name)
   if fn then return fn, true end
   local err
-  fn, err = loadstring(chunk, "=repl")
+  fn, err = loadstring(pad .. chunk, name)
   if fn then return fn, false end
-  if err:match("'<eof>'$") and not (err:match("unfinished string near '<eof>'$") and not chunk:match("\\$")) then
-    return nil, "incomplete"
-  end
+  if ran_out(err, chunk) then return nil, "incomplete" end
+  local _, experr = loadstring("return " .. chunk, name)
+  if experr and ran_out(experr, chunk) then return nil, "incomplete" end
   return nil, err
 end
 
@@ -87,6 +97,9 @@ local function pack(...) return { n = select("#", ...), ... } end
 
 function Repl:execute(fn, expression)
   setfenv(fn, self.env)
+  -- Interpreted, with the functions it defines: the Ctrl-C hook never
+  -- runs inside a compiled trace, so a typed loop could not be stopped.
+  if jit then jit.off(fn, true) end
   local trace
   local function handler(e)
     trace = debug.traceback(type(e) == "string" and e or pretty.error(e), 2)
@@ -102,17 +115,16 @@ function Repl:execute(fn, expression)
     self:report(res[2])
     return
   end
-  if expression then
-    local v = res[2]
-    self:show(v.n, unpack(v, 1, v.n))
-  else
-    self:show(res.n - 1, unpack(res, 2, res.n))
-  end
+  local v = expression and res[2] or { n = res.n - 1, unpack(res, 2, res.n) }
+  -- `nil, err` at the top level is a failure too (the exit status says so)
+  if v.n >= 2 and v[1] == nil and v[2] ~= nil then self.failed = true end
+  self:show(v.n, unpack(v, 1, v.n))
 end
 
 -- Takes one line; returns "more" while a chunk is unfinished, "quit" to
 -- leave, nil otherwise.
 function Repl:feed(line)
+  self.line_no = self.line_no + 1
   if not self.pending then
     local name, args = _M.command(line)
     if name then
@@ -122,11 +134,12 @@ function Repl:feed(line)
     end
     if not line:find("%S") then return nil end
     self.pending = { line }
+    self.pending_from = self.line_no
   else
     self.pending[#self.pending + 1] = line
   end
   local chunk = concat(self.pending, "\n")
-  local fn, how = _M.compile(chunk)
+  local fn, how = _M.compile(chunk, self.chunk_name, self.chunk_name and self.pending_from)
   if how == "incomplete" then return "more" end
   self.pending = nil
   self:remember(chunk)
@@ -379,6 +392,7 @@ function Repl:run_terminal()
   rl.init{
     name = "pgstore",
     complete = function(word, line) return complete.candidates(self.env, word, line, COMMANDS) end,
+    cancel = core.interrupt,
   }
   self.columns = rl.columns
   rl.stifle_history(history.size)
@@ -403,6 +417,7 @@ end
 
 function Repl:run_plain(input)
   local function out(s) self:say(s) end
+  self.chunk_name = "stdin" -- and errors name the input's own lines
   for line in input:lines() do
     if self:feed(line) == "quit" then break end
     self:drain(out)
@@ -425,7 +440,7 @@ function _M.new(opts)
   return setmetatable({
     db = opts.db, es = opts.es, env = env, rl = opts.rl, banner = opts.banner,
     settings = { depth = pretty.defaults.depth, items = pretty.defaults.items },
-    channels = {}, listener = nil, pending = nil, failed = false,
+    channels = {}, listener = nil, pending = nil, failed = false, line_no = 0,
   }, mt)
 end
 
