@@ -308,6 +308,31 @@ describe("pgstore repl from a pipe", function()
     assert.matches("stdin:9: deep", out)
   end)
 
+  it("prints rows as a table, values cut, and as lua or json on :set format", function()
+    local out, rc = run(table.concat({
+      [[db:query("select 1 as n, 'x' as name union all select 22, repeat('y', 100)")]],
+      ":set format json", [[db:query("select 1 as n")]],
+      ":set format lua", [[db:query("select 1 as n")]],
+      ":set format table", "{ 1, 2 }", [[db:query("select null::int as a, 2 as b")]],
+      ":set format yaml", "",
+    }, "\n"))
+    assert.equal(0, rc, out)
+    assert.matches("usage: :set depth N", out)
+    assert.equal(table.concat({
+      " n  |                 name",
+      "----+---------------------------------------",
+      "  1 | x",
+      " 22 | " .. ("y"):rep(36) .. "…",
+      "(2 rows)",
+      '[{"n":1}]',
+      "{ { n = 1 } }",
+      "{ 1, 2 }",
+      "  a   | b",
+      "------+---",
+      " null | 2",
+      "(1 row)", "" }, "\n"), (out:gsub("usage: [^\n]*\n", "")))
+  end)
+
   it("exits 1 when a chunk failed, after running the rest", function()
     local out, rc = run("error('first')\n'second'\n")
     assert.equal(1, rc)

@@ -13,6 +13,8 @@ local core = require "pgstore.core"
 local pretty = require "pgstore.pretty"
 local complete = require "pgstore.repl.complete"
 local history = require "pgstore.repl.history"
+local grid = require "pgstore.repl.grid"
+local cjson = require("cjson.safe").new()
 
 local type, tostring, select, pcall, xpcall = type, tostring, select, pcall, xpcall
 local concat, unpack = table.concat, unpack
@@ -83,11 +85,29 @@ function Repl:report(err)
   self:warn(pretty.error(err))
 end
 
+local FORMATS = { table = true, lua = true, json = true }
+
+-- JSON of one value (SQL NULL is null); what JSON cannot say is printed
+-- as Lua, with the reason.
+local function json_text(v)
+  local s, err = cjson.encode(v)
+  if s then return s end
+  return pretty.format(v) .. "  -- not JSON: " .. tostring(err)
+end
+
 function Repl:show(n, ...)
   if n == 0 then return end
   self.env._ = (...)
   local opts = self.settings
   opts.width = self.columns and self.columns() or 80
+  if opts.format == "json" then
+    local out = {}
+    for i = 1, n do out[i] = json_text((select(i, ...))) end
+    return self:say(concat(out, "\n"))
+  end
+  if opts.format == "table" and n == 1 and grid.is_rows((...)) then
+    return self:say(grid.format((...), opts.width))
+  end
   self:say(pretty.values(opts, n, ...))
 end
 
@@ -172,6 +192,7 @@ commands (`:` or `\` in front):
   :quit                  leave (also Ctrl-D)
   :set [depth|items N]   how deep tables print (now %d) and how many
                          entries of each (now %d)
+  :set format F          table (rows as columns, the default), lua or json
   :trace                 the traceback of the last error
   \listen CHANNEL        print NOTIFY messages on CHANNEL while the prompt
                          waits; without CHANNEL, list the channels
@@ -198,12 +219,15 @@ function handlers.quit() return "quit" end
 
 function handlers.set(self, args)
   local what, n = args:match("^(%a+)%s+(%d+)$")
+  local how = args:match("^format%s+(%a+)$")
   if args == "" then
-    self:say(format("depth %d\nitems %d", self.settings.depth, self.settings.items))
+    self:say(format("depth %d\nitems %d\nformat %s", self.settings.depth, self.settings.items, self.settings.format))
   elseif (what == "depth" or what == "items") and tonumber(n) >= 1 then
     self.settings[what] = tonumber(n)
+  elseif how and FORMATS[how] then
+    self.settings.format = how
   else
-    self:warn("usage: :set depth N | :set items N (N ≥ 1)")
+    self:warn("usage: :set depth N | :set items N (N ≥ 1) | :set format table|lua|json")
   end
 end
 
@@ -439,7 +463,7 @@ function _M.new(opts)
   local env = setmetatable({ db = opts.db, es = opts.es, pgstore = require "pgstore" }, { __index = _G })
   return setmetatable({
     db = opts.db, es = opts.es, env = env, rl = opts.rl, banner = opts.banner,
-    settings = { depth = pretty.defaults.depth, items = pretty.defaults.items },
+    settings = { depth = pretty.defaults.depth, items = pretty.defaults.items, format = "table" },
     channels = {}, listener = nil, pending = nil, failed = false, line_no = 0,
   }, mt)
 end
