@@ -319,10 +319,10 @@ describe("pgstore repl from a pipe", function()
     assert.equal(0, rc, out)
     assert.matches("usage: :set depth N", out)
     assert.equal(table.concat({
-      " n  |                 name",
-      "----+---------------------------------------",
+      " n  | " .. (" "):rep(18) .. "name",
+      "----+" .. ("-"):rep(42),
       "  1 | x",
-      " 22 | " .. ("y"):rep(36) .. "…",
+      " 22 | " .. ("y"):rep(39) .. "…",
       "(2 rows)",
       '[{"n":1}]',
       "{ { n = 1 } }",

@@ -14,6 +14,7 @@ local pretty = require "pgstore.pretty"
 local complete = require "pgstore.repl.complete"
 local history = require "pgstore.repl.history"
 local grid = require "pgstore.repl.grid"
+local look = require "pgstore.repl.look"
 local cjson = require("cjson.safe").new()
 
 local type, tostring, select, pcall, xpcall = type, tostring, select, pcall, xpcall
@@ -197,6 +198,12 @@ commands (`:` or `\` in front):
   \listen CHANNEL        print NOTIFY messages on CHANNEL while the prompt
                          waits; without CHANNEL, list the channels
   \unlisten [CHANNEL]    stop listening to CHANNEL (to all without one)
+  \stores                the event stores in this database
+  \streams [PREFIX] [N]  es's streams with their event counts and versions
+  \events STREAM [N]     a stream's newest N events (20)
+  \consumers             es's consumers, their positions and lag
+  \parked [PROJECTION]   events projections parked, with their errors
+  :table [NAME]          which store es is; NAME switches to it
 
 Lua: an expression prints its values (no `=` needed), a statement runs, an
 unfinished chunk continues on the next line (>>). db, es (= db:events())
@@ -205,11 +212,13 @@ chunk: assign globals to keep values.
 keys: Tab completes names, table keys and methods; Up/Down and Ctrl-R
 search the history; Ctrl-C cancels the line or interrupts running code.]]
 
-local COMMANDS = { "help", "quit", "set", "trace", "listen", "unlisten" }
+local COMMANDS = { "help", "quit", "set", "trace", "listen", "unlisten",
+                   "stores", "streams", "events", "consumers", "parked", "table" }
 local ALIASES = { h = "help", ["?"] = "help", q = "quit", exit = "quit" }
 _M.COMMANDS = COMMANDS
 
 local handlers = {}
+for _, name in ipairs(look.NAMES) do handlers[name] = look[name] end
 
 function handlers.help(self)
   self:say(HELP:format(self.settings.depth, self.settings.items))

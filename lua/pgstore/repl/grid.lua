@@ -70,8 +70,20 @@ function _M.format(rows, term_width)
   end
   sort(names)
   local ncols = #names
-  -- room per column when the terminal is narrow, never under 8
-  local room = math.max(8, math.min(MAX_CELL, math.floor(((term_width or 80) - 3 * ncols) / math.max(ncols, 1))))
+  -- Each column as wide as its values (up to MAX_CELL); when that does not
+  -- fit the terminal, an equal share each, never under 8.
+  local room, total = MAX_CELL, 3 * ncols
+  for _, name in ipairs(names) do
+    local w = width(printable(name))
+    for _, row in ipairs(rows) do
+      local v = row[name]
+      if v ~= nil then w = math.max(w, width(cell(v))) end
+    end
+    total = total + math.min(w, MAX_CELL)
+  end
+  if total > (term_width or 80) then
+    room = math.max(8, math.min(MAX_CELL, math.floor(((term_width or 80) - 3 * ncols) / ncols)))
+  end
   local widths, right, cells = {}, {}, {}
   for c, name in ipairs(names) do
     widths[c] = width(cut(printable(name), room))
