@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -422,11 +423,29 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
  * it was meant for or on an idle backend (which ignores it), never on a
  * later one. */
 
+/* The cancel key of the statement this process waits for last, for
+ * pgs_conn_interrupt(): set before a statement is sent, cleared (if still
+ * its own) before the connection can free it. */
+static PGcancel *_Atomic inflight;
+
 static void set_running(pgs_conn_t *c, int on)
 {
     pthread_mutex_lock(&c->run_mu);
     c->running = on;
     pthread_mutex_unlock(&c->run_mu);
+    if (on) {
+        atomic_store(&inflight, c->cancel);
+    } else {
+        PGcancel *mine = c->cancel;
+        atomic_compare_exchange_strong(&inflight, &mine, NULL);
+    }
+}
+
+int pgs_conn_interrupt(void)
+{
+    PGcancel *cancel = atomic_load(&inflight);
+    char buf[256];
+    return cancel && PQcancel(cancel, buf, sizeof buf);
 }
 
 pgs_status_t pgs_conn_cancel(pgs_conn_t *c, pgs_error_t *err)

@@ -174,6 +174,14 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *conn, pgs_error_t *err);
  * stays borrowed (is not released, and so possibly closed) meanwhile. */
 pgs_status_t pgs_conn_cancel(pgs_conn_t *conn, pgs_error_t *err);
 
+/* Asks the server to cancel the statement this process started last, if
+ * it still runs; for a signal handler (Ctrl-C), as psql does: it only calls
+ * PQcancel, which is async-signal-safe. Meant for one thread running
+ * statements (a REPL): with several, it may reach another thread's
+ * statement, or race with that thread closing its connection.
+ * Returns 1 when a cancel request was sent. */
+int pgs_conn_interrupt(void);
+
 /* A bound parameter. value NULL is SQL NULL; length < 0 means strlen. A
  * parameter whose server type is bytea is sent in binary, so any bytes pass
  * and length counts. Other parameters are text: they must be NUL-terminated

@@ -98,6 +98,7 @@ describe("options", function()
       wrong = { time = "now" }, bad = { expected = -1 } },
     { "read", function(o) return es:read("s", o) end, arg = 2, wrong = { limit = "1" }, bad = { limit = 1.5 } },
     { "read_all", function(o) return es:read_all(o) end, wrong = { after = true }, bad = { after = "abc" } },
+    { "streams", function(o) return es:streams(o) end, wrong = { prefix = 1 }, bad = { limit = 0 } },
     { "save (snapshots)", function(o) return ss:save("s", 1, {}, o) end, arg = 4, wrong = { schema_version = "1" },
       bad = { schema_version = -1 } },
     { "save (checkpoints)", function(o) return cp:save("c", 1, o) end, arg = 3, wrong = { expected = "1" },

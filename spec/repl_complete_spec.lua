@@ -51,7 +51,8 @@ local CASES = {
   { "pri", 'x = "done" .. pri', { "print(" } },
   { ":he", nil, { ":help" } },
   { "\\li", nil, { "\\listen" } },
-  { ":", nil, { ":help", ":listen", ":quit", ":set", ":trace", ":unlisten" } },
+  { ":", nil, { ":consumers", ":events", ":help", ":listen", ":parked", ":quit", ":set", ":stores", ":streams",
+                ":table", ":trace", ":unlisten" } },
   { ":q", "x = y :q", {} },                      -- commands only start a line
 }
 

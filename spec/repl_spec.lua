@@ -24,6 +24,11 @@ describe("repl chunks", function()
     { "return 1 +", "incomplete" },
     { "f(", "incomplete" },
     { "x = [[long", "incomplete" },
+    { "{", "incomplete" },
+    { "1 +", "incomplete" },
+    { "{ a = 1,", "incomplete" },
+    { 'f "a string', "error" },
+    { "1 + + 2", "error" },
     { "--[[ a comment", "incomplete" },
     { 'x = "a string\\', "incomplete" },
     { 'x = "a string', "error" },
@@ -239,8 +244,9 @@ describe("pgstore repl on a terminal", function()
 
   it("ends on a second Ctrl-C when code cannot be interrupted", function()
     start()
-    -- A compiled loop never reaches the interpreter, where the hook runs.
-    line("print('spinning') for i = 1, 1e15 do end")
+    -- A loop compiled on purpose never reaches the interpreter, where the
+    -- hook runs (typed code otherwise runs with the JIT off).
+    line("local function spin() for i = 1, 1e15 do end end jit.on(spin, true) print('spinning') spin()")
     s:wait_for("\nspinning")
     s:keys("C-c")
     -- Two signals sent together can merge into one: let the first land.
@@ -284,10 +290,53 @@ describe("pgstore repl from a pipe", function()
     assert.equal("42\ntrue\n", out)
   end)
 
+  it("exits 1 when a chunk returned nil, err at the top level", function()
+    local out, rc = run("db:query('selec 1')\n'after'\n")
+    assert.equal(1, rc, out)
+    assert.matches("error%(sql%)", out)
+    assert.matches('"after"', out)
+    out, rc = run("nil, 'not an error'\n")
+    assert.equal(1, rc, out)
+    out, rc = run("nil\nfalse\n")
+    assert.equal(0, rc, out)
+  end)
+
+  it("continues unfinished expressions and names the input's line in errors", function()
+    local out, rc = run("t = {\n  1,\n  2 }\n#t\n1 +\n41\n\nfunction f()\n  error('deep')\nend\nf()\n")
+    assert.equal(1, rc, out)
+    assert.matches("^2\n42\n", out)
+    assert.matches("stdin:9: deep", out)
+  end)
+
+  it("prints rows as a table, values cut, and as lua or json on :set format", function()
+    local out, rc = run(table.concat({
+      [[db:query("select 1 as n, 'x' as name union all select 22, repeat('y', 100)")]],
+      ":set format json", [[db:query("select 1 as n")]],
+      ":set format lua", [[db:query("select 1 as n")]],
+      ":set format table", "{ 1, 2 }", [[db:query("select null::int as a, 2 as b")]],
+      ":set format yaml", "",
+    }, "\n"))
+    assert.equal(0, rc, out)
+    assert.matches("usage: :set depth N", out)
+    assert.equal(table.concat({
+      " n  | " .. (" "):rep(18) .. "name",
+      "----+" .. ("-"):rep(42),
+      "  1 | x",
+      " 22 | " .. ("y"):rep(39) .. "…",
+      "(2 rows)",
+      '[{"n":1}]',
+      "{ { n = 1 } }",
+      "{ 1, 2 }",
+      "  a   | b",
+      "------+---",
+      " null | 2",
+      "(1 row)", "" }, "\n"), (out:gsub("usage: [^\n]*\n", "")))
+  end)
+
   it("exits 1 when a chunk failed, after running the rest", function()
     local out, rc = run("error('first')\n'second'\n")
     assert.equal(1, rc)
-    assert.matches("error: repl:1: first", out)
+    assert.matches("error: stdin:1: first", out)
     assert.matches('"second"', out)
   end)
 end)

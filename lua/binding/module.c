@@ -7,6 +7,8 @@
 #include "binding.h"
 #include "clock.h"
 
+#include <string.h>
+
 static int l_backoff(lua_State *L)
 {
     lua_Number attempt = luaL_checknumber(L, 1);
@@ -33,6 +35,16 @@ static int l_dsn_has_password(lua_State *L)
     return 1;
 }
 
+/* core.interrupt: pgs_conn_interrupt's address as a light userdata, for a
+ * host's SIGINT handler (it takes no Lua state; see pgstore.readline). */
+static void *interrupt_address(void)
+{
+    int (*fn)(void) = pgs_conn_interrupt;
+    void *p;
+    memcpy(&p, &fn, sizeof p);
+    return p;
+}
+
 __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -44,6 +56,8 @@ __attribute__((visibility("default"))) int luaopen_pgstore_core(lua_State *L)
     lua_setfield(L, -2, "_VERSION");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
+    lua_pushlightuserdata(L, interrupt_address());
+    lua_setfield(L, -2, "interrupt");
     pgs_l_util_open(L);
     pgs_l_error_open(L);
     lua_setfield(L, -2, "error_mt");

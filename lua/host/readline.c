@@ -51,12 +51,20 @@ static const char word_breaks[] = " \t\n\"'`@$><=;|&{}()[],+-*/%^~#";
 /* ---- signals --------------------------------------------------------------
  * While idle, INT/TERM/HUP only set a flag that interrupts the poll (libedit
  * first restores the terminal, then forwards the signal here). While user
- * code runs, INT sets a hook that raises "interrupted" at the next Lua
- * instruction the interpreter runs, as luajit's own REPL does: a compiled
- * loop, or a call blocked in C, does not see it, so a second INT before
- * the hook fired ends the process. TERM/HUP take their default action. */
+ * code runs, INT sends a cancel request for the statement in flight (as
+ * psql does) and sets a hook that raises "interrupted" at the next Lua
+ * instruction the interpreter runs, as luajit's own REPL does (the REPL
+ * runs typed code with the JIT off, so loops see it). Code that still does
+ * not (a loop compiled on purpose, a call blocked in C elsewhere than
+ * waiting for the server) ends the process on a second INT, which cancels
+ * the statement again first. TERM/HUP take their default action. */
 static volatile sig_atomic_t interrupt_pending;
+static volatile sig_atomic_t cancel_sent; /* a statement was cancelled too */
 static int interrupted; /* the hook fired during this evaluation */
+/* pgstore.core's pgs_conn_interrupt (rl.init's `cancel`): sends a cancel
+ * request for the statement in flight, if any, async-signal-safely; a call
+ * blocked waiting for the server then returns and the hook fires. */
+static int (*cancel_statement)(void);
 
 static void stop_hook(lua_State *L, lua_Debug *ar)
 {
@@ -64,12 +72,16 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
     interrupt_pending = 0;
     interrupted = 1;
     lua_sethook(L, NULL, 0, 0);
-    luaL_error(L, "interrupted");
+    luaL_error(L, cancel_sent ? "interrupted (the running statement was cancelled)" : "interrupted");
 }
 
 static void on_signal(int sig)
 {
     if (evaluating) {
+        /* Every Ctrl-C cancels the statement in flight, the last one too:
+         * the server must not go on with it after the process is gone. */
+        if (sig == SIGINT && cancel_statement && cancel_statement())
+            cancel_sent = 1;
         if (sig == SIGINT && main_L && !interrupt_pending) {
             interrupt_pending = 1;
             lua_sethook(main_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
@@ -282,7 +294,8 @@ static void at_exit(void)
     uninstall();
 }
 
-/* rl.init{ name = "pgstore", complete = function(word, line_before_cursor) → {…} } */
+/* rl.init{ name = "pgstore", complete = function(word, line_before_cursor) → {…},
+ *          cancel = pgstore.core.interrupt } */
 static int l_init(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -312,6 +325,12 @@ static int l_init(lua_State *L)
         main_L = L;
         initialized = 1;
     }
+    lua_getfield(L, 1, "cancel");
+    if (lua_islightuserdata(L, -1)) {
+        void *p = lua_touserdata(L, -1);
+        memcpy(&cancel_statement, &p, sizeof p);
+    }
+    lua_pop(L, 1);
     lua_getfield(L, 1, "complete");
     if (lua_isfunction(L, -1)) {
         luaL_unref(L, LUA_REGISTRYINDEX, complete_ref);
@@ -528,6 +547,7 @@ static int l_interruptible(lua_State *L)
     evaluating = on;
     if (on) {
         interrupted = 0;
+        cancel_sent = 0;
         return 0;
     }
     interrupt_pending = 0;

@@ -459,6 +459,28 @@ function Events:status(stream)
   return self.handle:status(stream)
 end
 
+-- es:streams{ prefix = "", limit = 100, after = nil } → streams | nil, err
+-- The store's streams in name order (byte order), from its heads: each
+-- { stream, version, count, status, updated_at }, `count` the events it
+-- holds now (fewer than `version` after retention or a delete). `after`
+-- pages on: the last stream name of the previous page.
+local STREAMS_OPTIONS = { prefix = "string", limit = "number", after = "string" }
+
+function Events:streams(opts)
+  check(self, "streams")
+  opts = check_options(opts, STREAMS_OPTIONS, 1, "streams")
+  local bad = options.int(opts.limit, "limit", 1, 2 ^ 31 - 1)
+  if bad then return nil, bad end
+  local store = self.handle:store()
+  local events, heads = assert(core.quote_ident(store)), assert(core.quote_ident(store .. "_heads"))
+  -- LIKE's wildcards in the prefix are plain characters
+  local like = (opts.prefix or ""):gsub("[\\%%_]", "\\%0") .. "%"
+  return self.db:query(([[SELECT h.stream, h.version, h.status, h.updated_at,
+      (SELECT count(*) FROM %s e WHERE e.stream = h.stream) AS count
+    FROM %s h WHERE h.stream LIKE $1 AND h.stream > $2 ORDER BY h.stream LIMIT $3]]):format(events, heads),
+    like, opts.after or "", opts.limit or 100)
+end
+
 -- The store: the table as resolved when the store opened, "schema.table".
 function Events:store()
   check(self, "store")

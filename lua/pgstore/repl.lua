@@ -13,6 +13,9 @@ local core = require "pgstore.core"
 local pretty = require "pgstore.pretty"
 local complete = require "pgstore.repl.complete"
 local history = require "pgstore.repl.history"
+local grid = require "pgstore.repl.grid"
+local look = require "pgstore.repl.look"
+local cjson = require("cjson.safe").new()
 
 local type, tostring, select, pcall, xpcall = type, tostring, select, pcall, xpcall
 local concat, unpack = table.concat, unpack
@@ -35,16 +38,26 @@ local LISTEN_RETRY = 1  -- seconds between l:wait() calls after it failed (or wh
 -- out of (its error ends in '<eof>', as luajit's own REPL checks) is
 -- incomplete; a plain string cannot continue on the next line unless the
 -- line ends in a backslash, so that one is an error at once.
-function _M.compile(chunk)
+local function ran_out(err, chunk)
+  return err:match("'<eof>'$") and not (err:match("unfinished string near '<eof>'$") and not chunk:match("\\$"))
+end
+
+-- An unfinished expression (`{`, `1 +`) continues too, as in Lua 5.3's
+-- `lua`: the statement parser fails on it before the end, the same text
+-- after `return` runs out. `name` is the chunk's name in messages and
+-- `first` the number of its first line (errors name the line as typed).
+function _M.compile(chunk, name, first)
+  name = "=" .. (name or "repl")
+  local pad = ("\n"):rep((first or 1) - 1)
   chunk = chunk:gsub("^%s*=", "", 1) -- Lua 5.1's `=expr`
-  local fn = loadstring("local __values = ... return __values(" .. chunk .. "\n)", "=repl")
+  local fn = loadstring("local __values = ... return __values(" .. pad .. chunk .. "\n)", name)
   if fn then return fn, true end
   local err
-  fn, err = loadstring(chunk, "=repl")
+  fn, err = loadstring(pad .. chunk, name)
   if fn then return fn, false end
-  if err:match("'<eof>'$") and not (err:match("unfinished string near '<eof>'$") and not chunk:match("\\$")) then
-    return nil, "incomplete"
-  end
+  if ran_out(err, chunk) then return nil, "incomplete" end
+  local _, experr = loadstring("return " .. chunk, name)
+  if experr and ran_out(experr, chunk) then return nil, "incomplete" end
   return nil, err
 end
 
@@ -73,11 +86,29 @@ function Repl:report(err)
   self:warn(pretty.error(err))
 end
 
+local FORMATS = { table = true, lua = true, json = true }
+
+-- JSON of one value (SQL NULL is null); what JSON cannot say is printed
+-- as Lua, with the reason.
+local function json_text(v)
+  local s, err = cjson.encode(v)
+  if s then return s end
+  return pretty.format(v) .. "  -- not JSON: " .. tostring(err)
+end
+
 function Repl:show(n, ...)
   if n == 0 then return end
   self.env._ = (...)
   local opts = self.settings
   opts.width = self.columns and self.columns() or 80
+  if opts.format == "json" then
+    local out = {}
+    for i = 1, n do out[i] = json_text((select(i, ...))) end
+    return self:say(concat(out, "\n"))
+  end
+  if opts.format == "table" and n == 1 and grid.is_rows((...)) then
+    return self:say(grid.format((...), opts.width))
+  end
   self:say(pretty.values(opts, n, ...))
 end
 
@@ -87,6 +118,9 @@ local function pack(...) return { n = select("#", ...), ... } end
 
 function Repl:execute(fn, expression)
   setfenv(fn, self.env)
+  -- Interpreted, with the functions it defines: the Ctrl-C hook never
+  -- runs inside a compiled trace, so a typed loop could not be stopped.
+  if jit then jit.off(fn, true) end
   local trace
   local function handler(e)
     trace = debug.traceback(type(e) == "string" and e or pretty.error(e), 2)
@@ -102,17 +136,16 @@ function Repl:execute(fn, expression)
     self:report(res[2])
     return
   end
-  if expression then
-    local v = res[2]
-    self:show(v.n, unpack(v, 1, v.n))
-  else
-    self:show(res.n - 1, unpack(res, 2, res.n))
-  end
+  local v = expression and res[2] or { n = res.n - 1, unpack(res, 2, res.n) }
+  -- `nil, err` at the top level is a failure too (the exit status says so)
+  if v.n >= 2 and v[1] == nil and v[2] ~= nil then self.failed = true end
+  self:show(v.n, unpack(v, 1, v.n))
 end
 
 -- Takes one line; returns "more" while a chunk is unfinished, "quit" to
 -- leave, nil otherwise.
 function Repl:feed(line)
+  self.line_no = self.line_no + 1
   if not self.pending then
     local name, args = _M.command(line)
     if name then
@@ -122,11 +155,12 @@ function Repl:feed(line)
     end
     if not line:find("%S") then return nil end
     self.pending = { line }
+    self.pending_from = self.line_no
   else
     self.pending[#self.pending + 1] = line
   end
   local chunk = concat(self.pending, "\n")
-  local fn, how = _M.compile(chunk)
+  local fn, how = _M.compile(chunk, self.chunk_name, self.chunk_name and self.pending_from)
   if how == "incomplete" then return "more" end
   self.pending = nil
   self:remember(chunk)
@@ -159,10 +193,17 @@ commands (`:` or `\` in front):
   :quit                  leave (also Ctrl-D)
   :set [depth|items N]   how deep tables print (now %d) and how many
                          entries of each (now %d)
+  :set format F          table (rows as columns, the default), lua or json
   :trace                 the traceback of the last error
   \listen CHANNEL        print NOTIFY messages on CHANNEL while the prompt
                          waits; without CHANNEL, list the channels
   \unlisten [CHANNEL]    stop listening to CHANNEL (to all without one)
+  \stores                the event stores in this database
+  \streams [PREFIX] [N]  es's streams with their event counts and versions
+  \events STREAM [N]     a stream's newest N events (20)
+  \consumers             es's consumers, their positions and lag
+  \parked [PROJECTION]   events projections parked, with their errors
+  :table [NAME]          which store es is; NAME switches to it
 
 Lua: an expression prints its values (no `=` needed), a statement runs, an
 unfinished chunk continues on the next line (>>). db, es (= db:events())
@@ -171,11 +212,13 @@ chunk: assign globals to keep values.
 keys: Tab completes names, table keys and methods; Up/Down and Ctrl-R
 search the history; Ctrl-C cancels the line or interrupts running code.]]
 
-local COMMANDS = { "help", "quit", "set", "trace", "listen", "unlisten" }
+local COMMANDS = { "help", "quit", "set", "trace", "listen", "unlisten",
+                   "stores", "streams", "events", "consumers", "parked", "table" }
 local ALIASES = { h = "help", ["?"] = "help", q = "quit", exit = "quit" }
 _M.COMMANDS = COMMANDS
 
 local handlers = {}
+for _, name in ipairs(look.NAMES) do handlers[name] = look[name] end
 
 function handlers.help(self)
   self:say(HELP:format(self.settings.depth, self.settings.items))
@@ -185,12 +228,15 @@ function handlers.quit() return "quit" end
 
 function handlers.set(self, args)
   local what, n = args:match("^(%a+)%s+(%d+)$")
+  local how = args:match("^format%s+(%a+)$")
   if args == "" then
-    self:say(format("depth %d\nitems %d", self.settings.depth, self.settings.items))
+    self:say(format("depth %d\nitems %d\nformat %s", self.settings.depth, self.settings.items, self.settings.format))
   elseif (what == "depth" or what == "items") and tonumber(n) >= 1 then
     self.settings[what] = tonumber(n)
+  elseif how and FORMATS[how] then
+    self.settings.format = how
   else
-    self:warn("usage: :set depth N | :set items N (N ≥ 1)")
+    self:warn("usage: :set depth N | :set items N (N ≥ 1) | :set format table|lua|json")
   end
 end
 
@@ -379,6 +425,7 @@ function Repl:run_terminal()
   rl.init{
     name = "pgstore",
     complete = function(word, line) return complete.candidates(self.env, word, line, COMMANDS) end,
+    cancel = core.interrupt,
   }
   self.columns = rl.columns
   rl.stifle_history(history.size)
@@ -403,6 +450,7 @@ end
 
 function Repl:run_plain(input)
   local function out(s) self:say(s) end
+  self.chunk_name = "stdin" -- and errors name the input's own lines
   for line in input:lines() do
     if self:feed(line) == "quit" then break end
     self:drain(out)
@@ -424,8 +472,8 @@ function _M.new(opts)
   local env = setmetatable({ db = opts.db, es = opts.es, pgstore = require "pgstore" }, { __index = _G })
   return setmetatable({
     db = opts.db, es = opts.es, env = env, rl = opts.rl, banner = opts.banner,
-    settings = { depth = pretty.defaults.depth, items = pretty.defaults.items },
-    channels = {}, listener = nil, pending = nil, failed = false,
+    settings = { depth = pretty.defaults.depth, items = pretty.defaults.items, format = "table" },
+    channels = {}, listener = nil, pending = nil, failed = false, line_no = 0,
   }, mt)
 end
 

@@ -65,6 +65,16 @@ function Session:keys(...)
   return self
 end
 
+-- Pastes text as a terminal does: all at once, newlines as Enter; with
+-- `bracketed`, wrapped in the bracketed-paste marks when the program
+-- asked for them (tmux paste-buffer -p).
+function Session:paste(text, bracketed)
+  local buffer = self.name .. "_paste"
+  tmux(("set-buffer -b %s %s"):format(buffer, q(text)))
+  tmux(("paste-buffer -d %s -b %s -t %s"):format(bracketed and "-p" or "", buffer, self.name))
+  return self
+end
+
 -- The screen and its scrollback, wrapped lines joined, the blank lines
 -- below the cursor cut (the last line keeps its spaces: "pgstore> ").
 function Session:screen()

@@ -7,11 +7,11 @@ local pgstore = require "pgstore"
 local pretty = require "pgstore.pretty"
 local Repl = require "pgstore.repl"
 
-local _M = { usage = "pgstore repl", summary = "interactive Lua prompt with db and es ready" }
+local _M = { usage = "pgstore repl [--table NAME]", summary = "interactive Lua prompt with db and es ready" }
 
 _M.help = [[
-Interactive Lua with `db` connected, `es` = db:events() and `pgstore`
-ready; also what `pgstore` alone opens on a terminal. Expressions print
+Interactive Lua with `db` connected, `es` = db:events() (--table NAME:
+that store, which must exist) and `pgstore` ready; also what `pgstore` alone opens on a terminal. Expressions print
 their values, pretty-printed; unfinished chunks continue on the next line.
 Type :help inside for the commands (:quit, :set, :trace, \listen CHANNEL,
 \unlisten) and keys (Tab completes; Up/Down, Ctrl-R: history; Ctrl-C
@@ -34,11 +34,28 @@ local function terminal()
 end
 
 function _M.main(host, args)
-  if args[1] then return host.usage_error("repl: unexpected argument '" .. args[1] .. "'", _M.usage) end
+  local table_name
+  local i = 1
+  while args[i] do
+    local v = args[i]:match("^%-%-table=(.*)$")
+    if v then
+      table_name = v
+    elseif args[i] == "--table" and args[i + 1] then
+      table_name, i = args[i + 1], i + 1
+    else
+      return host.usage_error("repl: unexpected argument '" .. args[i] .. "'", _M.usage)
+    end
+    i = i + 1
+  end
   local rl = terminal()
   local db, err = host.connect()
   if not db then return host.fail(err) end
-  local ok, es, eerr = pcall(db.events, db, { migrate = host.migrate })
+  -- a store named on purpose must exist: a typo does not create one
+  local ok, es, eerr = pcall(db.events, db, { table = table_name, migrate = not table_name and host.migrate })
+  if table_name and not (ok and es) then
+    db:close()
+    return host.fail(ok and eerr or es)
+  end
   if not ok or not es then
     host.say("es is not available: " .. pretty.error(ok and eerr or es))
     es = nil
