@@ -244,6 +244,9 @@ local function handler_tx(tx, seen)
   return proxy
 end
 
+-- The tx handlers get, for pgstore.parked's retry as for the runner.
+_M.handler_tx = handler_tx
+
 local function run_sql_or_fn(tx, what)
   if type(what) == "string" then return tx:exec(what) end
   local ok, msg = script.call(what, handler_tx(tx))

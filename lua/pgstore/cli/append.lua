@@ -10,7 +10,14 @@ local _M = {
   summary = "append one event from the command line",
 }
 
-local SPEC = { ["--expected"] = "value", ["--metadata"] = "value", ["--key"] = "value", ["--table"] = "value" }
+local SPEC = args.options{
+  { "--expected", "value", arg = "N|any|no_stream|exists", help = "refuse unless the stream is at that version",
+    default = "any" },
+  { "--metadata", "value", arg = "JSON", help = "the event's metadata", default = "none" },
+  { "--key", "value", arg = "K", help = "idempotency key: a retry with it appends nothing twice", default = "none" },
+  { "--table", "value", arg = "EVENTS", help = "the event store", default = "events" },
+}
+_M.help = _M.summary .. "\n\noptions:\n" .. args.describe(SPEC)
 
 function _M.main(host, argv)
   local o, pos = args.parse(argv, SPEC)
