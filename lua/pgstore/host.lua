@@ -16,7 +16,7 @@ local suggest = require "pgstore.cli.suggest"
 local _M = {}
 
 -- Keep in the order `--help` lists them.
-local COMMANDS = { "repl", "run", "project", "parked", "policy", "tail", "append", "status", "migrate", "dev" }
+local COMMANDS = { "repl", "run", "project", "parked", "checkpoint", "policy", "tail", "append", "status", "migrate", "dev" }
 
 -- Every line the host prints goes through pgstore.printable: what it
 -- quotes (a stream name, a consumer, a server message) may hold escape
