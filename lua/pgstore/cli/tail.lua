@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: MIT
 -- `pgstore tail [STREAM | --all] [--follow] [--types A,B] [--from N] [--limit N]`
 -- prints events one per line: position, stream, version, type, data (JSON).
+-- --json prints one JSON object per line instead, with the event's time.
 -- --from is inclusive: a position with --all, a version with STREAM. A
 -- stream that does not exist, or a store, is an error (exit 1), and
 -- nothing is ever created.
@@ -27,6 +28,7 @@ local SPEC = args.options{
     default = "the start" },
   { "--limit", args.whole(0, 2 ^ 53), arg = "N", help = "stop after N events (0: no limit)", default = "0" },
   { "--table", "value", arg = "EVENTS", help = "the event store; never created here", default = "events" },
+  { "--json", "flag", help = "one JSON object per line: position, stream, version, type, time, data, metadata" },
 }
 _M.help = _M.summary .. "\n\noptions:\n" .. args.describe(SPEC)
 
@@ -38,6 +40,17 @@ local function line(e)
   -- fields escaped one by one: the tabs between them are the only ones;
   -- data and metadata are the server's JSON text, kept JSON
   io.write(("%d\t%s\t%d\t%s\t%s\n"):format(e.position, escape(e.stream), e.version, escape(e.type), json(data)))
+end
+
+-- One event as one line of JSON, its keys always in this order; time as
+-- the server wrote it (ISO 8601 with its offset), data and metadata are
+-- the server's JSON text, kept as they are.
+local cjson = require "cjson"
+local function json_line(e)
+  local meta = e.metadata
+  if meta == nil or meta == require("pgstore").null then meta = "null" end
+  io.write(json(('{"position":%d,"stream":%s,"version":%d,"type":%s,"time":%s,"data":%s,"metadata":%s}')
+    :format(e.position, cjson.encode(e.stream), e.version, cjson.encode(e.type), cjson.encode(e.time), e.data, meta)), "\n")
 end
 
 function _M.main(host, argv)
@@ -98,7 +111,7 @@ function _M.main(host, argv)
       rows, err = read()
     end
     if not rows then rc = host.fail(err); break end
-    for _, e in ipairs(rows) do line(e) end
+    for _, e in ipairs(rows) do (o.json and json_line or line)(e) end
     io.stdout:flush()
     printed = printed + #rows
     if limit > 0 and printed >= limit then break end
