@@ -120,6 +120,23 @@ describe("pgstore's manners", function()
     assert.matches("PGHOST", out, 1, true)
   end)
 
+  it("names the handler's file and line and the SQL error of a failing assert(tx:exec(…))", function()
+    local dir = T.tmpdir("manners")
+    finally(function() T.sh("rm -rf " .. dir) end)
+    local out, rc = pg(("append --table %s h-1 Placed '{}'"):format(store))
+    assert.equal(0, rc, out)
+    T.write(dir .. "/bad.lua", [[
+return {
+  name = "bad_sql",
+  handlers = { Placed = function(e, tx)
+    assert(tx:exec("insert into no_such_table values (1)"))
+  end },
+}]])
+    out, rc = pg(("project --once --table %s %s/bad.lua"):format(store, dir))
+    assert.equal(1, rc, out)
+    assert.matches(dir .. "/bad.lua:4: relation \"no_such_table\" does not exist", out, 1, true)
+  end)
+
   it("says libpq's reason when status cannot connect", function()
     local out, rc = T.sh(T.host() .. " --dsn 'host=127.0.0.1 port=1 dbname=x connect_timeout=2' status")
     assert.equal(1, rc, out)
