@@ -32,6 +32,27 @@ describe("pgstore append", function()
     assert.equal(1, rc, out)
   end)
 
+  it("lets --policy guards judge what it appends, from the line and from stdin", function()
+    T.write(dir .. "/limits.lua", [[
+return { name = "limits", streams = "g-*", guard = function(stream, events)
+  for _, e in ipairs(events) do
+    if e.data.total > 100 then return nil, "total over 100" end
+  end
+  return true
+end }]])
+    local out, rc = pg(("append --table %s g-1 Placed '{\"total\": 500}' --policy %s/limits.lua"):format(store, dir))
+    assert.equal(1, rc, out)
+    assert.matches("total over 100", out, 1, true)
+    out, rc = pg(("append --table %s g-1 Placed '{\"total\": 5}' --policy %s/limits.lua"):format(store, dir))
+    assert.equal(0, rc, out)
+    T.write(dir .. "/g.ndjson", '{"stream": "g-2", "type": "Placed", "data": {"total": 900}}\n')
+    out, rc = T.sh(("%s --dsn %q append --ndjson --table %s --policy %s/limits.lua < %s/g.ndjson")
+      :format(T.host(), T.dsn(), store, dir, dir))
+    assert.equal(1, rc, out)
+    assert.matches("total over 100", out, 1, true)
+    assert.equal(1, db:query(("select count(*) as n from %s where stream like 'g-%%'"):format(store))[1].n)
+  end)
+
   it("imports NDJSON from stdin, stopping at a bad line", function()
     local lines = {}
     for i = 1, 50 do
@@ -42,7 +63,7 @@ describe("pgstore append", function()
     local out, rc = T.sh(("%s --dsn %q append --ndjson --table %s < %s/in.ndjson"):format(T.host(), T.dsn(), store, dir))
     assert.equal(0, rc, out)
     assert.matches("appended 50 events in", out, 1, true)
-    assert.equal(51, db:query(("select count(*) as n from %s"):format(store))[1].n)
+    assert.equal(50, db:query(("select count(*) as n from %s where stream like 'b-%%'"):format(store))[1].n)
     T.write(dir .. "/bad.ndjson", '{"stream": "c", "type": "A", "data": {}}\n{"stream": 1}\n{"stream": "c", "type": "A", "data": {}}\n')
     out, rc = T.sh(("%s --dsn %q append --ndjson --table %s < %s/bad.ndjson"):format(T.host(), T.dsn(), store, dir))
     assert.equal(1, rc, out)

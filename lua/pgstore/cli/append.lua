@@ -23,6 +23,8 @@ local SPEC = args.options{
   { "--data-file", "value", arg = "FILE", help = "the event's data from a file, in place of JSON", default = "none" },
   { "--ndjson", "flag", help = 'read events from stdin, one a line: {"stream", "type", "data"[, "metadata",'
     .. ' "expected", "key"]}' },
+  { "--policy", "list", arg = "FILE", help = "store policies whose guards judge every append (repeatable)",
+    default = "none" },
   { "--table", "value", arg = "EVENTS", help = "the event store", default = "events" },
 }
 _M.help = _M.summary .. "\n\noptions:\n" .. args.describe(SPEC)
@@ -51,7 +53,19 @@ local function expected_of(v, name)
   return v
 end
 
+-- Guards judge events as the Lua API gives them to append: data and
+-- metadata as tables. Without guards the JSON text goes as it is (codec raw).
+local decoded = false
 local function append_one(es, stream, etype, data, metadata, expected, key)
+  if decoded then
+    local ok, d = pcall(cjson.decode, data)
+    if not ok then return nil, "data is no JSON: " .. tostring(d) end
+    data = d
+    if metadata then
+      ok, metadata = pcall(cjson.decode, metadata)
+      if not ok then return nil, "metadata is no JSON: " .. tostring(metadata) end
+    end
+  end
   return es:append(stream, { { type = etype, data = data, metadata = metadata } },
     { expected = expected, idempotency_key = key })
 end
@@ -108,8 +122,13 @@ function _M.main(host, argv)
   local db, err = host.connect{ pool_size = 1 }
   if not db then return host.fail(err) end
   local es
-  es, err = db:events{ table = o.table, codec = "raw", migrate = host.migrate }
+  decoded = o.policy ~= nil
+  es, err = db:events{ table = o.table, codec = not decoded and "raw" or nil, migrate = host.migrate }
   if not es then db:close(); return host.fail(err) end
+  if o.policy then
+    local ok, perr = pcall(function() require("pgstore").policies(o.policy):install(es) end)
+    if not ok then es:close(); db:close(); return host.fail(perr) end
+  end
   local rc
   if o.ndjson then
     rc = bulk(host, es)
