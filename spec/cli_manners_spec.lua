@@ -137,6 +137,17 @@ return {
     assert.matches(dir .. "/bad.lua:4: relation \"no_such_table\" does not exist", out, 1, true)
   end)
 
+  it("status shows the consumers of every store, lag in positions and seconds", function()
+    local cp = assert(db:checkpoints{ store = store })
+    assert(cp:save("manners-consumer", 1))
+    cp:close()
+    local out, rc = pg("status") -- no --table: the default store is not there, the others' consumers are
+    assert.equal(0, rc, out)
+    assert.matches("no table events yet", out, 1, true)
+    assert.matches("store [%w_.]*" .. store .. ", head position %d+", out)
+    assert.matches("manners%-consumer%s+at 1%s+lag [1-9]%d*%s+%d+%.%ds", out)
+  end)
+
   it("says libpq's reason when status cannot connect", function()
     local out, rc = T.sh(T.host() .. " --dsn 'host=127.0.0.1 port=1 dbname=x connect_timeout=2' status")
     assert.equal(1, rc, out)

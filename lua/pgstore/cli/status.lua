@@ -38,6 +38,20 @@ local function head_of(db, name)
   return head, err
 end
 
+-- Seconds since the oldest event past `position` in `store` was written
+-- (0 when none is): how far behind a consumer is in time.
+local function age_after(db, store, position, clock)
+  local es = db:events{ table = store, notify = false, migrate = false }
+  if not es then return 0 end
+  local evs = es:read_all{ after = position, limit = 1, raw = true }
+  es:close()
+  local e = evs and evs[1]
+  if not e or not e.time then return 0 end
+  local t = type(e.time) == "number" and e.time
+    or db:query("select extract(epoch from $1::timestamptz)::float8 as t", e.time)[1].t
+  return math.max(0, clock - t)
+end
+
 -- Each consumer's checkpoint, by store, and its lag behind the head of
 -- its own store. Before `pgstore migrate` gave the table its store
 -- column, every checkpoint is the default event store's.
@@ -47,7 +61,8 @@ local function print_consumers(host, db)
   local store = has_store and has_store[1].n > 0 and "store" or "current_schema() || '.events'"
   local rows = db:query(("select %s as store, consumer, position, updated_at from pgstore_checkpoints"
     .. " order by 1, 2"):format(store)) or {}
-  host.print(("consumers %d"):format(#rows))
+  local clock = db:query("select extract(epoch from now())::float8 as t")[1].t
+  host.print(("consumers %d (lag: positions behind the head, and the age of the oldest event not done)"):format(#rows))
   local current, current_head
   for _, r in ipairs(rows) do
     if r.store ~= current then
@@ -59,7 +74,8 @@ local function print_consumers(host, db)
           or tostring(err)))
     end
     local lag = current_head and ("%-8d"):format(math.max(0, current_head - r.position)) or "?       "
-    host.print(("    %-30s at %-10d lag %s %s"):format(r.consumer, r.position, lag, r.updated_at))
+    host.print(("    %-30s at %-10d lag %s %6.1fs %s"):format(r.consumer, r.position, lag,
+      current_head and age_after(db, current, r.position, clock) or 0, r.updated_at))
   end
 end
 
