@@ -153,7 +153,7 @@ describe("pgstore daily commands", function()
   end)
 
   it("prints help for each command with exit 0", function()
-    for _, c in ipairs{ "run", "project", "tail", "append", "status", "migrate", "dev", "repl" } do
+    for _, c in ipairs{ "run", "project", "parked", "checkpoint", "tail", "append", "status", "migrate", "dev", "repl" } do
       local out, rc = T.sh(T.host() .. " " .. c .. " --help")
       assert.equal(0, rc, c)
       assert.matches("usage: pgstore " .. c, out)

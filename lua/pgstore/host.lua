@@ -147,6 +147,7 @@ local function help()
   for _, name in ipairs(COMMANDS) do
     print(("  %-10s %s"):format(name, require("pgstore.cli." .. name).summary))
   end
+  print(("  %-10s %s"):format("help", "the commands, or one command's options with their defaults"))
   print([[
 
 options:

@@ -22,8 +22,9 @@ _M.help = _M.summary .. [[
 
 
 NAME is a projection's name (every partition of a partitioned one) or a
-consumer's; one without a checkpoint yet is taken as unpartitioned. set: the checkpoint is the last position done, the next event
-handled is the one after it. reset: from the start. skip: the checkpoint
+consumer's; one without a checkpoint yet is taken as unpartitioned.
+set: the checkpoint is the last position done, the next event handled is
+the one after it. reset: from the start. skip: the checkpoint
 must stand just before POSITION (no event between); it moves to POSITION
 and the event is recorded in pgstore_parked ("pgstore parked list").
 
