@@ -60,7 +60,7 @@ describe("pgstore daily commands", function()
     assert.equal('2\torder-1\t2\tPaid\t{} {"by": "cli"}\n', out)
     out = pg(("tail --table %s --all --limit 1"):format(table_name))
     assert.equal('1\torder-1\t1\tPlaced\t{"total": 12}\n', out)
-    out = pg(("tail --table %s --all --from 1"):format(table_name))
+    out = pg(("tail --table %s --all --from 2"):format(table_name))
     assert.matches("^2\t", out)
     out, rc = pg(("tail --table %s"):format(table_name))
     assert.equal(2, rc)
@@ -123,7 +123,7 @@ describe("pgstore daily commands", function()
 
   it("follows new events until SIGTERM, then exits 0", function()
     local p = T.spawn(([[os.exit(os.execute(%q) == 0 and 0 or 3)]]):format(
-      ("exec %s --dsn %q tail --table %s --all --follow --from 2"):format(T.host(), T.dsn(), table_name)))
+      ("exec %s --dsn %q tail --table %s --all --follow --from 3"):format(T.host(), T.dsn(), table_name)))
     local es = assert(db:events{ table = table_name, notify = table_name, migrate = false })
     require("pgstore.core").sleep(0.3)
     assert(es:append("order-2", { { type = "Placed", data = { total = 1 } } }))
@@ -155,7 +155,7 @@ describe("pgstore daily commands", function()
   end)
 
   it("prints help for each command with exit 0", function()
-    for _, c in ipairs{ "run", "project", "tail", "append", "status", "migrate", "dev", "repl" } do
+    for _, c in ipairs{ "run", "project", "parked", "checkpoint", "tail", "append", "status", "migrate", "dev", "repl" } do
       local out, rc = T.sh(T.host() .. " " .. c .. " --help")
       assert.equal(0, rc, c)
       assert.matches("usage: pgstore " .. c, out)

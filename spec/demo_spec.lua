@@ -11,6 +11,10 @@ describe("the orders demo", function()
     assert.matches("a 60%-line order was refused: rejected:", out)
     assert.matches("reads as v3: currency EUR", out)
     assert.matches("projected %d+ events into 2 read models", out)
+    -- and says what to try next
+    assert.matches("pgstore status --table shop_events", out, 1, true)
+    assert.matches("pgstore repl", out, 1, true)
+    assert.matches("projections/*.lua", out, 1, true)
     local db = T.connect()
     local totals = db:query("select sum(orders) as orders, sum(cancelled) as cancelled from customer_totals")[1]
     assert.equal(300, totals.orders)

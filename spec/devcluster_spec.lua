@@ -61,9 +61,9 @@ describe("the embedded default cluster", function()
     -- where a program run by the server could leave its mark
     T.sh(("mkdir -m 1777 %s/drop"):format(shq(dir)))
     home = dir .. "/home"
-    -- PG* settings meant for another server must not matter
-    env = ("env -u PGSTORE_DSN -u PGPASSWORD PGHOST=/nonexistent PGPORT=1 PGUSER=someone_else"
-      .. " PGDATABASE=elsewhere PGSTORE_HOME=%s "):format(shq(home))
+    -- no server chosen: PG* variables would choose one (as psql takes them)
+    env = ("env -u PGSTORE_DSN -u PGPASSWORD -u PGHOST -u PGHOSTADDR -u PGPORT -u PGUSER"
+      .. " -u PGDATABASE -u PGSERVICE PGSTORE_HOME=%s "):format(shq(home))
     T.write(dir .. "/who.lua", [[
       local r = db:query([=[select current_user as u, r.rolsuper as s from pg_roles r
                              where r.rolname = current_user]=])[1]

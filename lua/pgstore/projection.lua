@@ -244,6 +244,9 @@ local function handler_tx(tx, seen)
   return proxy
 end
 
+-- The tx handlers get, for pgstore.parked's retry as for the runner.
+_M.handler_tx = handler_tx
+
 local function run_sql_or_fn(tx, what)
   if type(what) == "string" then return tx:exec(what) end
   local ok, msg = script.call(what, handler_tx(tx))
@@ -626,6 +629,15 @@ end
 -- connection is no failure: the step is tried again (pgstore.outage) from
 -- the checkpoints, which the batch in flight committed with its writes or
 -- not at all, until the server answers or opts.stopping() (a signal).
+-- "12:00:01  1500 events  950/s  lag 500  75%  ETA 1s": done so far, of
+-- done plus what is left, and the time left at the current rate.
+local function progress_line(count, rate, lag)
+  local line = ("%s  %d events  %.0f/s  lag %d"):format(os.date("%H:%M:%S"), count, rate, lag)
+  if count + lag > 0 then line = line .. ("  %d%%"):format(math.floor(100 * count / (count + lag))) end
+  if lag > 0 and rate > 0 then line = line .. ("  ETA %ds"):format(math.ceil(lag / rate)) end
+  return line .. "   "
+end
+
 function Runner:run(interrupted)
   local started, last_report, last_count = now(), now(), 0
   local progress = self.opts.progress
@@ -640,8 +652,8 @@ function Runner:run(interrupted)
     end
     if progress and now() - last_report >= 1 then
       local count = self:processed()
-      io.stderr:write(("\r%s  %d events  %.0f/s  lag %s   "):format(os.date("%H:%M:%S"), count,
-        (count - last_count) / (now() - last_report), tostring(self:lag())))
+      local rate = (count - last_count) / (now() - last_report)
+      io.stderr:write("\r" .. progress_line(count, rate, self:lag()))
       last_report, last_count = now(), count
     end
     if interrupted and interrupted() then break end

@@ -90,13 +90,32 @@ function _M.traceback(e)
   return debug.traceback(msg, 2)
 end
 
+-- "file:line: " of the script code that raised, seen from an error
+-- handler: the innermost frame in fn's own file (`assert` and `error`
+-- are C, a library function it called is not the script's line).
+local function raised_at(fn)
+  if type(fn) ~= "function" then return "" end
+  local source = debug.getinfo(fn, "S").source
+  for level = 3, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then return "" end
+    if info.source == source and info.currentline and info.currentline > 0 then
+      return ("%s:%d: "):format(info.short_src, info.currentline)
+    end
+  end
+  return ""
+end
+
 -- Calls fn(...) under xpcall: true, results… | false, "file:line: msg", traceback
+-- An error value that is no string (`assert(tx:exec(…))` raises the
+-- error table) gets the script's file and line in front of its message.
 function _M.call(fn, ...)
   local args, n = { ... }, select("#", ...)
   local tb
   local res = { xpcall(function() return fn(unpack(args, 1, n)) end, function(e)
-    tb = debug.traceback(type(e) == "table" and tostring(e) or tostring(e), 2)
-    return type(e) == "table" and tostring(e) or tostring(e)
+    local msg = type(e) == "string" and e or raised_at(fn) .. tostring(e)
+    tb = debug.traceback(msg, 2)
+    return msg
   end) }
   if not res[1] then return false, res[2], tb end
   return unpack(res, 1, table.maxn(res))

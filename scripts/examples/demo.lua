@@ -64,3 +64,14 @@ local units = assert(db:query([[select sku, sum(units) as units from daily_sales
 say("\n%-8s %8s", "sku", "shipped")
 for _, r in ipairs(units) do say("%-8s %8d", r.sku, r.units) end
 es:close()
+
+-- 6. Where to go from here.
+say([[
+
+try next:
+  pgstore status --table shop_events          where the store and its consumers stand
+  pgstore tail --table shop_events --all --limit 5
+  pgstore repl                                 a Lua prompt with `db` connected
+  pgstore project --table shop_events %sprojections/*.lua
+                                               run the projections, then follow live
+  pgstore help                                 every command; pgstore help COMMAND]], here)

@@ -5,6 +5,7 @@
 -- missing value or a number out of range is a usage error (exit 2) before
 -- anything connects, never a surprise later.
 local options = require "pgstore.options"
+local suggest = require "pgstore.cli.suggest"
 
 local _M = {}
 
@@ -37,8 +38,33 @@ function _M.number(name, text, want)
   return nil, (bad.message:gsub(", got .*$", function() return ", got '" .. text .. "'" end))
 end
 
+-- A command's options, written once for both parsing and its help: a list
+-- of { "--name", kind, arg = "N", default = "…", help = "…" }, kind as in
+-- parse's spec. → the list, with spec[name] = kind for parse.
+function _M.options(list)
+  for _, o in ipairs(list) do list[o[1]] = o[2] end
+  return list
+end
+
+-- The "options:" lines of a list made by options(): each option, its
+-- argument, what it does and its default.
+function _M.describe(list)
+  local lines = {}
+  for _, o in ipairs(list) do
+    local head = o[1] .. (o.arg and " " .. o.arg or "")
+    local text = (o.help or "") .. (o.default and (" (default %s)"):format(o.default) or "")
+    if #head > 20 then
+      lines[#lines + 1] = "  " .. head
+      lines[#lines + 1] = ("  %-20s %s"):format("", text)
+    else
+      lines[#lines + 1] = ("  %-20s %s"):format(head, text)
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
 -- spec: { ["--follow"] = "flag", ["--types"] = "value", ["--policy"] = "list",
---         ["--limit"] = _M.whole(0, 2 ^ 53), … }
+--         ["--limit"] = _M.whole(0, 2 ^ 53), … } (or a list made by options())
 -- → options (keys without dashes; a "list" is a table of its values),
 --   positionals | nil, message
 function _M.parse(args, spec)
@@ -50,7 +76,10 @@ function _M.parse(args, spec)
     name = name or a
     local kind = spec[name]
     if a:sub(1, 2) == "--" and not kind then
-      return nil, "unknown option " .. name
+      local known = {}
+      for k in pairs(spec) do if type(k) == "string" then known[#known + 1] = k end end
+      table.sort(known)
+      return nil, "unknown option " .. name .. suggest.hint(name, known)
     end
     local key = name:sub(3):gsub("%-", "_")
     if kind == "flag" then

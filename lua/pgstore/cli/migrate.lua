@@ -19,8 +19,13 @@ local _M = {
   summary = "create or upgrade the schema (idempotent)",
 }
 
+local SPEC = args.options{
+  { "--table", "value", arg = "EVENTS", help = "the event store to create or upgrade", default = "events" },
+}
+_M.help = _M.summary .. "\n\noptions:\n" .. args.describe(SPEC)
+
 function _M.main(host, argv)
-  local o, pos = args.parse(argv, { ["--table"] = "value" })
+  local o, pos = args.parse(argv, SPEC)
   if not o then return host.usage_error("migrate: " .. pos, _M.usage) end
   if #pos > 0 then return host.usage_error("migrate: no arguments expected", _M.usage) end
   local db, err = host.connect{ pool_size = 1 }

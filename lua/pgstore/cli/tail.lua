@@ -1,6 +1,10 @@
 -- SPDX-License-Identifier: MIT
 -- `pgstore tail [STREAM | --all] [--follow] [--types A,B] [--from N] [--limit N]`
 -- prints events one per line: position, stream, version, type, data (JSON).
+-- --json prints one JSON object per line instead, with the event's time.
+-- --from is inclusive: a position with --all, a version with STREAM. A
+-- stream that does not exist, or a store, is an error (exit 1), and
+-- nothing is ever created.
 -- --follow keeps printing new events as they commit (woken by NOTIFY,
 -- polling every second without it) until SIGINT/SIGTERM, waiting out a
 -- lost connection (a restart, a failover) with backoff (pgstore.outage).
@@ -9,14 +13,24 @@ local printable = require "pgstore.printable"
 local escape, json = printable.escape, printable.json
 local sys = require "pgstore.sys"
 local outage = require "pgstore.outage"
+local stores = require "pgstore.cli.stores"
 
 local _M = {
   usage = "pgstore tail [STREAM | --all] [--follow] [--types A,B] [--from N] [--limit N] [--table T]",
   summary = "print events, one per line, and follow new ones",
 }
 
-local SPEC = { ["--all"] = "flag", ["--follow"] = "flag", ["--types"] = "value",
-               ["--from"] = args.whole(0, 2 ^ 53), ["--limit"] = args.whole(0, 2 ^ 53), ["--table"] = "value" }
+local SPEC = args.options{
+  { "--all", "flag", help = "every stream, in position order" },
+  { "--follow", "flag", help = "keep printing new events until SIGINT/SIGTERM" },
+  { "--types", "value", arg = "A,B", help = "only these event types", default = "all" },
+  { "--from", args.whole(0, 2 ^ 53), arg = "N", help = "skip what comes before N (a position with --all, a version with STREAM)",
+    default = "the start" },
+  { "--limit", args.whole(0, 2 ^ 53), arg = "N", help = "stop after N events (0: no limit)", default = "0" },
+  { "--table", "value", arg = "EVENTS", help = "the event store; never created here", default = "events" },
+  { "--json", "flag", help = "one JSON object per line: position, stream, version, type, time, data, metadata" },
+}
+_M.help = _M.summary .. "\n\noptions:\n" .. args.describe(SPEC)
 
 local function line(e)
   local data = e.data
@@ -26,6 +40,17 @@ local function line(e)
   -- fields escaped one by one: the tabs between them are the only ones;
   -- data and metadata are the server's JSON text, kept JSON
   io.write(("%d\t%s\t%d\t%s\t%s\n"):format(e.position, escape(e.stream), e.version, escape(e.type), json(data)))
+end
+
+-- One event as one line of JSON, its keys always in this order; time as
+-- the server wrote it (ISO 8601 with its offset), data and metadata are
+-- the server's JSON text, kept as they are.
+local cjson = require "cjson"
+local function json_line(e)
+  local meta = e.metadata
+  if meta == nil or meta == require("pgstore").null then meta = "null" end
+  io.write(json(('{"position":%d,"stream":%s,"version":%d,"type":%s,"time":%s,"data":%s,"metadata":%s}')
+    :format(e.position, cjson.encode(e.stream), e.version, cjson.encode(e.type), cjson.encode(e.time), e.data, meta)), "\n")
 end
 
 function _M.main(host, argv)
@@ -40,8 +65,14 @@ function _M.main(host, argv)
   if not db then return host.fail(err) end
   local es
   -- read-only: never creates or upgrades a table
-  es, err = db:events{ table = o.table, codec = "raw", migrate = false }
+  es, err = stores.open(db, o.table, { codec = "raw" })
   if not es then db:close(); return host.fail(err) end
+  -- a stream that is not there is a typo, unless we wait for it to start
+  if stream and not o.follow then
+    local v, verr = es:version(stream)
+    if v == 0 then verr = ("no stream %s in %s"):format(stream, o.table or "events") end
+    if verr then es:close(); db:close(); return host.fail(verr) end
+  end
   local types = args.list(o.types)
   local listener
   if o.follow then
@@ -50,7 +81,9 @@ function _M.main(host, argv)
     listener = ok and l or nil
   end
 
-  local printed, cursor, version = 0, from, (from > 0 and from or 1)
+  -- --from is inclusive both ways: the first position (--all) or the
+  -- first version (STREAM) printed
+  local printed, cursor, version = 0, math.max(0, from - 1), (from > 0 and from or 1)
   local rc = 0
   -- One read from where the last one ended: rows | nil, err.
   local function read()
@@ -78,7 +111,7 @@ function _M.main(host, argv)
       rows, err = read()
     end
     if not rows then rc = host.fail(err); break end
-    for _, e in ipairs(rows) do line(e) end
+    for _, e in ipairs(rows) do (o.json and json_line or line)(e) end
     io.stdout:flush()
     printed = printed + #rows
     if limit > 0 and printed >= limit then break end
