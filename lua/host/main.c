@@ -5,6 +5,7 @@
  * module, readline.c, preloaded) and maps errors to exit codes (0 ok,
  * 1 runtime failure, 2 usage error).
  */
+#define _DEFAULT_SOURCE /* realpath */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -22,21 +23,60 @@ static int file_exists(const char *path)
     return access(path, R_OK) == 0;
 }
 
-/* Prefers the source tree's modules when this binary was built there (the
- * build directory still exists), then the installed ones. */
+/* The directory of the running binary, resolved (NULL when /proc is not
+ * there). The returned string is malloc'd. */
+static char *exe_dir(void)
+{
+    char *exe = realpath("/proc/self/exe", NULL);
+    if (!exe)
+        return NULL;
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    return exe;
+}
+
+/* True when the running binary is the one in the build directory it was
+ * built in: then the checkout's modules are the ones to test. An installed
+ * copy never looks there, even while the build directory exists. */
+static int is_build_tree_binary(const char *dir)
+{
+    char *build = realpath(PGSTORE_BUILD_DIR, NULL);
+    int same = dir && build && strcmp(dir, build) == 0 &&
+               file_exists(PGSTORE_SOURCE_LUA_DIR "/pgstore/host.lua");
+    free(build);
+    return same;
+}
+
+/* Module paths: the checkout's for the build-tree binary; otherwise the
+ * install's, found relative to the binary (PGSTORE_HOST_LUA_DIR and
+ * PGSTORE_HOST_LUA_CDIR, e.g. ../share/lua/5.1), so an install made with
+ * `--prefix DIR`, moved, or deployed by LuaRocks finds its own modules.
+ * PGSTORE_LUA_DIR / PGSTORE_LUA_CDIR in the environment override both. */
 static void set_paths(lua_State *L)
 {
-    const char *dir = PGSTORE_INSTALL_LUA_DIR, *cdir = PGSTORE_INSTALL_LUA_CDIR;
-    if (file_exists(PGSTORE_DEV_LUA_DIR "/pgstore/init.lua") &&
-        file_exists(PGSTORE_DEV_LUA_CDIR "/pgstore/core.so")) {
-        dir = PGSTORE_DEV_LUA_DIR;
-        cdir = PGSTORE_DEV_LUA_CDIR;
+    char *bin = exe_dir();
+    if (is_build_tree_binary(bin)) {
+        lua_pushliteral(L, PGSTORE_SOURCE_LUA_DIR);
+        lua_pushliteral(L, PGSTORE_BUILD_DIR "/lua");
+    } else if (bin) {
+        lua_pushfstring(L, "%s/%s", bin, PGSTORE_HOST_LUA_DIR);
+        lua_pushfstring(L, "%s/%s", bin, PGSTORE_HOST_LUA_CDIR);
+    } else {
+        lua_pushliteral(L, PGSTORE_INSTALL_LUA_DIR);
+        lua_pushliteral(L, PGSTORE_INSTALL_LUA_CDIR);
     }
+    free(bin);
     const char *env_dir = getenv("PGSTORE_LUA_DIR"), *env_cdir = getenv("PGSTORE_LUA_CDIR");
-    if (env_dir && *env_dir)
-        dir = env_dir;
-    if (env_cdir && *env_cdir)
-        cdir = env_cdir;
+    if (env_dir && *env_dir) {
+        lua_pushstring(L, env_dir);
+        lua_replace(L, -3);
+    }
+    if (env_cdir && *env_cdir) {
+        lua_pushstring(L, env_cdir);
+        lua_replace(L, -2);
+    }
+    const char *dir = lua_tostring(L, -2), *cdir = lua_tostring(L, -1);
     lua_getglobal(L, "package");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
     lua_getfield(L, -2, "path");
@@ -46,7 +86,7 @@ static void set_paths(lua_State *L)
     lua_getfield(L, -2, "cpath");
     lua_concat(L, 2);
     lua_setfield(L, -2, "cpath");
-    lua_pop(L, 1);
+    lua_pop(L, 3);
 }
 
 static int traceback(lua_State *L)
