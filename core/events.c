@@ -151,7 +151,7 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          " FROM @read_all@($1::bigint, $2::int,"
          " CASE WHEN $3::jsonb IS NULL THEN NULL"
          "  ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
-         " $4, $5::int)"},
+         " $4, $5::int, $6::int, $7::int[])"},
         {&es->sql_status,
          "SELECT status, (EXISTS (SELECT 1 FROM @events@ e WHERE e.stream = $1))::int AS events,"
          " version FROM @heads@ WHERE stream = $1"},
@@ -233,7 +233,8 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
         {es->fn_replay, "_replay", "replay"},    {es->fn_order_lock, "_order_lock", "order_lock"},
         {es->fn_check_order, "_check_order", "check_order"}, {es->end_floor, "_end", "end"},
-        {es->fn_seq_last, "_seq_last", "seq_last"},
+        {es->fn_seq_last, "_seq_last", "seq_last"}, {es->fn_stream_key, "_stream_key", "stream_key"},
+        {es->fn_partition, "_partition", "partition"}, {es->fn_heads_key, "_heads_key", "heads_key"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);
