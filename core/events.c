@@ -234,7 +234,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->fn_replay, "_replay", "replay"},    {es->fn_order_lock, "_order_lock", "order_lock"},
         {es->fn_check_order, "_check_order", "check_order"}, {es->end_floor, "_end", "end"},
         {es->fn_seq_last, "_seq_last", "seq_last"}, {es->fn_stream_key, "_stream_key", "stream_key"},
-        {es->fn_partition, "_partition", "partition"}, {es->fn_heads_key, "_heads_key", "heads_key"},
+        {es->fn_partition, "_partition", "partition"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);
