@@ -21,7 +21,7 @@ struct pgs_events {
     pgs_notifier_t *notifier;  /* after-commit NOTIFY, or NULL */
     pgs_schema_t schema;       /* the names above, for the migration runner */
     /* SQL built once from the names above */
-    char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_status, *sql_version,
+    char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_read_parts, *sql_status, *sql_version,
         *sql_latest, *sql_import, *sql_export, *sql_set_status, *sql_delete,
         *sql_truncate, *sql_lock_head, *sql_forget_status, *sql_forget, *sql_check_order,
         *sql_end_floor, *sql_expire_keys, *sql_count_keys;

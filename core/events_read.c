@@ -157,7 +157,9 @@ static pgs_status_t query_all(pgs_events_t *es, const char *after, const char *l
 {
     pgs_param_t p[7] = {{after, -1},  {limit, -1}, {types, -1}, {pattern, -1},
                         {es->tag, -1}, {count, -1}, {parts, -1}};
-    return run(es->base.pool, es->sql_read_all, 7, p, res, err);
+    if (!count)
+        return run(es->base.pool, es->sql_read_all, 5, p, res, err);
+    return run(es->base.pool, es->sql_read_parts, 7, p, res, err);
 }
 
 /* The cursor in read_all's marker row (its last row, last column). */

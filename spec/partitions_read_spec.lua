@@ -78,13 +78,16 @@ describe("partition filter on the server", function()
       for p = 0, 7 do
         local after = 0
         repeat
+          -- a page ends after about 97 × 8 events of any stream: it may
+          -- hold few or none of this partition's before the end
           local rows, cursor = assert(es:read_all{ after = after, limit = 97, partitions = { p }, partition_count = 8 })
           for _, e in ipairs(rows) do
             assert.equal(core.partition_for(e.stream, 8), p)
             seen = seen + 1
           end
+          local moved = cursor > after
           after = cursor
-        until #rows == 0
+        until not moved
       end
       assert.equal(800, seen)
     end
@@ -131,6 +134,7 @@ print(runner:run(function() return false end))
 ]]
 
 describe("a partitioned projection over two processes", function()
+  local started = os.time()
   local db, es, events, chan, model, dir, workers
   setup(function()
     db = T.connect()
@@ -165,8 +169,8 @@ describe("a partitioned projection over two processes", function()
   end
 
   it("reads each event about once, LISTENs once per process, and handles each exactly once across a SIGKILL", function()
-    local N = 20000
-    append(0, 39) -- 16,000 events before the workers start
+    local N = 12000
+    append(0, 24) -- 10,000 events before the workers start
     local apps = { T.unique("prw"), T.unique("prw") }
     for i, app in ipairs(apps) do
       workers[i] = T.spawn(WORKER, app, events, chan, model, ("%s/reads.%d"):format(dir, i), T.dsn())
@@ -185,11 +189,11 @@ describe("a partitioned projection over two processes", function()
         and application_name = any ($1::text[]) and (query like '%LISTEN%' or query = '')]],
         "{" .. table.concat(apps, ",") .. "}")[1].n
     end
-    assert.equal(2, T.eventually(function() return listening() == 2 and 2 end, 5) or listening())
+    local listeners = T.eventually(function() return listening() == 2 and 2 end, 5) or listening()
 
-    assert(T.eventually(function() return handled().n >= 3000 end, 30), "no progress: " .. outputs())
+    assert(T.eventually(function() return handled().n >= 2000 end, 30), "no progress: " .. outputs())
     T.signal(workers[1], "KILL")
-    append(40, 49) -- 4,000 more while the survivor takes over
+    append(25, 29) -- 2,000 more while the survivor takes over
     assert(T.eventually(function() return handled().n == N end, 60),
       ("the survivor did not finish: %d of %d handled\n%s"):format(handled().n, N, outputs()))
     local h = handled()
@@ -206,10 +210,13 @@ describe("a partitioned projection over two processes", function()
     -- each event once, plus what the killed worker read and never
     -- committed and what a handover made a new owner read again: far
     -- below one read per partition (8 × N)
-    print(("read %d rows for %d events over 8 partitions and 2 processes"):format(read, N))
+    print(("read %d rows for %d events over 8 partitions and 2 processes, %d LISTEN connections")
+      :format(read, N, listeners))
     assert.is_true(read >= N, "fewer rows read than events: " .. read)
     assert.is_true(read <= 1.5 * N, ("%d rows read for %d events"):format(read, N))
+    assert.equal(2, listeners)
     T.signal(workers[2], "TERM")
     T.wait(workers[2], 10)
+    print(("two processes: %d s"):format(os.time() - started))
   end)
 end)

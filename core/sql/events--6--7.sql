@@ -72,7 +72,7 @@ CREATE OR REPLACE FUNCTION @read_all@(p_after bigint, p_limit int, p_types text[
  RETURNS TABLE (r_position bigint, r_stream text, r_version bigint, r_id uuid, r_type text,
   r_schema_version int, r_data jsonb, r_metadata jsonb, r_time timestamptz, r_horizon bigint)
  LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE v_s bigint; v_m bigint; v_h bigint; v_d bigint;
+DECLARE v_s bigint; v_m bigint; v_h bigint; v_d bigint; v_cap bigint;
   v_oid oid := '@events@'::regclass::oid;
 BEGIN
   IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -91,6 +91,16 @@ BEGIN
              AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
            GROUP BY l.virtualtransaction) t;
   v_h := LEAST(v_s, COALESCE(v_m, v_s));
+  -- Filtered, a page ends at the latest after about p_limit events of
+  -- the partitions asked for (p_limit × p_count / their number events of
+  -- any stream), so a page of rare partitions never scans to the end; the
+  -- cap is an event's position, so the cursor moves past gaps.
+  IF p_count IS NOT NULL THEN
+    SELECT e.position INTO v_cap FROM @events@ e WHERE e.position > p_after AND e.position <= v_h
+      ORDER BY e.position
+      OFFSET (p_limit::bigint * ((p_count + cardinality(p_parts) - 1) / cardinality(p_parts))) - 1 LIMIT 1;
+    v_h := LEAST(v_h, v_cap); -- none that far: no cap
+  END IF;
   SELECT e.position INTO v_d FROM @events@ e WHERE e.position <= v_h ORDER BY e.position DESC LIMIT 1;
   RETURN QUERY SELECT e.position, e.stream::text, e.version, e.id, e.type, e.schema_version, e.data,
     e.metadata, e.time, NULL::bigint FROM @events@ e

@@ -623,12 +623,14 @@ end
 -- One read for a partitioned projection's units in this process: those
 -- whose cursor is furthest behind, filtered on the server to their
 -- partitions; each gets its share and the page's cursor. The others wait
--- for the next step (they are ahead), so no event is read twice.
--- → events processed | nil, err
+-- for the next step (they are ahead), so no event is read twice. A
+-- filtered page may end before the head with few events or none (see
+-- read_all): moved says whether the cursor went on.
+-- → events processed, moved | nil, err
 function Runner:read_partitions(def, units)
   local after = math.huge
   for _, u in ipairs(units) do after = math.min(after, u.sub:position()) end
-  local behind, share, parts = {}, {}, {}
+  local behind, share, parts, moved = {}, {}, {}, false
   for _, u in ipairs(units) do
     if u.sub:position() == after then
       behind[#behind + 1], share[u.partition], parts[#parts + 1] = u, {}, u.partition
@@ -648,12 +650,13 @@ function Runner:read_partitions(def, units)
   end
   local total = 0
   for _, u in ipairs(behind) do
+    if cursor > after then moved = true end
     u.sub:delivered(cursor)
     local n, err = self:commit(u, share[u.partition])
     if not n then return nil, err end
     total = total + n
   end
-  return total
+  return total, moved
 end
 
 -- Takes what the listener has queued (hints; the reads cover them), which
@@ -689,15 +692,21 @@ function Runner:step(wait)
       total = total + n
     end
   end
+  local moved = false
   for _, def in ipairs(order) do
-    local n
-    n, err = self:read_partitions(def, groups[def])
-    if not n then return nil, err end
-    total = total + n
+    local n, went = self:read_partitions(def, groups[def])
+    if not n then return nil, went end
+    total, moved = total + n, moved or went
   end
   wait = math.min(wait or 0, self.opts.poll or 1)
-  if total == 0 and wait > 0 then
-    if self.listener then self.listener:wait(wait) else core.sleep(wait) end
+  if total == 0 and not moved and wait > 0 then
+    local note, lerr
+    if self.listener then note, lerr = self.listener:wait(wait) end
+    if not self.listener then
+      core.sleep(wait)
+    elseif not note and lerr and lerr.code ~= "timeout" then
+      core.sleep(math.min(wait, 0.05)) -- the listener reconnects by itself
+    end
   elseif #self.units == 0 then
     core.sleep(math.max(wait, 0.05)) -- no partition yet
   end
