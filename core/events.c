@@ -152,6 +152,16 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
          " CASE WHEN $3::jsonb IS NULL THEN NULL"
          "  ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
          " $4, $5::int)"},
+        /* The same with a partition filter (schema version 7): the call
+         * above keeps working on a store opened without migrations. */
+        {&es->sql_read_parts,
+         "SELECT r_id AS id, r_stream AS stream, r_version AS version, r_position AS position,"
+         " r_type AS type, r_schema_version AS schema_version, r_data AS data,"
+         " r_metadata AS metadata, r_time AS time, r_horizon AS horizon"
+         " FROM @read_all@($1::bigint, $2::int,"
+         " CASE WHEN $3::jsonb IS NULL THEN NULL"
+         "  ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END,"
+         " $4, $5::int, $6::int, $7::int[])"},
         {&es->sql_status,
          "SELECT status, (EXISTS (SELECT 1 FROM @events@ e WHERE e.stream = $1))::int AS events,"
          " version FROM @heads@ WHERE stream = $1"},
@@ -233,7 +243,8 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->fn_read_all, "_read_all", "read_all"}, {es->fn_import, "_import", "import"},
         {es->fn_replay, "_replay", "replay"},    {es->fn_order_lock, "_order_lock", "order_lock"},
         {es->fn_check_order, "_check_order", "check_order"}, {es->end_floor, "_end", "end"},
-        {es->fn_seq_last, "_seq_last", "seq_last"},
+        {es->fn_seq_last, "_seq_last", "seq_last"}, {es->fn_stream_key, "_stream_key", "stream_key"},
+        {es->fn_partition, "_partition", "partition"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);
@@ -306,7 +317,7 @@ void pgs_events_close(pgs_events_t *es)
         return;
     pgs_notifier_free(es->notifier);
     char **sql[] = {&es->sql_append,     &es->sql_read_fwd,   &es->sql_read_back,
-                    &es->sql_read_all,   &es->sql_status,     &es->sql_version,
+                    &es->sql_read_all,   &es->sql_read_parts, &es->sql_status,     &es->sql_version,
                     &es->sql_latest,     &es->sql_import,     &es->sql_export,
                     &es->sql_set_status, &es->sql_delete,
                     &es->sql_truncate,   &es->sql_lock_head,  &es->sql_forget_status,

@@ -12,7 +12,7 @@ struct pgs_events {
     char heads[PGS_IDENT_MAX], idem[PGS_IDENT_MAX], seq[PGS_IDENT_MAX], idem_stream[PGS_IDENT_MAX];
     char fn_append[PGS_IDENT_MAX], fn_read_all[PGS_IDENT_MAX], fn_import[PGS_IDENT_MAX],
         fn_replay[PGS_IDENT_MAX], fn_order_lock[PGS_IDENT_MAX], fn_check_order[PGS_IDENT_MAX],
-        fn_seq_last[PGS_IDENT_MAX];
+        fn_seq_last[PGS_IDENT_MAX], fn_stream_key[PGS_IDENT_MAX], fn_partition[PGS_IDENT_MAX];
     char end_floor[PGS_IDENT_MAX]; /* <table>_end: the floor of latest_position */
     char tag[8];               /* the order-lock tag schema version 2 read; ignored since 3 */
     char *notify;              /* channel, or NULL */
@@ -21,7 +21,7 @@ struct pgs_events {
     pgs_notifier_t *notifier;  /* after-commit NOTIFY, or NULL */
     pgs_schema_t schema;       /* the names above, for the migration runner */
     /* SQL built once from the names above */
-    char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_status, *sql_version,
+    char *sql_append, *sql_read_fwd, *sql_read_back, *sql_read_all, *sql_read_parts, *sql_status, *sql_version,
         *sql_latest, *sql_import, *sql_export, *sql_set_status, *sql_delete,
         *sql_truncate, *sql_lock_head, *sql_forget_status, *sql_forget, *sql_check_order,
         *sql_end_floor, *sql_expire_keys, *sql_count_keys;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * events_read.c — the event store's read side: a stream by version range,
- * all streams by position (the never-skipping read_all), versions, status
- * and the end (the latest position, read_all's cursor).
+ * all streams by position (the never-skipping read_all, optionally only
+ * the streams of some partitions), versions, status and the end (the
+ * latest position, read_all's cursor).
  */
 #include "events.h"
 #include "conn.h"
@@ -122,14 +123,43 @@ static char *like_prefix(const char *prefix)
     return out;
 }
 
-/* One call of the store's read_all function, always on the primary (the
- * order locks are not visible on a standby). */
-static pgs_status_t query_all(pgs_events_t *es, const char *after, const char *limit,
-                              const char *types, const char *pattern, PGresult **res,
-                              pgs_error_t *err)
+/* A partition filter → the count and an int[] literal ("{0,3,5}"), or
+ * neither when there is no filter. */
+static pgs_status_t partitions_param(const pgs_read_all_opts_t *o, char *count, size_t ncount,
+                                     pgs_strbuf_t *b, pgs_error_t *err)
 {
-    pgs_param_t p[5] = {{after, -1}, {limit, -1}, {types, -1}, {pattern, -1}, {es->tag, -1}};
-    return run(es->base.pool, es->sql_read_all, 5, p, res, err);
+    if (o->partition_count == 0 && o->npartitions == 0)
+        return PGS_OK;
+    if (o->partition_count < 1 || o->partition_count > 65536)
+        return pgs_error_set(err, PGS_EINVALID, "partition count must be from 1 to 65536");
+    if (o->npartitions < 1 || !o->partitions)
+        return pgs_error_set(err, PGS_EINVALID, "partitions must name at least one partition");
+    snprintf(count, ncount, "%d", o->partition_count);
+    pgs_strbuf_add(b, "{", 1);
+    for (int i = 0; i < o->npartitions; i++) {
+        if (o->partitions[i] < 0 || o->partitions[i] >= o->partition_count)
+            return pgs_error_set(err, PGS_EINVALID, "partition %d is not from 0 to %d",
+                                 (int)o->partitions[i], o->partition_count - 1);
+        char n[16];
+        int len = snprintf(n, sizeof n, i ? ",%d" : "%d", (int)o->partitions[i]);
+        pgs_strbuf_add(b, n, (size_t)len);
+    }
+    pgs_strbuf_add(b, "}", 1);
+    return b->failed ? pgs_error_set(err, PGS_ENOMEM, "out of memory") : PGS_OK;
+}
+
+/* One call of the store's read_all function, always on the primary (the
+ * order locks are not visible on a standby). count and parts: the
+ * partition filter, or NULL. */
+static pgs_status_t query_all(pgs_events_t *es, const char *after, const char *limit,
+                              const char *types, const char *pattern, const char *count,
+                              const char *parts, PGresult **res, pgs_error_t *err)
+{
+    pgs_param_t p[7] = {{after, -1},  {limit, -1}, {types, -1}, {pattern, -1},
+                        {es->tag, -1}, {count, -1}, {parts, -1}};
+    if (!count)
+        return run(es->base.pool, es->sql_read_all, 5, p, res, err);
+    return run(es->base.pool, es->sql_read_parts, 7, p, res, err);
 }
 
 /* The cursor in read_all's marker row (its last row, last column). */
@@ -159,14 +189,19 @@ pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o,
         if (checked != PGS_OK)
             return checked;
     }
-    pgs_strbuf_t types;
+    pgs_strbuf_t types, parts;
     pgs_strbuf_init(&types);
+    pgs_strbuf_init(&parts);
+    char count[16] = "";
     char *pattern = o->prefix && *o->prefix ? like_prefix(o->prefix) : NULL;
     pgs_status_t st = types_json(o->types, o->ntypes, &types, err);
     if (st == PGS_OK && o->prefix && *o->prefix && !pattern)
         st = pgs_error_set(err, PGS_ENOMEM, "out of memory");
     if (st == PGS_OK)
-        st = query_all(es, after, lim, types.data, pattern, res, err);
+        st = partitions_param(o, count, sizeof count, &parts, err);
+    if (st == PGS_OK)
+        st = query_all(es, after, lim, types.data, pattern, *count ? count : NULL, parts.data,
+                       res, err);
     if (st == PGS_OK) {
         int n = PQntuples(*res) - 1; /* the marker row is last */
         int64_t horizon = n >= 0 ? marker_horizon(*res) : o->after;
@@ -179,6 +214,7 @@ pgs_status_t pgs_events_read_all(pgs_events_t *es, const pgs_read_all_opts_t *o,
             *cursor = horizon > o->after ? horizon : o->after;
     }
     pgs_strbuf_free(&types);
+    pgs_strbuf_free(&parts);
     free(pattern);
     *rows = pgs_rows_wrap(r);
     return st;
@@ -236,7 +272,7 @@ static pgs_status_t end_position(pgs_events_t *es, int64_t *position, pgs_error_
     char after[24];
     snprintf(after, sizeof after, "%lld", (long long)INT64_MAX);
     PGresult *r;
-    pgs_status_t st = query_all(es, after, "1", NULL, NULL, &r, err);
+    pgs_status_t st = query_all(es, after, "1", NULL, NULL, NULL, NULL, &r, err);
     if (st != PGS_OK)
         return st;
     char cursor[24];

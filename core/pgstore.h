@@ -515,6 +515,9 @@ typedef struct pgs_read_all_opts {
     const char *const *types;
     int ntypes;
     const char *prefix;        /* only streams starting with it (literal)    */
+    int partition_count;       /* > 0: only streams whose pgs_partition_for  */
+    const int32_t *partitions; /* (stream, partition_count) is one of these  */
+    int npartitions;           /* (computed on the server)                   */
 } pgs_read_all_opts_t;
 
 /* Reads all streams in position order, never skipping an event that commits

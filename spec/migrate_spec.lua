@@ -341,6 +341,8 @@ describe("migrate: events version 5 to 6", function()
     assert(odb:checkpoints{ store = "up5" }):close()
     assert(odb:exec(events_file("events--2--3.sql", "up5")))
     assert(odb:exec("drop function public.up5_seq_last()"))
+    -- read_all with a partition filter (events--6--7.sql) is not there yet
+    assert(odb:exec("drop function public.up5_read_all(bigint, int, text[], text, int, int, int[])"))
     assert(odb:exec("update pgstore_migrations set version = 5 where target = 'events:public.up5'"))
     assert(odb:exec(("grant usage on schema public to %s;"
       .. " grant select, insert, update, delete on all tables in schema public to %s"):format(reader, reader)))

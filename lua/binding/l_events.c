@@ -8,7 +8,7 @@
  *   es:append(stream, events, expected, key, time, txconn) → result
  *   es:append_many({ {stream=, events=, expected=, idempotency_key=, time=}, … })
  *   es:read(stream, from, to, limit, types, backward, via) → rows
- *   es:read_all(after, limit, types, prefix) → rows, cursor
+ *   es:read_all(after, limit, types, prefix, partition_count, partitions) → rows, cursor
  *   es:version / status / latest_position / hold_end, lifecycle,
  *   es:expire_keys(ttl, limit, dry_run) → n, es:move(dst, stream, status)
  */
@@ -283,6 +283,28 @@ static int opt_count(lua_State *L, int idx)
     return d > INT_MAX ? INT_MAX : (int)d;
 }
 
+/* An array of partition numbers (owned by a userdata on the stack). A
+ * number that is no whole int32 gives -1, refused by the core. */
+static const int32_t *opt_partitions(lua_State *L, int idx, int *n)
+{
+    *n = 0;
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int count = (int)lua_objlen(L, idx);
+    int32_t *parts = lua_newuserdata(L, (size_t)(count ? count : 1) * sizeof *parts);
+    for (int i = 0; i < count; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "bad partitions[%d] (number expected, got %s)", i + 1, luaL_typename(L, -1));
+        lua_Number d = lua_tonumber(L, -1);
+        parts[i] = d >= 0 && d <= INT32_MAX && d == (int32_t)d ? (int32_t)d : -1;
+        lua_pop(L, 1);
+    }
+    *n = count;
+    return parts;
+}
+
 static pgs_pool_t *opt_via(lua_State *L, int idx)
 {
     return lua_isnoneornil(L, idx) ? NULL : pgs_l_checkpool(L, idx);
@@ -322,6 +344,8 @@ static int l_events_read_all(lua_State *L)
     o.limit = opt_count(L, 3);
     o.types = check_types(L, 4, &o.ntypes, &err, &ok);
     o.prefix = pgs_l_opt_text(L, 5, "prefix", &err, &ok);
+    o.partition_count = opt_count(L, 6);
+    o.partitions = opt_partitions(L, 7, &o.npartitions);
     if (!ok)
         return pgs_l_push_error(L, &err);
     pgs_rows_t *res;

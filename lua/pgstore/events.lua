@@ -420,13 +420,22 @@ function Events:read(stream, opts)
   return finish(self, rows, opts.raw)
 end
 
-local READ_ALL_OPTIONS = { after = "number|string", limit = "number", types = "table", prefix = "string", raw = "boolean" }
+local READ_ALL_OPTIONS = { after = "number|string", limit = "number", types = "table", prefix = "string", raw = "boolean",
+                           partitions = "table", partition_count = "number" }
 
--- es:read_all({ after = cursor, limit = 1000, types, prefix, raw }) → events, cursor
+-- es:read_all({ after = cursor, limit = 1000, types, prefix, raw,
+--               partitions = { p, … }, partition_count = n }) → events, cursor
+-- partitions: only streams whose partition_for(stream, partition_count)
+-- is one of them, filtered on the server (the cursor still covers every
+-- position up to it).
 function Events:read_all(opts)
   check(self, "read_all")
   opts = check_options(opts, READ_ALL_OPTIONS, 1, "read_all")
   options.list(opts, "types", "string", 1, "read_all")
+  options.list(opts, "partitions", "number", 1, "read_all")
+  if (opts.partitions == nil) ~= (opts.partition_count == nil) then
+    return nil, errors.new("invalid", "partitions and partition_count go together")
+  end
   local after = opts.after or 0
   if type(after) == "string" then
     local n = tonumber(after)
@@ -436,8 +445,10 @@ function Events:read_all(opts)
     after = n
   end
   local bad = check_count(after, "cursor") or check_count(opts.limit, "limit")
+    or options.int(opts.partition_count, "partition_count", 1, 65536)
   if bad then return nil, bad end
-  local rows, cursor = self.handle:read_all(after, opts.limit, opts.types, opts.prefix)
+  local rows, cursor = self.handle:read_all(after, opts.limit, opts.types, opts.prefix, opts.partition_count,
+                                            opts.partitions)
   if not rows then return nil, cursor end
   local err
   rows, err = finish(self, rows, opts.raw)

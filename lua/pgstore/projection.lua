@@ -21,6 +21,13 @@
 -- pm:partition_for(stream); each host process works only on the partitions
 -- it leases (db:partitions), each with its own checkpoint, and every batch
 -- commits only if its lease's fencing token is still current.
+--
+-- Reading: one read_all per step for a process's partitions of a
+-- projection, filtered on the server to the partitions whose checkpoint
+-- is furthest behind (all of them once they are level, which they are
+-- when caught up), so every event is read once whatever the partition
+-- count; each partition then commits its share as its own batch. One
+-- LISTEN connection per runner wakes every unit.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local outage = require "pgstore.outage"
@@ -326,38 +333,36 @@ local function apply(unit, tx, rows, careful, skipped)
   -- rows are the runner's: a handler gets fresh(e), so e.position,
   -- e.stream and e.type below are what was stored
   for _, e in ipairs(rows) do
-    if not unit.wanted or unit.wanted(e) then
-      local fn = def.handlers[e.type]
-      if fn then
-        if careful then
-          local ok, msg, tb, left
-          local res, err = tx:nested(function()
-            ok, msg, tb = script.call(fn, fresh(e), htx)
-            left = left_batch(tx)
-            if left then return true end
-            if not ok then return nil, msg end
-            return true
-          end)
-          if seen.lost then return nil, seen.lost end
-          if left then return nil, left end
-          if not res and ok ~= false then return nil, err end -- the savepoint itself failed
-          if not res then
-            if def.on_error == "park" then
-              local pok, perr = park(tx, unit, e, msg, tb)
-              if not pok then return nil, perr end
-            end
-            skipped[#skipped + 1] = ("%s: %s %s at position %d: %s"):format(def.name,
-              def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg)
+    local fn = def.handlers[e.type]
+    if fn then
+      if careful then
+        local ok, msg, tb, left
+        local res, err = tx:nested(function()
+          ok, msg, tb = script.call(fn, fresh(e), htx)
+          left = left_batch(tx)
+          if left then return true end
+          if not ok then return nil, msg end
+          return true
+        end)
+        if seen.lost then return nil, seen.lost end
+        if left then return nil, left end
+        if not res and ok ~= false then return nil, err end -- the savepoint itself failed
+        if not res then
+          if def.on_error == "park" then
+            local pok, perr = park(tx, unit, e, msg, tb)
+            if not pok then return nil, perr end
           end
-        else
-          local ok, msg = script.call(fn, fresh(e), htx)
-          if seen.lost then return nil, seen.lost end
-          local left = left_batch(tx)
-          if left then return nil, left end
-          if not ok then
-            return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
-              :format(msg, e.type, e.position, e.stream), { handler_failed = true })
-          end
+          skipped[#skipped + 1] = ("%s: %s %s at position %d: %s"):format(def.name,
+            def.on_error == "park" and "parked" or "skipped", e.type, e.position, msg)
+        end
+      else
+        local ok, msg = script.call(fn, fresh(e), htx)
+        if seen.lost then return nil, seen.lost end
+        local left = left_batch(tx)
+        if left then return nil, left end
+        if not ok then
+          return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
+            :format(msg, e.type, e.position, e.stream), { handler_failed = true })
         end
       end
     end
@@ -444,6 +449,12 @@ function _M.runner(db, defs, opts)
     self.defs[i] = def
   end
   self.es = opts.events
+  -- Without a listener (no channel, or the server refuses LISTEN) the
+  -- runner polls.
+  if self.es.channel then
+    local lok, l = pcall(db.listen, db, self.es.channel)
+    if lok and l then self.listener = l end
+  end
   local migrate = opts.migrate ~= false
   -- The dead-letter table is the core's (core/sql/parked--*.sql).
   local ok, err = core.parked_migrate(db.pool, nil, migrate)
@@ -517,14 +528,14 @@ end
 function Runner:unit(def, consumer, partition)
   local sub, err = self.db:subscribe{ name = consumer, events = self.es, types = def.types,
     batch = def.batch, from = self.opts.from, checkpoints = self.cp, poll = self.opts.poll,
-    wait_for_server = false } -- run() waits for the server, once for every unit
+    wait_for_server = false, -- run() waits for the server, once for every unit
+    listen = false }         -- the runner's one listener wakes every unit
   if not sub then return nil, err end
   local unit = { def = def, sub = sub, runner = self, processed = 0, failed = 0,
                  partition = partition, say = self.say }
   if partition then
     local pm = self.leases[def]
     unit.pm, unit.token = pm, pm:token(partition)
-    unit.wanted = function(e) return pm:partition_for(e.stream) == partition end
   end
   self.units[#self.units + 1] = unit
   return unit
@@ -597,30 +608,110 @@ function Runner:rebalance()
   return true
 end
 
--- One pass over every unit: returns how many events it processed.
+-- Commits what unit was delivered (rows, up to its cursor) when there is
+-- anything to commit: → events processed | nil, err.
+function Runner:commit(unit, rows)
+  if #rows == 0 and not unit.sub:unacked() then return 0 end
+  local ok, err = process(unit, rows, unit.sub:position())
+  if not ok then
+    if type(err) ~= "table" or err.code ~= "lease_lost" then return nil, err end
+    unit.lost = true
+    self.say(("%s: partition %d: lease_lost, its batch of %d events refused (%s); leaving it")
+      :format(unit.def.name, unit.partition, #rows, err.detail or "taken over"))
+    self.next_tick[unit.def] = 0
+  end
+  return #rows
+end
+
+-- One read for a partitioned projection's units in this process: those
+-- whose cursor is furthest behind, filtered on the server to their
+-- partitions; each gets its share and the page's cursor. The others wait
+-- for the next step (they are ahead), so no event is read twice. A
+-- filtered page may end before the head with few events or none (see
+-- read_all): moved says whether the cursor went on.
+-- → events processed, moved | nil, err
+function Runner:read_partitions(def, units)
+  local after = math.huge
+  for _, u in ipairs(units) do after = math.min(after, u.sub:position()) end
+  local behind, share, parts, moved = {}, {}, {}, false
+  for _, u in ipairs(units) do
+    if u.sub:position() == after then
+      behind[#behind + 1], share[u.partition], parts[#parts + 1] = u, {}, u.partition
+    end
+  end
+  local pm = self.leases[def]
+  local rows, cursor = self.es:read_all{ after = after, limit = def.batch, types = def.types,
+                                         partitions = parts, partition_count = pm.count }
+  if not rows then return nil, cursor end
+  for _, e in ipairs(rows) do
+    local mine = share[pm:partition_for(e.stream)]
+    if not mine then -- the server's partition_for is not this one's: nothing can be trusted
+      return nil, errors.new("invalid", ("%s: the server put stream %q in a partition not asked for")
+        :format(def.name, e.stream))
+    end
+    mine[#mine + 1] = e
+  end
+  local total = 0
+  for _, u in ipairs(behind) do
+    if cursor > after then moved = true end
+    u.sub:delivered(cursor)
+    local n, err = self:commit(u, share[u.partition])
+    if not n then return nil, err end
+    total = total + n
+  end
+  return total, moved
+end
+
+-- Takes what the listener has queued (hints; the reads cover them), which
+-- keeps its heartbeat and reconnects going while the runner is busy.
+local function drain(l)
+  for _ = 1, 1000 do
+    if not l:wait(0) then return end
+  end
+end
+
+-- One pass over every unit: returns how many events it processed. When
+-- there was nothing, waits up to `wait` seconds for a notification.
 function Runner:step(wait)
   local ok, err = self:rebalance()
   if not ok then return nil, err end
-  local total = 0
-  if #self.units == 0 then core.sleep(math.max(wait or 0, 0.05)) end -- no partition yet
-  for i, unit in ipairs(self.units) do
-    local rows
-    rows, err = unit.sub:next(i == 1 and wait or 0)
-    if not rows then return nil, err end
-    if #rows > 0 or unit.sub:unacked() then
-      ok, err = process(unit, rows, unit.sub:position())
-      if not ok then
-        if type(err) == "table" and err.code == "lease_lost" then
-          unit.lost = true
-          self.say(("%s: partition %d: lease_lost, its batch of %d events refused (%s); leaving it")
-            :format(unit.def.name, unit.partition, #rows, err.detail or "taken over"))
-          self.next_tick[unit.def] = 0
-        else
-          return nil, err
-        end
+  if self.listener then drain(self.listener) end
+  local total, groups, order = 0, {}, {}
+  for _, unit in ipairs(self.units) do
+    if unit.partition then
+      local g = groups[unit.def]
+      if not g then
+        g = {}
+        groups[unit.def], order[#order + 1] = g, unit.def
       end
-      total = total + #rows
+      g[#g + 1] = unit
+    else
+      local rows
+      rows, err = unit.sub:next(0)
+      if not rows then return nil, err end
+      local n
+      n, err = self:commit(unit, rows)
+      if not n then return nil, err end
+      total = total + n
     end
+  end
+  local moved = false
+  for _, def in ipairs(order) do
+    local n, went = self:read_partitions(def, groups[def])
+    if not n then return nil, went end
+    total, moved = total + n, moved or went
+  end
+  wait = math.min(wait or 0, self.opts.poll or 1)
+  if total == 0 and not moved and wait > 0 then
+    local note, lerr
+    if self.listener then note, lerr = self.listener:wait(wait) end
+    if not self.listener then
+      core.sleep(wait)
+    elseif not note and lerr and lerr.code ~= "timeout" then
+      core.sleep(math.min(wait, 0.05)) -- the listener reconnects by itself
+    end
+  elseif #self.units == 0 then
+    core.sleep(math.max(wait, 0.05)) -- no partition yet
   end
   return total
 end
@@ -688,6 +779,7 @@ end
 
 function Runner:close()
   for _, u in ipairs(self.units) do u.sub:close() end
+  if self.listener then self.listener:close() end
   for _, d in ipairs(self.defs) do if self.leases[d] then self.leases[d]:close() end end
   if self.cp then self.cp:close() end
 end

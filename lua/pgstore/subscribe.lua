@@ -173,6 +173,19 @@ function Sub:next(timeout)
   end
 end
 
+-- sub:delivered(cursor): a reader shared by several subscriptions (the
+-- projection runner reads once for all its partitions) delivered this
+-- subscription's events up to cursor; sub:ack may now store it.
+function Sub:delivered(cursor)
+  check(self, "delivered")
+  errors.check(cursor, 1, "delivered", "number")
+  if cursor < self.state.cursor then
+    error(("bad argument #1 to 'delivered' (cursor %d is behind this subscription's %d)")
+      :format(cursor, self.state.cursor), 2)
+  end
+  self.state:delivered(cursor)
+end
+
 -- sub:ack(cursor[, tx]) → true | nil, err: stores the checkpoint, inside tx
 -- when given (commit it with your read-model writes for exactly-once). The
 -- save is conditional on the checkpoint this subscription last stored, so
