@@ -6,7 +6,6 @@
  */
 #include "notifier.h"
 #include "clock.h"
-#include "conn.h"
 #include "thread.h"
 
 #include <pthread.h>
@@ -41,15 +40,6 @@ pgs_notifier_t *pgs_notifier_new(const pgs_dsn_t *dsn, const char *channel, doub
     return n;
 }
 
-/* A NOTIFY's commit writes a WAL record (the transaction takes an xid),
- * and under synchronous_commit = on it waits for that record's flush: a
- * second fsync for every append it announces. Nothing of it needs to
- * survive a crash — the appends it announces were flushed before they
- * were posted here, and the server keeps no notification across a
- * restart — so it commits without waiting. For this transaction only: a
- * session setting would outlive it on a pooler's shared connection. */
-#define NOTIFIER_SQL "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
-
 static void send_one(pgs_notifier_t *n, int64_t position)
 {
     pgs_error_t err;
@@ -57,8 +47,7 @@ static void send_one(pgs_notifier_t *n, int64_t position)
         return; /* server away: the next post tries again */
     char pos[24];
     snprintf(pos, sizeof pos, "%lld", (long long)position);
-    pgs_param_t p[2] = {{n->channel, -1}, {pos, -1}};
-    if (pgs_exec(n->conn, NOTIFIER_SQL, 2, p, NULL, &err) != PGS_OK &&
+    if (pgs_notify(n->conn, n->channel, pos, strlen(pos), &err) != PGS_OK &&
         (err.code == PGS_ECONNECTION || err.code == PGS_ETIMEOUT)) {
         pgs_conn_close(n->conn);
         n->conn = NULL;

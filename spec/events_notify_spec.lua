@@ -119,33 +119,4 @@ describe("events NOTIFY", function()
     assert.same({}, (done()))
     es:close()
   end)
-
-  it("announces appends without a second WAL flush: the NOTIFY commits without waiting", function()
-    -- A synchronous commit writes the WAL out itself (pg_stat_wal.wal_write);
-    -- an asynchronous one leaves it to the WAL writer. Each append here is
-    -- announced alone (a pause past the coalescing window after each).
-    local own = T.connect{ dsn = T.dsn(), pool_size = 1 }
-    local es = assert(own:events{ table = "ev_notify", notify = "ev_chan_flush" })
-    assert(es:append("warm", { { type = "E" } }))
-    require("pgstore.core").sleep(0.1)
-    local function writes()
-      return tonumber(T.admin():query("select wal_write::text as n from pg_stat_wal")[1].n)
-    end
-    local before, n = writes(), 30
-    for i = 1, n do
-      assert(es:append("flush", { { type = "E" } }, { expected = i - 1 }))
-      require("pgstore.core").sleep(0.02)
-    end
-    es:close()
-    own:close() -- the backends leave, and report their WAL counts
-    local used
-    assert(T.eventually(function()
-      used = writes() - before
-      return used >= n
-    end, 5))
-    require("pgstore.core").sleep(0.5)
-    used = writes() - before
-    print(("\n  %d appends, each announced: %d WAL writes (a synchronous NOTIFY would make it about %d)"):format(n, used, 2 * n))
-    assert.truthy(used < 1.5 * n, ("%d WAL writes for %d appends"):format(used, n))
-  end)
 end)
