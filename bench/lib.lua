@@ -61,6 +61,25 @@ function _M.report(name, subject, baseline, unit)
   io.flush()
 end
 
+-- median(list) → the middle value (the mean of the two middle ones).
+function _M.median(list)
+  local t = {}
+  for i, v in ipairs(list) do t[i] = v end
+  table.sort(t)
+  local n = #t
+  if n == 0 then return 0 end
+  return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
+end
+
+-- Prints a figure beside several same-run baselines, each with its ratio:
+-- report_vs(name, subject, { value, value, … }).
+function _M.report_vs(name, subject, baselines)
+  local line = ("%-36s %9.0f"):format(name, subject)
+  for _, b in ipairs(baselines) do line = line .. ("  %9.0f %5.2f"):format(b, subject / b) end
+  print(line)
+  io.flush()
+end
+
 function _M.header(title)
   print(title)
   print(("%-44s %12s %12s   %5s"):format("benchmark", "pgstore", "baseline", "ratio"))

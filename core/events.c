@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: MIT
  * events.c — the event store's write side: opening and migrating a store,
- * appends (one round trip through the <table>_append function, which holds
- * the whole algorithm — see core/sql/events--*.sql), batches across streams in one
- * pipeline, after-commit NOTIFY, and stream lifecycle.
+ * appends (one round trip through the <table>_append_rows function, which
+ * holds the whole algorithm — see core/sql/events--*.sql), batches across
+ * streams in one pipeline, after-commit NOTIFY, and stream lifecycle.
  */
 #include "events.h"
 #include "conn.h"
 #include "error.h"
 #include "utf8.h"
 #include "sql.h"
-#include "json.h"
 #include "strbuf.h"
 
 #include <errno.h>
@@ -141,7 +140,8 @@ static pgs_status_t build_sql(pgs_events_t *es, pgs_error_t *err)
     struct { char **dst; const char *tmpl; } s[] = {
         {&es->sql_append,
          "SELECT r_first_version, r_last_version, r_first_position, r_last_position, r_count,"
-         " r_replayed FROM @append@($1, $2::bigint, $3::jsonb, $4, $5::float8, $6::int, $7)"},
+         " r_replayed FROM @append_rows@($1, $2::bigint, $3::text[], $4::jsonb[], $5::jsonb[],"
+         " $6::uuid[], $7::int[], $8, $9::float8, $10::int, $11)"},
         {&es->sql_read_fwd, READ_SQL("ASC")},
         {&es->sql_read_back, READ_SQL("DESC")},
         {&es->sql_read_all,
@@ -244,7 +244,7 @@ pgs_status_t pgs_events_open(pgs_pool_t *pool, const pgs_events_opts_t *opts, pg
         {es->fn_replay, "_replay", "replay"},    {es->fn_order_lock, "_order_lock", "order_lock"},
         {es->fn_check_order, "_check_order", "check_order"}, {es->end_floor, "_end", "end"},
         {es->fn_seq_last, "_seq_last", "seq_last"}, {es->fn_stream_key, "_stream_key", "stream_key"},
-        {es->fn_partition, "_partition", "partition"},
+        {es->fn_partition, "_partition", "partition"}, {es->fn_append_rows, "_append_rows", "append_rows"},
     };
     pgs_schema_t *sc = &es->schema;
     pgs_store_schema(&es->base, "events", NULL, sc);
@@ -342,15 +342,53 @@ const char *pgs_events_store(const pgs_events_t *es)
 
 /* ---- appends ------------------------------------------------------------------ */
 
-/* Validates the events and writes them as one JSON array. Data and
- * metadata are JSON text already (the server checks it); types and ids
- * are escaped here. */
-static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n, pgs_strbuf_t *b,
+/* The events of one append as the array parameters of @append_rows@:
+ * PostgreSQL array literals, one element per event, each value quoted
+ * whole, so no value can reach into another; the server parses each as
+ * its type (jsonb checks the JSON). An array nobody fills is sent as NULL. */
+typedef struct {
+    pgs_strbuf_t types, data, metadata, ids, versions;
+    int has_metadata, has_ids, has_versions;
+} append_arrays_t;
+
+static void arrays_free(append_arrays_t *a)
+{
+    pgs_strbuf_free(&a->types);
+    pgs_strbuf_free(&a->data);
+    pgs_strbuf_free(&a->metadata);
+    pgs_strbuf_free(&a->ids);
+    pgs_strbuf_free(&a->versions);
+}
+
+/* Adds one element: "s" with \ and " escaped, or NULL. */
+static void add_element(pgs_strbuf_t *b, int first, const char *s, size_t n)
+{
+    pgs_strbuf_add(b, first ? "{" : ",", 1);
+    if (!s) {
+        pgs_strbuf_add(b, "NULL", 4);
+        return;
+    }
+    pgs_strbuf_add(b, "\"", 1);
+    const char *end = s + n;
+    while (s < end) {
+        const char *q = s;
+        while (q < end && *q != '"' && *q != '\\')
+            q++;
+        pgs_strbuf_add(b, s, (size_t)(q - s));
+        if (q == end)
+            break;
+        char esc[2] = {'\\', *q};
+        pgs_strbuf_add(b, esc, 2);
+        s = q + 1;
+    }
+    pgs_strbuf_add(b, "\"", 1);
+}
+
+static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n, append_arrays_t *a,
                                   pgs_error_t *err)
 {
     if (n < 1 || !ev)
         return pgs_error_set(err, PGS_EINVALID, "no events given: append at least one");
-    pgs_strbuf_add(b, "[", 1);
     for (int i = 0; i < n; i++) {
         const pgs_event_t *e = &ev[i];
         if (!e->type || e->type_len == 0)
@@ -372,47 +410,45 @@ static pgs_status_t encode_events(pgs_events_t *es, const pgs_event_t *ev, int n
         if ((e->data && memchr(e->data, '\0', e->data_len)) ||
             (e->metadata && memchr(e->metadata, '\0', e->metadata_len)))
             return pgs_error_set(err, PGS_EINVALID, "event %d: data contains a NUL byte", i + 1);
-        /* NULL is JSON null. The text is spliced into the batch's JSON, so
-         * it must be one value, or it could add events or keys (json.c). */
-        if (e->data && !pgs_json_valid(e->data, e->data_len))
-            return pgs_error_set(err, PGS_EINVALID,
-                                 "event %d: invalid json in data: not exactly one JSON value in UTF-8",
-                                 i + 1);
-        if (e->metadata && !pgs_json_valid(e->metadata, e->metadata_len))
-            return pgs_error_set(err, PGS_EINVALID,
-                                 "event %d: invalid json in metadata: not exactly one JSON value in UTF-8",
-                                 i + 1);
+        /* Checked here, not by the server, so a caller's transaction goes
+         * on; the JSON itself the server checks (jsonb). */
+        if (e->data && !pgs_utf8_valid(e->data, e->data_len))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: data is not valid UTF-8", i + 1);
+        if (e->metadata && !pgs_utf8_valid(e->metadata, e->metadata_len))
+            return pgs_error_set(err, PGS_EINVALID, "event %d: metadata is not valid UTF-8", i + 1);
         if (e->schema_version < 0)
             return pgs_error_set(err, PGS_EINVALID, "event %d: schema_version must be >= 1", i + 1);
-        pgs_strbuf_adds(b, i ? ",{\"type\":" : "{\"type\":");
-        pgs_strbuf_add_json_string(b, e->type, e->type_len);
-        if (e->data) {
-            pgs_strbuf_adds(b, ",\"data\":");
-            pgs_strbuf_add(b, e->data, e->data_len);
-        }
-        if (e->metadata) {
-            pgs_strbuf_adds(b, ",\"metadata\":");
-            pgs_strbuf_add(b, e->metadata, e->metadata_len);
-        }
         if ((e->id != NULL) != (ev[0].id != NULL))
             return pgs_error_set(err, PGS_EINVALID,
                                  "event %d: give ids to all events of a batch or to none", i + 1);
-        if (e->id) {
-            pgs_strbuf_adds(b, ",\"id\":");
-            pgs_strbuf_add_json_string(b, e->id, strlen(e->id));
-        }
-        if (e->schema_version > 0) {
-            char sv[40];
-            snprintf(sv, sizeof sv, ",\"schema_version\":%d", e->schema_version);
-            pgs_strbuf_adds(b, sv);
-        }
-        pgs_strbuf_add(b, "}", 1);
+        a->has_metadata |= e->metadata != NULL;
+        a->has_ids |= e->id != NULL;
+        a->has_versions |= e->schema_version > 0;
     }
-    pgs_strbuf_add(b, "]", 1);
-    if (b->failed)
-        return pgs_error_set(err, PGS_ENOMEM, "out of memory");
-    if (b->len > 1073741823) /* the server's limit for one value, and an int */
-        return pgs_error_set(err, PGS_EINVALID, "the batch is %zu bytes, over 1 GiB", b->len);
+    for (int i = 0; i < n; i++) {
+        const pgs_event_t *e = &ev[i];
+        add_element(&a->types, i == 0, e->type, e->type_len);
+        /* NULL is JSON null (the function's COALESCE). */
+        add_element(&a->data, i == 0, e->data, e->data ? e->data_len : 0);
+        if (a->has_metadata)
+            add_element(&a->metadata, i == 0, e->metadata, e->metadata ? e->metadata_len : 0);
+        if (a->has_ids)
+            add_element(&a->ids, i == 0, e->id, strlen(e->id));
+        if (a->has_versions) {
+            char sv[16];
+            int len = snprintf(sv, sizeof sv, "%d", e->schema_version);
+            add_element(&a->versions, i == 0, e->schema_version > 0 ? sv : NULL, (size_t)len);
+        }
+    }
+    pgs_strbuf_t *all[] = {&a->types, &a->data, &a->metadata, &a->ids, &a->versions};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (all[i]->len)
+            pgs_strbuf_add(all[i], "}", 1);
+        if (all[i]->failed)
+            return pgs_error_set(err, PGS_ENOMEM, "out of memory");
+        if (all[i]->len > 1073741823) /* the server's limit for one value, and an int */
+            return pgs_error_set(err, PGS_EINVALID, "the batch is %zu bytes, over 1 GiB", all[i]->len);
+    }
     return PGS_OK;
 }
 
@@ -440,11 +476,13 @@ static pgs_status_t check_append_args(const char *stream, const pgs_append_opts_
 /* Parameters of one append call; buffers live in `bufs`. */
 typedef struct {
     char expected[24], time[32];
-    pgs_param_t p[7];
+    pgs_param_t p[11];
 } append_params_t;
 
+#define APPEND_NPARAMS 11
+
 static void fill_params(pgs_events_t *es, append_params_t *ap, const char *stream,
-                        const pgs_strbuf_t *json, const pgs_append_opts_t *o)
+                        const append_arrays_t *a, const pgs_append_opts_t *o)
 {
     /* The append function's encoding: >= 0 exact, -1 any, -2 no stream,
      * -3 exists. */
@@ -461,11 +499,15 @@ static void fill_params(pgs_events_t *es, append_params_t *ap, const char *strea
         snprintf(ap->time, sizeof ap->time, "%.6f", o->time);
     ap->p[0] = (pgs_param_t){stream, -1};
     ap->p[1] = (pgs_param_t){ap->expected, -1};
-    ap->p[2] = (pgs_param_t){json->data, (int)json->len};
-    ap->p[3] = (pgs_param_t){o ? o->idempotency_key : NULL, -1};
-    ap->p[4] = (pgs_param_t){has_time ? ap->time : NULL, -1};
-    ap->p[5] = (pgs_param_t){es->tag, -1};
-    ap->p[6] = (pgs_param_t){es->notify_in_tx ? es->notify : NULL, -1};
+    ap->p[2] = (pgs_param_t){a->types.data, (int)a->types.len};
+    ap->p[3] = (pgs_param_t){a->data.data, (int)a->data.len};
+    ap->p[4] = (pgs_param_t){a->has_metadata ? a->metadata.data : NULL, (int)a->metadata.len};
+    ap->p[5] = (pgs_param_t){a->has_ids ? a->ids.data : NULL, (int)a->ids.len};
+    ap->p[6] = (pgs_param_t){a->has_versions ? a->versions.data : NULL, (int)a->versions.len};
+    ap->p[7] = (pgs_param_t){o ? o->idempotency_key : NULL, -1};
+    ap->p[8] = (pgs_param_t){has_time ? ap->time : NULL, -1};
+    ap->p[9] = (pgs_param_t){es->tag, -1};
+    ap->p[10] = (pgs_param_t){es->notify_in_tx ? es->notify : NULL, -1};
 }
 
 static void read_result(const PGresult *r, pgs_append_result_t *res)
@@ -488,25 +530,24 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
     pgs_status_t st = check_append_args(stream, opts, err);
     if (st != PGS_OK)
         return st;
-    pgs_strbuf_t json;
-    pgs_strbuf_init(&json);
-    st = encode_events(es, events, n, &json, err);
+    append_arrays_t arrays = {0};
+    st = encode_events(es, events, n, &arrays, err);
     if (st != PGS_OK) {
-        pgs_strbuf_free(&json);
+        arrays_free(&arrays);
         return st;
     }
     append_params_t ap;
-    fill_params(es, &ap, stream, &json, opts);
+    fill_params(es, &ap, stream, &arrays, opts);
     /* Inside a caller's transaction the commit is theirs, and we never see
      * it: NOTIFY from inside, which the server delivers at that commit (and
      * drops on a rollback). The notifier thread is for our own commits. */
     if (tx && es->notifier)
-        ap.p[6] = (pgs_param_t){es->notify, -1};
+        ap.p[10] = (pgs_param_t){es->notify, -1};
     pgs_conn_t *c;
     st = pgs_store_begin(&es->base, tx, &c, err);
     if (st == PGS_OK) {
         PGresult *r;
-        st = pgs_exec(c, es->sql_append, 7, ap.p, &r, err);
+        st = pgs_exec(c, es->sql_append, APPEND_NPARAMS, ap.p, &r, err);
         if (st == PGS_OK) {
             read_result(r, res);
             PQclear(r);
@@ -515,7 +556,7 @@ pgs_status_t pgs_events_append(pgs_events_t *es, pgs_conn_t *tx, const char *str
         }
         pgs_store_end(&es->base, tx, c);
     }
-    pgs_strbuf_free(&json);
+    arrays_free(&arrays);
     st = pgs_events_map_error(err, st);
     if (st == PGS_OK && es->notifier && !tx && !res->replayed)
         pgs_notifier_post(es->notifier, res->last_position);
@@ -535,7 +576,7 @@ static pgs_status_t run_many(pgs_events_t *es, append_params_t *ap, int nb,
     int count = 0;
     st = pgs_pipeline_begin(c, &p, err);
     for (int i = 0; st == PGS_OK && i < nb; i++)
-        st = pgs_pipeline_add_own(p, es->sql_append, 7, ap[i].p, err);
+        st = pgs_pipeline_add_own(p, es->sql_append, APPEND_NPARAMS, ap[i].p, err);
     if (st == PGS_OK)
         st = pgs_pipeline_run(p, &rs, &count, err);
     else if (p)
@@ -565,15 +606,15 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
                              nb, PGS_APPEND_BATCHES_MAX);
     if (!results)
         return pgs_error_set(err, PGS_EINVALID, "no room for the results given");
-    pgs_strbuf_t *json = calloc((size_t)nb, sizeof *json);
+    append_arrays_t *arrays = calloc((size_t)nb, sizeof *arrays);
     append_params_t *ap = calloc((size_t)nb, sizeof *ap);
-    pgs_status_t st = json && ap ? PGS_OK : pgs_error_set(err, PGS_ENOMEM, "out of memory");
+    pgs_status_t st = arrays && ap ? PGS_OK : pgs_error_set(err, PGS_ENOMEM, "out of memory");
     for (int i = 0; st == PGS_OK && i < nb; i++) {
         st = check_append_args(batches[i].stream, &batches[i].opts, err);
         if (st == PGS_OK)
-            st = encode_events(es, batches[i].events, batches[i].n, &json[i], err);
+            st = encode_events(es, batches[i].events, batches[i].n, &arrays[i], err);
         if (st == PGS_OK)
-            fill_params(es, &ap[i], batches[i].stream, &json[i], &batches[i].opts);
+            fill_params(es, &ap[i], batches[i].stream, &arrays[i], &batches[i].opts);
         else
             err->batch = i + 1;
     }
@@ -585,9 +626,9 @@ pgs_status_t pgs_events_append_many(pgs_events_t *es, const pgs_append_batch_t *
             break;
         st = PGS_OK;
     }
-    for (int i = 0; json && i < nb; i++)
-        pgs_strbuf_free(&json[i]);
-    free(json);
+    for (int i = 0; arrays && i < nb; i++)
+        arrays_free(&arrays[i]);
+    free(arrays);
     free(ap);
     st = pgs_events_map_error(err, st);
     if (st == PGS_OK && es->notifier) {

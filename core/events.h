@@ -12,7 +12,8 @@ struct pgs_events {
     char heads[PGS_IDENT_MAX], idem[PGS_IDENT_MAX], seq[PGS_IDENT_MAX], idem_stream[PGS_IDENT_MAX];
     char fn_append[PGS_IDENT_MAX], fn_read_all[PGS_IDENT_MAX], fn_import[PGS_IDENT_MAX],
         fn_replay[PGS_IDENT_MAX], fn_order_lock[PGS_IDENT_MAX], fn_check_order[PGS_IDENT_MAX],
-        fn_seq_last[PGS_IDENT_MAX], fn_stream_key[PGS_IDENT_MAX], fn_partition[PGS_IDENT_MAX];
+        fn_seq_last[PGS_IDENT_MAX], fn_stream_key[PGS_IDENT_MAX], fn_partition[PGS_IDENT_MAX],
+        fn_append_rows[PGS_IDENT_MAX];
     char end_floor[PGS_IDENT_MAX]; /* <table>_end: the floor of latest_position */
     char tag[8];               /* the order-lock tag schema version 2 read; ignored since 3 */
     char *notify;              /* channel, or NULL */

@@ -8,7 +8,7 @@
 #define PGS_MIGRATE_H
 #include "pgstore.h"
 
-#define PGS_SCHEMA_MAX_NAMES 16
+#define PGS_SCHEMA_MAX_NAMES 24
 
 typedef struct pgs_schema {
     const char *series;   /* "events": core/sql/events--1.sql, events--1--2.sql … */

@@ -388,8 +388,8 @@ size_t pgs_timestamp_iso(const char *in, size_t len, char *out);
 
 /* An event store over a base table (default "events") and its companions:
  * <table>_heads (one row per stream), <table>_idempotency, the sequence
- * <table>_position_seq, and the functions <table>_append, <table>_read_all,
- * <table>_import, <table>_seq_last. Schema: core/sql/events--*.sql. */
+ * <table>_position_seq, and the functions <table>_append, <table>_append_rows,
+ * <table>_read_all, <table>_import, <table>_seq_last. Schema: core/sql/events--*.sql. */
 typedef struct pgs_events pgs_events_t;
 
 

@@ -11,7 +11,8 @@
 static const char *const names[] = {"table", "index", "members", "guard", "events", "heads",
                                     "idempotency", "seq", "append", "read_all", "import",
                                     "replay", "order_lock", "check_order", "idem_stream",
-                                    "end", "seq_last", "tokens", "stream_key", "partition"};
+                                    "end", "seq_last", "tokens", "stream_key", "partition",
+                                    "append_rows"};
 #define NNAMES ((int)(sizeof names / sizeof names[0]))
 
 static void test_fill(void)
