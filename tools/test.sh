@@ -19,9 +19,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # timeouts, nginx's latency and load test): each runs alone, after the
 # parallel batch.
 ALONE=(fault_crash fault_lease fault_listen lease_holders listen nginx nginx_live nginx_load partitions pool relay replica_reads security)
-# Specs that take minutes but time nothing (the soak measures memory): they
+# Specs that take minutes but time nothing (the soak measures memory, the
+# install spec builds twice): they
 # start first in the parallel batch, so the rest of the batch runs beside them.
-FIRST=(soak)
+FIRST=(soak install)
 
 passed=0 failed=0 cluster_env="" san_preload="" out=$(mktemp) all=$(mktemp) work=$(mktemp -d)
 finish() {
