@@ -149,10 +149,12 @@ describe("errors", function()
       local schema = T.unique("err_replay")
       assert(db:exec("create schema " .. schema))
       local old = assert(db:events{ table = schema .. ".ev", notify = false })
-      -- what a v1 append function did when a retry raced its first attempt
-      assert(db:exec(("drop function %s.ev_append"):format(schema)))
-      assert(db:exec(([[create function %s.ev_append(p_stream text, p_expected bigint,
-          p_events jsonb, p_key text, p_time double precision, p_tag int, p_notify text,
+      -- what a v1 append function did when a retry raced its first attempt, in
+      -- the place of today's
+      assert(db:exec(("drop function %s.ev_append_rows"):format(schema)))
+      assert(db:exec(([[create function %s.ev_append_rows(p_stream text, p_expected bigint,
+          p_types text[], p_data jsonb[], p_metadata jsonb[], p_ids uuid[], p_schema_versions int[],
+          p_key text, p_time double precision, p_tag int, p_notify text,
           out r_first_version bigint, out r_last_version bigint, out r_first_position bigint,
           out r_last_position bigint, out r_count int, out r_replayed boolean)
         language plpgsql as $$ begin

@@ -19,7 +19,7 @@ describe("a connection cut around the commit", function()
     db = T.connect()
     es = assert(db:events{ table = TABLE, notify = false })
     assert(es:truncate())
-    P = proxy.start{ patterns = { [[_append"(]], "COMMIT" }, probability = 0.25, lifetime = 300 }
+    P = proxy.start{ patterns = { [[_append_rows"(]], "COMMIT" }, probability = 0.25, lifetime = 300 }
     pdb = T.connect{ dsn = P.dsn, pool_size = 2 }
     pes = assert(pdb:events{ table = TABLE, notify = false, migrate = false })
   end)

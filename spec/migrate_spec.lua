@@ -35,6 +35,7 @@ local ROWS = {
   ["leases:public.pgstore_leases"] = latest("leases"),
   ["locks:public.pgstore_locks"] = latest("locks"),
   ["parked:public.pgstore_parked"] = latest("parked"),
+  ["relay:public.pgstore_relay"] = latest("relay"),
 }
 
 local admin
@@ -83,6 +84,7 @@ local function open_all(db)
   local release = assert(db:lock("k", { mode = "table" }))
   assert(release())
   assert(core.parked_migrate(db.pool, nil, true))
+  assert(core.relay_migrate(db.pool, nil, true))
 end
 
 -- not_found, naming the missing table or function in the message and in
@@ -142,7 +144,7 @@ describe("migrate: a fresh database", function()
       n = n + 1
       assert.equal(ROWS[k], v.version, k)
     end
-    assert.equal(9, n)
+    assert.equal(10, n)
     out, rc = migrate_cli(dsn)
     assert.equal(0, rc, out)
     assert.same(first, rows(db))
@@ -295,6 +297,7 @@ describe("migrate: a fresh database", function()
       assert(d:partitions{ name = "p", count = 2 }):close()
       assert(assert(d:lock("k" .. arg[1], { mode = "table" }))())
       assert(require("pgstore.core").parked_migrate(d.pool, nil, true))
+      assert(require("pgstore.core").relay_migrate(d.pool, nil, true))
       d:close()
       print("ok")
     ]]
