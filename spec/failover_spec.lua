@@ -46,7 +46,7 @@ local WRITER = [[
   end
   assert(es, tostring(err))
   local function stopped() local f = io.open(stop) if f then f:close() end return f ~= nil end
-  local seq, gap, last, deadline = 0, 0, core.now(), core.now() + 90
+  local seq, gap, last, deadline = 0, 0, core.now(), core.now() + 150
   while not stopped() and core.now() < deadline do
     seq = seq + 1
     local tag = ("w%d-%d"):format(w, seq)
@@ -76,6 +76,7 @@ local WRITER = [[
 
 local SUBSCRIBER = [[
   local pgstore = require "pgstore"
+  local function main()
   local db = assert(pgstore.connect{ dsn = arg[1] })
   local es = assert(db:events{ migrate = false, notify = false })
   local sub = assert(db:subscribe{ name = "failover", events = es, poll = 0.2,
@@ -97,6 +98,13 @@ local SUBSCRIBER = [[
   end
   sub:close()
   db:close()
+  end
+  -- a failure's traceback, whatever was raised
+  local ok, e = xpcall(main, function(e)
+    return debug.traceback(type(e) == "table" and ("%s (%s, %s)"):format(tostring(e.message), tostring(e.code),
+      tostring(e.sqlstate)) or tostring(e), 2)
+  end)
+  if not ok then io.stderr:write(e, "\n") os.exit(1) end
 ]]
 
 describe("failover to a synchronous standby", function()
@@ -135,7 +143,7 @@ describe("failover to a synchronous standby", function()
     end
     local function progress(more, what)
       local from = acked()
-      assert(T.eventually(function() return acked() >= from + more end, 20),
+      assert(T.eventually(function() return acked() >= from + more end, 40),
         ("no progress %s: %s"):format(what, T.read(writers[1].out):sub(-400) .. T.read(writers[1].err)))
     end
     progress(20, "before the failover")
