@@ -56,7 +56,10 @@ function R.start(name, opts)
   self.leader, self.follower = "data", "replica"
   if sync then
     self:psql("data", "alter system set synchronous_standby_names = '*'", "select pg_reload_conf()")
-    assert(self:wait_sync(30), "the replica did not become a synchronous standby")
+    if not self:wait_sync(30) then
+      self:stop()
+      error("the replica did not become a synchronous standby")
+    end
   end
   return self
 end
