@@ -78,7 +78,14 @@ local SUBSCRIBER = [[
   local pgstore = require "pgstore"
   local function main()
   local db = assert(pgstore.connect{ dsn = arg[1] })
-  local es = assert(db:events{ migrate = false, notify = false })
+  local es, err
+  for _ = 1, 100 do -- opened as the writers open it
+    es, err = db:events{ migrate = false, notify = false }
+    if es then break end
+    io.stderr:write("open: ", tostring(err), " (", tostring(err.code), ")\n")
+    require("pgstore.core").sleep(0.1)
+  end
+  assert(es, err)
   local sub = assert(db:subscribe{ name = "failover", events = es, poll = 0.2,
                                    say = function(msg) io.stderr:write(msg, "\n") end })
   while true do
@@ -147,6 +154,10 @@ describe("failover to a synchronous standby", function()
         ("no progress %s: %s"):format(what, T.read(writers[1].out):sub(-400) .. T.read(writers[1].err)))
     end
     progress(20, "before the failover")
+    -- the followers are up (a start while no server takes writes is a
+    -- start that fails, as with one server)
+    assert(T.eventually(function() return T.read(tail.out) ~= "" and T.read(sub.out) ~= "" end, 40),
+      "the followers did not start: " .. T.read(tail.err) .. T.read(sub.err))
 
     -- the failover: an immediate stop, the standby promoted 0.5 s later
     local t_kill = core.now()
