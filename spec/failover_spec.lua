@@ -52,7 +52,7 @@ local WRITER = [[
     local tag = ("w%d-%d"):format(w, seq)
     local batch = { { type = "Added", data = { k = tag, i = 1 } }, { type = "Added", data = { k = tag, i = 2 } } }
     local attempts = 0
-    while not stopped() do
+    while not stopped() and core.now() < deadline do
       attempts = attempts + 1
       local r, e = es:append(("w%d-s%d"):format(w, seq % 4), batch, { idempotency_key = keyed and tag or nil })
       if r then
@@ -136,12 +136,22 @@ describe("failover to a synchronous standby", function()
     T.write(dir .. "/sub.lua", SUBSCRIBER)
     local stop = dir .. "/stop"
     local writers = {}
+    local tail, sub
+    finally(function() -- whatever failed: no process of this spec outlives it
+      T.write(stop, "")
+      T.write(dir .. "/sub.stop", "")
+      local procs = { tail or false, sub or false }
+      for _, p in ipairs(writers) do procs[#procs + 1] = p end
+      for _, p in ipairs(procs) do
+        if p and not ended(p) then T.sh("kill -TERM " .. p.pid) end
+      end
+    end)
     for w = 1, 3 do
       writers[w] = launch(dir, "writer" .. w, ("%s --dsn %q run %s/writer.lua %d %s %s")
         :format(T.host(), dsn, dir, w, stop, w <= 2 and "keyed" or "plain"))
     end
-    local tail = launch(dir, "tail", ("%s --dsn %q tail --all --follow"):format(T.host(), dsn))
-    local sub = launch(dir, "sub", ("%sluajit %s/sub.lua %q %s/sub.stop"):format(require("nginx").preload(),
+    tail = launch(dir, "tail", ("%s --dsn %q tail --all --follow"):format(T.host(), dsn))
+    sub = launch(dir, "sub", ("%sluajit %s/sub.lua %q %s/sub.stop"):format(require("nginx").preload(),
       dir, dsn, dir))
     local function acked()
       local n = 0
