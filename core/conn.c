@@ -147,6 +147,15 @@ static pgs_status_t session_options(const char *user, const pgs_conn_opts_t *opt
     return PGS_OK;
 }
 
+/* Whether target_session_attrs (the DSN's, else PGTARGETSESSIONATTRS)
+ * asks for a server that accepts writes. */
+static int wants_primary(const pgs_dsn_t *d, int n)
+{
+    int i = has_key(d->keys, n, "target_session_attrs");
+    const char *v = i >= 0 ? d->vals[i] : getenv("PGTARGETSESSIONATTRS");
+    return v && (strcmp(v, "read-write") == 0 || strcmp(v, "primary") == 0);
+}
+
 /* Builds keyword/value arrays: every option the user set, then pgstore's
  * defaults for what they left out, then the `options` line above. */
 pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err)
@@ -240,6 +249,7 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
     d->lock_timeout_ms = opts && opts->lock_timeout_ms > 0 ? opts->lock_timeout_ms : 0;
     d->pooler = opts && opts->pooler == PGS_POOLER_TRANSACTION ? PGS_POOLER_TRANSACTION
                                                                : PGS_POOLER_NONE;
+    d->wants_primary = wants_primary(d, n);
     *out = d;
     return PGS_OK;
 }
@@ -363,7 +373,7 @@ int pgs_conn_backend_pid(pgs_conn_t *c)
 
 int pgs_conn_alive(pgs_conn_t *c)
 {
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->fatal.seen || c->abandoned)
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || c->fatal.seen || c->abandoned || c->demoted)
         return 0;
     /* An idle connection has nothing to read. Something readable is either
      * a notification, or the server saying goodbye (FATAL, then EOF):
@@ -400,6 +410,7 @@ pgs_status_t pgs_conn_reset(pgs_conn_t *c, pgs_error_t *err)
     PQfinish(c->pg);
     c->pg = fresh;
     c->abandoned = 0;
+    c->demoted = 0;
     c->clean_pending = 0;
     c->touched = 0;
     pgs_notice_watch(c->pg, &c->fatal);
@@ -564,6 +575,35 @@ static PGresult *run_unnamed(pgs_conn_t *c, const char *sql, int n, const Oid *t
 
 /* ---- statements ------------------------------------------------------------ */
 
+/* Whether the server said (ParameterStatus, reported by PostgreSQL 14 and
+ * later whenever they change, a reload included) that it takes no writes:
+ * what libpq's target_session_attrs=read-write looks at. */
+static int server_read_only(PGconn *pg)
+{
+    const char *standby = PQparameterStatus(pg, "in_hot_standby");
+    const char *ro = PQparameterStatus(pg, "default_transaction_read_only");
+    return (standby && strcmp(standby, "on") == 0) || (ro && strcmp(ro, "on") == 0);
+}
+
+pgs_status_t pgs_conn_judge_read_only(pgs_conn_t *c, const PGresult *r, pgs_status_t st,
+                                      pgs_error_t *err)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (st != PGS_ESQL || !state || strcmp(state, "25006") != 0 || !c->dsn->wants_primary ||
+        !server_read_only(c->pg))
+        return st;
+    c->demoted = 1;
+    if (err) {
+        /* The server's words kept, cut to leave room for what they mean. */
+        char was[sizeof err->message];
+        memcpy(was, err->message, sizeof was);
+        err->code = PGS_ECONNECTION;
+        snprintf(err->message, sizeof err->message,
+                 "the server no longer takes writes (%.900s): reconnecting to the primary", was);
+    }
+    return PGS_ECONNECTION;
+}
+
 static pgs_status_t result_error(pgs_conn_t *c, PGresult *r, pgs_error_t *err)
 {
     if (c->abandoned && !r)
@@ -573,6 +613,7 @@ static pgs_status_t result_error(pgs_conn_t *c, PGresult *r, pgs_error_t *err)
                              c->dsn->query_timeout);
     pgs_status_t st = pgs_error_from_result(err, c->pg, r);
     pgs_error_scrub(err, c->dsn->secret);
+    st = pgs_conn_judge_read_only(c, r, st, err);
     PQclear(r);
     if (PQstatus(c->pg) == CONNECTION_BAD)
         pgs_stmtcache_clear(&c->stmts);

@@ -21,6 +21,8 @@ typedef struct pgs_dsn {
     int statement_timeout_ms; /* pgstore's own, restored on release; 0: none */
     int lock_timeout_ms;      /* the same for lock_timeout */
     pgs_pooler_t pooler;      /* transaction pooling: no session state */
+    int wants_primary;        /* target_session_attrs asks for a read-write
+                               * server (read-write, primary) */
 } pgs_dsn_t;
 
 pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_error_t *err);
@@ -35,6 +37,9 @@ struct pgs_conn {
     struct pgs_conn *next;    /* pool's idle list */
     pgs_fatal_t fatal;        /* the server sent FATAL: reconnect before use */
     int abandoned;            /* a statement ran out of query_timeout: unusable */
+    int demoted;              /* its server is no longer read-write (fenced or
+                               * a standby) while the DSN asks for one:
+                               * replaced before reuse */
     int clean_pending;        /* the clean was sent, its answer not yet read */
     int touched;              /* ran SQL pgstore did not write (pgs_query, a
                                * session lock …): cleaned on release */
@@ -58,6 +63,17 @@ int pgs_conn_clean_finish(pgs_conn_t *c);
 /* The last result of a statement sent with PQsend*, bounded by the query
  * timeout (NULL then, or when the connection failed). The caller's. */
 PGresult *pgs_conn_collect(pgs_conn_t *c);
+
+/* After a statement failed with status st (the server's result r, maybe
+ * NULL): a write refused as read-only (SQLSTATE 25006) by a server that
+ * now says it is read-only by default or a hot standby, on a DSN that asks
+ * for a read-write server, means the server this connection reached is no
+ * longer the primary. The connection is marked to be replaced (the pool
+ * then connects through the DSN's hosts again) and the error becomes
+ * PGS_ECONNECTION, which callers retry (nothing was written). Returns the
+ * status to report. */
+pgs_status_t pgs_conn_judge_read_only(pgs_conn_t *c, const PGresult *r, pgs_status_t st,
+                                      pgs_error_t *err);
 
 /* Opens a connection with shared settings (the pool's). */
 pgs_status_t pgs_conn_open_dsn(const pgs_dsn_t *dsn, pgs_conn_t **out, pgs_error_t *err);

@@ -108,7 +108,7 @@ static pgs_status_t collect(pgs_pipeline_t *p, pgs_rows_t **results, pgs_error_t
                 PQclear(r);
         } else {
             if (st == PGS_OK && s != PGRES_PIPELINE_ABORTED) {
-                st = pgs_error_from_result(err, pg, r);
+                st = pgs_conn_judge_read_only(p->conn, r, pgs_error_from_result(err, pg, r), err);
                 if (err)
                     err->batch = index + 1;
             }

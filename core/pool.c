@@ -8,7 +8,10 @@
  * reconnected first), and every connection given back is idle and clean: an
  * open transaction is rolled back, the borrower's session state is cleared
  * (clean.c: sent on release, its answer read by the next borrower; a
- * connection whose clean failed is replaced), a busy or broken one is closed.
+ * connection whose clean failed is replaced), a busy or broken one is closed,
+ * and so is one whose server stopped taking writes when the DSN asks for a
+ * read-write server (conn.c: pgs_conn_judge_read_only): the next borrower
+ * connects through the DSN's hosts again and finds the new primary.
  *
  * Lifetime: the pool is reference-counted by its owner and by each borrowed
  * connection, so closing it while connections are out is safe; the last
@@ -216,7 +219,7 @@ pgs_status_t pgs_pool_acquire(pgs_pool_t *p, double timeout, pgs_conn_t **out, p
  * clean.c), or says it cannot be reused. */
 static int make_idle(pgs_conn_t *c)
 {
-    return PQstatus(c->pg) == CONNECTION_OK && !c->abandoned && !c->fatal.seen &&
+    return PQstatus(c->pg) == CONNECTION_OK && !c->abandoned && !c->fatal.seen && !c->demoted &&
            pgs_conn_clean_start(c);
 }
 

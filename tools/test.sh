@@ -15,10 +15,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tools/lib.sh
 
 # Specs that restart or stop the cluster, change its settings, kill
-# backends, or load the machine and time themselves (the soak, lease
+# backends, or load the machine and time themselves (failover, lease
 # timeouts, nginx's latency and load test): each runs alone, after the
 # parallel batch.
-ALONE=(fault_crash fault_lease fault_listen lease_holders listen nginx nginx_live nginx_load partitions pool relay replica_reads security)
+ALONE=(failover fault_crash fault_lease fault_listen lease_holders listen nginx nginx_live nginx_load partitions pool relay replica_reads security)
 # Specs that take minutes but time nothing (the soak measures memory, the
 # install spec builds twice): they
 # start first in the parallel batch, so the rest of the batch runs beside them.

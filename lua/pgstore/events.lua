@@ -247,6 +247,10 @@ function Events:append(stream, events, opts)
     if (err.code == "connection" or err.code == "timeout") and opts.idempotency_key then
       err.idempotency_key = opts.idempotency_key
       err.message = err.message .. " (outcome unknown: retry with the same idempotency key)"
+    elseif err.code == "connection" or err.code == "timeout" then
+      -- never retried here: a second try could write the events twice
+      err.message = err.message .. " (outcome unknown: the append may have committed; only an append"
+        .. " with an idempotency key is safe to retry)"
     end
     return nil, name_expected(err)
   end

@@ -21,7 +21,8 @@ function Cluster:sh(lines)
 end
 
 -- Starts a cluster: its dir, port, dsn (database postgres, user postgres).
-function P.start(name)
+-- opts.conf: lines added to its postgresql.conf before the first start.
+function P.start(name, opts)
   local out, rc = T.sh("bash -c " .. quote(([[set -e; . %q/tools/lib.sh
     owner=$(cluster_user); pgbin=$(pg_bindir)
     dir=$(mktemp -d /tmp/pgstore-private-%s.XXXX); chown "$owner:" "$dir"; chmod 755 "$dir"
@@ -29,6 +30,7 @@ function P.start(name)
     run_as_cluster_user "$pgbin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
     printf "listen_addresses = '127.0.0.1'\nunix_socket_directories = '%%s'\nfsync = off\ninclude_if_exists = 'port.conf'\n" \
       "$dir/sock" >>"$dir/data/postgresql.conf"
+    printf '%%s\n' %s >>"$dir/data/postgresql.conf"
     # a free port may be taken before the server binds it (other specs start
     # servers too): try another
     for attempt in 1 2 3 4 5; do
@@ -39,7 +41,8 @@ function P.start(name)
       fi
       grep -q "Address already in use" "$dir/server.log" || break
     done
-    tail -n 20 "$dir/server.log"; rm -rf -- "$dir"; exit 1]]):format(T.root(), name)))
+    tail -n 20 "$dir/server.log"; rm -rf -- "$dir"; exit 1]]):format(T.root(), name,
+    quote(opts and opts.conf or ""))))
   local dir, port, pgbin = out:match("cluster (%S+) (%d+) (%S+)")
   assert(rc == 0 and dir, "could not start a private cluster: " .. out)
   return setmetatable({ dir = dir, port = tonumber(port), pgbin = pgbin,
