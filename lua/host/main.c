@@ -53,6 +53,33 @@ static int is_build_tree_binary(const char *dir)
  * PGSTORE_HOST_LUA_CDIR, e.g. ../share/lua/5.1), so an install made with
  * `--prefix DIR`, moved, or deployed by LuaRocks finds its own modules.
  * PGSTORE_LUA_DIR / PGSTORE_LUA_CDIR in the environment override both. */
+/* Replaces package[field] by its entries that do not start with "./":
+ * LuaJIT's defaults begin with the current directory, where a cjson.lua
+ * (or any module pgstore requires from the system) would be run by every
+ * command started there. */
+static void drop_cwd_entries(lua_State *L, const char *field)
+{
+    lua_getfield(L, -1, field);
+    const char *p = lua_tostring(L, -1);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int first = 1;
+    while (p && *p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > 0 && strncmp(p, "./", 2) != 0) {
+            if (!first)
+                luaL_addchar(&b, ';');
+            luaL_addlstring(&b, p, len);
+            first = 0;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    luaL_pushresult(&b);
+    lua_setfield(L, -3, field);
+    lua_pop(L, 1);
+}
+
 static void set_paths(lua_State *L)
 {
     char *bin = exe_dir();
@@ -86,6 +113,8 @@ static void set_paths(lua_State *L)
     lua_getfield(L, -2, "cpath");
     lua_concat(L, 2);
     lua_setfield(L, -2, "cpath");
+    drop_cwd_entries(L, "path");
+    drop_cwd_entries(L, "cpath");
     lua_pop(L, 3);
 }
 

@@ -109,11 +109,7 @@ local function lag_of(db, cp, heads, clock)
   end
   if not h.head then return (" checkpoint %d"):format(cp.position) end
   local behind = math.max(0, h.head - cp.position)
-  local secs = 0
-  if behind > 0 then
-    local evs = h.es:read_all{ after = cp.position, limit = 1, raw = true }
-    if evs and evs[1] and evs[1].time then secs = math.max(0, clock - evs[1].time) end
-  end
+  local secs = behind > 0 and age_after(db, cp.store, cp.position, clock) or 0
   return (" checkpoint %d lag %d positions %.1fs"):format(cp.position, behind, secs)
 end
 
