@@ -178,8 +178,9 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         {"keepalives_count", "3"},
     };
     const size_t ndefaults = sizeof defaults / sizeof defaults[0];
-    /* Room for every keyword set, the defaults, `options` and the NULL end. */
-    size_t room = ndefaults + 2;
+    /* Room for every keyword set, the defaults, `options`, client_encoding
+     * and the NULL end. */
+    size_t room = ndefaults + 3;
     for (PQconninfoOption *o = parsed; o->keyword; o++)
         room += o->val != NULL;
 
@@ -202,7 +203,8 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
     /* Made before the parse is freed: user_options may point into it. */
     pgs_status_t st = session_options(user_options, opts, &session, err);
     for (PQconninfoOption *o = parsed; st == PGS_OK && o->keyword; o++) {
-        if (!o->val || strcmp(o->keyword, "options") == 0)
+        if (!o->val || strcmp(o->keyword, "options") == 0 ||
+            strcmp(o->keyword, "client_encoding") == 0)
             continue;
         if (strcmp(o->keyword, "password") == 0)
             d->secret = strdup(o->val);
@@ -231,6 +233,12 @@ pgs_status_t pgs_dsn_build(const pgs_conn_opts_t *opts, pgs_dsn_t **out, pgs_err
         d->vals[n] = strdup(defaults[i].v);
         n++;
     }
+    /* Text is UTF-8 on the wire whatever the DSN or PGCLIENTENCODING say:
+     * stream names are hashed, and JSON is checked, as UTF-8 bytes (a
+     * startup parameter wins over `-c client_encoding` in options). */
+    d->keys[n] = strdup("client_encoding");
+    d->vals[n] = strdup("UTF8");
+    n++;
     if (*session) {
         d->keys[n] = strdup("options");
         d->vals[n] = session;

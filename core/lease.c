@@ -88,9 +88,16 @@ struct pgs_lease {
  * The schema is core/sql/leases--*.sql. Templates name @table@ (leases),
  * @members@ and @guard@, filled once when the set opens. */
 
+/* Seeds a set's rows, unless the set exists with another count; returns
+ * the count it had (0: new). A set's count is fixed: a stream's partition
+ * depends on it, so workers with another count would split the streams
+ * differently from the checkpoints (skipping or repeating work). */
 static const char seed_sql[] =
-    "INSERT INTO @table@ (name, partition)"
-    " SELECT $1, g FROM generate_series(0, $2::int - 1) g ON CONFLICT DO NOTHING";
+    "WITH known AS (SELECT coalesce(max(partition) + 1, 0)::int AS n FROM @table@ WHERE name = $1),"
+    " seeded AS (INSERT INTO @table@ (name, partition)"
+    "   SELECT $1, g FROM known, generate_series(0, $2::int - 1) g WHERE known.n IN (0, $2::int)"
+    "   ON CONFLICT DO NOTHING)"
+    " SELECT n FROM known";
 
 /* $1 name, $2 owner, $3 count, $4 lease ms, $5 lock_timeout ms, $6 instance.
  * The cfg CTE sets lock_timeout before anything can wait for a row lock
@@ -323,10 +330,19 @@ pgs_status_t pgs_lease_open(pgs_pool_t *pool, const pgs_lease_opts_t *opts, pgs_
         pgs_param_t p[2] = {{l->name, -1}, {n, -1}};
         pgs_conn_t *c;
         st = pgs_pool_acquire(pool, -1, &c, err);
+        PGresult *r = NULL;
         if (st == PGS_OK) {
-            st = pgs_exec(c, seed, 2, p, NULL, err);
+            st = pgs_exec(c, seed, 2, p, &r, err);
             pgs_pool_release(pool, c);
         }
+        int had = st == PGS_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
+        if (st == PGS_OK && had != 0 && had != count)
+            st = pgs_error_set(err, PGS_EINVALID,
+                               "partition set '%.200s' has %d partitions, not %d: every worker of a set "
+                               "uses one count (to change it, remove the set and what its partitions "
+                               "hold, e.g. pgstore project --rebuild)",
+                               l->name, had, (int)count);
+        PQclear(r);
     }
     free(seed);
     if (st != PGS_OK) {

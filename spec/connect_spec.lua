@@ -19,6 +19,22 @@ describe("pgstore.connect", function()
     db:close()
   end)
 
+  it("speaks UTF-8 whatever the DSN asks: names hash and JSON stays as written", function()
+    for _, extra in ipairs{ " client_encoding=LATIN1", " options='-c client_encoding=LATIN1'" } do
+      local db = assert(pgstore.connect(T.dsn() .. extra))
+      assert.equal("UTF8", db:query("show client_encoding")[1].client_encoding, extra)
+      local tbl = T.unique("enc_ev")
+      local es = assert(db:events{ table = tbl, notify = false })
+      assert(es:append("café-€", { { type = "A", data = { s = "é" } } }))
+      local ev = assert(es:read("café-€"))[1]
+      assert.equal("é", ev.data.s, extra)
+      local rows = assert(db:query(("select octet_length(stream) as n from %s"):format(tbl)))
+      assert.equal(#"café-€", rows[1].n, extra)
+      es:close()
+      db:close()
+    end
+  end)
+
   it("sets application_name", function()
     local db = T.connect{ application_name = "pgstore-spec" }
     local rows = assert(db:query("select current_setting('application_name') as a"))

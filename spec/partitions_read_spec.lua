@@ -101,6 +101,27 @@ describe("partition filter on the server", function()
     assert.is_nil(nothing)
     assert.equal("invalid", err.code)
   end)
+
+  it("keeps a set's partition count: another count is refused until a rebuild", function()
+    local name = T.unique("count_set")
+    local a = assert(db:partitions{ name = name, count = 8 })
+    local b, err = db:partitions{ name = name, count = 4 }
+    assert.is_nil(b)
+    assert.equal("invalid", err.code)
+    assert.matches("has 8 partitions, not 4", err.message)
+    a:close()
+    local projection = require "pgstore.projection"
+    local function def(n)
+      return { name = "counted", partitioned = true, partitions = n, handlers = { Added = function() end } }
+    end
+    local r = assert(projection.runner(db, { def(8) }, { events = es, say = function() end }))
+    r:close()
+    local none, rerr = projection.runner(db, { def(4) }, { events = es, say = function() end })
+    assert.is_nil(none)
+    assert.equal("invalid", rerr.code)
+    r = assert(projection.runner(db, { def(4) }, { events = es, rebuild = true, say = function() end }))
+    r:close()
+  end)
 end)
 
 -- A worker: the projection runner over the store, counting the rows

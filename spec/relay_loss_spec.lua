@@ -107,6 +107,34 @@ describe("db:relay losses", function()
     r:close()
   end)
 
+  it("keeps other channels' large changes, waits out a read that fails, and refuses a bad payload", function()
+    local core = require "pgstore.core"
+    local ch, other = T.unique("mine"), T.unique("other")
+    local r, sender = assert(db:relay(ch)), assert(db:relay(ch))
+    local hasty = assert(db:relay(other, { keep = 0.001 }))
+    assert(sender:broadcast{ n = 1, blob = ("x"):rep(9000) })
+    core.sleep(0.2)
+    assert(hasty:broadcast{ blob = ("z"):rep(9000) }) -- deletes old rows of its own channel only
+    core.sleep(0.2)
+    -- the relay table cannot be read for a moment: the change waits, it is not lost
+    assert(db:exec("alter table pgstore_relay rename to pgstore_relay_away"))
+    local none, err = r:next(2)
+    assert(db:exec("alter table pgstore_relay_away rename to pgstore_relay"))
+    assert.is_nil(none)
+    assert.is_not.equal("lost", err.code, tostring(err))
+    assert.equal(1, assert(r:next(5)).n)
+    -- a change that is no valid NOTIFY payload is refused before anyone sees it
+    local ok, bad = sender:broadcast{ s = "\255" }
+    assert.is_nil(ok)
+    assert.equal("invalid", bad.code)
+    assert.equal(1, assert(sender:next(1)).n) -- its own first change, delivered locally
+    assert.equal("timeout", select(2, sender:next(0.3)).code)
+    assert.equal("timeout", select(2, r:next(0.3)).code)
+    r:close()
+    sender:close()
+    hasty:close()
+  end)
+
   it("checks its options", function()
     local ch = T.unique("opts")
     assert.equal("invalid", select(2, db:relay(ch, { max_change = 0 })).code)

@@ -458,15 +458,27 @@ function _M.runner(db, defs, opts)
   local migrate = opts.migrate ~= false
   -- The dead-letter table is the core's (core/sql/parked--*.sql).
   local ok, err = core.parked_migrate(db.pool, nil, migrate)
-  if not ok then return nil, err end
   -- A projection's checkpoints belong to the event store it runs against.
-  self.cp, err = db:checkpoints{ store = self.es, skip_schema_init = not migrate }
-  if not self.cp then return nil, err end
-  for _, def in ipairs(self.defs) do
+  if ok then
+    self.cp, err = db:checkpoints{ store = self.es, skip_schema_init = not migrate }
+    ok = self.cp ~= nil
+  end
+  for _, def in ipairs(ok and self.defs or {}) do
     ok, err = self:prepare(def)
-    if not ok then return nil, err end
+    if not ok then break end
+  end
+  if not ok then
+    self:close() -- what was opened so far
+    return nil, err
   end
   return self
+end
+
+-- The name of a partitioned projection's lease set. Leases, like
+-- checkpoints, belong to the store: the same projection over two stores
+-- is two sets of partitions.
+function Runner:lease_set(def)
+  return ("projection:%s:%s"):format(self.es:store(), def.name)
 end
 
 function Runner:prepare(def)
@@ -482,6 +494,9 @@ function Runner:prepare(def)
     end
     -- this store's parked events, and those parked before stores were told apart
     db:exec("delete from pgstore_parked where projection = $1 and store in ($2, '')", def.name, self.es:store())
+    -- and its partition set, whose count a rebuild may change (no leases
+    -- table: nothing to remove)
+    db:exec("delete from pgstore_leases where name = $1", self:lease_set(def))
   end
   if def.setup then
     local ok, err = db:transaction(function(tx) return schema_step(tx, def, def.setup) end)
@@ -492,9 +507,7 @@ function Runner:prepare(def)
     for p = 0, def.partitions - 1 do consumers[#consumers + 1] = ("projection:%s:%d"):format(def.name, p) end
     local ok, serr = self:hold_start(consumers)
     if not ok then return nil, serr end
-    -- Leases, like checkpoints, belong to the store: the same projection
-    -- over two stores is two sets of partitions.
-    local pm, err = db:partitions{ name = ("projection:%s:%s"):format(self.es:store(), def.name),
+    local pm, err = db:partitions{ name = self:lease_set(def),
                                    count = def.partitions,
                                    lease = self.opts.lease, renew = self.opts.renew, owner = self.opts.owner,
                                    skip_schema_init = self.opts.migrate == false }

@@ -43,7 +43,7 @@ local relay_queue = require "pgstore.relay_queue"
 local relay_table = require "pgstore.relay_table"
 
 -- debug.getmetatable: handles hide their metatables from getmetatable (__metatable)
-local pcall, setmetatable, getmetatable = pcall, setmetatable, debug.getmetatable
+local setmetatable, getmetatable = setmetatable, debug.getmetatable
 local pairs, tostring = pairs, tostring
 local now = core.now
 local format = string.format
@@ -99,15 +99,10 @@ end
 function Relay:broadcast(change)
   check(self, "broadcast")
   options.arg(change, 1, "broadcast", "table")
-  local ok, json = pcall(cjson.encode, change)
-  if not ok then
+  local json, bad = relay_table.encode(change, self.max_change, self.channel)
+  if not json then
     self.counts.dropped = self.counts.dropped + 1
-    return errors.fail("invalid", "the change cannot be encoded as JSON: " .. tostring(json))
-  end
-  if #json > self.max_change then
-    self.counts.dropped = self.counts.dropped + 1
-    return errors.fail("invalid", format(
-      "the change is %d bytes as JSON, over the relay's max_change of %d bytes", #json, self.max_change))
+    return nil, bad
   end
   local payload = json
   if #json > _M.PAYLOAD_MAX then
@@ -144,11 +139,9 @@ function Relay:next(timeout)
       if not n then break end
       self.q:accept(n, self.counts)
     end
-    local e = self.q:take()
-    while e do
-      local change, origin = relay_queue.settle(e, self.fetch, self.counts)
-      if change ~= false then return change, origin end
-      e = self.q:take()
+    if self.q:size() > 0 then
+      local change, origin = self.q:next(self.fetch, self.counts)
+      if change or origin then return change, origin end
     end
     local left = deadline and deadline - now()
     if left and left <= 0 then

@@ -127,23 +127,34 @@ function _M.decode(json)
   if ok and type(change) == "table" then return change end
 end
 
--- What relay:next returns for a taken entry → change, origin | nil, err;
--- or false to skip it (a stored change that is not a table, counted in
--- counts.invalid). A large change's reference is read back here, through
--- fetch(id, channel) → json | nil, why; when it cannot be, the loss is
--- reported in its place.
-function _M.settle(e, fetch, counts)
-  if is_marker(e) then return _M.failure(e) end
-  if not e.ref then return e.change, e.origin end
-  local json, why = fetch(e.ref, e.channel)
-  if not json then return _M.failure(_M.lost(1, "unreadable", why)) end
-  local change = _M.decode(json)
-  if not change then
-    counts.invalid = counts.invalid + 1
-    return false
+-- The next thing relay:next returns → change, origin | nil, err | nothing
+-- when the queue is empty. A large change's reference is read back here,
+-- through fetch(id, channel) → json | false, why | nil, err: when it is
+-- gone (false) the loss is reported in its place; when it cannot be read now, it stays at
+-- the head and the error is returned (the next call tries again). A stored
+-- change that is not a table is skipped, counted in counts.invalid.
+function Queue:next(fetch, counts)
+  while true do
+    local e = self:take()
+    if not e then return end
+    if is_marker(e) then return _M.failure(e) end
+    if not e.ref then return e.change, e.origin end
+    local json, err = fetch(e.ref, e.channel)
+    if json then
+      local change = _M.decode(json)
+      if change then
+        counts.received = counts.received + 1
+        return change, e.origin
+      end
+      counts.invalid = counts.invalid + 1
+    elseif json == false then
+      return _M.failure(_M.lost(1, "unreadable", err))
+    else
+      self.head = self.head - 1
+      self.items[self.head] = e
+      return nil, err
+    end
   end
-  counts.received = counts.received + 1
-  return change, e.origin
 end
 
 return _M

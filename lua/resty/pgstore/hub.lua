@@ -607,15 +607,10 @@ end
 function Relay:broadcast(change)
   rcheck(self, "broadcast")
   check_arg(change, 1, "broadcast", "table")
-  local json, jerr = cjson.encode(change)
+  local json, bad = relay_table.encode(change, self.max_change, self.channel)
   if not json then
     self.counts.dropped = self.counts.dropped + 1
-    return nil, errors.new("invalid", "the change cannot be encoded as JSON: " .. tostring(jerr))
-  end
-  if #json > self.max_change then
-    self.counts.dropped = self.counts.dropped + 1
-    return nil, errors.new("invalid", format(
-      "the change is %d bytes as JSON, over the relay's max_change of %d bytes", #json, self.max_change))
+    return nil, bad
   end
   local payload = json
   if #json > PAYLOAD_MAX then
@@ -658,11 +653,9 @@ function Relay:next(timeout)
   check_arg(timeout, 1, "next", "number|nil")
   local deadline = timeout and now() + timeout
   while true do
-    local e = self.q:take()
-    while e do
-      local change, origin = relay_queue.settle(e, self.fetch, self.counts)
-      if change ~= false then return change, origin end
-      e = self.q:take()
+    if self.q:size() > 0 then
+      local change, origin = self.q:next(self.fetch, self.counts)
+      if change or origin then return change, origin end
     end
     local left = deadline and deadline - now() or EXIT_LOOK
     if left <= 0 then return nil, errors.new("timeout", "no change arrived in time") end
