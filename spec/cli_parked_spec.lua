@@ -73,6 +73,18 @@ return {
     assert.equal(-1, db:query("select amount from " .. model .. " where stream = 's-2'")[1].amount)
     assert.equal(1, db:query("select count(*) as n from pgstore_parked where projection = $1", model)[1].n)
 
+    -- a store's own parked events; a mistyped store is said so, not 0 parked
+    out, rc = pg(("parked list --table %s --projection %s"):format(store, model))
+    assert.equal(0, rc, out)
+    assert.matches("1 parked", out, 1, true)
+    out, rc = pg(("parked list --table %s"):format(store:sub(1, -2)))
+    assert.equal(1, rc, out)
+    assert.matches("no event store " .. store:sub(1, -2) .. " (did you mean " .. store .. "?)", out, 1, true)
+    -- discarding what is not parked fails, as show does
+    out, rc = pg("parked discard 99 --projection " .. model)
+    assert.equal(1, rc, out)
+    assert.matches("no parked event", out, 1, true)
+
     out, rc = pg("parked discard --all --projection " .. model)
     assert.equal(0, rc, out)
     assert.matches("discarded 1", out)

@@ -272,7 +272,7 @@ describe("what reaches the terminal", function()
     assert.equal(2, rc)
     assert.is_nil(acting(out), out)
     out, rc = pg(("append --table %s s1 E '{\"a\": 1}' --expected %s"):format(tname, shq("1\27[2J")))
-    assert.equal(1, rc)
+    assert.equal(2, rc) -- a usage error, told before connecting
     assert.is_nil(acting(out), out)
   end)
 

@@ -107,7 +107,16 @@ describe("pgstore project", function()
     local out, rc = project(path .. " --once")
     assert.equal(1, rc)
     assert.matches(name .. "%.lua:%d+: poisoned event 4", out)
-    assert.is_nil(next(model(name)), "the failing batch must roll back")
+    -- the failing batch rolled back, then what came before the poison
+    -- committed on its own: the checkpoint stands just before it
+    assert.matches("stopped with the checkpoint at %d+, just before it", out)
+    assert.same({ n = 3, total = "6" }, model(name)[name .. "-1"])
+    local cp = assert(db:checkpoints{ store = es })
+    assert.equal(es:latest_position() - 1, cp:load("projection:" .. name))
+    cp:close()
+    out, rc = project(path .. " --once")
+    assert.equal(1, rc)
+    assert.same({ n = 3, total = "6" }, model(name)[name .. "-1"], "nothing applied twice")
   end)
 
   it("skips or parks a poison event and goes on", function()

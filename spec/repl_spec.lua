@@ -290,6 +290,13 @@ describe("pgstore repl from a pipe", function()
     assert.equal("42\ntrue\n", out)
   end)
 
+  it("exits 1 for an unknown meta command, going on after it", function()
+    local out, rc = run(":bogus\n'after'\n")
+    assert.equal(1, rc, out)
+    assert.matches("unknown command 'bogus'", out, 1, true)
+    assert.matches('"after"', out)
+  end)
+
   it("exits 1 when a chunk returned nil, err at the top level", function()
     local out, rc = run("db:query('selec 1')\n'after'\n")
     assert.equal(1, rc, out)

@@ -362,7 +362,7 @@ local function apply(unit, tx, rows, careful, skipped)
         if left then return nil, left end
         if not ok then
           return nil, errors.new("invalid", ("%s (event %s at position %d, stream %s)")
-            :format(msg, e.type, e.position, e.stream), { handler_failed = true })
+            :format(msg, e.type, e.position, e.stream), { handler_failed = true, position = e.position })
         end
       end
     end
@@ -370,14 +370,29 @@ local function apply(unit, tx, rows, careful, skipped)
   return true
 end
 
+-- The rows of a batch before position (they are in position order).
+local function before(rows, position)
+  local prefix = {}
+  for _, e in ipairs(rows) do
+    if e.position >= position then break end
+    prefix[#prefix + 1] = e
+  end
+  return prefix
+end
+
 -- Processes one batch: read-model writes + checkpoint in one transaction.
+-- Under on_error = "stop" a failing handler rolls the batch back; the
+-- events before the failing one then commit on their own, with the
+-- checkpoint just before it, so the stop leaves the checkpoint at the bad
+-- event (where `pgstore checkpoint skip` steps past it) and not at the
+-- batch's start. The batch committed nothing, so nothing is applied twice.
 local function process(unit, rows, cursor)
   local db, def = unit.runner.db, unit.def
   local skipped, committing
-  local function body(careful)
+  local function body(careful, batch, upto)
     return db:transaction(function(tx)
       skipped, committing = {}, false
-      local ok, err = apply(unit, tx, rows, careful, skipped)
+      local ok, err = apply(unit, tx, batch, careful, skipped)
       if not ok then return nil, err end
       -- The guard before the checkpoint: a stale worker is told its lease
       -- is lost, not that the checkpoint moved (its successor moved it).
@@ -385,15 +400,25 @@ local function process(unit, rows, cursor)
         ok, err = unit.pm:guard(tx, unit.partition, unit.token)
         if not ok then return nil, err end
       end
-      ok, err = unit.sub:ack(cursor, tx)
+      ok, err = unit.sub:ack(upto, tx)
       if not ok then return nil, err end
       committing = true
       return true
     end)
   end
-  local ok, err = body(false)
+  local ok, err = body(false, rows, cursor)
   if not ok and type(err) == "table" and err.handler_failed and def.on_error ~= "stop" then
-    ok, err = body(true)
+    ok, err = body(true, rows, cursor)
+  elseif not ok and type(err) == "table" and err.handler_failed then
+    local prefix = before(rows, err.position)
+    local pok, perr = body(false, prefix, err.position - 1)
+    if pok then
+      unit.sub:committed()
+      unit.processed = unit.processed + #prefix
+      err.message = ("%s; stopped with the checkpoint at %d, just before it"):format(err.message, err.position - 1)
+    elseif type(perr) ~= "table" or perr.code ~= "invalid" then
+      err = perr -- lost connection, lease lost, checkpoint moved: told as for any batch
+    end
   end
   if not ok then
     -- The writes and the checkpoint commit together, so the stored

@@ -261,6 +261,7 @@ function Repl:run_command(name, args)
   local h = handlers[ALIASES[name] or name]
   if not h then
     self:warn(format("unknown command '%s' (:help lists them)", name))
+    self.failed = true -- piped input exits 1 for it, as for a failed chunk
     return nil
   end
   local ok, res = pcall(h, self, args)

@@ -47,10 +47,31 @@ local function result_json(res)
 end
 
 -- "7" → 7; any, no_stream, exists as they are: expected | nil, message
+-- (anything else, such as -1, is refused here, before any connection)
+local EXPECTED_WORDS = { any = true, no_stream = true, exists = true }
 local function expected_of(v, name)
+  if v == nil then return nil end
   if type(v) == "number" then v = ("%.0f"):format(v) end
-  if v and v:match("^%d+$") then return args.number(name, v, args.whole(0, 2 ^ 53)) end
-  return v
+  if type(v) == "string" and v:match("^%d+$") then return args.number(name, v, args.whole(0, 2 ^ 53)) end
+  if EXPECTED_WORDS[v] then return v end
+  return nil, ("%s takes a version (0 or more), any, no_stream or exists, not %s"):format(name, tostring(v))
+end
+
+-- The policies of --policy FILE…, loaded before connecting: policies | nil,
+-- message naming the user's file (not the loader's own frame).
+local function load_policies(files)
+  for _, f in ipairs(files) do
+    local h, ferr = io.open(f)
+    if not h then return nil, "--policy: " .. tostring(ferr) end
+    h:close()
+  end
+  local ok, res = pcall(require("pgstore").policies, files)
+  if ok then return res end
+  -- a bad definition is raised as a bad argument to pgstore.policies at
+  -- the loader's line: keep what it says of the user's file
+  local msg = tostring(res):gsub("^[^\n]-pgstore/[%w_/]+%.lua:%d+: ", "")
+  msg = msg:match("^bad argument #1 to '[%w_.]+' %(policy: (.*)%)$") or msg
+  return nil, "--policy: " .. msg
 end
 
 -- Guards judge events as the Lua API gives them to append: data and
@@ -119,15 +140,20 @@ function _M.main(host, argv)
   end
   local expected, msg = expected_of(o.expected, "--expected")
   if msg then return host.usage_error("append: " .. msg, _M.usage) end
+  local policies, perr
+  if o.policy then
+    policies, perr = load_policies(o.policy)
+    if not policies then return host.fail(perr) end
+  end
   local db, err = host.connect{ pool_size = 1 }
   if not db then return host.fail(err) end
   local es
   decoded = o.policy ~= nil
   es, err = db:events{ table = o.table, codec = not decoded and "raw" or nil, migrate = host.migrate }
   if not es then db:close(); return host.fail(err) end
-  if o.policy then
-    local ok, perr = pcall(function() require("pgstore").policies(o.policy):install(es) end)
-    if not ok then es:close(); db:close(); return host.fail(perr) end
+  if policies then
+    local ok, ierr = pcall(policies.install, policies, es)
+    if not ok then es:close(); db:close(); return host.fail(ierr) end
   end
   local rc
   if o.ndjson then

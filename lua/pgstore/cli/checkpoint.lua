@@ -8,6 +8,7 @@
 -- goes on from the new one).
 local args = require "pgstore.cli.args"
 local stores = require "pgstore.cli.stores"
+local suggest = require "pgstore.cli.suggest"
 
 local _M = {
   usage = "pgstore checkpoint list | set NAME POSITION | reset NAME | skip NAME POSITION  [--table EVENTS] [--force]",
@@ -16,15 +17,17 @@ local _M = {
 
 local SPEC = args.options{
   { "--table", "value", arg = "EVENTS", help = "the event store the consumers read", default = "events" },
-  { "--force", "flag", help = "even while a worker holds the projection's lease, or skip passes other events" },
+  { "--force", "flag", help = "even while a worker holds the projection's lease, when skip passes other events,"
+    .. " set goes past the head, or NAME has no checkpoint yet" },
 }
 _M.help = _M.summary .. [[
 
 
 NAME is a projection's name (every partition of a partitioned one) or a
-consumer's; one without a checkpoint yet is taken as unpartitioned.
+consumer's; one without a checkpoint yet is refused unless --force (then
+taken as unpartitioned).
 set: the checkpoint is the last position done, the next event handled is
-the one after it. reset: from the start. skip: the checkpoint
+the one after it; past the store's head only with --force. reset: from the start. skip: the checkpoint
 must stand just before POSITION (no event between); it moves to POSITION
 and the event is recorded in pgstore_parked ("pgstore parked list").
 
@@ -39,6 +42,16 @@ local function consumers_of(list, name)
     if c.consumer == name or c.consumer == mine or c.consumer:match("^" .. mine:gsub("%p", "%%%0") .. ":%d+$") then
       out[#out + 1] = c
     end
+  end
+  return out
+end
+
+-- The names a user may give: projections' and other consumers'.
+local function names(list)
+  local out, seen = {}, {}
+  for _, c in ipairs(list) do
+    local n = c.consumer:match("^projection:(.-):%d+$") or c.consumer:match("^projection:(.+)$") or c.consumer
+    if not seen[n] then seen[n], out[#out + 1] = true, n end
   end
   return out
 end
@@ -129,10 +142,18 @@ function _M.main(host, argv)
   all, err = cp:list()
   if not all then return done(host.fail(err)) end
   local targets = consumers_of(all, name)
-  -- a projection that never committed a batch (stopped on its first) has
-  -- no checkpoint yet: set and skip make its first
-  if #targets == 0 and action ~= "reset" then targets = { { consumer = "projection:" .. name } } end
-  if #targets == 0 then return done(host.fail(("no checkpoint of %s in %s"):format(name, es:store()))) end
+  -- A stopped projection has its checkpoint (the runner commits up to the
+  -- failing event), so a name without one is most likely a typo: making
+  -- its first takes --force.
+  if #targets == 0 and action ~= "reset" and o.force then targets = { { consumer = "projection:" .. name } } end
+  if #targets == 0 then
+    return done(host.fail(("no checkpoint %s in %s%s"):format(name, es:store(), suggest.hint(name, names(all)))))
+  end
+  -- past the head, every event still to come would be skipped unseen
+  if action == "set" and position > head and not o.force then
+    return done(host.fail(("%d is past the head of %s (%d); --force to set it anyway")
+      :format(position, es:store(), head)))
+  end
   local busy = holder(db, es:store(), name)
   if busy and not o.force then
     return done(host.fail(("%s is running: %s holds its lease; stop it first or use --force"):format(name, busy)))

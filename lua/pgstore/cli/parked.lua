@@ -18,7 +18,8 @@ local SPEC = args.options{
     help = "the projection: its name, or for retry its file (run on its current code)", default = "every one (list)" },
   { "--all", "flag", help = "discard: every parked event of the projection" },
   { "--limit", args.whole(1, 2 ^ 31), arg = "N", help = "list: at most N rows", default = "1000" },
-  { "--table", "value", arg = "EVENTS", help = "retry: the event store the projection reads", default = "events" },
+  { "--table", "value", arg = "EVENTS", help = "retry: the event store the projection reads; list: only that store's",
+    default = "events (retry), every store (list)" },
 }
 _M.help = _M.summary .. "\n\noptions:\n" .. args.describe(SPEC)
 
@@ -35,7 +36,16 @@ end
 local actions = {}
 
 function actions.list(host, db, o)
-  local rows, err = parked.list(db, { projection = o.projection, limit = o.limit })
+  -- --table: that store's parked events, and a store that is not there is
+  -- said so (with the closest name), as every read-only command does
+  local store
+  if o.table then
+    local es, err = stores.open(db, o.table, { notify = false })
+    if not es then return host.fail(err) end
+    store = es:store()
+    es:close()
+  end
+  local rows, err = parked.list(db, { projection = o.projection, store = store, limit = o.limit })
   if not rows then return host.fail(err) end
   -- fields escaped one by one: the tabs between them are the only ones
   local escape = require("pgstore.printable").escape
@@ -63,14 +73,16 @@ function actions.discard(host, db, o, list)
   if (#list == 0) == (o.all == nil) then
     return host.usage_error("parked discard: give POSITIONs or --all", _M.usage)
   end
-  local total = 0
+  local total, rc = 0, 0
   for _, p in ipairs(#list > 0 and list or { false }) do
     local n, err = parked.discard(db, o.projection, p or nil)
     if not n then return host.fail(err) end
+    -- a position that was not parked is a mistake to tell, as show tells it
+    if p and n == 0 then rc = host.fail(("no parked event of %s at position %d"):format(o.projection, p)) end
     total = total + n
   end
   host.say(("discarded %d"):format(total))
-  return 0
+  return rc
 end
 
 function actions.retry(host, db, o, list)
