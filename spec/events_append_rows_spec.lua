@@ -149,4 +149,19 @@ describe("events version 7 to 8", function()
     table.remove(dbs)
     assert(admin:exec(("drop role %s"):format(role)))
   end)
+
+  it("raises synchronous_commit off and local to on for the append's transaction", function()
+    local db = T.connect{ pool_size = 1 }
+    local es = assert(db:events{ table = T.unique("sync_ev"), notify = false })
+    for _, level in ipairs{ "off", "local", "remote_write" } do
+      local got = assert(db:transaction(function(tx)
+        assert(tx:exec("set local synchronous_commit = " .. level))
+        assert(es:append("s", { { type = "A" } }, { tx = tx }))
+        return tx:query("select current_setting('synchronous_commit') as s")[1].s
+      end))
+      assert.equal(level == "remote_write" and "remote_write" or "on", got, level)
+    end
+    es:close()
+    db:close()
+  end)
 end)

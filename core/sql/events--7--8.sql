@@ -12,6 +12,9 @@
 --     @seq_last@ otherwise or while the sequence is fresh: the same
 --     number, without a SECURITY DEFINER call per transaction (which cost
 --     about as much as the rest of the lock).
+--   * An append under synchronous_commit = off or local raises its own
+--     transaction to on (version 6 raised off to local, which does not wait
+--     for a synchronous standby).
 --   * The heads table leaves a fifth of each page free: a head's update
 --     changes no indexed column, so with room on its page it stays a HOT
 --     update (no new index entry, pruned on the page).
@@ -26,8 +29,11 @@ ALTER TABLE @heads@ SET (fillfactor = 80);
 CREATE OR REPLACE FUNCTION @order_lock@() RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE v_l bigint; v_oid bigint := '@events@'::regclass::oid;
 BEGIN
-  IF current_setting('synchronous_commit') = 'off' THEN
-    PERFORM set_config('synchronous_commit', 'local', true);
+  -- Durable on the primary and on a synchronous standby: a commit a
+  -- follower may read is one a failover keeps (off and local would let a
+  -- promoted standby hand its position out again).
+  IF current_setting('synchronous_commit') IN ('off', 'local') THEN
+    PERFORM set_config('synchronous_commit', 'on', true);
   END IF;
   IF current_setting('pgstore.order_lock_' || v_oid, true) = 'held' THEN RETURN; END IF;
   -- NULL while the sequence is fresh or set with is_called false (then

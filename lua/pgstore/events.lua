@@ -334,6 +334,9 @@ function Events:append_many(batches, opts)
       if all then
         err.idempotency_keys = keys
         err.message = err.message .. " (outcome unknown: retry with the same idempotency keys)"
+      else
+        err.message = err.message .. " (outcome unknown: the batches may have committed; only a call"
+          .. " with an idempotency key on every batch is safe to retry)"
       end
     end
     return nil, name_expected(err)
