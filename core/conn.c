@@ -281,12 +281,33 @@ void pgs_dsn_free(pgs_dsn_t *d)
 
 /* ---- connecting ---------------------------------------------------------- */
 
+/* A transaction pooler met without pooler = "transaction" shows only
+ * through what it does to pgstore's session: PgBouncer refuses the
+ * startup packet's `options`, or, told to ignore them, hands one client's
+ * prepared statements to another's session (42P05). Such an error gets
+ * the option named, in err->hint and after the message. */
+static const char POOLER_HINT[] =
+    "behind a transaction pooler (PgBouncer's pool_mode = transaction), connect with "
+    "pooler = \"transaction\"";
+
+static void hint_pooler(pgs_error_t *err)
+{
+    if (!err || err->hint[0])
+        return;
+    snprintf(err->hint, sizeof err->hint, "%s", POOLER_HINT);
+    size_t n = strlen(err->message);
+    snprintf(err->message + n, sizeof err->message - n, " (%s)", POOLER_HINT);
+}
+
 static pgs_status_t connect_pg(const pgs_dsn_t *dsn, PGconn **out, pgs_error_t *err)
 {
     PGconn *pg = PQconnectdbParams(dsn->keys, dsn->vals, 0);
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         pgs_error_from_conn(err, PGS_ECONNECTION, "could not connect: ", pg);
         pgs_error_scrub(err, dsn->secret);
+        if (err && dsn->pooler != PGS_POOLER_TRANSACTION &&
+            strstr(err->message, "unsupported startup parameter: options"))
+            hint_pooler(err);
         PQfinish(pg);
         return PGS_ECONNECTION;
     }
@@ -660,7 +681,10 @@ static pgs_status_t prepare(pgs_conn_t *c, const char *sql, int nparams, pgs_stm
     PGresult *r = run_prepare(c, s->name, sql);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
         pgs_stmt_free(s);
-        return result_error(c, r, err);
+        pgs_status_t st = result_error(c, r, err);
+        if (err && strcmp(err->sqlstate, "42P05") == 0)
+            hint_pooler(err); /* our own statement name: another session's */
+        return st;
     }
     PQclear(r);
     r = run_describe(c, s->name);

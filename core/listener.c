@@ -153,20 +153,28 @@ static void clear_queue(pgs_listener_t *l)
     l->queued = 0;
 }
 
-/* A marker asks the consumer to catch up from stored state. Markers
- * coalesce: two in a row say nothing more than one. */
-static void push_marker(pgs_listener_t *l, int reconnected, int overflow)
+static int is_marker(const pgs_notification_t *n)
 {
-    if (l->tail && l->tail->pid == 0 && strcmp(l->tail->channel, "*") == 0) {
+    return n->pid == 0 && strcmp(n->channel, "*") == 0;
+}
+
+/* A marker asks the consumer to catch up from stored state. Markers
+ * coalesce: two in a row say nothing more than one, and their counts of
+ * dropped notifications add up. */
+static void push_marker(pgs_listener_t *l, int reconnected, long lost)
+{
+    if (l->tail && is_marker(l->tail)) {
         l->tail->reconnected |= reconnected;
-        l->tail->overflow |= overflow;
+        l->tail->overflow |= lost > 0;
+        l->tail->lost += lost;
         return;
     }
     pgs_notification_t *n = new_notification("*", "", 0, 0);
     if (!n)
         return; /* out of memory: the next notification still wakes them */
     n->reconnected = reconnected;
-    n->overflow = overflow;
+    n->overflow = lost > 0;
+    n->lost = lost;
     push(l, n);
 }
 
@@ -174,10 +182,22 @@ static void enqueue(pgs_listener_t *l, const char *channel, const char *payload,
 {
     if (l->queued >= l->max_queue) {
         /* Nobody is pulling: drop what is queued rather than grow without
-         * bound, and say so with a marker (catch up, something was missed). */
-        l->dropped += l->queued;
+         * bound, and say so with one marker that also says what the
+         * markers among it said (they were never seen). Only
+         * notifications count as dropped. */
+        long lost = 0;
+        int reconnected = 0;
+        for (pgs_notification_t *n = l->head; n; n = n->next) {
+            if (is_marker(n)) {
+                lost += n->lost;
+                reconnected |= n->reconnected;
+            } else {
+                lost++;
+                l->dropped++;
+            }
+        }
         clear_queue(l);
-        push_marker(l, 0, 1);
+        push_marker(l, reconnected, lost);
     }
     pgs_notification_t *n = new_notification(channel, payload, strlen(payload), pid);
     if (!n) {

@@ -888,7 +888,7 @@ pgs_status_t pgs_notify(pgs_conn_t *conn, const char *channel, const char *paylo
  * reconnect_max, ±25 % jitter), LISTEN again, and deliver a marker:
  * channel "*", reconnected = 1 — notifications sent meanwhile are lost, so
  * consumers catch up from stored state. A marker with overflow = 1 says the
- * queue (max_queue) overflowed and was dropped. */
+ * queue (max_queue) overflowed and was dropped; lost says how many. */
 typedef struct pgs_listener pgs_listener_t;
 
 typedef struct pgs_listener_opts {
@@ -910,6 +910,8 @@ typedef struct pgs_notification {
     int pid;                   /* the notifying backend; 0 for a marker     */
     int reconnected;           /* marker: the connection was re-established */
     int overflow;              /* marker: queued notifications were dropped */
+    long lost;                 /* marker: how many (overflow markers that
+                                  came before and went with them included) */
     struct pgs_notification *next; /* internal                              */
 } pgs_notification_t;
 

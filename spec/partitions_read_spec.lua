@@ -3,7 +3,8 @@
 -- partition of a stream equals partition_for's for any name, two worker
 -- processes over 8 partitions read each event about once (not once per
 -- partition) through one LISTEN connection each, and every event is
--- handled exactly once when one of them is killed mid-run.
+-- handled exactly once when one of them is killed mid-run. Its commits
+-- follow the partitions that got events, not the partition count.
 local T = require "testenv"
 local core = require "pgstore.core"
 local cjson = require "cjson"
@@ -239,5 +240,124 @@ describe("a partitioned projection over two processes", function()
     T.signal(workers[2], "TERM")
     T.wait(workers[2], 10)
     print(("two processes: %d s"):format(os.time() - started))
+  end)
+end)
+
+-- A worker over `partitions` partitions that stops cleanly once the file
+-- `stop` exists. arg: partitions, table, channel, model table, stop file, dsn.
+local COUNTED = [[
+local partitions, events, chan, model, stop, dsn = tonumber(arg[1]), arg[2], arg[3], arg[4], arg[5], arg[6]
+local pgstore = require "pgstore"
+local projection = require "pgstore.projection"
+local wdb = assert(pgstore.connect{ dsn = dsn, application_name = "prcommits", pool_size = 2 })
+local es = assert(wdb:events{ table = events, notify = chan })
+local runner = assert(projection.runner(wdb, { {
+  name = model, partitioned = true, partitions = partitions, batch = 50,
+  setup = ("create table if not exists %s (position bigint primary key, stream text not null, seen int not null default 1)"):format(model),
+  handlers = { Added = function(e, tx)
+    assert(tx:exec(("insert into %s as m (position, stream) values ($1, $2) on conflict (position) do update set seen = m.seen + 1"):format(model),
+      e.position, e.stream))
+  end },
+} }, { events = es, lease = 2, renew = 0.5, say = print }))
+local res = assert(runner:run(function() return io.open(stop) ~= nil end))
+print("handled", res.events)
+runner:close()
+es:close()
+wdb:close()
+]]
+
+describe("a partitioned projection's commits", function()
+  local db, es, events, chan, dir, workers
+  setup(function()
+    db = T.connect()
+    events, chan = T.unique("pcev"), T.unique("pcch")
+    es = assert(db:events{ table = events, notify = chan })
+    dir = T.tmpdir("partscommits")
+    workers = {}
+  end)
+  teardown(function()
+    for _, w in ipairs(workers) do if T.alive(w) then T.signal(w, "KILL") end end
+    T.sh("rm -rf " .. dir)
+    es:close()
+    db:close()
+    T.assert_no_leaks()
+  end)
+
+  -- Transactions committed in this spec's database, once the counters
+  -- stopped moving (a backend reports its own at exit).
+  local function commits()
+    local function read()
+      return db:query("select xact_commit as n from pg_stat_database where datname = current_database()")[1].n
+    end
+    local last, n = -1, read()
+    while n ~= last do
+      core.sleep(0.5)
+      last, n = n, read()
+    end
+    return n
+  end
+
+  local function handled(model)
+    return db:query(("select count(*) as n, coalesce(max(seen), 0) as most from %s"):format(model))[1]
+  end
+
+  -- Waits (bounded, polling gently: every poll is a commit too) until
+  -- `model` handled n events.
+  local function until_handled(model, n, timeout, w)
+    local deadline, h = core.now() + timeout, nil
+    while core.now() < deadline do
+      h = db:query(("select count(*) as n from %s"):format(model))
+      if h and h[1] and h[1].n >= n then return true end
+      core.sleep(0.25)
+    end
+    error(("%s: only %s of %d handled\n%s"):format(model, h and h[1] and h[1].n or "?", n, T.output(w)))
+  end
+
+  -- Runs a worker over `partitions` partitions until it handled all N
+  -- events (killed once on the way when `kill` is set, then started
+  -- again), stops it cleanly, and returns the commits it cost.
+  local function run(partitions, N, kill)
+    local model = T.unique("pcmodel" .. partitions)
+    local stop = ("%s/stop.%s"):format(dir, model)
+    db:exec(("create table if not exists %s (position bigint primary key, stream text not null, seen int not null default 1)"):format(model))
+    local before = commits()
+    local w = T.spawn(COUNTED, partitions, events, chan, model, stop, T.dsn())
+    workers[#workers + 1] = w
+    if kill then
+      core.sleep(0.5)
+      until_handled(model, math.floor(N / 3), 30, w)
+      T.signal(w, "KILL")
+      T.wait(w, 10)
+      w = T.spawn(COUNTED, partitions, events, chan, model, stop, T.dsn())
+      workers[#workers + 1] = w
+    end
+    until_handled(model, N, 60, w)
+    T.write(stop, "")
+    local out, ended = T.wait(w, 20)
+    assert.is_true(ended, "the worker did not stop: " .. out)
+    local h = handled(model)
+    assert.equal(N, h.n)
+    assert.equal(1, h.most) -- no event handled twice
+    return commits() - before
+  end
+
+  it("grow with the partitions that got events, not with the partition count, and stay exactly once across a SIGKILL", function()
+    -- Mostly one stream, with a few others now and then: most pages hold
+    -- one partition's events, a few hold several.
+    local N = 0
+    for chunk = 1, 30 do
+      local batches = { { stream = "pc-main", events = {} } }
+      for i = 1, 200 do batches[1].events[i] = { type = "Added", data = { i = i } } end
+      if chunk % 5 == 0 then
+        batches[2] = { stream = "pc-side-" .. chunk, events = { { type = "Added", data = {} }, { type = "Added", data = {} } } }
+      end
+      assert(es:append_many(batches))
+      N = N + 200 + (batches[2] and 2 or 0)
+    end
+    local two = run(2, N)
+    local many = run(64, N, true)
+    print(("%d events, batch 50: %d commits over 2 partitions, %d over 64 (killed and restarted once)")
+      :format(N, two, many))
+    assert.is_true(many <= 2 * two, ("%d commits over 64 partitions, %d over 2"):format(many, two))
   end)
 end)

@@ -182,6 +182,33 @@ describe("pgstore behind PgBouncer (pool_mode = transaction)", function()
     assert(db:transaction(function(tx) return tx:lock(key) end))
   end)
 
+  it("names pooler = \"transaction\" when connected without it", function()
+    -- PgBouncer refuses the options pgstore sends at startup
+    local plain = assert(pgstore.connect{ dsn = bouncer.dsn, application_name = "pgstore-spec" })
+    local bad, err = plain:query("select 1")
+    plain:close()
+    assert.is_nil(bad)
+    assert.equal("connection", err.code)
+    assert.matches("unsupported startup parameter: options", err.message, 1, true)
+    assert.matches('pooler = "transaction"', err.hint, 1, true)
+    assert.matches('pooler = "transaction"', err.message, 1, true)
+    -- told to ignore them, it hands one client's prepared statements to
+    -- another's session: one server connection, two clients
+    local lax = B.start(T.dsn(), { pool_size = 1, ignore = "options" })
+    local a = assert(pgstore.connect{ dsn = lax.dsn, pool_size = 1, application_name = "pgstore-spec" })
+    local b = assert(pgstore.connect{ dsn = lax.dsn, pool_size = 1, application_name = "pgstore-spec" })
+    assert(a:query("select $1::int as n", 1))
+    local rows
+    rows, err = b:query("select $1::text as t", "x")
+    lax:stop()
+    a:close()
+    b:close()
+    assert.is_nil(rows)
+    assert.equal("42P05", err.sqlstate)
+    assert.matches('pooler = "transaction"', err.hint, 1, true)
+    assert.matches('pooler = "transaction"', err.message, 1, true)
+  end)
+
   it("shares partitions between worker processes with fenced writes", function()
     local set, out = T.unique("bnc_parts"), T.unique("bnc_work")
     assert(db:exec(("create table %s (p int, token bigint, worker int)"):format(out)))

@@ -5,7 +5,7 @@
  *                   heartbeat_timeout=, reconnect_min=, reconnect_max=,
  *                   max_queue=, ignore_self= }, { channel, … })  → listener
  *   l:wait([timeout[, wake_fd]]) → { channel=, payload=, pid= }
- *                       | { channel="*", reconnected=true } | { channel="*", overflow=true }
+ *                       | { channel="*", reconnected=true } | { channel="*", overflow=true, lost=n }
  *                       | false (wake_fd became readable: pgs_listener_wait_wake)
  *   l:add(ch), l:remove(ch), l:notify(ch, payload[, timeout]) → true
  *   l:fd() → integer | nil    l:due() → seconds    l:stats()    l:channels()
@@ -121,6 +121,8 @@ static void push_notification(lua_State *L, pgs_notification_t *n)
     if (n->overflow) {
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "overflow");
+        lua_pushinteger(L, (lua_Integer)n->lost);
+        lua_setfield(L, -2, "lost");
     }
     pgs_l_free_owned(L, -2);
     lua_remove(L, -2);

@@ -9,8 +9,8 @@
 -- When its connection drops, the listener reconnects with backoff, LISTENs
 -- again and delivers { channel = "*", reconnected = true }: notifications
 -- sent meanwhile are lost (NOTIFY is a hint), so catch up from stored state.
--- { channel = "*", overflow = true } says the same after more than
--- `max_queue` notifications piled up unread and were dropped.
+-- { channel = "*", overflow = true, lost = n } says the same after more
+-- than `max_queue` notifications piled up unread and n were dropped.
 --
 -- For event loops: l:fd() is the socket to watch for readability (nil while
 -- reconnecting; it changes on reconnect), l:due() the seconds until

@@ -28,6 +28,15 @@
 -- when caught up), so every event is read once whatever the partition
 -- count; each partition then commits its share as its own batch. One
 -- LISTEN connection per runner wakes every unit.
+--
+-- Saving: a partition with events in a page commits them with its
+-- checkpoint. One with none keeps its new cursor in memory (nothing of
+-- its own lies before it, so saving it later loses nothing) until it next
+-- gets events, or for IDLE_SAVE_EVERY seconds, when every such partition
+-- of the projection is saved in ONE transaction under their lease guards,
+-- or until a clean stop. Commits thus follow the partitions that got
+-- events, not the partition count; a crash costs a re-read of at most
+-- that many seconds, filtered to the partition.
 local core = require "pgstore.core"
 local errors = require "pgstore.errors"
 local outage = require "pgstore.outage"
@@ -39,6 +48,9 @@ local type, pairs, next, ipairs, tostring, format = type, pairs, next, ipairs, t
 local lower, find, sub, match = string.lower, string.find, string.sub, string.match
 local fields = script.fields
 local now = core.now
+
+-- How long a partition that got no events keeps its cursor unsaved.
+local IDLE_SAVE_EVERY = 1
 
 local _M = {}
 
@@ -464,7 +476,7 @@ Runner.__metatable = false
 -- it next) lives in its own tables, keyed by its copy of the definition.
 function _M.runner(db, defs, opts)
   local self = setmetatable({ db = db, defs = {}, opts = opts, units = {}, say = opts.say or print,
-                              leases = {}, next_tick = {} }, Runner)
+                              leases = {}, next_tick = {}, next_idle_save = {} }, Runner)
   for i, def in ipairs(defs) do
     if not checked[def] then
       local err
@@ -693,11 +705,73 @@ function Runner:read_partitions(def, units)
   for _, u in ipairs(behind) do
     if cursor > after then moved = true end
     u.sub:delivered(cursor)
-    local n, err = self:commit(u, share[u.partition])
-    if not n then return nil, err end
-    total = total + n
+    local mine = share[u.partition]
+    if #mine > 0 then -- the others keep their cursor in memory (save_idle)
+      local n, err = self:commit(u, mine)
+      if not n then return nil, err end
+      total = total + n
+    end
   end
   return total, moved
+end
+
+-- Saves the cursors of def's partitions that moved without events (see
+-- the header), all in one transaction: every guard first, so a lost lease
+-- fails the transaction before any checkpoint is written, then the acks.
+-- Due every IDLE_SAVE_EVERY seconds; `now_too` (a clean stop) saves at
+-- once. A refused guard leaves that partition (as a refused batch does);
+-- the others are saved at the next turn. → true | nil, err
+function Runner:save_idle(def, now_too)
+  if not now_too and now() < (self.next_idle_save[def] or 0) then return true end
+  self.next_idle_save[def] = now() + IDLE_SAVE_EVERY
+  local idle = {}
+  for _, u in ipairs(self.units) do
+    if u.def == def and u.partition and not u.lost and u.sub:unacked() then idle[#idle + 1] = u end
+  end
+  if #idle == 0 then return true end
+  local refused
+  local ok, err = self.db:transaction(function(tx)
+    for _, u in ipairs(idle) do
+      local gok, gerr = u.pm:guard(tx, u.partition, u.token)
+      if not gok then
+        if type(gerr) == "table" and gerr.code == "lease_lost" then refused = u end
+        return nil, gerr
+      end
+    end
+    for _, u in ipairs(idle) do
+      local aok, aerr = u.sub:ack(u.sub:position(), tx)
+      if not aok then return nil, aerr end
+    end
+    return true
+  end)
+  if ok then
+    for _, u in ipairs(idle) do u.sub:committed() end
+    return true
+  end
+  if refused then
+    refused.lost = true
+    self.say(("%s: partition %d: lease_lost, its checkpoint not saved (%s); leaving it")
+      :format(def.name, refused.partition, err.detail or "taken over"))
+    self.next_tick[def], self.next_idle_save[def] = 0, 0
+    return true
+  end
+  -- Nothing was saved: each goes on from its stored checkpoint (a
+  -- conflict: another runner moved it) or, with the server away, waits.
+  local first
+  for _, u in ipairs(idle) do
+    local cursor, rerr = u.sub:rolled_back(err)
+    if not cursor then first = first or rerr end
+  end
+  if first then return nil, first end
+  return true
+end
+
+-- A clean stop saves what save_idle has not yet: a restart then reads
+-- nothing again. Best effort: a cursor left unsaved costs a re-read only.
+function Runner:save_all_idle()
+  for _, def in ipairs(self.defs) do
+    if self.leases[def] then self:save_idle(def, true) end
+  end
 end
 
 -- Takes what the listener has queued (hints; the reads cover them), which
@@ -738,6 +812,8 @@ function Runner:step(wait)
     local n, went = self:read_partitions(def, groups[def])
     if not n then return nil, went end
     total, moved = total + n, moved or went
+    ok, err = self:save_idle(def)
+    if not ok then return nil, err end
   end
   wait = math.min(wait or 0, self.opts.poll or 1)
   if total == 0 and not moved and wait > 0 then
@@ -776,7 +852,10 @@ function Runner:run(interrupted)
   while true do
     local n, err = ride:call(step, { stopping = self.opts.stopping })
     if not n then
-      if outage.lost(err) then break end -- stopped by a signal while the server was away
+      if outage.lost(err) then -- stopped by a signal while the server was away
+        if progress then io.stderr:write("\n") end
+        return { events = self:processed(), seconds = now() - started }
+      end
       return nil, err
     end
     if progress and now() - last_report >= 1 then
@@ -788,6 +867,7 @@ function Runner:run(interrupted)
     if interrupted and interrupted() then break end
     if self.opts.once and n == 0 and self:caught_up() then break end
   end
+  self:save_all_idle()
   if progress then io.stderr:write("\n") end
   return { events = self:processed(), seconds = now() - started }
 end
@@ -798,9 +878,13 @@ function Runner:processed()
   return n
 end
 
+-- Positions not yet handled: from the cursors, which a partition without
+-- events moves before its checkpoint is saved.
 function Runner:lag()
+  local head = self.es:latest_position()
+  if not head then return 0 end
   local lag = 0
-  for _, u in ipairs(self.units) do lag = math.max(lag, u.sub:lag() or 0) end
+  for _, u in ipairs(self.units) do lag = math.max(lag, head - u.sub:position()) end
   return lag
 end
 

@@ -78,7 +78,7 @@ function Queue:accept(n, counts)
     if n.reconnected then
       self:push(RECONNECTED)
     elseif n.overflow then
-      self:push(_M.lost(nil, "overflow"))
+      self:push(_M.lost(n.lost, "overflow")) -- the listener's count (nil: not known)
     else
       return false
     end

@@ -13,7 +13,8 @@ Bouncer.__index = Bouncer
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 -- dsn: the server's (libpq key=value with host, port, user); opts.pool_size:
--- server connections per database and user (2).
+-- server connections per database and user (2); opts.ignore: more startup
+-- parameters to ignore (e.g. "options"), comma-separated.
 function P.start(dsn, opts)
   opts = opts or {}
   local host = dsn:match("host=(%S+)") or "127.0.0.1"
@@ -36,7 +37,7 @@ auth_file = $dir/users.txt
 pool_mode = transaction
 default_pool_size = %d
 max_client_conn = 200
-ignore_startup_parameters = extra_float_digits
+ignore_startup_parameters = extra_float_digits%s
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 admin_users = %s
@@ -51,7 +52,7 @@ EOF
       grep -q "Address already in use" "$dir/pgbouncer.log" 2>/dev/null || break
     done
     cat "$dir/start.log" "$dir/pgbouncer.log" 2>/dev/null | tail -n 20; rm -rf -- "$dir"; exit 1]])
-    :format(T.root(), user, host, port, opts.pool_size or 2, user)))
+    :format(T.root(), user, host, port, opts.pool_size or 2, opts.ignore and "," .. opts.ignore or "", user)))
   local dir, bport = out:match("bouncer (%S+) (%d+)")
   assert(rc == 0 and dir, "could not start pgbouncer: " .. out)
   local direct = dsn:gsub("port=%d+", "port=" .. bport)

@@ -427,14 +427,25 @@ function Listener:push(note)
     if last and last.channel == "*" then
       last.reconnected = last.reconnected or note.reconnected
       last.overflow = last.overflow or note.overflow
+      if note.lost then last.lost = (last.lost or 0) + note.lost end
       return
     end
   elseif self.tail - self.head + 1 >= self.max_queue then
-    self.dropped = self.dropped + (self.tail - self.head + 1)
+    -- One marker for what goes, saying what the markers among it said;
+    -- only notifications count as dropped.
+    local lost, reconnected = 0, nil
+    for i = self.head, self.tail do
+      local e = q[i]
+      if e.channel == "*" then
+        lost, reconnected = lost + (e.lost or 0), reconnected or e.reconnected
+      else
+        lost, self.dropped = lost + 1, self.dropped + 1
+      end
+    end
     self.queue, self.head, self.tail = {}, 1, 0
     q = self.queue
     self.tail = 1
-    q[1] = { channel = "*", overflow = true }
+    q[1] = { channel = "*", overflow = lost > 0 or nil, lost = lost > 0 and lost or nil, reconnected = reconnected }
   end
   self.tail = self.tail + 1
   q[self.tail] = note
