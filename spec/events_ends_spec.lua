@@ -9,7 +9,9 @@ local pgstore = require "pgstore"
 local T = require "testenv"
 
 -- Appends one event inside a transaction, prints its position, and keeps
--- the transaction open until the control table says go (at most 30 s).
+-- the transaction open until the control table says go (at most 120 s: on
+-- a loaded machine the processes started after it can take half a minute
+-- to get going, and a holder that gave up would roll its append back).
 local HOLDER = [[
 local core = require "pgstore.core"
 local es = assert(db:events{ table = arg[1], notify = arg[1] })
@@ -17,7 +19,7 @@ local ok, err = db:transaction(function(tx)
   local res = assert(es:append("held", { { type = "Held", data = {} } }, { tx = tx }))
   io.stdout:write("appended ", res.last_position, "\n")
   io.stdout:flush()
-  local deadline = core.now() + 30
+  local deadline = core.now() + 120
   while core.now() < deadline do
     local rows = assert(db:query("select 1 from " .. arg[1] .. "_go"))
     if #rows > 0 then return true end
@@ -111,13 +113,13 @@ describe("the end of an event store", function()
         .. " where datname = current_database() and application_name <> 'pgstore-spec'"
         .. " and query like $1", "%" .. name .. "_read_all%"))
       return rows[1].n > 0
-    end, 15)
+    end, 40)
     assert.is_true(started, "the projection never started: " .. T.output(proc))
     release(holder)
     local rows = T.eventually(function()
       local r = db:query(("select position, type from %s order by position"):format(model))
       return r and #r >= 2 and r
-    end, 15)
+    end, 40)
     T.sh(("pkill -TERM -f %q"):format(path))
     T.wait(proc, 10)
     T.sh("rm -rf " .. dir)
