@@ -44,9 +44,11 @@ admin_users = %s
 EOF
       chown -R "$(cluster_user):" "$dir"
       run_as_cluster_user /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >>"$dir/start.log" 2>&1 || true
-      for _ in $(seq 50); do
+      # -d forks: until the child has written its pid file there is no
+      # process to ask, so only a pid that is gone ends the wait early.
+      for _ in $(seq 150); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "bouncer $dir $port"; exit 0; }
-        [ -s "$dir/pgbouncer.pid" ] && kill -0 "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || break
+        if [ -s "$dir/pgbouncer.pid" ]; then kill -0 "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || break; fi
         sleep 0.1
       done
       grep -q "Address already in use" "$dir/pgbouncer.log" 2>/dev/null || break
